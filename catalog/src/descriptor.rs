@@ -1,0 +1,118 @@
+//! The on-disk shape of a data product descriptor (`<mesh>/<domain>/<product>.yaml`).
+//!
+//! These types mirror the YAML exactly and reject unknown fields, so a typo in a
+//! descriptor is an error rather than a silently ignored setting. They carry no
+//! validation beyond what serde does: [`crate::validate`] turns a
+//! [`ProductDescriptor`] into a checked [`crate::Product`].
+
+use serde::{Deserialize, Serialize};
+
+/// One data product, as its owning domain publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductDescriptor {
+    /// Owning domain; must equal the folder the descriptor lives in. SQL catalog name.
+    pub domain: String,
+    /// Product name; must equal the file stem. SQL schema name.
+    pub product: String,
+    /// Version of the product's contract (`MAJOR.MINOR.PATCH`).
+    pub version: String,
+    /// What the product holds and what one row means.
+    pub description: String,
+    /// Who answers for the product.
+    pub owner: OwnerDescriptor,
+    /// Free-form classification of the product (e.g. `phi`, `longitudinal-health-record`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Service-level objectives the owning team commits to.
+    #[serde(default)]
+    pub sla: Option<SlaDescriptor>,
+    /// The tables the product publishes; at least one.
+    pub tables: Vec<TableDescriptor>,
+}
+
+/// The team that owns a product and how to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerDescriptor {
+    /// Team name.
+    pub team: String,
+    /// A mailbox or channel that reaches the team.
+    pub contact: String,
+}
+
+/// Service-level objectives of a product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaDescriptor {
+    /// Maximum age of the newest data, as a duration such as `24h` or `30m`.
+    #[serde(default)]
+    pub freshness: Option<String>,
+    /// Expected growth of the row count, as a free-form statement (e.g. `>= 1000 rows/day`).
+    #[serde(default)]
+    pub completeness: Option<String>,
+}
+
+/// Storage format of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// A directory of Parquet files, optionally hive-partitioned.
+    Parquet,
+    /// A Delta Lake table.
+    Delta,
+}
+
+impl std::fmt::Display for TableFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Parquet => "parquet",
+            Self::Delta => "delta",
+        })
+    }
+}
+
+/// One table of a product, with its contract (the declared columns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDescriptor {
+    /// Table name, unique within the product. SQL table name.
+    pub name: String,
+    /// What one row of the table means.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Storage format.
+    pub format: TableFormat,
+    /// Directory URL of the table's data (`file:///...`; `s3://...` later).
+    pub location: String,
+    /// Hive-style partition columns (`key=value` directories), in directory order.
+    #[serde(default)]
+    pub partition_columns: Vec<String>,
+    /// The contract: the columns consumers may rely on.
+    pub columns: Vec<ColumnDescriptor>,
+}
+
+/// One declared column of a table contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnDescriptor {
+    /// Column name (lowercase identifier).
+    pub name: String,
+    /// Arrow data type, in Arrow's textual form (`Int64`, `Utf8`, `Decimal128(12, 2)`,
+    /// `Timestamp(Microsecond, None)`, `Timestamp(Microsecond, "UTC")`, ...).
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether the column may hold nulls.
+    #[serde(default = "default_nullable")]
+    pub nullable: bool,
+    /// Meaning of the column.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Classification tags (e.g. `pii`, `phi`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn default_nullable() -> bool {
+    true
+}

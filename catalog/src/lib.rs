@@ -1,0 +1,17 @@
+//! The catalog of a data mesh: product descriptors, their contracts, validation and
+//! name resolution (`domain.product.table`). No query engine and no transport here:
+//! everything in this crate is plain data and pure functions over it.
+
+mod descriptor;
+mod error;
+mod mesh;
+mod product;
+mod validate;
+
+pub use descriptor::{
+    ColumnDescriptor, OwnerDescriptor, ProductDescriptor, SlaDescriptor, TableDescriptor,
+};
+pub use error::{CatalogError, Problem, Result};
+pub use mesh::{Mesh, MeshLoad, parse_descriptor, read_product};
+pub use product::{Column, Product, Sla, Table, TableFormat};
+pub use validate::{DescriptorOrigin, MAX_IDENTIFIER_LEN, validate_descriptor};

@@ -1,0 +1,215 @@
+//! A mesh: every valid product found under a mesh directory, and name resolution.
+//!
+//! Layout: `<mesh>/<domain>/<product>.yaml` (or `.yml`). Each domain owns its folder.
+//! Other files and folders (data directories, READMEs, hidden folders) are ignored.
+//! Loading never fails because of one product: a broken descriptor is reported in
+//! [`MeshLoad::errors`] and left out, and the rest of the mesh serves.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::descriptor::ProductDescriptor;
+use crate::error::{CatalogError, Result};
+use crate::product::{Product, Table};
+use crate::validate::{DescriptorOrigin, validate_descriptor};
+
+/// The valid products of a mesh, keyed by domain then product name.
+#[derive(Debug, Clone, Default)]
+pub struct Mesh {
+    root: PathBuf,
+    products: BTreeMap<String, BTreeMap<String, Arc<Product>>>,
+}
+
+/// The outcome of loading a mesh directory.
+#[derive(Debug)]
+pub struct MeshLoad {
+    /// The products that passed validation.
+    pub mesh: Mesh,
+    /// One entry per descriptor that was left out, with what to fix.
+    pub errors: Vec<CatalogError>,
+}
+
+impl Mesh {
+    /// Reads every descriptor under `root`.
+    ///
+    /// Returns `Err` only when `root` itself cannot be read; problems with individual
+    /// descriptors are collected in [`MeshLoad::errors`].
+    pub fn load(root: impl AsRef<Path>) -> Result<MeshLoad> {
+        let root = root.as_ref();
+        let mut mesh = Mesh {
+            root: root.to_path_buf(),
+            products: BTreeMap::new(),
+        };
+        let mut errors = Vec::new();
+        for file in descriptor_files(root)? {
+            match read_product(root, &file) {
+                Ok(product) => {
+                    if let Err(e) = mesh.insert(product) {
+                        errors.push(e);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for error in &errors {
+            tracing::warn!(file = %error.path().display(), %error, "descriptor left out of the mesh");
+        }
+        Ok(MeshLoad { mesh, errors })
+    }
+
+    /// Builds a mesh from products already validated (used by tests and tools).
+    pub fn from_products(
+        root: impl Into<PathBuf>,
+        products: impl IntoIterator<Item = Product>,
+    ) -> Result<Self> {
+        let mut mesh = Mesh {
+            root: root.into(),
+            products: BTreeMap::new(),
+        };
+        for product in products {
+            mesh.insert(product)?;
+        }
+        Ok(mesh)
+    }
+
+    fn insert(&mut self, product: Product) -> Result<()> {
+        let domain = self.products.entry(product.domain.clone()).or_default();
+        if let Some(first) = domain.get(&product.name) {
+            return Err(CatalogError::Duplicate {
+                path: product.source.clone(),
+                qualified_name: product.qualified_name(),
+                first: first.source.clone(),
+            });
+        }
+        domain.insert(product.name.clone(), Arc::new(product));
+        Ok(())
+    }
+
+    /// The mesh directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Domains that publish at least one valid product, sorted.
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.products.keys().map(String::as_str)
+    }
+
+    /// Products of `domain`, sorted by name; empty for an unknown domain.
+    pub fn products_in(&self, domain: &str) -> impl Iterator<Item = &Arc<Product>> {
+        self.products
+            .get(domain)
+            .into_iter()
+            .flat_map(|p| p.values())
+    }
+
+    /// Every product, sorted by domain then name.
+    pub fn products(&self) -> impl Iterator<Item = &Arc<Product>> {
+        self.products.values().flat_map(|p| p.values())
+    }
+
+    /// The product `domain.product`.
+    pub fn product(&self, domain: &str, product: &str) -> Option<&Arc<Product>> {
+        self.products.get(domain)?.get(product)
+    }
+
+    /// Resolves `domain.product.table` to its product and table.
+    pub fn resolve(
+        &self,
+        domain: &str,
+        product: &str,
+        table: &str,
+    ) -> Option<(&Arc<Product>, &Table)> {
+        let product = self.product(domain, product)?;
+        let table = product.table(table)?;
+        Some((product, table))
+    }
+
+    /// Number of valid products.
+    pub fn len(&self) -> usize {
+        self.products.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether the mesh has no valid product.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Lists `<root>/<domain>/<product>.yaml` files, sorted, skipping hidden entries.
+fn descriptor_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir_err = |source| CatalogError::MeshDirectory {
+        path: root.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(dir_err)? {
+        let entry = entry.map_err(dir_err)?;
+        let path = entry.path();
+        if is_hidden(&path) || !path.is_dir() {
+            continue;
+        }
+        let Ok(inner) = std::fs::read_dir(&path) else {
+            tracing::warn!(folder = %path.display(), "cannot read domain folder; skipped");
+            continue;
+        };
+        for file in inner.flatten() {
+            let file = file.path();
+            let is_yaml = file
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e == "yaml" || e == "yml");
+            if is_yaml && !is_hidden(&file) && file.is_file() {
+                files.push(file);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// Reads, parses and validates one descriptor file.
+pub fn read_product(mesh_root: &Path, file: &Path) -> Result<Product> {
+    let text = std::fs::read_to_string(file).map_err(|source| CatalogError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let descriptor = parse_descriptor(file, &text)?;
+    let folder_domain = file
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let file_stem = file
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    validate_descriptor(
+        &descriptor,
+        DescriptorOrigin {
+            mesh_root,
+            folder_domain,
+            file_stem,
+            file,
+        },
+    )
+    .map_err(|problems| CatalogError::Invalid {
+        path: file.to_path_buf(),
+        problems,
+    })
+}
+
+/// Parses descriptor YAML; the error carries the parser's line and column.
+pub fn parse_descriptor(file: &Path, text: &str) -> Result<ProductDescriptor> {
+    serde_yaml::from_str(text).map_err(|e| CatalogError::Parse {
+        path: file.to_path_buf(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,117 @@
+//! The validated model of a data product: what the rest of meshgate works with.
+//!
+//! A [`Product`] can only be built by [`crate::validate::validate_descriptor`], so every
+//! instance satisfies the contract rules (lowercase identifiers, parsed Arrow types,
+//! declared partition columns, a usable location).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use arrow_schema::{DataType, Field, Schema};
+use url::Url;
+
+pub use crate::descriptor::TableFormat;
+
+/// A validated data product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Product {
+    /// Owning domain (SQL catalog).
+    pub domain: String,
+    /// Product name (SQL schema).
+    pub name: String,
+    /// Contract version.
+    pub version: String,
+    /// What the product holds.
+    pub description: String,
+    /// Owning team.
+    pub owner_team: String,
+    /// How to reach the owning team.
+    pub owner_contact: String,
+    /// Product-level classification tags.
+    pub tags: Vec<String>,
+    /// Service-level objectives.
+    pub sla: Sla,
+    /// Tables, in declaration order.
+    pub tables: Vec<Table>,
+    /// The descriptor file this product was read from.
+    pub source: PathBuf,
+}
+
+impl Product {
+    /// The table named `name`, if the product publishes one.
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// `domain.product`, the product's qualified name.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.domain, self.name)
+    }
+}
+
+/// Validated service-level objectives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sla {
+    /// Maximum accepted age of the newest data.
+    pub freshness: Option<Duration>,
+    /// Expected row-count growth, as declared.
+    pub completeness: Option<String>,
+}
+
+/// A validated table and its contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Table name (SQL table).
+    pub name: String,
+    /// What one row means.
+    pub description: Option<String>,
+    /// Storage format.
+    pub format: TableFormat,
+    /// Directory URL of the data, always ending in `/`.
+    pub location: Url,
+    /// Hive partition columns in directory order; each is also a declared column.
+    pub partition_columns: Vec<String>,
+    /// Declared columns, in declaration order.
+    pub columns: Vec<Column>,
+}
+
+impl Table {
+    /// The schema consumers see: declared columns, in declaration order.
+    pub fn contract_schema(&self) -> Schema {
+        Schema::new(self.columns.iter().map(Column::field).collect::<Vec<_>>())
+    }
+
+    /// The declared columns stored inside the data files (all but partition columns).
+    pub fn file_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns
+            .iter()
+            .filter(|c| !self.partition_columns.contains(&c.name))
+    }
+
+    /// The declared column named `name`.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// A validated column of a contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// Arrow type consumers receive.
+    pub data_type: DataType,
+    /// Whether nulls may appear.
+    pub nullable: bool,
+    /// Meaning of the column.
+    pub description: Option<String>,
+    /// Classification tags.
+    pub tags: Vec<String>,
+}
+
+impl Column {
+    /// The Arrow field for this column.
+    pub fn field(&self) -> Field {
+        Field::new(&self.name, self.data_type.clone(), self.nullable)
+    }
+}

@@ -1,0 +1,396 @@
+//! Validation: from a parsed [`ProductDescriptor`] to a checked [`Product`].
+//!
+//! Validation collects every problem it finds instead of stopping at the first, so a
+//! domain team fixes a descriptor in one round. Each [`Problem`] names the field and
+//! says what to change.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+
+use arrow_schema::DataType;
+use url::Url;
+
+use crate::descriptor::{ColumnDescriptor, ProductDescriptor, TableDescriptor};
+use crate::error::Problem;
+use crate::product::{Column, Product, Sla, Table};
+
+/// Longest identifier accepted for a domain, product, table or column.
+pub const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// Where a descriptor was found, which validation checks the descriptor against.
+#[derive(Debug, Clone, Copy)]
+pub struct DescriptorOrigin<'a> {
+    /// Root of the mesh; relative table locations are resolved against it.
+    pub mesh_root: &'a Path,
+    /// Domain folder the file sits in; must equal `domain`.
+    pub folder_domain: &'a str,
+    /// File stem; must equal `product`.
+    pub file_stem: &'a str,
+    /// The descriptor file.
+    pub file: &'a Path,
+}
+
+/// Checks `descriptor` and builds the validated [`Product`], or returns every problem.
+pub fn validate_descriptor(
+    descriptor: &ProductDescriptor,
+    origin: DescriptorOrigin<'_>,
+) -> Result<Product, Vec<Problem>> {
+    let mut problems = Vec::new();
+
+    check_identifier("domain", &descriptor.domain, &mut problems);
+    if descriptor.domain != origin.folder_domain {
+        problems.push(Problem::new(
+            "domain",
+            format!(
+                "is '{}' but the descriptor sits in the folder of domain '{}'; \
+                 move the file or correct the field",
+                descriptor.domain, origin.folder_domain
+            ),
+        ));
+    }
+    check_identifier("product", &descriptor.product, &mut problems);
+    if descriptor.product != origin.file_stem {
+        problems.push(Problem::new(
+            "product",
+            format!(
+                "is '{}' but the file is named '{}.yaml'; rename one to match the other",
+                descriptor.product, origin.file_stem
+            ),
+        ));
+    }
+    check_version(&descriptor.version, &mut problems);
+    check_not_blank("description", &descriptor.description, &mut problems);
+    check_not_blank("owner.team", &descriptor.owner.team, &mut problems);
+    check_not_blank("owner.contact", &descriptor.owner.contact, &mut problems);
+    for (i, tag) in descriptor.tags.iter().enumerate() {
+        check_tag(&format!("tags[{i}]"), tag, &mut problems);
+    }
+    let sla = validate_sla(descriptor, &mut problems);
+
+    if descriptor.tables.is_empty() {
+        problems.push(Problem::new(
+            "tables",
+            "declares no table; a product publishes at least one",
+        ));
+    }
+    let mut seen_tables = HashSet::new();
+    let mut tables = Vec::with_capacity(descriptor.tables.len());
+    for (i, table) in descriptor.tables.iter().enumerate() {
+        let at = format!("tables[{i}]");
+        if !seen_tables.insert(table.name.as_str()) {
+            problems.push(Problem::new(
+                format!("{at}.name"),
+                format!("table '{}' is declared twice", table.name),
+            ));
+        }
+        if let Some(table) = validate_table(&at, table, origin.mesh_root, &mut problems) {
+            tables.push(table);
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Product {
+        domain: descriptor.domain.clone(),
+        name: descriptor.product.clone(),
+        version: descriptor.version.clone(),
+        description: descriptor.description.trim().to_string(),
+        owner_team: descriptor.owner.team.clone(),
+        owner_contact: descriptor.owner.contact.clone(),
+        tags: descriptor.tags.clone(),
+        sla,
+        tables,
+        source: origin.file.to_path_buf(),
+    })
+}
+
+fn validate_sla(descriptor: &ProductDescriptor, problems: &mut Vec<Problem>) -> Sla {
+    let Some(sla) = &descriptor.sla else {
+        return Sla::default();
+    };
+    let freshness =
+        sla.freshness
+            .as_deref()
+            .and_then(|text| match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => {
+                    problems.push(Problem::new(
+                        "sla.freshness",
+                        "must be a positive duration such as '24h' or '30m'",
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(Problem::new(
+                        "sla.freshness",
+                        format!(
+                            "'{text}' is not a duration ({e}); write e.g. '24h', '90m' or '7days'"
+                        ),
+                    ));
+                    None
+                }
+            });
+    Sla {
+        freshness,
+        completeness: sla.completeness.clone(),
+    }
+}
+
+fn validate_table(
+    at: &str,
+    table: &TableDescriptor,
+    mesh_root: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<Table> {
+    let before = problems.len();
+    check_identifier(&format!("{at}.name"), &table.name, problems);
+    let location = parse_location(
+        &format!("{at}.location"),
+        &table.location,
+        mesh_root,
+        problems,
+    );
+
+    if table.columns.is_empty() {
+        problems.push(Problem::new(
+            format!("{at}.columns"),
+            "declares no column; the contract lists every column consumers may use",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut columns = Vec::with_capacity(table.columns.len());
+    for (j, column) in table.columns.iter().enumerate() {
+        let col_at = format!("{at}.columns[{j}]");
+        if !seen.insert(column.name.as_str()) {
+            problems.push(Problem::new(
+                format!("{col_at}.name"),
+                format!("column '{}' is declared twice", column.name),
+            ));
+        }
+        if let Some(column) = validate_column(&col_at, column, problems) {
+            columns.push(column);
+        }
+    }
+
+    let mut seen_partitions = HashSet::new();
+    for (k, name) in table.partition_columns.iter().enumerate() {
+        let part_at = format!("{at}.partition_columns[{k}]");
+        if !seen_partitions.insert(name.as_str()) {
+            problems.push(Problem::new(&part_at, format!("'{name}' is listed twice")));
+        }
+        match columns.iter().find(|c| &c.name == name) {
+            None => problems.push(Problem::new(
+                &part_at,
+                format!(
+                    "'{name}' is not a declared column; declare it under columns with its type"
+                ),
+            )),
+            Some(c) if !is_partition_type(&c.data_type) => problems.push(Problem::new(
+                &part_at,
+                format!(
+                    "'{name}' has type {} which cannot be read from a directory name; \
+                     use Utf8, an integer type or Date32",
+                    c.data_type
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    if !table.columns.is_empty() && table.partition_columns.len() >= table.columns.len() {
+        problems.push(Problem::new(
+            format!("{at}.partition_columns"),
+            "every column is a partition column; at least one column must live in the files",
+        ));
+    }
+
+    if problems.len() != before {
+        return None;
+    }
+    Some(Table {
+        name: table.name.clone(),
+        description: table.description.clone(),
+        format: table.format,
+        location: location?,
+        partition_columns: table.partition_columns.clone(),
+        columns,
+    })
+}
+
+fn validate_column(
+    at: &str,
+    column: &ColumnDescriptor,
+    problems: &mut Vec<Problem>,
+) -> Option<Column> {
+    check_identifier(&format!("{at}.name"), &column.name, problems);
+    for (t, tag) in column.tags.iter().enumerate() {
+        check_tag(&format!("{at}.tags[{t}]"), tag, problems);
+    }
+    match DataType::from_str(column.data_type.trim()) {
+        Ok(data_type) => Some(Column {
+            name: column.name.clone(),
+            data_type,
+            nullable: column.nullable,
+            description: column.description.clone(),
+            tags: column.tags.clone(),
+        }),
+        Err(_) => {
+            problems.push(Problem::new(
+                format!("{at}.type"),
+                format!(
+                    "'{}' is not an Arrow type; write e.g. Int64, Utf8, Float64, Boolean, Date32, \
+                     Decimal128(12, 2), Timestamp(Microsecond, None) or Timestamp(Microsecond, \"UTC\")",
+                    column.data_type
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn is_partition_type(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Date32
+    )
+}
+
+/// Parses a table location: an absolute URL (`file:///...`, `s3://bucket/...`) or a
+/// path relative to the mesh root. The result always ends in `/` (a directory).
+fn parse_location(
+    at: &str,
+    text: &str,
+    mesh_root: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<Url> {
+    let text = text.trim();
+    if text.is_empty() {
+        problems.push(Problem::new(
+            at,
+            "is empty; give the URL of the table's directory",
+        ));
+        return None;
+    }
+    let parsed = match Url::parse(text) {
+        Ok(url) => url,
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            let path = mesh_root.join(text);
+            match path.canonicalize().ok().or_else(|| {
+                // Allow locations that do not exist yet: resolve against the canonical root.
+                mesh_root.canonicalize().ok().map(|root| root.join(text))
+            }) {
+                Some(abs) => match Url::from_directory_path(&abs) {
+                    Ok(url) => url,
+                    Err(()) => {
+                        problems.push(Problem::new(at, format!("'{text}' is not a usable path")));
+                        return None;
+                    }
+                },
+                None => {
+                    problems.push(Problem::new(
+                        at,
+                        format!("'{text}' cannot be resolved against the mesh root"),
+                    ));
+                    return None;
+                }
+            }
+        }
+        Err(e) => {
+            problems.push(Problem::new(at, format!("'{text}' is not a URL ({e})")));
+            return None;
+        }
+    };
+    match parsed.scheme() {
+        "file" | "s3" => {}
+        other => {
+            problems.push(Problem::new(
+                at,
+                format!("scheme '{other}' is not supported; use file:// or s3://"),
+            ));
+            return None;
+        }
+    }
+    if parsed.scheme() == "s3" && parsed.host_str().is_none_or(str::is_empty) {
+        problems.push(Problem::new(
+            at,
+            "an s3:// location needs a bucket: s3://bucket/prefix/",
+        ));
+        return None;
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        problems.push(Problem::new(
+            at,
+            "must not carry credentials, a query or a fragment; storage credentials \
+             belong in the gateway's configuration",
+        ));
+        return None;
+    }
+    let mut url = parsed;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Some(url)
+}
+
+fn check_identifier(at: &str, value: &str, problems: &mut Vec<Problem>) {
+    let valid_chars = value.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid_chars || value.len() > MAX_IDENTIFIER_LEN {
+        problems.push(Problem::new(
+            at,
+            format!(
+                "'{value}' is not a valid name; use a lowercase letter followed by lowercase \
+                 letters, digits or '_' (at most {MAX_IDENTIFIER_LEN} characters)"
+            ),
+        ));
+    }
+}
+
+fn check_tag(at: &str, value: &str, problems: &mut Vec<Problem>) {
+    let valid = !value.is_empty()
+        && value.len() <= MAX_IDENTIFIER_LEN
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        problems.push(Problem::new(
+            at,
+            format!("'{value}' is not a valid tag; use lowercase letters, digits, '_' or '-'"),
+        ));
+    }
+}
+
+fn check_not_blank(at: &str, value: &str, problems: &mut Vec<Problem>) {
+    if value.trim().is_empty() {
+        problems.push(Problem::new(at, "is empty; fill it in"));
+    }
+}
+
+fn check_version(value: &str, problems: &mut Vec<Problem>) {
+    let core = value.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    let valid = parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if !valid {
+        problems.push(Problem::new(
+            "version",
+            format!("'{value}' is not a MAJOR.MINOR.PATCH version such as '2.1.0'"),
+        ));
+    }
+}

@@ -1,0 +1,210 @@
+//! Catalog behaviour: descriptor validation as a table of cases, mesh loading that
+//! survives broken descriptors, and name resolution.
+
+use std::path::Path;
+
+use meshgate_catalog::{CatalogError, Mesh, TableFormat};
+
+const GOOD: &str = r#"domain: clinical
+product: encounters
+version: 2.1.0
+description: Encounters, one row per encounter.
+owner: { team: clinical-data, contact: clinical@example.org }
+tags: [phi]
+sla: { freshness: 24h }
+tables:
+  - name: visits
+    format: parquet
+    location: file:///data/clinical/encounters/visits
+    partition_columns: [admit_month]
+    columns:
+      - { name: encounter_id, type: Int64, nullable: false }
+      - { name: admitted_at, type: "Timestamp(Microsecond, None)" }
+      - { name: diagnosis_code, type: Utf8, tags: [phi] }
+      - { name: admit_month, type: Utf8, nullable: false }
+"#;
+
+fn write(dir: &Path, domain: &str, product: &str, text: &str) {
+    std::fs::create_dir_all(dir.join(domain)).unwrap();
+    std::fs::write(dir.join(domain).join(format!("{product}.yaml")), text).unwrap();
+}
+
+fn problems_of(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "clinical", "encounters", text);
+    let load = Mesh::load(dir.path()).unwrap();
+    assert_eq!(load.mesh.len(), 0, "descriptor should be rejected:\n{text}");
+    assert_eq!(load.errors.len(), 1);
+    load.errors[0].to_string()
+}
+
+#[test]
+fn a_valid_descriptor_loads_with_typed_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "clinical", "encounters", GOOD);
+    let load = Mesh::load(dir.path()).unwrap();
+    assert!(load.errors.is_empty(), "{:?}", load.errors);
+    let (product, table) = load
+        .mesh
+        .resolve("clinical", "encounters", "visits")
+        .unwrap();
+    assert_eq!(product.version, "2.1.0");
+    assert_eq!(
+        product.sla.freshness,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    assert_eq!(table.format, TableFormat::Parquet);
+    assert_eq!(
+        table.location.as_str(),
+        "file:///data/clinical/encounters/visits/"
+    );
+    assert_eq!(table.file_columns().count(), 3);
+    let schema = table.contract_schema();
+    assert_eq!(schema.field(1).data_type().to_string(), "Timestamp(µs)");
+    assert!(!schema.field(0).is_nullable());
+    assert!(
+        load.mesh
+            .resolve("clinical", "encounters", "nope")
+            .is_none()
+    );
+    assert!(
+        load.mesh
+            .resolve("billing", "encounters", "visits")
+            .is_none()
+    );
+}
+
+#[test]
+fn each_broken_rule_names_its_field_and_the_fix() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "domain: clinical",
+            "domain: billing",
+            "domain: is 'billing' but the descriptor sits in the folder of domain 'clinical'",
+        ),
+        (
+            "product: encounters",
+            "product: visits",
+            "product: is 'visits' but the file is named 'encounters.yaml'",
+        ),
+        (
+            "version: 2.1.0",
+            "version: two",
+            "version: 'two' is not a MAJOR.MINOR.PATCH version",
+        ),
+        (
+            "freshness: 24h",
+            "freshness: soon",
+            "sla.freshness: 'soon' is not a duration",
+        ),
+        (
+            "type: Int64, nullable: false }",
+            "type: Integer, nullable: false }",
+            "tables[0].columns[0].type: 'Integer' is not an Arrow type",
+        ),
+        (
+            "partition_columns: [admit_month]",
+            "partition_columns: [month]",
+            "tables[0].partition_columns[0]: 'month' is not a declared column",
+        ),
+        (
+            "name: diagnosis_code",
+            "name: Diagnosis",
+            "tables[0].columns[2].name: 'Diagnosis' is not a valid name",
+        ),
+        (
+            "name: admitted_at",
+            "name: encounter_id",
+            "tables[0].columns[1].name: column 'encounter_id' is declared twice",
+        ),
+        (
+            "file:///data/clinical/encounters/visits",
+            "http://example.org/visits",
+            "tables[0].location: scheme 'http' is not supported",
+        ),
+        (
+            "file:///data/clinical/encounters/visits",
+            "s3://key:secret@bucket/visits",
+            "tables[0].location: must not carry credentials",
+        ),
+        ("format: parquet", "format: csv", "unknown variant `csv`"),
+        (
+            "tags: [phi]",
+            "tags: [phi]\nowner_email: x@example.org",
+            "unknown field `owner_email`",
+        ),
+        (
+            "tags: [phi]\nsla",
+            "tags: [Not A Tag]\nsla",
+            "tags[0]: 'Not A Tag' is not a valid tag",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(GOOD.contains(from), "case does not apply: {from}");
+        let message = problems_of(&GOOD.replacen(from, to, 1));
+        assert!(
+            message.contains(expected),
+            "for `{to}` expected `{expected}` in: {message}"
+        );
+        assert!(
+            message.contains("encounters.yaml"),
+            "error must name the file: {message}"
+        );
+    }
+}
+
+#[test]
+fn yaml_syntax_errors_carry_a_position() {
+    let message = problems_of("domain: clinical\nproduct: [unclosed\n");
+    assert!(message.contains("line"), "{message}");
+}
+
+#[test]
+fn one_broken_descriptor_leaves_the_rest_of_the_mesh_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "clinical", "encounters", GOOD);
+    write(
+        dir.path(),
+        "billing",
+        "claims",
+        "domain: billing\nproduct: claims\nversion: [\n",
+    );
+    std::fs::create_dir_all(dir.path().join("data/clinical")).unwrap();
+    std::fs::write(dir.path().join("README.md"), "not a descriptor").unwrap();
+    let load = Mesh::load(dir.path()).unwrap();
+    assert_eq!(load.mesh.len(), 1);
+    assert_eq!(load.errors.len(), 1);
+    assert!(matches!(load.errors[0], CatalogError::Parse { .. }));
+    assert!(load.errors[0].path().ends_with("billing/claims.yaml"));
+    assert_eq!(load.mesh.domains().collect::<Vec<_>>(), ["clinical"]);
+}
+
+#[test]
+fn relative_locations_resolve_against_the_mesh_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace(
+        "file:///data/clinical/encounters/visits",
+        "data/clinical/visits",
+    );
+    write(dir.path(), "clinical", "encounters", &text);
+    let load = Mesh::load(dir.path()).unwrap();
+    assert!(load.errors.is_empty(), "{:?}", load.errors);
+    let (_, table) = load
+        .mesh
+        .resolve("clinical", "encounters", "visits")
+        .unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    assert_eq!(
+        table.location.to_file_path().unwrap(),
+        root.join("data/clinical/visits")
+    );
+    assert!(table.location.as_str().ends_with('/'));
+}
+
+#[test]
+fn an_unreadable_mesh_directory_is_an_error() {
+    assert!(matches!(
+        Mesh::load("/definitely/not/here"),
+        Err(CatalogError::MeshDirectory { .. })
+    ));
+}

@@ -1,0 +1,222 @@
+//! [`ContractTable`]: a table that exposes exactly its contract.
+//!
+//! A domain's files may hold more columns than the contract declares, in another order,
+//! or with a narrower type (an `Int32` where the contract promises `Int64`). Consumers
+//! must see the contract and nothing else: the wrapper exposes the declared columns in
+//! declared order, drops undeclared ones, and casts safe widenings, while passing
+//! projection, filters and limit through to the storage provider so pushdown survives.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column as ColumnExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+
+use crate::error::ConnectorError;
+
+/// How one contract column is read from the storage provider.
+#[derive(Debug, Clone)]
+struct ColumnSource {
+    /// Index of the column in the storage provider's schema.
+    inner_index: usize,
+    /// Whether the stored type differs from the declared one (a safe widening).
+    needs_cast: bool,
+}
+
+/// Exposes a storage provider through its contract schema.
+#[derive(Debug)]
+pub struct ContractTable {
+    contract: SchemaRef,
+    inner: Arc<dyn TableProvider>,
+    sources: Vec<ColumnSource>,
+}
+
+impl ContractTable {
+    /// Wraps `inner` so that it exposes `contract`.
+    ///
+    /// Fails with [`ConnectorError::Contract`] when a declared column is missing from
+    /// `inner` or stored with a type that cannot be served as declared without loss.
+    pub fn try_new(
+        table: &str,
+        contract: SchemaRef,
+        inner: Arc<dyn TableProvider>,
+    ) -> Result<Self, ConnectorError> {
+        let physical = inner.schema();
+        let mut sources = Vec::with_capacity(contract.fields().len());
+        let mut violations = Vec::new();
+        for field in contract.fields() {
+            match physical.index_of(field.name()) {
+                Err(_) => violations.push(format!("column '{}' is missing", field.name())),
+                Ok(i) => {
+                    let stored = physical.field(i).data_type();
+                    if stored == field.data_type() {
+                        sources.push(ColumnSource {
+                            inner_index: i,
+                            needs_cast: false,
+                        });
+                    } else if is_lossless_widening(stored, field.data_type()) {
+                        sources.push(ColumnSource {
+                            inner_index: i,
+                            needs_cast: true,
+                        });
+                    } else {
+                        violations.push(format!(
+                            "column '{}' is stored as {stored} but the contract declares {}",
+                            field.name(),
+                            field.data_type()
+                        ));
+                    }
+                }
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ConnectorError::Contract {
+                table: table.to_string(),
+                message: violations.join("; "),
+            });
+        }
+        Ok(Self {
+            contract,
+            inner,
+            sources,
+        })
+    }
+
+    /// Whether every column referenced by `expr` is stored with its declared type, so the
+    /// expression means the same to the storage provider as to the planner.
+    fn stored_as_declared(&self, expr: &Expr) -> bool {
+        expr.column_refs().iter().all(|c| {
+            self.contract
+                .index_of(c.name())
+                .is_ok_and(|i| !self.sources[i].needs_cast)
+        })
+    }
+}
+
+#[async_trait]
+impl TableProvider for ContractTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.contract)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Ask the storage provider only about filters it would read as we do.
+        let eligible: Vec<&Expr> = filters
+            .iter()
+            .copied()
+            .filter(|f| self.stored_as_declared(f))
+            .collect();
+        let mut answers = self.inner.supports_filters_pushdown(&eligible)?.into_iter();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.stored_as_declared(f) {
+                    answers
+                        .next()
+                        .unwrap_or(TableProviderFilterPushDown::Unsupported)
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.contract.fields().len()).collect(),
+        };
+        let inner_projection: Vec<usize> = wanted
+            .iter()
+            .map(|&i| self.sources[i].inner_index)
+            .collect();
+        let plan = self
+            .inner
+            .scan(state, Some(&inner_projection), filters, limit)
+            .await?;
+
+        let needs_cast = wanted.iter().any(|&i| self.sources[i].needs_cast);
+        let names_match = plan
+            .schema()
+            .fields()
+            .iter()
+            .zip(&wanted)
+            .all(|(f, &i)| f.name() == self.contract.field(i).name());
+        if !needs_cast && names_match && plan.schema().fields().len() == wanted.len() {
+            return Ok(plan);
+        }
+        let exprs = wanted
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| {
+                let field = self.contract.field(i);
+                let column: Arc<dyn PhysicalExpr> = Arc::new(ColumnExpr::new(field.name(), pos));
+                let expr: Arc<dyn PhysicalExpr> = if self.sources[i].needs_cast {
+                    Arc::new(CastExpr::new(column, field.data_type().clone(), None))
+                } else {
+                    column
+                };
+                (expr, field.name().clone())
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+    }
+}
+
+/// Whether values stored as `from` can be served as `to` without loss of information.
+pub fn is_lossless_widening(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    if from == to {
+        return true;
+    }
+    match (from, to) {
+        (Utf8View | LargeUtf8, Utf8) | (Utf8 | Utf8View, LargeUtf8) => true,
+        (BinaryView | LargeBinary, Binary) | (Binary | BinaryView, LargeBinary) => true,
+        (Dictionary(_, value), _) => is_lossless_widening(value, to),
+        (Int8, Int16 | Int32 | Int64)
+        | (Int16, Int32 | Int64)
+        | (Int32, Int64)
+        | (UInt8, UInt16 | UInt32 | UInt64 | Int16 | Int32 | Int64)
+        | (UInt16, UInt32 | UInt64 | Int32 | Int64)
+        | (UInt32, UInt64 | Int64)
+        | (Float16, Float32 | Float64)
+        | (Float32, Float64) => true,
+        (Decimal128(p1, s1), Decimal128(p2, s2)) => s1 == s2 && p1 <= p2,
+        (Timestamp(u1, tz1), Timestamp(u2, tz2)) => u1 == u2 && same_zone(tz1, tz2),
+        _ => false,
+    }
+}
+
+fn same_zone(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+    let utc = |z: &str| matches!(z, "UTC" | "+00:00" | "Z" | "Etc/UTC");
+    match (a.as_deref(), b.as_deref()) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x == y || (utc(x) && utc(y)),
+        _ => false,
+    }
+}
+
+/// The contract schema of `table`, as an Arrow schema.
+pub fn contract_schema(table: &meshgate_catalog::Table) -> SchemaRef {
+    Arc::new(Schema::new(table.contract_schema().fields().clone()))
+}

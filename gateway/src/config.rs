@@ -1,0 +1,118 @@
+//! Gateway configuration: a YAML file (`--config`), with command-line flags and
+//! environment variables taking precedence for the settings they cover.
+//!
+//! Unknown keys are errors, so a misspelt setting never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address to listen on for Flight SQL.
+    pub listen: SocketAddr,
+    /// The mesh directory (`<mesh>/<domain>/<product>.yaml`).
+    pub mesh: Option<PathBuf>,
+    /// Query engine settings.
+    pub engine: EngineConfig,
+    /// Server-side handles (tickets, prepared statements).
+    pub handles: HandleConfig,
+    /// gRPC transport settings.
+    pub transport: TransportConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            mesh: None,
+            engine: EngineConfig::default(),
+            handles: HandleConfig::default(),
+            transport: TransportConfig::default(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Reads a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        serde_yaml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+}
+
+/// Query engine settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Rows per batch produced by scans and operators.
+    pub batch_size: usize,
+    /// Parallelism of one query; the number of cores when unset.
+    pub target_partitions: Option<usize>,
+    /// Evaluate filters inside the Parquet decoder (late materialization).
+    pub parquet_pushdown_filters: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 8192,
+            target_partitions: None,
+            parquet_pushdown_filters: false,
+        }
+    }
+}
+
+/// Limits of the server-side handle stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandleConfig {
+    /// How long a statement ticket stays redeemable after GetFlightInfo.
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    /// How long an unused prepared statement is kept.
+    #[serde(with = "humantime_serde")]
+    pub prepared_ttl: Duration,
+    /// Most tickets and prepared statements held at once (each store).
+    pub max_handles: usize,
+}
+
+impl Default for HandleConfig {
+    fn default() -> Self {
+        Self {
+            ticket_ttl: Duration::from_secs(300),
+            prepared_ttl: Duration::from_secs(3600),
+            max_handles: 10_000,
+        }
+    }
+}
+
+/// gRPC / HTTP/2 transport settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// Largest message accepted from a client, in bytes.
+    pub max_decoding_message_size: usize,
+    /// Target size of one outgoing FlightData message, in bytes.
+    pub max_flight_data_size: usize,
+    /// HTTP/2 stream window, in bytes.
+    pub stream_window: u32,
+    /// HTTP/2 connection window, in bytes.
+    pub connection_window: u32,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_decoding_message_size: 16 * 1024 * 1024,
+            max_flight_data_size: 2 * 1024 * 1024,
+            stream_window: 4 * 1024 * 1024,
+            connection_window: 16 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The demo's product descriptors, one per product, as domain teams would write them.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Writes `<mesh>/<domain>/<product>.yaml` for every demo product; table locations are
+/// absolute `file://` URLs under `data_root`.
+pub(super) fn write_all(mesh: &Path, data_root: &Path) -> Result<()> {
+    let data = url::Url::from_directory_path(data_root).map_err(|()| {
+        Error::Internal(format!("{} is not an absolute path", data_root.display()))
+    })?;
+    for (domain, product, text) in DESCRIPTORS {
+        let dir = mesh.join(domain);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("{product}.yaml"));
+        std::fs::write(&path, text.replace("{data}", data.as_str()))
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+const DESCRIPTORS: [(&str, &str, &str); 6] = [
+    ("reference", "regions", REGIONS),
+    ("reference", "facilities", FACILITIES),
+    ("patients", "registry", REGISTRY),
+    ("clinical", "encounters", ENCOUNTERS),
+    ("clinical", "labs", LABS),
+    ("billing", "claims", CLAIMS),
+];
+
+const REGIONS: &str = r#"domain: reference
+product: regions
+version: 1.0.0
+description: Health regions of the network, one row per region, with their population.
+owner: { team: reference-data, contact: reference-data@example.org }
+tags: [reference, public]
+sla: { freshness: 365days }
+tables:
+  - name: regions
+    description: One row per health region.
+    format: parquet
+    location: {data}reference/regions/regions/
+    columns:
+      - { name: region, type: Utf8, nullable: false, description: Region code used by every domain }
+      - { name: name, type: Utf8, nullable: false, description: Display name }
+      - { name: population, type: Int64, nullable: false, description: Residents at the last census }
+"#;
+
+const FACILITIES: &str = r#"domain: reference
+product: facilities
+version: 1.2.0
+description: Care facilities (hospitals, clinics, labs) with their region and capacity.
+owner: { team: reference-data, contact: reference-data@example.org }
+tags: [reference]
+sla: { freshness: 30days }
+tables:
+  - name: facilities
+    description: One row per facility.
+    format: parquet
+    location: {data}reference/facilities/facilities/
+    columns:
+      - { name: facility_id, type: Int32, nullable: false, description: Facility key }
+      - { name: name, type: Utf8, nullable: false, description: Display name }
+      - { name: region, type: Utf8, nullable: false, description: Key into reference.regions }
+      - { name: kind, type: Utf8, nullable: false, description: "hospital, clinic or lab" }
+      - { name: beds, type: Int32, nullable: true, description: Inpatient beds (hospitals only) }
+"#;
+
+const REGISTRY: &str = r#"domain: patients
+product: registry
+version: 3.0.1
+description: The master patient index, one row per registered patient, with identifying details.
+owner: { team: patient-administration, contact: patient-admin@example.org }
+tags: [pii, longitudinal-health-record]
+sla: { freshness: 24h, completeness: ">= 100 new patients per day" }
+tables:
+  - name: patients
+    description: One row per patient.
+    format: parquet
+    location: {data}patients/registry/patients/
+    columns:
+      - { name: patient_id, type: Int64, nullable: false, description: Patient key used across the mesh }
+      - { name: given_name, type: Utf8, nullable: false, tags: [pii] }
+      - { name: family_name, type: Utf8, nullable: false, tags: [pii] }
+      - { name: birth_date, type: Date32, nullable: false, tags: [pii] }
+      - { name: sex, type: Utf8, nullable: false, description: "F, M or X" }
+      - { name: postcode, type: Utf8, nullable: false, tags: [pii] }
+      - { name: region, type: Utf8, nullable: false, description: Region of residence }
+      - { name: registered_at, type: "Timestamp(Microsecond, None)", nullable: false }
+"#;
+
+const ENCOUNTERS: &str = r#"domain: clinical
+product: encounters
+version: 2.1.0
+description: Hospital encounters (admissions, visits) with diagnoses, one row per encounter.
+owner: { team: clinical-data, contact: clinical-data@example.org }
+tags: [phi, longitudinal-health-record]
+sla: { freshness: 24h }
+tables:
+  - name: visits
+    description: One row per encounter, partitioned by month of admission.
+    format: parquet
+    location: {data}clinical/encounters/visits/
+    partition_columns: [admit_month]
+    columns:
+      - { name: encounter_id, type: Int64, nullable: false, description: Encounter key }
+      - { name: patient_id, type: Int64, nullable: false, description: Key into patients.registry }
+      - { name: facility_id, type: Int32, nullable: false, description: Key into reference.facilities }
+      - { name: region, type: Utf8, nullable: false, description: Region of the facility }
+      - { name: kind, type: Utf8, nullable: false, description: "outpatient, emergency or inpatient" }
+      - { name: admitted_at, type: "Timestamp(Microsecond, None)", nullable: false }
+      - { name: discharged_at, type: "Timestamp(Microsecond, None)", nullable: true, description: Null while admitted }
+      - { name: diagnosis_code, type: Utf8, nullable: true, description: ICD-10 code, tags: [phi] }
+      - { name: admit_month, type: Utf8, nullable: false, description: "Month of admission, YYYY-MM" }
+"#;
+
+const LABS: &str = r#"domain: clinical
+product: labs
+version: 1.4.0
+description: Laboratory results taken during encounters, one row per result.
+owner: { team: clinical-data, contact: clinical-data@example.org }
+tags: [phi, longitudinal-health-record]
+sla: { freshness: 6h }
+tables:
+  - name: results
+    description: One row per lab result.
+    format: delta
+    location: {data}clinical/labs/results/
+    columns:
+      - { name: result_id, type: Int64, nullable: false }
+      - { name: encounter_id, type: Int64, nullable: false, description: Key into clinical.encounters.visits }
+      - { name: patient_id, type: Int64, nullable: false, description: Key into patients.registry }
+      - { name: test_code, type: Utf8, nullable: false, description: Local test code }
+      - { name: value, type: Float64, nullable: false, tags: [phi] }
+      - { name: unit, type: Utf8, nullable: false }
+      - { name: taken_at, type: "Timestamp(Microsecond, \"UTC\")", nullable: false }
+      - { name: abnormal, type: Boolean, nullable: false, description: Outside the reference range }
+"#;
+
+const CLAIMS: &str = r#"domain: billing
+product: claims
+version: 1.0.0
+description: Claims sent to payers for encounters, one row per claim.
+owner: { team: revenue-cycle, contact: revenue-cycle@example.org }
+tags: [financial]
+sla: { freshness: 48h }
+tables:
+  - name: claims
+    description: One row per claim.
+    format: parquet
+    location: {data}billing/claims/claims/
+    columns:
+      - { name: claim_id, type: Int64, nullable: false }
+      - { name: encounter_id, type: Int64, nullable: false, description: Key into clinical.encounters.visits }
+      - { name: patient_id, type: Int64, nullable: false }
+      - { name: payer, type: Utf8, nullable: false }
+      - { name: amount, type: "Decimal128(12, 2)", nullable: false, description: Billed amount }
+      - { name: status, type: Utf8, nullable: false, description: "submitted, paid or denied" }
+      - { name: submitted_on, type: Date32, nullable: false }
+"#;

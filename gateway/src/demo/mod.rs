@@ -1,0 +1,273 @@
+//! `meshgate demo`: a realistic mesh for a longitudinal health record, generated on
+//! first use and served.
+//!
+//! Four domains own six products: `reference` (regions, facilities), `patients`
+//! (a registry with PII), `clinical` (encounters partitioned by month; lab results as
+//! Delta) and `billing` (claims). At scale 1 the mesh holds about six million rows.
+//! Generation is deterministic, writes into a temporary folder and renames it into
+//! place when complete, so an interrupted run never leaves a half-made mesh behind.
+
+mod data;
+mod descriptors;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use deltalake::DeltaTable;
+use deltalake::protocol::SaveMode;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+pub use data::DemoSize;
+
+use crate::error::{Error, Result};
+
+/// Marker file recording the scale a demo mesh was generated at.
+const MARKER: &str = ".meshgate-demo";
+/// Rows per generated batch.
+const BATCH_ROWS: i64 = 65_536;
+/// Rows per Parquet row group (small enough that pruning shows at demo scale).
+const ROW_GROUP_ROWS: usize = 131_072;
+/// Rows per file of the unpartitioned Parquet tables.
+const FILE_ROWS: i64 = 262_144;
+
+/// What [`ensure_demo_mesh`] did.
+#[derive(Debug)]
+pub struct DemoMesh {
+    /// The mesh directory.
+    pub dir: PathBuf,
+    /// Whether it was generated now (false: an existing one was reused).
+    pub generated: bool,
+    /// Rows in all tables.
+    pub rows: i64,
+    /// Seconds spent generating (zero when reused).
+    pub seconds: f64,
+}
+
+/// Generates the demo mesh in `dir` at `scale` unless a demo mesh of that scale is there.
+///
+/// Refuses to touch a non-empty `dir` that is not a demo mesh, and a demo mesh of
+/// another scale (remove it or pick another `--dir`).
+pub async fn ensure_demo_mesh(dir: &Path, scale: f64) -> Result<DemoMesh> {
+    if !(scale > 0.0 && scale <= 100.0) {
+        return Err(Error::InvalidArgument(format!(
+            "--scale must be in (0, 100], got {scale}"
+        )));
+    }
+    let size = DemoSize::at(scale);
+    let rows = total_rows(&size);
+    let marker = dir.join(MARKER);
+    if marker.exists() {
+        let recorded = std::fs::read_to_string(&marker).unwrap_or_default();
+        if recorded.trim() == scale.to_string() {
+            return Ok(DemoMesh {
+                dir: dir.to_path_buf(),
+                generated: false,
+                rows,
+                seconds: 0.0,
+            });
+        }
+        return Err(Error::InvalidArgument(format!(
+            "{} holds a demo mesh of scale {}; remove it or choose another --dir",
+            dir.display(),
+            recorded.trim()
+        )));
+    }
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{} exists and is not a demo mesh; choose an empty or absent --dir",
+            dir.display()
+        )));
+    }
+
+    let started = Instant::now();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    let final_dir = std::path::absolute(dir).map_err(|e| io_error(dir, e))?;
+    let staging = parent.join(format!(
+        ".{}.generating-{}",
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("demo-mesh"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    generate(&staging, &final_dir, &size).await?;
+    std::fs::write(staging.join(MARKER), scale.to_string()).map_err(|e| io_error(&staging, e))?;
+    if dir.exists() {
+        std::fs::remove_dir(dir).map_err(|e| io_error(dir, e))?;
+    }
+    std::fs::rename(&staging, dir).map_err(|e| io_error(dir, e))?;
+    Ok(DemoMesh {
+        dir: dir.to_path_buf(),
+        generated: true,
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn total_rows(size: &DemoSize) -> i64 {
+    data::REGIONS.len() as i64
+        + data::FACILITIES
+        + size.patients
+        + size.visits()
+        + size.lab_results
+        + size.claims
+}
+
+/// Writes data and descriptors into `staging`; descriptors point at `final_dir`.
+async fn generate(staging: &Path, final_dir: &Path, size: &DemoSize) -> Result<()> {
+    let data_dir = staging.join("data");
+    let size = *size;
+    let parquet_dir = data_dir.clone();
+    // Parquet tables are written on blocking threads while the Delta table is written here.
+    let parquet = tokio::task::spawn_blocking(move || write_parquet_tables(&parquet_dir, &size));
+    write_lab_results(&data_dir.join("clinical/labs/results"), &size).await?;
+    parquet
+        .await
+        .map_err(|e| Error::Internal(format!("demo generation failed: {e}")))??;
+    descriptors::write_all(staging, &final_dir.join("data"))
+}
+
+fn write_parquet_tables(data: &Path, size: &DemoSize) -> Result<()> {
+    std::thread::scope(|scope| {
+        let jobs = [
+            scope.spawn(|| {
+                write_file(
+                    &data.join("reference/regions/regions/part-0.parquet"),
+                    &[data::regions()],
+                )?;
+                write_file(
+                    &data.join("reference/facilities/facilities/part-0.parquet"),
+                    &[data::facilities()],
+                )
+            }),
+            scope.spawn(|| {
+                let schema = data::patients_schema();
+                write_chunked(
+                    &data.join("patients/registry/patients"),
+                    size.patients,
+                    |first, n| data::patients(&schema, first, n),
+                )
+            }),
+            scope.spawn(|| {
+                let schema = data::visits_schema();
+                for month in 0..data::MONTHS {
+                    let dir = data.join(format!(
+                        "clinical/encounters/visits/admit_month={}",
+                        data::month_label(month)
+                    ));
+                    let first = month * size.visits_per_month + 1;
+                    let batches = batches_of(first, size.visits_per_month, |f, n| {
+                        data::visits(&schema, size, f, n)
+                    });
+                    write_file(&dir.join("part-0.parquet"), &batches)?;
+                }
+                Ok(())
+            }),
+            scope.spawn(|| {
+                let schema = data::claims_schema();
+                write_chunked(
+                    &data.join("billing/claims/claims"),
+                    size.claims,
+                    |first, n| data::claims(&schema, size, first, n),
+                )
+            }),
+        ];
+        jobs.into_iter().try_for_each(|job| {
+            job.join()
+                .map_err(|_| Error::Internal("demo generation thread panicked".into()))?
+        })
+    })
+}
+
+fn batches_of(first: i64, count: i64, make: impl Fn(i64, i64) -> RecordBatch) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let mut start = first;
+    while start < first + count {
+        let n = BATCH_ROWS.min(first + count - start);
+        out.push(make(start, n));
+        start += n;
+    }
+    out
+}
+
+fn write_chunked(dir: &Path, rows: i64, make: impl Fn(i64, i64) -> RecordBatch) -> Result<()> {
+    let mut first = 1;
+    let mut part = 0;
+    while first <= rows {
+        let n = FILE_ROWS.min(rows - first + 1);
+        write_file(
+            &dir.join(format!("part-{part}.parquet")),
+            &batches_of(first, n, &make),
+        )?;
+        first += n;
+        part += 1;
+    }
+    Ok(())
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+fn write_file(path: &Path, batches: &[RecordBatch]) -> Result<()> {
+    let Some(first) = batches.first() else {
+        return Ok(());
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    }
+    let file = File::create(path).map_err(|e| io_error(path, e))?;
+    let mut writer = ArrowWriter::try_new(file, first.schema(), Some(writer_properties()))
+        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    for batch in batches {
+        writer
+            .write(batch)
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    }
+    writer
+        .close()
+        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    Ok(())
+}
+
+async fn write_lab_results(dir: &Path, size: &DemoSize) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let url =
+        url::Url::from_directory_path(std::path::absolute(dir).map_err(|e| io_error(dir, e))?)
+            .map_err(|()| Error::Internal(format!("{} is not a usable path", dir.display())))?;
+    let schema = data::lab_results_schema();
+    let batches = batches_of(1, size.lab_results, |first, n| {
+        data::lab_results(&schema, size, first, n)
+    });
+    let delta_err = |e: deltalake::DeltaTableError| {
+        Error::Internal(format!("writing the demo Delta table: {e}"))
+    };
+    let table = DeltaTable::try_from_url(url).await.map_err(delta_err)?;
+    table
+        .write(batches)
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_table_name("results")
+        .with_writer_properties(writer_properties())
+        .await
+        .map_err(delta_err)?;
+    Ok(())
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Internal(format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,121 @@
+//! Planned queries: what a statement ticket stands for, and how DoGet runs it.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow_flight::sql::{Any, ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::SessionContext;
+use prost::Message;
+
+use super::stream::{FlightDataStream, encode, wire_schema};
+use crate::error::{Error, Result};
+
+/// A statement planned in GetFlightInfo and executed in DoGet.
+///
+/// The physical plan made for GetFlightInfo is used by the first DoGet (plan once);
+/// a repeated DoGet of the same ticket plans the logical plan again, because a physical
+/// plan's operators may keep per-execution state.
+pub(super) struct PlannedQuery {
+    session: SessionContext,
+    logical: LogicalPlan,
+    physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
+    task: Arc<TaskContext>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for PlannedQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedQuery")
+            .field("session_id", &self.session.session_id())
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlannedQuery {
+    /// Optimizes and physically plans `logical` in `session`.
+    pub(super) async fn plan(session: SessionContext, logical: LogicalPlan) -> Result<Self> {
+        let state = session.state();
+        let physical = state.create_physical_plan(&logical).await?;
+        let schema = wire_schema(physical.schema().as_ref());
+        Ok(Self {
+            task: Arc::new(TaskContext::from(&state)),
+            session,
+            logical,
+            physical: Mutex::new(Some(physical)),
+            schema,
+        })
+    }
+
+    /// The schema DoGet sends.
+    pub(super) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Starts executing the query and returns its encoded result stream.
+    pub(super) async fn execute(&self, max_flight_data_size: usize) -> Result<FlightDataStream> {
+        let first = self
+            .physical
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let plan = match first {
+            Some(plan) => plan,
+            None => {
+                self.session
+                    .state()
+                    .create_physical_plan(&self.logical)
+                    .await?
+            }
+        };
+        let batches = execute_stream(plan, Arc::clone(&self.task))?;
+        Ok(encode(
+            Arc::clone(&self.schema),
+            batches,
+            max_flight_data_size,
+        ))
+    }
+}
+
+/// A FlightInfo with one endpoint whose ticket is `TicketStatementQuery { handle }`.
+///
+/// The endpoint has no location: clients fetch from the server they asked, over the
+/// same channel, which is right behind load balancers and proxies too.
+pub(super) fn statement_flight_info(
+    schema: &SchemaRef,
+    handle: bytes::Bytes,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
+    let ticket = TicketStatementQuery {
+        statement_handle: handle,
+    };
+    let ticket = Ticket::new(ticket.as_any().encode_to_vec());
+    Ok(FlightInfo::new()
+        .try_with_schema(schema.as_ref())
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor)
+        .with_total_records(-1)
+        .with_total_bytes(-1))
+}
+
+/// A FlightInfo for a metadata command: the ticket is the command itself, answered
+/// afresh (with the caller's session) in DoGet.
+pub(super) fn command_flight_info(
+    schema: &SchemaRef,
+    command: Any,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
+    let ticket = Ticket::new(command.encode_to_vec());
+    Ok(FlightInfo::new()
+        .try_with_schema(schema.as_ref())
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor)
+        .with_total_records(-1)
+        .with_total_bytes(-1))
+}

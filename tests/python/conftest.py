@@ -1,0 +1,239 @@
+"""Fixtures for the meshgate end-to-end suite.
+
+The gateway runs as a real subprocess (``meshgate demo`` for most tests,
+``meshgate serve`` over a copy of the demo mesh with broken descriptors for
+test_broken_mesh.py) and is exercised through real clients: ADBC Flight SQL,
+plain pyarrow.flight and flightsql-dbapi/SQLAlchemy.  Expected answers come
+from DuckDB reading the same files (see mesh_helpers.Oracle).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mesh_helpers import (
+    Oracle,
+    ServerProcess,
+    ServerStartError,
+    adbc_connect,
+    adbc_query,
+    hermetic_env,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_SCALE = os.environ.get("MESHGATE_TEST_SCALE", "0.02")
+START_TIMEOUT_S = float(os.environ.get("MESHGATE_START_TIMEOUT", "120"))
+
+_started: list[ServerProcess] = []
+
+
+@atexit.register
+def _stop_leftover_servers() -> None:  # safety net if pytest dies mid-session
+    for srv in _started:
+        srv.stop(grace=5)
+
+
+def start_server(argv, name: str) -> ServerProcess:
+    # The binary falls back to MESHGATE_MESH/LISTEN/CONFIG/DEMO_* environment
+    # variables; keep runs hermetic by passing everything on the command line.
+    srv = ServerProcess(argv, name=name, env=hermetic_env())
+    _started.append(srv)
+    srv.start(timeout=START_TIMEOUT_S)
+    return srv
+
+
+def _start_or_fail(argv, name: str) -> ServerProcess:
+    try:
+        return start_server(argv, name)
+    except ServerStartError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+
+
+# --------------------------------------------------------------------------
+# Binary and demo server
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def meshgate_bin() -> Path:
+    path = Path(os.environ.get("MESHGATE_BIN") or REPO_ROOT / "target" / "debug" / "meshgate")
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"meshgate binary not found or not executable at {path} (set MESHGATE_BIN)", pytrace=False)
+    return path
+
+
+@dataclass
+class Demo:
+    mesh_dir: Path
+    server: ServerProcess
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory, meshgate_bin) -> Demo:
+    root = tmp_path_factory.mktemp("demo")
+    mesh_dir = root / "mesh"
+    argv = [meshgate_bin, "demo", "--dir", mesh_dir, "--scale", DEMO_SCALE, "--listen", "127.0.0.1:0"]
+    srv = _start_or_fail(argv, "demo")
+    try:
+        yield Demo(mesh_dir=mesh_dir, server=srv)
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def mesh_dir(demo) -> Path:
+    return demo.mesh_dir
+
+
+@pytest.fixture
+def server(demo) -> ServerProcess:
+    """The demo server, checked to be alive before and after the test."""
+    srv = demo.server
+    if not srv.alive():
+        pytest.fail(srv.describe_death(), pytrace=False)
+    yield srv
+    if not srv.alive():
+        pytest.fail("server died during this test: " + srv.describe_death(), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def oracle(demo) -> Oracle:
+    return Oracle(demo.mesh_dir)
+
+
+# --------------------------------------------------------------------------
+# Clients
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def adbc_conn(server):
+    conn = adbc_connect(server.uri)
+    try:
+        yield conn
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def flight_client(server):
+    import pyarrow.flight as flight
+
+    client = flight.connect(server.uri)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def sa_engine(server):
+    import flightsql.sqlalchemy  # noqa: F401  registers the "datafusion+flightsql" dialect
+    from sqlalchemy import create_engine
+
+    # Without insecure=true the dialect would connect with TLS.
+    engine = create_engine(f"datafusion+flightsql://{server.host}:{server.port}?insecure=true")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def flightsql_dbapi_client(server):
+    from flightsql import FlightSQLClient
+
+    client = FlightSQLClient(host=server.host, port=server.port, insecure=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def assert_healthy(conn, oracle) -> None:
+    """A simple good query still answers correctly on this connection."""
+    got = adbc_query(conn, "SELECT count(*) AS n FROM reference.regions.regions")
+    assert got.column("n")[0].as_py() == oracle.count("reference.regions.regions")
+
+
+@pytest.fixture
+def healthy(oracle):
+    return lambda conn: assert_healthy(conn, oracle)
+
+
+# --------------------------------------------------------------------------
+# Broken-descriptor mesh
+# --------------------------------------------------------------------------
+
+BROKEN_SYNTAX_FILE = "billing/broken.yaml"
+BROKEN_FIELD_FILE = "billing/extra.yaml"
+BROKEN_FIELD_PRODUCT = "extra"
+
+BROKEN_YAML = """\
+# Deliberately malformed: the flow mapping below is never closed.
+name: broken
+domain: billing
+tables: [ { name: claims, format: parquet, location: "file:///nowhere"
+owner: nobody
+"""
+
+
+def make_unknown_field_descriptor(good_text: str, old_product: str, new_product: str) -> str:
+    """A copy of a valid descriptor renamed to new_product, plus an unknown top-level field.
+
+    The product is renamed (the first `name:`/`product:` line carrying the old
+    product name) so that the only thing wrong with it is the unknown field.
+    """
+    import re
+
+    pattern = re.compile(
+        rf"^(?P<lead>\s*-?\s*(?:name|product|id)\s*:\s*)(?P<q>[\"']?){re.escape(old_product)}(?P=q)\s*$",
+        re.MULTILINE,
+    )
+    text, _ = pattern.subn(lambda m: f"{m.group('lead')}{new_product}", good_text, count=1)
+    if not text.endswith("\n"):
+        text += "\n"
+    return text + "definitely_not_a_descriptor_field: true\n"
+
+
+def add_broken_descriptors(mesh: Path, which: list[str]) -> None:
+    """Write the requested broken descriptors (BROKEN_SYNTAX_FILE / BROKEN_FIELD_FILE) into mesh."""
+    good = mesh / "billing" / "claims.yaml"
+    if not good.is_file():
+        pytest.fail(f"demo mesh has no descriptor at {good}; found {sorted(map(str, mesh.rglob('*.yaml')))}")
+    if BROKEN_SYNTAX_FILE in which:
+        (mesh / BROKEN_SYNTAX_FILE).write_text(BROKEN_YAML)
+    if BROKEN_FIELD_FILE in which:
+        (mesh / BROKEN_FIELD_FILE).write_text(
+            make_unknown_field_descriptor(good.read_text(), "claims", BROKEN_FIELD_PRODUCT)
+        )
+
+
+@dataclass
+class BrokenMesh:
+    mesh_dir: Path
+    server: ServerProcess
+    broken_files: list[str]
+
+
+@pytest.fixture(scope="module")
+def broken_mesh(demo, tmp_path_factory, meshgate_bin) -> BrokenMesh:
+    dst = tmp_path_factory.mktemp("broken") / "mesh"
+    shutil.copytree(demo.mesh_dir, dst)
+    add_broken_descriptors(dst, [BROKEN_SYNTAX_FILE, BROKEN_FIELD_FILE])
+    argv = [meshgate_bin, "serve", "--mesh", dst, "--listen", "127.0.0.1:0"]
+    srv = _start_or_fail(argv, "broken-mesh")
+    try:
+        yield BrokenMesh(mesh_dir=dst, server=srv, broken_files=[BROKEN_SYNTAX_FILE, BROKEN_FIELD_FILE])
+    finally:
+        srv.stop()

@@ -1,0 +1,696 @@
+"""Shared helpers for the meshgate end-to-end suite.
+
+Nothing in here is a pytest fixture; conftest.py wires these together.
+
+* the demo-mesh contract (domains, products, tables, declared column types);
+* ``ServerProcess``: runs a meshgate subprocess, waits for its ready line and
+  keeps draining its output so the pipe never blocks;
+* a tiny hand-written protobuf encoder for the few Flight SQL commands the
+  suite sends through plain ``pyarrow.flight``;
+* ``Oracle``: DuckDB reading the very same files the gateway serves, exposed
+  under the same ``domain.product.table`` names so the same SQL text runs on
+  both sides;
+* result comparison with tolerance for floats and engine-specific numeric
+  types (DuckDB's HUGEINT sums arrive as decimal128(38, 0), for example).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import decimal
+import json
+import math
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+
+READY_PREFIX = "meshgate: serving Flight SQL on grpc://"
+
+# --------------------------------------------------------------------------
+# Demo mesh contract
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Col:
+    name: str
+    type: pa.DataType
+    # True: the contract says nullable, so the served schema must say so too.
+    # None: the contract says nothing, so nullability is not checked.
+    nullable: bool | None = None
+
+
+TS = pa.timestamp("us")
+TS_UTC = pa.timestamp("us", tz="UTC")
+
+TABLES: dict[str, list[Col]] = {
+    "reference.facilities.facilities": [
+        Col("facility_id", pa.int32()),
+        Col("name", pa.string()),
+        Col("region", pa.string()),
+        Col("kind", pa.string()),
+        Col("beds", pa.int32(), True),
+    ],
+    "reference.regions.regions": [
+        Col("region", pa.string()),
+        Col("name", pa.string()),
+        Col("population", pa.int64()),
+    ],
+    "patients.registry.patients": [
+        Col("patient_id", pa.int64()),
+        Col("given_name", pa.string()),
+        Col("family_name", pa.string()),
+        Col("birth_date", pa.date32()),
+        Col("sex", pa.string()),
+        Col("postcode", pa.string()),
+        Col("region", pa.string()),
+        Col("registered_at", TS),
+    ],
+    "clinical.encounters.visits": [
+        Col("encounter_id", pa.int64()),
+        Col("patient_id", pa.int64()),
+        Col("facility_id", pa.int32()),
+        Col("region", pa.string()),
+        Col("kind", pa.string()),
+        Col("admitted_at", TS),
+        Col("discharged_at", TS, True),
+        Col("diagnosis_code", pa.string(), True),
+        Col("admit_month", pa.string()),
+    ],
+    "clinical.labs.results": [
+        Col("result_id", pa.int64()),
+        Col("encounter_id", pa.int64()),
+        Col("patient_id", pa.int64()),
+        Col("test_code", pa.string()),
+        Col("value", pa.float64()),
+        Col("unit", pa.string()),
+        Col("taken_at", TS_UTC),
+        Col("abnormal", pa.bool_()),
+    ],
+    "billing.claims.claims": [
+        Col("claim_id", pa.int64()),
+        Col("encounter_id", pa.int64()),
+        Col("patient_id", pa.int64()),
+        Col("payer", pa.string()),
+        Col("amount", pa.decimal128(12, 2)),
+        Col("status", pa.string()),
+        Col("submitted_on", pa.date32()),
+    ],
+}
+
+DELTA_TABLES = {"clinical.labs.results"}
+# Parquet tables that are hive partitioned, with their partition columns.
+HIVE_PARTITIONS = {"clinical.encounters.visits": ["admit_month"]}
+
+DOMAINS = sorted({name.split(".")[0] for name in TABLES})
+
+
+def products_by_domain() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = collections.defaultdict(set)
+    for name in TABLES:
+        domain, product, _ = name.split(".")
+        out[domain].add(product)
+    return dict(out)
+
+
+def tables_by_product() -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
+    for name in TABLES:
+        domain, product, table = name.split(".")
+        out[(domain, product)].add(table)
+    return dict(out)
+
+
+def split_name(fqtn: str) -> tuple[str, str, str]:
+    domain, product, table = fqtn.split(".")
+    return domain, product, table
+
+
+def data_dir(mesh_dir: Path, fqtn: str) -> Path:
+    domain, product, table = split_name(fqtn)
+    return Path(mesh_dir) / "data" / domain / product / table
+
+
+# --------------------------------------------------------------------------
+# Server subprocess
+# --------------------------------------------------------------------------
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+class ServerProcess:
+    """A meshgate process whose combined stdout/stderr is drained by a thread."""
+
+    def __init__(self, argv: Sequence[str], *, name: str, env: dict[str, str] | None = None):
+        self.argv = [str(a) for a in argv]
+        self.name = name
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.address: str | None = None  # "HOST:PORT"
+        self._lines: collections.deque[str] = collections.deque(maxlen=20000)
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._eof = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, timeout: float = 120.0) -> "ServerProcess":
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            env=self.env,
+            start_new_session=True,
+        )
+        self._thread = threading.Thread(target=self._pump, name=f"{self.name}-stdout", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout)
+        if self.address is None:
+            if self._eof.is_set():
+                try:
+                    rc = self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    rc = "unknown (closed stdout but still running)"
+                self.stop()
+                raise ServerStartError(
+                    f"{self.name}: `{' '.join(self.argv)}` exited with {rc} before printing "
+                    f"{READY_PREFIX!r}...; output:\n{self.output()}"
+                )
+            self.stop()
+            raise ServerStartError(
+                f"{self.name}: no line starting with {READY_PREFIX!r} within {timeout:.0f}s "
+                f"from `{' '.join(self.argv)}`; output so far:\n{self.output()}"
+            )
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            for raw in self.proc.stdout:
+                line = raw.rstrip("\r\n")
+                with self._lock:
+                    self._lines.append(line)
+                if self.address is None and line.startswith(READY_PREFIX):
+                    rest = line[len(READY_PREFIX):].strip()
+                    self.address = rest.split()[0] if rest else ""
+                    self._ready.set()
+        finally:
+            self._eof.set()
+            self._ready.set()
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return proc.returncode
+
+    # -- inspection --------------------------------------------------------
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self, tail: int = 200) -> str:
+        with self._lock:
+            lines = list(self._lines)
+        if len(lines) > tail:
+            lines = [f"... ({len(lines) - tail} earlier lines omitted)"] + lines[-tail:]
+        return "\n".join(lines)
+
+    @property
+    def host(self) -> str:
+        assert self.address
+        return self.address.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        assert self.address
+        return int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def uri(self) -> str:
+        return f"grpc://{self.address}"
+
+    def describe_death(self) -> str:
+        rc = self.proc.poll() if self.proc else None
+        return f"{self.name} server is not running (exit code {rc}); output:\n{self.output()}"
+
+
+def hermetic_env() -> dict[str, str]:
+    """The environment for meshgate processes, minus MESHGATE_* settings (its clap env fallbacks)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHGATE_")}
+    env.setdefault("RUST_BACKTRACE", "1")
+    return env
+
+
+def run_cli(argv: Sequence[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run a short-lived meshgate command, capturing stdout+stderr together."""
+    return subprocess.run(
+        [str(a) for a in argv],
+        env=hermetic_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
+
+
+# --------------------------------------------------------------------------
+# Hand-written protobuf encoding for Flight SQL commands
+# --------------------------------------------------------------------------
+
+FLIGHT_SQL_TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("negative varints are not needed here")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2): strings, bytes, messages."""
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def pack_any(message_name: str, message: bytes) -> bytes:
+    """google.protobuf.Any { string type_url = 1; bytes value = 2; }"""
+    type_url = (FLIGHT_SQL_TYPE_PREFIX + message_name).encode()
+    return _len_field(1, type_url) + _len_field(2, message)
+
+
+def command_statement_query(sql: str) -> bytes:
+    """CommandStatementQuery { string query = 1; optional bytes transaction_id = 2; }"""
+    return pack_any("CommandStatementQuery", _len_field(1, sql.encode("utf-8")))
+
+
+def command_statement_update(sql: str) -> bytes:
+    """CommandStatementUpdate { string query = 1; optional bytes transaction_id = 2; }"""
+    return pack_any("CommandStatementUpdate", _len_field(1, sql.encode("utf-8")))
+
+
+def command_prepared_statement_query(handle: bytes) -> bytes:
+    """CommandPreparedStatementQuery { bytes prepared_statement_handle = 1; }"""
+    return pack_any("CommandPreparedStatementQuery", _len_field(1, handle))
+
+
+def command_get_catalogs() -> bytes:
+    return pack_any("CommandGetCatalogs", b"")
+
+
+# --------------------------------------------------------------------------
+# Delta log reading (no deltalake dependency)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class DeltaSnapshot:
+    files: list[Path]
+    partition_columns: list[str]
+    version: int
+    schema_string: str | None = None
+    partition_values: dict[Path, dict[str, Any]] = field(default_factory=dict)
+
+
+def _resolve_delta_path(table_dir: Path, path: str) -> Path:
+    if "://" in path:
+        return Path(unquote(urlparse(path).path))
+    return table_dir / unquote(path)
+
+
+def delta_snapshot(table_dir: Path) -> DeltaSnapshot:
+    """Active data files of a Delta table, replaying checkpoint + JSON commits."""
+    table_dir = Path(table_dir)
+    log_dir = table_dir / "_delta_log"
+    if not log_dir.is_dir():
+        raise FileNotFoundError(f"{table_dir} has no _delta_log directory")
+
+    active: dict[str, dict[str, Any]] = {}
+    partition_columns: list[str] = []
+    schema_string: str | None = None
+    start_after = -1
+
+    last_cp = log_dir / "_last_checkpoint"
+    if last_cp.exists():
+        import pyarrow.parquet as pq
+
+        cp_version = int(json.loads(last_cp.read_text())["version"])
+        for cp in sorted(log_dir.glob(f"{cp_version:020d}.checkpoint*.parquet")):
+            for row in pq.read_table(cp).to_pylist():
+                if row.get("add"):
+                    active[row["add"]["path"]] = row["add"].get("partitionValues") or {}
+                if row.get("metaData"):
+                    partition_columns = list(row["metaData"].get("partitionColumns") or [])
+                    schema_string = row["metaData"].get("schemaString")
+        start_after = cp_version
+
+    commits = sorted(
+        (int(p.name.split(".")[0]), p)
+        for p in log_dir.glob("*.json")
+        if p.name.split(".")[0].isdigit()
+    )
+    version = start_after
+    for v, path in commits:
+        if v <= start_after:
+            continue
+        version = v
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            if "add" in action:
+                pv = action["add"].get("partitionValues") or {}
+                if isinstance(pv, list):  # checkpoint-ish map encoding
+                    pv = {k: val for k, val in pv}
+                active[action["add"]["path"]] = pv
+            elif "remove" in action:
+                active.pop(action["remove"]["path"], None)
+            elif "metaData" in action:
+                partition_columns = list(action["metaData"].get("partitionColumns") or [])
+                schema_string = action["metaData"].get("schemaString")
+
+    files = [_resolve_delta_path(table_dir, p) for p in sorted(active)]
+    return DeltaSnapshot(
+        files=files,
+        partition_columns=partition_columns,
+        version=version,
+        schema_string=schema_string,
+        partition_values={_resolve_delta_path(table_dir, p): v for p, v in active.items()},
+    )
+
+
+# --------------------------------------------------------------------------
+# DuckDB oracle
+# --------------------------------------------------------------------------
+
+
+def _sql_str(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class Oracle:
+    """DuckDB over the mesh's files, with the gateway's three-part names."""
+
+    def __init__(self, mesh_dir: Path):
+        import duckdb
+
+        self.mesh_dir = Path(mesh_dir)
+        self.con = duckdb.connect(":memory:")
+        self.has_utc = True
+        try:
+            self.con.execute("SET TimeZone = 'UTC'")
+        except Exception:  # ICU not available: tz-aware results still compare as instants
+            self.has_utc = False
+        self.delta: dict[str, DeltaSnapshot] = {}
+        attached: set[str] = set()
+        schemas: set[tuple[str, str]] = set()
+        for fqtn in TABLES:
+            domain, product, table = split_name(fqtn)
+            if domain not in attached:
+                self.con.execute(f"ATTACH ':memory:' AS \"{domain}\"")
+                attached.add(domain)
+            if (domain, product) not in schemas:
+                self.con.execute(f'CREATE SCHEMA "{domain}"."{product}"')
+                schemas.add((domain, product))
+            self.con.execute(
+                f'CREATE VIEW "{domain}"."{product}"."{table}" AS SELECT * FROM {self._source(fqtn)}'
+            )
+
+    def _source(self, fqtn: str) -> str:
+        folder = data_dir(self.mesh_dir, fqtn)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"oracle: data folder for {fqtn} not found at {folder}")
+        if fqtn in DELTA_TABLES:
+            snap = delta_snapshot(folder)
+            if not snap.files:
+                raise AssertionError(f"oracle: Delta log of {fqtn} lists no active files")
+            missing = [str(p) for p in snap.files if not p.exists()]
+            if missing:
+                raise AssertionError(f"oracle: Delta log of {fqtn} lists missing files: {missing[:5]}")
+            self.delta[fqtn] = snap
+            files = "[" + ", ".join(_sql_str(str(p)) for p in snap.files) + "]"
+            hive = "true" if snap.partition_columns else "false"
+            return f"read_parquet({files}, hive_partitioning = {hive})"
+        pattern = _sql_str(str(folder / "**" / "*.parquet"))
+        parts = HIVE_PARTITIONS.get(fqtn)
+        if parts:
+            types = "{" + ", ".join(f"{_sql_str(c)}: 'VARCHAR'" for c in parts) + "}"
+            return f"read_parquet({pattern}, hive_partitioning = true, hive_types = {types})"
+        return f"read_parquet({pattern}, hive_partitioning = false)"
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        rel = self.con.sql(sql, params=list(params)) if params else self.con.sql(sql)
+        return rel.to_arrow_table()
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        table = self.query(sql, params)
+        assert table.num_rows == 1 and table.num_columns == 1, table
+        return table.column(0)[0].as_py()
+
+    def count(self, fqtn: str, where: str = "") -> int:
+        sql = f"SELECT count(*) FROM {fqtn}" + (f" WHERE {where}" if where else "")
+        return int(self.scalar(sql))
+
+
+# --------------------------------------------------------------------------
+# Result comparison
+# --------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Turn numpy scalars / pandas timestamps into plain Python values."""
+    if value is None:
+        return None
+    mod = type(value).__module__
+    if mod.startswith("numpy"):
+        try:
+            return value.item()
+        except Exception:
+            return value
+    if mod.startswith("pandas"):
+        if hasattr(value, "to_pydatetime"):
+            return value.to_pydatetime()
+        try:
+            import pandas as pd
+
+            if value is pd.NaT or pd.isna(value):
+                return None
+        except Exception:
+            pass
+    return value
+
+
+def values_equal(a: Any, b: Any, rel: float = 1e-9, abs_tol: float = 1e-9) -> bool:
+    a, b = _plain(a), _plain(b)
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    numeric = (int, float, decimal.Decimal)
+    if isinstance(a, numeric) and isinstance(b, numeric):
+        if isinstance(a, float) or isinstance(b, float):
+            return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=abs_tol)
+        return decimal.Decimal(a) == decimal.Decimal(b)
+    if isinstance(a, dt.datetime) and isinstance(b, dt.datetime):
+        if (a.tzinfo is None) != (b.tzinfo is None):
+            return False  # a naive/aware mismatch is a type bug, not a rounding issue
+        return a == b
+    return a == b
+
+
+def _sort_token(value: Any) -> tuple:
+    value = _plain(value)
+    if value is None:
+        return (0, "")
+    if isinstance(value, bool):
+        return (1, int(value))
+    if isinstance(value, (int, decimal.Decimal)):
+        return (2, float(value))
+    if isinstance(value, float):
+        return (2, float(f"{value:.6g}"))
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return (3, value.isoformat())
+    if isinstance(value, dt.date):
+        return (3, value.isoformat())
+    return (4, str(value))
+
+
+def table_rows(table: pa.Table) -> list[tuple]:
+    columns = [col.to_pylist() for col in table.columns]
+    return list(zip(*columns)) if columns else []
+
+
+def assert_rows_equal(
+    actual: pa.Table | Sequence[Sequence[Any]],
+    expected: pa.Table | Sequence[Sequence[Any]],
+    *,
+    ordered: bool = False,
+    check_names: bool = True,
+    rel: float = 1e-7,
+    context: str = "",
+) -> None:
+    """Compare a gateway result with the oracle's, as (optionally sorted) row lists."""
+    if isinstance(actual, pa.Table) and isinstance(expected, pa.Table) and check_names:
+        assert actual.column_names == expected.column_names, (
+            f"{context}column names differ: gateway {actual.column_names} vs oracle {expected.column_names}"
+        )
+    a_rows = table_rows(actual) if isinstance(actual, pa.Table) else [tuple(r) for r in actual]
+    e_rows = table_rows(expected) if isinstance(expected, pa.Table) else [tuple(r) for r in expected]
+    assert len(a_rows) == len(e_rows), (
+        f"{context}row count differs: gateway {len(a_rows)} vs oracle {len(e_rows)}; "
+        f"first gateway rows {a_rows[:3]}, first oracle rows {e_rows[:3]}"
+    )
+    if not ordered:
+        a_rows = sorted(a_rows, key=lambda r: tuple(_sort_token(v) for v in r))
+        e_rows = sorted(e_rows, key=lambda r: tuple(_sort_token(v) for v in r))
+    mismatches = []
+    for i, (ar, er) in enumerate(zip(a_rows, e_rows)):
+        if len(ar) != len(er) or not all(values_equal(x, y, rel=rel) for x, y in zip(ar, er)):
+            mismatches.append((i, ar, er))
+            if len(mismatches) >= 5:
+                break
+    assert not mismatches, f"{context}rows differ from the oracle (index, gateway, oracle): " + "; ".join(
+        f"#{i}: {ar!r} != {er!r}" for i, ar, er in mismatches
+    )
+
+
+# --------------------------------------------------------------------------
+# Client helpers
+# --------------------------------------------------------------------------
+
+CLIENT_TIMEOUT_S = 120
+
+
+def adbc_connect(uri: str):
+    import adbc_driver_flightsql
+    import adbc_driver_flightsql.dbapi
+
+    opts = adbc_driver_flightsql.DatabaseOptions
+    return adbc_driver_flightsql.dbapi.connect(
+        uri,
+        db_kwargs={
+            opts.TIMEOUT_QUERY.value: str(CLIENT_TIMEOUT_S),
+            opts.TIMEOUT_FETCH.value: str(CLIENT_TIMEOUT_S),
+            opts.TIMEOUT_UPDATE.value: str(CLIENT_TIMEOUT_S),
+        },
+        # The gateway is read-only and has no transactions; autocommit=False
+        # would only produce a "cannot disable autocommit" warning.
+        autocommit=True,
+    )
+
+
+def adbc_query(conn, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+    with conn.cursor() as cur:
+        if params is None:
+            cur.execute(sql)
+        else:
+            cur.execute(sql, parameters=tuple(params))
+        return cur.fetch_arrow_table()
+
+
+def flight_call_options():
+    import pyarrow.flight as flight
+
+    return flight.FlightCallOptions(timeout=CLIENT_TIMEOUT_S)
+
+
+def flight_command_info(client, command: bytes):
+    import pyarrow.flight as flight
+
+    return client.get_flight_info(flight.FlightDescriptor.for_command(command), flight_call_options())
+
+
+def flight_read_all(client, info) -> tuple[pa.Table, int]:
+    """Read every endpoint of a FlightInfo; returns (table, number of record batches)."""
+    batches: list[pa.RecordBatch] = []
+    schema = None
+    for endpoint in info.endpoints:
+        reader = client.do_get(endpoint.ticket, flight_call_options())
+        schema = reader.schema
+        while True:
+            try:
+                chunk = reader.read_chunk()
+            except StopIteration:
+                break
+            if chunk.data is not None:
+                batches.append(chunk.data)
+    if schema is None:
+        schema = info.schema
+    return pa.Table.from_batches(batches, schema=schema), len(batches)
+
+
+def flight_sql(client, sql: str) -> pa.Table:
+    info = flight_command_info(client, command_statement_query(sql))
+    table, _ = flight_read_all(client, info)
+    return table
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under root, keyed by relative path."""
+    out: dict[str, tuple[int, int]] = {}
+    root = Path(root)
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            st = p.stat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def flatten_objects(objects: pa.Table | Iterable[dict]) -> dict:
+    """ADBC GetObjects result -> {catalog: {schema: {table: {"type", "columns"}}}}."""
+    rows = objects.to_pylist() if isinstance(objects, pa.Table) else list(objects)
+    tree: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for cat in rows:
+        schemas = tree.setdefault(cat["catalog_name"], {})
+        for sch in cat.get("catalog_db_schemas") or []:
+            tables = schemas.setdefault(sch["db_schema_name"], {})
+            for tbl in sch.get("db_schema_tables") or []:
+                cols = sorted(tbl.get("table_columns") or [], key=lambda c: c.get("ordinal_position") or 0)
+                tables[tbl["table_name"]] = {
+                    "type": tbl.get("table_type"),
+                    "columns": [c["column_name"] for c in cols],
+                    "raw_columns": cols,
+                }
+    return tree
