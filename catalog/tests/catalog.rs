@@ -1,5 +1,8 @@
 //! Catalog behaviour: descriptor validation as a table of cases, mesh loading that
+
 //! survives broken descriptors, and name resolution.
+
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 

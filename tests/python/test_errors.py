@@ -35,7 +35,7 @@ Code = adm.AdbcStatusCode
 
 BAD_SQL = [
     "SELEC 1",
-    "SELECT FROM WHERE",
+    "SELECT 1 +",
     "SELECT count(* FROM clinical.encounters.visits",
     "SELECT * FROM clinical.encounters.visits WHERE",
 ]

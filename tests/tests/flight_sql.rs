@@ -41,8 +41,10 @@ fn server() -> &'static Fixture {
                 ensure_demo_mesh(&mesh_for_thread, SCALE)
                     .await
                     .expect("demo mesh");
-                let mut config = GatewayConfig::default();
-                config.listen = "127.0.0.1:0".parse().expect("addr");
+                let config = GatewayConfig {
+                    listen: "127.0.0.1:0".parse().expect("addr"),
+                    ..GatewayConfig::default()
+                };
                 let server = run::start(&mesh_for_thread, config).await.expect("start");
                 tx.send(server.local_addr().expect("addr"))
                     .expect("send addr");

@@ -318,7 +318,7 @@ pub(super) fn visits(schema: &SchemaRef, size: &DemoSize, first: i64, count: i64
                 },
             ))),
             Arc::new(StringArray::from_iter(ids.iter().map(|&id| {
-                (mix(37, id) % 10 != 0).then(|| pick(&DIAGNOSES, 38, id))
+                (!mix(37, id).is_multiple_of(10)).then(|| pick(&DIAGNOSES, 38, id))
             }))),
         ],
     )

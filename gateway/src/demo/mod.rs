@@ -257,7 +257,11 @@ async fn write_lab_results(dir: &Path, size: &DemoSize) -> Result<()> {
     let delta_err = |e: deltalake::DeltaTableError| {
         Error::Internal(format!("writing the demo Delta table: {e}"))
     };
-    let table = DeltaTable::try_from_url(url).await.map_err(delta_err)?;
+    // A new table: build without loading (there is no log to read yet).
+    let table: DeltaTable = deltalake::DeltaTableBuilder::from_url(url)
+        .map_err(delta_err)?
+        .build()
+        .map_err(delta_err)?;
     table
         .write(batches)
         .with_save_mode(SaveMode::ErrorIfExists)

@@ -60,10 +60,19 @@ pub(super) fn sql_info() -> Result<SqlInfoData> {
     Ok(b.build()?)
 }
 
+/// Name, type, column size, literal prefix and suffix, and whether it is numeric.
+type TypeEntry<'a> = (
+    &'a str,
+    XdbcDataType,
+    Option<i32>,
+    Option<(&'a str, &'a str)>,
+    bool,
+);
+
 /// The GetXdbcTypeInfo answers: the SQL types a query can produce.
 pub(super) fn xdbc_type_info() -> Result<XdbcTypeInfoData> {
     let mut b = XdbcTypeInfoDataBuilder::new();
-    let entries: [(&str, XdbcDataType, Option<i32>, Option<(&str, &str)>, bool); 12] = [
+    let entries: [TypeEntry<'_>; 12] = [
         ("BOOLEAN", XdbcDataType::XdbcBit, Some(1), None, false),
         ("TINYINT", XdbcDataType::XdbcTinyint, Some(3), None, true),
         ("SMALLINT", XdbcDataType::XdbcSmallint, Some(5), None, true),
