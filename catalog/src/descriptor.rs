@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::PolicyDescriptor;
+
 /// One data product, as its owning domain publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,10 @@ pub struct ProductDescriptor {
     pub sla: Option<SlaDescriptor>,
     /// The tables the product publishes; at least one.
     pub tables: Vec<TableDescriptor>,
+    /// Who may read the product, which rows and which columns. Without a policy, no one
+    /// may read the product (closed by default).
+    #[serde(default)]
+    pub policy: Option<PolicyDescriptor>,
 }
 
 /// The team that owns a product and how to reach it.

@@ -5,6 +5,8 @@
 mod descriptor;
 mod error;
 mod mesh;
+mod policy;
+mod principal;
 mod product;
 mod validate;
 
@@ -13,5 +15,10 @@ pub use descriptor::{
 };
 pub use error::{CatalogError, Problem, Result};
 pub use mesh::{Mesh, MeshLoad, parse_descriptor, read_product};
+pub use policy::{
+    Access, ColumnEffect, ColumnRule, MaskKind, PlatformPolicy, PolicyDescriptor, ProductAccess,
+    ReadRule, RowRule, TableAccess, decide, mask_name,
+};
+pub use principal::Principal;
 pub use product::{Column, Product, Sla, Table, TableFormat};
 pub use validate::{DescriptorOrigin, MAX_IDENTIFIER_LEN, validate_descriptor};

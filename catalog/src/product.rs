@@ -11,6 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 use url::Url;
 
 pub use crate::descriptor::TableFormat;
+use crate::policy::PolicyDescriptor;
 
 /// A validated data product.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,8 @@ pub struct Product {
     pub sla: Sla,
     /// Tables, in declaration order.
     pub tables: Vec<Table>,
+    /// The domain's access policy; `None` means no one may read the product.
+    pub policy: Option<PolicyDescriptor>,
     /// The descriptor file this product was read from.
     pub source: PathBuf,
 }

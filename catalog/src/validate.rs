@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::descriptor::{ColumnDescriptor, ProductDescriptor, TableDescriptor};
 use crate::error::Problem;
+use crate::policy::{PolicyDescriptor, ReadRule};
 use crate::product::{Column, Product, Sla, Table};
 
 /// Longest identifier accepted for a domain, product, table or column.
@@ -89,6 +90,10 @@ pub fn validate_descriptor(
         }
     }
 
+    if let Some(policy) = &descriptor.policy {
+        validate_policy(policy, &descriptor.tables, &mut problems);
+    }
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -102,8 +107,88 @@ pub fn validate_descriptor(
         tags: descriptor.tags.clone(),
         sla,
         tables,
+        policy: descriptor.policy.clone(),
         source: origin.file.to_path_buf(),
     })
+}
+
+fn validate_policy(
+    policy: &PolicyDescriptor,
+    tables: &[TableDescriptor],
+    problems: &mut Vec<Problem>,
+) {
+    check_read_rule("policy.read", &policy.read, problems);
+    for (i, rule) in policy.rows.iter().enumerate() {
+        let at = format!("policy.rows[{i}]");
+        if rule.filter.trim().is_empty() {
+            problems.push(Problem::new(
+                format!("{at}.filter"),
+                "is empty; write a SQL predicate such as `region = principal.region`",
+            ));
+        }
+        for table in &rule.tables {
+            if !tables.iter().any(|t| &t.name == table) {
+                problems.push(Problem::new(
+                    format!("{at}.tables"),
+                    format!("'{table}' is not a table of this product"),
+                ));
+            }
+        }
+        check_roles(&format!("{at}.unless_role"), &rule.unless_role, problems);
+    }
+    for (key, rule) in &policy.columns {
+        let at = format!("policy.columns.{key}");
+        let exists = match key.split_once('.') {
+            Some((table, column)) => tables
+                .iter()
+                .any(|t| t.name == table && t.columns.iter().any(|c| c.name == column)),
+            None => tables
+                .iter()
+                .any(|t| t.columns.iter().any(|c| &c.name == key)),
+        };
+        if !exists {
+            problems.push(Problem::new(
+                &at,
+                format!("'{key}' is not a declared column (write `column` or `table.column`)"),
+            ));
+        }
+        if rule.hide == rule.mask.is_some() {
+            problems.push(Problem::new(
+                &at,
+                "give exactly one of `hide: true` or `mask: null | redact | hash | partial`",
+            ));
+        }
+        check_roles(&format!("{at}.unless_role"), &rule.unless_role, problems);
+    }
+}
+
+/// Checks that a read rule states at least one condition, and that
+/// `any_authenticated` stands alone (it would make the other conditions meaningless).
+pub(crate) fn check_read_rule(at: &str, rule: &ReadRule, problems: &mut Vec<Problem>) {
+    if rule.is_empty() {
+        problems.push(Problem::new(
+            at,
+            "states no condition; list any_role, all_roles or attributes (or any_authenticated: true)",
+        ));
+    }
+    if rule.any_authenticated
+        && (!rule.any_role.is_empty() || !rule.all_roles.is_empty() || !rule.attributes.is_empty())
+    {
+        problems.push(Problem::new(
+            at,
+            "any_authenticated: true cannot be combined with other conditions",
+        ));
+    }
+    check_roles(&format!("{at}.any_role"), &rule.any_role, problems);
+    check_roles(&format!("{at}.all_roles"), &rule.all_roles, problems);
+}
+
+fn check_roles(at: &str, roles: &[String], problems: &mut Vec<Problem>) {
+    for role in roles {
+        if role.trim().is_empty() || role.chars().any(char::is_whitespace) {
+            problems.push(Problem::new(at, format!("'{role}' is not a role name")));
+        }
+    }
 }
 
 fn validate_sla(descriptor: &ProductDescriptor, problems: &mut Vec<Problem>) -> Sla {

@@ -211,3 +211,223 @@ fn an_unreadable_mesh_directory_is_an_error() {
         Err(CatalogError::MeshDirectory { .. })
     ));
 }
+
+mod policy {
+    use std::path::Path;
+
+    use meshgate_catalog::{
+        Access, ColumnEffect, MaskKind, Mesh, PlatformPolicy, Principal, Product, decide,
+    };
+
+    const GOVERNED: &str = r#"domain: clinical
+product: encounters
+version: 2.1.0
+description: Encounters.
+owner: { team: clinical-data, contact: clinical@example.org }
+tags: [phi]
+tables:
+  - name: visits
+    format: parquet
+    location: file:///data/visits
+    columns:
+      - { name: encounter_id, type: Int64 }
+      - { name: region, type: Utf8 }
+      - { name: diagnosis_code, type: Utf8, tags: [phi] }
+      - { name: postcode, type: Utf8, tags: [pii] }
+      - { name: internal_note, type: Utf8 }
+  - name: codes
+    format: parquet
+    location: file:///data/codes
+    columns:
+      - { name: diagnosis_code, type: Utf8 }
+policy:
+  read: { any_role: [clinician, analyst, admin] }
+  rows:
+    - { filter: "region = principal.region", unless_role: [admin], tables: [visits] }
+  columns:
+    diagnosis_code: { mask: redact, unless_role: [clinician] }
+    visits.internal_note: { hide: true, unless_role: [admin] }
+"#;
+
+    fn product(text: &str) -> std::sync::Arc<Product> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("clinical")).unwrap();
+        std::fs::write(dir.path().join("clinical/encounters.yaml"), text).unwrap();
+        let load = Mesh::load(dir.path()).unwrap();
+        assert!(load.errors.is_empty(), "{:?}", load.errors);
+        load.mesh.product("clinical", "encounters").unwrap().clone()
+    }
+
+    fn platform() -> Vec<PlatformPolicy> {
+        serde_yaml::from_str(
+            r#"
+- { name: pii-masking, tag: pii, column: { mask: hash, unless_role: [pii_reader] } }
+- { name: phi-readers, tag: phi, read: { any_role: [clinician, analyst, admin, auditor] } }
+"#,
+        )
+        .unwrap()
+    }
+
+    fn effects(access: &Access, table: &str) -> Vec<(String, ColumnEffect)> {
+        match access {
+            Access::Granted(a) => a.tables[table].columns.clone(),
+            Access::Denied => panic!("denied"),
+        }
+    }
+
+    fn filters(access: &Access, table: &str) -> Vec<String> {
+        match access {
+            Access::Granted(a) => a.tables[table].row_filters.clone(),
+            Access::Denied => panic!("denied"),
+        }
+    }
+
+    #[test]
+    fn read_rules_decide_who_sees_the_product() {
+        let p = product(GOVERNED);
+        let cases = [
+            (Principal::new("iss", "ann", ["clinician"]), true),
+            (Principal::new("iss", "bob", ["analyst", "billing"]), true),
+            (Principal::new("iss", "eve", ["billing"]), false),
+            (Principal::new("iss", "nobody", Vec::<String>::new()), false),
+            // Platform rule on the `phi` tag: an auditor passes the platform but not the domain.
+            (Principal::new("iss", "aud", ["auditor"]), false),
+        ];
+        for (principal, allowed) in cases {
+            let access = decide(&principal, &p, &platform());
+            assert_eq!(
+                matches!(access, Access::Granted(_)),
+                allowed,
+                "{}",
+                principal.subject
+            );
+        }
+    }
+
+    #[test]
+    fn a_product_without_policy_is_closed() {
+        let text = GOVERNED[..GOVERNED.find("policy:").unwrap()].to_string();
+        let p = product(&text);
+        assert_eq!(
+            decide(&Principal::new("iss", "root", ["admin"]), &p, &[]),
+            Access::Denied
+        );
+    }
+
+    #[test]
+    fn column_and_row_rules_take_the_strictest_effect() {
+        let p = product(GOVERNED);
+        let analyst = Principal::new("iss", "bob", ["analyst"]).with_attribute("region", "north");
+        let access = decide(&analyst, &p, &platform());
+        assert_eq!(
+            effects(&access, "visits"),
+            vec![
+                ("encounter_id".into(), ColumnEffect::Clear),
+                ("region".into(), ColumnEffect::Clear),
+                (
+                    "diagnosis_code".into(),
+                    ColumnEffect::Masked(MaskKind::Redact)
+                ),
+                ("postcode".into(), ColumnEffect::Masked(MaskKind::Hash)),
+                ("internal_note".into(), ColumnEffect::Hidden),
+            ]
+        );
+        assert_eq!(filters(&access, "visits"), ["region = principal.region"]);
+        // The row rule is scoped to `visits`; the column rule applies to every table.
+        assert!(filters(&access, "codes").is_empty());
+        assert_eq!(
+            effects(&access, "codes")[0].1,
+            ColumnEffect::Masked(MaskKind::Redact)
+        );
+
+        let clinician = Principal::new("iss", "ann", ["clinician", "pii_reader"]);
+        let access = decide(&clinician, &p, &platform());
+        assert_eq!(effects(&access, "visits")[2].1, ColumnEffect::Clear);
+        assert_eq!(effects(&access, "visits")[3].1, ColumnEffect::Clear);
+
+        let admin = Principal::new("iss", "root", ["admin"]);
+        let access = decide(&admin, &p, &platform());
+        assert!(filters(&access, "visits").is_empty());
+        assert_eq!(effects(&access, "visits")[4].1, ColumnEffect::Clear);
+        // The platform's pii mask still applies to an admin without pii_reader.
+        assert_eq!(
+            effects(&access, "visits")[3].1,
+            ColumnEffect::Masked(MaskKind::Hash)
+        );
+    }
+
+    #[test]
+    fn a_domain_cannot_loosen_a_platform_rule() {
+        // The domain says postcode is clear for analysts; the platform masks pii: masked.
+        let text = GOVERNED.replace(
+            "    visits.internal_note: { hide: true, unless_role: [admin] }",
+            "    visits.internal_note: { hide: true, unless_role: [admin] }\n    postcode: { mask: partial, unless_role: [analyst] }",
+        );
+        let p = product(&text);
+        let analyst = Principal::new("iss", "bob", ["analyst"]);
+        assert_eq!(
+            effects(&decide(&analyst, &p, &platform()), "visits")[3].1,
+            ColumnEffect::Masked(MaskKind::Hash)
+        );
+        // ...and can tighten it: hide beats the platform's mask.
+        let text = text.replace(
+            "postcode: { mask: partial, unless_role: [analyst] }",
+            "postcode: { hide: true }",
+        );
+        let p = product(&text);
+        assert_eq!(
+            effects(&decide(&analyst, &p, &platform()), "visits")[3].1,
+            ColumnEffect::Hidden
+        );
+    }
+
+    #[test]
+    fn invalid_policies_are_rejected_with_the_field() {
+        let cases = [
+            (
+                "read: { any_role: [clinician, analyst, admin] }",
+                "read: {}",
+                "policy.read: states no condition",
+            ),
+            (
+                "read: { any_role: [clinician, analyst, admin] }",
+                "read: { any_authenticated: true, any_role: [x] }",
+                "cannot be combined",
+            ),
+            (
+                "diagnosis_code: { mask: redact",
+                "diagnosis: { mask: redact",
+                "policy.columns.diagnosis: 'diagnosis' is not a declared column",
+            ),
+            (
+                "{ mask: redact, unless_role: [clinician] }",
+                "{ unless_role: [clinician] }",
+                "give exactly one of",
+            ),
+            (
+                "tables: [visits] }",
+                "tables: [nope] }",
+                "'nope' is not a table of this product",
+            ),
+            (
+                "mask: redact",
+                "mask: scramble",
+                "unknown variant `scramble`",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert!(GOVERNED.contains(from), "{from}");
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("clinical")).unwrap();
+            std::fs::write(
+                dir.path().join("clinical/encounters.yaml"),
+                GOVERNED.replacen(from, to, 1),
+            )
+            .unwrap();
+            let load = Mesh::load(Path::new(dir.path())).unwrap();
+            assert_eq!(load.errors.len(), 1, "{to}");
+            let message = load.errors[0].to_string();
+            assert!(message.contains(expected), "{to}: {message}");
+        }
+    }
+}
