@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meshgate_catalog::PlatformPolicy;
 use serde::Deserialize;
+
+use crate::auth::AuthConfig;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +26,41 @@ pub struct GatewayConfig {
     pub handles: HandleConfig,
     /// gRPC transport settings.
     pub transport: TransportConfig,
+    /// Token issuers the gateway trusts.
+    pub auth: AuthConfig,
+    /// Mesh-wide governance rules, applied by classification tag.
+    pub platform_policies: Vec<PlatformPolicy>,
+    /// The key of the `hash` mask.
+    pub masking: MaskingConfig,
+    /// TLS; required unless `plaintext` is set.
+    pub tls: Option<TlsConfig>,
+    /// Serve without TLS (local development only; must be asked for explicitly).
+    pub plaintext: bool,
+}
+
+/// The key of the `hash` mask: from a file or an environment variable. Without one, a
+/// random key is drawn at start, so hashed values change across restarts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaskingConfig {
+    /// File holding the key.
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the key.
+    pub key_env: Option<String>,
+}
+
+/// Server certificate and key, and optionally the CA that client certificates must
+/// chain to (mutual TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle for client certificates; enables mutual TLS.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -33,6 +71,11 @@ impl Default for GatewayConfig {
             engine: EngineConfig::default(),
             handles: HandleConfig::default(),
             transport: TransportConfig::default(),
+            auth: AuthConfig::default(),
+            platform_policies: Vec::new(),
+            masking: MaskingConfig::default(),
+            tls: None,
+            plaintext: false,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! meshgate's gateway: the Flight SQL service in front of a data mesh, its sessions and
 //! SQL surface, configuration, the demo mesh and the command-line entry points.
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod lint;
+pub mod policy;
 pub mod run;
 pub mod server;
 pub mod service;

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use meshgate_gateway::config::TlsConfig;
 use meshgate_gateway::lint::{LintOutcome, lint};
-use meshgate_gateway::{GatewayConfig, READY_PREFIX, demo, run};
+use meshgate_gateway::{GatewayConfig, auth, demo, run};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +34,8 @@ enum Command {
         /// Gateway configuration file (YAML).
         #[arg(long, env = "MESHGATE_CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Generate (if absent) and serve the demo mesh of a longitudinal health record.
     Demo {
@@ -48,7 +51,11 @@ enum Command {
         /// Gateway configuration file (YAML).
         #[arg(long, env = "MESHGATE_CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+    /// Mint a JWT for development (production tokens come from your identity provider).
+    Token(TokenArgs),
     /// Validate every descriptor of a mesh directory; exits non-zero on any error.
     Lint {
         /// Mesh directory.
@@ -56,9 +63,127 @@ enum Command {
     },
 }
 
+/// TLS settings shared by `serve` and `demo`.
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// PEM certificate chain of the server.
+    #[arg(long, env = "MESHGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the server.
+    #[arg(long, env = "MESHGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle that client certificates must chain to (mutual TLS).
+    #[arg(long, env = "MESHGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve without TLS (local development only).
+    #[arg(long, env = "MESHGATE_PLAINTEXT", conflicts_with = "tls_cert")]
+    plaintext: bool,
+}
+
+impl TlsArgs {
+    fn apply(self, config: &mut GatewayConfig) {
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            config.tls = Some(TlsConfig {
+                cert,
+                key,
+                client_ca: self.tls_client_ca,
+            });
+            config.plaintext = false;
+        }
+        if self.plaintext {
+            config.plaintext = true;
+        }
+    }
+}
+
+/// `meshgate token` arguments.
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// Subject (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// A role (repeat for several).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// An attribute claim `name=value` (repeat for several).
+    #[arg(long = "attr", value_parser = parse_attribute)]
+    attributes: Vec<(String, String)>,
+    /// Lifetime, e.g. `1h` or `30m`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    /// Sign with the secret of the demo mesh in this directory (issuer meshgate-demo).
+    #[arg(long, conflicts_with_all = ["secret_file", "private_key_pem"])]
+    demo_dir: Option<PathBuf>,
+    /// Sign with this HS256 shared secret.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Sign with this PEM private key (RSA, EC or Ed25519).
+    #[arg(long)]
+    private_key_pem: Option<PathBuf>,
+    /// Algorithm (HS256, RS256, ES256, EdDSA, ...).
+    #[arg(long, default_value = "HS256")]
+    alg: jsonwebtoken::Algorithm,
+    /// Issuer (`iss`).
+    #[arg(long, default_value = demo::DEMO_ISSUER)]
+    issuer: String,
+    /// Audience (`aud`).
+    #[arg(long, default_value = demo::DEMO_AUDIENCE)]
+    audience: String,
+    /// Key id (`kid` header).
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}` is not name=value"))
+}
+
+fn token(args: TokenArgs) -> Result<String, String> {
+    let attributes = args.attributes.into_iter().collect();
+    if let Some(dir) = args.demo_dir {
+        let secret = demo::demo_secret(&dir).map_err(|e| e.to_string())?;
+        return demo::demo_token(&secret, &args.sub, &args.roles, attributes, args.ttl)
+            .map_err(|e| e.to_string());
+    }
+    let material = match (&args.secret_file, &args.private_key_pem) {
+        (Some(path), None) | (None, Some(path)) => {
+            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        _ => return Err("give one of --demo-dir, --secret-file or --private-key-pem".into()),
+    };
+    let key = auth::encoding_key(args.alg, material.trim_ascii())?;
+    auth::mint(
+        &auth::TokenRequest {
+            issuer: args.issuer,
+            audience: args.audience,
+            subject: args.sub,
+            roles: args.roles,
+            attributes,
+            ttl: args.ttl,
+            key_id: args.kid,
+        },
+        args.alg,
+        &key,
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    if let Command::Token(args) = cli.command {
+        return match token(args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("meshgate: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::Lint { mesh } = &cli.command {
         return match lint(mesh, &mut std::io::stdout()) {
             Ok(LintOutcome::Clean) => ExitCode::SUCCESS,
@@ -91,8 +216,10 @@ async fn serve(command: Command) -> Result<(), String> {
             mesh,
             listen,
             config,
+            tls,
         } => {
             let mut config = load_config(config.as_deref())?;
+            tls.apply(&mut config);
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -106,9 +233,13 @@ async fn serve(command: Command) -> Result<(), String> {
             dir,
             scale,
             config,
+            tls,
         } => {
             let mut config = load_config(config.as_deref())?;
             config.listen = listen;
+            // The demo is a local development tool: plaintext unless TLS is given.
+            config.plaintext = true;
+            tls.apply(&mut config);
             eprintln!(
                 "meshgate: preparing the demo mesh in {} (scale {scale})",
                 dir.display()
@@ -124,16 +255,26 @@ async fn serve(command: Command) -> Result<(), String> {
             } else {
                 eprintln!("meshgate: reusing the demo mesh ({} rows)", demo.rows);
             }
-            (dir, config, Some(()))
+            let secret = demo::demo_secret(&dir).map_err(|e| e.to_string())?;
+            config.auth.issuers.push(demo::demo_issuer(&secret));
+            config
+                .platform_policies
+                .extend(demo::demo_platform_policies());
+            if config.masking.key_file.is_none() && config.masking.key_env.is_none() {
+                config.masking.key_file = Some(secret.clone());
+            }
+            (dir, config, Some(secret))
         }
-        Command::Lint { .. } => unreachable!("lint is handled before the runtime starts"),
+        Command::Lint { .. } | Command::Token(_) => {
+            return Err("this command does not serve".into());
+        }
     };
     let server = run::start(&mesh, config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    if demo_dir.is_some() {
-        print_demo_help(addr);
+    if let Some(secret) = &demo_dir {
+        print_demo_help(addr, &mesh, secret)?;
     }
-    println!("{READY_PREFIX}{addr}");
+    println!("{}", server.ready_line().map_err(|e| e.to_string())?);
     let _ = std::io::stdout().flush();
     server
         .serve(run::shutdown_signal())
@@ -148,18 +289,42 @@ fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig, String> 
     }
 }
 
-fn print_demo_help(addr: SocketAddr) {
+fn print_demo_help(
+    addr: SocketAddr,
+    dir: &std::path::Path,
+    secret: &std::path::Path,
+) -> Result<(), String> {
     let host = if addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", addr.port())
     } else {
         addr.to_string()
     };
     println!(
+        "\nDemo personas (tokens valid for 24 hours; mint more with `meshgate token --demo-dir {}`):",
+        dir.display()
+    );
+    for persona in &demo::PERSONAS {
+        let token = demo::persona_token(secret, persona, std::time::Duration::from_secs(86_400))
+            .map_err(|e| e.to_string())?;
+        println!(
+            "\n  {} ({}{}): {}\n  export MESHGATE_TOKEN_{}={token}",
+            persona.subject,
+            persona.roles.join(", "),
+            persona
+                .region
+                .map(|r| format!("; region {r}"))
+                .unwrap_or_default(),
+            persona.sees,
+            persona.subject.to_uppercase()
+        );
+    }
+    println!(
         r#"
 Connect from Python (pip install adbc-driver-flightsql pyarrow):
 
-    import adbc_driver_flightsql.dbapi as flightsql
-    conn = flightsql.connect("grpc://{host}")
+    import os, adbc_driver_flightsql.dbapi as flightsql
+    conn = flightsql.connect("grpc://{host}", db_kwargs={{
+        "adbc.flight.sql.authorization_header": "Bearer " + os.environ["MESHGATE_TOKEN_BEN"]}})
     cur = conn.cursor()
     cur.execute("""
         SELECT v.region, count(*) AS visits, sum(c.amount) AS billed
@@ -169,10 +334,11 @@ Connect from Python (pip install adbc-driver-flightsql pyarrow):
         GROUP BY v.region ORDER BY billed DESC""")
     print(cur.fetch_arrow_table())
 
-BI tools (Flight SQL JDBC): jdbc:arrow-flight-sql://{host}?useEncryption=false
+BI tools (Flight SQL JDBC): jdbc:arrow-flight-sql://{host}?useEncryption=false&token=$MESHGATE_TOKEN_BEN
 Discover products: SELECT * FROM mesh.meta.products
 "#
     );
+    Ok(())
 }
 
 fn init_tracing() {

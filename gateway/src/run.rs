@@ -5,20 +5,38 @@ use std::sync::Arc;
 
 use meshgate_catalog::Mesh;
 
-use crate::config::GatewayConfig;
+use crate::auth::Authenticator;
+use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::{Error, Result};
+use crate::policy::PolicyEngine;
 use crate::server::BoundServer;
 use crate::service::GatewayState;
 use crate::session::SessionFactory;
 
 /// Loads the mesh at `dir`, reports what serves and what was left out, and binds.
 ///
-/// A broken descriptor or a product whose storage cannot be opened is reported and left
-/// out; the rest serves. Only an unreadable mesh directory stops the start.
+/// A broken descriptor or a product whose storage or policy cannot be loaded is reported
+/// and left out; the rest serves. An unreadable mesh directory, an unusable issuer or
+/// TLS configuration, or a missing choice between TLS and plaintext stops the start.
 pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
+    // Two crypto providers are linked (aws-lc-rs and ring); name the one rustls uses.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if config.tls.is_none() && !config.plaintext {
+        return Err(Error::InvalidArgument(
+            "TLS is not configured: pass --tls-cert and --tls-key, or --plaintext for local development".into(),
+        ));
+    }
+    let authenticator = Authenticator::new(&config.auth)
+        .await
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let policy = PolicyEngine::new(
+        config.platform_policies.clone(),
+        &masking_key(&config.masking)?,
+    );
+
     let load = Mesh::load(dir).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let (sessions, failures) = SessionFactory::build(&load.mesh, &config.engine).await?;
-    let served = load.mesh.len() - failures.len();
+    let (sessions, failures) = SessionFactory::build(&load.mesh, &config.engine, policy).await?;
+    let served = sessions.product_count();
     tracing::info!(
         products = served,
         domains = load.mesh.domains().count(),
@@ -36,12 +54,34 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     }
     for failure in &failures {
         eprintln!(
-            "meshgate: left out (storage): {}: {}",
-            failure.product, failure.error
+            "meshgate: left out: {}: {}",
+            failure.product, failure.reason
         );
     }
     let state = Arc::new(GatewayState::new(sessions, &config)?);
-    BoundServer::bind(state, config).await
+    BoundServer::bind(state, Arc::new(authenticator), config).await
+}
+
+fn masking_key(config: &MaskingConfig) -> Result<Vec<u8>> {
+    if let Some(path) = &config.key_file {
+        return std::fs::read(path).map_err(|e| {
+            Error::InvalidArgument(format!("masking key file {}: {e}", path.display()))
+        });
+    }
+    if let Some(var) = &config.key_env {
+        return std::env::var(var).map(String::into_bytes).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "masking key: environment variable {var} is not set"
+            ))
+        });
+    }
+    tracing::warn!(
+        "no masking key configured: hash masks use a random key and change across restarts"
+    );
+    let mut key = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut key)
+        .map_err(|_| Error::Internal("no randomness for the masking key".into()))?;
+    Ok(key)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

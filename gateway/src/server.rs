@@ -1,4 +1,7 @@
 //! Starting the gRPC server: bind, announce, serve until shut down.
+//!
+//! The authentication layer wraps the whole router, so every request, to any path,
+//! is authenticated before it is routed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,31 +10,44 @@ use std::sync::Arc;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::config::GatewayConfig;
+use crate::auth::{AuthLayer, Authenticator};
+use crate::config::{GatewayConfig, TlsConfig};
 use crate::error::{Error, Result};
 use crate::service::{GatewayState, MeshFlightSqlService};
 
 /// The line printed once the server accepts connections; scripts wait for it.
 pub const READY_PREFIX: &str = "meshgate: serving Flight SQL on grpc://";
+/// The same line when serving TLS.
+pub const READY_PREFIX_TLS: &str = "meshgate: serving Flight SQL on grpc+tls://";
 
 /// A bound, not yet serving, gateway.
 #[derive(Debug)]
 pub struct BoundServer {
     listener: TcpListener,
     state: Arc<GatewayState>,
+    authenticator: Arc<Authenticator>,
+    tls: Option<ServerTlsConfig>,
     config: GatewayConfig,
 }
 
 impl BoundServer {
-    /// Binds `config.listen` (port 0 picks a free port).
-    pub async fn bind(state: Arc<GatewayState>, config: GatewayConfig) -> Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+    /// Reads the TLS material and binds `config.listen` (port 0 picks a free port).
+    pub async fn bind(
+        state: Arc<GatewayState>,
+        authenticator: Arc<Authenticator>,
+        config: GatewayConfig,
+    ) -> Result<Self> {
+        let tls = config.tls.as_ref().map(tls_config).transpose()?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            Error::InvalidArgument(format!("cannot listen on {}: {e}", config.listen))
+        })?;
         Ok(Self {
             listener,
             state,
+            authenticator,
+            tls,
             config,
         })
     }
@@ -43,19 +59,73 @@ impl BoundServer {
             .map_err(|e| Error::Internal(e.to_string()))
     }
 
+    /// The line announcing that the server accepts connections.
+    pub fn ready_line(&self) -> Result<String> {
+        let prefix = if self.tls.is_some() {
+            READY_PREFIX_TLS
+        } else {
+            READY_PREFIX
+        };
+        Ok(format!("{prefix}{}", self.local_addr()?))
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn state(&self) -> &Arc<GatewayState> {
+        &self.state
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let transport = &self.config.transport;
         let service = FlightServiceServer::new(MeshFlightSqlService::new(self.state))
             .max_decoding_message_size(transport.max_decoding_message_size)
             .max_encoding_message_size(usize::MAX);
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
+        }
+        builder
             .initial_stream_window_size(transport.stream_window)
             .initial_connection_window_size(transport.connection_window)
             .tcp_nodelay(true)
+            .layer(AuthLayer::new(self.authenticator))
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await
             .map_err(|e| Error::Internal(format!("server failed: {e}")))
+    }
+}
+
+/// Reads and checks the certificate, key and client CA, so that a bad file stops the
+/// start with a message naming it (never a silent fall-back to plaintext).
+fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| Error::InvalidArgument(format!("TLS {what} {}: {e}", path.display())))
+    };
+    let cert = read(&tls.cert, "certificate")?;
+    let key = read(&tls.key, "key")?;
+    check_pem(&cert, "CERTIFICATE", &tls.cert)?;
+    check_pem(&key, "PRIVATE KEY", &tls.key)?;
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &tls.client_ca {
+        let ca_pem = read(ca, "client CA")?;
+        check_pem(&ca_pem, "CERTIFICATE", ca)?;
+        config = config.client_ca_root(Certificate::from_pem(ca_pem));
+    }
+    Ok(config)
+}
+
+fn check_pem(bytes: &[u8], label: &str, path: &std::path::Path) -> Result<()> {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains("-----BEGIN") && text.contains(label) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "TLS: {} holds no PEM {label}",
+            path.display()
+        )))
     }
 }

@@ -46,6 +46,8 @@ tables:
       - { name: region, type: Utf8, nullable: false, description: Region code used by every domain }
       - { name: name, type: Utf8, nullable: false, description: Display name }
       - { name: population, type: Int64, nullable: false, description: Residents at the last census }
+policy:
+  read: { any_authenticated: true }
 "#;
 
 const FACILITIES: &str = r#"domain: reference
@@ -66,6 +68,8 @@ tables:
       - { name: region, type: Utf8, nullable: false, description: Key into reference.regions }
       - { name: kind, type: Utf8, nullable: false, description: "hospital, clinic or lab" }
       - { name: beds, type: Int32, nullable: true, description: Inpatient beds (hospitals only) }
+policy:
+  read: { any_authenticated: true }
 "#;
 
 const REGISTRY: &str = r#"domain: patients
@@ -89,6 +93,12 @@ tables:
       - { name: postcode, type: Utf8, nullable: false, tags: [pii] }
       - { name: region, type: Utf8, nullable: false, description: Region of residence }
       - { name: registered_at, type: "Timestamp(Microsecond, None)", nullable: false }
+policy:
+  read: { any_role: [clinician, analyst, registrar, admin] }
+  rows:
+    - { filter: "region = principal.region", unless_role: [analyst, registrar, admin] }
+  columns:
+    birth_date: { mask: "null", unless_role: [clinician, registrar, admin] }
 "#;
 
 const ENCOUNTERS: &str = r#"domain: clinical
@@ -114,6 +124,12 @@ tables:
       - { name: discharged_at, type: "Timestamp(Microsecond, None)", nullable: true, description: Null while admitted }
       - { name: diagnosis_code, type: Utf8, nullable: true, description: ICD-10 code, tags: [phi] }
       - { name: admit_month, type: Utf8, nullable: false, description: "Month of admission, YYYY-MM" }
+policy:
+  read: { any_role: [clinician, analyst, admin] }
+  rows:
+    - { filter: "region = principal.region", unless_role: [analyst, admin] }
+  columns:
+    diagnosis_code: { mask: hash, unless_role: [clinician, admin] }
 "#;
 
 const LABS: &str = r#"domain: clinical
@@ -137,6 +153,10 @@ tables:
       - { name: unit, type: Utf8, nullable: false }
       - { name: taken_at, type: "Timestamp(Microsecond, \"UTC\")", nullable: false }
       - { name: abnormal, type: Boolean, nullable: false, description: Outside the reference range }
+policy:
+  read: { any_role: [clinician, analyst, admin] }
+  columns:
+    value: { mask: "null", unless_role: [clinician, admin] }
 "#;
 
 const CLAIMS: &str = r#"domain: billing
@@ -159,4 +179,6 @@ tables:
       - { name: amount, type: "Decimal128(12, 2)", nullable: false, description: Billed amount }
       - { name: status, type: Utf8, nullable: false, description: "submitted, paid or denied" }
       - { name: submitted_on, type: Date32, nullable: false }
+policy:
+  read: { any_role: [billing, analyst, admin] }
 "#;

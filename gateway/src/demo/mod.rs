@@ -9,6 +9,7 @@
 
 mod data;
 mod descriptors;
+mod identity;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,10 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 pub use data::DemoSize;
+pub use identity::{
+    DEMO_AUDIENCE, DEMO_ISSUER, PERSONAS, Persona, demo_issuer, demo_platform_policies,
+    demo_secret, demo_token, persona_token,
+};
 
 use crate::error::{Error, Result};
 

@@ -1,113 +1,157 @@
 //! Server-side handles: what a ticket or a prepared-statement handle stands for.
 //!
-//! A handle is 16 random bytes: opaque to the client, unguessable, and carrying no SQL.
-//! Entries expire after a time-to-live and the store holds a bounded number of them;
-//! when full, expired entries are swept and, if still full, the oldest is evicted.
+//! A handle is 16 random bytes of id followed by a 16-byte HMAC-SHA256 tag over the id
+//! and the principal that created it, under a key that never leaves this process. It
+//! carries no SQL and no authority: redeeming it requires the same principal (checked
+//! on the tag, then on the entry), within its time-to-live. Any failure, whether
+//! unknown, expired, forged or presented by another principal, looks the same to the
+//! caller. The store holds a bounded number of entries; when full, expired entries are
+//! swept and, if still full, the oldest is evicted.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use aws_lc_rs::{constant_time, hmac, rand};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 
+const ID_LEN: usize = 16;
+const TAG_LEN: usize = 16;
 /// Length of a handle in bytes.
-pub const HANDLE_LEN: usize = 16;
+pub const HANDLE_LEN: usize = ID_LEN + TAG_LEN;
 
-type Handle = [u8; HANDLE_LEN];
+type Id = [u8; ID_LEN];
 
 #[derive(Debug)]
 struct Entry<T> {
+    owner: String,
     value: T,
     touched: Instant,
 }
 
-/// A bounded, expiring map from opaque handles to values.
-#[derive(Debug)]
+/// A bounded, expiring, principal-bound map from opaque handles to values.
 pub struct HandleStore<T> {
     what: &'static str,
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<Handle, Entry<T>>>,
+    key: hmac::Key,
+    entries: Mutex<HashMap<Id, Entry<T>>>,
+}
+
+impl<T> std::fmt::Debug for HandleStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandleStore")
+            .field("what", &self.what)
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Clone> HandleStore<T> {
-    /// A store of `what` (used in error messages) with the given limits.
+    /// A store of `what` (used in error messages) with the given limits and a fresh key.
     pub fn new(what: &'static str, ttl: Duration, capacity: usize) -> Self {
+        let mut key = [0u8; 32];
+        // The system RNG does not fail on supported platforms; a zero key would still
+        // bind handles to their owner through the entry check below.
+        let _ = rand::fill(&mut key);
         Self {
             what,
             ttl,
             capacity: capacity.max(1),
+            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Stores `value` under a new random handle.
-    pub fn insert(&self, value: T) -> Bytes {
-        let handle: Handle = *uuid::Uuid::new_v4().as_bytes();
-        let now = Instant::now();
-        let mut entries = self.lock();
-        if entries.len() >= self.capacity {
-            entries.retain(|_, e| now.duration_since(e.touched) < self.ttl);
-        }
-        if entries.len() >= self.capacity
-            && let Some(oldest) = entries
-                .iter()
-                .min_by_key(|(_, e)| e.touched)
-                .map(|(k, _)| *k)
-        {
-            entries.remove(&oldest);
-        }
-        entries.insert(
-            handle,
-            Entry {
-                value,
-                touched: now,
-            },
-        );
-        Bytes::copy_from_slice(&handle)
+    fn tag(&self, id: &Id, owner: &str) -> [u8; TAG_LEN] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(id);
+        ctx.update(owner.as_bytes());
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&ctx.sign().as_ref()[..TAG_LEN]);
+        tag
     }
 
-    /// The value behind `handle`, refreshing its time-to-live.
-    pub fn get(&self, handle: &[u8]) -> Result<T> {
-        let key = self.key(handle)?;
+    /// Stores `value` for `owner` under a new handle.
+    pub fn insert(&self, owner: &str, value: T) -> Bytes {
+        let mut id: Id = [0u8; ID_LEN];
+        id.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let now = Instant::now();
+        {
+            let mut entries = self.lock();
+            if entries.len() >= self.capacity {
+                entries.retain(|_, e| now.duration_since(e.touched) < self.ttl);
+            }
+            if entries.len() >= self.capacity
+                && let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.touched)
+                    .map(|(k, _)| *k)
+            {
+                entries.remove(&oldest);
+            }
+            entries.insert(
+                id,
+                Entry {
+                    owner: owner.to_string(),
+                    value,
+                    touched: now,
+                },
+            );
+        }
+        let mut handle = BytesMut::with_capacity(HANDLE_LEN);
+        handle.put_slice(&id);
+        handle.put_slice(&self.tag(&id, owner));
+        handle.freeze()
+    }
+
+    /// The value behind `handle` for `owner`, refreshing its time-to-live.
+    pub fn get(&self, handle: &[u8], owner: &str) -> Result<T> {
+        let id = self.verify(handle, owner)?;
         let now = Instant::now();
         let mut entries = self.lock();
-        match entries.get_mut(&key) {
-            Some(entry) if now.duration_since(entry.touched) < self.ttl => {
+        match entries.get_mut(&id) {
+            Some(entry) if entry.owner == owner && now.duration_since(entry.touched) < self.ttl => {
                 entry.touched = now;
                 Ok(entry.value.clone())
             }
-            Some(_) => {
-                entries.remove(&key);
+            Some(entry) if entry.owner == owner => {
+                entries.remove(&id);
                 Err(self.unknown())
             }
-            None => Err(self.unknown()),
+            _ => Err(self.unknown()),
         }
     }
 
-    /// Replaces the value behind an existing `handle`.
-    pub fn update(&self, handle: &[u8], value: T) -> Result<()> {
-        let key = self.key(handle)?;
+    /// Replaces the value behind an existing `handle` of `owner`.
+    pub fn update(&self, handle: &[u8], owner: &str, value: T) -> Result<()> {
+        let id = self.verify(handle, owner)?;
         let mut entries = self.lock();
-        match entries.get_mut(&key) {
-            Some(entry) => {
+        match entries.get_mut(&id) {
+            Some(entry) if entry.owner == owner => {
                 entry.value = value;
                 entry.touched = Instant::now();
                 Ok(())
             }
-            None => Err(self.unknown()),
+            _ => Err(self.unknown()),
         }
     }
 
-    /// Forgets `handle`; returns whether it existed.
-    pub fn remove(&self, handle: &[u8]) -> Result<bool> {
-        let key = self.key(handle)?;
-        Ok(self.lock().remove(&key).is_some())
+    /// Forgets `handle` of `owner`; returns whether it existed.
+    pub fn remove(&self, handle: &[u8], owner: &str) -> Result<bool> {
+        let id = self.verify(handle, owner)?;
+        let mut entries = self.lock();
+        if entries.get(&id).is_some_and(|e| e.owner == owner) {
+            entries.remove(&id);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
-    /// Number of live entries (expired ones included until swept).
+    /// Number of entries (expired ones included until swept).
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -117,10 +161,15 @@ impl<T: Clone> HandleStore<T> {
         self.len() == 0
     }
 
-    fn key(&self, handle: &[u8]) -> Result<Handle> {
-        handle
-            .try_into()
-            .map_err(|_| Error::InvalidArgument(format!("malformed {} handle", self.what)))
+    fn verify(&self, handle: &[u8], owner: &str) -> Result<Id> {
+        if handle.len() != HANDLE_LEN {
+            return Err(self.unknown());
+        }
+        let mut id: Id = [0u8; ID_LEN];
+        id.copy_from_slice(&handle[..ID_LEN]);
+        constant_time::verify_slices_are_equal(&handle[ID_LEN..], &self.tag(&id, owner))
+            .map_err(|_| self.unknown())?;
+        Ok(id)
     }
 
     fn unknown(&self) -> Error {
@@ -130,7 +179,7 @@ impl<T: Clone> HandleStore<T> {
         ))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Handle, Entry<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Entry<T>>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -140,28 +189,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn handles_are_opaque_and_expire() {
+    fn handles_are_opaque_bound_and_expire() {
         let store = HandleStore::new("ticket", Duration::from_millis(50), 10);
-        let h = store.insert(7);
+        let h = store.insert("iss|ann", 7);
         assert_eq!(h.len(), HANDLE_LEN);
-        assert_eq!(store.get(&h).unwrap(), 7);
-        std::thread::sleep(Duration::from_millis(80));
-        assert!(matches!(store.get(&h), Err(Error::UnknownHandle(_))));
+        assert_eq!(store.get(&h, "iss|ann").unwrap(), 7);
         assert!(matches!(
-            store.get(b"short"),
-            Err(Error::InvalidArgument(_))
+            store.get(&h, "iss|bob"),
+            Err(Error::UnknownHandle(_))
+        ));
+        let mut forged = h.to_vec();
+        forged[HANDLE_LEN - 1] ^= 1;
+        assert!(matches!(
+            store.get(&forged, "iss|ann"),
+            Err(Error::UnknownHandle(_))
+        ));
+        assert!(matches!(
+            store.get(b"short", "iss|ann"),
+            Err(Error::UnknownHandle(_))
+        ));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(matches!(
+            store.get(&h, "iss|ann"),
+            Err(Error::UnknownHandle(_))
         ));
     }
 
     #[test]
     fn capacity_evicts_the_oldest() {
         let store = HandleStore::new("ticket", Duration::from_secs(60), 2);
-        let a = store.insert(1);
-        let b = store.insert(2);
-        let c = store.insert(3);
+        let a = store.insert("o", 1);
+        let b = store.insert("o", 2);
+        let c = store.insert("o", 3);
         assert_eq!(store.len(), 2);
-        assert!(store.get(&a).is_err());
-        assert_eq!(store.get(&b).unwrap(), 2);
-        assert_eq!(store.get(&c).unwrap(), 3);
+        assert!(store.get(&a, "o").is_err());
+        assert_eq!(store.get(&b, "o").unwrap(), 2);
+        assert_eq!(store.get(&c, "o").unwrap(), 3);
     }
 }

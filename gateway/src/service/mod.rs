@@ -11,13 +11,12 @@ mod metadata;
 mod prepared;
 mod query;
 mod sql_info;
+mod state;
 mod stream;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
@@ -28,137 +27,17 @@ use arrow_flight::sql::{
     ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
-use futures::TryStreamExt;
 use tonic::{Request, Response, Status};
 
 pub use handles::{HANDLE_LEN, HandleStore};
 pub use stream::{wire_schema, wire_type};
 
-use self::prepared::PreparedStatement;
-use self::query::{PlannedQuery, command_flight_info, statement_flight_info};
+pub use state::GatewayState;
+
+use self::query::command_flight_info;
 use self::stream::{FlightDataStream, encode_batch};
-use crate::config::GatewayConfig;
+use crate::auth::principal_of;
 use crate::error::{Error, Result};
-use crate::session::{SessionFactory, plan_sql};
-
-/// Shared state of the service.
-pub struct GatewayState {
-    sessions: RwLock<Arc<SessionFactory>>,
-    tickets: HandleStore<Arc<PlannedQuery>>,
-    prepared: HandleStore<PreparedStatement>,
-    sql_info: SqlInfoData,
-    xdbc_type_info: XdbcTypeInfoData,
-    max_flight_data_size: usize,
-}
-
-impl std::fmt::Debug for GatewayState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayState")
-            .field("tickets", &self.tickets.len())
-            .field("prepared", &self.prepared.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl GatewayState {
-    /// State serving `sessions` with the limits of `config`.
-    pub fn new(sessions: SessionFactory, config: &GatewayConfig) -> Result<Self> {
-        Ok(Self {
-            sessions: RwLock::new(Arc::new(sessions)),
-            tickets: HandleStore::new(
-                "ticket",
-                config.handles.ticket_ttl,
-                config.handles.max_handles,
-            ),
-            prepared: HandleStore::new(
-                "prepared statement",
-                config.handles.prepared_ttl,
-                config.handles.max_handles,
-            ),
-            sql_info: sql_info::sql_info()?,
-            xdbc_type_info: sql_info::xdbc_type_info()?,
-            max_flight_data_size: config.transport.max_flight_data_size,
-        })
-    }
-
-    /// The session factory in force.
-    pub fn sessions(&self) -> Arc<SessionFactory> {
-        Arc::clone(&self.sessions.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Replaces the session factory (a reloaded mesh); requests in flight keep theirs.
-    pub fn replace_sessions(&self, sessions: SessionFactory) {
-        *self.sessions.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(sessions);
-    }
-
-    async fn plan_statement(&self, sql: &str, descriptor: FlightDescriptor) -> Result<FlightInfo> {
-        let session = self.sessions().session();
-        let logical = plan_sql(&session, sql).await?;
-        self.issue_ticket(PlannedQuery::plan(session, logical).await?, descriptor)
-    }
-
-    fn issue_ticket(
-        &self,
-        planned: PlannedQuery,
-        descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo> {
-        let schema = Arc::clone(planned.schema());
-        let handle = self.tickets.insert(Arc::new(planned));
-        statement_flight_info(&schema, handle, descriptor)
-    }
-
-    async fn redeem_ticket(&self, handle: &[u8]) -> Result<FlightDataStream> {
-        let planned = self.tickets.get(handle)?;
-        planned.execute(self.max_flight_data_size).await
-    }
-
-    async fn create_prepared(&self, sql: &str) -> Result<ActionCreatePreparedStatementResult> {
-        let session = self.sessions().session();
-        let plan = plan_sql(&session, sql).await?;
-        let statement = PreparedStatement::new(session, plan)?;
-        let dataset_schema = statement.dataset_schema()?;
-        let parameter_schema = statement.parameter_schema()?;
-        let handle = self.prepared.insert(statement);
-        Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle,
-            dataset_schema,
-            parameter_schema,
-        })
-    }
-
-    async fn bind_prepared(
-        &self,
-        handle: &[u8],
-        data: PeekableFlightDataStream,
-    ) -> Result<DoPutPreparedStatementResult> {
-        let mut statement = self.prepared.get(handle)?;
-        let batches: Vec<_> =
-            FlightRecordBatchStream::new_from_flight_data(data.map_err(Into::into))
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    Error::InvalidArgument(format!("cannot read the bound parameters: {e}"))
-                })?;
-        statement.bind(&batches)?;
-        self.prepared.update(handle, statement)?;
-        Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(bytes::Bytes::copy_from_slice(handle)),
-        })
-    }
-
-    async fn plan_prepared(
-        &self,
-        handle: &[u8],
-        descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo> {
-        let statement = self.prepared.get(handle)?;
-        let plan = statement.bound_plan()?;
-        self.issue_ticket(
-            PlannedQuery::plan(statement.session, plan).await?,
-            descriptor,
-        )
-    }
-}
 
 /// The Flight SQL service of the gateway.
 #[derive(Debug, Clone)]
@@ -201,27 +80,33 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        info_response(
-            self.state
-                .plan_statement(&query.query, request.into_inner())
-                .await,
-        )
+        let principal = principal_of(&request)?;
+        let planned = self
+            .state
+            .plan_statement(&principal, &query.query, request.into_inner());
+        info_response(planned.await)
     }
 
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        stream_response(self.state.redeem_ticket(&ticket.statement_handle).await?)
+        let principal = principal_of(&request)?;
+        stream_response(
+            self.state
+                .redeem_ticket(&principal, &ticket.statement_handle)
+                .await?,
+        )
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        Ok(self.state.create_prepared(&query.query).await?)
+        let principal = principal_of(&request)?;
+        Ok(self.state.create_prepared(&principal, &query.query).await?)
     }
 
     async fn do_put_prepared_statement_query(
@@ -229,9 +114,11 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
+        let principal = principal_of(&request)?;
+        let handle = query.prepared_statement_handle;
         Ok(self
             .state
-            .bind_prepared(&query.prepared_statement_handle, request.into_inner())
+            .bind_prepared(&principal, &handle, request.into_inner())
             .await?)
     }
 
@@ -240,9 +127,11 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let principal = principal_of(&request)?;
+        let handle = query.prepared_statement_handle;
         info_response(
             self.state
-                .plan_prepared(&query.prepared_statement_handle, request.into_inner())
+                .plan_prepared(&principal, &handle, request.into_inner())
                 .await,
         )
     }
@@ -250,12 +139,11 @@ impl FlightSqlService for MeshFlightSqlService {
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        // Closing an unknown or expired handle is not an error: the goal is reached.
+        let principal = principal_of(&request)?;
         self.state
-            .prepared
-            .remove(&query.prepared_statement_handle)?;
+            .close_prepared(&principal, &query.prepared_statement_handle);
         Ok(())
     }
 
@@ -264,6 +152,7 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        principal_of(&request)?;
         info_response(command_flight_info(
             &metadata::catalogs_schema(),
             query.as_any(),
@@ -274,9 +163,14 @@ impl FlightSqlService for MeshFlightSqlService {
     async fn do_get_catalogs(
         &self,
         _query: CommandGetCatalogs,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(metadata::catalogs(self.state.sessions().catalogs()))
+        let principal = principal_of(&request)?;
+        batch_response(
+            self.state
+                .catalogs_for(&principal)
+                .and_then(|c| metadata::catalogs(&c)),
+        )
     }
 
     async fn get_flight_info_schemas(
@@ -284,6 +178,7 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        principal_of(&request)?;
         let schema = metadata::db_schemas_schema(query.clone());
         info_response(command_flight_info(
             &schema,
@@ -295,12 +190,14 @@ impl FlightSqlService for MeshFlightSqlService {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(metadata::db_schemas(
-            self.state.sessions().catalogs(),
-            query,
-        ))
+        let principal = principal_of(&request)?;
+        batch_response(
+            self.state
+                .catalogs_for(&principal)
+                .and_then(|c| metadata::db_schemas(&c, query)),
+        )
     }
 
     async fn get_flight_info_tables(
@@ -308,6 +205,7 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        principal_of(&request)?;
         let schema = metadata::tables_schema(query.clone());
         info_response(command_flight_info(
             &schema,
@@ -319,9 +217,14 @@ impl FlightSqlService for MeshFlightSqlService {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(metadata::tables(self.state.sessions().catalogs(), query))
+        let principal = principal_of(&request)?;
+        batch_response(
+            self.state
+                .catalogs_for(&principal)
+                .and_then(|c| metadata::tables(&c, query)),
+        )
     }
 
     async fn get_flight_info_table_types(

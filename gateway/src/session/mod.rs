@@ -17,7 +17,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
-use meshgate_catalog::{Mesh, Product};
+use meshgate_catalog::{Mesh, Principal, Product};
 use meshgate_connectors::{ConnectorError, DomainStorage, TableOpener};
 
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
@@ -26,110 +26,142 @@ pub use system::{META_SCHEMA, SYSTEM_CATALOG};
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
+use crate::policy::{CompiledProduct, PolicyEngine};
 
 /// How many tables are opened at once when a mesh is loaded (Delta tables read their log).
 const OPEN_CONCURRENCY: usize = 8;
+
+/// The tables of one product, opened, or why they could not be.
+type OpenedTables = Result<BTreeMap<String, Arc<dyn TableProvider>>, ConnectorError>;
 
 /// A product that could not be served, and why.
 #[derive(Debug)]
 pub struct ProductFailure {
     /// `domain.product`.
     pub product: String,
-    /// The connector's reason.
-    pub error: ConnectorError,
+    /// The reason (storage, contract or policy compilation).
+    pub reason: String,
 }
 
-/// Hands out per-request sessions over one loaded mesh.
+/// Hands out per-request, per-principal sessions over one loaded mesh.
 #[derive(Debug, Clone)]
 pub struct SessionFactory {
     template: SessionState,
-    catalogs: Arc<MeshCatalogList>,
+    products: Arc<Vec<CompiledProduct>>,
+    policy: PolicyEngine,
 }
 
 impl SessionFactory {
-    /// Opens every table of `mesh` and builds the session template.
+    /// Opens every table of `mesh`, compiles its row filters and builds the session
+    /// template.
     ///
-    /// A product whose tables cannot be opened is left out and returned in the failure
-    /// list; the others serve.
-    pub async fn build(mesh: &Mesh, engine: &EngineConfig) -> Result<(Self, Vec<ProductFailure>)> {
+    /// A product whose tables cannot be opened, or whose policy does not compile, is left
+    /// out and returned in the failure list; the others serve.
+    pub async fn build(
+        mesh: &Mesh,
+        engine: &EngineConfig,
+        policy: PolicyEngine,
+    ) -> Result<(Self, Vec<ProductFailure>)> {
         let runtime = Arc::new(RuntimeEnv::default());
         let opener = TableOpener::new(Arc::new(DomainStorage::new(Arc::clone(&runtime))));
+        let template = SessionStateBuilder::new()
+            .with_config(session_config(engine))
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_table_factories(Default::default())
+            .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
+            .build();
 
-        let opened: Vec<(Arc<Product>, Result<ReadOnlySchema, ConnectorError>)> =
+        let opened: Vec<(Arc<Product>, OpenedTables)> =
             futures::stream::iter(mesh.products().cloned())
                 .map(|product| {
                     let opener = &opener;
                     async move {
-                        let schema = open_product(opener, &product).await;
-                        (product, schema)
+                        let tables = open_product(opener, &product).await;
+                        (product, tables)
                     }
                 })
                 .buffered(OPEN_CONCURRENCY)
                 .collect()
                 .await;
 
-        let mut domains: BTreeMap<String, BTreeMap<String, Arc<ReadOnlySchema>>> = BTreeMap::new();
-        let mut served = Vec::new();
+        let mut products = Vec::new();
         let mut failures = Vec::new();
-        for (product, schema) in opened {
-            match schema {
-                Ok(schema) => {
-                    domains
-                        .entry(product.domain.clone())
-                        .or_default()
-                        .insert(product.name.clone(), Arc::new(schema));
-                    served.push(product);
-                }
-                Err(error) => {
-                    tracing::warn!(product = %product.qualified_name(), %error, "product left out");
+        for (product, tables) in opened {
+            let compiled = tables.map_err(|e| e.to_string()).and_then(|tables| {
+                CompiledProduct::compile(Arc::clone(&product), tables, &template)
+            });
+            match compiled {
+                Ok(compiled) => products.push(compiled),
+                Err(reason) => {
+                    tracing::warn!(product = %product.qualified_name(), %reason, "product left out");
                     failures.push(ProductFailure {
                         product: product.qualified_name(),
-                        error,
+                        reason,
                     });
                 }
             }
         }
+        Ok((
+            Self {
+                template,
+                products: Arc::new(products),
+                policy,
+            },
+            failures,
+        ))
+    }
 
-        let mut catalogs: BTreeMap<String, Arc<ReadOnlyCatalog>> = domains
+    /// A fresh session for one request by `principal`: it contains only the products the
+    /// principal may read, each restricted by its policy.
+    pub fn session(&self, principal: &Principal) -> Result<SessionContext> {
+        let catalogs = self.catalogs_for(principal)?;
+        let state = SessionStateBuilder::new_from_existing(self.template.clone())
+            .with_catalog_list(catalogs as _)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// The catalogs `principal` sees: its readable products and the `mesh` catalog
+    /// describing them.
+    pub fn catalogs_for(&self, principal: &Principal) -> Result<Arc<MeshCatalogList>> {
+        let views = self.policy.view(principal, self.products.iter());
+        let mut catalogs: BTreeMap<String, BTreeMap<String, Arc<ReadOnlySchema>>> = BTreeMap::new();
+        for view in &views {
+            catalogs
+                .entry(view.product.domain.clone())
+                .or_default()
+                .insert(
+                    view.product.name.clone(),
+                    Arc::new(ReadOnlySchema::new(view.tables.clone())),
+                );
+        }
+        let mut catalogs: BTreeMap<String, Arc<ReadOnlyCatalog>> = catalogs
             .into_iter()
             .map(|(domain, schemas)| (domain, Arc::new(ReadOnlyCatalog::new(schemas))))
             .collect();
         catalogs.insert(
             SYSTEM_CATALOG.to_string(),
-            Arc::new(system::system_catalog(served.iter())?),
+            Arc::new(system::system_catalog(&views)?),
         );
-        let catalogs = Arc::new(MeshCatalogList::new(catalogs));
-
-        let template = SessionStateBuilder::new()
-            .with_config(session_config(engine))
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .with_table_factories(Default::default())
-            .with_catalog_list(Arc::clone(&catalogs) as _)
-            .build();
-        Ok((Self { template, catalogs }, failures))
+        Ok(Arc::new(MeshCatalogList::new(catalogs)))
     }
 
-    /// A fresh session for one request.
-    pub fn session(&self) -> SessionContext {
-        SessionContext::new_with_state(self.template.clone())
-    }
-
-    /// The catalogs every session sees.
-    pub fn catalogs(&self) -> &Arc<MeshCatalogList> {
-        &self.catalogs
+    /// Number of products served.
+    pub fn product_count(&self) -> usize {
+        self.products.len()
     }
 }
 
 async fn open_product(
     opener: &TableOpener,
     product: &Product,
-) -> Result<ReadOnlySchema, ConnectorError> {
+) -> Result<BTreeMap<String, Arc<dyn TableProvider>>, ConnectorError> {
     let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
     for table in &product.tables {
         tables.insert(table.name.clone(), opener.open(product, table).await?);
     }
-    Ok(ReadOnlySchema::new(tables))
+    Ok(tables)
 }
 
 /// The DataFusion configuration every session starts from.

@@ -13,26 +13,30 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
-use meshgate_catalog::Product;
+use meshgate_catalog::{ColumnEffect, Product, mask_name};
 
 use super::catalog::{ReadOnlyCatalog, ReadOnlySchema};
+use crate::policy::ProductView;
 
 /// Name of the system catalog.
 pub const SYSTEM_CATALOG: &str = "mesh";
 /// Name of the schema holding the metadata tables.
 pub const META_SCHEMA: &str = "meta";
 
-/// Builds the `mesh` catalog describing `products`.
-pub(super) fn system_catalog<'a>(
-    products: impl IntoIterator<Item = &'a Arc<Product>> + Clone,
-) -> Result<ReadOnlyCatalog> {
+/// Builds the `mesh` catalog describing what one principal may read: the products of
+/// `views`, their tables, and their columns minus those hidden from the principal.
+pub(super) fn system_catalog(views: &[ProductView]) -> Result<ReadOnlyCatalog> {
+    let products: Vec<&Arc<Product>> = views.iter().map(|v| &v.product).collect();
     let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
     tables.insert(
         "products".into(),
-        mem_table(products_batch(products.clone())?)?,
+        mem_table(products_batch(products.iter().copied())?)?,
     );
-    tables.insert("tables".into(), mem_table(tables_batch(products.clone())?)?);
-    tables.insert("columns".into(), mem_table(columns_batch(products)?)?);
+    tables.insert(
+        "tables".into(),
+        mem_table(tables_batch(products.iter().copied())?)?,
+    );
+    tables.insert("columns".into(), mem_table(columns_batch(views)?)?);
     let mut schemas = BTreeMap::new();
     schemas.insert(
         META_SCHEMA.to_string(),
@@ -155,15 +159,25 @@ fn tables_batch<'a>(products: impl IntoIterator<Item = &'a Arc<Product>>) -> Res
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
-fn columns_batch<'a>(products: impl IntoIterator<Item = &'a Arc<Product>>) -> Result<RecordBatch> {
-    let rows: Vec<_> = products
-        .into_iter()
-        .flat_map(|p| {
-            p.tables
-                .iter()
-                .flat_map(move |t| t.columns.iter().enumerate().map(move |(i, c)| (p, t, i, c)))
-        })
-        .collect();
+fn columns_batch(views: &[ProductView]) -> Result<RecordBatch> {
+    let mut rows = Vec::new();
+    for view in views {
+        let p = &view.product;
+        for t in &p.tables {
+            let access = view.access.get(&t.name);
+            for (i, c) in t.columns.iter().enumerate() {
+                let effect = access
+                    .and_then(|a| a.columns.iter().find(|(n, _)| n == &c.name))
+                    .map_or(ColumnEffect::Clear, |(_, e)| *e);
+                let shown = match effect {
+                    ColumnEffect::Hidden => continue,
+                    ColumnEffect::Clear => "clear".to_string(),
+                    ColumnEffect::Masked(kind) => format!("masked ({})", mask_name(kind)),
+                };
+                rows.push((p, t, i, c, shown));
+            }
+        }
+    }
     let schema = Schema::new(vec![
         utf8("domain", false),
         utf8("product", false),
@@ -175,29 +189,30 @@ fn columns_batch<'a>(products: impl IntoIterator<Item = &'a Arc<Product>>) -> Re
         Field::new("is_partition_column", DataType::Boolean, false),
         utf8("description", true),
         tags_field(),
+        utf8("access", false),
     ]);
     let columns: Vec<ArrayRef> = vec![
         strings(rows.iter().map(|(p, ..)| p.domain.as_str())),
         strings(rows.iter().map(|(p, ..)| p.name.as_str())),
         strings(rows.iter().map(|(_, t, ..)| t.name.as_str())),
-        strings(rows.iter().map(|(.., c)| c.name.as_str())),
+        strings(rows.iter().map(|(_, _, _, c, _)| c.name.as_str())),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(_, _, i, _)| *i as i32 + 1),
+            rows.iter().map(|(_, _, i, _, _)| *i as i32 + 1),
         )),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(.., c)| c.data_type.to_string()),
+            rows.iter().map(|(_, _, _, c, _)| c.data_type.to_string()),
         )),
         Arc::new(BooleanArray::from_iter(
-            rows.iter().map(|(.., c)| Some(c.nullable)),
+            rows.iter().map(|(_, _, _, c, _)| Some(c.nullable)),
         )),
-        Arc::new(BooleanArray::from_iter(
-            rows.iter()
-                .map(|(_, t, _, c)| Some(t.partition_columns.contains(&c.name))),
-        )),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(
+            |(_, t, _, c, _)| Some(t.partition_columns.contains(&c.name)),
+        ))),
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|(.., c)| c.description.clone()),
+            rows.iter().map(|(_, _, _, c, _)| c.description.clone()),
         )),
-        tags_array(rows.iter().map(|(.., c)| c.tags.as_slice())),
+        tags_array(rows.iter().map(|(_, _, _, c, _)| c.tags.as_slice())),
+        strings(rows.iter().map(|(.., shown)| shown.as_str())),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }

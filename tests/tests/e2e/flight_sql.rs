@@ -1,91 +1,17 @@
-//! End-to-end tests of the Flight SQL surface with arrow-flight's Rust client, against a
-//! real server on a loopback port serving a small demo mesh (real Parquet and Delta files).
-
-use std::sync::OnceLock;
+//! The Flight SQL surface: queries, metadata, prepared statements, streaming, errors,
+//! for an unrestricted principal.
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, Schema};
-use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow::datatypes::{DataType, Schema};
 use arrow_flight::sql::{
     CommandGetDbSchemas, CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo,
 };
-use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
-use futures::TryStreamExt;
-use meshgate_gateway::demo::{DemoSize, ensure_demo_mesh};
-use meshgate_gateway::{GatewayConfig, run};
+use arrow_flight::{FlightDescriptor, Ticket};
+use meshgate_gateway::demo::DemoSize;
 use prost::Message;
 use tonic::Code;
-use tonic::transport::Channel;
 
-const SCALE: f64 = 0.005;
-
-struct Fixture {
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-/// One server for the whole test binary, on its own runtime thread, bound to port 0.
-fn server() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mesh = dir.path().join("mesh");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mesh_for_thread = mesh.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                ensure_demo_mesh(&mesh_for_thread, SCALE)
-                    .await
-                    .expect("demo mesh");
-                let config = GatewayConfig {
-                    listen: "127.0.0.1:0".parse().expect("addr"),
-                    ..GatewayConfig::default()
-                };
-                let server = run::start(&mesh_for_thread, config).await.expect("start");
-                tx.send(server.local_addr().expect("addr"))
-                    .expect("send addr");
-                server.serve(std::future::pending()).await.expect("serve");
-            });
-        });
-        let addr = rx.recv().expect("server started");
-        Fixture { addr, _dir: dir }
-    })
-}
-
-async fn client() -> FlightSqlServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{}", server().addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    FlightSqlServiceClient::new(channel)
-}
-
-async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -> Vec<RecordBatch> {
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.expect("ticket");
-        let stream = client.do_get(ticket).await.expect("do_get");
-        batches.extend(stream.try_collect::<Vec<_>>().await.expect("stream"));
-    }
-    batches
-}
-
-async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
-    let info = client.execute(sql.to_string(), None).await.expect(sql);
-    fetch(client, info).await
-}
-
-fn single_i64(batches: &[RecordBatch]) -> i64 {
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    assert_eq!(rows, 1);
-    let batch = batches.iter().find(|b| b.num_rows() == 1).expect("row");
-    batch.column(0).as_primitive::<Int64Type>().value(0)
-}
+use crate::fixture::{ADMIN, SCALE, client, fetch, query, single_i64, token};
 
 /// The gRPC status of planning `sql`, through the raw Flight client.
 async fn status_of(sql: &str) -> Code {
@@ -95,7 +21,14 @@ async fn status_of(sql: &str) -> Code {
         transaction_id: None,
     };
     let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
-    match client.inner_mut().get_flight_info(descriptor).await {
+    let mut request = tonic::Request::new(descriptor);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("tester", ADMIN, None))
+            .parse()
+            .unwrap(),
+    );
+    match client.inner_mut().get_flight_info(request).await {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
@@ -352,11 +285,18 @@ async fn tickets_are_opaque_handles() {
         );
     }
     let forged = arrow_flight::sql::TicketStatementQuery {
-        statement_handle: vec![7u8; 16].into(),
+        statement_handle: vec![7u8; 32].into(),
     };
+    let mut request = tonic::Request::new(Ticket::new(forged.as_any().encode_to_vec()));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("tester", ADMIN, None))
+            .parse()
+            .unwrap(),
+    );
     let err = c
         .inner_mut()
-        .do_get(Ticket::new(forged.as_any().encode_to_vec()))
+        .do_get(request)
         .await
         .expect_err("forged ticket");
     assert_eq!(err.code(), Code::NotFound);

@@ -1,0 +1,102 @@
+//! The authentication layer: in front of every RPC, before routing.
+//!
+//! Every HTTP/2 request, whatever its path (a Flight RPC, a Flight SQL command, a
+//! method that does not exist yet), must carry `authorization: Bearer <JWT>` that the
+//! [`Authenticator`] accepts. Accepted requests continue with the verified
+//! [`Principal`] in their extensions; all others end here with `UNAUTHENTICATED` and a
+//! short reason. Handlers never check tokens themselves: they read the principal.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use meshgate_catalog::Principal;
+use tonic::Status;
+use tower::{Layer, Service};
+
+use super::verifier::Authenticator;
+
+/// Adds [`AuthService`] in front of a service.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    /// A layer verifying tokens with `authenticator`.
+    pub fn new(authenticator: Arc<Authenticator>) -> Self {
+        Self { authenticator }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            authenticator: Arc::clone(&self.authenticator),
+        }
+    }
+}
+
+/// Verifies the bearer token of each request before passing it on.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // The clone is ready (it was polled); keep the readiness of `self.inner` for it.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authenticator = Arc::clone(&self.authenticator);
+        Box::pin(async move {
+            let header = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match authenticator.verify_header(header.as_deref()).await {
+                Ok(principal) => {
+                    tracing::debug!(subject = %principal.subject, path = request.uri().path(), "authenticated");
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                Err(reason) => {
+                    tracing::info!(reason = %reason, path = request.uri().path(), "authentication failed");
+                    Ok(Status::unauthenticated(reason.to_string()).into_http())
+                }
+            }
+        })
+    }
+}
+
+/// The principal of a request that went through [`AuthLayer`].
+///
+/// A request without one never passed the layer: it is refused rather than served
+/// anonymously (defence in depth; the layer is always installed).
+pub fn principal_of<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}

@@ -1,0 +1,145 @@
+//! The demo's identity provider: a signing secret generated beside the demo mesh, the
+//! issuer the gateway trusts for it, a platform rule, and tokens for a few personas.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use meshgate_catalog::PlatformPolicy;
+
+use crate::auth::{IssuerConfig, KeySource, TokenRequest, encoding_key, mint};
+use crate::error::{Error, Result};
+
+/// Issuer of the demo's tokens.
+pub const DEMO_ISSUER: &str = "meshgate-demo";
+/// Audience of the demo's tokens.
+pub const DEMO_AUDIENCE: &str = "meshgate";
+/// Name of the secret file inside the demo directory.
+const SECRET_FILE: &str = ".meshgate-demo-secret";
+
+/// A demo user and what the token says about them.
+#[derive(Debug, Clone)]
+pub struct Persona {
+    /// Subject.
+    pub subject: &'static str,
+    /// Roles.
+    pub roles: &'static [&'static str],
+    /// Region attribute, if any.
+    pub region: Option<&'static str>,
+    /// What the persona sees, in a sentence.
+    pub sees: &'static str,
+}
+
+/// The demo's personas.
+pub const PERSONAS: [Persona; 4] = [
+    Persona {
+        subject: "ana",
+        roles: &["clinician"],
+        region: Some("north"),
+        sees: "clinical data of the north region, diagnoses in clear, PII redacted; no billing",
+    },
+    Persona {
+        subject: "ben",
+        roles: &["analyst"],
+        region: None,
+        sees: "every region, hashed diagnoses, no lab values, PII redacted; billing included",
+    },
+    Persona {
+        subject: "cara",
+        roles: &["billing"],
+        region: None,
+        sees: "billing and reference data only",
+    },
+    Persona {
+        subject: "dev",
+        roles: &["admin", "pii_reader"],
+        region: None,
+        sees: "everything, unmasked",
+    },
+];
+
+/// The demo's signing secret, created (0600) on first use.
+pub fn demo_secret(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(SECRET_FILE);
+    if !path.exists() {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret)
+            .map_err(|_| Error::Internal("no randomness for the demo secret".into()))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        file.write_all(hex::encode(secret).as_bytes())
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    }
+    Ok(path)
+}
+
+/// The issuer the gateway trusts for demo tokens.
+pub fn demo_issuer(secret: &Path) -> IssuerConfig {
+    IssuerConfig {
+        issuer: DEMO_ISSUER.to_string(),
+        audience: vec![DEMO_AUDIENCE.to_string()],
+        algorithms: vec![Algorithm::HS256],
+        key: KeySource::SecretFile(secret.to_path_buf()),
+        roles_claim: "roles".to_string(),
+        attribute_claims: BTreeMap::from([("region".to_string(), "region".to_string())]),
+    }
+}
+
+/// The platform rule of the demo: every column classified `pii` is redacted unless
+/// the principal holds `pii_reader`.
+pub fn demo_platform_policies() -> Vec<PlatformPolicy> {
+    vec![PlatformPolicy {
+        name: "pii-redaction".into(),
+        tag: "pii".into(),
+        column: Some(meshgate_catalog::ColumnRule {
+            hide: false,
+            mask: Some(meshgate_catalog::MaskKind::Redact),
+            unless_role: vec!["pii_reader".into()],
+        }),
+        read: None,
+    }]
+}
+
+/// A demo token for `subject` with `roles` and attributes, valid for `ttl`.
+pub fn demo_token(
+    secret_file: &Path,
+    subject: &str,
+    roles: &[String],
+    attributes: BTreeMap<String, String>,
+    ttl: Duration,
+) -> Result<String> {
+    let secret = std::fs::read(secret_file)
+        .map_err(|e| Error::Internal(format!("{}: {e}", secret_file.display())))?;
+    let key = encoding_key(Algorithm::HS256, secret.trim_ascii()).map_err(Error::Internal)?;
+    mint(
+        &TokenRequest {
+            issuer: DEMO_ISSUER.into(),
+            audience: DEMO_AUDIENCE.into(),
+            subject: subject.into(),
+            roles: roles.to_vec(),
+            attributes,
+            ttl,
+            key_id: None,
+        },
+        Algorithm::HS256,
+        &key,
+    )
+    .map_err(Error::Internal)
+}
+
+/// A token for a persona.
+pub fn persona_token(secret_file: &Path, persona: &Persona, ttl: Duration) -> Result<String> {
+    let roles: Vec<String> = persona.roles.iter().map(|r| r.to_string()).collect();
+    let attributes = persona
+        .region
+        .map(|r| BTreeMap::from([("region".to_string(), r.to_string())]))
+        .unwrap_or_default();
+    demo_token(secret_file, persona.subject, &roles, attributes, ttl)
+}

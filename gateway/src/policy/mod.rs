@@ -1,0 +1,156 @@
+//! Policy enforcement: turning a decision ([`meshgate_catalog::decide`]) into the tables
+//! one principal's session contains.
+//!
+//! Row filters are compiled once per table when the mesh loads (a filter that does not
+//! compile keeps its product out: closed, not open). Per request, [`PolicyEngine::view`]
+//! decides every product for the principal and wraps each restricted table in a
+//! [`SecuredTable`]; denied products are simply absent, exactly like products that do
+//! not exist.
+
+mod boundary;
+mod mask;
+mod row_filter;
+mod secured_table;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::datasource::TableProvider;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, ScalarUDF};
+use meshgate_catalog::{Access, PlatformPolicy, Principal, Product, TableAccess, decide};
+
+pub(crate) use row_filter::RowFilterTemplate;
+use secured_table::SecuredTable;
+
+/// A product whose tables are open and whose row filters are compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledProduct {
+    /// The product.
+    pub product: Arc<Product>,
+    tables: BTreeMap<String, CompiledTable>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledTable {
+    provider: Arc<dyn TableProvider>,
+    /// Filter SQL -> compiled template.
+    row_filters: BTreeMap<String, RowFilterTemplate>,
+}
+
+impl CompiledProduct {
+    /// Compiles the row filters of `product` against its open `tables`.
+    pub(crate) fn compile(
+        product: Arc<Product>,
+        tables: BTreeMap<String, Arc<dyn TableProvider>>,
+        state: &SessionState,
+    ) -> Result<Self, String> {
+        let mut compiled = BTreeMap::new();
+        for (name, provider) in tables {
+            let mut row_filters = BTreeMap::new();
+            if let Some(policy) = &product.policy {
+                for rule in &policy.rows {
+                    if rule.tables.is_empty() || rule.tables.contains(&name) {
+                        let template = RowFilterTemplate::compile(
+                            &rule.filter,
+                            provider.schema().as_ref(),
+                            state,
+                        )
+                        .map_err(|e| format!("table {name}: {e}"))?;
+                        row_filters.insert(rule.filter.clone(), template);
+                    }
+                }
+            }
+            compiled.insert(
+                name,
+                CompiledTable {
+                    provider,
+                    row_filters,
+                },
+            );
+        }
+        Ok(Self {
+            product,
+            tables: compiled,
+        })
+    }
+}
+
+/// What a principal may see of one product, ready to register in a session.
+#[derive(Debug)]
+pub struct ProductView {
+    /// The product.
+    pub product: Arc<Product>,
+    /// Tables by name (secured where restricted).
+    pub tables: BTreeMap<String, Arc<dyn TableProvider>>,
+    /// What the decision restricted, per table (for metadata and the audit).
+    pub access: BTreeMap<String, TableAccess>,
+}
+
+/// Applies policies for principals.
+#[derive(Debug, Clone)]
+pub struct PolicyEngine {
+    platform: Vec<PlatformPolicy>,
+    mask_hash: Arc<ScalarUDF>,
+}
+
+impl PolicyEngine {
+    /// An engine with mesh-wide `platform` rules; `mask_key` keys the `hash` mask.
+    pub fn new(platform: Vec<PlatformPolicy>, mask_key: &[u8]) -> Self {
+        Self {
+            platform,
+            mask_hash: mask::MaskHash::udf(mask_key),
+        }
+    }
+
+    /// The products `principal` may read, each restricted as its policy says.
+    pub fn view<'a>(
+        &self,
+        principal: &Principal,
+        products: impl IntoIterator<Item = &'a CompiledProduct>,
+    ) -> Vec<ProductView> {
+        let mut views = Vec::new();
+        for compiled in products {
+            let Access::Granted(access) = decide(principal, &compiled.product, &self.platform)
+            else {
+                continue;
+            };
+            let mut tables = BTreeMap::new();
+            for (name, table) in &compiled.tables {
+                let Some(table_access) = access.tables.get(name) else {
+                    continue;
+                };
+                let provider = if table_access.is_unrestricted() {
+                    Arc::clone(&table.provider)
+                } else {
+                    let filter = table_access
+                        .row_filters
+                        .iter()
+                        .map(|sql| match table.row_filters.get(sql) {
+                            Some(template) => template.bind(principal),
+                            // Every filter was compiled at load; a missing one keeps no row.
+                            None => datafusion::logical_expr::lit(false),
+                        })
+                        .reduce(Expr::and);
+                    Arc::new(SecuredTable::new(
+                        format!(
+                            "{}.{}.{name}",
+                            compiled.product.domain, compiled.product.name
+                        ),
+                        Arc::clone(&table.provider),
+                        &table_access.columns,
+                        filter,
+                        Arc::clone(&self.mask_hash),
+                    )) as Arc<dyn TableProvider>
+                };
+                tables.insert(name.clone(), provider);
+            }
+            views.push(ProductView {
+                product: Arc::clone(&compiled.product),
+                tables,
+                access: access.tables,
+            });
+        }
+        views
+    }
+}

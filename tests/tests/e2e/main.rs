@@ -1,0 +1,10 @@
+//! End-to-end tests of meshgate with arrow-flight's Rust client, against a real server
+//! on a loopback port serving a small demo mesh (real Parquet and Delta files).
+//! One test binary; one server for all tests.
+
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod fixture;
+mod flight_sql;
+mod policy;
