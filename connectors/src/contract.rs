@@ -150,9 +150,14 @@ impl TableProvider for ContractTable {
             .iter()
             .map(|&i| self.sources[i].inner_index)
             .collect();
+        let filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| self.stored_as_declared(f))
+            .cloned()
+            .collect();
         let plan = self
             .inner
-            .scan(state, Some(&inner_projection), filters, limit)
+            .scan(state, Some(&inner_projection), &filters, limit)
             .await?;
 
         let needs_cast = wanted.iter().any(|&i| self.sources[i].needs_cast);

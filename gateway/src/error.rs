@@ -87,9 +87,9 @@ impl From<Error> for Status {
         let code = err.code();
         match &err {
             Error::Storage(_) | Error::Internal(_) => {
-                tracing::error!(code = ?code, error = %err, "request failed");
+                tracing::error!(code = ?code, error = ?err, "request failed");
             }
-            _ => tracing::debug!(code = ?code, error = %err, "request refused"),
+            _ => tracing::debug!(code = ?code, error = ?err, "request refused"),
         }
         let message = match &err {
             // Details stay in the server log; the client learns the class of failure.
@@ -112,7 +112,7 @@ fn classify(root: &DataFusionError, outer: &DataFusionError) -> Error {
         DataFusionError::Shared(inner) => classify(inner, outer),
         DataFusionError::Collection(errors) => match errors.first() {
             Some(first) => classify(first, outer),
-            None => Error::Internal(outer.to_string()),
+            None => Error::Internal(format!("{outer:?}")),
         },
         DataFusionError::SQL(parser, _) => Error::InvalidSql(format!("SQL error: {parser}")),
         DataFusionError::Plan(msg) => plan_error(msg),
@@ -134,7 +134,7 @@ fn classify(root: &DataFusionError, outer: &DataFusionError) -> Error {
             {
                 Error::Storage(outer.to_string())
             } else {
-                Error::Internal(outer.to_string())
+                Error::Internal(format!("{outer:?}"))
             }
         }
         DataFusionError::Execution(msg) => Error::InvalidSql(msg.clone()),
@@ -142,7 +142,7 @@ fn classify(root: &DataFusionError, outer: &DataFusionError) -> Error {
         | DataFusionError::Internal(_)
         | DataFusionError::Configuration(_)
         | DataFusionError::Substrait(_)
-        | DataFusionError::Ffi(_) => Error::Internal(outer.to_string()),
+        | DataFusionError::Ffi(_) => Error::Internal(format!("{outer:?}")),
     }
 }
 
@@ -165,7 +165,7 @@ fn arrow_error(e: &arrow::error::ArrowError, outer: &DataFusionError) -> Error {
         A::ParseError(m) => Error::InvalidSql(m.clone()),
         A::MemoryError(m) => Error::ResourcesExhausted(m.clone()),
         A::IoError(..) | A::ParquetError(_) | A::IpcError(_) => Error::Storage(outer.to_string()),
-        _ => Error::Internal(outer.to_string()),
+        _ => Error::Internal(format!("{outer:?}")),
     }
 }
 

@@ -1,12 +1,13 @@
 //! [`PolicyBoundaryExec`]: the physical edge of what a principal may see.
 //!
-//! Everything beneath it (the scan, the row filter, the masks) is the secured table;
-//! everything above it is the user's query. It passes batches through unchanged, but the
-//! physical optimizer cannot move anything across it: no parent filter is pushed
-//! beneath it (so a user predicate never runs on rows the row filter removes, and cannot
-//! probe them through errors), no projection is swapped under it, no limit is pushed
-//! into it, and it reports no statistics (so `count(*)`, `min` and `max` are never
-//! answered from file metadata that ignores the policy).
+//! Everything inside it (the scan, the row filter, the masks) is the secured table,
+//! optimized when the table was scanned; everything above it is the user's query. To
+//! the rest of the plan it is a leaf: it has no children, so the physical optimizer
+//! cannot move anything across it (no parent filter runs on rows the row filter
+//! removes, so errors cannot probe them; no projection or limit is pushed into it), it
+//! reports no statistics (so `count(*)`, `min` and `max` are never answered from file
+//! metadata that ignores the policy), and EXPLAIN shows neither its storage nor its
+//! policy expressions.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
-/// Pass-through node that the optimizer cannot see through.
+/// An opaque leaf that executes the secured sub-plan.
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyBoundaryExec {
     input: Arc<dyn ExecutionPlan>,
@@ -25,7 +26,7 @@ pub(crate) struct PolicyBoundaryExec {
 }
 
 impl PolicyBoundaryExec {
-    /// Marks `input` as the secured scan of `table`.
+    /// Wraps the optimized secured scan `input` of `table`.
     pub(crate) fn new(table: String, input: Arc<dyn ExecutionPlan>) -> Self {
         let properties = Arc::clone(input.properties());
         Self {
@@ -51,12 +52,8 @@ impl ExecutionPlan for PolicyBoundaryExec {
         &self.properties
     }
 
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        Vec::new()
     }
 
     fn apply_expressions(
@@ -68,15 +65,12 @@ impl ExecutionPlan for PolicyBoundaryExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return datafusion::common::internal_err!("PolicyBoundaryExec takes exactly one child");
+        if !children.is_empty() {
+            return datafusion::common::internal_err!("PolicyBoundaryExec is a leaf");
         }
-        Ok(Arc::new(Self::new(
-            self.table.clone(),
-            children.swap_remove(0),
-        )))
+        Ok(self)
     }
 
     fn execute(

@@ -15,6 +15,7 @@ use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, ScalarUDF, TableProviderFilterPushDown, col,
 };
@@ -202,11 +203,14 @@ impl TableProvider for SecuredTable {
                 }
             }
         }
-        let pushed: Vec<Expr> = filters
+        // User filters that cannot fail, and the row filter itself, go to storage for
+        // partition and row-group pruning; the row filter is applied exactly below too.
+        let mut pushed: Vec<Expr> = filters
             .iter()
             .filter(|f| self.pushable(f))
             .cloned()
             .collect();
+        pushed.extend(self.row_filter.clone());
         // A limit may only go to storage when no row filter removes rows after it.
         let storage_limit = if self.row_filter.is_none() {
             limit
@@ -236,10 +240,24 @@ impl TableProvider for SecuredTable {
             let physical = state.create_physical_expr(logical, &read_schema)?;
             exprs.push((physical, field.name().clone()));
         }
-        let projected = Arc::new(ProjectionExec::try_new(exprs, plan)?);
+        let mut secured: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(exprs, plan)?);
+        // The boundary hides this sub-plan from the optimizer of the whole query, so it is
+        // optimized here, on its own (projection and filter pushdown into the file scan).
+        if let Some(session) = state.as_any().downcast_ref::<SessionState>() {
+            for rule in session.physical_optimizers() {
+                // Rules are optional here: the sub-plan is already correct and secure. A
+                // rule that cannot run on a sub-plan is skipped.
+                match rule.optimize(Arc::clone(&secured), state.config_options()) {
+                    Ok(optimized) => secured = optimized,
+                    Err(e) => {
+                        tracing::debug!(rule = rule.name(), error = %e, "optimizer rule skipped on a secured scan")
+                    }
+                }
+            }
+        }
         Ok(Arc::new(PolicyBoundaryExec::new(
             self.name.clone(),
-            projected,
+            secured,
         )))
     }
 }

@@ -6,6 +6,7 @@
 //! converts [`crate::error::Error`] into a gRPC status in exactly one place
 //! (`From<Error> for Status`).
 
+mod explain;
 mod handles;
 mod metadata;
 mod prepared;

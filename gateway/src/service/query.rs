@@ -72,7 +72,13 @@ impl PlannedQuery {
                     .await?
             }
         };
-        let batches = execute_stream(plan, Arc::clone(&self.task))?;
+        let mut batches = execute_stream(plan, Arc::clone(&self.task))?;
+        if matches!(
+            self.logical,
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+        ) {
+            batches = super::explain::sanitize_stream(batches);
+        }
         Ok(encode(
             Arc::clone(&self.schema),
             batches,

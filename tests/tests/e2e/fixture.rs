@@ -37,6 +37,11 @@ pub(crate) struct Fixture {
 pub(crate) fn server() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
+        // Server logs, when asked for: MESHGATE_LOG=debug cargo test ...
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("MESHGATE_LOG"))
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mesh = dir.path().join("mesh");
         let (es_key_der, jwks) = es256_key();

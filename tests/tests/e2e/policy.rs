@@ -287,3 +287,43 @@ async fn ddl_stays_refused_for_every_principal() {
         assert_ne!(code, Code::Ok, "{sql}: {message}");
     }
 }
+
+#[tokio::test]
+async fn explain_reveals_no_storage_and_no_policy_internals() {
+    let sql = "SELECT p.given_name, v.diagnosis_code FROM clinical.encounters.visits v \
+               JOIN patients.registry.patients p ON p.patient_id = v.patient_id WHERE v.region = 'north'";
+    for (who, roles, region) in [
+        ("ben", &["analyst"][..], None),
+        ("ana", &["clinician"][..], Some("north")),
+        ("root", ADMIN, None),
+    ] {
+        let mut c = client_with(&token(who, roles, region)).await;
+        for prefix in ["EXPLAIN", "EXPLAIN VERBOSE", "EXPLAIN ANALYZE"] {
+            let batches = query(&mut c, &format!("{prefix} {sql}")).await;
+            let text = arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string();
+            for secret in [
+                ".parquet",
+                "meshgate://",
+                "file://",
+                "/tmp/",
+                "_delta_log",
+                "principal",
+            ] {
+                assert!(
+                    !text.contains(secret),
+                    "{who} {prefix}: `{secret}` in\n{text}"
+                );
+            }
+            if who != "root" {
+                assert!(
+                    text.contains("PolicyBoundaryExec"),
+                    "{who} {prefix}:\n{text}"
+                );
+                // The row filter's bound value and the masking function stay inside.
+                assert!(!text.contains("mask_hash"), "{who} {prefix}:\n{text}");
+            }
+        }
+    }
+}
