@@ -10,6 +10,7 @@ use std::time::Duration;
 use meshgate_catalog::PlatformPolicy;
 use serde::Deserialize;
 
+use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
 
 /// The whole gateway configuration.
@@ -36,6 +37,8 @@ pub struct GatewayConfig {
     pub tls: Option<TlsConfig>,
     /// Serve without TLS (local development only; must be asked for explicitly).
     pub plaintext: bool,
+    /// The audit log.
+    pub audit: AuditConfig,
 }
 
 /// The key of the `hash` mask: from a file or an environment variable. Without one, a
@@ -76,6 +79,7 @@ impl Default for GatewayConfig {
             masking: MaskingConfig::default(),
             tls: None,
             plaintext: false,
+            audit: AuditConfig::default(),
         }
     }
 }

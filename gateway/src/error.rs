@@ -57,6 +57,19 @@ impl Error {
         classify(&err, &err)
     }
 
+    /// The gRPC code name, for logs and audit records.
+    pub fn code_name(&self) -> &'static str {
+        match self.code() {
+            Code::InvalidArgument => "InvalidArgument",
+            Code::PermissionDenied => "PermissionDenied",
+            Code::NotFound => "NotFound",
+            Code::ResourceExhausted => "ResourceExhausted",
+            Code::Unimplemented => "Unimplemented",
+            Code::Unavailable => "Unavailable",
+            _ => "Internal",
+        }
+    }
+
     fn code(&self) -> Code {
         match self {
             Self::InvalidSql(_) | Self::InvalidArgument(_) => Code::InvalidArgument,

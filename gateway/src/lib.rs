@@ -1,6 +1,7 @@
 //! meshgate's gateway: the Flight SQL service in front of a data mesh, its sessions and
 //! SQL surface, configuration, the demo mesh and the command-line entry points.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;

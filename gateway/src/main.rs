@@ -260,6 +260,9 @@ async fn serve(command: Command) -> Result<(), String> {
             config
                 .platform_policies
                 .extend(demo::demo_platform_policies());
+            if config.audit.file.is_none() && !config.audit.stdout {
+                config.audit.file = Some(dir.join("audit.jsonl"));
+            }
             if config.masking.key_file.is_none() && config.masking.key_env.is_none() {
                 config.masking.key_file = Some(secret.clone());
             }

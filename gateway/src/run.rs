@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use meshgate_catalog::Mesh;
 
+use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::{Error, Result};
@@ -58,8 +59,9 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
             failure.product, failure.reason
         );
     }
-    let state = Arc::new(GatewayState::new(sessions, &config)?);
-    BoundServer::bind(state, Arc::new(authenticator), config).await
+    let auditor = Arc::new(Auditor::start(&config.audit).map_err(Error::InvalidArgument)?);
+    let state = Arc::new(GatewayState::new(sessions, &config, Arc::clone(&auditor))?);
+    BoundServer::bind(state, Arc::new(authenticator), auditor, config).await
 }
 
 fn masking_key(config: &MaskingConfig) -> Result<Vec<u8>> {

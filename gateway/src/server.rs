@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+use crate::audit::Auditor;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{GatewayConfig, TlsConfig};
 use crate::error::{Error, Result};
@@ -28,6 +29,7 @@ pub struct BoundServer {
     listener: TcpListener,
     state: Arc<GatewayState>,
     authenticator: Arc<Authenticator>,
+    auditor: Arc<Auditor>,
     tls: Option<ServerTlsConfig>,
     config: GatewayConfig,
 }
@@ -37,6 +39,7 @@ impl BoundServer {
     pub async fn bind(
         state: Arc<GatewayState>,
         authenticator: Arc<Authenticator>,
+        auditor: Arc<Auditor>,
         config: GatewayConfig,
     ) -> Result<Self> {
         let tls = config.tls.as_ref().map(tls_config).transpose()?;
@@ -47,6 +50,7 @@ impl BoundServer {
             listener,
             state,
             authenticator,
+            auditor,
             tls,
             config,
         })
@@ -90,7 +94,7 @@ impl BoundServer {
             .initial_stream_window_size(transport.stream_window)
             .initial_connection_window_size(transport.connection_window)
             .tcp_nodelay(true)
-            .layer(AuthLayer::new(self.authenticator))
+            .layer(AuthLayer::new(self.authenticator, self.auditor))
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await

@@ -16,17 +16,22 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::verifier::Authenticator;
+use crate::audit::{AuditRecord, Auditor};
 
 /// Adds [`AuthService`] in front of a service.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     authenticator: Arc<Authenticator>,
+    auditor: Arc<Auditor>,
 }
 
 impl AuthLayer {
-    /// A layer verifying tokens with `authenticator`.
-    pub fn new(authenticator: Arc<Authenticator>) -> Self {
-        Self { authenticator }
+    /// A layer verifying tokens with `authenticator`; refusals go to `auditor`.
+    pub fn new(authenticator: Arc<Authenticator>, auditor: Arc<Auditor>) -> Self {
+        Self {
+            authenticator,
+            auditor,
+        }
     }
 }
 
@@ -37,6 +42,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             authenticator: Arc::clone(&self.authenticator),
+            auditor: Arc::clone(&self.auditor),
         }
     }
 }
@@ -46,6 +52,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     authenticator: Arc<Authenticator>,
+    auditor: Arc<Auditor>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
@@ -68,7 +75,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = Arc::clone(&self.authenticator);
+        let auditor = Arc::clone(&self.auditor);
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
@@ -82,6 +91,14 @@ where
                 }
                 Err(reason) => {
                     tracing::info!(reason = %reason, path = request.uri().path(), "authentication failed");
+                    let mut record = AuditRecord::new(
+                        request.uri().path().trim_start_matches('/'),
+                        None,
+                        started,
+                    );
+                    record.outcome = "unauthenticated";
+                    record.detail = Some(reason.to_string());
+                    auditor.emit(record);
                     Ok(Status::unauthenticated(reason.to_string()).into_http())
                 }
             }

@@ -12,6 +12,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 use super::stream::wire_schema;
+use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
 
 /// A prepared statement: its plan with placeholders, and the values bound last.
@@ -25,6 +26,8 @@ pub(super) struct PreparedStatement {
     pub parameter_types: Vec<Option<DataType>>,
     /// The values bound by the last DoPut, if any.
     pub bound: Option<Vec<ScalarValue>>,
+    /// What audit records say about the statement.
+    pub audit: QueryAudit,
 }
 
 impl std::fmt::Debug for PreparedStatement {
@@ -39,7 +42,11 @@ impl std::fmt::Debug for PreparedStatement {
 
 impl PreparedStatement {
     /// Wraps a freshly planned statement.
-    pub(super) fn new(session: SessionContext, plan: LogicalPlan) -> Result<Self> {
+    pub(super) fn new(
+        session: SessionContext,
+        plan: LogicalPlan,
+        audit: QueryAudit,
+    ) -> Result<Self> {
         let types = plan.get_parameter_types()?;
         let mut parameter_types = Vec::with_capacity(types.len());
         for position in 1..=types.len() {
@@ -57,6 +64,7 @@ impl PreparedStatement {
             plan,
             parameter_types,
             bound: None,
+            audit,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Planned queries: what a statement ticket stands for, and how DoGet runs it.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
@@ -12,6 +13,7 @@ use datafusion::prelude::SessionContext;
 use prost::Message;
 
 use super::stream::{FlightDataStream, encode, wire_schema};
+use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
 
 /// A statement planned in GetFlightInfo and executed in DoGet.
@@ -25,6 +27,8 @@ pub(super) struct PlannedQuery {
     physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
     task: Arc<TaskContext>,
     schema: SchemaRef,
+    /// What the audit records of this query say about it.
+    pub(super) audit: QueryAudit,
 }
 
 impl std::fmt::Debug for PlannedQuery {
@@ -38,7 +42,11 @@ impl std::fmt::Debug for PlannedQuery {
 
 impl PlannedQuery {
     /// Optimizes and physically plans `logical` in `session`.
-    pub(super) async fn plan(session: SessionContext, logical: LogicalPlan) -> Result<Self> {
+    pub(super) async fn plan(
+        session: SessionContext,
+        logical: LogicalPlan,
+        audit: QueryAudit,
+    ) -> Result<Self> {
         let state = session.state();
         let physical = state.create_physical_plan(&logical).await?;
         let schema = wire_schema(physical.schema().as_ref());
@@ -48,6 +56,7 @@ impl PlannedQuery {
             logical,
             physical: Mutex::new(Some(physical)),
             schema,
+            audit,
         })
     }
 
@@ -57,7 +66,11 @@ impl PlannedQuery {
     }
 
     /// Starts executing the query and returns its encoded result stream.
-    pub(super) async fn execute(&self, max_flight_data_size: usize) -> Result<FlightDataStream> {
+    pub(super) async fn execute(
+        &self,
+        max_flight_data_size: usize,
+        rows: Arc<AtomicU64>,
+    ) -> Result<FlightDataStream> {
         let first = self
             .physical
             .lock()
@@ -83,6 +96,7 @@ impl PlannedQuery {
             Arc::clone(&self.schema),
             batches,
             max_flight_data_size,
+            rows,
         ))
     }
 }
@@ -124,4 +138,16 @@ pub(super) fn command_flight_info(
         .with_descriptor(descriptor)
         .with_total_records(-1)
         .with_total_bytes(-1))
+}
+
+/// `domain.product.table` of every table `plan` reads, subqueries included, sorted.
+pub(super) fn tables_in(plan: &LogicalPlan) -> Vec<String> {
+    let mut tables = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.insert(scan.table_name.to_string());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    tables.into_iter().collect()
 }

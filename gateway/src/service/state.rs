@@ -2,7 +2,9 @@
 //! the statement and prepared-statement commands. Every operation takes the verified
 //! principal: sessions are built for it, and handles are bound to it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use arrow_flight::FlightDescriptor;
 use arrow_flight::FlightInfo;
@@ -10,17 +12,19 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{ActionCreatePreparedStatementResult, DoPutPreparedStatementResult};
+use datafusion::logical_expr::LogicalPlan;
 use futures::TryStreamExt;
 use meshgate_catalog::Principal;
 
 use super::handles::HandleStore;
 use super::prepared::PreparedStatement;
-use super::query::{PlannedQuery, statement_flight_info};
+use super::query::{PlannedQuery, statement_flight_info, tables_in};
 use super::sql_info;
-use super::stream::FlightDataStream;
+use super::stream::{FlightDataStream, observed};
+use crate::audit::{AuditRecord, Auditor, QueryAudit};
 use crate::config::GatewayConfig;
 use crate::error::{Error, Result};
-use crate::session::{MeshCatalogList, SessionFactory, plan_sql};
+use crate::session::{MeshCatalogList, PrincipalSession, SessionFactory, plan_sql};
 
 /// Shared state of the service.
 pub struct GatewayState {
@@ -30,6 +34,7 @@ pub struct GatewayState {
     pub(super) sql_info: SqlInfoData,
     pub(super) xdbc_type_info: XdbcTypeInfoData,
     max_flight_data_size: usize,
+    pub(super) auditor: Arc<Auditor>,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -43,7 +48,11 @@ impl std::fmt::Debug for GatewayState {
 
 impl GatewayState {
     /// State serving `sessions` with the limits of `config`.
-    pub fn new(sessions: SessionFactory, config: &GatewayConfig) -> Result<Self> {
+    pub fn new(
+        sessions: SessionFactory,
+        config: &GatewayConfig,
+        auditor: Arc<Auditor>,
+    ) -> Result<Self> {
         Ok(Self {
             sessions: RwLock::new(Arc::new(sessions)),
             tickets: HandleStore::new(
@@ -59,6 +68,7 @@ impl GatewayState {
             sql_info: sql_info::sql_info()?,
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
+            auditor,
         })
     }
 
@@ -77,6 +87,39 @@ impl GatewayState {
         self.sessions().catalogs_for(principal)
     }
 
+    /// What audit records will say about `sql` planned as `plan` in `session`.
+    fn query_audit(&self, sql: &str, plan: &LogicalPlan, session: &PrincipalSession) -> QueryAudit {
+        let (statement, statement_sha256) = self.auditor.statement(sql);
+        let tables = tables_in(plan);
+        let policy = tables
+            .iter()
+            .flat_map(|t| {
+                session
+                    .access
+                    .get(t)
+                    .into_iter()
+                    .flatten()
+                    .map(move |rule| format!("{t}: {rule}"))
+            })
+            .collect();
+        QueryAudit {
+            statement,
+            statement_sha256,
+            tables,
+            policy,
+        }
+    }
+
+    /// The audit fields of a statement that failed before it was planned.
+    fn unplanned_audit(&self, sql: &str) -> QueryAudit {
+        let (statement, statement_sha256) = self.auditor.statement(sql);
+        QueryAudit {
+            statement,
+            statement_sha256,
+            ..QueryAudit::default()
+        }
+    }
+
     /// Plans `sql` for `principal` and returns a FlightInfo whose ticket runs it.
     pub(super) async fn plan_statement(
         &self,
@@ -84,13 +127,24 @@ impl GatewayState {
         sql: &str,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
-        let session = self.sessions().session(principal)?;
-        let logical = plan_sql(&session, sql).await?;
-        self.issue_ticket(
+        let started = Instant::now();
+        let mut audit = self.unplanned_audit(sql);
+        let result = async {
+            let session = self.sessions().session(principal)?;
+            let logical = plan_sql(&session.context, sql).await?;
+            audit = self.query_audit(sql, &logical, &session);
+            let planned = PlannedQuery::plan(session.context, logical, audit.clone()).await?;
+            self.issue_ticket(principal, planned, descriptor)
+        }
+        .await;
+        self.audit_result(
+            "GetFlightInfo/CommandStatementQuery",
             principal,
-            PlannedQuery::plan(session, logical).await?,
-            descriptor,
-        )
+            started,
+            &audit,
+            &result,
+        );
+        result
     }
 
     fn issue_ticket(
@@ -104,14 +158,72 @@ impl GatewayState {
         statement_flight_info(&schema, handle, descriptor)
     }
 
-    /// Executes the statement behind a ticket issued to `principal`.
+    fn audit_result<T>(
+        &self,
+        rpc: &str,
+        principal: &Principal,
+        started: Instant,
+        audit: &QueryAudit,
+        result: &Result<T>,
+    ) {
+        self.audit_outcome(rpc, principal, started, audit, result.as_ref().err());
+    }
+
+    fn audit_outcome(
+        &self,
+        rpc: &str,
+        principal: &Principal,
+        started: Instant,
+        audit: &QueryAudit,
+        error: Option<&Error>,
+    ) {
+        let mut record = audit.apply(AuditRecord::new(rpc, Some(principal), started));
+        if let Some(e) = error {
+            record.outcome = "error";
+            record.detail = Some(e.code_name().to_string());
+        }
+        self.auditor.emit(record);
+    }
+
+    /// Executes the statement behind a ticket issued to `principal`; its audit record is
+    /// written when the stream ends, fails or is abandoned.
     pub(super) async fn redeem_ticket(
         &self,
         principal: &Principal,
         handle: &[u8],
     ) -> Result<FlightDataStream> {
-        let planned = self.tickets.get(handle, &principal.id())?;
-        planned.execute(self.max_flight_data_size).await
+        const RPC: &str = "DoGet/TicketStatementQuery";
+        let started = Instant::now();
+        let planned = self.tickets.get(handle, &principal.id());
+        let planned = match planned {
+            Ok(planned) => planned,
+            Err(e) => {
+                self.audit_outcome(RPC, principal, started, &QueryAudit::default(), Some(&e));
+                return Err(e);
+            }
+        };
+        let rows = Arc::new(AtomicU64::new(0));
+        let stream = match planned
+            .execute(self.max_flight_data_size, Arc::clone(&rows))
+            .await
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.audit_outcome(RPC, principal, started, &planned.audit, Some(&e));
+                return Err(e);
+            }
+        };
+        let auditor = Arc::clone(&self.auditor);
+        let principal = principal.clone();
+        Ok(observed(stream, move |bytes, outcome| {
+            let mut record = planned
+                .audit
+                .apply(AuditRecord::new(RPC, Some(&principal), started));
+            record.rows = Some(rows.load(Ordering::Relaxed));
+            record.bytes = Some(bytes);
+            record.outcome = outcome;
+            auditor.emit(record);
+        }))
     }
 
     /// Plans a prepared statement for `principal`.
@@ -120,17 +232,31 @@ impl GatewayState {
         principal: &Principal,
         sql: &str,
     ) -> Result<ActionCreatePreparedStatementResult> {
-        let session = self.sessions().session(principal)?;
-        let plan = plan_sql(&session, sql).await?;
-        let statement = PreparedStatement::new(session, plan)?;
-        let dataset_schema = statement.dataset_schema()?;
-        let parameter_schema = statement.parameter_schema()?;
-        let handle = self.prepared.insert(&principal.id(), statement);
-        Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle,
-            dataset_schema,
-            parameter_schema,
-        })
+        let started = Instant::now();
+        let mut audit = self.unplanned_audit(sql);
+        let result = async {
+            let session = self.sessions().session(principal)?;
+            let plan = plan_sql(&session.context, sql).await?;
+            audit = self.query_audit(sql, &plan, &session);
+            let statement = PreparedStatement::new(session.context, plan, audit.clone())?;
+            let dataset_schema = statement.dataset_schema()?;
+            let parameter_schema = statement.parameter_schema()?;
+            let handle = self.prepared.insert(&principal.id(), statement);
+            Ok(ActionCreatePreparedStatementResult {
+                prepared_statement_handle: handle,
+                dataset_schema,
+                parameter_schema,
+            })
+        }
+        .await;
+        self.audit_result(
+            "DoAction/CreatePreparedStatement",
+            principal,
+            started,
+            &audit,
+            &result,
+        );
+        result
     }
 
     /// Binds the parameter row sent through DoPut.
@@ -163,13 +289,23 @@ impl GatewayState {
         handle: &[u8],
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
+        let started = Instant::now();
         let statement = self.prepared.get(handle, &principal.id())?;
-        let plan = statement.bound_plan()?;
-        self.issue_ticket(
+        let audit = statement.audit.clone();
+        let result = async {
+            let plan = statement.bound_plan()?;
+            let planned = PlannedQuery::plan(statement.session, plan, audit.clone()).await?;
+            self.issue_ticket(principal, planned, descriptor)
+        }
+        .await;
+        self.audit_result(
+            "GetFlightInfo/CommandPreparedStatementQuery",
             principal,
-            PlannedQuery::plan(statement.session, plan).await?,
-            descriptor,
-        )
+            started,
+            &audit,
+            &result,
+        );
+        result
     }
 
     /// Closes a prepared statement; closing an unknown one is not an error.

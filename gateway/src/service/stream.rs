@@ -6,6 +6,7 @@
 //! in FlightInfo is [`wire_schema`] of the plan's schema, and DoGet sends exactly that.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
@@ -94,12 +95,16 @@ pub(super) fn encode(
     schema: SchemaRef,
     batches: SendableRecordBatchStream,
     max_flight_data_size: usize,
+    rows: Arc<AtomicU64>,
 ) -> FlightDataStream {
     let wire = Arc::clone(&schema);
     let batches = batches.map(move |batch| {
         batch
             .map_err(Error::from_datafusion)
             .and_then(|b| to_wire(b, &wire))
+            .inspect(|b| {
+                rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            })
             .map_err(|e| FlightError::ExternalError(Box::new(e)))
     });
     let encoded = FlightDataEncoderBuilder::new()
@@ -130,4 +135,56 @@ fn flight_error_to_status(err: FlightError) -> Status {
         FlightError::Tonic(status) => *status,
         other => Status::from(Error::Internal(other.to_string())),
     }
+}
+
+/// Counts the bytes of `stream` and calls `on_end(bytes, outcome)` once, when the stream
+/// ends (`ok`), fails (`error`) or is dropped early by a client that went away
+/// (`cancelled`).
+pub(super) fn observed(
+    stream: FlightDataStream,
+    on_end: impl FnOnce(u64, &'static str) + Send + 'static,
+) -> FlightDataStream {
+    struct Observer<F: FnOnce(u64, &'static str)> {
+        bytes: u64,
+        outcome: &'static str,
+        on_end: Option<F>,
+    }
+    impl<F: FnOnce(u64, &'static str)> Drop for Observer<F> {
+        fn drop(&mut self) {
+            if let Some(on_end) = self.on_end.take() {
+                on_end(self.bytes, self.outcome);
+            }
+        }
+    }
+    let observer = Observer {
+        bytes: 0,
+        outcome: "cancelled",
+        on_end: Some(on_end),
+    };
+    Box::pin(futures::stream::unfold(
+        (stream, observer),
+        |(mut stream, mut observer)| async move {
+            match stream.next().await {
+                Some(Ok(data)) => {
+                    observer.bytes += (data.data_header.len() + data.data_body.len()) as u64;
+                    Some((Ok(data), (stream, observer)))
+                }
+                Some(Err(status)) => {
+                    observer.outcome = "error";
+                    Some((Err(status), (stream, observer)))
+                }
+                None => {
+                    if let Some(on_end) = observer.on_end.take() {
+                        let outcome = if observer.outcome == "error" {
+                            "error"
+                        } else {
+                            "ok"
+                        };
+                        on_end(observer.bytes, outcome);
+                    }
+                    None
+                }
+            }
+        },
+    ))
 }

@@ -26,7 +26,7 @@ pub use system::{META_SCHEMA, SYSTEM_CATALOG};
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::policy::{CompiledProduct, PolicyEngine};
+use crate::policy::{CompiledProduct, PolicyEngine, ProductView};
 
 /// How many tables are opened at once when a mesh is loaded (Delta tables read their log).
 const OPEN_CONCURRENCY: usize = 8;
@@ -41,6 +41,23 @@ pub struct ProductFailure {
     pub product: String,
     /// The reason (storage, contract or policy compilation).
     pub reason: String,
+}
+
+/// A session for one principal, and the policy rules that restrict its tables.
+#[derive(Clone)]
+pub struct PrincipalSession {
+    /// The session.
+    pub context: SessionContext,
+    /// `domain.product.table` -> rules applied (restricted tables only).
+    pub access: BTreeMap<String, Vec<String>>,
+}
+
+impl std::fmt::Debug for PrincipalSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalSession")
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Hands out per-request, per-principal sessions over one loaded mesh.
@@ -114,20 +131,36 @@ impl SessionFactory {
 
     /// A fresh session for one request by `principal`: it contains only the products the
     /// principal may read, each restricted by its policy.
-    pub fn session(&self, principal: &Principal) -> Result<SessionContext> {
-        let catalogs = self.catalogs_for(principal)?;
+    pub fn session(&self, principal: &Principal) -> Result<PrincipalSession> {
+        let views = self.policy.view(principal, self.products.iter());
+        let mut access = BTreeMap::new();
+        for view in &views {
+            for (table, table_access) in &view.access {
+                if !table_access.applied.is_empty() {
+                    let name = format!("{}.{}.{table}", view.product.domain, view.product.name);
+                    access.insert(name, table_access.applied.clone());
+                }
+            }
+        }
+        let catalogs = self.catalogs_from(&views)?;
         let state = SessionStateBuilder::new_from_existing(self.template.clone())
             .with_catalog_list(catalogs as _)
             .build();
-        Ok(SessionContext::new_with_state(state))
+        Ok(PrincipalSession {
+            context: SessionContext::new_with_state(state),
+            access,
+        })
     }
 
     /// The catalogs `principal` sees: its readable products and the `mesh` catalog
     /// describing them.
     pub fn catalogs_for(&self, principal: &Principal) -> Result<Arc<MeshCatalogList>> {
-        let views = self.policy.view(principal, self.products.iter());
+        self.catalogs_from(&self.policy.view(principal, self.products.iter()))
+    }
+
+    fn catalogs_from(&self, views: &[ProductView]) -> Result<Arc<MeshCatalogList>> {
         let mut catalogs: BTreeMap<String, BTreeMap<String, Arc<ReadOnlySchema>>> = BTreeMap::new();
-        for view in &views {
+        for view in views {
             catalogs
                 .entry(view.product.domain.clone())
                 .or_default()
@@ -142,7 +175,7 @@ impl SessionFactory {
             .collect();
         catalogs.insert(
             SYSTEM_CATALOG.to_string(),
-            Arc::new(system::system_catalog(&views)?),
+            Arc::new(system::system_catalog(views)?),
         );
         Ok(Arc::new(MeshCatalogList::new(catalogs)))
     }

@@ -14,6 +14,7 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use base64::Engine;
 use futures::TryStreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey};
+use meshgate_gateway::audit::{AuditConfig, StatementMode};
 use meshgate_gateway::auth::{AuthConfig, IssuerConfig, KeySource, TokenRequest, mint};
 use meshgate_gateway::config::MaskingConfig;
 use meshgate_gateway::demo::{
@@ -30,6 +31,7 @@ pub(crate) struct Fixture {
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) secret: std::path::PathBuf,
     pub(crate) es_key_der: Vec<u8>,
+    pub(crate) audit_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -49,6 +51,8 @@ pub(crate) fn server() -> &'static Fixture {
         std::fs::write(&jwks_path, jwks).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let mesh_for_thread = mesh.clone();
+        let audit_file = dir.path().join("audit.jsonl");
+        let audit_for_thread = audit_file.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -78,6 +82,11 @@ pub(crate) fn server() -> &'static Fixture {
                         ..AuthConfig::default()
                     },
                     platform_policies: demo_platform_policies(),
+                    audit: AuditConfig {
+                        file: Some(audit_for_thread),
+                        stdout: false,
+                        statements: StatementMode::Full,
+                    },
                     masking: MaskingConfig {
                         key_file: Some(secret.clone()),
                         key_env: None,
@@ -94,6 +103,7 @@ pub(crate) fn server() -> &'static Fixture {
             addr,
             secret,
             es_key_der,
+            audit_file,
             _dir: dir,
         }
     })

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod auth;
 mod fixture;
 mod flight_sql;

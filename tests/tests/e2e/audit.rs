@@ -1,0 +1,94 @@
+//! The audit log: one JSON line per request, with the principal, the statement, the
+//! tables and policy rules, rows and bytes, and the outcome; never a token.
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use serde_json::Value;
+
+use crate::fixture::{client_with, query, server, token};
+
+/// Audit records matching `pred`, waiting up to five seconds for the writer task.
+fn records_where(pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&server().audit_file).unwrap_or_default();
+        let found: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v| pred(v))
+            .collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn each_request_leaves_one_record_with_what_it_touched() {
+    let ana_token = token("ana-audit", &["clinician"], Some("north"));
+    let mut ana = client_with(&ana_token).await;
+    let sql = "SELECT v.region, p.given_name FROM clinical.encounters.visits v JOIN patients.registry.patients p ON p.patient_id = v.patient_id LIMIT 7";
+    let rows: usize = query(&mut ana, sql)
+        .await
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(rows, 7);
+
+    let planned = records_where(|r| {
+        r["subject"] == "ana-audit" && r["rpc"] == "GetFlightInfo/CommandStatementQuery"
+    });
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    let planned = &planned[0];
+    assert_eq!(planned["issuer"], "meshgate-demo");
+    assert_eq!(planned["statement"], sql);
+    assert_eq!(planned["outcome"], "ok");
+    assert_eq!(
+        planned["tables"],
+        serde_json::json!(["clinical.encounters.visits", "patients.registry.patients"])
+    );
+    let policy = planned["policy"].to_string();
+    assert!(
+        policy.contains("clinical.encounters.visits: rows: region = principal.region"),
+        "{policy}"
+    );
+    assert!(
+        policy.contains("patients.registry.patients: column given_name: masked (redact)"),
+        "{policy}"
+    );
+
+    let fetched =
+        records_where(|r| r["subject"] == "ana-audit" && r["rpc"] == "DoGet/TicketStatementQuery");
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert_eq!(fetched[0]["rows"], 7);
+    assert!(fetched[0]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(fetched[0]["outcome"], "ok");
+
+    // A refused token is audited with its reason, and no token text reaches the log.
+    let mut stranger = client_with("not-a-token").await;
+    assert!(stranger.execute("SELECT 1".into(), None).await.is_err());
+    let refused = records_where(|r| r["outcome"] == "unauthenticated");
+    assert!(!refused.is_empty());
+    let log = std::fs::read_to_string(&server().audit_file).unwrap();
+    assert!(
+        !log.contains(&ana_token),
+        "the audit log must never hold a token"
+    );
+    assert!(!log.contains("not-a-token"));
+}
+
+#[tokio::test]
+async fn failures_are_audited_with_their_code() {
+    let mut cara = client_with(&token("cara-audit", &["billing"], None)).await;
+    assert!(
+        cara.execute("SELECT * FROM clinical.encounters.visits".into(), None)
+            .await
+            .is_err()
+    );
+    let failed = records_where(|r| r["subject"] == "cara-audit");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["outcome"], "error");
+    assert_eq!(failed[0]["detail"], "NotFound");
+}
