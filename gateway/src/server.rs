@@ -43,6 +43,13 @@ impl BoundServer {
         config: GatewayConfig,
     ) -> Result<Self> {
         let tls = config.tls.as_ref().map(tls_config).transpose()?;
+        if let Some(tls) = &tls {
+            // Build the acceptor now, so a key that does not match its certificate stops
+            // the start instead of surfacing after the ready line.
+            tonic::transport::Server::builder()
+                .tls_config(tls.clone())
+                .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
+        }
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             Error::InvalidArgument(format!("cannot listen on {}: {e}", config.listen))
         })?;

@@ -9,3 +9,4 @@ mod auth;
 mod fixture;
 mod flight_sql;
 mod policy;
+mod tls;
