@@ -10,6 +10,6 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-cargo build --workspace --all-targets --locked
-cargo test --workspace --locked
+cargo build --workspace --bins --locked
+cargo test --workspace --exclude meshgate-benches --locked
 MESHGATE_BIN="$target/debug/meshgate" bash tests/python/run.sh "$@"
