@@ -37,6 +37,11 @@ pub use state::GatewayState;
 
 use self::query::command_flight_info;
 use self::stream::{FlightDataStream, encode_batch};
+use std::time::Instant;
+
+use meshgate_catalog::Principal;
+
+use crate::audit::AuditRecord;
 use crate::auth::principal_of;
 use crate::error::{Error, Result};
 
@@ -55,6 +60,34 @@ impl MeshFlightSqlService {
     /// The shared state.
     pub fn state(&self) -> &Arc<GatewayState> {
         &self.state
+    }
+}
+
+/// A request being audited: who asked, and since when.
+struct AuditScope {
+    rpc: &'static str,
+    principal: Principal,
+    started: Instant,
+}
+
+impl AuditScope {
+    /// Writes the request's audit record and returns `result` unchanged.
+    fn finish<T>(self, state: &GatewayState, result: Result<T, Status>) -> Result<T, Status> {
+        let record =
+            AuditRecord::new(self.rpc, Some(&self.principal), self.started).outcome(&result);
+        state.auditor.emit(record);
+        result
+    }
+}
+
+impl MeshFlightSqlService {
+    /// Starts the audit of a metadata request by its verified principal.
+    fn scope<T>(&self, rpc: &'static str, request: &Request<T>) -> Result<AuditScope, Status> {
+        Ok(AuditScope {
+            rpc,
+            principal: principal_of(request)?,
+            started: Instant::now(),
+        })
     }
 }
 
@@ -153,12 +186,13 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        principal_of(&request)?;
-        info_response(command_flight_info(
+        let scope = self.scope("GetFlightInfo/CommandGetCatalogs", &request)?;
+        let info = command_flight_info(
             &metadata::catalogs_schema(),
             query.as_any(),
             request.into_inner(),
-        ))
+        );
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_catalogs(
@@ -166,12 +200,12 @@ impl FlightSqlService for MeshFlightSqlService {
         _query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> DoGetResponse {
-        let principal = principal_of(&request)?;
-        batch_response(
-            self.state
-                .catalogs_for(&principal)
-                .and_then(|c| metadata::catalogs(&c)),
-        )
+        let scope = self.scope("DoGet/CommandGetCatalogs", &request)?;
+        let batch = self
+            .state
+            .catalogs_for(&scope.principal)
+            .and_then(|c| metadata::catalogs(&c));
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn get_flight_info_schemas(
@@ -179,13 +213,10 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        principal_of(&request)?;
+        let scope = self.scope("GetFlightInfo/CommandGetDbSchemas", &request)?;
         let schema = metadata::db_schemas_schema(query.clone());
-        info_response(command_flight_info(
-            &schema,
-            query.as_any(),
-            request.into_inner(),
-        ))
+        let info = command_flight_info(&schema, query.as_any(), request.into_inner());
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_schemas(
@@ -193,12 +224,12 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> DoGetResponse {
-        let principal = principal_of(&request)?;
-        batch_response(
-            self.state
-                .catalogs_for(&principal)
-                .and_then(|c| metadata::db_schemas(&c, query)),
-        )
+        let scope = self.scope("DoGet/CommandGetDbSchemas", &request)?;
+        let batch = self
+            .state
+            .catalogs_for(&scope.principal)
+            .and_then(|c| metadata::db_schemas(&c, query));
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn get_flight_info_tables(
@@ -206,13 +237,10 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        principal_of(&request)?;
+        let scope = self.scope("GetFlightInfo/CommandGetTables", &request)?;
         let schema = metadata::tables_schema(query.clone());
-        info_response(command_flight_info(
-            &schema,
-            query.as_any(),
-            request.into_inner(),
-        ))
+        let info = command_flight_info(&schema, query.as_any(), request.into_inner());
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_tables(
@@ -220,12 +248,12 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> DoGetResponse {
-        let principal = principal_of(&request)?;
-        batch_response(
-            self.state
-                .catalogs_for(&principal)
-                .and_then(|c| metadata::tables(&c, query)),
-        )
+        let scope = self.scope("DoGet/CommandGetTables", &request)?;
+        let batch = self
+            .state
+            .catalogs_for(&scope.principal)
+            .and_then(|c| metadata::tables(&c, query));
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn get_flight_info_table_types(
@@ -233,19 +261,22 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        info_response(command_flight_info(
+        let scope = self.scope("GetFlightInfo/CommandGetTableTypes", &request)?;
+        let info = command_flight_info(
             &metadata::table_types_schema(),
             query.as_any(),
             request.into_inner(),
-        ))
+        );
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_table_types(
         &self,
         query: CommandGetTableTypes,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(metadata::table_types(query))
+        let scope = self.scope("DoGet/CommandGetTableTypes", &request)?;
+        scope.finish(&self.state, batch_response(metadata::table_types(query)))
     }
 
     async fn get_flight_info_sql_info(
@@ -253,25 +284,26 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self.state.sql_info.schema();
-        info_response(command_flight_info(
-            &schema,
+        let scope = self.scope("GetFlightInfo/CommandGetSqlInfo", &request)?;
+        let info = command_flight_info(
+            &self.state.sql_info.schema(),
             query.as_any(),
             request.into_inner(),
-        ))
+        );
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_sql_info(
         &self,
         query: CommandGetSqlInfo,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(
-            query
-                .into_builder(&self.state.sql_info)
-                .build()
-                .map_err(Error::from),
-        )
+        let scope = self.scope("DoGet/CommandGetSqlInfo", &request)?;
+        let batch = query
+            .into_builder(&self.state.sql_info)
+            .build()
+            .map_err(Error::from);
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -279,25 +311,26 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self.state.xdbc_type_info.schema();
-        info_response(command_flight_info(
-            &schema,
+        let scope = self.scope("GetFlightInfo/CommandGetXdbcTypeInfo", &request)?;
+        let info = command_flight_info(
+            &self.state.xdbc_type_info.schema(),
             query.as_any(),
             request.into_inner(),
-        ))
+        );
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_xdbc_type_info(
         &self,
         query: CommandGetXdbcTypeInfo,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(
-            query
-                .into_builder(&self.state.xdbc_type_info)
-                .build()
-                .map_err(Error::from),
-        )
+        let scope = self.scope("DoGet/CommandGetXdbcTypeInfo", &request)?;
+        let batch = query
+            .into_builder(&self.state.xdbc_type_info)
+            .build()
+            .map_err(Error::from);
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn get_flight_info_primary_keys(
@@ -305,19 +338,25 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        info_response(command_flight_info(
+        let scope = self.scope("GetFlightInfo/CommandGetPrimaryKeys", &request)?;
+        let info = command_flight_info(
             &metadata::primary_keys_schema(),
             query.as_any(),
             request.into_inner(),
-        ))
+        );
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_primary_keys(
         &self,
         _query: CommandGetPrimaryKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(Ok(metadata::empty(metadata::primary_keys_schema())))
+        let scope = self.scope("DoGet/CommandGetPrimaryKeys", &request)?;
+        scope.finish(
+            &self.state,
+            batch_response(Ok(metadata::empty(metadata::primary_keys_schema()))),
+        )
     }
 
     async fn get_flight_info_exported_keys(
@@ -325,19 +364,25 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        info_response(command_flight_info(
+        let scope = self.scope("GetFlightInfo/CommandGetExportedKeys", &request)?;
+        let info = command_flight_info(
             &metadata::foreign_keys_schema(),
             query.as_any(),
             request.into_inner(),
-        ))
+        );
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_exported_keys(
         &self,
         _query: CommandGetExportedKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(Ok(metadata::empty(metadata::foreign_keys_schema())))
+        let scope = self.scope("DoGet/CommandGetExportedKeys", &request)?;
+        scope.finish(
+            &self.state,
+            batch_response(Ok(metadata::empty(metadata::foreign_keys_schema()))),
+        )
     }
 
     async fn get_flight_info_imported_keys(
@@ -345,19 +390,25 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        info_response(command_flight_info(
+        let scope = self.scope("GetFlightInfo/CommandGetImportedKeys", &request)?;
+        let info = command_flight_info(
             &metadata::foreign_keys_schema(),
             query.as_any(),
             request.into_inner(),
-        ))
+        );
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_imported_keys(
         &self,
         _query: CommandGetImportedKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(Ok(metadata::empty(metadata::foreign_keys_schema())))
+        let scope = self.scope("DoGet/CommandGetImportedKeys", &request)?;
+        scope.finish(
+            &self.state,
+            batch_response(Ok(metadata::empty(metadata::foreign_keys_schema()))),
+        )
     }
 
     async fn get_flight_info_cross_reference(
@@ -365,19 +416,25 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        info_response(command_flight_info(
+        let scope = self.scope("GetFlightInfo/CommandGetCrossReference", &request)?;
+        let info = command_flight_info(
             &metadata::foreign_keys_schema(),
             query.as_any(),
             request.into_inner(),
-        ))
+        );
+        scope.finish(&self.state, info_response(info))
     }
 
     async fn do_get_cross_reference(
         &self,
         _query: CommandGetCrossReference,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> DoGetResponse {
-        batch_response(Ok(metadata::empty(metadata::foreign_keys_schema())))
+        let scope = self.scope("DoGet/CommandGetCrossReference", &request)?;
+        scope.finish(
+            &self.state,
+            batch_response(Ok(metadata::empty(metadata::foreign_keys_schema()))),
+        )
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
