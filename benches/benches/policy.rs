@@ -19,7 +19,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use meshgate_catalog::{Mesh, Principal};
 use meshgate_gateway::auth::{AuthConfig, Authenticator};
 use meshgate_gateway::config::EngineConfig;
-use meshgate_gateway::demo::{demo_issuer, demo_platform_policies, demo_secret, demo_token, ensure_demo_mesh};
+use meshgate_gateway::demo::{
+    demo_issuer, demo_platform_policies, demo_secret, demo_token, ensure_demo_mesh,
+};
 use meshgate_gateway::policy::PolicyEngine;
 use meshgate_gateway::session::{SessionFactory, plan_sql};
 
@@ -56,7 +58,14 @@ const PAIRS: [(&str, &str, &str); 3] = [
 async fn run(factory: &SessionFactory, principal: &Principal, sql: &str) -> usize {
     let session = factory.session(principal).unwrap();
     let plan = plan_sql(&session.context, sql).await.unwrap();
-    let batches = session.context.execute_logical_plan(plan).await.unwrap().collect().await.unwrap();
+    let batches = session
+        .context
+        .execute_logical_plan(plan)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
@@ -67,17 +76,27 @@ fn enforcement(c: &mut Criterion) {
     let load = Mesh::load(&dir).unwrap();
     let policy = PolicyEngine::new(demo_platform_policies(), b"bench-mask-key");
     let (factory, failures) = rt
-        .block_on(SessionFactory::build(&load.mesh, &EngineConfig::default(), policy))
+        .block_on(SessionFactory::build(
+            &load.mesh,
+            &EngineConfig::default(),
+            policy,
+        ))
         .unwrap();
     assert!(failures.is_empty());
-    let ana = Principal::new("meshgate-demo", "ana", ["clinician"]).with_attribute("region", "north");
+    let ana =
+        Principal::new("meshgate-demo", "ana", ["clinician"]).with_attribute("region", "north");
     let admin = Principal::new("meshgate-demo", "root", ["admin", "pii_reader"]);
 
     for (name, restricted, by_hand) in PAIRS {
         // Same answer first: the comparison is only fair if both compute the same thing.
-        assert_eq!(rt.block_on(run(&factory, &ana, restricted)), rt.block_on(run(&factory, &admin, by_hand)));
+        assert_eq!(
+            rt.block_on(run(&factory, &ana, restricted)),
+            rt.block_on(run(&factory, &admin, by_hand))
+        );
         let mut group = c.benchmark_group(name);
-        group.sample_size(30).measurement_time(Duration::from_secs(8));
+        group
+            .sample_size(30)
+            .measurement_time(Duration::from_secs(8));
         group.bench_function("restricted principal (policy in the plan)", |b| {
             b.iter(|| rt.block_on(run(&factory, &ana, black_box(restricted))))
         });
@@ -99,10 +118,20 @@ fn token_verification(c: &mut Criterion) {
     let authenticator = rt.block_on(Authenticator::new(&config)).unwrap();
     let roles = vec!["clinician".to_string()];
     let attributes = BTreeMap::from([("region".to_string(), "north".to_string())]);
-    let token = demo_token(&secret, "ana", &roles, attributes, Duration::from_secs(3600)).unwrap();
+    let token = demo_token(
+        &secret,
+        "ana",
+        &roles,
+        attributes,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
     let header = format!("Bearer {token}");
     c.bench_function("verify HS256 bearer token (warm)", |b| {
-        b.iter(|| rt.block_on(authenticator.verify_header(Some(black_box(&header)))).unwrap())
+        b.iter(|| {
+            rt.block_on(authenticator.verify_header(Some(black_box(&header))))
+                .unwrap()
+        })
     });
 }
 

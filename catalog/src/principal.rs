@@ -54,8 +54,27 @@ impl Principal {
         self.attributes.get(name).map(String::as_str)
     }
 
-    /// `issuer|subject`: identifies the principal across requests (tickets, audit).
+    /// `issuer|subject`: identifies the principal across requests (audit, logs).
     pub fn id(&self) -> String {
         format!("{}|{}", self.issuer, self.subject)
+    }
+
+    /// Everything a policy decision depends on (issuer, subject, roles, attributes), as
+    /// one string. Handles are bound to it, so a plan authorised for one set of roles
+    /// cannot be redeemed by the same subject holding other roles.
+    pub fn fingerprint(&self) -> String {
+        let roles: Vec<&str> = self.roles.iter().map(String::as_str).collect();
+        let attributes: Vec<String> = self
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            self.issuer,
+            self.subject,
+            roles.join("\u{1e}"),
+            attributes.join("\u{1e}")
+        )
     }
 }

@@ -5,11 +5,18 @@ The gateway runs as a real subprocess (``meshgate demo`` for most tests,
 test_broken_mesh.py) and is exercised through real clients: ADBC Flight SQL,
 plain pyarrow.flight and flightsql-dbapi/SQLAlchemy.  Expected answers come
 from DuckDB reading the same files (see mesh_helpers.Oracle).
+
+Every RPC needs `authorization: Bearer <JWT>`.  The client fixtures send a
+token minted with `meshgate token --demo-dir` for a principal with roles admin
+and pii_reader, who sees every product unfiltered and unmasked, so results
+compare equal to the unrestricted oracle.  test_zero_trust.py uses the
+personas (policy_model.PERSONAS) instead.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,12 +25,16 @@ from pathlib import Path
 import pytest
 
 from mesh_helpers import (
+    DEMO_SECRET_FILE,
+    FlightConn,
     Oracle,
     ServerProcess,
     ServerStartError,
+    TokenMintError,
     adbc_connect,
     adbc_query,
     hermetic_env,
+    mint_token,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,13 +120,51 @@ def oracle(demo) -> Oracle:
 
 
 # --------------------------------------------------------------------------
+# Tokens
+# --------------------------------------------------------------------------
+
+ADMIN_ROLES = ["admin", "pii_reader"]
+
+
+@pytest.fixture(scope="session")
+def demo_secret_file(demo) -> Path:
+    path = demo.mesh_dir / DEMO_SECRET_FILE
+    if not path.is_file():
+        pytest.fail(f"the demo did not create its HS256 secret at {path}", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mint(meshgate_bin, demo):
+    """mint(*args): `meshgate token --demo-dir <demo mesh> ARGS...` (the demo server is running)."""
+
+    def _mint(*args) -> str:
+        try:
+            return mint_token(meshgate_bin, "--demo-dir", demo.mesh_dir, *args)
+        except TokenMintError as exc:
+            message = str(exc)
+        pytest.fail(message, pytrace=False)
+
+    return _mint
+
+
+@pytest.fixture(scope="session")
+def admin_token(mint) -> str:
+    """The suite's own principal: sees everything, unmasked."""
+    args = ["--sub", "pytest"]
+    for role in ADMIN_ROLES:
+        args += ["--role", role]
+    return mint(*args)
+
+
+# --------------------------------------------------------------------------
 # Clients
 # --------------------------------------------------------------------------
 
 
 @pytest.fixture
-def adbc_conn(server):
-    conn = adbc_connect(server.uri)
+def adbc_conn(server, admin_token):
+    conn = adbc_connect(server.uri, admin_token)
     try:
         yield conn
     finally:
@@ -126,23 +175,32 @@ def adbc_conn(server):
 
 
 @pytest.fixture
-def flight_client(server):
-    import pyarrow.flight as flight
-
-    client = flight.connect(server.uri)
+def flight_client(server, admin_token) -> FlightConn:
+    """pyarrow.flight, sending `authorization: Bearer <admin token>` in every call's options."""
+    client = FlightConn(server.uri, admin_token)
     try:
         yield client
     finally:
         client.close()
 
 
+def sqlalchemy_url(host: str, port: int, token: str | None):
+    from sqlalchemy.engine import URL
+
+    # flightsql-dbapi reads `token` from the query (sent as `authorization: Bearer <token>`);
+    # without insecure=true the dialect would connect with TLS.
+    query = {"insecure": "true"}
+    if token is not None:
+        query["token"] = token
+    return URL.create("datafusion+flightsql", host=host, port=port, query=query)
+
+
 @pytest.fixture
-def sa_engine(server):
+def sa_engine(server, admin_token):
     import flightsql.sqlalchemy  # noqa: F401  registers the "datafusion+flightsql" dialect
     from sqlalchemy import create_engine
 
-    # Without insecure=true the dialect would connect with TLS.
-    engine = create_engine(f"datafusion+flightsql://{server.host}:{server.port}?insecure=true")
+    engine = create_engine(sqlalchemy_url(server.host, server.port, admin_token))
     try:
         yield engine
     finally:
@@ -150,10 +208,10 @@ def sa_engine(server):
 
 
 @pytest.fixture
-def flightsql_dbapi_client(server):
+def flightsql_dbapi_client(server, admin_token):
     from flightsql import FlightSQLClient
 
-    client = FlightSQLClient(host=server.host, port=server.port, insecure=True)
+    client = FlightSQLClient(host=server.host, port=server.port, insecure=True, token=admin_token)
     try:
         yield client
     finally:
@@ -226,12 +284,38 @@ class BrokenMesh:
     broken_files: list[str]
 
 
+def serve_config(secret_file: Path) -> str:
+    """A `meshgate serve` config trusting the demo issuer, plus the demo's platform rule,
+    with the issuer key written as documented: `key: { secret_file: PATH }`."""
+    path = json.dumps(str(secret_file))
+    key = f"{{ secret_file: {path} }}"
+    return f"""\
+plaintext: true
+auth:
+  issuers:
+    - issuer: meshgate-demo
+      audience: [meshgate]
+      algorithms: [HS256]
+      key: {key}
+      roles_claim: roles
+      attribute_claims: {{ region: region }}
+platform_policies:
+  - {{ name: pii-redaction, tag: pii, column: {{ mask: redact, unless_role: [pii_reader] }} }}
+"""
+
+
 @pytest.fixture(scope="module")
 def broken_mesh(demo, tmp_path_factory, meshgate_bin) -> BrokenMesh:
-    dst = tmp_path_factory.mktemp("broken") / "mesh"
+    root = tmp_path_factory.mktemp("broken")
+    dst = root / "mesh"
     shutil.copytree(demo.mesh_dir, dst)
     add_broken_descriptors(dst, [BROKEN_SYNTAX_FILE, BROKEN_FIELD_FILE])
-    argv = [meshgate_bin, "serve", "--mesh", dst, "--listen", "127.0.0.1:0"]
+    secret = dst / DEMO_SECRET_FILE
+    if not secret.is_file():
+        pytest.fail(f"the copied demo mesh has no {DEMO_SECRET_FILE}", pytrace=False)
+    config = root / "meshgate.yaml"
+    config.write_text(serve_config(secret))
+    argv = [meshgate_bin, "serve", "--mesh", dst, "--listen", "127.0.0.1:0", "--plaintext", "--config", config]
     srv = _start_or_fail(argv, "broken-mesh")
     try:
         yield BrokenMesh(mesh_dir=dst, server=srv, broken_files=[BROKEN_SYNTAX_FILE, BROKEN_FIELD_FILE])

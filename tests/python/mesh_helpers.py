@@ -5,6 +5,10 @@ Nothing in here is a pytest fixture; conftest.py wires these together.
 * the demo-mesh contract (domains, products, tables, declared column types);
 * ``ServerProcess``: runs a meshgate subprocess, waits for its ready line and
   keeps draining its output so the pipe never blocks;
+* tokens: ``mint_token`` (`meshgate token`) and ``craft_jwt`` (stdlib HS256 or
+  unsigned tokens, for the malformed and expired cases `meshgate token` refuses
+  to make); clients send them as `authorization: Bearer <JWT>`
+  (``adbc_connect(uri, token)``, ``FlightConn(uri, token)``);
 * a tiny hand-written protobuf encoder for the few Flight SQL commands the
   suite sends through plain ``pyarrow.flight``;
 * ``Oracle``: DuckDB reading the very same files the gateway serves, exposed
@@ -27,7 +31,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -285,6 +289,97 @@ def run_cli(argv: Sequence[str], timeout: float = 120.0) -> subprocess.Completed
 
 
 # --------------------------------------------------------------------------
+# Tokens
+# --------------------------------------------------------------------------
+
+DEMO_SECRET_FILE = ".meshgate-demo-secret"
+DEMO_ISSUER = "meshgate-demo"
+DEMO_AUDIENCE = "meshgate"
+
+
+class TokenMintError(RuntimeError):
+    pass
+
+
+def mint_token(meshgate_bin: Path | str, *args: Any, timeout: float = 60.0) -> str:
+    """`meshgate token ARGS...`: the one JWT it prints on stdout."""
+    argv = [str(meshgate_bin), "token", *[str(a) for a in args]]
+    res = subprocess.run(
+        argv,
+        env=hermetic_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
+    lines = [line.strip() for line in res.stdout.splitlines() if line.strip()]
+    if res.returncode != 0 or len(lines) != 1 or lines[0].count(".") != 2:
+        raise TokenMintError(
+            f"`{' '.join(argv)}` exited {res.returncode}; expected one JWT on stdout.\n"
+            f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+        )
+    return lines[0]
+
+
+def b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def jwt_parts(token: str) -> tuple[dict, dict]:
+    """(header, claims) of a JWT, unverified."""
+    head, body, _sig = token.split(".")
+    return json.loads(b64url_decode(head)), json.loads(b64url_decode(body))
+
+
+def craft_jwt(claims: dict, secret: bytes | None, *, alg: str = "HS256", header: dict | None = None) -> str:
+    """A JWT built with the standard library: HMAC-signed with `secret`, or unsigned (alg none)."""
+    import hashlib
+    import hmac
+
+    head = {"typ": "JWT", "alg": alg, **(header or {})}
+    signing_input = (
+        b64url(json.dumps(head, separators=(",", ":")).encode())
+        + "."
+        + b64url(json.dumps(claims, separators=(",", ":")).encode())
+    )
+    digests = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+    if secret is None:
+        signature = b""
+    else:
+        signature = hmac.new(secret, signing_input.encode("ascii"), digests[alg]).digest()
+    return signing_input + "." + b64url(signature)
+
+
+def demo_claims(sub: str | None = "pytest", roles: Sequence[str] = ("admin",), **extra: Any) -> dict:
+    """Claims the demo issuer accepts (valid for 10 minutes), with overrides in `extra`."""
+    import time
+
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": DEMO_ISSUER,
+        "aud": DEMO_AUDIENCE,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "roles": list(roles),
+    }
+    if sub is not None:
+        claims["sub"] = sub
+    claims.update(extra)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+# --------------------------------------------------------------------------
 # Hand-written protobuf encoding for Flight SQL commands
 # --------------------------------------------------------------------------
 
@@ -426,9 +521,15 @@ def _sql_str(value: str) -> str:
 
 
 class Oracle:
-    """DuckDB over the mesh's files, with the gateway's three-part names."""
+    """DuckDB over the mesh's files, with the gateway's three-part names.
 
-    def __init__(self, mesh_dir: Path):
+    ``view`` (optional) turns the oracle into one principal's view of the mesh:
+    ``view(fqtn, source)`` returns the SELECT defining that table for the
+    principal over ``source`` (a DuckDB table expression of the stored rows), or
+    None when the principal may not read the table, which is then absent.
+    """
+
+    def __init__(self, mesh_dir: Path, view: Callable[[str, str], str | None] | None = None):
         import duckdb
 
         self.mesh_dir = Path(mesh_dir)
@@ -441,17 +542,21 @@ class Oracle:
         self.delta: dict[str, DeltaSnapshot] = {}
         attached: set[str] = set()
         schemas: set[tuple[str, str]] = set()
+        self.tables: list[str] = []
         for fqtn in TABLES:
             domain, product, table = split_name(fqtn)
+            source = self._source(fqtn)
+            select = f"SELECT * FROM {source}" if view is None else view(fqtn, source)
+            if select is None:
+                continue
+            self.tables.append(fqtn)
             if domain not in attached:
                 self.con.execute(f"ATTACH ':memory:' AS \"{domain}\"")
                 attached.add(domain)
             if (domain, product) not in schemas:
                 self.con.execute(f'CREATE SCHEMA "{domain}"."{product}"')
                 schemas.add((domain, product))
-            self.con.execute(
-                f'CREATE VIEW "{domain}"."{product}"."{table}" AS SELECT * FROM {self._source(fqtn)}'
-            )
+            self.con.execute(f'CREATE VIEW "{domain}"."{product}"."{table}" AS {select}')
 
     def _source(self, fqtn: str) -> str:
         folder = data_dir(self.mesh_dir, fqtn)
@@ -601,19 +706,32 @@ def assert_rows_equal(
 
 CLIENT_TIMEOUT_S = 120
 
+# "Use the connection's own authorization" (as opposed to None: send no header).
+DEFAULT_AUTH: Any = object()
 
-def adbc_connect(uri: str):
+
+def bearer(token: str | None) -> str | None:
+    """The authorization header value for a token (None: no header)."""
+    return None if token is None else f"Bearer {token}"
+
+
+def adbc_connect(uri: str, token: str | None = None, *, authorization: str | None = None):
+    """An ADBC Flight SQL connection sending `authorization` (default: Bearer token) on every call."""
     import adbc_driver_flightsql
     import adbc_driver_flightsql.dbapi
 
     opts = adbc_driver_flightsql.DatabaseOptions
+    db_kwargs = {
+        opts.TIMEOUT_QUERY.value: str(CLIENT_TIMEOUT_S),
+        opts.TIMEOUT_FETCH.value: str(CLIENT_TIMEOUT_S),
+        opts.TIMEOUT_UPDATE.value: str(CLIENT_TIMEOUT_S),
+    }
+    header = authorization if authorization is not None else bearer(token)
+    if header is not None:
+        db_kwargs[opts.AUTHORIZATION_HEADER.value] = header
     return adbc_driver_flightsql.dbapi.connect(
         uri,
-        db_kwargs={
-            opts.TIMEOUT_QUERY.value: str(CLIENT_TIMEOUT_S),
-            opts.TIMEOUT_FETCH.value: str(CLIENT_TIMEOUT_S),
-            opts.TIMEOUT_UPDATE.value: str(CLIENT_TIMEOUT_S),
-        },
+        db_kwargs=db_kwargs,
         # The gateway is read-only and has no transactions; autocommit=False
         # would only produce a "cannot disable autocommit" warning.
         autocommit=True,
@@ -629,24 +747,67 @@ def adbc_query(conn, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         return cur.fetch_arrow_table()
 
 
-def flight_call_options():
+def flight_call_options(authorization: str | None = None):
+    """Call options with the timeout and, unless None, an `authorization` header."""
     import pyarrow.flight as flight
 
-    return flight.FlightCallOptions(timeout=CLIENT_TIMEOUT_S)
+    headers = [] if authorization is None else [(b"authorization", authorization.encode("utf-8"))]
+    return flight.FlightCallOptions(timeout=CLIENT_TIMEOUT_S, headers=headers)
 
 
-def flight_command_info(client, command: bytes):
+class FlightConn:
+    """A plain pyarrow Flight client that sends an authorization header with every call.
+
+    Every call takes ``auth=``: the header value for that one call (None for no
+    header); by default the connection's own (normally ``Bearer <token>``).
+    """
+
+    def __init__(self, uri: str, token: str | None = None, *, authorization: str | None = None):
+        import pyarrow.flight as flight
+
+        self.raw = flight.connect(uri)
+        self.authorization = authorization if authorization is not None else bearer(token)
+
+    def options(self, auth: Any = DEFAULT_AUTH):
+        return flight_call_options(self.authorization if auth is DEFAULT_AUTH else auth)
+
+    def get_flight_info(self, descriptor, *, auth: Any = DEFAULT_AUTH):
+        return self.raw.get_flight_info(descriptor, self.options(auth))
+
+    def get_schema(self, descriptor, *, auth: Any = DEFAULT_AUTH):
+        return self.raw.get_schema(descriptor, self.options(auth))
+
+    def do_get(self, ticket, *, auth: Any = DEFAULT_AUTH):
+        return self.raw.do_get(ticket, self.options(auth))
+
+    def do_put(self, descriptor, schema, *, auth: Any = DEFAULT_AUTH):
+        return self.raw.do_put(descriptor, schema, self.options(auth))
+
+    def do_action(self, action, *, auth: Any = DEFAULT_AUTH) -> list:
+        return list(self.raw.do_action(action, self.options(auth)))
+
+    def list_actions(self, *, auth: Any = DEFAULT_AUTH) -> list:
+        return list(self.raw.list_actions(self.options(auth)))
+
+    def list_flights(self, *, auth: Any = DEFAULT_AUTH) -> list:
+        return list(self.raw.list_flights(b"", self.options(auth)))
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def flight_command_info(client: FlightConn, command: bytes, *, auth: Any = DEFAULT_AUTH):
     import pyarrow.flight as flight
 
-    return client.get_flight_info(flight.FlightDescriptor.for_command(command), flight_call_options())
+    return client.get_flight_info(flight.FlightDescriptor.for_command(command), auth=auth)
 
 
-def flight_read_all(client, info) -> tuple[pa.Table, int]:
+def flight_read_all(client: FlightConn, info, *, auth: Any = DEFAULT_AUTH) -> tuple[pa.Table, int]:
     """Read every endpoint of a FlightInfo; returns (table, number of record batches)."""
     batches: list[pa.RecordBatch] = []
     schema = None
     for endpoint in info.endpoints:
-        reader = client.do_get(endpoint.ticket, flight_call_options())
+        reader = client.do_get(endpoint.ticket, auth=auth)
         schema = reader.schema
         while True:
             try:
@@ -660,21 +821,25 @@ def flight_read_all(client, info) -> tuple[pa.Table, int]:
     return pa.Table.from_batches(batches, schema=schema), len(batches)
 
 
-def flight_sql(client, sql: str) -> pa.Table:
-    info = flight_command_info(client, command_statement_query(sql))
-    table, _ = flight_read_all(client, info)
+def flight_sql(client: FlightConn, sql: str, *, auth: Any = DEFAULT_AUTH) -> pa.Table:
+    info = flight_command_info(client, command_statement_query(sql), auth=auth)
+    table, _ = flight_read_all(client, info, auth=auth)
     return table
 
 
-def snapshot_tree(root: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime_ns) of every file under root, keyed by relative path."""
+def snapshot_tree(root: Path, exclude: Iterable[str] = ()) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under root, keyed by relative path, minus `exclude`."""
     out: dict[str, tuple[int, int]] = {}
     root = Path(root)
+    skip = set(exclude)
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if rel in skip:
+                continue
             st = p.stat()
-            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+            out[rel] = (st.st_size, st.st_mtime_ns)
     return out
 
 

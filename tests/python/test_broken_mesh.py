@@ -33,10 +33,10 @@ EXPECTED_PRODUCTS = products_by_domain()
 
 
 @pytest.fixture
-def broken_conn(broken_mesh):
+def broken_conn(broken_mesh, admin_token):
     if not broken_mesh.server.alive():
         pytest.fail(broken_mesh.server.describe_death(), pytrace=False)
-    conn = adbc_connect(broken_mesh.server.uri)
+    conn = adbc_connect(broken_mesh.server.uri, admin_token)
     try:
         yield conn
     finally:

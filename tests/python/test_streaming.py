@@ -76,9 +76,9 @@ def test_pyarrow_abandoned_do_get(flight_client, adbc_conn, healthy):
     healthy(adbc_conn)
 
 
-def test_two_interleaved_streams(server, oracle):
-    a = adbc_connect(server.uri)
-    b = adbc_connect(server.uri)
+def test_two_interleaved_streams(server, oracle, admin_token):
+    a = adbc_connect(server.uri, admin_token)
+    b = adbc_connect(server.uri, admin_token)
     try:
         ca, cb = a.cursor(), b.cursor()
         ca.execute("SELECT encounter_id FROM clinical.encounters.visits")
@@ -101,7 +101,7 @@ def test_two_interleaved_streams(server, oracle):
         b.close()
 
 
-def test_concurrent_queries(server, oracle):
+def test_concurrent_queries(server, oracle, admin_token):
     """Eight clients at once, each on its own connection; all answers correct."""
     queries = [
         (f"SELECT count(*) AS n FROM {fqtn}", oracle.count(fqtn)) for fqtn in sorted(TABLES)
@@ -115,7 +115,7 @@ def test_concurrent_queries(server, oracle):
 
     def worker(i: int, sql: str) -> None:
         try:
-            conn = adbc_connect(server.uri)
+            conn = adbc_connect(server.uri, admin_token)
             try:
                 results[i] = adbc_query(conn, sql).column("n")[0].as_py()
             finally:

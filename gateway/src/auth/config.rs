@@ -60,9 +60,10 @@ fn default_roles_claim() -> String {
     "roles".to_string()
 }
 
-/// Verification keys of an issuer.
+/// Verification keys of an issuer. In YAML, a map with exactly one of the keys
+/// `secret_file`, `secret_env`, `public_key_pem`, `jwks_file`, `jwks_url`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[serde(try_from = "KeySourceSpec")]
 pub enum KeySource {
     /// HS256/384/512 shared secret read from a file (development only).
     SecretFile(PathBuf),
@@ -74,4 +75,53 @@ pub enum KeySource {
     JwksFile(PathBuf),
     /// A JSON Web Key Set fetched over https (cached; refetched on an unknown `kid`).
     JwksUrl(url::Url),
+}
+
+/// The YAML shape of [`KeySource`]: one key naming the source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySourceSpec {
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    public_key_pem: Option<PathBuf>,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<url::Url>,
+}
+
+impl TryFrom<KeySourceSpec> for KeySource {
+    type Error = String;
+
+    fn try_from(spec: KeySourceSpec) -> Result<Self, Self::Error> {
+        let mut sources = Vec::new();
+        sources.extend(spec.secret_file.map(KeySource::SecretFile));
+        sources.extend(spec.secret_env.map(KeySource::SecretEnv));
+        sources.extend(spec.public_key_pem.map(KeySource::PublicKeyPem));
+        sources.extend(spec.jwks_file.map(KeySource::JwksFile));
+        sources.extend(spec.jwks_url.map(KeySource::JwksUrl));
+        match sources.len() {
+            1 => Ok(sources.remove(0)),
+            _ => Err(
+                "give exactly one of secret_file, secret_env, public_key_pem, jwks_file, jwks_url"
+                    .into(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers_read_from_yaml() {
+        let config: AuthConfig = serde_yaml::from_str(
+            "issuers:\n  - { issuer: i, audience: [a], algorithms: [HS256], key: { secret_file: /s } }\n",
+        )
+        .unwrap();
+        assert!(matches!(config.issuers[0].key, KeySource::SecretFile(_)));
+        let two = serde_yaml::from_str::<AuthConfig>(
+            "issuers:\n  - { issuer: i, audience: [a], algorithms: [HS256], key: { secret_file: /s, secret_env: X } }\n",
+        );
+        assert!(two.unwrap_err().to_string().contains("exactly one"));
+    }
 }

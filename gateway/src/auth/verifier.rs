@@ -75,6 +75,8 @@ impl Authenticator {
                 MAX_LEEWAY.as_secs()
             )));
         }
+        // reqwest's rustls needs a process-wide provider; two are linked, so name one.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .https_only(false)

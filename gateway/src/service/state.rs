@@ -154,7 +154,9 @@ impl GatewayState {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let schema = Arc::clone(planned.schema());
-        let handle = self.tickets.insert(&principal.id(), Arc::new(planned));
+        let handle = self
+            .tickets
+            .insert(&principal.fingerprint(), Arc::new(planned));
         statement_flight_info(&schema, handle, descriptor)
     }
 
@@ -194,7 +196,7 @@ impl GatewayState {
     ) -> Result<FlightDataStream> {
         const RPC: &str = "DoGet/TicketStatementQuery";
         let started = Instant::now();
-        let planned = self.tickets.get(handle, &principal.id());
+        let planned = self.tickets.get(handle, &principal.fingerprint());
         let planned = match planned {
             Ok(planned) => planned,
             Err(e) => {
@@ -241,7 +243,7 @@ impl GatewayState {
             let statement = PreparedStatement::new(session.context, plan, audit.clone())?;
             let dataset_schema = statement.dataset_schema()?;
             let parameter_schema = statement.parameter_schema()?;
-            let handle = self.prepared.insert(&principal.id(), statement);
+            let handle = self.prepared.insert(&principal.fingerprint(), statement);
             Ok(ActionCreatePreparedStatementResult {
                 prepared_statement_handle: handle,
                 dataset_schema,
@@ -266,7 +268,7 @@ impl GatewayState {
         handle: &[u8],
         data: PeekableFlightDataStream,
     ) -> Result<DoPutPreparedStatementResult> {
-        let owner = principal.id();
+        let owner = principal.fingerprint();
         let mut statement = self.prepared.get(handle, &owner)?;
         let batches: Vec<_> =
             FlightRecordBatchStream::new_from_flight_data(data.map_err(Into::into))
@@ -290,7 +292,7 @@ impl GatewayState {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let started = Instant::now();
-        let statement = self.prepared.get(handle, &principal.id())?;
+        let statement = self.prepared.get(handle, &principal.fingerprint())?;
         let audit = statement.audit.clone();
         let result = async {
             let plan = statement.bound_plan()?;
@@ -310,6 +312,6 @@ impl GatewayState {
 
     /// Closes a prepared statement; closing an unknown one is not an error.
     pub(super) fn close_prepared(&self, principal: &Principal, handle: &[u8]) {
-        let _ = self.prepared.remove(handle, &principal.id());
+        let _ = self.prepared.remove(handle, &principal.fingerprint());
     }
 }

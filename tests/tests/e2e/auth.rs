@@ -455,3 +455,92 @@ async fn attribute_claims_reach_the_principal() {
     let mut admin = client_with(&token("root", ADMIN, None)).await;
     assert!(single_i64(&query(&mut admin, sql).await) > single_i64(&query(&mut north, sql).await));
 }
+
+/// A JWKS served over plain HTTP on loopback, counting the fetches.
+async fn jwks_server(
+    body: String,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&fetches);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (addr, fetches)
+}
+
+#[tokio::test]
+async fn jwks_urls_are_fetched_lazily_and_refetched_at_most_once_per_cooldown() {
+    use meshgate_gateway::auth::{AuthConfig, Authenticator, IssuerConfig, KeySource};
+    // The fixture's ES256 key, published at a URL instead of a file.
+    let jwks = std::fs::read_to_string(
+        server()
+            .secret
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("jwks.json"),
+    )
+    .unwrap();
+    let (addr, fetches) = jwks_server(jwks).await;
+    let config = AuthConfig {
+        issuers: vec![IssuerConfig {
+            issuer: crate::fixture::ES_ISSUER.into(),
+            audience: vec!["meshgate".into()],
+            algorithms: vec![Algorithm::ES256],
+            key: KeySource::JwksUrl(format!("http://{addr}/jwks.json").parse().unwrap()),
+            roles_claim: "roles".into(),
+            attribute_claims: Default::default(),
+        }],
+        ..AuthConfig::default()
+    };
+    let authenticator = Authenticator::new(&config).await.unwrap();
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "fetched on first use, not at start"
+    );
+    let principal = authenticator
+        .verify(&es256_token(ES_KID, &["analyst"]))
+        .await
+        .unwrap();
+    assert!(principal.has_role("analyst"));
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The cached key serves further tokens without a fetch.
+    authenticator
+        .verify(&es256_token(ES_KID, &["analyst"]))
+        .await
+        .unwrap();
+    // A flood of random kids: refused, and at most one refetch within the cooldown.
+    for i in 0..50 {
+        let refused = authenticator
+            .verify(&es256_token(&format!("random-{i}"), &["analyst"]))
+            .await;
+        assert_eq!(refused.unwrap_err().0, "unknown key id");
+    }
+    assert!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+        "{fetches:?}"
+    );
+}

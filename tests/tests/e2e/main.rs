@@ -8,5 +8,6 @@ mod audit;
 mod auth;
 mod fixture;
 mod flight_sql;
+mod lint;
 mod policy;
 mod tls;

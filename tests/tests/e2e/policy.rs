@@ -237,6 +237,16 @@ async fn tickets_and_prepared_statements_are_bound_to_their_principal() {
         Err(e) => Some(status(e)),
     };
     assert_eq!(replay.map(|(code, _)| code), Some(Code::NotFound));
+    // So does Ben with other roles: the plan was authorised for the roles he had.
+    let mut ben_without_roles = client_with(&token("ben", &[], None)).await;
+    let replay = match ben_without_roles.do_get(ticket.clone()).await {
+        Ok(stream) => futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+            .await
+            .err()
+            .map(status),
+        Err(e) => Some(status(e)),
+    };
+    assert_eq!(replay.map(|(code, _)| code), Some(Code::NotFound));
     // Ben himself may redeem it.
     let rows: usize = fetch(&mut as_ben, info)
         .await
