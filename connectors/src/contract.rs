@@ -20,6 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use crate::error::ConnectorError;
+use crate::pushdown::delegate_filter_pushdown;
 
 /// How one contract column is read from the storage provider.
 #[derive(Debug, Clone)]
@@ -115,24 +116,12 @@ impl TableProvider for ContractTable {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Ask the storage provider only about filters it would read as we do.
-        let eligible: Vec<&Expr> = filters
-            .iter()
-            .copied()
-            .filter(|f| self.stored_as_declared(f))
-            .collect();
-        let mut answers = self.inner.supports_filters_pushdown(&eligible)?.into_iter();
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if self.stored_as_declared(f) {
-                    answers
-                        .next()
-                        .unwrap_or(TableProviderFilterPushDown::Unsupported)
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        delegate_filter_pushdown(
+            self.inner.as_ref(),
+            filters,
+            |f| self.stored_as_declared(f),
+            false,
+        )
     }
 
     async fn scan(

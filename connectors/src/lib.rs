@@ -9,6 +9,7 @@ mod contract;
 mod delta;
 mod error;
 mod parquet;
+mod pushdown;
 mod storage;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use meshgate_catalog::{Product, Table, TableFormat};
 
 pub use contract::{ContractTable, contract_schema, is_lossless_widening};
 pub use error::{ConnectorError, Result};
+pub use pushdown::delegate_filter_pushdown;
 pub use storage::{DomainStorage, MESH_STORE_SCHEME, ResolvedLocation};
 
 /// Opens the tables of data products through their domain's storage.

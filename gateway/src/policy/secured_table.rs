@@ -23,6 +23,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use meshgate_catalog::ColumnEffect;
+use meshgate_connectors::delegate_filter_pushdown;
 
 use super::boundary::PolicyBoundaryExec;
 use super::mask::{mask_expr, masked_type};
@@ -154,28 +155,8 @@ impl TableProvider for SecuredTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        let pushable: Vec<&Expr> = filters
-            .iter()
-            .copied()
-            .filter(|f| self.pushable(f))
-            .collect();
-        let mut answers = self.inner.supports_filters_pushdown(&pushable)?.into_iter();
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if self.pushable(f) {
-                    // Storage applies it before the row filter; the planner re-applies it above.
-                    match answers.next() {
-                        Some(TableProviderFilterPushDown::Unsupported) | None => {
-                            TableProviderFilterPushDown::Unsupported
-                        }
-                        Some(_) => TableProviderFilterPushDown::Inexact,
-                    }
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        // Storage applies a pushed filter before the row filter; the planner re-applies it above.
+        delegate_filter_pushdown(self.inner.as_ref(), filters, |f| self.pushable(f), true)
     }
 
     async fn scan(

@@ -49,56 +49,48 @@ pub(crate) fn server() -> &'static Fixture {
         let (es_key_der, jwks) = es256_key();
         let jwks_path = dir.path().join("jwks.json");
         std::fs::write(&jwks_path, jwks).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mesh_for_thread = mesh.clone();
-        let audit_file = dir.path().join("audit.jsonl");
-        let audit_for_thread = audit_file.clone();
+        // Tests initialise the fixture from inside their own runtime: generate elsewhere.
+        let generate = mesh.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                ensure_demo_mesh(&mesh_for_thread, SCALE).await.unwrap();
-                let secret = demo_secret(&mesh_for_thread).unwrap();
-                let config = GatewayConfig {
-                    listen: "127.0.0.1:0".parse().unwrap(),
-                    plaintext: true,
-                    auth: AuthConfig {
-                        issuers: vec![
-                            demo_issuer(&secret),
-                            IssuerConfig {
-                                issuer: ES_ISSUER.into(),
-                                audience: vec!["meshgate".into()],
-                                algorithms: vec![Algorithm::ES256],
-                                key: KeySource::JwksFile(jwks_path),
-                                roles_claim: "roles".into(),
-                                attribute_claims: BTreeMap::from([(
-                                    "region".into(),
-                                    "region".into(),
-                                )]),
-                            },
-                        ],
-                        ..AuthConfig::default()
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(ensure_demo_mesh(&generate, SCALE))
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let secret = demo_secret(&mesh).unwrap();
+        let audit_file = dir.path().join("audit.jsonl");
+        let config = GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            plaintext: true,
+            auth: AuthConfig {
+                issuers: vec![
+                    demo_issuer(&secret),
+                    IssuerConfig {
+                        issuer: ES_ISSUER.into(),
+                        audience: vec!["meshgate".into()],
+                        algorithms: vec![Algorithm::ES256],
+                        key: KeySource::JwksFile(jwks_path),
+                        roles_claim: "roles".into(),
+                        attribute_claims: BTreeMap::from([("region".into(), "region".into())]),
                     },
-                    platform_policies: demo_platform_policies(),
-                    audit: AuditConfig {
-                        file: Some(audit_for_thread),
-                        stdout: false,
-                        statements: StatementMode::Full,
-                    },
-                    masking: MaskingConfig {
-                        key_file: Some(secret.clone()),
-                        key_env: None,
-                    },
-                    ..GatewayConfig::default()
-                };
-                let server = run::start(&mesh_for_thread, config).await.unwrap();
-                tx.send((server.local_addr().unwrap(), secret)).unwrap();
-                server.serve(std::future::pending()).await.unwrap();
-            });
-        });
-        let (addr, secret) = rx.recv().unwrap();
+                ],
+                ..AuthConfig::default()
+            },
+            platform_policies: demo_platform_policies(),
+            audit: AuditConfig {
+                file: Some(audit_file.clone()),
+                stdout: false,
+                statements: StatementMode::Full,
+            },
+            masking: MaskingConfig {
+                key_file: Some(secret.clone()),
+                key_env: None,
+            },
+            ..GatewayConfig::default()
+        };
+        let addr = spawn_server(mesh, config).unwrap();
         Fixture {
             addr,
             secret,
@@ -107,6 +99,31 @@ pub(crate) fn server() -> &'static Fixture {
             _dir: dir,
         }
     })
+}
+
+/// Starts a gateway over `mesh` with `config` on its own runtime thread; returns the
+/// bound address once it accepts connections, or why it could not start.
+pub(crate) fn spawn_server(
+    mesh: std::path::PathBuf,
+    config: GatewayConfig,
+) -> Result<std::net::SocketAddr, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            match run::start(&mesh, config).await {
+                Ok(server) => {
+                    tx.send(Ok(server.local_addr().unwrap())).unwrap();
+                    server.serve(std::future::pending()).await.unwrap();
+                }
+                Err(e) => tx.send(Err(e.to_string())).unwrap(),
+            }
+        });
+    });
+    rx.recv().unwrap()
 }
 
 /// A fresh ES256 key: its PKCS#8 DER and a JWKS holding its public half under ES_KID.

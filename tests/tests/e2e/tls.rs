@@ -4,7 +4,7 @@
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::fixture::{ADMIN, query, single_i64, token};
+use crate::fixture::{ADMIN, query, single_i64, spawn_server, token};
 use meshgate_gateway::config::TlsConfig;
 use meshgate_gateway::{GatewayConfig, run};
 
@@ -47,33 +47,16 @@ fn start_tls(dir: &std::path::Path, pki: &Pki, mutual: bool) -> Result<u16, Stri
         client_ca: mutual.then(|| dir.join("ca.pem")),
     };
     let mesh = fixture.secret.parent().unwrap().to_path_buf();
-    let secret = fixture.secret.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let config = GatewayConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                tls: Some(tls),
-                auth: meshgate_gateway::auth::AuthConfig {
-                    issuers: vec![meshgate_gateway::demo::demo_issuer(&secret)],
-                    ..Default::default()
-                },
-                ..GatewayConfig::default()
-            };
-            match run::start(&mesh, config).await {
-                Ok(server) => {
-                    tx.send(Ok(server.local_addr().unwrap().port())).unwrap();
-                    server.serve(std::future::pending()).await.unwrap();
-                }
-                Err(e) => tx.send(Err(e.to_string())).unwrap(),
-            }
-        });
-    });
-    rx.recv().unwrap()
+    let config = GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(tls),
+        auth: meshgate_gateway::auth::AuthConfig {
+            issuers: vec![meshgate_gateway::demo::demo_issuer(&fixture.secret)],
+            ..Default::default()
+        },
+        ..GatewayConfig::default()
+    };
+    spawn_server(mesh, config).map(|addr| addr.port())
 }
 
 async fn tls_channel(
