@@ -544,3 +544,95 @@ async fn jwks_urls_are_fetched_lazily_and_refetched_at_most_once_per_cooldown() 
         "{fetches:?}"
     );
 }
+
+#[tokio::test]
+async fn pem_public_keys_verify_es256_and_eddsa_tokens() {
+    use meshgate_gateway::auth::{
+        AuthConfig, Authenticator, IssuerConfig, KeySource, TokenRequest, encoding_key, mint,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (alg, key) in [
+        (
+            Algorithm::ES256,
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+        ),
+        (
+            Algorithm::EdDSA,
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
+        ),
+    ] {
+        let public = dir.path().join(format!("{alg:?}.pub.pem"));
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        let issuer = format!("https://{alg:?}.test").to_lowercase();
+        let config = AuthConfig {
+            issuers: vec![IssuerConfig {
+                issuer: issuer.clone(),
+                audience: vec!["meshgate".into()],
+                algorithms: vec![alg],
+                key: KeySource::PublicKeyPem(public),
+                roles_claim: "roles".into(),
+                attribute_claims: Default::default(),
+            }],
+            ..AuthConfig::default()
+        };
+        let authenticator = Authenticator::new(&config).await.unwrap();
+        let request = TokenRequest {
+            issuer,
+            audience: "meshgate".into(),
+            subject: "pem-user".into(),
+            roles: vec!["analyst".into()],
+            attributes: Default::default(),
+            ttl: std::time::Duration::from_secs(60),
+            key_id: None,
+        };
+        let signing = encoding_key(alg, key.serialize_pem().as_bytes()).unwrap();
+        let principal = authenticator
+            .verify(&mint(&request, alg, &signing).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(principal.subject, "pem-user");
+        // A token signed by another key of the same kind is refused.
+        let other = rcgen::KeyPair::generate_for(if alg == Algorithm::ES256 {
+            &rcgen::PKCS_ECDSA_P256_SHA256
+        } else {
+            &rcgen::PKCS_ED25519
+        })
+        .unwrap();
+        let forged = mint(
+            &request,
+            alg,
+            &encoding_key(alg, other.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            authenticator.verify(&forged).await.unwrap_err().0,
+            "invalid signature",
+            "{alg:?}"
+        );
+    }
+    // A public key file that is not a key of the configured kind stops the start.
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let config = AuthConfig {
+        issuers: vec![IssuerConfig {
+            issuer: "x".into(),
+            audience: vec!["meshgate".into()],
+            algorithms: vec![Algorithm::ES256],
+            key: KeySource::PublicKeyPem(bad),
+            roles_claim: "roles".into(),
+            attribute_claims: Default::default(),
+        }],
+        ..AuthConfig::default()
+    };
+    assert!(
+        Authenticator::new(&config)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("bad.pem")
+    );
+}
