@@ -35,6 +35,16 @@ fn is_string(data_type: &DataType) -> bool {
     )
 }
 
+/// Whether the mask's output depends on the stored values (if not, the column is not
+/// even read from storage).
+pub(crate) fn reads_value(kind: MaskKind, stored: &DataType) -> bool {
+    match kind {
+        MaskKind::Null => false,
+        MaskKind::Redact | MaskKind::Partial => is_string(stored),
+        MaskKind::Hash => true,
+    }
+}
+
 /// The expression replacing column `name` (stored as `stored`) under `kind`.
 pub(crate) fn mask_expr(
     kind: MaskKind,

@@ -26,7 +26,7 @@ use meshgate_catalog::ColumnEffect;
 use meshgate_connectors::delegate_filter_pushdown;
 
 use super::boundary::PolicyBoundaryExec;
-use super::mask::{mask_expr, masked_type};
+use super::mask::{mask_expr, masked_type, reads_value};
 
 /// One column the principal sees.
 #[derive(Debug, Clone)]
@@ -171,10 +171,18 @@ impl TableProvider for SecuredTable {
             None => (0..self.columns.len()).collect(),
         };
         let contract = self.inner.schema();
-        // Inner columns to read: the wanted ones and those the row filter needs.
+        // Inner columns to read: the wanted ones whose output depends on their values, and
+        // those the row filter needs. A column masked to a constant is not read at all.
         let mut inner_indices: Vec<usize> = wanted
             .iter()
-            .map(|&i| self.columns[i].inner_index)
+            .map(|&i| &self.columns[i])
+            .filter(|c| match c.effect {
+                ColumnEffect::Masked(kind) => {
+                    reads_value(kind, contract.field(c.inner_index).data_type())
+                }
+                _ => true,
+            })
+            .map(|c| c.inner_index)
             .collect();
         if let Some(filter) = &self.row_filter {
             for column in filter.column_refs() {
