@@ -19,9 +19,10 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, ScalarUDF, TableProviderFilterPushDown, col,
 };
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use meshgate_catalog::ColumnEffect;
 use meshgate_connectors::delegate_filter_pushdown;
 
@@ -211,6 +212,15 @@ impl TableProvider for SecuredTable {
             .scan(state, Some(&inner_indices), &pushed, storage_limit)
             .await?;
 
+        // The boundary hides this sub-plan from the query's repartitioning, so spread the
+        // storage batches over the session's cores here, before the filter and the masks.
+        let target = state.config_options().execution.target_partitions;
+        if plan.output_partitioning().partition_count() < target {
+            plan = Arc::new(RepartitionExec::try_new(
+                plan,
+                Partitioning::RoundRobinBatch(target),
+            )?);
+        }
         let read_schema = DFSchema::try_from(plan.schema().as_ref().clone())?;
         if let Some(filter) = &self.row_filter {
             let predicate = state.create_physical_expr(filter.clone(), &read_schema)?;
