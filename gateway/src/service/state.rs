@@ -13,6 +13,7 @@ use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{ActionCreatePreparedStatementResult, DoPutPreparedStatementResult};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use meshgate_catalog::Principal;
 
@@ -120,6 +121,20 @@ impl GatewayState {
         }
     }
 
+    /// Plans `sql` in a session of `principal`, filling `audit` with what the plan reads
+    /// and the policy rules applied to it.
+    async fn plan_for(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        audit: &mut QueryAudit,
+    ) -> Result<(SessionContext, LogicalPlan)> {
+        let session = self.sessions().session(principal)?;
+        let plan = plan_sql(&session.context, sql).await?;
+        *audit = self.query_audit(sql, &plan, &session);
+        Ok((session.context, plan))
+    }
+
     /// Plans `sql` for `principal` and returns a FlightInfo whose ticket runs it.
     pub(super) async fn plan_statement(
         &self,
@@ -130,10 +145,8 @@ impl GatewayState {
         let started = Instant::now();
         let mut audit = self.unplanned_audit(sql);
         let result = async {
-            let session = self.sessions().session(principal)?;
-            let logical = plan_sql(&session.context, sql).await?;
-            audit = self.query_audit(sql, &logical, &session);
-            let planned = PlannedQuery::plan(session.context, logical, audit.clone()).await?;
+            let (context, logical) = self.plan_for(principal, sql, &mut audit).await?;
+            let planned = PlannedQuery::plan(context, logical, audit.clone()).await?;
             self.issue_ticket(principal, planned, descriptor)
         }
         .await;
@@ -237,10 +250,8 @@ impl GatewayState {
         let started = Instant::now();
         let mut audit = self.unplanned_audit(sql);
         let result = async {
-            let session = self.sessions().session(principal)?;
-            let plan = plan_sql(&session.context, sql).await?;
-            audit = self.query_audit(sql, &plan, &session);
-            let statement = PreparedStatement::new(session.context, plan, audit.clone())?;
+            let (context, plan) = self.plan_for(principal, sql, &mut audit).await?;
+            let statement = PreparedStatement::new(context, plan, audit.clone())?;
             let dataset_schema = statement.dataset_schema()?;
             let parameter_schema = statement.parameter_schema()?;
             let handle = self.prepared.insert(&principal.fingerprint(), statement);

@@ -25,7 +25,7 @@ pub use sql::{MAX_SQL_BYTES, plan_sql, read_only_options};
 pub use system::{META_SCHEMA, SYSTEM_CATALOG};
 
 use crate::config::EngineConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::policy::{CompiledProduct, PolicyEngine, ProductView};
 
 /// How many tables are opened at once when a mesh is loaded (Delta tables read their log).
@@ -213,10 +213,4 @@ fn session_config(engine: &EngineConfig) -> SessionConfig {
     options.execution.parquet.schema_force_view_types = false;
     options.execution.parquet.pushdown_filters = engine.parquet_pushdown_filters;
     config
-}
-
-impl From<meshgate_catalog::CatalogError> for Error {
-    fn from(e: meshgate_catalog::CatalogError) -> Self {
-        Error::Internal(e.to_string())
-    }
 }
