@@ -14,7 +14,9 @@ pub use descriptor::{
     ColumnDescriptor, OwnerDescriptor, ProductDescriptor, SlaDescriptor, TableDescriptor,
 };
 pub use error::{CatalogError, Problem, Result};
-pub use mesh::{Mesh, MeshLoad, parse_descriptor, read_product};
+pub use mesh::{
+    Mesh, MeshLoad, descriptor_files, parse_descriptor, product_from_text, read_product,
+};
 pub use policy::{
     Access, ColumnEffect, ColumnRule, MaskKind, PlatformPolicy, PolicyDescriptor, ProductAccess,
     ReadRule, RowRule, TableAccess, decide, mask_name,

@@ -137,8 +137,9 @@ impl Mesh {
     }
 }
 
-/// Lists `<root>/<domain>/<product>.yaml` files, sorted, skipping hidden entries.
-fn descriptor_files(root: &Path) -> Result<Vec<PathBuf>> {
+/// Lists `<root>/<domain>/<product>.yaml` (or `.yml`) files, sorted, skipping hidden
+/// entries. Fails only when `root` itself cannot be read.
+pub fn descriptor_files(root: &Path) -> Result<Vec<PathBuf>> {
     let dir_err = |source| CatalogError::MeshDirectory {
         path: root.to_path_buf(),
         source,
@@ -181,7 +182,13 @@ pub fn read_product(mesh_root: &Path, file: &Path) -> Result<Product> {
         path: file.to_path_buf(),
         source,
     })?;
-    let descriptor = parse_descriptor(file, &text)?;
+    product_from_text(mesh_root, file, &text)
+}
+
+/// Parses and validates the text of the descriptor `file` (already read by the caller,
+/// for instance to notice whether it changed).
+pub fn product_from_text(mesh_root: &Path, file: &Path, text: &str) -> Result<Product> {
+    let descriptor = parse_descriptor(file, text)?;
     let folder_domain = file
         .parent()
         .and_then(Path::file_name)

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::datasource::{TableProvider, TableType};
@@ -19,7 +19,7 @@ use datafusion::physical_expr::expressions::{CastExpr, Column as ColumnExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, ContractViolation};
 use crate::pushdown::delegate_filter_pushdown;
 
 /// How one contract column is read from the storage provider.
@@ -53,34 +53,19 @@ impl ContractTable {
         let mut sources = Vec::with_capacity(contract.fields().len());
         let mut violations = Vec::new();
         for field in contract.fields() {
-            match physical.index_of(field.name()) {
-                Err(_) => violations.push(format!("column '{}' is missing", field.name())),
-                Ok(i) => {
-                    let stored = physical.field(i).data_type();
-                    if stored == field.data_type() {
-                        sources.push(ColumnSource {
-                            inner_index: i,
-                            needs_cast: false,
-                        });
-                    } else if is_lossless_widening(stored, field.data_type()) {
-                        sources.push(ColumnSource {
-                            inner_index: i,
-                            needs_cast: true,
-                        });
-                    } else {
-                        violations.push(format!(
-                            "column '{}' is stored as {stored} but the contract declares {}",
-                            field.name(),
-                            field.data_type()
-                        ));
-                    }
-                }
+            match check_column(&physical, field) {
+                Ok(source) => sources.push(source),
+                Err(problem) => violations.push(ContractViolation {
+                    column: Some(field.name().clone()),
+                    file: None,
+                    problem,
+                }),
             }
         }
         if !violations.is_empty() {
             return Err(ConnectorError::Contract {
                 table: table.to_string(),
-                message: violations.join("; "),
+                violations,
             });
         }
         Ok(Self {
@@ -175,6 +160,43 @@ impl TableProvider for ContractTable {
             .collect::<Vec<_>>();
         Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
     }
+}
+
+/// How the declared `field` is read from a `physical` schema, or what makes it unreadable
+/// as declared (missing, or stored with a type that does not widen losslessly).
+fn check_column(physical: &Schema, field: &Field) -> Result<ColumnSource, String> {
+    let Ok(i) = physical.index_of(field.name()) else {
+        return Err(format!("column '{}' is missing", field.name()));
+    };
+    let stored = physical.field(i).data_type();
+    if stored == field.data_type() || is_lossless_widening(stored, field.data_type()) {
+        Ok(ColumnSource {
+            inner_index: i,
+            needs_cast: stored != field.data_type(),
+        })
+    } else {
+        Err(format!(
+            "column '{}' is stored as {stored} but the contract declares {}",
+            field.name(),
+            field.data_type()
+        ))
+    }
+}
+
+/// Checks that every declared column of `declared` can be read from `physical` as
+/// declared; returns one problem per column that cannot.
+pub(crate) fn column_problems<'a>(
+    physical: &Schema,
+    declared: impl IntoIterator<Item = &'a Field>,
+) -> Vec<(String, String)> {
+    declared
+        .into_iter()
+        .filter_map(|field| {
+            check_column(physical, field)
+                .err()
+                .map(|problem| (field.name().clone(), problem))
+        })
+        .collect()
 }
 
 /// Whether values stored as `from` can be served as `to` without loss of information.

@@ -24,13 +24,24 @@ pub enum ConnectorError {
         source: deltalake::DeltaTableError,
     },
 
-    /// The physical table lacks a declared column or stores it with an incompatible type.
-    #[error("table {table}: contract violation: {message}")]
+    /// The physical table lacks a declared column, stores it with an incompatible type,
+    /// or holds a file that is not readable as its format.
+    #[error("table {table}: contract violation: {}", join_violations(.violations))]
     Contract {
         /// `domain.product.table`.
         table: String,
-        /// What does not match.
-        message: String,
+        /// Every mismatch found (at most [`crate::MAX_REPORTED_VIOLATIONS`]).
+        violations: Vec<ContractViolation>,
+    },
+
+    /// The table's storage could not be listed or read.
+    #[error("table {table}: storage: {source}")]
+    Storage {
+        /// `domain.product.table`.
+        table: String,
+        /// The object-store failure.
+        #[source]
+        source: object_store::Error,
     },
 
     /// DataFusion refused to build the provider.
@@ -42,6 +53,34 @@ pub enum ConnectorError {
         #[source]
         source: datafusion::error::DataFusionError,
     },
+}
+
+/// One way the stored data of a table breaks its contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractViolation {
+    /// The declared column concerned; `None` when a whole file is unreadable.
+    pub column: Option<String>,
+    /// The data file concerned, relative to the table's location (Parquet only).
+    pub file: Option<String>,
+    /// What is wrong, for a human.
+    pub problem: String,
+}
+
+impl std::fmt::Display for ContractViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{} (file {file})", self.problem),
+            None => f.write_str(&self.problem),
+        }
+    }
+}
+
+fn join_violations(violations: &[ContractViolation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Result alias of the connectors crate.

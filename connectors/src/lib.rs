@@ -8,6 +8,7 @@
 mod contract;
 mod delta;
 mod error;
+mod inspect;
 mod parquet;
 mod pushdown;
 mod storage;
@@ -18,9 +19,19 @@ use datafusion::datasource::TableProvider;
 use meshgate_catalog::{Product, Table, TableFormat};
 
 pub use contract::{ContractTable, contract_schema, is_lossless_widening};
-pub use error::{ConnectorError, Result};
+pub use error::{ConnectorError, ContractViolation, Result};
+pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;
 pub use storage::{DomainStorage, MESH_STORE_SCHEME, ResolvedLocation};
+
+/// A table ready to serve: its provider, and what its storage held when it was opened.
+#[derive(Debug, Clone)]
+pub struct OpenedTable {
+    /// The provider, exposing exactly the table's contract.
+    pub provider: Arc<dyn TableProvider>,
+    /// Files, bytes, newest data and (Delta) version, as read at open.
+    pub snapshot: DataSnapshot,
+}
 
 /// Opens the tables of data products through their domain's storage.
 #[derive(Debug)]
@@ -34,22 +45,39 @@ impl TableOpener {
         Self { storage }
     }
 
-    /// The provider for `table` of `product`, exposing exactly the table's contract.
+    /// Opens `table` of `product` and verifies its stored data against the contract.
     ///
-    /// Parquet tables are opened without I/O; Delta tables read their log here.
-    pub async fn open(&self, product: &Product, table: &Table) -> Result<Arc<dyn TableProvider>> {
+    /// Parquet tables list their files and read every footer (through the runtime's
+    /// metadata cache, so unchanged files cost nothing on a re-open); Delta tables read
+    /// their log and check the schema of the latest version. Fails with
+    /// [`ConnectorError::Contract`] when the data breaks the contract, and with a
+    /// storage or Delta error when it cannot be read.
+    pub async fn open(&self, product: &Product, table: &Table) -> Result<OpenedTable> {
         let qualified = format!("{}.{}.{}", product.domain, product.name, table.name);
         let location = self
             .storage
             .resolve(&product.domain, &qualified, &table.location)?;
-        let inner = match table.format {
-            TableFormat::Parquet => parquet::parquet_table(&qualified, table, &location)?,
+        let (inner, snapshot) = match table.format {
+            TableFormat::Parquet => {
+                let snapshot = inspect::inspect_parquet(
+                    &qualified,
+                    table,
+                    &location,
+                    &self.storage.file_metadata_cache(),
+                )
+                .await?;
+                (
+                    parquet::parquet_table(&qualified, table, &location)?,
+                    snapshot,
+                )
+            }
             TableFormat::Delta => delta::delta_table(&qualified, table, &location).await?,
         };
-        Ok(Arc::new(ContractTable::try_new(
+        let provider = Arc::new(ContractTable::try_new(
             &qualified,
             contract_schema(table),
             inner,
-        )?))
+        )?);
+        Ok(OpenedTable { provider, snapshot })
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use object_store::ObjectStore;
@@ -51,6 +52,11 @@ impl DomainStorage {
             runtime,
             stores: RwLock::default(),
         }
+    }
+
+    /// The runtime's cache of parsed Parquet footers, shared with every query.
+    pub fn file_metadata_cache(&self) -> Arc<FileMetadataCache> {
+        self.runtime.cache_manager.get_file_metadata_cache()
     }
 
     /// Resolves `location` of a table owned by `domain` to its domain-scoped store.

@@ -39,6 +39,39 @@ pub struct GatewayConfig {
     pub plaintext: bool,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Following the mesh directory: descriptor changes and data re-checks.
+    pub reload: ReloadConfig,
+}
+
+/// How the gateway follows its mesh directory while it runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Follow the mesh: apply added, changed and removed descriptors, and re-check data
+    /// against the contracts. Off, the mesh is read once at start.
+    pub watch: bool,
+    /// Quiet time after a file-system change before the mesh is refreshed, so that a
+    /// burst of writes causes one refresh.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+    /// How often every product's data is re-checked even without a change notice (data
+    /// outside the watched folders, file systems without notifications).
+    #[serde(with = "humantime_serde")]
+    pub recheck_interval: Duration,
+    /// How often descriptors are re-read when the file system gives no notifications.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: Duration::from_millis(300),
+            recheck_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// The key of the `hash` mask: from a file or an environment variable. Without one, a
@@ -78,6 +111,7 @@ impl Default for GatewayConfig {
             platform_policies: Vec::new(),
             masking: MaskingConfig::default(),
             tls: None,
+            reload: ReloadConfig::default(),
             plaintext: false,
             audit: AuditConfig::default(),
         }

@@ -8,6 +8,8 @@
 use datafusion::error::DataFusionError;
 use tonic::{Code, Status};
 
+use crate::live::{Breakage, ProductUnavailable};
+
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,6 +41,15 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// The request is valid but the product cannot answer it as things stand (its data
+    /// breaks its contract); the message says what is wrong and is safe for the client.
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// A product is temporarily unavailable; the message is safe for the client.
+    #[error("{0}")]
+    Unavailable(String),
+
     /// The storage of a product failed (I/O, object store, corrupt data).
     #[error("storage error: {0}")]
     Storage(String),
@@ -66,6 +77,7 @@ impl Error {
             Code::ResourceExhausted => "ResourceExhausted",
             Code::Unimplemented => "Unimplemented",
             Code::Unavailable => "Unavailable",
+            Code::FailedPrecondition => "FailedPrecondition",
             _ => "Internal",
         }
     }
@@ -77,7 +89,8 @@ impl Error {
             Self::NotFound(_) | Self::UnknownHandle(_) => Code::NotFound,
             Self::ResourcesExhausted(_) => Code::ResourceExhausted,
             Self::Unsupported(_) => Code::Unimplemented,
-            Self::Storage(_) => Code::Unavailable,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Unavailable(_) | Self::Storage(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -137,7 +150,12 @@ fn classify(root: &DataFusionError, outer: &DataFusionError) -> Error {
         | DataFusionError::ObjectStore(_)
         | DataFusionError::IoError(_) => Error::Storage(outer.to_string()),
         DataFusionError::External(e) => {
-            if let Some(df) = e.downcast_ref::<DataFusionError>() {
+            if let Some(unavailable) = e.downcast_ref::<ProductUnavailable>() {
+                match unavailable.breakage {
+                    Breakage::Contract => Error::FailedPrecondition(unavailable.message.clone()),
+                    Breakage::Storage => Error::Unavailable(unavailable.message.clone()),
+                }
+            } else if let Some(df) = e.downcast_ref::<DataFusionError>() {
                 classify(df, outer)
             } else if let Some(arrow) = e.downcast_ref::<arrow::error::ArrowError>() {
                 arrow_error(arrow, outer)

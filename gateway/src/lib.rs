@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod lint;
+pub mod live;
 pub mod policy;
 pub mod run;
 pub mod server;

@@ -4,8 +4,12 @@ use std::io::Write;
 use std::path::Path;
 
 use datafusion::execution::session_state::SessionStateBuilder;
-use meshgate_catalog::Mesh;
+use std::sync::Arc;
 
+use meshgate_catalog::{ColumnEffect, Mesh};
+
+use crate::config::EngineConfig;
+use crate::live::ProductLoader;
 use crate::policy::RowFilterTemplate;
 
 /// Outcome of linting a mesh.
@@ -19,8 +23,21 @@ pub enum LintOutcome {
     Unreadable,
 }
 
-/// Checks every descriptor under `dir`, writing one line per problem to `out`.
-pub fn lint(dir: &Path, out: &mut impl Write) -> std::io::Result<LintOutcome> {
+/// What `lint` checks beyond the descriptors themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LintOptions {
+    /// Also read the data of every valid product (Parquet footers, Delta logs) and check
+    /// it against the contract, as the gateway does at load.
+    pub check_data: bool,
+}
+
+/// Checks every descriptor under `dir` (and, if asked, the data they describe), writing
+/// one line per problem to `out`.
+pub fn lint(
+    dir: &Path,
+    options: LintOptions,
+    out: &mut impl Write,
+) -> std::io::Result<LintOutcome> {
     let load = match Mesh::load(dir) {
         Ok(load) => load,
         Err(e) => {
@@ -31,13 +48,16 @@ pub fn lint(dir: &Path, out: &mut impl Write) -> std::io::Result<LintOutcome> {
     for error in &load.errors {
         writeln!(out, "error: {error}")?;
     }
-    let filter_errors = check_row_filters(&load.mesh);
+    let mut filter_errors = check_row_filters(&load.mesh);
+    if options.check_data {
+        filter_errors.extend(check_data(&load.mesh)?);
+    }
     for error in &filter_errors {
         writeln!(out, "error: {error}")?;
     }
     writeln!(
         out,
-        "{} valid product(s) in {} domain(s); {} invalid descriptor(s)",
+        "{} valid product(s) in {} domain(s); {} problem(s)",
         load.mesh.len(),
         load.mesh.domains().count(),
         load.errors.len() + filter_errors.len()
@@ -47,6 +67,28 @@ pub fn lint(dir: &Path, out: &mut impl Write) -> std::io::Result<LintOutcome> {
     } else {
         LintOutcome::Invalid
     })
+}
+
+/// Opens every product's tables as the gateway would and reports those whose data breaks
+/// the contract or cannot be read.
+fn check_data(mesh: &Mesh) -> std::io::Result<Vec<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let loader = ProductLoader::new(&EngineConfig::default());
+    Ok(runtime.block_on(async {
+        let mut errors = Vec::new();
+        for product in mesh.products() {
+            let source = product.source.display().to_string();
+            // A row filter that does not compile is reported by `check_row_filters`.
+            if let Ok(compiled) = loader.load(Arc::clone(product), None).await
+                && let Some(reason) = compiled.health.reason_for(&|_, _| ColumnEffect::Clear)
+            {
+                errors.push(format!("{source}: data: {reason}"));
+            }
+        }
+        errors
+    }))
 }
 
 /// Compiles every row filter against the contract of each table it applies to, as the

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshgate_gateway::config::TlsConfig;
-use meshgate_gateway::lint::{LintOutcome, lint};
+use meshgate_gateway::lint::{LintOptions, LintOutcome, lint};
 use meshgate_gateway::{GatewayConfig, auth, demo, run};
 
 #[derive(Debug, Parser)]
@@ -60,6 +60,9 @@ enum Command {
     Lint {
         /// Mesh directory.
         mesh: PathBuf,
+        /// Also check the data (Parquet footers, Delta logs) against the contracts.
+        #[arg(long)]
+        check_data: bool,
     },
 }
 
@@ -184,8 +187,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Command::Lint { mesh } = &cli.command {
-        return match lint(mesh, &mut std::io::stdout()) {
+    if let Command::Lint { mesh, check_data } = &cli.command {
+        let options = LintOptions {
+            check_data: *check_data,
+        };
+        return match lint(mesh, options, &mut std::io::stdout()) {
             Ok(LintOutcome::Clean) => ExitCode::SUCCESS,
             Ok(LintOutcome::Invalid) => ExitCode::from(1),
             Ok(LintOutcome::Unreadable) | Err(_) => ExitCode::from(2),

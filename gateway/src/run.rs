@@ -3,16 +3,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use meshgate_catalog::Mesh;
-
 use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::{Error, Result};
+use crate::live::{self, DataCheck, MeshRegistry};
 use crate::policy::PolicyEngine;
 use crate::server::BoundServer;
 use crate::service::GatewayState;
-use crate::session::SessionFactory;
 
 /// Loads the mesh at `dir`, reports what serves and what was left out, and binds.
 ///
@@ -35,32 +33,41 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         &masking_key(&config.masking)?,
     );
 
-    let load = Mesh::load(dir).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let (sessions, failures) = SessionFactory::build(&load.mesh, &config.engine, policy).await?;
+    // Canonical, so that file-system events and table locations compare as paths.
+    let root = std::fs::canonicalize(dir)
+        .map_err(|e| Error::InvalidArgument(format!("mesh directory {}: {e}", dir.display())))?;
+    let mut registry = MeshRegistry::new(&root, &config.engine, policy);
+    let report = registry.refresh(&DataCheck::All).await?;
+    let sessions = registry.sessions();
     let served = sessions.product_count();
+    let domains: std::collections::BTreeSet<String> = registry
+        .health()
+        .keys()
+        .filter_map(|name| name.split('.').next().map(String::from))
+        .collect();
     tracing::info!(
         products = served,
-        domains = load.mesh.domains().count(),
-        invalid_descriptors = load.errors.len(),
-        unavailable_products = failures.len(),
+        domains = domains.len(),
+        invalid_descriptors = report.invalid.len(),
+        broken_products = report.broken.len(),
         "mesh loaded"
     );
     eprintln!(
         "meshgate: {served} product(s) from {} domain(s) loaded from {}",
-        load.mesh.domains().count(),
+        domains.len(),
         dir.display()
     );
-    for error in &load.errors {
-        eprintln!("meshgate: left out (invalid descriptor): {error}");
+    for (file, reason) in &report.invalid {
+        eprintln!("meshgate: left out (invalid descriptor): {file}: {reason}");
     }
-    for failure in &failures {
-        eprintln!(
-            "meshgate: left out: {}: {}",
-            failure.product, failure.reason
-        );
+    for (product, reason) in &report.broken {
+        eprintln!("meshgate: broken (listed, queries fail until fixed): {product}: {reason}");
     }
     let auditor = Arc::new(Auditor::start(&config.audit).map_err(Error::InvalidArgument)?);
     let state = Arc::new(GatewayState::new(sessions, &config, Arc::clone(&auditor))?);
+    if config.reload.watch {
+        live::follow(registry, Arc::clone(&state), &config.reload);
+    }
     BoundServer::bind(state, Arc::new(authenticator), auditor, config).await
 }
 

@@ -715,8 +715,15 @@ def bearer(token: str | None) -> str | None:
     return None if token is None else f"Bearer {token}"
 
 
-def adbc_connect(uri: str, token: str | None = None, *, authorization: str | None = None):
-    """An ADBC Flight SQL connection sending `authorization` (default: Bearer token) on every call."""
+def adbc_connect(
+    uri: str,
+    token: str | None = None,
+    *,
+    authorization: str | None = None,
+    headers: dict[str, str] | None = None,
+):
+    """An ADBC Flight SQL connection sending `authorization` (default: Bearer token) and
+    any extra `headers` on every call."""
     import adbc_driver_flightsql
     import adbc_driver_flightsql.dbapi
 
@@ -729,6 +736,8 @@ def adbc_connect(uri: str, token: str | None = None, *, authorization: str | Non
     header = authorization if authorization is not None else bearer(token)
     if header is not None:
         db_kwargs[opts.AUTHORIZATION_HEADER.value] = header
+    for name, value in (headers or {}).items():
+        db_kwargs[f"{opts.RPC_CALL_HEADER_PREFIX.value}{name}"] = value
     return adbc_driver_flightsql.dbapi.connect(
         uri,
         db_kwargs=db_kwargs,

@@ -70,7 +70,7 @@ from policy_model import (
 
 Code = adm.AdbcStatusCode
 PROBE_SQL = "SELECT count(*) AS n FROM reference.regions.regions"
-SYSTEM_TABLES = {"mesh.meta.products", "mesh.meta.tables", "mesh.meta.columns"}
+SYSTEM_TABLES = {"mesh.meta.products", "mesh.meta.tables", "mesh.meta.columns", "mesh.meta.slas"}
 DIFF_PERSONAS = ["ana", "ben", "cara"]
 
 

@@ -18,16 +18,22 @@ use std::sync::Arc;
 use datafusion::datasource::TableProvider;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, ScalarUDF};
-use meshgate_catalog::{Access, PlatformPolicy, Principal, Product, TableAccess, decide};
+use meshgate_catalog::{
+    Access, ColumnEffect, PlatformPolicy, Principal, Product, TableAccess, decide,
+};
 
 pub(crate) use row_filter::RowFilterTemplate;
 use secured_table::SecuredTable;
+
+use crate::live::{BrokenTable, ProductHealth};
 
 /// A product whose tables are open and whose row filters are compiled.
 #[derive(Debug, Clone)]
 pub struct CompiledProduct {
     /// The product.
     pub product: Arc<Product>,
+    /// Whether it serves, and why not; a broken product's tables fail every scan.
+    pub health: Arc<ProductHealth>,
     tables: BTreeMap<String, CompiledTable>,
 }
 
@@ -39,9 +45,11 @@ struct CompiledTable {
 }
 
 impl CompiledProduct {
-    /// Compiles the row filters of `product` against its open `tables`.
+    /// Compiles the row filters of `product` against its open `tables` (the contract
+    /// schema, whether the tables serve or stand in for a broken product).
     pub(crate) fn compile(
         product: Arc<Product>,
+        health: Arc<ProductHealth>,
         tables: BTreeMap<String, Arc<dyn TableProvider>>,
         state: &SessionState,
     ) -> Result<Self, String> {
@@ -71,6 +79,7 @@ impl CompiledProduct {
         }
         Ok(Self {
             product,
+            health,
             tables: compiled,
         })
     }
@@ -85,6 +94,22 @@ pub struct ProductView {
     pub tables: BTreeMap<String, Arc<dyn TableProvider>>,
     /// What the decision restricted, per table (for metadata and the audit).
     pub access: BTreeMap<String, TableAccess>,
+    /// Whether the product serves, and why not.
+    pub health: Arc<ProductHealth>,
+}
+
+impl ProductView {
+    /// What the principal sees of `column` in `table` (hidden for an unknown one).
+    pub fn effect(&self, table: &str, column: &str) -> ColumnEffect {
+        effect_in(&self.access, table, column)
+    }
+}
+
+fn effect_in(access: &BTreeMap<String, TableAccess>, table: &str, column: &str) -> ColumnEffect {
+    access
+        .get(table)
+        .and_then(|a| a.columns.iter().find(|(name, _)| name == column))
+        .map_or(ColumnEffect::Hidden, |(_, effect)| *effect)
 }
 
 /// Applies policies for principals.
@@ -115,13 +140,24 @@ impl PolicyEngine {
             else {
                 continue;
             };
+            let qualified = compiled.product.qualified_name();
+            let unavailable = compiled
+                .health
+                .unavailable(&qualified, &|t, c| effect_in(&access.tables, t, c));
             let mut tables = BTreeMap::new();
             for (name, table) in &compiled.tables {
                 let Some(table_access) = access.tables.get(name) else {
                     continue;
                 };
+                let storage = match &unavailable {
+                    Some(error) => {
+                        Arc::new(BrokenTable::new(table.provider.schema(), error.clone()))
+                            as Arc<dyn TableProvider>
+                    }
+                    None => Arc::clone(&table.provider),
+                };
                 let provider = if table_access.is_unrestricted() {
-                    Arc::clone(&table.provider)
+                    storage
                 } else {
                     let filter = table_access
                         .row_filters
@@ -137,7 +173,7 @@ impl PolicyEngine {
                             "{}.{}.{name}",
                             compiled.product.domain, compiled.product.name
                         ),
-                        Arc::clone(&table.provider),
+                        storage,
                         &table_access.columns,
                         filter,
                         Arc::clone(&self.mask_hash),
@@ -149,6 +185,7 @@ impl PolicyEngine {
                 product: Arc::clone(&compiled.product),
                 tables,
                 access: access.tables,
+                health: Arc::clone(&compiled.health),
             });
         }
         views

@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status};
 pub use handles::{HANDLE_LEN, HandleStore};
 pub use stream::{wire_schema, wire_type};
 
-pub use state::GatewayState;
+pub use state::{GatewayState, RequestOptions};
 
 use self::query::command_flight_info;
 use self::stream::{FlightDataStream, encode_batch};
@@ -115,9 +115,10 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = principal_of(&request)?;
-        let planned = self
-            .state
-            .plan_statement(&principal, &query.query, request.into_inner());
+        let options = RequestOptions::from_metadata(request.metadata())?;
+        let planned =
+            self.state
+                .plan_statement(&principal, &query.query, &options, request.into_inner());
         info_response(planned.await)
     }
 
@@ -162,10 +163,11 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = principal_of(&request)?;
+        let options = RequestOptions::from_metadata(request.metadata())?;
         let handle = query.prepared_statement_handle;
         info_response(
             self.state
-                .plan_prepared(&principal, &handle, request.into_inner())
+                .plan_prepared(&principal, &handle, &options, request.into_inner())
                 .await,
         )
     }

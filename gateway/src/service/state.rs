@@ -27,6 +27,22 @@ use crate::config::GatewayConfig;
 use crate::error::{Error, Result};
 use crate::session::{MeshCatalogList, PrincipalSession, SessionFactory, plan_sql};
 
+/// What a request asks of the statement it runs, beyond its SQL (from request headers).
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// The oldest data the caller accepts (`x-meshgate-max-staleness`).
+    pub max_staleness: Option<std::time::Duration>,
+}
+
+impl RequestOptions {
+    /// The options carried by `metadata`; malformed values are `INVALID_ARGUMENT`.
+    pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Result<Self> {
+        Ok(Self {
+            max_staleness: crate::live::max_staleness(metadata)?,
+        })
+    }
+}
+
 /// Shared state of the service.
 pub struct GatewayState {
     sessions: RwLock<Arc<SessionFactory>>,
@@ -122,16 +138,22 @@ impl GatewayState {
     }
 
     /// Plans `sql` in a session of `principal`, filling `audit` with what the plan reads
-    /// and the policy rules applied to it.
+    /// and the policy rules applied to it, and checking the products it reads against
+    /// the request's freshness bound.
     async fn plan_for(
         &self,
         principal: &Principal,
         sql: &str,
+        options: &RequestOptions,
         audit: &mut QueryAudit,
     ) -> Result<(SessionContext, LogicalPlan)> {
-        let session = self.sessions().session(principal)?;
+        let sessions = self.sessions();
+        let session = sessions.session(principal)?;
         let plan = plan_sql(&session.context, sql).await?;
         *audit = self.query_audit(sql, &plan, &session);
+        if let Some(bound) = options.max_staleness {
+            sessions.require_fresh(&audit.tables, bound)?;
+        }
         Ok((session.context, plan))
     }
 
@@ -140,12 +162,13 @@ impl GatewayState {
         &self,
         principal: &Principal,
         sql: &str,
+        options: &RequestOptions,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let started = Instant::now();
         let mut audit = self.unplanned_audit(sql);
         let result = async {
-            let (context, logical) = self.plan_for(principal, sql, &mut audit).await?;
+            let (context, logical) = self.plan_for(principal, sql, options, &mut audit).await?;
             let planned = PlannedQuery::plan(context, logical, audit.clone()).await?;
             self.issue_ticket(principal, planned, descriptor)
         }
@@ -250,7 +273,8 @@ impl GatewayState {
         let started = Instant::now();
         let mut audit = self.unplanned_audit(sql);
         let result = async {
-            let (context, plan) = self.plan_for(principal, sql, &mut audit).await?;
+            let options = RequestOptions::default();
+            let (context, plan) = self.plan_for(principal, sql, &options, &mut audit).await?;
             let statement = PreparedStatement::new(context, plan, audit.clone())?;
             let dataset_schema = statement.dataset_schema()?;
             let parameter_schema = statement.parameter_schema()?;
@@ -300,12 +324,16 @@ impl GatewayState {
         &self,
         principal: &Principal,
         handle: &[u8],
+        options: &RequestOptions,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo> {
         let started = Instant::now();
         let statement = self.prepared.get(handle, &principal.fingerprint())?;
         let audit = statement.audit.clone();
         let result = async {
+            if let Some(bound) = options.max_staleness {
+                self.sessions().require_fresh(&audit.tables, bound)?;
+            }
             let plan = statement.bound_plan()?;
             let planned = PlannedQuery::plan(statement.session, plan, audit.clone()).await?;
             self.issue_ticket(principal, planned, descriptor)

@@ -12,13 +12,10 @@ mod system;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::datasource::TableProvider;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::StreamExt;
-use meshgate_catalog::{Mesh, Principal, Product};
-use meshgate_connectors::{ConnectorError, DomainStorage, TableOpener};
+use meshgate_catalog::{Mesh, Principal};
 
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
 pub use sql::{MAX_SQL_BYTES, plan_sql, read_only_options};
@@ -26,22 +23,8 @@ pub use system::{META_SCHEMA, SYSTEM_CATALOG};
 
 use crate::config::EngineConfig;
 use crate::error::Result;
+use crate::live::{ProductLoader, require_fresh};
 use crate::policy::{CompiledProduct, PolicyEngine, ProductView};
-
-/// How many tables are opened at once when a mesh is loaded (Delta tables read their log).
-const OPEN_CONCURRENCY: usize = 8;
-
-/// The tables of one product, opened, or why they could not be.
-type OpenedTables = Result<BTreeMap<String, Arc<dyn TableProvider>>, ConnectorError>;
-
-/// A product that could not be served, and why.
-#[derive(Debug)]
-pub struct ProductFailure {
-    /// `domain.product`.
-    pub product: String,
-    /// The reason (storage, contract or policy compilation).
-    pub reason: String,
-}
 
 /// A session for one principal, and the policy rules that restrict its tables.
 #[derive(Clone)]
@@ -69,64 +52,37 @@ pub struct SessionFactory {
 }
 
 impl SessionFactory {
-    /// Opens every table of `mesh`, compiles its row filters and builds the session
-    /// template.
+    /// Loads every product of `mesh` (opening its tables and checking their data
+    /// against the contracts) and returns the factory serving them.
     ///
-    /// A product whose tables cannot be opened, or whose policy does not compile, is left
-    /// out and returned in the failure list; the others serve.
-    pub async fn build(
-        mesh: &Mesh,
-        engine: &EngineConfig,
-        policy: PolicyEngine,
-    ) -> Result<(Self, Vec<ProductFailure>)> {
-        let runtime = Arc::new(RuntimeEnv::default());
-        let opener = TableOpener::new(Arc::new(DomainStorage::new(Arc::clone(&runtime))));
-        let template = SessionStateBuilder::new()
-            .with_config(session_config(engine))
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .with_table_factories(Default::default())
-            .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
-            .build();
-
-        let opened: Vec<(Arc<Product>, OpenedTables)> =
-            futures::stream::iter(mesh.products().cloned())
-                .map(|product| {
-                    let opener = &opener;
-                    async move {
-                        let tables = open_product(opener, &product).await;
-                        (product, tables)
-                    }
-                })
-                .buffered(OPEN_CONCURRENCY)
-                .collect()
-                .await;
-
+    /// Products whose data breaks the contract serve as broken; products whose policy
+    /// does not compile are left out. For a mesh that follows its directory, use
+    /// [`crate::live::MeshRegistry`].
+    pub async fn build(mesh: &Mesh, engine: &EngineConfig, policy: PolicyEngine) -> Result<Self> {
+        let loader = ProductLoader::new(engine);
         let mut products = Vec::new();
-        let mut failures = Vec::new();
-        for (product, tables) in opened {
-            let compiled = tables.map_err(|e| e.to_string()).and_then(|tables| {
-                CompiledProduct::compile(Arc::clone(&product), tables, &template)
-            });
-            match compiled {
+        for product in mesh.products() {
+            match loader.load(Arc::clone(product), None).await {
                 Ok(compiled) => products.push(compiled),
                 Err(reason) => {
                     tracing::warn!(product = %product.qualified_name(), %reason, "product left out");
-                    failures.push(ProductFailure {
-                        product: product.qualified_name(),
-                        reason,
-                    });
                 }
             }
         }
-        Ok((
-            Self {
-                template,
-                products: Arc::new(products),
-                policy,
-            },
-            failures,
-        ))
+        Ok(Self::new(loader.template().clone(), products, policy))
+    }
+
+    /// A factory serving `products` from sessions cloned from `template`.
+    pub fn new(
+        template: SessionState,
+        products: Vec<CompiledProduct>,
+        policy: PolicyEngine,
+    ) -> Self {
+        Self {
+            template,
+            products: Arc::new(products),
+            policy,
+        }
     }
 
     /// A fresh session for one request by `principal`: it contains only the products the
@@ -180,21 +136,39 @@ impl SessionFactory {
         Ok(Arc::new(MeshCatalogList::new(catalogs)))
     }
 
+    /// Checks that every product among `tables` (`domain.product.table` names, as a
+    /// plan reads them) holds data no older than `bound`. System tables are always fresh.
+    pub fn require_fresh(&self, tables: &[String], bound: std::time::Duration) -> Result<()> {
+        let now = std::time::SystemTime::now();
+        let products: std::collections::BTreeSet<&str> = tables
+            .iter()
+            .filter_map(|t| t.rsplit_once('.').map(|(product, _)| product))
+            .collect();
+        for compiled in self.products.iter() {
+            let name = compiled.product.qualified_name();
+            if products.contains(name.as_str()) {
+                require_fresh(&name, &compiled.health, bound, now)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Number of products served.
     pub fn product_count(&self) -> usize {
         self.products.len()
     }
 }
 
-async fn open_product(
-    opener: &TableOpener,
-    product: &Product,
-) -> Result<BTreeMap<String, Arc<dyn TableProvider>>, ConnectorError> {
-    let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
-    for table in &product.tables {
-        tables.insert(table.name.clone(), opener.open(product, table).await?);
-    }
-    Ok(tables)
+/// The session every request starts from: configuration, functions, `runtime` (object
+/// stores, caches), and an empty, read-only catalog list.
+pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) -> SessionState {
+    SessionStateBuilder::new()
+        .with_config(session_config(engine))
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_table_factories(Default::default())
+        .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
+        .build()
 }
 
 /// The DataFusion configuration every session starts from.

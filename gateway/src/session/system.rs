@@ -1,16 +1,20 @@
 //! The `mesh` system catalog: the mesh describing itself, queryable like any product.
 //!
-//! `mesh.meta.products`, `mesh.meta.tables` and `mesh.meta.columns` list what the
-//! session can see. Storage locations are deliberately absent: they are the domain's
+//! `mesh.meta.products` (with each product's status: ok, degraded or broken, and why),
+//! `mesh.meta.tables` (with what the storage held at the last check) and
+//! `mesh.meta.columns` list what the session can see. Storage locations are deliberately absent: they are the domain's
 //! business, not the consumer's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
+    ArrayRef, BooleanArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 use meshgate_catalog::{ColumnEffect, Product, mask_name};
@@ -26,16 +30,10 @@ pub const META_SCHEMA: &str = "meta";
 /// Builds the `mesh` catalog describing what one principal may read: the products of
 /// `views`, their tables, and their columns minus those hidden from the principal.
 pub(super) fn system_catalog(views: &[ProductView]) -> Result<ReadOnlyCatalog> {
-    let products: Vec<&Arc<Product>> = views.iter().map(|v| &v.product).collect();
     let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
-    tables.insert(
-        "products".into(),
-        mem_table(products_batch(products.iter().copied())?)?,
-    );
-    tables.insert(
-        "tables".into(),
-        mem_table(tables_batch(products.iter().copied())?)?,
-    );
+    tables.insert("products".into(), mem_table(products_batch(views)?)?);
+    tables.insert("tables".into(), mem_table(tables_batch(views)?)?);
+    tables.insert("slas".into(), mem_table(slas_batch(views)?)?);
     tables.insert("columns".into(), mem_table(columns_batch(views)?)?);
     let mut schemas = BTreeMap::new();
     schemas.insert(
@@ -79,8 +77,24 @@ fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
-fn products_batch<'a>(products: impl IntoIterator<Item = &'a Arc<Product>>) -> Result<RecordBatch> {
-    let products: Vec<&Arc<Product>> = products.into_iter().collect();
+fn timestamp_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        true,
+    )
+}
+
+fn timestamps(values: impl Iterator<Item = Option<SystemTime>>) -> ArrayRef {
+    let micros = values.map(|t| {
+        t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_micros() as i64)
+    });
+    Arc::new(TimestampMicrosecondArray::from_iter(micros).with_timezone("UTC"))
+}
+
+fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
+    let products: Vec<&Arc<Product>> = views.iter().map(|v| &v.product).collect();
     let schema = Schema::new(vec![
         utf8("domain", false),
         utf8("product", false),
@@ -92,6 +106,10 @@ fn products_batch<'a>(products: impl IntoIterator<Item = &'a Arc<Product>>) -> R
         utf8("freshness_sla", true),
         utf8("completeness_sla", true),
         Field::new("table_count", DataType::Int32, false),
+        utf8("status", false),
+        utf8("status_reason", true),
+        timestamp_field("descriptor_modified_at"),
+        timestamp_field("checked_at"),
     ]);
     let columns: Vec<ArrayRef> = vec![
         strings(products.iter().map(|p| p.domain.as_str())),
@@ -112,14 +130,27 @@ fn products_batch<'a>(products: impl IntoIterator<Item = &'a Arc<Product>>) -> R
         Arc::new(Int32Array::from_iter_values(
             products.iter().map(|p| p.tables.len() as i32),
         )),
+        strings(views.iter().map(|v| v.health.state().as_str())),
+        Arc::new(StringArray::from_iter(
+            views
+                .iter()
+                .map(|v| v.health.reason_for(&|t, c| v.effect(t, c))),
+        )),
+        timestamps(views.iter().map(|v| v.health.descriptor_modified)),
+        timestamps(views.iter().map(|v| Some(v.health.checked_at))),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
-fn tables_batch<'a>(products: impl IntoIterator<Item = &'a Arc<Product>>) -> Result<RecordBatch> {
-    let rows: Vec<_> = products
-        .into_iter()
-        .flat_map(|p| p.tables.iter().map(move |t| (p, t)))
+fn tables_batch(views: &[ProductView]) -> Result<RecordBatch> {
+    let rows: Vec<_> = views
+        .iter()
+        .flat_map(|v| {
+            v.product
+                .tables
+                .iter()
+                .map(move |t| (&v.product, t, v.health.tables.get(&t.name)))
+        })
         .collect();
     let schema = Schema::new(vec![
         utf8("domain", false),
@@ -133,28 +164,101 @@ fn tables_batch<'a>(products: impl IntoIterator<Item = &'a Arc<Product>>) -> Res
             false,
         ),
         Field::new("column_count", DataType::Int32, false),
+        Field::new("data_files", DataType::Int64, true),
+        Field::new("data_bytes", DataType::Int64, true),
+        timestamp_field("data_modified_at"),
+        Field::new("delta_version", DataType::Int64, true),
     ]);
     let mut partitions = ListBuilder::new(StringBuilder::new());
-    for (_, t) in &rows {
+    for (_, t, _) in &rows {
         for c in &t.partition_columns {
             partitions.values().append_value(c);
         }
         partitions.append(true);
     }
     let columns: Vec<ArrayRef> = vec![
-        strings(rows.iter().map(|(p, _)| p.domain.as_str())),
-        strings(rows.iter().map(|(p, _)| p.name.as_str())),
-        strings(rows.iter().map(|(_, t)| t.name.as_str())),
+        strings(rows.iter().map(|(p, ..)| p.domain.as_str())),
+        strings(rows.iter().map(|(p, ..)| p.name.as_str())),
+        strings(rows.iter().map(|(_, t, _)| t.name.as_str())),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(_, t)| t.format.to_string()),
+            rows.iter().map(|(_, t, _)| t.format.to_string()),
         )),
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|(_, t)| t.description.clone()),
+            rows.iter().map(|(_, t, _)| t.description.clone()),
         )),
         Arc::new(partitions.finish()),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(_, t)| t.columns.len() as i32),
+            rows.iter().map(|(_, t, _)| t.columns.len() as i32),
         )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|(.., s)| s.map(|s| s.files as i64)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|(.., s)| s.map(|s| s.bytes as i64)),
+        )),
+        timestamps(rows.iter().map(|(.., s)| s.and_then(|s| s.last_modified))),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|(.., s)| s.and_then(|s| s.version)),
+        )),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
+/// A product, an objective, its target, what was measured and whether it is met.
+type SlaRow<'a> = (
+    &'a ProductView,
+    &'static str,
+    String,
+    Option<String>,
+    Option<bool>,
+);
+
+/// One row per declared objective: its target beside what was measured, and whether
+/// it is met. Freshness is measured from the newest data; completeness targets are
+/// shown with `measured` and `met` NULL until row counts are measured.
+fn slas_batch(views: &[ProductView]) -> Result<RecordBatch> {
+    let now = SystemTime::now();
+    let mut rows: Vec<SlaRow<'_>> = Vec::new();
+    for view in views {
+        let sla = &view.product.sla;
+        if let Some(target) = sla.freshness {
+            let age = view.health.data_age(now);
+            rows.push((
+                view,
+                "freshness",
+                humantime::format_duration(target).to_string(),
+                age.map(|a| {
+                    humantime::format_duration(std::time::Duration::from_secs(a.as_secs()))
+                        .to_string()
+                }),
+                age.map(|a| a <= target),
+            ));
+        }
+        if let Some(target) = &sla.completeness {
+            rows.push((view, "completeness", target.clone(), None, None));
+        }
+    }
+    let schema = Schema::new(vec![
+        utf8("domain", false),
+        utf8("product", false),
+        utf8("objective", false),
+        utf8("target", false),
+        utf8("measured", true),
+        Field::new("met", DataType::Boolean, true),
+        timestamp_field("data_modified_at"),
+        timestamp_field("checked_at"),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        strings(rows.iter().map(|(v, ..)| v.product.domain.as_str())),
+        strings(rows.iter().map(|(v, ..)| v.product.name.as_str())),
+        strings(rows.iter().map(|(_, o, ..)| *o)),
+        strings(rows.iter().map(|(_, _, t, ..)| t.as_str())),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|(.., m, _)| m.clone()),
+        )),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|(.., met)| *met))),
+        timestamps(rows.iter().map(|(v, ..)| v.health.newest_data())),
+        timestamps(rows.iter().map(|(v, ..)| Some(v.health.checked_at))),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }

@@ -1,6 +1,10 @@
 //! `meshgate lint`: what a domain team's CI sees.
 
-use meshgate_gateway::lint::{LintOutcome, lint};
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use meshgate_gateway::lint::{LintOptions, LintOutcome, lint};
 
 const PRODUCT: &str = r#"domain: clinical
 product: encounters
@@ -25,7 +29,7 @@ fn lint_text(text: &str) -> (LintOutcome, String) {
     std::fs::create_dir_all(dir.path().join("clinical")).unwrap();
     std::fs::write(dir.path().join("clinical/encounters.yaml"), text).unwrap();
     let mut out = Vec::new();
-    let outcome = lint(dir.path(), &mut out).unwrap();
+    let outcome = lint(dir.path(), LintOptions::default(), &mut out).unwrap();
     (outcome, String::from_utf8(out).unwrap())
 }
 
@@ -56,7 +60,49 @@ fn row_filters_are_compiled_against_the_contract() {
 fn an_unreadable_mesh_is_its_own_outcome() {
     let mut out = Vec::new();
     assert_eq!(
-        lint(std::path::Path::new("/no/such/mesh"), &mut out).unwrap(),
+        lint(
+            std::path::Path::new("/no/such/mesh"),
+            LintOptions::default(),
+            &mut out
+        )
+        .unwrap(),
         LintOutcome::Unreadable
+    );
+}
+
+#[test]
+fn check_data_reports_files_that_break_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("clinical")).unwrap();
+    std::fs::create_dir_all(dir.path().join("data/visits")).unwrap();
+    std::fs::write(dir.path().join("clinical/encounters.yaml"), PRODUCT).unwrap();
+    // `region` is missing from the file.
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "encounter_id",
+            DataType::Int64,
+            false,
+        )])),
+        vec![Arc::new(Int64Array::from(vec![1, 2]))],
+    )
+    .unwrap();
+    let file = std::fs::File::create(dir.path().join("data/visits/part-0.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let mut out = Vec::new();
+    let descriptors_only = lint(dir.path(), LintOptions::default(), &mut out).unwrap();
+    assert_eq!(descriptors_only, LintOutcome::Clean);
+
+    let mut out = Vec::new();
+    let with_data = lint(dir.path(), LintOptions { check_data: true }, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(with_data, LintOutcome::Invalid, "{out}");
+    assert!(
+        out.contains("encounters.yaml")
+            && out.contains("'region' is missing")
+            && out.contains("part-0.parquet"),
+        "{out}"
     );
 }

@@ -9,5 +9,6 @@ mod auth;
 mod fixture;
 mod flight_sql;
 mod lint;
+mod live;
 mod policy;
 mod tls;

@@ -1,0 +1,111 @@
+//! [`ProductLoader`]: turns a validated product into one the gateway can serve.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use datafusion::datasource::TableProvider;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionState;
+use meshgate_catalog::Product;
+use meshgate_connectors::{ConnectorError, DomainStorage, TableOpener, contract_schema};
+
+use super::broken::{Breakage, BrokenTable, ProductUnavailable};
+use super::health::{Fault, ProductHealth};
+use crate::config::EngineConfig;
+use crate::policy::CompiledProduct;
+use crate::session::session_template;
+
+/// Opens products' tables, checks their data against the contract and compiles their
+/// policies, over one runtime (object stores, footer cache) shared by every session.
+#[derive(Debug)]
+pub struct ProductLoader {
+    template: SessionState,
+    opener: TableOpener,
+}
+
+impl ProductLoader {
+    /// A loader whose sessions are configured by `engine`.
+    pub fn new(engine: &EngineConfig) -> Self {
+        let runtime = Arc::new(RuntimeEnv::default());
+        let opener = TableOpener::new(Arc::new(DomainStorage::new(Arc::clone(&runtime))));
+        Self {
+            template: session_template(engine, runtime),
+            opener,
+        }
+    }
+
+    /// The session template of this loader's runtime.
+    pub fn template(&self) -> &SessionState {
+        &self.template
+    }
+
+    /// Opens every table of `product` and compiles its policy.
+    ///
+    /// A table whose data breaks the contract, or whose storage cannot be read, makes the
+    /// product *broken*: it is returned, its health says why, and its tables fail every
+    /// scan. `Err` means the policy does not compile against the contract: a descriptor
+    /// problem, which keeps the product out (closed, never open).
+    pub async fn load(
+        &self,
+        product: Arc<Product>,
+        descriptor_modified: Option<SystemTime>,
+    ) -> Result<CompiledProduct, String> {
+        let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
+        let mut snapshots = BTreeMap::new();
+        let mut violations = Vec::new();
+        let mut storage_fault = None;
+        for table in &product.tables {
+            match self.opener.open(&product, table).await {
+                Ok(opened) => {
+                    tables.insert(table.name.clone(), opened.provider);
+                    snapshots.insert(table.name.clone(), opened.snapshot);
+                }
+                Err(e) => {
+                    match e {
+                        ConnectorError::Contract {
+                            violations: found, ..
+                        } => violations.extend(found.into_iter().map(|v| (table.name.clone(), v))),
+                        other => {
+                            tracing::error!(
+                                product = %product.qualified_name(),
+                                table = %table.name,
+                                error = %other,
+                                "table storage cannot be read"
+                            );
+                            storage_fault.get_or_insert(Fault::Storage {
+                                table: table.name.clone(),
+                            });
+                        }
+                    }
+                    tables.insert(table.name.clone(), placeholder(table));
+                }
+            }
+        }
+        let fault = if violations.is_empty() {
+            storage_fault
+        } else {
+            Some(Fault::Contract(violations))
+        };
+        let health = ProductHealth {
+            fault,
+            descriptor_error: None,
+            descriptor_modified,
+            checked_at: SystemTime::now(),
+            tables: snapshots,
+        };
+        CompiledProduct::compile(product, Arc::new(health), tables, &self.template)
+    }
+}
+
+/// The stand-in of a table that cannot serve; scans never reach it, because a broken
+/// product's tables are replaced per principal with the reason it may see.
+fn placeholder(table: &meshgate_catalog::Table) -> Arc<dyn TableProvider> {
+    Arc::new(BrokenTable::new(
+        contract_schema(table),
+        ProductUnavailable {
+            breakage: Breakage::Storage,
+            message: format!("table {} is unavailable", table.name),
+        },
+    ))
+}
