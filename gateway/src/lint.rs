@@ -6,7 +6,7 @@ use std::path::Path;
 use datafusion::execution::session_state::SessionStateBuilder;
 use std::sync::Arc;
 
-use meshgate_catalog::{ColumnEffect, Mesh};
+use meshgate_catalog::Mesh;
 
 use crate::config::EngineConfig;
 use crate::live::ProductLoader;
@@ -82,7 +82,7 @@ fn check_data(mesh: &Mesh) -> std::io::Result<Vec<String>> {
             let source = product.source.display().to_string();
             // A row filter that does not compile is reported by `check_row_filters`.
             if let Ok(compiled) = loader.load(Arc::clone(product), None).await
-                && let Some(reason) = compiled.health.reason_for(&|_, _| ColumnEffect::Clear)
+                && let Some(reason) = compiled.health.full_reason()
             {
                 errors.push(format!("{source}: data: {reason}"));
             }

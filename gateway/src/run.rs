@@ -7,7 +7,7 @@ use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::{Error, Result};
-use crate::live::{self, DataCheck, MeshRegistry};
+use crate::live::{self, DataCheck, HealthState, MeshRegistry};
 use crate::policy::PolicyEngine;
 use crate::server::BoundServer;
 use crate::service::GatewayState;
@@ -40,16 +40,21 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     let report = registry.refresh(&DataCheck::All).await?;
     let sessions = registry.sessions();
     let served = sessions.product_count();
-    let domains: std::collections::BTreeSet<String> = registry
-        .health()
+    let health = registry.health();
+    let domains: std::collections::BTreeSet<&str> = health
         .keys()
-        .filter_map(|name| name.split('.').next().map(String::from))
+        .filter_map(|name| name.split('.').next())
+        .collect();
+    let broken: Vec<(&String, String)> = health
+        .iter()
+        .filter(|(_, h)| h.state() == HealthState::Broken)
+        .map(|(name, h)| (name, h.full_reason().unwrap_or_default()))
         .collect();
     tracing::info!(
         products = served,
         domains = domains.len(),
         invalid_descriptors = report.invalid.len(),
-        broken_products = report.broken.len(),
+        broken_products = broken.len(),
         "mesh loaded"
     );
     eprintln!(
@@ -60,7 +65,7 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     for (file, reason) in &report.invalid {
         eprintln!("meshgate: left out (invalid descriptor): {file}: {reason}");
     }
-    for (product, reason) in &report.broken {
+    for (product, reason) in &broken {
         eprintln!("meshgate: broken (listed, queries fail until fixed): {product}: {reason}");
     }
     let auditor = Arc::new(Auditor::start(&config.audit).map_err(Error::InvalidArgument)?);

@@ -103,6 +103,12 @@ impl ProductHealth {
         }
     }
 
+    /// The reason with every violation named, for operators (server log, start-up
+    /// report, `lint`), never for a client.
+    pub fn full_reason(&self) -> Option<String> {
+        self.reason_for(&|_, _| ColumnEffect::Clear)
+    }
+
     /// The error scans of this product fail with, for a principal seeing `effects`;
     /// `None` when the product serves.
     pub fn unavailable(

@@ -55,8 +55,6 @@ pub struct RefreshReport {
     /// Descriptors that are invalid: the file (relative to the mesh) and the reason.
     /// For a product that served before, its last good version keeps serving.
     pub invalid: Vec<(String, String)>,
-    /// Products that serve as broken, with the reason.
-    pub broken: Vec<(String, String)>,
     /// Products whose state (ok / degraded / broken) changed.
     pub state_changes: Vec<(String, HealthState)>,
     /// Products whose data was re-checked (their health now says what it holds).
@@ -90,8 +88,6 @@ pub struct MeshRegistry {
     loader: ProductLoader,
     policy: PolicyEngine,
     entries: BTreeMap<PathBuf, Entry>,
-    /// Bumped by every refresh that changed something.
-    generation: u64,
 }
 
 impl MeshRegistry {
@@ -102,19 +98,12 @@ impl MeshRegistry {
             loader: ProductLoader::new(engine),
             policy,
             entries: BTreeMap::new(),
-            generation: 0,
         }
     }
 
     /// The mesh directory.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Counts changes: the registry's generation after the last refresh that changed
-    /// something.
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// Re-reads the mesh directory and brings the products in step with it, re-checking
@@ -158,22 +147,6 @@ impl MeshRegistry {
             if let Some(compiled) = gone.served {
                 report.removed.push(compiled.product.qualified_name());
             }
-        }
-        for entry in self.entries.values() {
-            if let Some(compiled) = &entry.served
-                && compiled.health.state() == HealthState::Broken
-            {
-                let reason = compiled
-                    .health
-                    .reason_for(&|_, _| meshgate_catalog::ColumnEffect::Clear);
-                report.broken.push((
-                    compiled.product.qualified_name(),
-                    reason.unwrap_or_default(),
-                ));
-            }
-        }
-        if report.changed() {
-            self.generation += 1;
         }
         log_report(&report);
         Ok(report)
@@ -249,10 +222,8 @@ impl MeshRegistry {
             .load(Arc::clone(&current.product), health.descriptor_modified)
             .await
         {
-            Ok(mut reloaded) => {
-                let mut new_health = (*reloaded.health).clone();
-                new_health.descriptor_error = health.descriptor_error.clone();
-                reloaded.health = Arc::new(new_health);
+            Ok(reloaded) => {
+                let reloaded = reloaded.with_descriptor_error(health.descriptor_error.clone());
                 note_state_change(current, &reloaded, report);
                 report.rechecked.push(reloaded.product.qualified_name());
                 Entry {
@@ -349,10 +320,7 @@ fn keep_degraded(
     report: &mut RefreshReport,
 ) -> Entry {
     let served = old.and_then(|o| o.served).map(|before| {
-        let mut health = (*before.health).clone();
-        health.descriptor_error = Some(reason);
-        let mut after = before.clone();
-        after.health = Arc::new(health);
+        let after = before.clone().with_descriptor_error(Some(reason));
         note_state_change(&before, &after, report);
         after
     });

@@ -84,18 +84,13 @@ impl Follower {
         let mut poll =
             tokio::time::interval_at(start + self.config.poll_interval, self.config.poll_interval);
         loop {
+            // Without a watcher the channel is closed (its sender went with the failed
+            // watcher): listening to it would return at once, forever.
             let polling = self.watcher.is_none();
             let check = tokio::select! {
-                event = self.events.recv() => match event {
-                    Some(path) => match self.collect(path).await {
-                        Some(check) => check,
-                        None => continue,
-                    },
-                    // The watcher is gone; keep the timers.
-                    None => {
-                        self.watcher = None;
-                        continue;
-                    }
+                Some(path) = self.events.recv(), if !polling => match self.collect(path).await {
+                    Some(check) => check,
+                    None => continue,
                 },
                 _ = recheck.tick() => DataCheck::All,
                 _ = poll.tick(), if polling => DataCheck::None,
@@ -107,13 +102,14 @@ impl Follower {
     /// Gathers the events of one burst (until `debounce` passes without one) and says
     /// what to refresh; `None` when nothing relevant changed.
     async fn collect(&mut self, first: PathBuf) -> Option<DataCheck> {
-        let mut paths = vec![first];
+        // A burst repeats paths (one per write): look each up once.
+        let mut paths = BTreeSet::from([first]);
         for _ in 0..MAX_DEBOUNCE_ROUNDS {
             match tokio::time::timeout(self.config.debounce, self.events.recv()).await {
                 Ok(Some(path)) => {
-                    paths.push(path);
+                    paths.insert(path);
                     while let Ok(more) = self.events.try_recv() {
-                        paths.push(more);
+                        paths.insert(more);
                     }
                 }
                 Ok(None) | Err(_) => break,
@@ -140,7 +136,13 @@ impl Follower {
             Ok(report) if report.changed() => {
                 self.state.replace_sessions(self.registry.sessions());
                 self.watch_data_directories();
-                tracing::info!(generation = self.registry.generation(), "mesh refreshed");
+                tracing::info!(
+                    added = report.added.len(),
+                    updated = report.updated.len(),
+                    removed = report.removed.len(),
+                    rechecked = report.rechecked.len(),
+                    "mesh refreshed"
+                );
             }
             Ok(_) => {}
             Err(e) => {

@@ -85,6 +85,19 @@ impl CompiledProduct {
     }
 }
 
+impl CompiledProduct {
+    /// The same product, its health saying that the descriptor on disk is not the one
+    /// serving because of `error` (`None`: it is).
+    pub(crate) fn with_descriptor_error(mut self, error: Option<String>) -> Self {
+        if self.health.descriptor_error != error {
+            let mut health = (*self.health).clone();
+            health.descriptor_error = error;
+            self.health = Arc::new(health);
+        }
+        self
+    }
+}
+
 /// What a principal may see of one product, ready to register in a session.
 #[derive(Debug)]
 pub struct ProductView {
