@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::policy::PolicyDescriptor;
+use crate::quality::{ColumnChecksDescriptor, ProductQualityDescriptor, TableQualityDescriptor};
 
 /// One data product, as its owning domain publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,9 @@ pub struct ProductDescriptor {
     /// may read the product (closed by default).
     #[serde(default)]
     pub policy: Option<PolicyDescriptor>,
+    /// How often the gateway measures the product's quality.
+    #[serde(default)]
+    pub quality: Option<ProductQualityDescriptor>,
 }
 
 /// The team that owns a product and how to reach it.
@@ -96,6 +100,9 @@ pub struct TableDescriptor {
     pub partition_columns: Vec<String>,
     /// The contract: the columns consumers may rely on.
     pub columns: Vec<ColumnDescriptor>,
+    /// Table-level quality checks.
+    #[serde(default)]
+    pub quality: Option<TableQualityDescriptor>,
 }
 
 /// One declared column of a table contract.
@@ -117,6 +124,9 @@ pub struct ColumnDescriptor {
     /// Classification tags (e.g. `pii`, `phi`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Quality checks on the column's values.
+    #[serde(default)]
+    pub checks: Option<ColumnChecksDescriptor>,
 }
 
 fn default_nullable() -> bool {

@@ -2,14 +2,17 @@
 //! name resolution (`domain.product.table`). No query engine and no transport here:
 //! everything in this crate is plain data and pure functions over it.
 
+mod as_of;
 mod descriptor;
 mod error;
 mod mesh;
 mod policy;
 mod principal;
 mod product;
+mod quality;
 mod validate;
 
+pub use as_of::{AsOf, split_as_of};
 pub use descriptor::{
     ColumnDescriptor, OwnerDescriptor, ProductDescriptor, SlaDescriptor, TableDescriptor,
 };
@@ -23,4 +26,8 @@ pub use policy::{
 };
 pub use principal::Principal;
 pub use product::{Column, Product, Sla, Table, TableFormat};
+pub use quality::{
+    ColumnChecks, ColumnChecksDescriptor, Completeness, Literal, ProductQualityDescriptor,
+    RangeDescriptor, TableQualityDescriptor, parse_completeness,
+};
 pub use validate::{DescriptorOrigin, MAX_IDENTIFIER_LEN, validate_descriptor};

@@ -12,6 +12,7 @@ use url::Url;
 
 pub use crate::descriptor::TableFormat;
 use crate::policy::PolicyDescriptor;
+use crate::quality::ColumnChecks;
 
 /// A validated data product.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +37,8 @@ pub struct Product {
     pub tables: Vec<Table>,
     /// The domain's access policy; `None` means no one may read the product.
     pub policy: Option<PolicyDescriptor>,
+    /// Measure the product's quality at least this often; the gateway default if `None`.
+    pub quality_schedule: Option<Duration>,
     /// The descriptor file this product was read from.
     pub source: PathBuf,
 }
@@ -76,6 +79,8 @@ pub struct Table {
     pub partition_columns: Vec<String>,
     /// Declared columns, in declaration order.
     pub columns: Vec<Column>,
+    /// The table must hold at least this many rows (a quality check).
+    pub min_rows: Option<u64>,
 }
 
 impl Table {
@@ -110,6 +115,8 @@ pub struct Column {
     pub description: Option<String>,
     /// Classification tags.
     pub tags: Vec<String>,
+    /// Quality checks on the column's values.
+    pub checks: ColumnChecks,
 }
 
 impl Column {

@@ -15,6 +15,7 @@ use crate::descriptor::{ColumnDescriptor, ProductDescriptor, TableDescriptor};
 use crate::error::Problem;
 use crate::policy::{PolicyDescriptor, ReadRule};
 use crate::product::{Column, Product, Sla, Table};
+use crate::quality::{parse_completeness, validate_checks, validate_schedule};
 
 /// Longest identifier accepted for a domain, product, table or column.
 pub const MAX_IDENTIFIER_LEN: usize = 63;
@@ -68,6 +69,7 @@ pub fn validate_descriptor(
         check_tag(&format!("tags[{i}]"), tag, &mut problems);
     }
     let sla = validate_sla(descriptor, &mut problems);
+    let quality_schedule = validate_schedule(descriptor.quality.as_ref(), &mut problems);
 
     if descriptor.tables.is_empty() {
         problems.push(Problem::new(
@@ -108,6 +110,7 @@ pub fn validate_descriptor(
         sla,
         tables,
         policy: descriptor.policy.clone(),
+        quality_schedule,
         source: origin.file.to_path_buf(),
     })
 }
@@ -217,6 +220,17 @@ fn validate_sla(descriptor: &ProductDescriptor, problems: &mut Vec<Problem>) -> 
                     None
                 }
             });
+    if let Some(text) = &sla.completeness
+        && parse_completeness(text).is_none()
+    {
+        problems.push(Problem::new(
+            "sla.completeness",
+            format!(
+                "'{text}' cannot be measured; write the expected growth as e.g. \
+                 '>= 1000 rows per day' (per hour, day or week)"
+            ),
+        ));
+    }
     Sla {
         freshness,
         completeness: sla.completeness.clone(),
@@ -300,6 +314,7 @@ fn validate_table(
         location: location?,
         partition_columns: table.partition_columns.clone(),
         columns,
+        min_rows: table.quality.as_ref().and_then(|q| q.min_rows),
     })
 }
 
@@ -319,6 +334,7 @@ fn validate_column(
             nullable: column.nullable,
             description: column.description.clone(),
             tags: column.tags.clone(),
+            checks: validate_checks(at, column.nullable, column.checks.as_ref(), problems),
         }),
         Err(_) => {
             problems.push(Problem::new(

@@ -44,6 +44,24 @@ pub enum ConnectorError {
         source: object_store::Error,
     },
 
+    /// A time-travel request for a version (or instant) the table does not hold.
+    #[error("table {table} has no version {as_of}")]
+    NoSuchVersion {
+        /// `domain.product.table`.
+        table: String,
+        /// The version or instant asked for, and why it is not there.
+        as_of: String,
+    },
+
+    /// A time-travel request for a table without versions (Parquet).
+    #[error("table {table} is a {format} table; only Delta tables can be read as of a version")]
+    NotVersioned {
+        /// `domain.product.table`.
+        table: String,
+        /// Its format.
+        format: String,
+    },
+
     /// DataFusion refused to build the provider.
     #[error("table {table}: {source}")]
     DataFusion {

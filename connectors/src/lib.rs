@@ -11,17 +11,19 @@ mod error;
 mod inspect;
 mod parquet;
 mod pushdown;
+mod sample;
 mod storage;
 
 use std::sync::Arc;
 
 use datafusion::datasource::TableProvider;
-use meshgate_catalog::{Product, Table, TableFormat};
+use meshgate_catalog::{AsOf, Product, Table, TableFormat};
 
 pub use contract::{ContractTable, contract_schema, is_lossless_widening};
 pub use error::{ConnectorError, ContractViolation, Result};
 pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;
+pub use sample::{SampledPlan, sample_row_groups};
 pub use storage::{DomainStorage, MESH_STORE_SCHEME, ResolvedLocation};
 
 /// A table ready to serve: its provider, and what its storage held when it was opened.
@@ -53,7 +55,26 @@ impl TableOpener {
     /// [`ConnectorError::Contract`] when the data breaks the contract, and with a
     /// storage or Delta error when it cannot be read.
     pub async fn open(&self, product: &Product, table: &Table) -> Result<OpenedTable> {
+        self.open_as_of(product, table, None).await
+    }
+
+    /// Opens `table` of `product` as it was at `as_of` (the latest version when `None`),
+    /// checked against the contract like [`Self::open`]. Only Delta tables have versions:
+    /// a Parquet table asked for one fails with [`ConnectorError::NotVersioned`], a
+    /// version the log does not hold with [`ConnectorError::NoSuchVersion`].
+    pub async fn open_as_of(
+        &self,
+        product: &Product,
+        table: &Table,
+        as_of: Option<AsOf>,
+    ) -> Result<OpenedTable> {
         let qualified = format!("{}.{}.{}", product.domain, product.name, table.name);
+        if as_of.is_some() && table.format != TableFormat::Delta {
+            return Err(ConnectorError::NotVersioned {
+                table: qualified,
+                format: table.format.to_string(),
+            });
+        }
         let location = self
             .storage
             .resolve(&product.domain, &qualified, &table.location)?;
@@ -71,7 +92,7 @@ impl TableOpener {
                     snapshot,
                 )
             }
-            TableFormat::Delta => delta::delta_table(&qualified, table, &location).await?,
+            TableFormat::Delta => delta::delta_table(&qualified, table, &location, as_of).await?,
         };
         let provider = Arc::new(ContractTable::try_new(
             &qualified,

@@ -41,6 +41,52 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     /// Following the mesh directory: descriptor changes and data re-checks.
     pub reload: ReloadConfig,
+    /// Where the gateway keeps state across restarts (the quality history). Without
+    /// one, history is kept in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// The quality agent.
+    pub quality: QualityConfig,
+}
+
+/// The quality agent: what it measures, how often, and within which limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// Run the agent.
+    pub enabled: bool,
+    /// Measure every table at least this often (a product's `quality.schedule` overrides
+    /// it), besides whenever its data changes.
+    #[serde(with = "humantime_serde")]
+    pub schedule: Duration,
+    /// Tables with at most this many rows are read in full; larger ones are sampled.
+    pub full_scan_rows: u64,
+    /// Rows sampled from a larger table (whole row groups, spread over its files).
+    pub sample_rows: u64,
+    /// Tables measured at once.
+    pub concurrency: usize,
+    /// Memory the agent's measurements may hold at once, in bytes.
+    pub memory_limit: usize,
+    /// A measurement running longer is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Measurements older than this are deleted from the history.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: Duration::from_secs(3600),
+            full_scan_rows: 1_000_000,
+            sample_rows: 100_000,
+            concurrency: 1,
+            memory_limit: 256 * 1024 * 1024,
+            timeout: Duration::from_secs(600),
+            retention: Duration::from_secs(90 * 86_400),
+        }
+    }
 }
 
 /// How the gateway follows its mesh directory while it runs.
@@ -112,6 +158,8 @@ impl Default for GatewayConfig {
             masking: MaskingConfig::default(),
             tls: None,
             reload: ReloadConfig::default(),
+            state_dir: None,
+            quality: QualityConfig::default(),
             plaintext: false,
             audit: AuditConfig::default(),
         }

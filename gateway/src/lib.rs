@@ -9,6 +9,7 @@ pub mod error;
 pub mod lint;
 pub mod live;
 pub mod policy;
+pub mod quality;
 pub mod run;
 pub mod server;
 pub mod service;

@@ -49,6 +49,7 @@ pub fn lint(
         writeln!(out, "error: {error}")?;
     }
     let mut filter_errors = check_row_filters(&load.mesh);
+    filter_errors.extend(check_quality_values(&load.mesh));
     if options.check_data {
         filter_errors.extend(check_data(&load.mesh)?);
     }
@@ -89,6 +90,18 @@ fn check_data(mesh: &Mesh) -> std::io::Result<Vec<String>> {
         }
         errors
     }))
+}
+
+/// Reads every value of the declared quality checks as its column's type, as the gateway
+/// will at load.
+fn check_quality_values(mesh: &Mesh) -> Vec<String> {
+    mesh.products()
+        .filter_map(|product| {
+            crate::quality::check_literals(product)
+                .err()
+                .map(|e| format!("{}: quality: {e}", product.source.display()))
+        })
+        .collect()
 }
 
 /// Compiles every row filter against the contract of each table it applies to, as the

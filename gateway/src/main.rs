@@ -34,6 +34,10 @@ enum Command {
         /// Gateway configuration file (YAML).
         #[arg(long, env = "MESHGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// Directory for state kept across restarts, such as the quality history
+        /// (overrides the config file).
+        #[arg(long, env = "MESHGATE_STATE_DIR")]
+        state_dir: Option<PathBuf>,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -222,10 +226,14 @@ async fn serve(command: Command) -> Result<(), String> {
             mesh,
             listen,
             config,
+            state_dir,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
             tls.apply(&mut config);
+            if state_dir.is_some() {
+                config.state_dir = state_dir;
+            }
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -272,6 +280,8 @@ async fn serve(command: Command) -> Result<(), String> {
             if config.masking.key_file.is_none() && config.masking.key_env.is_none() {
                 config.masking.key_file = Some(secret.clone());
             }
+            // Hidden, so that the mesh watcher ignores the agent's writes.
+            config.state_dir.get_or_insert_with(|| dir.join(".state"));
             (dir, config, Some(secret))
         }
         Command::Lint { .. } | Command::Token(_) => {

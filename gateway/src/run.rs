@@ -9,6 +9,7 @@ use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::{Error, Result};
 use crate::live::{self, DataCheck, HealthState, MeshRegistry};
 use crate::policy::PolicyEngine;
+use crate::quality::{QualityStore, spawn_agent};
 use crate::server::BoundServer;
 use crate::service::GatewayState;
 
@@ -37,6 +38,8 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     let root = std::fs::canonicalize(dir)
         .map_err(|e| Error::InvalidArgument(format!("mesh directory {}: {e}", dir.display())))?;
     let mut registry = MeshRegistry::new(&root, &config.engine, policy);
+    let quality = open_quality_store(&config)?;
+    registry.set_quality(Arc::clone(&quality));
     let report = registry.refresh(&DataCheck::All).await?;
     let sessions = registry.sessions();
     let served = sessions.product_count();
@@ -73,7 +76,25 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     if config.reload.watch {
         live::follow(registry, Arc::clone(&state), &config.reload);
     }
+    if config.quality.enabled {
+        spawn_agent(&state, quality, &config.quality)
+            .map_err(|e| Error::Internal(format!("cannot start the quality agent: {e}")))?;
+    }
     BoundServer::bind(state, Arc::new(authenticator), auditor, config).await
+}
+
+/// The quality store: persistent in the state directory, else in memory (with a warning).
+fn open_quality_store(config: &GatewayConfig) -> Result<Arc<QualityStore>> {
+    let retention = config.quality.retention;
+    match &config.state_dir {
+        Some(dir) => Ok(Arc::new(
+            QualityStore::open(dir, retention).map_err(Error::InvalidArgument)?,
+        )),
+        None => {
+            tracing::warn!("no state directory configured: quality history is kept in memory only");
+            Ok(Arc::new(QualityStore::in_memory(retention)))
+        }
+    }
 }
 
 fn masking_key(config: &MaskingConfig) -> Result<Vec<u8>> {

@@ -70,7 +70,15 @@ from policy_model import (
 
 Code = adm.AdbcStatusCode
 PROBE_SQL = "SELECT count(*) AS n FROM reference.regions.regions"
-SYSTEM_TABLES = {"mesh.meta.products", "mesh.meta.tables", "mesh.meta.columns", "mesh.meta.slas"}
+SYSTEM_TABLES = {
+    "mesh.meta.products",
+    "mesh.meta.tables",
+    "mesh.meta.columns",
+    "mesh.meta.slas",
+    "mesh.meta.quality",
+    "mesh.meta.quality_checks",
+    "mesh.meta.quality_history",
+}
 DIFF_PERSONAS = ["ana", "ben", "cara"]
 
 

@@ -84,12 +84,13 @@ tables:
     description: One row per patient.
     format: parquet
     location: {data}patients/registry/patients/
+    quality: { min_rows: 1 }
     columns:
-      - { name: patient_id, type: Int64, nullable: false, description: Patient key used across the mesh }
+      - { name: patient_id, type: Int64, nullable: false, description: Patient key used across the mesh, checks: { unique: true } }
       - { name: given_name, type: Utf8, nullable: false, tags: [pii] }
       - { name: family_name, type: Utf8, nullable: false, tags: [pii] }
       - { name: birth_date, type: Date32, nullable: false, tags: [pii] }
-      - { name: sex, type: Utf8, nullable: false, description: "F, M or X" }
+      - { name: sex, type: Utf8, nullable: false, description: "F, M or X", checks: { accepted_values: [F, M, X] } }
       - { name: postcode, type: Utf8, nullable: false, tags: [pii] }
       - { name: region, type: Utf8, nullable: false, description: Region of residence }
       - { name: registered_at, type: "Timestamp(Microsecond, None)", nullable: false }
@@ -115,11 +116,11 @@ tables:
     location: {data}clinical/encounters/visits/
     partition_columns: [admit_month]
     columns:
-      - { name: encounter_id, type: Int64, nullable: false, description: Encounter key }
+      - { name: encounter_id, type: Int64, nullable: false, description: Encounter key, checks: { unique: true } }
       - { name: patient_id, type: Int64, nullable: false, description: Key into patients.registry }
       - { name: facility_id, type: Int32, nullable: false, description: Key into reference.facilities }
       - { name: region, type: Utf8, nullable: false, description: Region of the facility }
-      - { name: kind, type: Utf8, nullable: false, description: "outpatient, emergency or inpatient" }
+      - { name: kind, type: Utf8, nullable: false, description: "outpatient, emergency or inpatient", checks: { accepted_values: [outpatient, emergency, inpatient] } }
       - { name: admitted_at, type: "Timestamp(Microsecond, None)", nullable: false }
       - { name: discharged_at, type: "Timestamp(Microsecond, None)", nullable: true, description: Null while admitted }
       - { name: diagnosis_code, type: Utf8, nullable: true, description: ICD-10 code, tags: [phi] }
@@ -145,7 +146,7 @@ tables:
     format: delta
     location: {data}clinical/labs/results/
     columns:
-      - { name: result_id, type: Int64, nullable: false }
+      - { name: result_id, type: Int64, nullable: false, checks: { unique: true } }
       - { name: encounter_id, type: Int64, nullable: false, description: Key into clinical.encounters.visits }
       - { name: patient_id, type: Int64, nullable: false, description: Key into patients.registry }
       - { name: test_code, type: Utf8, nullable: false, description: Local test code }
@@ -166,6 +167,7 @@ description: Claims sent to payers for encounters, one row per claim.
 owner: { team: revenue-cycle, contact: revenue-cycle@example.org }
 tags: [financial]
 sla: { freshness: 48h }
+quality: { schedule: 6h }
 tables:
   - name: claims
     description: One row per claim.
@@ -176,8 +178,8 @@ tables:
       - { name: encounter_id, type: Int64, nullable: false, description: Key into clinical.encounters.visits }
       - { name: patient_id, type: Int64, nullable: false }
       - { name: payer, type: Utf8, nullable: false }
-      - { name: amount, type: "Decimal128(12, 2)", nullable: false, description: Billed amount }
-      - { name: status, type: Utf8, nullable: false, description: "submitted, paid or denied" }
+      - { name: amount, type: "Decimal128(12, 2)", nullable: false, description: Billed amount, checks: { range: { min: 0 } } }
+      - { name: status, type: Utf8, nullable: false, description: "submitted, paid or denied", checks: { accepted_values: [submitted, paid, denied] } }
       - { name: submitted_on, type: Date32, nullable: false }
 policy:
   read: { any_role: [billing, analyst, admin] }

@@ -21,14 +21,16 @@ use crate::session::session_template;
 #[derive(Debug)]
 pub struct ProductLoader {
     template: SessionState,
-    opener: TableOpener,
+    opener: Arc<TableOpener>,
 }
 
 impl ProductLoader {
     /// A loader whose sessions are configured by `engine`.
     pub fn new(engine: &EngineConfig) -> Self {
         let runtime = Arc::new(RuntimeEnv::default());
-        let opener = TableOpener::new(Arc::new(DomainStorage::new(Arc::clone(&runtime))));
+        let opener = Arc::new(TableOpener::new(Arc::new(DomainStorage::new(Arc::clone(
+            &runtime,
+        )))));
         Self {
             template: session_template(engine, runtime),
             opener,
@@ -45,12 +47,14 @@ impl ProductLoader {
     /// A table whose data breaks the contract, or whose storage cannot be read, makes the
     /// product *broken*: it is returned, its health says why, and its tables fail every
     /// scan. `Err` means the policy does not compile against the contract: a descriptor
-    /// problem, which keeps the product out (closed, never open).
+    /// problem, which keeps the product out (closed, never open); so does a quality
+    /// check whose value does not read as its column's type.
     pub async fn load(
         &self,
         product: Arc<Product>,
         descriptor_modified: Option<SystemTime>,
     ) -> Result<CompiledProduct, String> {
+        crate::quality::check_literals(&product)?;
         let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
         let mut snapshots = BTreeMap::new();
         let mut violations = Vec::new();
@@ -95,6 +99,7 @@ impl ProductLoader {
             tables: snapshots,
         };
         CompiledProduct::compile(product, Arc::new(health), tables, &self.template)
+            .map(|compiled| compiled.with_opener(Arc::clone(&self.opener)))
     }
 }
 

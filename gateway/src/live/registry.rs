@@ -20,6 +20,7 @@ use super::loader::ProductLoader;
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::policy::{CompiledProduct, PolicyEngine};
+use crate::quality::QualityStore;
 use crate::session::SessionFactory;
 
 /// Which products a refresh re-checks against their data, beyond changed descriptors.
@@ -88,6 +89,7 @@ pub struct MeshRegistry {
     loader: ProductLoader,
     policy: PolicyEngine,
     entries: BTreeMap<PathBuf, Entry>,
+    quality: Option<Arc<QualityStore>>,
 }
 
 impl MeshRegistry {
@@ -98,7 +100,13 @@ impl MeshRegistry {
             loader: ProductLoader::new(engine),
             policy,
             entries: BTreeMap::new(),
+            quality: None,
         }
+    }
+
+    /// Serves the quality measurements of `store` in the sessions this registry builds.
+    pub fn set_quality(&mut self, store: Arc<QualityStore>) {
+        self.quality = Some(store);
     }
 
     /// The mesh directory.
@@ -248,6 +256,7 @@ impl MeshRegistry {
             products,
             self.policy.clone(),
         )
+        .with_quality(self.quality.clone())
     }
 
     /// The health of every product serving, by `domain.product`.

@@ -11,6 +11,7 @@ mod boundary;
 mod mask;
 mod row_filter;
 mod secured_table;
+mod time_travel;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,8 +25,10 @@ use meshgate_catalog::{
 
 pub(crate) use row_filter::RowFilterTemplate;
 use secured_table::SecuredTable;
+pub use time_travel::{TimeTravel, VersionedTable};
 
 use crate::live::{BrokenTable, ProductHealth};
+use meshgate_connectors::TableOpener;
 
 /// A product whose tables are open and whose row filters are compiled.
 #[derive(Debug, Clone)]
@@ -35,10 +38,13 @@ pub struct CompiledProduct {
     /// Whether it serves, and why not; a broken product's tables fail every scan.
     pub health: Arc<ProductHealth>,
     tables: BTreeMap<String, CompiledTable>,
+    /// Opens other versions of the product's tables (time travel).
+    opener: Option<Arc<TableOpener>>,
 }
 
+/// A table's provider and its compiled row filters.
 #[derive(Debug, Clone)]
-struct CompiledTable {
+pub(crate) struct CompiledTable {
     provider: Arc<dyn TableProvider>,
     /// Filter SQL -> compiled template.
     row_filters: BTreeMap<String, RowFilterTemplate>,
@@ -81,11 +87,24 @@ impl CompiledProduct {
             product,
             health,
             tables: compiled,
+            opener: None,
         })
     }
 }
 
 impl CompiledProduct {
+    /// The unrestricted provider of `table` (for the platform's own work, such as
+    /// measuring quality; never handed to a principal).
+    pub fn provider(&self, table: &str) -> Option<Arc<dyn TableProvider>> {
+        self.tables.get(table).map(|t| Arc::clone(&t.provider))
+    }
+
+    /// The same product, able to open other versions of its tables through `opener`.
+    pub(crate) fn with_opener(mut self, opener: Arc<TableOpener>) -> Self {
+        self.opener = Some(opener);
+        self
+    }
+
     /// The same product, its health saying that the descriptor on disk is not the one
     /// serving because of `error` (`None`: it is).
     pub(crate) fn with_descriptor_error(mut self, error: Option<String>) -> Self {
@@ -109,6 +128,9 @@ pub struct ProductView {
     pub access: BTreeMap<String, TableAccess>,
     /// Whether the product serves, and why not.
     pub health: Arc<ProductHealth>,
+    /// Resolves `table@version` names of this product for the principal (Delta time
+    /// travel, under the same policy).
+    pub time_travel: Option<Arc<TimeTravel>>,
 }
 
 impl ProductView {
@@ -169,38 +191,75 @@ impl PolicyEngine {
                     }
                     None => Arc::clone(&table.provider),
                 };
-                let provider = if table_access.is_unrestricted() {
-                    storage
-                } else {
-                    let filter = table_access
-                        .row_filters
-                        .iter()
-                        .map(|sql| match table.row_filters.get(sql) {
-                            Some(template) => template.bind(principal),
-                            // Every filter was compiled at load; a missing one keeps no row.
-                            None => datafusion::logical_expr::lit(false),
-                        })
-                        .reduce(Expr::and);
-                    Arc::new(SecuredTable::new(
-                        format!(
-                            "{}.{}.{name}",
-                            compiled.product.domain, compiled.product.name
-                        ),
+                tables.insert(
+                    name.clone(),
+                    self.secure(
+                        principal,
+                        &compiled.product,
+                        name,
+                        table,
+                        table_access,
                         storage,
-                        &table_access.columns,
-                        filter,
-                        Arc::clone(&self.mask_hash),
-                    )) as Arc<dyn TableProvider>
-                };
-                tables.insert(name.clone(), provider);
+                    ),
+                );
             }
+            let time_travel = compiled.opener.as_ref().map(|opener| {
+                Arc::new(TimeTravel {
+                    product: Arc::clone(&compiled.product),
+                    opener: Arc::clone(opener),
+                    principal: principal.clone(),
+                    engine: self.clone(),
+                    tables: compiled
+                        .tables
+                        .iter()
+                        .filter_map(|(name, table)| {
+                            let table_access = access.tables.get(name)?;
+                            Some((name.clone(), (table.clone(), table_access.clone())))
+                        })
+                        .collect(),
+                    unavailable: unavailable.clone(),
+                })
+            });
             views.push(ProductView {
                 product: Arc::clone(&compiled.product),
                 tables,
                 access: access.tables,
                 health: Arc::clone(&compiled.health),
+                time_travel,
             });
         }
         views
+    }
+
+    /// `storage` (a table of `product`, or one of its versions) as `principal` may read
+    /// it: as is when unrestricted, else behind its row filters and column rules.
+    pub(crate) fn secure(
+        &self,
+        principal: &Principal,
+        product: &Product,
+        name: &str,
+        table: &CompiledTable,
+        table_access: &TableAccess,
+        storage: Arc<dyn TableProvider>,
+    ) -> Arc<dyn TableProvider> {
+        if table_access.is_unrestricted() {
+            return storage;
+        }
+        let filter = table_access
+            .row_filters
+            .iter()
+            .map(|sql| match table.row_filters.get(sql) {
+                Some(template) => template.bind(principal),
+                // Every filter was compiled at load; a missing one keeps no row.
+                None => datafusion::logical_expr::lit(false),
+            })
+            .reduce(Expr::and);
+        Arc::new(SecuredTable::new(
+            format!("{}.{}.{name}", product.domain, product.name),
+            storage,
+            &table_access.columns,
+            filter,
+            Arc::clone(&self.mask_hash),
+        ))
     }
 }

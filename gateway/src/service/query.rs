@@ -15,6 +15,7 @@ use prost::Message;
 use super::stream::{FlightDataStream, encode, wire_schema};
 use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
+use crate::policy::VersionedTable;
 
 /// A statement planned in GetFlightInfo and executed in DoGet.
 ///
@@ -141,11 +142,32 @@ pub(super) fn command_flight_info(
 }
 
 /// `domain.product.table` of every table `plan` reads, subqueries included, sorted.
+/// The name the audit records for a scanned table: as written, except that a table read
+/// at a past version is named with the version actually read (`results@v3`), however
+/// the query asked for it.
+fn audited_name(scan: &datafusion::logical_expr::TableScan) -> String {
+    let version = datafusion::datasource::source_as_provider(&scan.source)
+        .ok()
+        .and_then(|p| {
+            p.downcast_ref::<VersionedTable>()
+                .and_then(VersionedTable::version)
+        });
+    let name = &scan.table_name;
+    match (version, name.catalog(), name.schema()) {
+        (Some(version), Some(catalog), Some(schema)) => {
+            let table = name.table();
+            let base = table.split_once('@').map_or(table, |(base, _)| base);
+            format!("{catalog}.{schema}.{base}@v{version}")
+        }
+        _ => name.to_string(),
+    }
+}
+
 pub(super) fn tables_in(plan: &LogicalPlan) -> Vec<String> {
     let mut tables = std::collections::BTreeSet::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
-            tables.insert(scan.table_name.to_string());
+            tables.insert(audited_name(scan));
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });

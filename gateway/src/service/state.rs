@@ -46,6 +46,8 @@ impl RequestOptions {
 /// Shared state of the service.
 pub struct GatewayState {
     sessions: RwLock<Arc<SessionFactory>>,
+    /// Bumped at every replacement of the session factory.
+    generation: tokio::sync::watch::Sender<u64>,
     tickets: HandleStore<Arc<PlannedQuery>>,
     prepared: HandleStore<PreparedStatement>,
     pub(super) sql_info: SqlInfoData,
@@ -72,6 +74,7 @@ impl GatewayState {
     ) -> Result<Self> {
         Ok(Self {
             sessions: RwLock::new(Arc::new(sessions)),
+            generation: tokio::sync::watch::Sender::new(0),
             tickets: HandleStore::new(
                 "ticket",
                 config.handles.ticket_ttl,
@@ -97,6 +100,12 @@ impl GatewayState {
     /// Replaces the session factory (a reloaded mesh); requests in flight keep theirs.
     pub fn replace_sessions(&self, sessions: SessionFactory) {
         *self.sessions.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(sessions);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Notices of session-factory replacements (the mesh or its data changed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The catalogs `principal` may see.

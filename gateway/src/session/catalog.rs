@@ -10,6 +10,8 @@ use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 
+use crate::policy::TimeTravel;
+
 /// The catalogs (domains, plus the `mesh` system catalog) one session can see.
 #[derive(Debug, Default)]
 pub struct MeshCatalogList {
@@ -96,12 +98,23 @@ impl CatalogProvider for ReadOnlyCatalog {
 #[derive(Debug, Default)]
 pub struct ReadOnlySchema {
     tables: BTreeMap<String, Arc<dyn TableProvider>>,
+    /// Resolves `table@version` names, for products with versioned (Delta) tables.
+    time_travel: Option<Arc<TimeTravel>>,
 }
 
 impl ReadOnlySchema {
     /// A schema holding `tables`.
     pub fn new(tables: BTreeMap<String, Arc<dyn TableProvider>>) -> Self {
-        Self { tables }
+        Self {
+            tables,
+            time_travel: None,
+        }
+    }
+
+    /// The same schema, resolving names with a version suffix through `time_travel`.
+    pub fn with_time_travel(mut self, time_travel: Option<Arc<TimeTravel>>) -> Self {
+        self.time_travel = time_travel;
+        self
     }
 
     /// Tables in name order.
@@ -117,7 +130,13 @@ impl SchemaProvider for ReadOnlySchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self.tables.get(name).cloned())
+        if let Some(table) = self.tables.get(name) {
+            return Ok(Some(Arc::clone(table)));
+        }
+        match &self.time_travel {
+            Some(versions) => versions.table(name).await,
+            None => Ok(None),
+        }
     }
 
     fn register_table(

@@ -6,6 +6,7 @@
 //! once, when the mesh is loaded, never per request.
 
 mod catalog;
+mod quality_tables;
 mod sql;
 mod system;
 
@@ -25,6 +26,7 @@ use crate::config::EngineConfig;
 use crate::error::Result;
 use crate::live::{ProductLoader, require_fresh};
 use crate::policy::{CompiledProduct, PolicyEngine, ProductView};
+use crate::quality::QualityStore;
 
 /// A session for one principal, and the policy rules that restrict its tables.
 #[derive(Clone)]
@@ -49,6 +51,7 @@ pub struct SessionFactory {
     template: SessionState,
     products: Arc<Vec<CompiledProduct>>,
     policy: PolicyEngine,
+    quality: Option<Arc<QualityStore>>,
 }
 
 impl SessionFactory {
@@ -82,7 +85,24 @@ impl SessionFactory {
             template,
             products: Arc::new(products),
             policy,
+            quality: None,
         }
+    }
+
+    /// The same factory, its `mesh.meta.quality*` tables reading `store`.
+    pub fn with_quality(mut self, store: Option<Arc<QualityStore>>) -> Self {
+        self.quality = store;
+        self
+    }
+
+    /// The products served.
+    pub fn products(&self) -> &[CompiledProduct] {
+        &self.products
+    }
+
+    /// The runtime (object stores, footer cache) the products are read through.
+    pub fn runtime(&self) -> Arc<RuntimeEnv> {
+        Arc::clone(self.template.runtime_env())
     }
 
     /// A fresh session for one request by `principal`: it contains only the products the
@@ -122,7 +142,10 @@ impl SessionFactory {
                 .or_default()
                 .insert(
                     view.product.name.clone(),
-                    Arc::new(ReadOnlySchema::new(view.tables.clone())),
+                    Arc::new(
+                        ReadOnlySchema::new(view.tables.clone())
+                            .with_time_travel(view.time_travel.clone()),
+                    ),
                 );
         }
         let mut catalogs: BTreeMap<String, Arc<ReadOnlyCatalog>> = catalogs
@@ -131,7 +154,7 @@ impl SessionFactory {
             .collect();
         catalogs.insert(
             SYSTEM_CATALOG.to_string(),
-            Arc::new(system::system_catalog(views)?),
+            Arc::new(system::system_catalog(views, self.quality.as_ref())?),
         );
         Ok(Arc::new(MeshCatalogList::new(catalogs)))
     }

@@ -1,8 +1,9 @@
 //! The `mesh` system catalog: the mesh describing itself, queryable like any product.
 //!
 //! `mesh.meta.products` (with each product's status: ok, degraded or broken, and why),
-//! `mesh.meta.tables` (with what the storage held at the last check) and
-//! `mesh.meta.columns` list what the session can see. Storage locations are deliberately absent: they are the domain's
+//! `mesh.meta.tables` (with what the storage held at the last check),
+//! `mesh.meta.columns`, `mesh.meta.slas` and the quality agent's measurements
+//! (`mesh.meta.quality`, `quality_checks`, `quality_history`) list what the session can see. Storage locations are deliberately absent: they are the domain's
 //! business, not the consumer's.
 
 use std::collections::BTreeMap;
@@ -17,10 +18,12 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
-use meshgate_catalog::{ColumnEffect, Product, mask_name};
+use meshgate_catalog::{ColumnEffect, Product, mask_name, parse_completeness};
 
 use super::catalog::{ReadOnlyCatalog, ReadOnlySchema};
+use super::quality_tables::quality_tables;
 use crate::policy::ProductView;
+use crate::quality::{QualityStore, measured_completeness};
 
 /// Name of the system catalog.
 pub const SYSTEM_CATALOG: &str = "mesh";
@@ -29,11 +32,17 @@ pub const META_SCHEMA: &str = "meta";
 
 /// Builds the `mesh` catalog describing what one principal may read: the products of
 /// `views`, their tables, and their columns minus those hidden from the principal.
-pub(super) fn system_catalog(views: &[ProductView]) -> Result<ReadOnlyCatalog> {
+pub(super) fn system_catalog(
+    views: &[ProductView],
+    quality: Option<&Arc<QualityStore>>,
+) -> Result<ReadOnlyCatalog> {
     let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
     tables.insert("products".into(), mem_table(products_batch(views)?)?);
     tables.insert("tables".into(), mem_table(tables_batch(views)?)?);
-    tables.insert("slas".into(), mem_table(slas_batch(views)?)?);
+    tables.insert("slas".into(), mem_table(slas_batch(views, quality)?)?);
+    for (name, table) in quality_tables(views, quality) {
+        tables.insert(name.into(), table);
+    }
     tables.insert("columns".into(), mem_table(columns_batch(views)?)?);
     let mut schemas = BTreeMap::new();
     schemas.insert(
@@ -50,7 +59,7 @@ fn mem_table(batch: RecordBatch) -> Result<Arc<dyn TableProvider>> {
     )?))
 }
 
-fn utf8(name: &str, nullable: bool) -> Field {
+pub(super) fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
 
@@ -73,11 +82,11 @@ fn tags_array<'a>(rows: impl Iterator<Item = &'a [String]>) -> ArrayRef {
     Arc::new(builder.finish())
 }
 
-fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+pub(super) fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
-fn timestamp_field(name: &str) -> Field {
+pub(super) fn timestamp_field(name: &str) -> Field {
     Field::new(
         name,
         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -85,7 +94,7 @@ fn timestamp_field(name: &str) -> Field {
     )
 }
 
-fn timestamps(values: impl Iterator<Item = Option<SystemTime>>) -> ArrayRef {
+pub(super) fn timestamps(values: impl Iterator<Item = Option<SystemTime>>) -> ArrayRef {
     let micros = values.map(|t| {
         t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_micros() as i64)
@@ -214,9 +223,9 @@ type SlaRow<'a> = (
 );
 
 /// One row per declared objective: its target beside what was measured, and whether
-/// it is met. Freshness is measured from the newest data; completeness targets are
-/// shown with `measured` and `met` NULL until row counts are measured.
-fn slas_batch(views: &[ProductView]) -> Result<RecordBatch> {
+/// it is met. Freshness is measured from the newest data; completeness from the row
+/// counts in the quality history (NULL until the history spans enough time).
+fn slas_batch(views: &[ProductView], quality: Option<&Arc<QualityStore>>) -> Result<RecordBatch> {
     let now = SystemTime::now();
     let mut rows: Vec<SlaRow<'_>> = Vec::new();
     for view in views {
@@ -234,8 +243,23 @@ fn slas_batch(views: &[ProductView]) -> Result<RecordBatch> {
                 age.map(|a| a <= target),
             ));
         }
-        if let Some(target) = &sla.completeness {
-            rows.push((view, "completeness", target.clone(), None, None));
+        if let Some(text) = &sla.completeness {
+            let target = parse_completeness(text);
+            let measured = target.zip(quality).and_then(|(target, store)| {
+                measured_completeness(store, &view.product, target).map(|rows| (target, rows))
+            });
+            rows.push((
+                view,
+                "completeness",
+                text.clone(),
+                measured.map(|(target, rows)| {
+                    format!(
+                        "{rows} rows per {}",
+                        humantime::format_duration(target.period)
+                    )
+                }),
+                measured.map(|(target, rows)| rows >= target.rows),
+            ));
         }
     }
     let schema = Schema::new(vec![

@@ -57,6 +57,43 @@ fn row_filters_are_compiled_against_the_contract() {
 }
 
 #[test]
+fn quality_checks_are_read_as_their_columns_types() {
+    let valid = PRODUCT.replace(
+        "{ name: encounter_id, type: Int64 }",
+        "{ name: encounter_id, type: Int64, checks: { unique: true, range: { min: 1 } } }",
+    );
+    let (outcome, out) = lint_text(&valid);
+    assert_eq!(outcome, LintOutcome::Clean, "{out}");
+
+    let wrong_type = PRODUCT.replace(
+        "{ name: encounter_id, type: Int64 }",
+        "{ name: encounter_id, type: Int64, checks: { accepted_values: [1, two] } }",
+    );
+    let (outcome, out) = lint_text(&wrong_type);
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(
+        out.contains("encounter_id") && out.contains("'two' is not a Int64"),
+        "{out}"
+    );
+
+    let unmeasurable = PRODUCT.replace(
+        "tables:",
+        "sla: { completeness: \"plenty of rows\" }\ntables:",
+    );
+    let (outcome, out) = lint_text(&unmeasurable);
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(out.contains("sla.completeness"), "{out}");
+
+    let no_bounds = PRODUCT.replace(
+        "{ name: region, type: Utf8 }",
+        "{ name: region, type: Utf8, checks: { range: {} } }",
+    );
+    let (outcome, out) = lint_text(&no_bounds);
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(out.contains("checks.range"), "{out}");
+}
+
+#[test]
 fn an_unreadable_mesh_is_its_own_outcome() {
     let mut out = Vec::new();
     assert_eq!(

@@ -11,4 +11,6 @@ mod flight_sql;
 mod lint;
 mod live;
 mod policy;
+mod quality;
+mod time_travel;
 mod tls;

@@ -1,0 +1,211 @@
+//! The quality agent: a background task that measures every serving table when it first
+//! appears, whenever its data changes, and whenever its schedule comes due.
+//!
+//! The agent runs on its own thread and single-threaded runtime, so its work never
+//! occupies the query runtime's workers, and its threads (including the runtime's
+//! blocking pool, which reads files) are put in the OS scheduler's idle class (Linux
+//! `SCHED_IDLE`; the lowest priority elsewhere): they run on spare CPU and yield to
+//! queries. Each measurement uses one partition, draws on the agent's own memory pool
+//! and is cut off after a timeout. At most `concurrency`
+//! tables are measured at once. The agent learns of new data from the live catalog:
+//! every refresh publishes a new session factory, whose data snapshots the agent compares
+//! with the fingerprint of each table's last measurement.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use futures::StreamExt;
+
+use super::measure::{Budget, Measurer};
+use super::model::{DataFingerprint, Trigger};
+use super::store::QualityStore;
+use crate::config::QualityConfig;
+use crate::service::GatewayState;
+
+/// Longest the agent sleeps without looking for due work.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// Shortest pause between rounds, so a failing table is not retried in a tight loop.
+const MIN_PAUSE: Duration = Duration::from_millis(200);
+
+/// Starts the agent for the gateway `state`, recording into `store`. The agent stops by
+/// itself once the gateway state is dropped.
+pub fn spawn_agent(
+    state: &Arc<GatewayState>,
+    store: Arc<QualityStore>,
+    config: &QualityConfig,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let state = Arc::downgrade(state);
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("meshgate-quality".into())
+        .spawn(move || {
+            run_on_spare_cpu();
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_start(run_on_spare_cpu)
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "quality agent cannot start its runtime");
+                    return;
+                }
+            };
+            runtime.block_on(run(state, store, config));
+        })
+}
+
+/// Puts the calling thread in the scheduler's idle class, so that it runs only on CPU
+/// that queries leave unused. Failing that, it keeps its priority (logged once per thread).
+fn run_on_spare_cpu() {
+    use thread_priority::{ThreadPriority, set_current_thread_priority};
+    #[cfg(target_os = "linux")]
+    let lowered = thread_priority::set_thread_priority_and_policy(
+        thread_priority::thread_native_id(),
+        ThreadPriority::Min,
+        thread_priority::ThreadSchedulePolicy::Normal(
+            thread_priority::NormalThreadSchedulePolicy::Idle,
+        ),
+    )
+    .or_else(|_| set_current_thread_priority(ThreadPriority::Min));
+    #[cfg(not(target_os = "linux"))]
+    let lowered = set_current_thread_priority(ThreadPriority::Min);
+    if let Err(e) = lowered {
+        tracing::warn!(error = ?e, "quality agent thread keeps its priority");
+    }
+}
+
+/// One table due for measurement.
+struct Due {
+    product: Arc<meshgate_catalog::Product>,
+    table: String,
+    provider: Arc<dyn datafusion::datasource::TableProvider>,
+    snapshot: meshgate_connectors::DataSnapshot,
+    trigger: Trigger,
+}
+
+async fn run(state: Weak<GatewayState>, store: Arc<QualityStore>, config: QualityConfig) {
+    let pool = Arc::new(GreedyMemoryPool::new(config.memory_limit));
+    let budget = Budget {
+        full_scan_rows: config.full_scan_rows,
+        sample_rows: config.sample_rows,
+    };
+    tracing::info!(schedule = ?config.schedule, concurrency = config.concurrency,
+        "quality agent started");
+    loop {
+        let Some(gateway) = state.upgrade() else {
+            return;
+        };
+        let mut changes = gateway.subscribe();
+        let sessions = gateway.sessions();
+        drop(gateway);
+
+        let now = SystemTime::now();
+        let (due, next) = due_work(&sessions, &store, &config, now);
+        let measurer = Measurer::new(sessions.runtime(), pool.clone(), budget);
+        let (measurer, store, config) = (&measurer, &store, &config);
+        futures::stream::iter(due)
+            .map(|work| async move {
+                let key = format!("{}.{}", work.product.qualified_name(), work.table);
+                let Some(table) = work.product.table(&work.table) else {
+                    return;
+                };
+                let measured = tokio::time::timeout(
+                    config.timeout,
+                    measurer.measure(
+                        &work.product,
+                        table,
+                        work.provider,
+                        &work.snapshot,
+                        work.trigger,
+                    ),
+                )
+                .await;
+                let measurement = match measured {
+                    Ok(m) => m,
+                    Err(_) => {
+                        tracing::warn!(table = %key, timeout = ?config.timeout,
+                            "quality measurement timed out");
+                        return;
+                    }
+                };
+                if let Some(error) = &measurement.error {
+                    tracing::warn!(table = %key, %error, "quality measurement failed");
+                } else {
+                    let (passed, failed) = measurement.check_counts();
+                    tracing::info!(table = %key, trigger = measurement.trigger.as_str(),
+                        method = measurement.method.as_str(), rows = ?measurement.row_count,
+                        bytes_read = measurement.bytes_read, checks_passed = passed,
+                        checks_failed = failed, "table measured");
+                }
+                if let Err(e) = store.record(measurement) {
+                    tracing::error!(table = %key, error = %e, "quality measurement not stored");
+                }
+            })
+            .buffer_unordered(config.concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+
+        let wait = next
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .unwrap_or(MAX_IDLE)
+            .clamp(MIN_PAUSE, MAX_IDLE);
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The tables to measure now, and when the next one comes due by schedule.
+fn due_work(
+    sessions: &crate::session::SessionFactory,
+    store: &QualityStore,
+    config: &QualityConfig,
+    now: SystemTime,
+) -> (Vec<Due>, Option<SystemTime>) {
+    let latest = store.latest();
+    let mut due = Vec::new();
+    let mut next: Option<SystemTime> = None;
+    for compiled in sessions.products() {
+        if compiled.health.fault.is_some() {
+            continue;
+        }
+        let schedule = compiled.product.quality_schedule.unwrap_or(config.schedule);
+        for table in &compiled.product.tables {
+            let (Some(snapshot), Some(provider)) = (
+                compiled.health.tables.get(&table.name),
+                compiled.provider(&table.name),
+            ) else {
+                continue;
+            };
+            let key = format!("{}.{}", compiled.product.qualified_name(), table.name);
+            let trigger = match latest.get(&key) {
+                None => Some(Trigger::Initial),
+                Some(last) if last.data != DataFingerprint::from(snapshot) => {
+                    Some(Trigger::DataChange)
+                }
+                Some(last) => {
+                    let at = last.measured_at + schedule;
+                    if at <= now {
+                        Some(Trigger::Schedule)
+                    } else {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                        None
+                    }
+                }
+            };
+            if let Some(trigger) = trigger {
+                due.push(Due {
+                    product: Arc::clone(&compiled.product),
+                    table: table.name.clone(),
+                    provider,
+                    snapshot: snapshot.clone(),
+                    trigger,
+                });
+            }
+        }
+    }
+    (due, next)
+}

@@ -1,0 +1,272 @@
+//! Delta time travel over Flight SQL: `"table@v0"` and `"table@<instant>"` return the
+//! older data, under the same row filter as the current table; the audit records the
+//! version read; a Parquet table, a missing version and a malformed suffix are refused
+//! with a clear message.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow_flight::FlightDescriptor;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+use deltalake::DeltaTable;
+use deltalake::protocol::SaveMode;
+use meshgate_gateway::GatewayConfig;
+use meshgate_gateway::audit::AuditConfig;
+use meshgate_gateway::auth::AuthConfig;
+use meshgate_gateway::demo::{demo_issuer, demo_secret, demo_token};
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::fixture::{fetch, spawn_server};
+
+const LABS: &str = r#"domain: clinical
+product: labs
+version: 1.0.0
+description: Lab results.
+owner: { team: clinical-data, contact: clinical@example.org }
+tables:
+  - name: results
+    format: delta
+    location: data/results/
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: region, type: Utf8 }
+  - name: notes
+    format: parquet
+    location: data/notes/
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: region, type: Utf8 }
+policy:
+  read: { any_role: [clinician] }
+  rows:
+    - { filter: "region = principal.region" }
+"#;
+
+fn rows(ids: &[i64], regions: &[&str]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(regions.to_vec())),
+        ],
+    )
+    .unwrap()
+}
+
+async fn write_version(dir: &std::path::Path, batch: RecordBatch, first: bool) {
+    let url = url::Url::from_directory_path(dir).unwrap();
+    let table = if first {
+        std::fs::create_dir_all(dir).unwrap();
+        deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .build()
+            .unwrap()
+    } else {
+        deltalake::open_table(url).await.unwrap()
+    };
+    let _: DeltaTable = table
+        .write(vec![batch])
+        .with_save_mode(if first {
+            SaveMode::ErrorIfExists
+        } else {
+            SaveMode::Append
+        })
+        .await
+        .unwrap();
+}
+
+struct Labs {
+    addr: std::net::SocketAddr,
+    token: String,
+    audit: std::path::PathBuf,
+    /// An instant after version 0 was committed and before version 1.
+    between: SystemTime,
+    _dir: tempfile::TempDir,
+}
+
+impl Labs {
+    /// A gateway over `clinical.labs`: `results` has version 0 (ids 1-4) and version 1
+    /// (ids 5-6 appended); the token is a clinician of region north.
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mesh = dir.path().join("mesh");
+        let results = mesh.join("data/results");
+        write_version(
+            &results,
+            rows(&[1, 2, 3, 4], &["north", "south", "north", "south"]),
+            true,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let between = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        write_version(&results, rows(&[5, 6], &["north", "south"]), false).await;
+
+        std::fs::create_dir_all(mesh.join("data/notes")).unwrap();
+        let file = std::fs::File::create(mesh.join("data/notes/part-0.parquet")).unwrap();
+        let batch = rows(&[1], &["north"]);
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        std::fs::create_dir_all(mesh.join("clinical")).unwrap();
+        std::fs::write(mesh.join("clinical/labs.yaml"), LABS).unwrap();
+        let secret = demo_secret(dir.path()).unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        let config = GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            plaintext: true,
+            auth: AuthConfig {
+                issuers: vec![demo_issuer(&secret)],
+                ..AuthConfig::default()
+            },
+            audit: AuditConfig {
+                file: Some(audit.clone()),
+                ..AuditConfig::default()
+            },
+            ..GatewayConfig::default()
+        };
+        let addr = tokio::task::spawn_blocking(move || spawn_server(mesh, config))
+            .await
+            .unwrap()
+            .unwrap();
+        let token = demo_token(
+            &secret,
+            "nora",
+            &["clinician".to_string()],
+            BTreeMap::from([("region".to_string(), "north".to_string())]),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        Self {
+            addr,
+            token,
+            audit,
+            between,
+            _dir: dir,
+        }
+    }
+
+    async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightSqlServiceClient::new(channel);
+        client.set_token(self.token.clone());
+        let command = CommandStatementQuery {
+            query: sql.to_string(),
+            transaction_id: None,
+        };
+        let mut request =
+            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        let info = client
+            .inner_mut()
+            .get_flight_info(request)
+            .await?
+            .into_inner();
+        Ok(fetch(&mut client, info).await)
+    }
+
+    async fn ids(&self, table: &str) -> Vec<i64> {
+        let sql = format!("SELECT id FROM clinical.labs.{table} ORDER BY id");
+        let batches = self.query(&sql).await.unwrap();
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_and_instants_return_older_data_under_the_same_policy() {
+    let labs = Labs::start().await;
+    // The row filter (region north) applies to every version.
+    assert_eq!(labs.ids("results").await, vec![1, 3, 5]);
+    assert_eq!(labs.ids("\"results@v0\"").await, vec![1, 3]);
+    assert_eq!(labs.ids("\"results@v1\"").await, vec![1, 3, 5]);
+    let instant = humantime::format_rfc3339(labs.between).to_string();
+    assert_eq!(
+        labs.ids(&format!("\"results@{instant}\"")).await,
+        vec![1, 3]
+    );
+
+    // Old and new side by side: what version 1 added.
+    let added = labs
+        .query(
+            "SELECT count(*) FROM clinical.labs.results r \
+             WHERE r.id NOT IN (SELECT id FROM clinical.labs.\"results@v0\")",
+        )
+        .await
+        .unwrap();
+    assert_eq!(added[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+
+    // The audit names the version read, also when the query named an instant.
+    let audit = std::fs::read_to_string(&labs.audit).unwrap();
+    let tables: Vec<Vec<String>> = audit
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter_map(|record| {
+            record["tables"].as_array().map(|t| {
+                t.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+        })
+        .collect();
+    assert!(
+        tables.contains(&vec!["clinical.labs.results@v0".to_string()]),
+        "{tables:?}"
+    );
+    let by_instant = tables
+        .iter()
+        .filter(|t| t == &&vec!["clinical.labs.results@v0".to_string()])
+        .count();
+    assert!(
+        by_instant >= 2,
+        "v0 and the instant both audit as v0: {tables:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_that_cannot_be_read_are_refused_clearly() {
+    let labs = Labs::start().await;
+    for (table, expected) in [
+        (
+            "\"notes@v0\"",
+            "only Delta tables can be read as of a version",
+        ),
+        ("\"results@v7\"", "has no version v7"),
+        (
+            "\"results@2001-01-01\"",
+            "has no version 2001-01-01T00:00:00Z",
+        ),
+        ("\"results@yesterday\"", "results@v3"),
+    ] {
+        let status = labs
+            .query(&format!("SELECT id FROM clinical.labs.{table}"))
+            .await
+            .expect_err(table);
+        assert_eq!(status.code(), Code::InvalidArgument, "{table}: {status:?}");
+        assert!(status.message().contains(expected), "{table}: {status:?}");
+        assert!(!status.message().contains("/tmp"), "no path: {status:?}");
+    }
+    // The current version still serves.
+    assert_eq!(labs.ids("results").await, vec![1, 3, 5]);
+}
