@@ -103,6 +103,19 @@ pub struct TableDescriptor {
     /// Table-level quality checks.
     #[serde(default)]
     pub quality: Option<TableQualityDescriptor>,
+    /// Lets consumers read past versions (Delta tables only); absent, they cannot.
+    #[serde(default)]
+    pub time_travel: Option<TimeTravelDescriptor>,
+}
+
+/// `time_travel:` of a Delta table: past versions are readable, back to `max_age`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeTravelDescriptor {
+    /// Versions committed longer ago than this (e.g. `30days`) are not readable; without
+    /// it, every version the log holds is.
+    #[serde(default)]
+    pub max_age: Option<String>,
 }
 
 /// One declared column of a table contract.

@@ -15,6 +15,7 @@ mod validate;
 pub use as_of::{AsOf, split_as_of};
 pub use descriptor::{
     ColumnDescriptor, OwnerDescriptor, ProductDescriptor, SlaDescriptor, TableDescriptor,
+    TimeTravelDescriptor,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use mesh::{
@@ -25,7 +26,7 @@ pub use policy::{
     ReadRule, RowRule, TableAccess, decide, mask_name,
 };
 pub use principal::Principal;
-pub use product::{Column, Product, Sla, Table, TableFormat};
+pub use product::{Column, Product, Sla, Table, TableFormat, TimeTravel};
 pub use quality::{
     ColumnChecks, ColumnChecksDescriptor, Completeness, Literal, ProductQualityDescriptor,
     RangeDescriptor, TableQualityDescriptor, parse_completeness,

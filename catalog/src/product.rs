@@ -81,6 +81,15 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// The table must hold at least this many rows (a quality check).
     pub min_rows: Option<u64>,
+    /// Whether past versions may be read, and how far back (Delta tables only).
+    pub time_travel: Option<TimeTravel>,
+}
+
+/// How far back past versions of a table may be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeTravel {
+    /// Versions committed longer ago are refused; `None`: any version the log holds.
+    pub max_age: Option<Duration>,
 }
 
 impl Table {

@@ -162,11 +162,13 @@ pub(crate) fn validate_schedule(
 ) -> Option<Duration> {
     let text = quality?.schedule.as_deref()?;
     match humantime::parse_duration(text) {
-        Ok(d) if d >= Duration::from_secs(1) => Some(d),
+        Ok(d) if d >= Duration::from_secs(1) && d <= crate::validate::MAX_DURATION => Some(d),
         _ => {
             problems.push(Problem::new(
                 "quality.schedule",
-                format!("'{text}' is not a duration of a second or more; write e.g. '1h' or '15m'"),
+                format!(
+                    "'{text}' is not a duration from a second to 100 years; write e.g. '1h' or '15m'"
+                ),
             ));
             None
         }

@@ -11,11 +11,17 @@ use std::str::FromStr;
 use arrow_schema::DataType;
 use url::Url;
 
+use crate::descriptor::TableFormat;
 use crate::descriptor::{ColumnDescriptor, ProductDescriptor, TableDescriptor};
 use crate::error::Problem;
 use crate::policy::{PolicyDescriptor, ReadRule};
-use crate::product::{Column, Product, Sla, Table};
+use crate::product::{Column, Product, Sla, Table, TimeTravel};
 use crate::quality::{parse_completeness, validate_checks, validate_schedule};
+
+/// Longest duration accepted in a descriptor (schedules, ages): 100 years, far from
+/// overflowing a timestamp.
+pub(crate) const MAX_DURATION: std::time::Duration =
+    std::time::Duration::from_secs(100 * 365 * 86_400);
 
 /// Longest identifier accepted for a domain, product, table or column.
 pub const MAX_IDENTIFIER_LEN: usize = 63;
@@ -304,6 +310,7 @@ fn validate_table(
         ));
     }
 
+    let time_travel = validate_time_travel(at, table, problems);
     if problems.len() != before {
         return None;
     }
@@ -315,7 +322,38 @@ fn validate_table(
         partition_columns: table.partition_columns.clone(),
         columns,
         min_rows: table.quality.as_ref().and_then(|q| q.min_rows),
+        time_travel,
     })
+}
+
+/// `time_travel:` is for Delta tables, with an optional positive `max_age`.
+fn validate_time_travel(
+    at: &str,
+    table: &TableDescriptor,
+    problems: &mut Vec<Problem>,
+) -> Option<TimeTravel> {
+    let declared = table.time_travel.as_ref()?;
+    if table.format != TableFormat::Delta {
+        problems.push(Problem::new(
+            format!("{at}.time_travel"),
+            "only Delta tables keep past versions; remove time_travel or use format: delta",
+        ));
+    }
+    let max_age =
+        declared
+            .max_age
+            .as_deref()
+            .and_then(|text| match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() && d <= MAX_DURATION => Some(d),
+                _ => {
+                    problems.push(Problem::new(
+                        format!("{at}.time_travel.max_age"),
+                        format!("'{text}' is not a duration up to 100 years; write e.g. '30days'"),
+                    ));
+                    None
+                }
+            });
+    Some(TimeTravel { max_age })
 }
 
 fn validate_column(

@@ -17,7 +17,7 @@ use crate::storage::ResolvedLocation;
 /// the log) and Parquet pushdown apply to every scan.
 pub(crate) async fn delta_table(
     qualified_name: &str,
-    _table: &Table,
+    table_def: &Table,
     location: &ResolvedLocation,
     as_of: Option<AsOf>,
 ) -> Result<(Arc<dyn TableProvider>, DataSnapshot)> {
@@ -25,26 +25,33 @@ pub(crate) async fn delta_table(
         table: qualified_name.to_string(),
         source,
     };
-    let mut builder = DeltaTableBuilder::from_url(location.declared.clone())
-        .map_err(delta_err)?
-        .with_storage_backend(Arc::clone(&location.store), location.declared.clone());
-    match as_of {
-        None => {}
-        Some(AsOf::Version(v)) => builder = builder.with_version(v),
-        Some(instant @ AsOf::Timestamp(_)) => {
-            builder = builder
-                .with_datestring(instant.to_string())
-                .map_err(delta_err)?;
+    let builder = || -> Result<DeltaTableBuilder> {
+        Ok(DeltaTableBuilder::from_url(location.declared.clone())
+            .map_err(delta_err)?
+            .with_storage_backend(Arc::clone(&location.store), location.declared.clone()))
+    };
+    let asked = match as_of {
+        None => builder()?,
+        Some(AsOf::Version(v)) => builder()?.with_version(v),
+        Some(instant @ AsOf::Timestamp(_)) => builder()?
+            .with_datestring(instant.to_string())
+            .map_err(delta_err)?,
+    };
+    let table = match (asked.load().await, as_of) {
+        (Ok(table), _) => table,
+        (Err(source), None) => return Err(delta_err(source)),
+        // Tell a version the log does not hold from a table that cannot be read at all,
+        // whatever error delta-rs chose for it; the client learns only which.
+        (Err(source), Some(as_of)) => {
+            return Err(match builder()?.load().await {
+                Ok(_) => ConnectorError::NoSuchVersion {
+                    table: qualified_name.to_string(),
+                    as_of: as_of.to_string(),
+                },
+                Err(_) => delta_err(source),
+            });
         }
-    }
-    let table = builder.load().await.map_err(|source| match as_of {
-        // Asked for a version the log does not hold (or an instant before the first).
-        Some(as_of) => ConnectorError::NoSuchVersion {
-            table: qualified_name.to_string(),
-            as_of: format!("{as_of} ({})", first_line(&source)),
-        },
-        None => delta_err(source),
-    })?;
+    };
     let state = table.snapshot().map_err(delta_err)?;
     let version = state.version();
     // delta-rs answers an instant before the first commit with version 0: that version
@@ -59,6 +66,19 @@ pub(crate) async fn delta_table(
             table: qualified_name.to_string(),
             as_of: format!("{} (its first version is newer)", AsOf::Timestamp(asked)),
         });
+    }
+    if let (Some(as_of), Some(max_age)) = (as_of, table_def.time_travel.and_then(|t| t.max_age)) {
+        let committed = state.version_timestamp(version).map(millis_to_time);
+        let oldest = SystemTime::now().checked_sub(max_age);
+        if committed.zip(oldest).is_none_or(|(c, oldest)| c < oldest) {
+            return Err(ConnectorError::NoSuchVersion {
+                table: qualified_name.to_string(),
+                as_of: format!(
+                    "{as_of} (versions older than {} are not readable)",
+                    humantime::format_duration(max_age)
+                ),
+            });
+        }
     }
     let files = state.log_data();
     let snapshot = DataSnapshot {
@@ -79,16 +99,4 @@ pub(crate) async fn delta_table(
 
 fn millis_to_time(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
-}
-
-/// The first line of a delta-rs error, without paths (the domain's business).
-fn first_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter(|w| !w.contains('/'))
-        .collect::<Vec<_>>()
-        .join(" ")
 }

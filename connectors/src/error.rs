@@ -53,13 +53,15 @@ pub enum ConnectorError {
         as_of: String,
     },
 
-    /// A time-travel request for a table without versions (Parquet).
-    #[error("table {table} is a {format} table; only Delta tables can be read as of a version")]
+    /// A time-travel request for a table whose past versions are not readable (a
+    /// Parquet table, or a Delta table without `time_travel` in its descriptor).
+    #[error(
+        "past versions of table {table} are not readable (its owner enables them with \
+         time_travel: in the descriptor of a Delta table)"
+    )]
     NotVersioned {
         /// `domain.product.table`.
         table: String,
-        /// Its format.
-        format: String,
     },
 
     /// DataFusion refused to build the provider.

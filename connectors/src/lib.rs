@@ -59,9 +59,10 @@ impl TableOpener {
     }
 
     /// Opens `table` of `product` as it was at `as_of` (the latest version when `None`),
-    /// checked against the contract like [`Self::open`]. Only Delta tables have versions:
-    /// a Parquet table asked for one fails with [`ConnectorError::NotVersioned`], a
-    /// version the log does not hold with [`ConnectorError::NoSuchVersion`].
+    /// checked against the contract like [`Self::open`]. Only Delta tables whose owner
+    /// enabled `time_travel` have readable versions: another table asked for one fails
+    /// with [`ConnectorError::NotVersioned`]; a version the log does not hold, or one
+    /// older than the table's `max_age`, with [`ConnectorError::NoSuchVersion`].
     pub async fn open_as_of(
         &self,
         product: &Product,
@@ -69,11 +70,8 @@ impl TableOpener {
         as_of: Option<AsOf>,
     ) -> Result<OpenedTable> {
         let qualified = format!("{}.{}.{}", product.domain, product.name, table.name);
-        if as_of.is_some() && table.format != TableFormat::Delta {
-            return Err(ConnectorError::NotVersioned {
-                table: qualified,
-                format: table.format.to_string(),
-            });
+        if as_of.is_some() && table.time_travel.is_none() {
+            return Err(ConnectorError::NotVersioned { table: qualified });
         }
         let location = self
             .storage

@@ -20,6 +20,10 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::ExecutionPlan;
+use futures::{StreamExt, TryStreamExt};
+
+/// How many footers are fetched at once (they are usually in the cache already).
+const FOOTER_CONCURRENCY: usize = 16;
 
 /// A plan rewritten to read a sample, and how much of the table the sample covers.
 #[derive(Debug)]
@@ -119,21 +123,32 @@ async fn row_groups_of(
 ) -> Result<Vec<FileRowGroups>> {
     let store = runtime.object_store(&config.object_store_url)?;
     let cache = runtime.cache_manager.get_file_metadata_cache();
-    let mut files = Vec::new();
-    for file in config.file_groups.iter().flat_map(|g| g.iter()) {
-        let metadata = DFParquetMetadata::new(store.as_ref(), &file.object_meta)
-            .with_file_metadata_cache(Some(Arc::clone(&cache)))
-            .fetch_metadata()
-            .await?;
-        files.push(FileRowGroups {
-            rows: metadata
-                .row_groups()
-                .iter()
-                .map(|rg| rg.num_rows().max(0) as u64)
-                .collect(),
-        });
-    }
-    Ok(files)
+    let metas: Vec<_> = config
+        .file_groups
+        .iter()
+        .flat_map(|g| g.iter())
+        .map(|f| f.object_meta.clone())
+        .collect();
+    futures::stream::iter(metas)
+        .map(|meta| {
+            let (store, cache) = (Arc::clone(&store), Arc::clone(&cache));
+            async move {
+                let metadata = DFParquetMetadata::new(store.as_ref(), &meta)
+                    .with_file_metadata_cache(Some(cache))
+                    .fetch_metadata()
+                    .await?;
+                Ok(FileRowGroups {
+                    rows: metadata
+                        .row_groups()
+                        .iter()
+                        .map(|rg| rg.num_rows().max(0) as u64)
+                        .collect(),
+                })
+            }
+        })
+        .buffered(FOOTER_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// Picks row groups (file index, row-group index) at even intervals over all row groups,
@@ -160,7 +175,7 @@ fn choose_row_groups(layout: &[FileRowGroups], target_rows: u64) -> Vec<(usize, 
         .collect()
 }
 
-/// `config` reading only the `chosen` row groups; files with none chosen are dropped.
+/// `config` reading only the `chosen` row groups (files with none chosen read nothing).
 /// Returns the new config and the rows it reads.
 fn restrict(
     config: FileScanConfig,
@@ -180,9 +195,8 @@ fn restrict(
                 .map(|(_, g)| *g)
                 .collect();
             file_index += 1;
-            if picked.is_empty() {
-                continue;
-            }
+            // A file with no chosen row group stays in the scan, reading nothing: some
+            // scans (Delta with deletion vectors) require every file they listed.
             let mut access = ParquetAccessPlan::new_none(row_groups.len());
             for &g in &picked {
                 access.scan(g);

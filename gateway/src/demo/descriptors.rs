@@ -145,6 +145,7 @@ tables:
     description: One row per lab result.
     format: delta
     location: {data}clinical/labs/results/
+    time_travel: { max_age: 30days }
     columns:
       - { name: result_id, type: Int64, nullable: false, checks: { unique: true } }
       - { name: encounter_id, type: Int64, nullable: false, description: Key into clinical.encounters.visits }

@@ -18,7 +18,7 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use futures::StreamExt;
 
 use super::measure::{Budget, Measurer};
-use super::model::{DataFingerprint, Trigger};
+use super::model::{DataFingerprint, TableMeasurement, Trigger};
 use super::store::QualityStore;
 use crate::config::QualityConfig;
 use crate::service::GatewayState;
@@ -103,57 +103,86 @@ async fn run(state: Weak<GatewayState>, store: Arc<QualityStore>, config: Qualit
 
         let now = SystemTime::now();
         let (due, next) = due_work(&sessions, &store, &config, now);
-        let measurer = Measurer::new(sessions.runtime(), pool.clone(), budget);
-        let (measurer, store, config) = (&measurer, &store, &config);
+        let measurer = Arc::new(Measurer::new(sessions.runtime(), pool.clone(), budget));
         futures::stream::iter(due)
-            .map(|work| async move {
-                let key = format!("{}.{}", work.product.qualified_name(), work.table);
-                let Some(table) = work.product.table(&work.table) else {
-                    return;
-                };
-                let measured = tokio::time::timeout(
-                    config.timeout,
-                    measurer.measure(
-                        &work.product,
-                        table,
-                        work.provider,
-                        &work.snapshot,
-                        work.trigger,
-                    ),
-                )
-                .await;
-                let measurement = match measured {
-                    Ok(m) => m,
-                    Err(_) => {
-                        tracing::warn!(table = %key, timeout = ?config.timeout,
-                            "quality measurement timed out");
-                        return;
+            .map(|work| {
+                let (measurer, store, timeout) =
+                    (Arc::clone(&measurer), Arc::clone(&store), config.timeout);
+                // Its own task: a panic in one measurement ends that measurement only.
+                tokio::spawn(async move {
+                    let measurement = measure_one(&measurer, work, timeout).await;
+                    let key = measurement.key();
+                    if let Err(e) = store.record(measurement) {
+                        tracing::error!(table = %key, error = %e, "quality measurement not stored");
                     }
-                };
-                if let Some(error) = &measurement.error {
-                    tracing::warn!(table = %key, %error, "quality measurement failed");
-                } else {
-                    let (passed, failed) = measurement.check_counts();
-                    tracing::info!(table = %key, trigger = measurement.trigger.as_str(),
-                        method = measurement.method.as_str(), rows = ?measurement.row_count,
-                        bytes_read = measurement.bytes_read, checks_passed = passed,
-                        checks_failed = failed, "table measured");
-                }
-                if let Err(e) = store.record(measurement) {
-                    tracing::error!(table = %key, error = %e, "quality measurement not stored");
-                }
+                })
             })
             .buffer_unordered(config.concurrency.max(1))
-            .collect::<Vec<()>>()
+            .for_each(|finished| async move {
+                if let Err(e) = finished {
+                    tracing::error!(error = %e, "a quality measurement panicked");
+                }
+            })
             .await;
 
         let wait = next
-            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .map(|at| {
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            })
             .unwrap_or(MAX_IDLE)
             .clamp(MIN_PAUSE, MAX_IDLE);
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Measures one table within `timeout`; a measurement that runs out of time is recorded
+/// as failed (with the data facts), so that it waits for its schedule or new data rather
+/// than being retried at once.
+async fn measure_one(measurer: &Measurer, work: Due, timeout: Duration) -> TableMeasurement {
+    let key = format!("{}.{}", work.product.qualified_name(), work.table);
+    let started = std::time::Instant::now();
+    let Some(table) = work.product.table(&work.table) else {
+        let mut gone =
+            TableMeasurement::begin(&work.product, &work.table, &work.snapshot, work.trigger);
+        gone.error = Some("the table is no longer part of the product".into());
+        return gone;
+    };
+    let measured = tokio::time::timeout(
+        timeout,
+        measurer.measure(
+            &work.product,
+            table,
+            Arc::clone(&work.provider),
+            &work.snapshot,
+            work.trigger,
+        ),
+    )
+    .await;
+    match measured {
+        Ok(measurement) => {
+            if measurement.error.is_none() {
+                let (passed, failed) = measurement.check_counts();
+                tracing::info!(table = %key, trigger = measurement.trigger.as_str(),
+                    method = measurement.method.as_str(), rows = ?measurement.row_count,
+                    bytes_read = measurement.bytes_read, checks_passed = passed,
+                    checks_failed = failed, "table measured");
+            }
+            measurement
+        }
+        Err(_) => {
+            tracing::warn!(table = %key, ?timeout, "quality measurement timed out");
+            let mut failed =
+                TableMeasurement::begin(&work.product, &work.table, &work.snapshot, work.trigger);
+            failed.duration = started.elapsed();
+            failed.error = Some(format!(
+                "timed out after {}",
+                humantime::format_duration(timeout)
+            ));
+            failed
         }
     }
 }
@@ -187,7 +216,11 @@ fn due_work(
                     Some(Trigger::DataChange)
                 }
                 Some(last) => {
-                    let at = last.measured_at + schedule;
+                    // Schedules are at most 100 years (validated); saturate regardless.
+                    let at = last
+                        .measured_at
+                        .checked_add(schedule)
+                        .unwrap_or(now + MAX_IDLE);
                     if at <= now {
                         Some(Trigger::Schedule)
                     } else {

@@ -26,7 +26,7 @@ use datafusion::common::stats::Precision;
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
-use datafusion::execution::memory_pool::MemoryPool;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, count_distinct, max, min};
@@ -37,9 +37,7 @@ use meshgate_catalog::{Column, Product, Table};
 use meshgate_connectors::{DataSnapshot, sample_row_groups};
 
 use super::counting::{ByteCounter, CountingRegistry};
-use super::model::{
-    CheckOutcome, ColumnMeasurement, DataFingerprint, Method, TableMeasurement, Trigger,
-};
+use super::model::{CheckOutcome, ColumnMeasurement, Method, TableMeasurement, Trigger};
 
 /// How much a measurement may read.
 #[derive(Debug, Clone, Copy)]
@@ -83,27 +81,15 @@ impl Measurer {
     ) -> TableMeasurement {
         let started = Instant::now();
         let counter = Arc::new(ByteCounter::default());
-        let mut measurement = TableMeasurement {
-            domain: product.domain.clone(),
-            product: product.name.clone(),
-            table: table.name.clone(),
-            measured_at: SystemTime::now(),
-            trigger,
-            method: Method::Scan,
-            row_count: None,
-            rows_read: 0,
-            data: DataFingerprint::from(snapshot),
-            columns: Vec::new(),
-            checks: Vec::new(),
-            bytes_read: 0,
-            duration: Default::default(),
-            error: None,
-        };
+        let mut measurement = TableMeasurement::begin(product, &table.name, snapshot, trigger);
         if let Err(e) = self
             .measure_into(&mut measurement, table, provider, Arc::clone(&counter))
             .await
         {
-            measurement.error = Some(first_line(&e));
+            // Consumers see the class of failure; the details (which may name columns
+            // or files) stay in the server log.
+            tracing::warn!(table = %measurement.key(), error = %e, "quality measurement failed");
+            measurement.error = Some(failure_class(&e).to_string());
         }
         measurement.bytes_read = counter.get();
         measurement.duration = started.elapsed();
@@ -136,8 +122,12 @@ impl Measurer {
         let sample =
             known_rows.is_some_and(|n| n > self.budget.full_scan_rows) && !sampled.is_complete();
 
+        // The sample is held while it is measured: counted against the agent's pool, so
+        // an oversized one (huge row groups) fails the measurement, not the gateway.
+        let held = MemoryConsumer::new("quality sample").register(&self.pool);
         if sample {
             let batches = collect(sampled.plan, state.task_ctx()).await?;
+            held.try_grow(batches.iter().map(RecordBatch::get_array_memory_size).sum())?;
             let memory = MemTable::try_new(plan.schema(), vec![batches])?;
             ctx.register_table(SOURCE, Arc::new(memory))?;
             out.method = Method::Sample;
@@ -155,7 +145,7 @@ impl Measurer {
             let exact_min = stat.and_then(|s| exact_scalar(&s.min_value));
             let exact_max = stat.and_then(|s| exact_scalar(&s.max_value));
             let seen = &facts.columns[i];
-            let frequencies = if sample && distinct_supported(&column.data_type) {
+            let frequencies = if sample && !column.data_type.is_nested() {
                 Some(value_frequencies(&ctx, &column.name).await?)
             } else {
                 None
@@ -212,21 +202,26 @@ impl Measurer {
             }
             if checks.unique {
                 let (duplicates, exact) = match (&frequencies, seen.count_distinct) {
-                    (_, Some(d)) => (seen.non_null.saturating_sub(d), true),
+                    (_, Some(d)) => (Some(seen.non_null.saturating_sub(d)), true),
                     (Some(f), None) => (
-                        seen.non_null.saturating_sub(f.singletons + f.repeated),
+                        Some(seen.non_null.saturating_sub(f.singletons + f.repeated)),
                         false,
                     ),
-                    (None, None) => (0, false),
+                    // A nested type, sampled: no way to tell.
+                    (None, None) => (None, false),
                 };
-                out.checks.push(outcome(
+                let mut check = outcome(
                     column,
                     "unique",
                     "no duplicate values".into(),
-                    duplicates == 0,
-                    Some(duplicates),
+                    duplicates == Some(0),
+                    duplicates,
                     evidence(exact),
-                ));
+                );
+                if duplicates.is_none() {
+                    check.passed = None;
+                }
+                out.checks.push(check);
             }
             if !checks.accepted_values.is_empty() {
                 let failing = seen.not_accepted.unwrap_or_default();
@@ -348,9 +343,9 @@ async fn aggregate(ctx: &SessionContext, table: &Table, exact_unique: bool) -> R
         }
         if distinct_supported(&column.data_type) {
             exprs.push(approx_distinct(c.clone()).alias(format!("ad{i}")));
-            if exact_unique && column.checks.unique {
-                exprs.push(count_distinct(c.clone()).alias(format!("cd{i}")));
-            }
+        }
+        if exact_unique && column.checks.unique {
+            exprs.push(count_distinct(c.clone()).alias(format!("cd{i}")));
         }
         if !column.checks.accepted_values.is_empty() {
             let values = column
@@ -591,7 +586,7 @@ fn positive_zero(value: ScalarValue) -> ScalarValue {
 /// An integer result column (counts are Int64, `approx_distinct` UInt64).
 fn int(batch: &RecordBatch, name: &str) -> Option<u64> {
     let array = batch.column_by_name(name)?;
-    if array.is_null(0) {
+    if array.is_empty() || array.is_null(0) {
         return None;
     }
     match array.data_type() {
@@ -608,22 +603,22 @@ fn display(value: &ScalarValue) -> Option<String> {
 }
 
 fn scalar(batch: &RecordBatch, name: &str) -> Option<ScalarValue> {
-    let array = batch.column_by_name(name)?;
+    let array = batch.column_by_name(name).filter(|a| !a.is_empty())?;
     ScalarValue::try_from_array(array, 0)
         .ok()
         .filter(|v| !v.is_null())
 }
 
-/// The first line of an error, without file paths (the domain's business).
-fn first_line(e: &DataFusionError) -> String {
-    let text = e.to_string();
-    text.lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter(|w| !w.contains('/'))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// What kind of failure stopped a measurement, in words safe to show any reader.
+fn failure_class(e: &DataFusionError) -> &'static str {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => "memory limit of the quality agent reached",
+        DataFusionError::ObjectStore(_)
+        | DataFusionError::IoError(_)
+        | DataFusionError::ParquetError(_) => "storage could not be read",
+        DataFusionError::External(_) => "the table could not be read",
+        _ => "internal error (see the server log)",
+    }
 }
 
 #[cfg(test)]

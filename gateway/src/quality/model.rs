@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use meshgate_catalog::Product;
 use meshgate_connectors::DataSnapshot;
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +147,26 @@ pub struct TableMeasurement {
 }
 
 impl TableMeasurement {
+    /// A measurement of `table` of `product` begun now, with only the data facts known.
+    pub fn begin(product: &Product, table: &str, data: &DataSnapshot, trigger: Trigger) -> Self {
+        Self {
+            domain: product.domain.clone(),
+            product: product.name.clone(),
+            table: table.to_string(),
+            measured_at: SystemTime::now(),
+            trigger,
+            method: Method::Scan,
+            row_count: None,
+            rows_read: 0,
+            data: DataFingerprint::from(data),
+            columns: Vec::new(),
+            checks: Vec::new(),
+            bytes_read: 0,
+            duration: Duration::ZERO,
+            error: None,
+        }
+    }
+
     /// `domain.product.table`.
     pub fn key(&self) -> String {
         format!("{}.{}.{}", self.domain, self.product, self.table)

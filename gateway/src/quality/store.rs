@@ -110,6 +110,12 @@ impl QualityStore {
         let at = history.partition_point(|m| m.measured_at <= measurement.measured_at);
         history.insert(at, Arc::new(measurement));
         let cutoff = SystemTime::now().checked_sub(self.retention);
+        // History is in time order: only when its oldest record has expired is there
+        // anything to drop, in memory and on disk.
+        let expired = cutoff.is_some_and(|c| history.first().is_some_and(|m| m.measured_at < c));
+        if !expired {
+            return Ok(());
+        }
         if let Some(cutoff) = cutoff {
             history.retain(|m| m.measured_at >= cutoff);
         }
@@ -127,7 +133,8 @@ impl QualityStore {
         let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(MEASUREMENTS)?;
-            table.retain_in::<(u64, &str), _>(.., |key, _| key.0 >= cutoff)?;
+            // Keys sort by time first: everything before (cutoff, "") has expired.
+            table.retain_in::<(u64, &str), _>(..(cutoff, ""), |_, _| false)?;
         }
         txn.commit()?;
         Ok(())
@@ -141,11 +148,25 @@ impl QualityStore {
             .clone()
     }
 
-    /// The latest measurement of each table, by `domain.product.table`.
+    /// The latest measurement of each table, failed or not, by `domain.product.table`:
+    /// what the agent schedules from.
     pub fn latest(&self) -> BTreeMap<String, Arc<TableMeasurement>> {
+        self.latest_where(|_| true)
+    }
+
+    /// The latest successful measurement of each table: what `mesh.meta.quality` shows
+    /// (a failed measurement, in the history, does not hide the last good one).
+    pub fn latest_successful(&self) -> BTreeMap<String, Arc<TableMeasurement>> {
+        self.latest_where(|m| m.error.is_none())
+    }
+
+    fn latest_where(
+        &self,
+        keep: impl Fn(&TableMeasurement) -> bool,
+    ) -> BTreeMap<String, Arc<TableMeasurement>> {
         let history = self.history.read().unwrap_or_else(|e| e.into_inner());
         let mut latest = BTreeMap::new();
-        for m in history.iter() {
+        for m in history.iter().filter(|m| keep(m)) {
             latest.insert(m.key(), Arc::clone(m));
         }
         latest

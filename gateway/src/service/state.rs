@@ -120,9 +120,11 @@ impl GatewayState {
         let policy = tables
             .iter()
             .flat_map(|t| {
+                // A past version (`d.p.t@v3`) is governed by its table's rules.
+                let table = t.split_once('@').map_or(t.as_str(), |(base, _)| base);
                 session
                     .access
-                    .get(t)
+                    .get(table)
                     .into_iter()
                     .flatten()
                     .map(move |rule| format!("{t}: {rule}"))

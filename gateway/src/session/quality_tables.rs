@@ -44,9 +44,16 @@ impl TableVisibility {
             .unwrap_or(ColumnEffect::Hidden)
     }
 
-    /// Whether the values of `name` may be shown.
+    /// Whether the values of `name` may be shown (its min and max).
     fn shows_values(&self, name: &str) -> bool {
         !self.row_filtered && self.column(name) == ColumnEffect::Clear
+    }
+
+    /// Whether facts derived from the values of `name` may be shown: null and distinct
+    /// counts, and the outcome of its checks. Not for masked columns (a mask may even
+    /// turn every value into NULL); table facts (`None`) always.
+    fn shows_facts(&self, name: Option<&str>) -> bool {
+        name.is_none_or(|n| self.column(n) == ColumnEffect::Clear)
     }
 }
 
@@ -81,18 +88,18 @@ pub(super) fn quality_tables(
         move || -> Vec<(Arc<TableMeasurement>, TableVisibility)> {
             store
                 .iter()
-                .flat_map(|s| s.latest().into_values())
+                .flat_map(|s| s.latest_successful().into_values())
                 .filter_map(|m| visible.get(&m.key()).map(|v| (m, v.clone())))
                 .collect()
         }
     };
     let history = {
         let (visible, store) = (Arc::clone(&visible), store.clone());
-        move || -> Vec<Arc<TableMeasurement>> {
+        move || -> Vec<(Arc<TableMeasurement>, TableVisibility)> {
             store
                 .iter()
                 .flat_map(|s| s.history())
-                .filter(|m| visible.contains_key(&m.key()))
+                .filter_map(|m| visible.get(&m.key()).map(|v| (m, v.clone())))
                 .collect()
         }
     };
@@ -144,30 +151,37 @@ fn columns_batch(latest: &[(Arc<TableMeasurement>, TableVisibility)]) -> Result<
             m.columns
                 .iter()
                 .filter(|c| v.column(&c.name) != ColumnEffect::Hidden)
-                .map(move |c| (m, c, v.shows_values(&c.name)))
+                .map(move |c| (m, c, v.shows_values(&c.name), v.shows_facts(Some(&c.name))))
         })
         .collect();
     let columns: Vec<ArrayRef> = vec![
         strings(rows.iter().map(|(m, ..)| m.domain.as_str())),
         strings(rows.iter().map(|(m, ..)| m.product.as_str())),
         strings(rows.iter().map(|(m, ..)| m.table.as_str())),
-        strings(rows.iter().map(|(_, c, _)| c.name.as_str())),
+        strings(rows.iter().map(|(_, c, ..)| c.name.as_str())),
         ints(rows.iter().map(|(m, ..)| m.row_count)),
-        ints(rows.iter().map(|(_, c, _)| c.null_count)),
+        ints(
+            rows.iter()
+                .map(|(_, c, _, facts)| c.null_count.filter(|_| *facts)),
+        ),
         Arc::new(Float64Array::from_iter(
-            rows.iter().map(|(_, c, _)| c.null_fraction),
+            rows.iter()
+                .map(|(_, c, _, facts)| c.null_fraction.filter(|_| *facts)),
         )),
-        ints(rows.iter().map(|(_, c, _)| c.distinct_estimate)),
+        ints(
+            rows.iter()
+                .map(|(_, c, _, facts)| c.distinct_estimate.filter(|_| *facts)),
+        ),
         Arc::new(StringArray::from_iter(
             rows.iter()
-                .map(|(_, c, shown)| c.min.as_deref().filter(|_| *shown)),
+                .map(|(_, c, values, _)| c.min.as_deref().filter(|_| *values)),
         )),
         Arc::new(StringArray::from_iter(
             rows.iter()
-                .map(|(_, c, shown)| c.max.as_deref().filter(|_| *shown)),
+                .map(|(_, c, values, _)| c.max.as_deref().filter(|_| *values)),
         )),
         Arc::new(BooleanArray::from_iter(
-            rows.iter().map(|(_, c, _)| Some(c.exact)),
+            rows.iter().map(|(_, c, ..)| Some(c.exact)),
         )),
         strings(rows.iter().map(|(m, ..)| m.method.as_str())),
         timestamps(rows.iter().map(|(m, ..)| Some(m.measured_at))),
@@ -196,11 +210,7 @@ fn checks_batch(latest: &[(Arc<TableMeasurement>, TableVisibility)]) -> Result<R
         .flat_map(|(m, v)| {
             m.checks
                 .iter()
-                .filter(|c| {
-                    c.column
-                        .as_deref()
-                        .is_none_or(|name| v.column(name) != ColumnEffect::Hidden)
-                })
+                .filter(|c| v.shows_facts(c.column.as_deref()))
                 .map(move |c| (m, c))
         })
         .collect();
@@ -243,8 +253,23 @@ fn history_schema() -> SchemaRef {
     ]))
 }
 
-fn history_batch(history: &[Arc<TableMeasurement>]) -> Result<RecordBatch> {
-    let counts: Vec<(usize, usize)> = history.iter().map(|m| m.check_counts()).collect();
+fn history_batch(rows: &[(Arc<TableMeasurement>, TableVisibility)]) -> Result<RecordBatch> {
+    // Only the checks the reader may see are counted.
+    let counts: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|(m, v)| {
+            let shown = || {
+                m.checks
+                    .iter()
+                    .filter(|c| v.shows_facts(c.column.as_deref()))
+            };
+            (
+                shown().filter(|c| c.passed == Some(true)).count(),
+                shown().filter(|c| c.passed == Some(false)).count(),
+            )
+        })
+        .collect();
+    let history: Vec<&Arc<TableMeasurement>> = rows.iter().map(|(m, _)| m).collect();
     let columns: Vec<ArrayRef> = vec![
         timestamps(history.iter().map(|m| Some(m.measured_at))),
         strings(history.iter().map(|m| m.domain.as_str())),
@@ -284,13 +309,13 @@ fn ints(values: impl Iterator<Item = Option<u64>>) -> ArrayRef {
 type BuildBatch = dyn Fn() -> Result<RecordBatch> + Send + Sync;
 
 /// A table whose single batch is built when a query scans it.
-struct LazyTable {
+pub(super) struct LazyTable {
     schema: SchemaRef,
     build: Box<BuildBatch>,
 }
 
 impl LazyTable {
-    fn provider(
+    pub(super) fn provider(
         schema: SchemaRef,
         build: impl Fn() -> Result<RecordBatch> + Send + Sync + 'static,
     ) -> Arc<dyn TableProvider> {

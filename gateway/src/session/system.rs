@@ -6,7 +6,7 @@
 //! (`mesh.meta.quality`, `quality_checks`, `quality_history`) list what the session can see. Storage locations are deliberately absent: they are the domain's
 //! business, not the consumer's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,13 +15,14 @@ use arrow::array::{
     ArrayRef, BooleanArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
     StringBuilder, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 use meshgate_catalog::{ColumnEffect, Product, mask_name, parse_completeness};
 
 use super::catalog::{ReadOnlyCatalog, ReadOnlySchema};
-use super::quality_tables::quality_tables;
+use super::quality_tables::{LazyTable, quality_tables};
+use crate::live::ProductHealth;
 use crate::policy::ProductView;
 use crate::quality::{QualityStore, measured_completeness};
 
@@ -39,7 +40,7 @@ pub(super) fn system_catalog(
     let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
     tables.insert("products".into(), mem_table(products_batch(views)?)?);
     tables.insert("tables".into(), mem_table(tables_batch(views)?)?);
-    tables.insert("slas".into(), mem_table(slas_batch(views, quality)?)?);
+    tables.insert("slas".into(), slas_table(views, quality));
     for (name, table) in quality_tables(views, quality) {
         tables.insert(name.into(), table);
     }
@@ -213,27 +214,68 @@ fn tables_batch(views: &[ProductView]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
+/// What `mesh.meta.slas` needs of one product the principal may read.
+struct SlaSource {
+    product: Arc<Product>,
+    health: Arc<ProductHealth>,
+    /// The tables the principal may read (completeness counts only these).
+    tables: BTreeSet<String>,
+}
+
 /// A product, an objective, its target, what was measured and whether it is met.
 type SlaRow<'a> = (
-    &'a ProductView,
+    &'a SlaSource,
     &'static str,
     String,
     Option<String>,
     Option<bool>,
 );
 
+fn slas_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        utf8("domain", false),
+        utf8("product", false),
+        utf8("objective", false),
+        utf8("target", false),
+        utf8("measured", true),
+        Field::new("met", DataType::Boolean, true),
+        timestamp_field("data_modified_at"),
+        timestamp_field("checked_at"),
+    ]))
+}
+
+/// `mesh.meta.slas`, built when scanned (completeness reads the quality history).
+fn slas_table(
+    views: &[ProductView],
+    quality: Option<&Arc<QualityStore>>,
+) -> Arc<dyn TableProvider> {
+    let sources: Vec<SlaSource> = views
+        .iter()
+        .map(|v| SlaSource {
+            product: Arc::clone(&v.product),
+            health: Arc::clone(&v.health),
+            tables: v.access.keys().cloned().collect(),
+        })
+        .collect();
+    let quality = quality.cloned();
+    LazyTable::provider(slas_schema(), move || {
+        slas_batch(&sources, quality.as_ref())
+    })
+}
+
 /// One row per declared objective: its target beside what was measured, and whether
 /// it is met. Freshness is measured from the newest data; completeness from the row
-/// counts in the quality history (NULL until the history spans enough time).
-fn slas_batch(views: &[ProductView], quality: Option<&Arc<QualityStore>>) -> Result<RecordBatch> {
+/// counts in the quality history of the tables the principal may read (NULL until the
+/// history spans enough time).
+fn slas_batch(sources: &[SlaSource], quality: Option<&Arc<QualityStore>>) -> Result<RecordBatch> {
     let now = SystemTime::now();
     let mut rows: Vec<SlaRow<'_>> = Vec::new();
-    for view in views {
-        let sla = &view.product.sla;
+    for source in sources {
+        let sla = &source.product.sla;
         if let Some(target) = sla.freshness {
-            let age = view.health.data_age(now);
+            let age = source.health.data_age(now);
             rows.push((
-                view,
+                source,
                 "freshness",
                 humantime::format_duration(target).to_string(),
                 age.map(|a| {
@@ -246,10 +288,13 @@ fn slas_batch(views: &[ProductView], quality: Option<&Arc<QualityStore>>) -> Res
         if let Some(text) = &sla.completeness {
             let target = parse_completeness(text);
             let measured = target.zip(quality).and_then(|(target, store)| {
-                measured_completeness(store, &view.product, target).map(|rows| (target, rows))
+                measured_completeness(store, &source.product, target, &|t| {
+                    source.tables.contains(t)
+                })
+                .map(|rows| (target, rows))
             });
             rows.push((
-                view,
+                source,
                 "completeness",
                 text.clone(),
                 measured.map(|(target, rows)| {
@@ -262,16 +307,6 @@ fn slas_batch(views: &[ProductView], quality: Option<&Arc<QualityStore>>) -> Res
             ));
         }
     }
-    let schema = Schema::new(vec![
-        utf8("domain", false),
-        utf8("product", false),
-        utf8("objective", false),
-        utf8("target", false),
-        utf8("measured", true),
-        Field::new("met", DataType::Boolean, true),
-        timestamp_field("data_modified_at"),
-        timestamp_field("checked_at"),
-    ]);
     let columns: Vec<ArrayRef> = vec![
         strings(rows.iter().map(|(v, ..)| v.product.domain.as_str())),
         strings(rows.iter().map(|(v, ..)| v.product.name.as_str())),
@@ -284,7 +319,7 @@ fn slas_batch(views: &[ProductView], quality: Option<&Arc<QualityStore>>) -> Res
         timestamps(rows.iter().map(|(v, ..)| v.health.newest_data())),
         timestamps(rows.iter().map(|(v, ..)| Some(v.health.checked_at))),
     ];
-    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    Ok(RecordBatch::try_new(slas_schema(), columns)?)
 }
 
 fn columns_batch(views: &[ProductView]) -> Result<RecordBatch> {

@@ -84,6 +84,15 @@ fn quality_checks_are_read_as_their_columns_types() {
     assert_eq!(outcome, LintOutcome::Invalid, "{out}");
     assert!(out.contains("sla.completeness"), "{out}");
 
+    let parquet_versions =
+        PRODUCT.replace("format: parquet", "format: parquet\n    time_travel: {}");
+    let (outcome, out) = lint_text(&parquet_versions);
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(
+        out.contains("only Delta tables keep past versions"),
+        "{out}"
+    );
+
     let no_bounds = PRODUCT.replace(
         "{ name: region, type: Utf8 }",
         "{ name: region, type: Utf8, checks: { range: {} } }",

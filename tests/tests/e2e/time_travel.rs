@@ -1,7 +1,8 @@
 //! Delta time travel over Flight SQL: `"table@v0"` and `"table@<instant>"` return the
 //! older data, under the same row filter as the current table; the audit records the
-//! version read; a Parquet table, a missing version and a malformed suffix are refused
-//! with a clear message.
+//! version read; a Parquet table, a Delta table without `time_travel`, a version older
+//! than the owner allows, a missing version and a malformed suffix are refused with a
+//! clear message.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +32,22 @@ description: Lab results.
 owner: { team: clinical-data, contact: clinical@example.org }
 tables:
   - name: results
+    format: delta
+    location: data/results/
+    time_travel: {}
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: region, type: Utf8 }
+  - name: recent
+    description: The same data, whose owner lets versions be read back one second only.
+    format: delta
+    location: data/results/
+    time_travel: { max_age: 1s }
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: region, type: Utf8 }
+  - name: current
+    description: The same data, without time travel.
     format: delta
     location: data/results/
     columns:
@@ -250,8 +267,14 @@ async fn versions_that_cannot_be_read_are_refused_clearly() {
     for (table, expected) in [
         (
             "\"notes@v0\"",
-            "only Delta tables can be read as of a version",
+            "past versions of table clinical.labs.notes are not readable",
         ),
+        (
+            "\"current@v0\"",
+            "past versions of table clinical.labs.current are not readable",
+        ),
+        // Version 0 was committed seconds ago, more than the one second allowed.
+        ("\"recent@v0\"", "versions older than 1s are not readable"),
         ("\"results@v7\"", "has no version v7"),
         (
             "\"results@2001-01-01\"",
@@ -267,6 +290,8 @@ async fn versions_that_cannot_be_read_are_refused_clearly() {
         assert!(status.message().contains(expected), "{table}: {status:?}");
         assert!(!status.message().contains("/tmp"), "no path: {status:?}");
     }
-    // The current version still serves.
+    // The current versions still serve.
     assert_eq!(labs.ids("results").await, vec![1, 3, 5]);
+    assert_eq!(labs.ids("recent").await, vec![1, 3, 5]);
+    assert_eq!(labs.ids("current").await, vec![1, 3, 5]);
 }
