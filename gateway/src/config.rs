@@ -72,6 +72,10 @@ pub struct QualityConfig {
     /// Measurements older than this are deleted from the history.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Run the agent's threads in the OS scheduler's idle class (Linux `SCHED_IDLE`), so
+    /// that they use only CPU that queries leave unused. Off, they compete as equals
+    /// (measurements then progress on a saturated machine, at the queries' expense).
+    pub idle_priority: bool,
 }
 
 impl Default for QualityConfig {
@@ -85,6 +89,7 @@ impl Default for QualityConfig {
             memory_limit: 256 * 1024 * 1024,
             timeout: Duration::from_secs(600),
             retention: Duration::from_secs(90 * 86_400),
+            idle_priority: true,
         }
     }
 }

@@ -40,10 +40,17 @@ pub fn spawn_agent(
     std::thread::Builder::new()
         .name("meshgate-quality".into())
         .spawn(move || {
-            run_on_spare_cpu();
+            let idle = config.idle_priority;
+            if idle {
+                run_on_spare_cpu();
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .on_thread_start(run_on_spare_cpu)
+                .on_thread_start(move || {
+                    if idle {
+                        run_on_spare_cpu();
+                    }
+                })
                 .build()
             {
                 Ok(runtime) => runtime,
@@ -103,6 +110,8 @@ async fn run(state: Weak<GatewayState>, store: Arc<QualityStore>, config: Qualit
 
         let now = SystemTime::now();
         let (due, next) = due_work(&sessions, &store, &config, now);
+        // After measuring, look again soon: `next` predates these measurements.
+        let measured_any = !due.is_empty();
         let measurer = Arc::new(Measurer::new(sessions.runtime(), pool.clone(), budget));
         futures::stream::iter(due)
             .map(|work| {
@@ -125,13 +134,16 @@ async fn run(state: Weak<GatewayState>, store: Arc<QualityStore>, config: Qualit
             })
             .await;
 
-        let wait = next
-            .map(|at| {
+        let wait = if measured_any {
+            MIN_PAUSE
+        } else {
+            next.map(|at| {
                 at.duration_since(SystemTime::now())
                     .unwrap_or(Duration::ZERO)
             })
             .unwrap_or(MAX_IDLE)
-            .clamp(MIN_PAUSE, MAX_IDLE);
+            .clamp(MIN_PAUSE, MAX_IDLE)
+        };
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(wait) => {}
