@@ -190,6 +190,11 @@ pub struct EngineConfig {
     pub target_partitions: Option<usize>,
     /// Evaluate filters inside the Parquet decoder (late materialization).
     pub parquet_pushdown_filters: bool,
+    /// Memory all running queries may hold together, in bytes (a greedy pool).
+    pub memory_pool: usize,
+    /// Memory one query may hold, in bytes; beyond it, operators that can spill to disk
+    /// do, and the others fail the query with `RESOURCE_EXHAUSTED`.
+    pub query_memory_limit: usize,
 }
 
 impl Default for EngineConfig {
@@ -198,6 +203,8 @@ impl Default for EngineConfig {
             batch_size: 8192,
             target_partitions: None,
             parquet_pushdown_filters: false,
+            memory_pool: 4 * 1024 * 1024 * 1024,
+            query_memory_limit: 1024 * 1024 * 1024,
         }
     }
 }

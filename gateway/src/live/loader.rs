@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use datafusion::datasource::TableProvider;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
 use meshgate_catalog::Product;
 use meshgate_connectors::{ConnectorError, DomainStorage, TableOpener, contract_schema};
@@ -27,7 +28,14 @@ pub struct ProductLoader {
 impl ProductLoader {
     /// A loader whose sessions are configured by `engine`.
     pub fn new(engine: &EngineConfig) -> Self {
-        let runtime = Arc::new(RuntimeEnv::default());
+        let pool = Arc::new(GreedyMemoryPool::new(engine.memory_pool));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .build_arc()
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot build the query runtime; memory is unbounded");
+                Arc::new(RuntimeEnv::default())
+            });
         let opener = Arc::new(TableOpener::new(Arc::new(DomainStorage::new(Arc::clone(
             &runtime,
         )))));

@@ -6,6 +6,7 @@
 //! once, when the mesh is loaded, never per request.
 
 mod catalog;
+mod memory;
 mod quality_tables;
 mod sql;
 mod system;
@@ -13,7 +14,7 @@ mod system;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::{Mesh, Principal};
@@ -27,6 +28,7 @@ use crate::error::Result;
 use crate::live::{ProductLoader, require_fresh};
 use crate::policy::{CompiledProduct, PolicyEngine, ProductView};
 use crate::quality::QualityStore;
+use memory::{QueryMemoryLimit, QueryPool};
 
 /// A session for one principal, and the policy rules that restrict its tables.
 #[derive(Clone)]
@@ -121,11 +123,25 @@ impl SessionFactory {
         let catalogs = self.catalogs_from(&views)?;
         let state = SessionStateBuilder::new_from_existing(self.template.clone())
             .with_catalog_list(catalogs as _)
+            .with_runtime_env(self.query_runtime()?)
             .build();
         Ok(PrincipalSession {
             context: SessionContext::new_with_state(state),
             access,
         })
+    }
+
+    /// The runtime of one query: the shared one (stores, caches, the gateway's memory
+    /// pool), with the query's own share of the pool.
+    fn query_runtime(&self) -> Result<Arc<RuntimeEnv>> {
+        let shared = self.template.runtime_env();
+        let Some(limit) = self.template.config().get_extension::<QueryMemoryLimit>() else {
+            return Ok(Arc::clone(shared));
+        };
+        let pool = QueryPool::new(Arc::clone(&shared.memory_pool), limit.0);
+        Ok(RuntimeEnvBuilder::from_runtime_env(shared)
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()?)
     }
 
     /// The catalogs `principal` sees: its readable products and the `mesh` catalog
@@ -197,6 +213,7 @@ pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) 
 /// The DataFusion configuration every session starts from.
 fn session_config(engine: &EngineConfig) -> SessionConfig {
     let mut config = SessionConfig::new()
+        .with_extension(Arc::new(QueryMemoryLimit(engine.query_memory_limit)))
         .with_information_schema(true)
         .with_default_catalog_and_schema(SYSTEM_CATALOG, META_SCHEMA)
         .with_create_default_catalog_and_schema(false)

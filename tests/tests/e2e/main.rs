@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod fixture;
 mod flight_sql;
+mod limits;
 mod lint;
 mod live;
 mod policy;

@@ -1,0 +1,192 @@
+//! Resource limits over Flight SQL: a query over its memory limit spills where
+//! DataFusion can (a sort still answers) and fails with RESOURCE_EXHAUSTED naming the
+//! limit where it cannot, and the gateway keeps serving.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow_flight::FlightDescriptor;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+use meshgate_gateway::GatewayConfig;
+use meshgate_gateway::auth::AuthConfig;
+use meshgate_gateway::config::EngineConfig;
+use meshgate_gateway::demo::{demo_issuer, demo_secret, demo_token};
+use parquet::arrow::ArrowWriter;
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::fixture::spawn_server;
+
+const ROWS: i64 = 600_000;
+const QUERY_MEMORY: usize = 16 * 1024 * 1024;
+
+const EVENTS: &str = r#"domain: ops
+product: events
+version: 1.0.0
+description: Events.
+owner: { team: ops, contact: ops@example.org }
+tables:
+  - name: events
+    format: parquet
+    location: data/events/
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: body, type: Utf8, nullable: false }
+policy:
+  read: { any_authenticated: true }
+"#;
+
+struct Limited {
+    addr: std::net::SocketAddr,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Limited {
+    /// A gateway whose queries may hold 16 MiB each, over 600,000 rows of ~40-byte text.
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mesh = dir.path().join("mesh");
+        std::fs::create_dir_all(mesh.join("ops")).unwrap();
+        std::fs::create_dir_all(mesh.join("data/events")).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("body", DataType::Utf8, false),
+        ]));
+        let file = std::fs::File::create(mesh.join("data/events/part-0.parquet")).unwrap();
+        let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), None).unwrap();
+        for start in (0..ROWS).step_by(100_000) {
+            let ids: Vec<i64> = (start..start + 100_000).collect();
+            let bodies: Vec<String> = ids
+                .iter()
+                .map(|id| format!("event {:012} {:020}", id.wrapping_mul(7919) % ROWS, id))
+                .collect();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(bodies)),
+                ],
+            )
+            .unwrap();
+            writer.write(&batch).unwrap();
+        }
+        writer.close().unwrap();
+        std::fs::write(mesh.join("ops/events.yaml"), EVENTS).unwrap();
+        let secret = demo_secret(dir.path()).unwrap();
+        let config = GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            plaintext: true,
+            auth: AuthConfig {
+                issuers: vec![demo_issuer(&secret)],
+                ..AuthConfig::default()
+            },
+            engine: EngineConfig {
+                query_memory_limit: QUERY_MEMORY,
+                ..EngineConfig::default()
+            },
+            ..GatewayConfig::default()
+        };
+        let addr = spawn_server(mesh, config).unwrap();
+        let token = demo_token(
+            &secret,
+            "limits",
+            &["analyst".to_string()],
+            BTreeMap::new(),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        Self {
+            addr,
+            token,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `sql`: its batches, or the status the planning or the stream failed with.
+    async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+        use futures::TryStreamExt;
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightSqlServiceClient::new(channel);
+        client.set_token(self.token.clone());
+        let command = CommandStatementQuery {
+            query: sql.to_string(),
+            transaction_id: None,
+        };
+        let mut request =
+            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        let info = client
+            .inner_mut()
+            .get_flight_info(request)
+            .await?
+            .into_inner();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let mut request = tonic::Request::new(ticket);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        let stream = client.inner_mut().do_get(request).await?.into_inner();
+        let data: Vec<arrow_flight::FlightData> = stream.try_collect().await?;
+        let batches = arrow_flight::utils::flight_data_to_batches(&data)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        Ok(batches)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_their_memory_limit_spill_or_fail_clearly() {
+    let gateway = Limited::start();
+
+    // A full sort of ~30 MB of rows spills to disk and still answers, in order.
+    let sorted = gateway
+        .query("SELECT body FROM ops.events.events ORDER BY body DESC")
+        .await
+        .expect("a sort spills instead of failing");
+    let bodies: Vec<String> = sorted
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(bodies.len() as i64, ROWS);
+    assert!(bodies.windows(2).all(|w| w[0] >= w[1]), "sorted descending");
+
+    // Collecting every body into one value cannot spill: the query fails, naming the limit.
+    let status = gateway
+        .query("SELECT array_agg(body) FROM ops.events.events")
+        .await
+        .expect_err("over the query's memory limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("memory limit of 16.0 MiB"),
+        "{status:?}"
+    );
+
+    // The gateway keeps serving.
+    let counted = gateway
+        .query("SELECT count(*) FROM ops.events.events")
+        .await
+        .unwrap();
+    assert_eq!(
+        counted[0].column(0).as_primitive::<Int64Type>().value(0),
+        ROWS
+    );
+}
