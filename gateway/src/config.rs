@@ -195,6 +195,10 @@ pub struct EngineConfig {
     /// Memory one query may hold, in bytes; beyond it, operators that can spill to disk
     /// do, and the others fail the query with `RESOURCE_EXHAUSTED`.
     pub query_memory_limit: usize,
+    /// Longest a query may run, planning and streaming included; a request may ask for
+    /// less with `x-meshgate-timeout`. Beyond it: `DEADLINE_EXCEEDED`, and it is stopped.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -205,6 +209,7 @@ impl Default for EngineConfig {
             parquet_pushdown_filters: false,
             memory_pool: 4 * 1024 * 1024 * 1024,
             query_memory_limit: 1024 * 1024 * 1024,
+            query_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -45,6 +45,9 @@ pub enum Error {
     /// breaks its contract); the message says what is wrong and is safe for the client.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The query ran out of time and was stopped.
+    #[error("{0}")]
+    DeadlineExceeded(String),
 
     /// A product is temporarily unavailable; the message is safe for the client.
     #[error("{0}")]
@@ -78,6 +81,7 @@ impl Error {
             Code::Unimplemented => "Unimplemented",
             Code::Unavailable => "Unavailable",
             Code::FailedPrecondition => "FailedPrecondition",
+            Code::DeadlineExceeded => "DeadlineExceeded",
             _ => "Internal",
         }
     }
@@ -90,6 +94,7 @@ impl Error {
             Self::ResourcesExhausted(_) => Code::ResourceExhausted,
             Self::Unsupported(_) => Code::Unimplemented,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Unavailable(_) | Self::Storage(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }

@@ -6,6 +6,7 @@
 //! converts [`crate::error::Error`] into a gRPC status in exactly one place
 //! (`From<Error> for Status`).
 
+mod deadline;
 mod explain;
 mod handles;
 mod metadata;
@@ -30,6 +31,7 @@ use arrow_flight::sql::{
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use tonic::{Request, Response, Status};
 
+pub use deadline::{Deadline, TIMEOUT_HEADER};
 pub use handles::{HANDLE_LEN, HandleStore};
 pub use stream::{wire_schema, wire_type};
 
@@ -128,9 +130,10 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<Ticket>,
     ) -> DoGetResponse {
         let principal = principal_of(&request)?;
+        let options = RequestOptions::from_metadata(request.metadata())?;
         stream_response(
             self.state
-                .redeem_ticket(&principal, &ticket.statement_handle)
+                .redeem_ticket(&principal, &ticket.statement_handle, &options)
                 .await?,
         )
     }

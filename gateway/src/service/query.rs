@@ -12,6 +12,7 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
 use prost::Message;
 
+use super::deadline::Deadline;
 use super::stream::{FlightDataStream, encode, wire_schema};
 use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
@@ -28,6 +29,8 @@ pub(super) struct PlannedQuery {
     physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
     task: Arc<TaskContext>,
     schema: SchemaRef,
+    /// When the query must be done, planning and streaming included.
+    deadline: Deadline,
     /// What the audit records of this query say about it.
     pub(super) audit: QueryAudit,
 }
@@ -47,6 +50,7 @@ impl PlannedQuery {
         session: SessionContext,
         logical: LogicalPlan,
         audit: QueryAudit,
+        deadline: Deadline,
     ) -> Result<Self> {
         let state = session.state();
         let physical = state.create_physical_plan(&logical).await?;
@@ -57,8 +61,14 @@ impl PlannedQuery {
             logical,
             physical: Mutex::new(Some(physical)),
             schema,
+            deadline,
             audit,
         })
+    }
+
+    /// When the query must be done.
+    pub(super) fn deadline(&self) -> Deadline {
+        self.deadline
     }
 
     /// The schema DoGet sends.

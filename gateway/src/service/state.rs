@@ -17,6 +17,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use meshgate_catalog::Principal;
 
+use super::deadline::Deadline;
 use super::handles::HandleStore;
 use super::prepared::PreparedStatement;
 use super::query::{PlannedQuery, statement_flight_info, tables_in};
@@ -32,6 +33,8 @@ use crate::session::{MeshCatalogList, PrincipalSession, SessionFactory, plan_sql
 pub struct RequestOptions {
     /// The oldest data the caller accepts (`x-meshgate-max-staleness`).
     pub max_staleness: Option<std::time::Duration>,
+    /// The time limit the caller asks for (`x-meshgate-timeout`), below the server's.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl RequestOptions {
@@ -39,6 +42,7 @@ impl RequestOptions {
     pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Result<Self> {
         Ok(Self {
             max_staleness: crate::live::max_staleness(metadata)?,
+            timeout: super::deadline::requested_timeout(metadata)?,
         })
     }
 }
@@ -53,6 +57,8 @@ pub struct GatewayState {
     pub(super) sql_info: SqlInfoData,
     pub(super) xdbc_type_info: XdbcTypeInfoData,
     max_flight_data_size: usize,
+    /// The longest a query may run (`engine.query_timeout`).
+    query_timeout: std::time::Duration,
     pub(super) auditor: Arc<Auditor>,
 }
 
@@ -88,6 +94,7 @@ impl GatewayState {
             sql_info: sql_info::sql_info()?,
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
+            query_timeout: config.engine.query_timeout,
             auditor,
         })
     }
@@ -178,12 +185,14 @@ impl GatewayState {
     ) -> Result<FlightInfo> {
         let started = Instant::now();
         let mut audit = self.unplanned_audit(sql);
-        let result = async {
-            let (context, logical) = self.plan_for(principal, sql, options, &mut audit).await?;
-            let planned = PlannedQuery::plan(context, logical, audit.clone()).await?;
-            self.issue_ticket(principal, planned, descriptor)
-        }
-        .await;
+        let deadline = Deadline::starting_now(self.query_timeout, options.timeout);
+        let result = deadline
+            .run(async {
+                let (context, logical) = self.plan_for(principal, sql, options, &mut audit).await?;
+                let planned = PlannedQuery::plan(context, logical, audit.clone(), deadline).await?;
+                self.issue_ticket(principal, planned, descriptor)
+            })
+            .await;
         self.audit_result(
             "GetFlightInfo/CommandStatementQuery",
             principal,
@@ -240,6 +249,7 @@ impl GatewayState {
         &self,
         principal: &Principal,
         handle: &[u8],
+        options: &RequestOptions,
     ) -> Result<FlightDataStream> {
         const RPC: &str = "DoGet/TicketStatementQuery";
         let started = Instant::now();
@@ -252,9 +262,18 @@ impl GatewayState {
             }
         };
         let rows = Arc::new(AtomicU64::new(0));
-        let stream = match planned
-            .execute(self.max_flight_data_size, Arc::clone(&rows))
+        // The deadline set when the query was planned, or sooner if this request asks.
+        let mut deadline = planned.deadline();
+        if let Some(asked) = options.timeout {
+            let sooner = Deadline::starting_now(asked, None);
+            if sooner.at < deadline.at {
+                deadline = sooner;
+            }
+        }
+        let stream = match deadline
+            .run(planned.execute(self.max_flight_data_size, Arc::clone(&rows)))
             .await
+            .map(|stream| deadline.limit_stream(stream))
         {
             Ok(stream) => stream,
             Err(e) => {
@@ -341,15 +360,18 @@ impl GatewayState {
         let started = Instant::now();
         let statement = self.prepared.get(handle, &principal.fingerprint())?;
         let audit = statement.audit.clone();
-        let result = async {
-            if let Some(bound) = options.max_staleness {
-                self.sessions().require_fresh(&audit.tables, bound)?;
-            }
-            let plan = statement.bound_plan()?;
-            let planned = PlannedQuery::plan(statement.session, plan, audit.clone()).await?;
-            self.issue_ticket(principal, planned, descriptor)
-        }
-        .await;
+        let deadline = Deadline::starting_now(self.query_timeout, options.timeout);
+        let result = deadline
+            .run(async {
+                if let Some(bound) = options.max_staleness {
+                    self.sessions().require_fresh(&audit.tables, bound)?;
+                }
+                let plan = statement.bound_plan()?;
+                let planned =
+                    PlannedQuery::plan(statement.session, plan, audit.clone(), deadline).await?;
+                self.issue_ticket(principal, planned, descriptor)
+            })
+            .await;
         self.audit_result(
             "GetFlightInfo/CommandPreparedStatementQuery",
             principal,

@@ -1,6 +1,7 @@
 //! Resource limits over Flight SQL: a query over its memory limit spills where
 //! DataFusion can (a sort still answers) and fails with RESOURCE_EXHAUSTED naming the
-//! limit where it cannot, and the gateway keeps serving.
+//! limit where it cannot; a query over its time limit ends with DEADLINE_EXCEEDED; and
+//! the gateway keeps serving.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,6 +111,15 @@ impl Limited {
 
     /// Runs `sql`: its batches, or the status the planning or the stream failed with.
     async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+        self.query_with(sql, &[]).await
+    }
+
+    /// Runs `sql` with extra request `headers` (sent with GetFlightInfo).
+    async fn query_with(
+        &self,
+        sql: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Vec<RecordBatch>, tonic::Status> {
         use futures::TryStreamExt;
         let channel = Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
@@ -128,6 +138,9 @@ impl Limited {
             "authorization",
             format!("Bearer {}", self.token).parse().unwrap(),
         );
+        for (name, value) in headers {
+            request.metadata_mut().insert(*name, value.parse().unwrap());
+        }
         let info = client
             .inner_mut()
             .get_flight_info(request)
@@ -183,6 +196,49 @@ async fn queries_over_their_memory_limit_spill_or_fail_clearly() {
     // The gateway keeps serving.
     let counted = gateway
         .query("SELECT count(*) FROM ops.events.events")
+        .await
+        .unwrap();
+    assert_eq!(
+        counted[0].column(0).as_primitive::<Int64Type>().value(0),
+        ROWS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_its_time_limit_is_stopped() {
+    let gateway = Limited::start();
+    // A join of every row with every later row: billions of comparisons.
+    let heavy = "SELECT count(*) FROM ops.events.events a JOIN ops.events.events b ON a.id < b.id";
+    let started = std::time::Instant::now();
+    let status = gateway
+        .query_with(heavy, &[("x-meshgate-timeout", "1s")])
+        .await
+        .expect_err("over its time limit");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("time limit of 1s"), "{status:?}");
+    // Bounded, not timed: the stream ends at the deadline, not when the join would.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let status = gateway
+        .query_with("SELECT 1", &[("x-meshgate-timeout", "soon")])
+        .await
+        .expect_err("a malformed limit");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("x-meshgate-timeout"),
+        "{status:?}"
+    );
+
+    // A limit above the server's does not raise it, and the gateway keeps serving.
+    let counted = gateway
+        .query_with(
+            "SELECT count(*) FROM ops.events.events",
+            &[("x-meshgate-timeout", "100days")],
+        )
         .await
         .unwrap();
     assert_eq!(
