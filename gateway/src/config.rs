@@ -199,6 +199,12 @@ pub struct EngineConfig {
     /// less with `x-meshgate-timeout`. Beyond it: `DEADLINE_EXCEEDED`, and it is stopped.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// Queries streaming results at once, over all principals.
+    pub max_running_queries: usize,
+    /// Queries one principal may have streaming at once.
+    pub max_running_per_principal: usize,
+    /// Queries that may wait for a free slot; beyond, `RESOURCE_EXHAUSTED` at once.
+    pub max_queued_queries: usize,
 }
 
 impl Default for EngineConfig {
@@ -210,6 +216,9 @@ impl Default for EngineConfig {
             memory_pool: 4 * 1024 * 1024 * 1024,
             query_memory_limit: 1024 * 1024 * 1024,
             query_timeout: Duration::from_secs(300),
+            max_running_queries: 32,
+            max_running_per_principal: 8,
+            max_queued_queries: 64,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! converts [`crate::error::Error`] into a gRPC status in exactly one place
 //! (`From<Error> for Status`).
 
+mod admission;
 mod deadline;
 mod explain;
 mod handles;

@@ -17,6 +17,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use meshgate_catalog::Principal;
 
+use super::admission::Admission;
 use super::deadline::Deadline;
 use super::handles::HandleStore;
 use super::prepared::PreparedStatement;
@@ -59,6 +60,8 @@ pub struct GatewayState {
     max_flight_data_size: usize,
     /// The longest a query may run (`engine.query_timeout`).
     query_timeout: std::time::Duration,
+    /// How many queries run at once.
+    admission: Admission,
     pub(super) auditor: Arc<Auditor>,
 }
 
@@ -95,6 +98,7 @@ impl GatewayState {
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
             query_timeout: config.engine.query_timeout,
+            admission: Admission::new(&config.engine),
             auditor,
         })
     }
@@ -270,6 +274,17 @@ impl GatewayState {
                 deadline = sooner;
             }
         }
+        let admitted = match self
+            .admission
+            .admit(&principal.fingerprint(), &deadline)
+            .await
+        {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                self.audit_outcome(RPC, principal, started, &planned.audit, Some(&e));
+                return Err(e);
+            }
+        };
         let stream = match deadline
             .run(planned.execute(self.max_flight_data_size, Arc::clone(&rows)))
             .await
@@ -284,6 +299,8 @@ impl GatewayState {
         let auditor = Arc::clone(&self.auditor);
         let principal = principal.clone();
         Ok(observed(stream, move |bytes, outcome| {
+            // The query's slot frees when its stream ends or is abandoned.
+            drop(admitted);
             let mut record = planned
                 .audit
                 .apply(AuditRecord::new(RPC, Some(&principal), started));

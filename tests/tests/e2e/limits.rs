@@ -1,7 +1,8 @@
 //! Resource limits over Flight SQL: a query over its memory limit spills where
 //! DataFusion can (a sort still answers) and fails with RESOURCE_EXHAUSTED naming the
-//! limit where it cannot; a query over its time limit ends with DEADLINE_EXCEEDED; and
-//! the gateway keeps serving.
+//! limit where it cannot; a query over its time limit ends with DEADLINE_EXCEEDED; a
+//! query beyond the running-query limits is refused at once; and the gateway keeps
+//! serving.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +52,14 @@ struct Limited {
 impl Limited {
     /// A gateway whose queries may hold 16 MiB each, over 600,000 rows of ~40-byte text.
     fn start() -> Self {
+        Self::start_with(EngineConfig {
+            query_memory_limit: QUERY_MEMORY,
+            ..EngineConfig::default()
+        })
+    }
+
+    /// The same mesh, served with `engine`.
+    fn start_with(engine: EngineConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mesh = dir.path().join("mesh");
         std::fs::create_dir_all(mesh.join("ops")).unwrap();
@@ -87,10 +96,7 @@ impl Limited {
                 issuers: vec![demo_issuer(&secret)],
                 ..AuthConfig::default()
             },
-            engine: EngineConfig {
-                query_memory_limit: QUERY_MEMORY,
-                ..EngineConfig::default()
-            },
+            engine,
             ..GatewayConfig::default()
         };
         let addr = spawn_server(mesh, config).unwrap();
@@ -107,6 +113,17 @@ impl Limited {
             token,
             _dir: dir,
         }
+    }
+
+    async fn client(&self) -> FlightSqlServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightSqlServiceClient::new(channel);
+        client.set_token(self.token.clone());
+        client
     }
 
     /// Runs `sql`: its batches, or the status the planning or the stream failed with.
@@ -245,4 +262,55 @@ async fn a_query_over_its_time_limit_is_stopped() {
         counted[0].column(0).as_primitive::<Int64Type>().value(0),
         ROWS
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_beyond_the_running_limit_are_refused_at_once() {
+    use futures::StreamExt;
+    let gateway = Limited::start_with(EngineConfig {
+        max_running_queries: 1,
+        max_queued_queries: 0,
+        ..EngineConfig::default()
+    });
+    // A large result, read one message and then left waiting: it holds the only slot.
+    let mut first = gateway.client().await;
+    let info = first
+        .execute("SELECT body FROM ops.events.events".to_string(), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = first.do_get(ticket).await.unwrap();
+    assert!(stream.next().await.is_some(), "the first query streams");
+
+    let status = gateway
+        .query("SELECT count(*) FROM ops.events.events")
+        .await
+        .expect_err("no slot and no queue");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("max_running_queries"),
+        "{status:?}"
+    );
+
+    // The client goes away: its slot frees, and queries run again.
+    drop(stream);
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match gateway
+            .query("SELECT count(*) FROM ops.events.events")
+            .await
+        {
+            Ok(batches) => {
+                let n = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+                assert_eq!(n, ROWS);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(std::time::Instant::now() < deadline, "the slot never freed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }

@@ -1,0 +1,114 @@
+//! Admission: how many queries run at once, overall and per principal.
+//!
+//! A query holds a permit from the moment its results start streaming (DoGet) until the
+//! stream ends or the client goes away. Beyond `engine.max_running_queries` overall, or
+//! `engine.max_running_per_principal` for one principal, a query waits in a bounded queue
+//! (`engine.max_queued_queries`) until a permit frees or its deadline passes; when the
+//! queue is full it is refused at once with `RESOURCE_EXHAUSTED`, so a burst never turns
+//! into unbounded waiting or memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::deadline::Deadline;
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+
+/// Past this many principals with idle semaphores, idle ones are forgotten.
+const PRINCIPALS_KEPT: usize = 1024;
+
+/// The running-query limits of one gateway.
+#[derive(Debug)]
+pub(super) struct Admission {
+    running: Arc<Semaphore>,
+    max_running: usize,
+    per_principal: Mutex<HashMap<String, Arc<Semaphore>>>,
+    max_per_principal: usize,
+    queued: AtomicUsize,
+    max_queued: usize,
+}
+
+/// The right to run one query; released when dropped.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    _overall: OwnedSemaphorePermit,
+    _principal: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    pub(super) fn new(engine: &EngineConfig) -> Self {
+        let max_running = engine.max_running_queries.max(1);
+        Self {
+            running: Arc::new(Semaphore::new(max_running)),
+            max_running,
+            per_principal: Mutex::default(),
+            max_per_principal: engine.max_running_per_principal.max(1),
+            queued: AtomicUsize::new(0),
+            max_queued: engine.max_queued_queries,
+        }
+    }
+
+    /// Admits a query of the principal `who` (its fingerprint), waiting in the queue
+    /// until `deadline` if need be.
+    pub(super) async fn admit(&self, who: &str, deadline: &Deadline) -> Result<Admitted> {
+        let own = self.principal_semaphore(who);
+        if let Ok(mine) = Arc::clone(&own).try_acquire_owned()
+            && let Ok(overall) = Arc::clone(&self.running).try_acquire_owned()
+        {
+            return Ok(Admitted {
+                _overall: overall,
+                _principal: mine,
+            });
+        }
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::ResourcesExhausted(format!(
+                "the gateway is at its limit of running queries ({} overall, {} per \
+                 principal, engine.max_running_queries / max_running_per_principal) and \
+                 {} are waiting (engine.max_queued_queries); retry shortly",
+                self.max_running, self.max_per_principal, self.max_queued
+            )));
+        }
+        let _slot = QueueSlot(&self.queued);
+        let closed = |_| Error::Unavailable("the gateway is shutting down".into());
+        let mine = deadline
+            .run(async { own.acquire_owned().await.map_err(closed) })
+            .await?;
+        let overall = deadline
+            .run(async {
+                Arc::clone(&self.running)
+                    .acquire_owned()
+                    .await
+                    .map_err(closed)
+            })
+            .await?;
+        Ok(Admitted {
+            _overall: overall,
+            _principal: mine,
+        })
+    }
+
+    fn principal_semaphore(&self, who: &str) -> Arc<Semaphore> {
+        let mut map = self.per_principal.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > PRINCIPALS_KEPT {
+            // Only this map holds an idle principal's semaphore.
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        Arc::clone(
+            map.entry(who.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_principal))),
+        )
+    }
+}
+
+/// A place in the queue, given back when dropped.
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
