@@ -78,6 +78,9 @@ pub struct AuditRecord {
     /// The gRPC code or refusal reason when not `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The query's id, as the client received it (`x-meshgate-query-id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_id: Option<String>,
 }
 
 impl AuditRecord {
@@ -100,6 +103,7 @@ impl AuditRecord {
             duration_ms: duration_ms(started.elapsed()),
             outcome: "ok",
             detail: None,
+            query_id: None,
         }
     }
 
@@ -128,6 +132,8 @@ pub struct QueryAudit {
     pub tables: Vec<String>,
     /// Policy rules applied.
     pub policy: Vec<String>,
+    /// The query's id.
+    pub query_id: Option<String>,
 }
 
 impl QueryAudit {
@@ -137,6 +143,7 @@ impl QueryAudit {
         record.statement_sha256.clone_from(&self.statement_sha256);
         record.tables.clone_from(&self.tables);
         record.policy.clone_from(&self.policy);
+        record.query_id.clone_from(&self.query_id);
         record
     }
 }

@@ -31,6 +31,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 pub use deadline::{Deadline, TIMEOUT_HEADER};
 pub use handles::{HANDLE_LEN, HandleStore};
@@ -108,6 +109,35 @@ fn info_response(info: Result<FlightInfo>) -> Result<Response<FlightInfo>, Statu
     Ok(Response::new(info?))
 }
 
+/// The response header naming the query, for the user to quote and the operator to
+/// find in the logs and the audit.
+pub const QUERY_ID_HEADER: &str = "x-meshgate-query-id";
+
+/// A fresh query id.
+fn new_query_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `result` (a response or a status) carrying the query id in its headers.
+fn with_query_id<T>(
+    result: Result<Response<T>, Status>,
+    query_id: Option<&str>,
+) -> Result<Response<T>, Status> {
+    let Some(value) = query_id.and_then(|id| id.parse().ok()) else {
+        return result;
+    };
+    match result {
+        Ok(mut response) => {
+            response.metadata_mut().insert(QUERY_ID_HEADER, value);
+            Ok(response)
+        }
+        Err(mut status) => {
+            status.metadata_mut().insert(QUERY_ID_HEADER, value);
+            Err(status)
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl FlightSqlService for MeshFlightSqlService {
     type FlightService = MeshFlightSqlService;
@@ -119,10 +149,21 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = principal_of(&request)?;
         let options = RequestOptions::from_metadata(request.metadata())?;
-        let planned =
-            self.state
-                .plan_statement(&principal, &query.query, &options, request.into_inner());
-        info_response(planned.await)
+        let query_id = new_query_id();
+        let span = tracing::info_span!("query", query_id = %query_id, subject = %principal.subject);
+        let planned = self
+            .state
+            .plan_statement(
+                &principal,
+                &query.query,
+                &options,
+                request.into_inner(),
+                &query_id,
+            )
+            .instrument(span.clone());
+        let result = planned.await;
+        let _entered = span.enter();
+        with_query_id(info_response(result), Some(&query_id))
     }
 
     async fn do_get_statement(
@@ -132,11 +173,11 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> DoGetResponse {
         let principal = principal_of(&request)?;
         let options = RequestOptions::from_metadata(request.metadata())?;
-        stream_response(
-            self.state
-                .redeem_ticket(&principal, &ticket.statement_handle, &options)
-                .await?,
-        )
+        let (stream, query_id) = self
+            .state
+            .redeem_ticket(&principal, &ticket.statement_handle, &options)
+            .await?;
+        with_query_id(stream_response(stream), query_id.as_deref())
     }
 
     async fn do_action_create_prepared_statement(
@@ -169,11 +210,21 @@ impl FlightSqlService for MeshFlightSqlService {
         let principal = principal_of(&request)?;
         let options = RequestOptions::from_metadata(request.metadata())?;
         let handle = query.prepared_statement_handle;
-        info_response(
-            self.state
-                .plan_prepared(&principal, &handle, &options, request.into_inner())
-                .await,
-        )
+        let query_id = new_query_id();
+        let span = tracing::info_span!("query", query_id = %query_id, subject = %principal.subject);
+        let planned = self
+            .state
+            .plan_prepared(
+                &principal,
+                &handle,
+                &options,
+                request.into_inner(),
+                &query_id,
+            )
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        with_query_id(info_response(planned), Some(&query_id))
     }
 
     async fn do_action_close_prepared_statement(

@@ -146,6 +146,7 @@ impl GatewayState {
             statement_sha256,
             tables,
             policy,
+            query_id: None,
         }
     }
 
@@ -186,13 +187,16 @@ impl GatewayState {
         sql: &str,
         options: &RequestOptions,
         descriptor: FlightDescriptor,
+        query_id: &str,
     ) -> Result<FlightInfo> {
         let started = Instant::now();
         let mut audit = self.unplanned_audit(sql);
+        audit.query_id = Some(query_id.to_string());
         let deadline = Deadline::starting_now(self.query_timeout, options.timeout);
         let result = deadline
             .run(async {
                 let (context, logical) = self.plan_for(principal, sql, options, &mut audit).await?;
+                audit.query_id = Some(query_id.to_string());
                 let planned = PlannedQuery::plan(context, logical, audit.clone(), deadline).await?;
                 self.issue_ticket(principal, planned, descriptor)
             })
@@ -254,7 +258,7 @@ impl GatewayState {
         principal: &Principal,
         handle: &[u8],
         options: &RequestOptions,
-    ) -> Result<FlightDataStream> {
+    ) -> Result<(FlightDataStream, Option<String>)> {
         const RPC: &str = "DoGet/TicketStatementQuery";
         let started = Instant::now();
         let planned = self.tickets.get(handle, &principal.fingerprint());
@@ -298,7 +302,8 @@ impl GatewayState {
         };
         let auditor = Arc::clone(&self.auditor);
         let principal = principal.clone();
-        Ok(observed(stream, move |bytes, outcome| {
+        let query_id = planned.audit.query_id.clone();
+        let stream = observed(stream, move |bytes, outcome| {
             // The query's slot frees when its stream ends or is abandoned.
             drop(admitted);
             let mut record = planned
@@ -308,7 +313,8 @@ impl GatewayState {
             record.bytes = Some(bytes);
             record.outcome = outcome;
             auditor.emit(record);
-        }))
+        });
+        Ok((stream, query_id))
     }
 
     /// Plans a prepared statement for `principal`.
@@ -373,10 +379,12 @@ impl GatewayState {
         handle: &[u8],
         options: &RequestOptions,
         descriptor: FlightDescriptor,
+        query_id: &str,
     ) -> Result<FlightInfo> {
         let started = Instant::now();
         let statement = self.prepared.get(handle, &principal.fingerprint())?;
-        let audit = statement.audit.clone();
+        let mut audit = statement.audit.clone();
+        audit.query_id = Some(query_id.to_string());
         let deadline = Deadline::starting_now(self.query_timeout, options.timeout);
         let result = deadline
             .run(async {

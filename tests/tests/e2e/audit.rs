@@ -92,3 +92,85 @@ async fn failures_are_audited_with_their_code() {
     assert_eq!(failed[0]["outcome"], "error");
     assert_eq!(failed[0]["detail"], "NotFound");
 }
+
+#[tokio::test]
+async fn the_query_id_travels_in_response_headers_and_the_audit() {
+    use arrow_flight::FlightDescriptor;
+    use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+    use futures::TryStreamExt;
+    use prost::Message;
+
+    let token = token("query-id-audit", &["clinician"], Some("north"));
+    let mut client = client_with(&token).await;
+    let bearer = format!("Bearer {token}");
+    let command = CommandStatementQuery {
+        query: "SELECT count(*) FROM reference.regions.regions".into(),
+        transaction_id: None,
+    };
+    let mut request =
+        tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let response = client.inner_mut().get_flight_info(request).await.unwrap();
+    let planned_id = response
+        .metadata()
+        .get("x-meshgate-query-id")
+        .expect("GetFlightInfo names the query")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(planned_id.len(), 36, "a UUID: {planned_id}");
+
+    let ticket = response.into_inner().endpoint[0].ticket.clone().unwrap();
+    let mut request = tonic::Request::new(ticket);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let response = client.inner_mut().do_get(request).await.unwrap();
+    let streamed_id = response
+        .metadata()
+        .get("x-meshgate-query-id")
+        .expect("DoGet names the query")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(streamed_id, planned_id);
+    let _: Vec<_> = response.into_inner().try_collect().await.unwrap();
+
+    // A failing query is named too, so that its user can quote it.
+    let command = CommandStatementQuery {
+        query: "SELECT nope FROM reference.regions.regions".into(),
+        transaction_id: None,
+    };
+    let mut request =
+        tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let status = client
+        .inner_mut()
+        .get_flight_info(request)
+        .await
+        .expect_err("unknown column");
+    let failed_id = status
+        .metadata()
+        .get("x-meshgate-query-id")
+        .expect("the error names the query")
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    // Both records of the query carry its id; the failed one too.
+    for rpc in [
+        "GetFlightInfo/CommandStatementQuery",
+        "DoGet/TicketStatementQuery",
+    ] {
+        let records = records_where(|r| r["rpc"] == rpc && r["query_id"] == planned_id.as_str());
+        assert_eq!(records.len(), 1, "{rpc}: {records:?}");
+        assert_eq!(records[0]["subject"], "query-id-audit");
+    }
+    let failed = records_where(|r| r["query_id"] == failed_id.as_str());
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["outcome"], "error");
+}
