@@ -203,6 +203,9 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Planning and optimizing recurse over a statement's expression tree; statements
+        // are bounded (size, operators, depth), and this leaves a wide margin above that.
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
     {
         Ok(rt) => rt,

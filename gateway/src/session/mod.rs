@@ -20,7 +20,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::{Mesh, Principal};
 
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
-pub use sql::{MAX_SQL_BYTES, plan_sql, read_only_options};
+pub use sql::{
+    MAX_EXPRESSION_DEPTH, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, plan_sql, read_only_options,
+};
 pub use system::{META_SCHEMA, SYSTEM_CATALOG};
 
 use crate::config::EngineConfig;

@@ -11,14 +11,31 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    Expr, Statement, Value, ValueWithSpan, visit_expressions_mut,
+    Expr, ObjectName, Statement, Value, ValueWithSpan, Visit, Visitor, visit_expressions_mut,
 };
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use std::ops::ControlFlow;
 
 use crate::error::{Error, Result};
 
 /// Largest SQL text accepted, in bytes.
 pub const MAX_SQL_BYTES: usize = 256 * 1024;
+
+/// Deepest nesting of expressions accepted (a chain `a OR b OR c ...` nests one level per
+/// operator). Far beyond what people and BI tools write; pathological statements get
+/// `INVALID_ARGUMENT` before planning, whose passes recurse over the expression tree.
+pub const MAX_EXPRESSION_DEPTH: usize = 1000;
+
+/// Most operators (`+`, `=`, `AND`, ...) accepted in one statement, counted on its tokens
+/// before it is parsed: a parsed chain of operators nests one level per operator, and
+/// even building and dropping a tree thousands of levels deep can exhaust a stack.
+pub const MAX_OPERATORS: usize = 5 * MAX_EXPRESSION_DEPTH;
+
+/// Most tables, joins and set operations (`UNION`, `INTERSECT`, `EXCEPT`) in one
+/// statement: each nests the plan one level deeper.
+pub const MAX_RELATIONS: usize = 256;
 
 /// Parses, checks and plans `sql` in `ctx`.
 pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
@@ -28,10 +45,12 @@ pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
             sql.len()
         )));
     }
+    ensure_few_operators(sql)?;
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
     let mut statement = state.sql_to_statement(sql, &dialect)?;
     ensure_read_only(&statement, sql)?;
+    ensure_shallow(&statement)?;
     number_placeholders(&mut statement);
     let plan = state.statement_to_plan(statement).await?;
     read_only_options()
@@ -81,6 +100,117 @@ fn is_read_only(statement: &Statement) -> bool {
         | Statement::ExplainTable { .. } => true,
         Statement::Explain { statement, .. } => is_read_only(statement),
         _ => false,
+    }
+}
+
+/// Refuses a statement with more than [`MAX_OPERATORS`] operators, before parsing it.
+/// SQL that does not tokenize is left to the parser, which reports it.
+fn ensure_few_operators(sql: &str) -> Result<()> {
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Ok(());
+    };
+    let relations = tokens
+        .iter()
+        .filter(|t| {
+            matches!(t, Token::Word(w) if matches!(
+                w.keyword,
+                Keyword::JOIN | Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT
+            ))
+        })
+        .count();
+    if relations > MAX_RELATIONS {
+        return Err(too_many_relations());
+    }
+    let operators = tokens
+        .iter()
+        .filter(|t| match t {
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::StringConcat => true,
+            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT),
+            _ => false,
+        })
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(Error::InvalidArgument(format!(
+            "the statement has {operators} operators; the limit is {MAX_OPERATORS} \
+             (write long lists of alternatives as IN (...) or split the query)"
+        )));
+    }
+    Ok(())
+}
+
+fn too_many_relations() -> Error {
+    Error::InvalidArgument(format!(
+        "the statement combines more than {MAX_RELATIONS} tables, joins and set operations; \
+         split the query"
+    ))
+}
+
+/// Refuses a statement whose expressions nest deeper than [`MAX_EXPRESSION_DEPTH`], or
+/// that reads more than [`MAX_RELATIONS`] tables (`FROM a, b, c, ...` included).
+/// The walk stops as soon as the limit is passed, so it never recurses deeper itself.
+fn ensure_shallow(statement: &DFStatement) -> Result<()> {
+    enum TooBig {
+        Depth,
+        Relations,
+    }
+    struct Shape {
+        depth: usize,
+        relations: usize,
+    }
+    impl Visitor for Shape {
+        type Break = TooBig;
+        fn pre_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<TooBig> {
+            self.depth += 1;
+            if self.depth > MAX_EXPRESSION_DEPTH {
+                ControlFlow::Break(TooBig::Depth)
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<TooBig> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(&mut self, _relation: &ObjectName) -> ControlFlow<TooBig> {
+            self.relations += 1;
+            if self.relations > MAX_RELATIONS {
+                ControlFlow::Break(TooBig::Relations)
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    let inner = match statement {
+        DFStatement::Statement(s) => Some(s.as_ref()),
+        DFStatement::Explain(explain) => match explain.statement.as_ref() {
+            DFStatement::Statement(s) => Some(s.as_ref()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut shape = Shape {
+        depth: 0,
+        relations: 0,
+    };
+    match inner.map(|s| s.visit(&mut shape)) {
+        Some(ControlFlow::Break(TooBig::Relations)) => Err(too_many_relations()),
+        Some(ControlFlow::Break(TooBig::Depth)) => Err(Error::InvalidArgument(format!(
+            "the statement nests expressions more than {MAX_EXPRESSION_DEPTH} deep; \
+             write long lists of alternatives as IN (...) or split the query"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -15,3 +15,4 @@ mod policy;
 mod quality;
 mod time_travel;
 mod tls;
+mod untrusted_sql;
