@@ -151,8 +151,17 @@ impl QueryAudit {
 /// Emits audit records.
 #[derive(Debug, Clone, Default)]
 pub struct Auditor {
-    sink: Option<mpsc::UnboundedSender<String>>,
+    sink: Option<mpsc::UnboundedSender<Message>>,
     statements: StatementMode,
+}
+
+/// What the writer task receives.
+#[derive(Debug)]
+enum Message {
+    /// A record to write.
+    Line(String),
+    /// Answer once every line sent before is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Auditor {
@@ -176,9 +185,19 @@ impl Auditor {
             });
         }
         let stdout = config.stdout;
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         tokio::spawn(async move {
-            while let Some(line) = rx.recv().await {
+            while let Some(message) = rx.recv().await {
+                let line = match message {
+                    Message::Line(line) => line,
+                    Message::Flush(done) => {
+                        if let Some(file) = file.as_mut() {
+                            let _ = file.flush();
+                        }
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
                 if let Some(file) = file.as_mut()
                     && let Err(e) = writeln!(file, "{line}")
                 {
@@ -215,12 +234,22 @@ impl Auditor {
         }
     }
 
+    /// Completes once every record emitted before is written (at shutdown).
+    pub async fn flush(&self) {
+        if let Some(sink) = &self.sink {
+            let (done, written) = tokio::sync::oneshot::channel();
+            if sink.send(Message::Flush(done)).is_ok() {
+                let _ = written.await;
+            }
+        }
+    }
+
     /// Writes `record`.
     pub fn emit(&self, record: AuditRecord) {
         if let Some(sink) = &self.sink {
             match serde_json::to_string(&record) {
                 Ok(line) => {
-                    let _ = sink.send(line);
+                    let _ = sink.send(Message::Line(line));
                 }
                 Err(e) => tracing::error!(error = %e, "cannot serialize an audit record"),
             }

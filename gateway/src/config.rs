@@ -259,6 +259,10 @@ pub struct TransportConfig {
     pub stream_window: u32,
     /// HTTP/2 connection window, in bytes.
     pub connection_window: u32,
+    /// At shutdown (SIGTERM), how long running queries may finish before their streams
+    /// are closed.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -268,6 +272,7 @@ impl Default for TransportConfig {
             max_flight_data_size: 2 * 1024 * 1024,
             stream_window: 4 * 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }

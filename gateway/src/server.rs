@@ -85,8 +85,40 @@ impl BoundServer {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and drains.
+    /// Serves until `shutdown` completes, then stops accepting new connections and lets
+    /// running requests finish for up to `transport.drain_timeout`; then closes what is
+    /// left and writes out the audit log.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = fired.send(());
+        };
+        let drain_timeout = self.config.transport.drain_timeout;
+        let auditor = Arc::clone(&self.auditor);
+        let state = Arc::clone(&self.state);
+        let serving = self.serve_until(shutdown);
+        let drained = async {
+            match on_fire.await {
+                Ok(()) => tokio::time::sleep(drain_timeout).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = serving => result,
+            () = drained => {
+                let cut = state.abandon_streams();
+                tracing::warn!(?drain_timeout, streams = cut,
+                    "drain timeout passed; closing the remaining streams");
+                Ok(())
+            }
+        };
+        auditor.flush().await;
+        tracing::info!("stopped");
+        result
+    }
+
+    async fn serve_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let transport = &self.config.transport;
         let service = FlightServiceServer::new(MeshFlightSqlService::new(self.state))
             .max_decoding_message_size(transport.max_decoding_message_size)

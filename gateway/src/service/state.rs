@@ -23,7 +23,7 @@ use super::handles::HandleStore;
 use super::prepared::PreparedStatement;
 use super::query::{PlannedQuery, statement_flight_info, tables_in};
 use super::sql_info;
-use super::stream::{FlightDataStream, observed};
+use super::stream::{FlightDataStream, InFlight, observed};
 use crate::audit::{AuditRecord, Auditor, QueryAudit};
 use crate::config::GatewayConfig;
 use crate::error::{Error, Result};
@@ -62,6 +62,8 @@ pub struct GatewayState {
     query_timeout: std::time::Duration,
     /// How many queries run at once.
     admission: Admission,
+    /// The result streams running now.
+    in_flight: Arc<InFlight>,
     pub(super) auditor: Arc<Auditor>,
 }
 
@@ -99,6 +101,7 @@ impl GatewayState {
             max_flight_data_size: config.transport.max_flight_data_size,
             query_timeout: config.engine.query_timeout,
             admission: Admission::new(&config.engine),
+            in_flight: Arc::default(),
             auditor,
         })
     }
@@ -112,6 +115,12 @@ impl GatewayState {
     pub fn replace_sessions(&self, sessions: SessionFactory) {
         *self.sessions.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(sessions);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// At shutdown, once the drain timeout has passed: accounts every result stream
+    /// still running as cancelled (writing its audit record); returns how many.
+    pub fn abandon_streams(&self) -> usize {
+        self.in_flight.abandon_all()
     }
 
     /// Notices of session-factory replacements (the mesh or its data changed).
@@ -303,7 +312,7 @@ impl GatewayState {
         let auditor = Arc::clone(&self.auditor);
         let principal = principal.clone();
         let query_id = planned.audit.query_id.clone();
-        let stream = observed(stream, move |bytes, outcome| {
+        let stream = observed(stream, &self.in_flight, move |bytes, outcome| {
             // The query's slot frees when its stream ends or is abandoned.
             drop(admitted);
             let mut record = planned

@@ -5,8 +5,8 @@
 //! avoids sending the whole shared buffers of sliced view arrays. The schema announced
 //! in FlightInfo is [`wire_schema`] of the plan's schema, and DoGet sends exactly that.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
@@ -138,53 +138,129 @@ fn flight_error_to_status(err: FlightError) -> Status {
 }
 
 /// Counts the bytes of `stream` and calls `on_end(bytes, outcome)` once, when the stream
-/// ends (`ok`), fails (`error`) or is dropped early by a client that went away
-/// (`cancelled`).
+/// ends (`ok`), fails (`error`), is dropped early by a client that went away, or is
+/// abandoned at shutdown (`cancelled`). While it runs it is listed in `in_flight`.
 pub(super) fn observed(
     stream: FlightDataStream,
+    in_flight: &Arc<InFlight>,
     on_end: impl FnOnce(u64, &'static str) + Send + 'static,
 ) -> FlightDataStream {
-    struct Observer<F: FnOnce(u64, &'static str)> {
-        bytes: u64,
-        outcome: &'static str,
-        on_end: Option<F>,
+    struct Observer {
+        id: u64,
+        watch: Arc<Mutex<Watch>>,
+        in_flight: Arc<InFlight>,
     }
-    impl<F: FnOnce(u64, &'static str)> Drop for Observer<F> {
+    impl Drop for Observer {
         fn drop(&mut self) {
-            if let Some(on_end) = self.on_end.take() {
-                on_end(self.bytes, self.outcome);
-            }
+            lock(&self.watch).finish(None);
+            self.in_flight.remove(self.id);
         }
     }
+    let (id, watch) = in_flight.add(Box::new(on_end));
     let observer = Observer {
-        bytes: 0,
-        outcome: "cancelled",
-        on_end: Some(on_end),
+        id,
+        watch,
+        in_flight: Arc::clone(in_flight),
     };
     Box::pin(futures::stream::unfold(
         (stream, observer),
-        |(mut stream, mut observer)| async move {
+        |(mut stream, observer)| async move {
             match stream.next().await {
                 Some(Ok(data)) => {
-                    observer.bytes += (data.data_header.len() + data.data_body.len()) as u64;
+                    lock(&observer.watch).bytes +=
+                        (data.data_header.len() + data.data_body.len()) as u64;
                     Some((Ok(data), (stream, observer)))
                 }
                 Some(Err(status)) => {
-                    observer.outcome = "error";
+                    lock(&observer.watch).outcome = "error";
                     Some((Err(status), (stream, observer)))
                 }
                 None => {
-                    if let Some(on_end) = observer.on_end.take() {
-                        let outcome = if observer.outcome == "error" {
-                            "error"
-                        } else {
-                            "ok"
-                        };
-                        on_end(observer.bytes, outcome);
-                    }
+                    let mut watch = lock(&observer.watch);
+                    let outcome = if watch.outcome == "error" {
+                        "error"
+                    } else {
+                        "ok"
+                    };
+                    watch.finish(Some(outcome));
                     None
                 }
             }
         },
     ))
+}
+
+type OnEnd = Box<dyn FnOnce(u64, &'static str) + Send>;
+
+/// What is known of one running result stream.
+struct Watch {
+    bytes: u64,
+    outcome: &'static str,
+    on_end: Option<OnEnd>,
+}
+
+impl Watch {
+    /// Reports the end once: with `outcome`, or the one recorded so far (`cancelled`
+    /// unless an error was sent).
+    fn finish(&mut self, outcome: Option<&'static str>) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.bytes, outcome.unwrap_or(self.outcome));
+        }
+    }
+}
+
+fn lock(watch: &Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
+    watch.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The result streams running now, so that shutdown can account for the ones it cuts.
+#[derive(Default)]
+pub(super) struct InFlight {
+    next: std::sync::atomic::AtomicU64,
+    running: Mutex<std::collections::HashMap<u64, Arc<Mutex<Watch>>>>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").finish_non_exhaustive()
+    }
+}
+
+impl InFlight {
+    fn add(&self, on_end: OnEnd) -> (u64, Arc<Mutex<Watch>>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let watch = Arc::new(Mutex::new(Watch {
+            bytes: 0,
+            outcome: "cancelled",
+            on_end: Some(on_end),
+        }));
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&watch));
+        (id, watch)
+    }
+
+    fn remove(&self, id: u64) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Reports every running stream as `cancelled` (their audit records are written
+    /// now); used when shutdown closes them.
+    pub(super) fn abandon_all(&self) -> usize {
+        let running: Vec<_> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, watch)| watch)
+            .collect();
+        for watch in &running {
+            lock(watch).finish(Some("cancelled"));
+        }
+        running.len()
+    }
 }
