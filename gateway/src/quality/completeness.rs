@@ -56,7 +56,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::quality::model::{DataFingerprint, Method, TableMeasurement, Trigger};
+    use crate::quality::model::TableMeasurement;
     use meshgate_catalog::parse_completeness;
 
     fn product() -> Product {
@@ -79,22 +79,8 @@ tables:
     }
 
     fn at(hours_ago: u64, rows: u64) -> TableMeasurement {
-        TableMeasurement {
-            domain: "d".into(),
-            product: "p".into(),
-            table: "t".into(),
-            measured_at: SystemTime::now() - Duration::from_secs(hours_ago * 3600),
-            trigger: Trigger::Schedule,
-            method: Method::Scan,
-            row_count: Some(rows),
-            rows_read: rows,
-            data: DataFingerprint::default(),
-            columns: Vec::new(),
-            checks: Vec::new(),
-            bytes_read: 0,
-            duration: Duration::ZERO,
-            error: None,
-        }
+        let at = SystemTime::now() - Duration::from_secs(hours_ago * 3600);
+        TableMeasurement::counted("t", at, rows)
     }
 
     #[test]

@@ -167,6 +167,27 @@ impl TableMeasurement {
         }
     }
 
+    /// A successful measurement of table `d.p.<table>` at `at` counting `rows` (tests).
+    #[cfg(test)]
+    pub(crate) fn counted(table: &str, at: SystemTime, rows: u64) -> Self {
+        Self {
+            domain: "d".into(),
+            product: "p".into(),
+            table: table.into(),
+            measured_at: at,
+            trigger: Trigger::Schedule,
+            method: Method::Scan,
+            row_count: Some(rows),
+            rows_read: rows,
+            data: DataFingerprint::default(),
+            columns: Vec::new(),
+            checks: Vec::new(),
+            bytes_read: 0,
+            duration: Duration::ZERO,
+            error: None,
+        }
+    }
+
     /// `domain.product.table`.
     pub fn key(&self) -> String {
         format!("{}.{}.{}", self.domain, self.product, self.table)

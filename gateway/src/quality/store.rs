@@ -182,25 +182,9 @@ fn micros(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quality::model::{DataFingerprint, Method, Trigger};
 
     fn measurement(table: &str, at: SystemTime, rows: u64) -> TableMeasurement {
-        TableMeasurement {
-            domain: "d".into(),
-            product: "p".into(),
-            table: table.into(),
-            measured_at: at,
-            trigger: Trigger::Initial,
-            method: Method::Scan,
-            row_count: Some(rows),
-            rows_read: rows,
-            data: DataFingerprint::default(),
-            columns: Vec::new(),
-            checks: Vec::new(),
-            bytes_read: 0,
-            duration: Duration::ZERO,
-            error: None,
-        }
+        TableMeasurement::counted(table, at, rows)
     }
 
     #[test]

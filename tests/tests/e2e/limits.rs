@@ -4,25 +4,17 @@
 //! query beyond the running-query limits is refused at once; and the gateway keeps
 //! serving.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use arrow_flight::FlightDescriptor;
-use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use meshgate_gateway::GatewayConfig;
-use meshgate_gateway::auth::AuthConfig;
 use meshgate_gateway::config::EngineConfig;
-use meshgate_gateway::demo::{demo_issuer, demo_secret, demo_token};
 use parquet::arrow::ArrowWriter;
-use prost::Message;
 use tonic::Code;
-use tonic::transport::Channel;
 
-use crate::fixture::spawn_server;
+use crate::own_gateway::{OwnGateway, temp_mesh};
 
 const ROWS: i64 = 600_000;
 const QUERY_MEMORY: usize = 16 * 1024 * 1024;
@@ -43,147 +35,57 @@ policy:
   read: { any_authenticated: true }
 "#;
 
-struct Limited {
-    addr: std::net::SocketAddr,
-    token: String,
-    _dir: tempfile::TempDir,
+/// A gateway whose queries may hold 16 MiB each, over 600,000 rows of ~40-byte text.
+fn limited() -> OwnGateway {
+    limited_with(EngineConfig {
+        query_memory_limit: QUERY_MEMORY,
+        ..EngineConfig::default()
+    })
 }
 
-impl Limited {
-    /// A gateway whose queries may hold 16 MiB each, over 600,000 rows of ~40-byte text.
-    fn start() -> Self {
-        Self::start_with(EngineConfig {
-            query_memory_limit: QUERY_MEMORY,
-            ..EngineConfig::default()
-        })
-    }
-
-    /// The same mesh, served with `engine`.
-    fn start_with(engine: EngineConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mesh = dir.path().join("mesh");
-        std::fs::create_dir_all(mesh.join("ops")).unwrap();
-        std::fs::create_dir_all(mesh.join("data/events")).unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("body", DataType::Utf8, false),
-        ]));
-        let file = std::fs::File::create(mesh.join("data/events/part-0.parquet")).unwrap();
-        let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), None).unwrap();
-        for start in (0..ROWS).step_by(100_000) {
-            let ids: Vec<i64> = (start..start + 100_000).collect();
-            let bodies: Vec<String> = ids
-                .iter()
-                .map(|id| format!("event {:012} {:020}", id.wrapping_mul(7919) % ROWS, id))
-                .collect();
-            let batch = RecordBatch::try_new(
-                Arc::clone(&schema),
-                vec![
-                    Arc::new(Int64Array::from(ids)),
-                    Arc::new(StringArray::from(bodies)),
-                ],
-            )
-            .unwrap();
-            writer.write(&batch).unwrap();
-        }
-        writer.close().unwrap();
-        std::fs::write(mesh.join("ops/events.yaml"), EVENTS).unwrap();
-        let secret = demo_secret(dir.path()).unwrap();
-        let config = GatewayConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            plaintext: true,
-            auth: AuthConfig {
-                issuers: vec![demo_issuer(&secret)],
-                ..AuthConfig::default()
-            },
-            engine,
-            ..GatewayConfig::default()
-        };
-        let addr = spawn_server(mesh, config).unwrap();
-        let token = demo_token(
-            &secret,
-            "limits",
-            &["analyst".to_string()],
-            BTreeMap::new(),
-            Duration::from_secs(600),
+/// The same mesh, served with `engine`.
+fn limited_with(engine: EngineConfig) -> OwnGateway {
+    let (dir, mesh) = temp_mesh();
+    std::fs::create_dir_all(mesh.join("ops")).unwrap();
+    std::fs::create_dir_all(mesh.join("data/events")).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("body", DataType::Utf8, false),
+    ]));
+    let file = std::fs::File::create(mesh.join("data/events/part-0.parquet")).unwrap();
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), None).unwrap();
+    for start in (0..ROWS).step_by(100_000) {
+        let ids: Vec<i64> = (start..start + 100_000).collect();
+        let bodies: Vec<String> = ids
+            .iter()
+            .map(|id| format!("event {:012} {:020}", id.wrapping_mul(7919) % ROWS, id))
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(bodies)),
+            ],
         )
         .unwrap();
-        Self {
-            addr,
-            token,
-            _dir: dir,
-        }
+        writer.write(&batch).unwrap();
     }
-
-    async fn client(&self) -> FlightSqlServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightSqlServiceClient::new(channel);
-        client.set_token(self.token.clone());
-        client
-    }
-
-    /// Runs `sql`: its batches, or the status the planning or the stream failed with.
-    async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
-        self.query_with(sql, &[]).await
-    }
-
-    /// Runs `sql` with extra request `headers` (sent with GetFlightInfo).
-    async fn query_with(
-        &self,
-        sql: &str,
-        headers: &[(&'static str, &str)],
-    ) -> Result<Vec<RecordBatch>, tonic::Status> {
-        use futures::TryStreamExt;
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightSqlServiceClient::new(channel);
-        client.set_token(self.token.clone());
-        let command = CommandStatementQuery {
-            query: sql.to_string(),
-            transaction_id: None,
-        };
-        let mut request =
-            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        for (name, value) in headers {
-            request.metadata_mut().insert(*name, value.parse().unwrap());
-        }
-        let info = client
-            .inner_mut()
-            .get_flight_info(request)
-            .await?
-            .into_inner();
-        let ticket = info.endpoint[0].ticket.clone().unwrap();
-        let mut request = tonic::Request::new(ticket);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        let stream = client.inner_mut().do_get(request).await?.into_inner();
-        let data: Vec<arrow_flight::FlightData> = stream.try_collect().await?;
-        let batches = arrow_flight::utils::flight_data_to_batches(&data)
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        Ok(batches)
-    }
+    writer.close().unwrap();
+    std::fs::write(mesh.join("ops/events.yaml"), EVENTS).unwrap();
+    let config = GatewayConfig {
+        engine,
+        ..GatewayConfig::default()
+    };
+    OwnGateway::start(dir, config, "limits", &["analyst"], &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_over_their_memory_limit_spill_or_fail_clearly() {
-    let gateway = Limited::start();
+    let gateway = limited();
 
     // A full sort of ~30 MB of rows spills to disk and still answers, in order.
     let sorted = gateway
-        .query("SELECT body FROM ops.events.events ORDER BY body DESC")
+        .try_query("SELECT body FROM ops.events.events ORDER BY body DESC")
         .await
         .expect("a sort spills instead of failing");
     let bodies: Vec<String> = sorted
@@ -201,7 +103,7 @@ async fn queries_over_their_memory_limit_spill_or_fail_clearly() {
 
     // Collecting every body into one value cannot spill: the query fails, naming the limit.
     let status = gateway
-        .query("SELECT array_agg(body) FROM ops.events.events")
+        .try_query("SELECT array_agg(body) FROM ops.events.events")
         .await
         .expect_err("over the query's memory limit");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -212,7 +114,7 @@ async fn queries_over_their_memory_limit_spill_or_fail_clearly() {
 
     // The gateway keeps serving.
     let counted = gateway
-        .query("SELECT count(*) FROM ops.events.events")
+        .try_query("SELECT count(*) FROM ops.events.events")
         .await
         .unwrap();
     assert_eq!(
@@ -223,12 +125,12 @@ async fn queries_over_their_memory_limit_spill_or_fail_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_its_time_limit_is_stopped() {
-    let gateway = Limited::start();
+    let gateway = limited();
     // A join of every row with every later row: billions of comparisons.
     let heavy = "SELECT count(*) FROM ops.events.events a JOIN ops.events.events b ON a.id < b.id";
     let started = std::time::Instant::now();
     let status = gateway
-        .query_with(heavy, &[("x-meshgate-timeout", "1s")])
+        .try_query_with(heavy, &[("x-meshgate-timeout", "1s")])
         .await
         .expect_err("over its time limit");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -241,7 +143,7 @@ async fn a_query_over_its_time_limit_is_stopped() {
     );
 
     let status = gateway
-        .query_with("SELECT 1", &[("x-meshgate-timeout", "soon")])
+        .try_query_with("SELECT 1", &[("x-meshgate-timeout", "soon")])
         .await
         .expect_err("a malformed limit");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -252,7 +154,7 @@ async fn a_query_over_its_time_limit_is_stopped() {
 
     // A limit above the server's does not raise it, and the gateway keeps serving.
     let counted = gateway
-        .query_with(
+        .try_query_with(
             "SELECT count(*) FROM ops.events.events",
             &[("x-meshgate-timeout", "100days")],
         )
@@ -267,7 +169,7 @@ async fn a_query_over_its_time_limit_is_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_beyond_the_running_limit_are_refused_at_once() {
     use futures::StreamExt;
-    let gateway = Limited::start_with(EngineConfig {
+    let gateway = limited_with(EngineConfig {
         max_running_queries: 1,
         max_queued_queries: 0,
         ..EngineConfig::default()
@@ -283,7 +185,7 @@ async fn queries_beyond_the_running_limit_are_refused_at_once() {
     assert!(stream.next().await.is_some(), "the first query streams");
 
     let status = gateway
-        .query("SELECT count(*) FROM ops.events.events")
+        .try_query("SELECT count(*) FROM ops.events.events")
         .await
         .expect_err("no slot and no queue");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -298,7 +200,7 @@ async fn queries_beyond_the_running_limit_are_refused_at_once() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         match gateway
-            .query("SELECT count(*) FROM ops.events.events")
+            .try_query("SELECT count(*) FROM ops.events.events")
             .await
         {
             Ok(batches) => {

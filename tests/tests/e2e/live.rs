@@ -4,26 +4,19 @@
 //! interval; changes are observed through the Flight SQL client, waiting (bounded) for
 //! the gateway to apply them.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow_flight::FlightDescriptor;
-use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use meshgate_gateway::GatewayConfig;
-use meshgate_gateway::auth::AuthConfig;
 use meshgate_gateway::config::ReloadConfig;
-use meshgate_gateway::demo::{demo_issuer, demo_secret, demo_token};
 use parquet::arrow::ArrowWriter;
-use prost::Message;
 use tonic::Code;
-use tonic::transport::Channel;
 
-use crate::fixture::{fetch, spawn_server};
+use crate::fixture::fetch;
+use crate::own_gateway::{OwnGateway, temp_mesh};
 
 /// How long a change may take to be applied before a test fails.
 const APPLY_WITHIN: Duration = Duration::from_secs(20);
@@ -68,92 +61,25 @@ policy:
 /// A gateway over a mesh of its own, following it.
 struct LiveMesh {
     mesh: PathBuf,
-    addr: std::net::SocketAddr,
-    token: String,
-    _dir: tempfile::TempDir,
+    gw: OwnGateway,
 }
 
 impl LiveMesh {
     /// A mesh holding `shop.orders` (three rows), served by a new gateway.
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mesh = dir.path().join("mesh");
+        let (dir, mesh) = temp_mesh();
         std::fs::create_dir_all(mesh.join("shop")).unwrap();
         write_rows(&mesh.join("data/orders/part-0.parquet"), &[1, 2, 3]);
         std::fs::write(mesh.join("shop/orders.yaml"), orders_descriptor("Orders.")).unwrap();
-        let secret = demo_secret(dir.path()).unwrap();
         let config = GatewayConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            plaintext: true,
-            auth: AuthConfig {
-                issuers: vec![demo_issuer(&secret)],
-                ..AuthConfig::default()
-            },
             reload: ReloadConfig {
                 debounce: Duration::from_millis(100),
                 ..ReloadConfig::default()
             },
             ..GatewayConfig::default()
         };
-        let addr = spawn_server(mesh.clone(), config).unwrap();
-        let token = demo_token(
-            &secret,
-            "live-tester",
-            &["analyst".to_string()],
-            BTreeMap::new(),
-            Duration::from_secs(600),
-        )
-        .unwrap();
-        Self {
-            mesh,
-            addr,
-            token,
-            _dir: dir,
-        }
-    }
-
-    async fn client(&self) -> FlightSqlServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightSqlServiceClient::new(channel);
-        client.set_token(self.token.clone());
-        client
-    }
-
-    /// Runs `sql`; the batches, or the status it failed with.
-    async fn try_query(&self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
-        self.try_query_with(sql, &[]).await
-    }
-
-    /// Runs `sql` with extra request `headers`.
-    async fn try_query_with(
-        &self,
-        sql: &str,
-        headers: &[(&'static str, &str)],
-    ) -> Result<Vec<RecordBatch>, tonic::Status> {
-        let mut client = self.client().await;
-        let command = CommandStatementQuery {
-            query: sql.to_string(),
-            transaction_id: None,
-        };
-        let mut request =
-            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        for (name, value) in headers {
-            request.metadata_mut().insert(*name, value.parse().unwrap());
-        }
-        let info = client
-            .inner_mut()
-            .get_flight_info(request)
-            .await?
-            .into_inner();
-        Ok(fetch(&mut client, info).await)
+        let gw = OwnGateway::start(dir, config, "live-tester", &["analyst"], &[]);
+        Self { mesh, gw }
     }
 
     /// `(status, status_reason)` of `shop.<product>` in `mesh.meta.products`.
@@ -162,7 +88,7 @@ impl LiveMesh {
             "SELECT status, status_reason FROM mesh.meta.products \
              WHERE domain = 'shop' AND product = '{product}'"
         );
-        let batches = self.try_query(&sql).await.unwrap();
+        let batches = self.gw.try_query(&sql).await.unwrap();
         let batch = batches.iter().find(|b| b.num_rows() > 0)?;
         let status = batch.column(0).as_string::<i32>().value(0).to_string();
         let reasons = batch.column(1).as_string::<i32>();
@@ -249,13 +175,13 @@ fn count(batches: &[RecordBatch]) -> i64 {
 async fn added_edited_and_removed_descriptors_apply_without_a_restart() {
     let live = LiveMesh::start();
     let stock = "SELECT count(*) FROM shop.stock.items";
-    let missing = live.try_query(stock).await.unwrap_err();
+    let missing = live.gw.try_query(stock).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "{missing}");
 
     write_rows(&live.mesh.join("data/stock/part-0.parquet"), &[10, 11]);
     std::fs::write(live.mesh.join("shop/stock.yaml"), STOCK).unwrap();
     live.eventually("added product answers", || async {
-        live.try_query(stock).await.is_ok_and(|b| count(&b) == 2)
+        live.gw.try_query(stock).await.is_ok_and(|b| count(&b) == 2)
     })
     .await;
 
@@ -266,7 +192,7 @@ async fn added_edited_and_removed_descriptors_apply_without_a_restart() {
     .unwrap();
     live.eventually("edited description is listed", || async {
         let sql = "SELECT description FROM mesh.meta.products WHERE product = 'orders'";
-        live.try_query(sql).await.is_ok_and(|b| {
+        live.gw.try_query(sql).await.is_ok_and(|b| {
             b.iter().any(|b| {
                 b.num_rows() == 1
                     && b.column(0).as_string::<i32>().value(0) == "Orders, now described better."
@@ -277,12 +203,14 @@ async fn added_edited_and_removed_descriptors_apply_without_a_restart() {
 
     std::fs::remove_file(live.mesh.join("shop/stock.yaml")).unwrap();
     live.eventually("removed product is not found", || async {
-        live.try_query(stock)
+        live.gw
+            .try_query(stock)
             .await
             .is_err_and(|s| s.code() == Code::NotFound)
     })
     .await;
     let orders = live
+        .gw
         .try_query("SELECT count(*) FROM shop.orders.orders")
         .await;
     assert_eq!(count(&orders.unwrap()), 3, "the other product kept serving");
@@ -301,6 +229,7 @@ async fn an_invalid_change_keeps_the_last_good_version_serving() {
         "no absolute path: {reason}"
     );
     let orders = live
+        .gw
         .try_query("SELECT count(*) FROM shop.orders.orders")
         .await;
     assert_eq!(count(&orders.unwrap()), 3, "the last good version serves");
@@ -324,7 +253,8 @@ async fn data_that_breaks_the_contract_breaks_the_product_until_fixed() {
     write_rows(&live.mesh.join("data/stock/part-0.parquet"), &[10, 11]);
     std::fs::write(live.mesh.join("shop/stock.yaml"), STOCK).unwrap();
     live.eventually("second product answers", || async {
-        live.try_query("SELECT count(*) FROM shop.stock.items")
+        live.gw
+            .try_query("SELECT count(*) FROM shop.stock.items")
             .await
             .is_ok()
     })
@@ -351,6 +281,7 @@ async fn data_that_breaks_the_contract_breaks_the_product_until_fixed() {
     );
 
     let refused = live
+        .gw
         .try_query("SELECT id FROM shop.orders.orders")
         .await
         .unwrap_err();
@@ -364,13 +295,15 @@ async fn data_that_breaks_the_contract_breaks_the_product_until_fixed() {
         "no absolute path: {refused}"
     );
     let stock = live
+        .gw
         .try_query("SELECT count(*) FROM shop.stock.items")
         .await;
     assert_eq!(count(&stock.unwrap()), 2, "the other product kept serving");
 
     std::fs::remove_file(&bad_file).unwrap();
     live.eventually("product recovers", || async {
-        live.try_query("SELECT count(*) FROM shop.orders.orders")
+        live.gw
+            .try_query("SELECT count(*) FROM shop.orders.orders")
             .await
             .is_ok_and(|b| count(&b) == 3)
     })
@@ -381,7 +314,7 @@ async fn data_that_breaks_the_contract_breaks_the_product_until_fixed() {
 #[tokio::test]
 async fn a_query_in_flight_finishes_on_the_mesh_it_started_with() {
     let live = LiveMesh::start();
-    let mut client = live.client().await;
+    let mut client = live.gw.client().await;
     let info = client
         .execute(
             "SELECT id FROM shop.orders.orders ORDER BY id".to_string(),
@@ -391,7 +324,8 @@ async fn a_query_in_flight_finishes_on_the_mesh_it_started_with() {
         .unwrap();
     std::fs::remove_file(live.mesh.join("shop/orders.yaml")).unwrap();
     live.eventually("removed product is not found", || async {
-        live.try_query("SELECT id FROM shop.orders.orders")
+        live.gw
+            .try_query("SELECT id FROM shop.orders.orders")
             .await
             .is_err_and(|s| s.code() == Code::NotFound)
     })
@@ -414,6 +348,7 @@ async fn a_freshness_bound_refuses_stale_products_and_slas_show_it() {
     let live = LiveMesh::start();
     let sql = "SELECT count(*) FROM shop.orders.orders";
     let fresh = live
+        .gw
         .try_query_with(sql, &[("x-meshgate-max-staleness", "1h")])
         .await;
     assert_eq!(count(&fresh.unwrap()), 3, "new data meets a 1h bound");
@@ -430,7 +365,7 @@ async fn a_freshness_bound_refuses_stale_products_and_slas_show_it() {
     live.eventually("freshness SLA is breached", || async {
         let sla =
             "SELECT met FROM mesh.meta.slas WHERE product = 'orders' AND objective = 'freshness'";
-        live.try_query(sla).await.is_ok_and(|b| {
+        live.gw.try_query(sla).await.is_ok_and(|b| {
             b.iter()
                 .any(|b| b.num_rows() == 1 && !b.column(0).as_boolean().value(0))
         })
@@ -438,6 +373,7 @@ async fn a_freshness_bound_refuses_stale_products_and_slas_show_it() {
     .await;
 
     let refused = live
+        .gw
         .try_query_with(sql, &[("x-meshgate-max-staleness", "1h")])
         .await
         .unwrap_err();
@@ -447,16 +383,18 @@ async fn a_freshness_bound_refuses_stale_products_and_slas_show_it() {
         "{refused}"
     );
     let lenient = live
+        .gw
         .try_query_with(sql, &[("x-meshgate-max-staleness", "4h")])
         .await;
     assert_eq!(count(&lenient.unwrap()), 3);
-    let unbounded = live.try_query(sql).await;
+    let unbounded = live.gw.try_query(sql).await;
     assert_eq!(
         count(&unbounded.unwrap()),
         3,
         "without a bound, old data answers"
     );
     let malformed = live
+        .gw
         .try_query_with(sql, &[("x-meshgate-max-staleness", "soon")])
         .await
         .unwrap_err();

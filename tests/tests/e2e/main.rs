@@ -11,6 +11,7 @@ mod flight_sql;
 mod limits;
 mod lint;
 mod live;
+mod own_gateway;
 mod policy;
 mod quality;
 mod time_travel;

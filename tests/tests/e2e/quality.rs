@@ -10,16 +10,12 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow_flight::sql::client::FlightSqlServiceClient;
 use meshgate_gateway::GatewayConfig;
-use meshgate_gateway::auth::AuthConfig;
 use meshgate_gateway::config::QualityConfig;
-use meshgate_gateway::demo::{demo_issuer, demo_secret, demo_token};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use tonic::transport::Channel;
 
-use crate::fixture::{fetch, spawn_server};
+use crate::own_gateway::{OwnGateway, temp_mesh};
 
 const MEASURED_WITHIN: Duration = Duration::from_secs(30);
 
@@ -42,56 +38,29 @@ policy:
 "#;
 
 /// A gateway over a mesh holding `shop.orders`, with the agent's budget `quality`.
-struct Gateway {
-    addr: std::net::SocketAddr,
-    token: String,
-    _dir: tempfile::TempDir,
-}
+struct Gateway(OwnGateway);
 
 impl Gateway {
     fn start(quality: QualityConfig, write_data: impl FnOnce(&Path)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mesh = dir.path().join("mesh");
+        let (dir, mesh) = temp_mesh();
         std::fs::create_dir_all(mesh.join("shop")).unwrap();
         write_data(&mesh.join("data/orders"));
         std::fs::write(mesh.join("shop/orders.yaml"), ORDERS).unwrap();
-        let secret = demo_secret(dir.path()).unwrap();
         let config = GatewayConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            plaintext: true,
-            auth: AuthConfig {
-                issuers: vec![demo_issuer(&secret)],
-                ..AuthConfig::default()
-            },
             quality,
             ..GatewayConfig::default()
         };
-        let addr = spawn_server(mesh, config).unwrap();
-        let token = demo_token(
-            &secret,
+        Self(OwnGateway::start(
+            dir,
+            config,
             "quality-tester",
-            &["analyst".to_string()],
-            BTreeMap::new(),
-            Duration::from_secs(600),
-        )
-        .unwrap();
-        Self {
-            addr,
-            token,
-            _dir: dir,
-        }
+            &["analyst"],
+            &[],
+        ))
     }
 
     async fn query(&self, sql: &str) -> Vec<RecordBatch> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightSqlServiceClient::new(channel);
-        client.set_token(self.token.clone());
-        let info = client.execute(sql.to_string(), None).await.unwrap();
-        fetch(&mut client, info).await
+        self.0.try_query(sql).await.unwrap()
     }
 
     /// Rows of `sql` once it returns any, as text by column name.

@@ -4,26 +4,18 @@
 //! than the owner allows, a missing version and a malformed suffix are refused with a
 //! clear message.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use arrow_flight::FlightDescriptor;
-use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 use meshgate_gateway::GatewayConfig;
 use meshgate_gateway::audit::AuditConfig;
-use meshgate_gateway::auth::AuthConfig;
-use meshgate_gateway::demo::{demo_issuer, demo_secret, demo_token};
-use prost::Message;
 use tonic::Code;
-use tonic::transport::Channel;
 
-use crate::fixture::{fetch, spawn_server};
+use crate::own_gateway::{OwnGateway, temp_mesh};
 
 const LABS: &str = r#"domain: clinical
 product: labs
@@ -103,20 +95,17 @@ async fn write_version(dir: &std::path::Path, batch: RecordBatch, first: bool) {
 }
 
 struct Labs {
-    addr: std::net::SocketAddr,
-    token: String,
+    gw: OwnGateway,
     audit: std::path::PathBuf,
     /// An instant after version 0 was committed and before version 1.
     between: SystemTime,
-    _dir: tempfile::TempDir,
 }
 
 impl Labs {
     /// A gateway over `clinical.labs`: `results` has version 0 (ids 1-4) and version 1
     /// (ids 5-6 appended); the token is a clinician of region north.
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mesh = dir.path().join("mesh");
+        let (dir, mesh) = temp_mesh();
         let results = mesh.join("data/results");
         write_version(
             &results,
@@ -139,66 +128,24 @@ impl Labs {
 
         std::fs::create_dir_all(mesh.join("clinical")).unwrap();
         std::fs::write(mesh.join("clinical/labs.yaml"), LABS).unwrap();
-        let secret = demo_secret(dir.path()).unwrap();
         let audit = dir.path().join("audit.jsonl");
         let config = GatewayConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            plaintext: true,
-            auth: AuthConfig {
-                issuers: vec![demo_issuer(&secret)],
-                ..AuthConfig::default()
-            },
             audit: AuditConfig {
                 file: Some(audit.clone()),
                 ..AuditConfig::default()
             },
             ..GatewayConfig::default()
         };
-        let addr = tokio::task::spawn_blocking(move || spawn_server(mesh, config))
-            .await
-            .unwrap()
-            .unwrap();
-        let token = demo_token(
-            &secret,
-            "nora",
-            &["clinician".to_string()],
-            BTreeMap::from([("region".to_string(), "north".to_string())]),
-            Duration::from_secs(600),
-        )
+        let gw = tokio::task::spawn_blocking(move || {
+            OwnGateway::start(dir, config, "nora", &["clinician"], &[("region", "north")])
+        })
+        .await
         .unwrap();
-        Self {
-            addr,
-            token,
-            audit,
-            between,
-            _dir: dir,
-        }
+        Self { gw, audit, between }
     }
 
     async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = FlightSqlServiceClient::new(channel);
-        client.set_token(self.token.clone());
-        let command = CommandStatementQuery {
-            query: sql.to_string(),
-            transaction_id: None,
-        };
-        let mut request =
-            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        let info = client
-            .inner_mut()
-            .get_flight_info(request)
-            .await?
-            .into_inner();
-        Ok(fetch(&mut client, info).await)
+        self.gw.try_query(sql).await
     }
 
     async fn ids(&self, table: &str) -> Vec<i64> {
