@@ -263,6 +263,15 @@ pub struct TransportConfig {
     /// are closed.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Requests (HTTP/2 streams) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged (HTTP/2 keepalive), so that a vanished
+    /// client is noticed and its queries stopped.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -273,6 +282,9 @@ impl Default for TransportConfig {
             stream_window: 4 * 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 128,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }

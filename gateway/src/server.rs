@@ -132,6 +132,12 @@ impl BoundServer {
         builder
             .initial_stream_window_size(transport.stream_window)
             .initial_connection_window_size(transport.connection_window)
+            .max_concurrent_streams(transport.max_concurrent_streams)
+            .http2_keepalive_interval(Some(transport.keepalive_interval))
+            .http2_keepalive_timeout(Some(transport.keepalive_timeout))
+            // A client resetting streams as fast as it opens them ("rapid reset").
+            .http2_max_pending_accept_reset_streams(Some(64))
+            .tcp_keepalive(Some(transport.keepalive_interval))
             .tcp_nodelay(true)
             .layer(AuthLayer::new(self.authenticator, self.auditor))
             .add_service(service)
