@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -53,29 +53,40 @@ impl Deadline {
             .unwrap_or_else(|_| Err(self.exceeded()))
     }
 
-    /// `stream`, ended with `DEADLINE_EXCEEDED` when the deadline passes first.
-    pub fn limit_stream(self, stream: FlightDataStream) -> FlightDataStream {
+    /// `stream`, ended with `DEADLINE_EXCEEDED` when the deadline passes first, or with
+    /// `CANCELLED` when `cancelled` turns true (CancelFlightInfo).
+    pub fn limit_stream(
+        self,
+        stream: FlightDataStream,
+        cancelled: tokio::sync::watch::Receiver<bool>,
+    ) -> FlightDataStream {
         struct State {
             stream: Option<FlightDataStream>,
             sleep: Pin<Box<Sleep>>,
+            cancelled: tokio::sync::watch::Receiver<bool>,
         }
         let state = State {
             stream: Some(stream),
             sleep: Box::pin(tokio::time::sleep_until(self.at)),
+            cancelled,
         };
         Box::pin(futures::stream::unfold(
             state,
             move |mut state| async move {
                 let stream = state.stream.as_mut()?;
+                // Dropping the query's stream (below) cancels its execution.
                 tokio::select! {
                     item = stream.next() => {
                         let item = item?;
                         Some((item, state))
                     }
                     () = &mut state.sleep => {
-                        // Dropping the query's stream cancels its execution.
                         state.stream = None;
                         Some((Err(Status::from(self.exceeded())), state))
+                    }
+                    Ok(()) = state.cancelled.wait_for(|c| *c).map(|r| r.map(|_| ())) => {
+                        state.stream = None;
+                        Some((Err(Status::cancelled("the query was cancelled by its client")), state))
                     }
                 }
             },

@@ -30,6 +30,7 @@ use arrow_flight::sql::{
     ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
+use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -108,6 +109,9 @@ fn batch_response(batch: Result<arrow::array::RecordBatch>) -> DoGetResponse {
 fn info_response(info: Result<FlightInfo>) -> Result<Response<FlightInfo>, Status> {
     Ok(Response::new(info?))
 }
+
+/// The Flight action that cancels a query by its FlightInfo.
+const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
 /// The response header naming the query, for the user to quote and the operator to
 /// find in the logs and the audit.
@@ -225,6 +229,56 @@ impl FlightSqlService for MeshFlightSqlService {
             .await;
         let _entered = span.enter();
         with_query_id(info_response(planned), Some(&query_id))
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type != CANCEL_FLIGHT_INFO {
+            return Err(Status::invalid_argument(format!(
+                "unknown action '{}'",
+                request.get_ref().r#type
+            )));
+        }
+        let principal = principal_of(&request)?;
+        let cancel = arrow_flight::CancelFlightInfoRequest::decode(request.get_ref().body.clone())
+            .map_err(|_| Status::invalid_argument("CancelFlightInfo: malformed request"))?;
+        let mut cancelled = false;
+        for endpoint in cancel.info.map(|i| i.endpoint).unwrap_or_default() {
+            let Some(ticket) = endpoint.ticket else {
+                continue;
+            };
+            let handle = arrow_flight::sql::Any::decode(ticket.ticket)
+                .ok()
+                .and_then(|any| any.unpack::<TicketStatementQuery>().ok().flatten())
+                .map(|t| t.statement_handle);
+            if let Some(handle) = handle {
+                cancelled |= self.state.cancel_ticket(&principal, &handle)?;
+            }
+        }
+        let status = if cancelled {
+            arrow_flight::CancelStatus::Cancelled
+        } else {
+            // Unknown, finished or expired: nothing left to cancel.
+            arrow_flight::CancelStatus::NotCancellable
+        };
+        let result = arrow_flight::CancelFlightInfoResult {
+            status: status as i32,
+        };
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
+        Some(vec![Ok(arrow_flight::ActionType {
+            r#type: CANCEL_FLIGHT_INFO.to_string(),
+            description: "Cancel a query by its FlightInfo: its ticket is no longer redeemable \
+                          and a running stream of it ends with CANCELLED"
+                .to_string(),
+        })])
     }
 
     async fn do_action_close_prepared_statement(

@@ -31,6 +31,8 @@ pub(super) struct PlannedQuery {
     schema: SchemaRef,
     /// When the query must be done, planning and streaming included.
     deadline: Deadline,
+    /// Set by CancelFlightInfo; a running stream of the query ends when it is.
+    cancelled: tokio::sync::watch::Sender<bool>,
     /// What the audit records of this query say about it.
     pub(super) audit: QueryAudit,
 }
@@ -62,8 +64,19 @@ impl PlannedQuery {
             physical: Mutex::new(Some(physical)),
             schema,
             deadline,
+            cancelled: tokio::sync::watch::Sender::new(false),
             audit,
         })
+    }
+
+    /// Cancels the query: a running stream of it ends with `CANCELLED`.
+    pub(super) fn cancel(&self) {
+        self.cancelled.send_replace(true);
+    }
+
+    /// Notice of cancellation, for the stream.
+    pub(super) fn cancellation(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.cancelled.subscribe()
     }
 
     /// When the query must be done.

@@ -301,7 +301,7 @@ impl GatewayState {
         let stream = match deadline
             .run(planned.execute(self.max_flight_data_size, Arc::clone(&rows)))
             .await
-            .map(|stream| deadline.limit_stream(stream))
+            .map(|stream| deadline.limit_stream(stream, planned.cancellation()))
         {
             Ok(stream) => stream,
             Err(e) => {
@@ -324,6 +324,22 @@ impl GatewayState {
             auditor.emit(record);
         });
         Ok((stream, query_id))
+    }
+
+    /// Cancels the statement behind a ticket issued to `principal` (CancelFlightInfo):
+    /// the ticket can no longer be redeemed, and a stream of it already running ends
+    /// with `CANCELLED`. Returns whether there was such a ticket.
+    pub(super) fn cancel_ticket(&self, principal: &Principal, handle: &[u8]) -> Result<bool> {
+        let owner = principal.fingerprint();
+        match self.tickets.get(handle, &owner) {
+            Ok(planned) => {
+                planned.cancel();
+                self.tickets.remove(handle, &owner)?;
+                Ok(true)
+            }
+            Err(Error::UnknownHandle(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Plans a prepared statement for `principal`.

@@ -1,8 +1,8 @@
 //! Resource limits over Flight SQL: a query over its memory limit spills where
 //! DataFusion can (a sort still answers) and fails with RESOURCE_EXHAUSTED naming the
 //! limit where it cannot; a query over its time limit ends with DEADLINE_EXCEEDED; a
-//! query beyond the running-query limits is refused at once; and the gateway keeps
-//! serving.
+//! query beyond the running-query limits is refused at once; CancelFlightInfo stops a
+//! running query; and the gateway keeps serving.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,4 +215,75 @@ async fn queries_beyond_the_running_limit_are_refused_at_once() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_flight_info_stops_a_running_query_and_voids_its_ticket() {
+    use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus};
+    use futures::StreamExt;
+    use prost::Message;
+
+    let gateway = limited();
+    let mut client = gateway.client().await;
+    let cancel = |client: &mut arrow_flight::sql::client::FlightSqlServiceClient<_>,
+                  info: arrow_flight::FlightInfo| {
+        let body = CancelFlightInfoRequest::new(info).encode_to_vec();
+        let mut request = tonic::Request::new(Action::new("CancelFlightInfo", body));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", gateway.token).parse().unwrap(),
+        );
+        let inner = client.inner_mut().clone();
+        async move {
+            let mut inner = inner;
+            let mut results = inner.do_action(request).await.unwrap().into_inner();
+            let result = results.next().await.unwrap().unwrap();
+            CancelFlightInfoResult::decode(result.body)
+                .unwrap()
+                .status()
+        }
+    };
+
+    // Cancelled while streaming: the stream ends with CANCELLED, not as if complete.
+    let info = client
+        .execute("SELECT body FROM ops.events.events".to_string(), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut request = tonic::Request::new(ticket.clone());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", gateway.token).parse().unwrap(),
+    );
+    let mut stream = client
+        .inner_mut()
+        .do_get(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.next().await.unwrap().is_ok(), "the query streams");
+    assert_eq!(
+        cancel(&mut client, info.clone()).await,
+        CancelStatus::Cancelled
+    );
+    let mut ended = None;
+    while let Some(item) = stream.next().await {
+        if let Err(status) = item {
+            ended = Some(status.code());
+            break;
+        }
+    }
+    assert_eq!(ended, Some(Code::Cancelled));
+    // Nothing is left to cancel, and the ticket is void.
+    assert_eq!(
+        cancel(&mut client, info).await,
+        CancelStatus::NotCancellable
+    );
+    let mut request = tonic::Request::new(ticket);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", gateway.token).parse().unwrap(),
+    );
+    let status = client.inner_mut().do_get(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }
