@@ -103,63 +103,54 @@ async fn the_query_id_travels_in_response_headers_and_the_audit() {
     let token = token("query-id-audit", &["clinician"], Some("north"));
     let mut client = client_with(&token).await;
     let bearer = format!("Bearer {token}");
-    let command = CommandStatementQuery {
-        query: "SELECT count(*) FROM reference.regions.regions".into(),
-        transaction_id: None,
+    fn authorized<T>(message: T, bearer: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        request
+    }
+    let statement = |sql: &str| {
+        let command = CommandStatementQuery {
+            query: sql.into(),
+            transaction_id: None,
+        };
+        FlightDescriptor::new_cmd(command.as_any().encode_to_vec())
     };
-    let mut request =
-        tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().unwrap());
+    let query_id = |metadata: &tonic::metadata::MetadataMap, what: &str| {
+        metadata
+            .get("x-meshgate-query-id")
+            .unwrap_or_else(|| panic!("{what} names the query"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let request = authorized(
+        statement("SELECT count(*) FROM reference.regions.regions"),
+        &bearer,
+    );
     let response = client.inner_mut().get_flight_info(request).await.unwrap();
-    let planned_id = response
-        .metadata()
-        .get("x-meshgate-query-id")
-        .expect("GetFlightInfo names the query")
-        .to_str()
-        .unwrap()
-        .to_string();
+    let planned_id = query_id(response.metadata(), "GetFlightInfo");
     assert_eq!(planned_id.len(), 36, "a UUID: {planned_id}");
 
     let ticket = response.into_inner().endpoint[0].ticket.clone().unwrap();
-    let mut request = tonic::Request::new(ticket);
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().unwrap());
+    let request = authorized(ticket, &bearer);
     let response = client.inner_mut().do_get(request).await.unwrap();
-    let streamed_id = response
-        .metadata()
-        .get("x-meshgate-query-id")
-        .expect("DoGet names the query")
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(streamed_id, planned_id);
+    assert_eq!(query_id(response.metadata(), "DoGet"), planned_id);
     let _: Vec<_> = response.into_inner().try_collect().await.unwrap();
 
     // A failing query is named too, so that its user can quote it.
-    let command = CommandStatementQuery {
-        query: "SELECT nope FROM reference.regions.regions".into(),
-        transaction_id: None,
-    };
-    let mut request =
-        tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().unwrap());
+    let request = authorized(
+        statement("SELECT nope FROM reference.regions.regions"),
+        &bearer,
+    );
     let status = client
         .inner_mut()
         .get_flight_info(request)
         .await
         .expect_err("unknown column");
-    let failed_id = status
-        .metadata()
-        .get("x-meshgate-query-id")
-        .expect("the error names the query")
-        .to_str()
-        .unwrap()
-        .to_string();
+    let failed_id = query_id(status.metadata(), "the error");
 
     // Both records of the query carry its id; the failed one too.
     for rpc in [

@@ -229,10 +229,7 @@ async fn cancel_flight_info_stops_a_running_query_and_voids_its_ticket() {
                   info: arrow_flight::FlightInfo| {
         let body = CancelFlightInfoRequest::new(info).encode_to_vec();
         let mut request = tonic::Request::new(Action::new("CancelFlightInfo", body));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", gateway.token).parse().unwrap(),
-        );
+        gateway.authorize(&mut request);
         let inner = client.inner_mut().clone();
         async move {
             let mut inner = inner;
@@ -251,10 +248,7 @@ async fn cancel_flight_info_stops_a_running_query_and_voids_its_ticket() {
         .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut request = tonic::Request::new(ticket.clone());
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", gateway.token).parse().unwrap(),
-    );
+    gateway.authorize(&mut request);
     let mut stream = client
         .inner_mut()
         .do_get(request)
@@ -280,10 +274,7 @@ async fn cancel_flight_info_stops_a_running_query_and_voids_its_ticket() {
         CancelStatus::NotCancellable
     );
     let mut request = tonic::Request::new(ticket);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", gateway.token).parse().unwrap(),
-    );
+    gateway.authorize(&mut request);
     let status = client.inner_mut().do_get(request).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }

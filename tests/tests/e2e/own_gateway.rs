@@ -131,7 +131,8 @@ impl OwnGateway {
         Ok(batches)
     }
 
-    fn authorize<T>(&self, request: &mut tonic::Request<T>) {
+    /// Adds the principal's bearer token to `request`.
+    pub(crate) fn authorize<T>(&self, request: &mut tonic::Request<T>) {
         request.metadata_mut().insert(
             "authorization",
             format!("Bearer {}", self.token).parse().unwrap(),
