@@ -1,11 +1,15 @@
 //! Delta Lake tables, read with delta-rs through the domain's object store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::datasource::TableProvider;
-use deltalake::DeltaTableBuilder;
+use deltalake::logstore::{
+    LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
+};
+use deltalake::{DeltaResult, DeltaTableBuilder};
 use meshgate_catalog::{AsOf, Table};
+use url::Url;
 
 use crate::error::{ConnectorError, Result};
 use crate::inspect::DataSnapshot;
@@ -25,10 +29,16 @@ pub(crate) async fn delta_table(
         table: qualified_name.to_string(),
         source,
     };
+    if location.declared.scheme() == "s3" {
+        register_s3_log_store();
+    }
     let builder = || -> Result<DeltaTableBuilder> {
         Ok(DeltaTableBuilder::from_url(location.declared.clone())
             .map_err(delta_err)?
-            .with_storage_backend(Arc::clone(&location.store), location.declared.clone()))
+            .with_storage_backend(
+                Arc::clone(&location.declared_store),
+                location.declared.clone(),
+            ))
     };
     let asked = match as_of {
         None => builder()?,
@@ -99,4 +109,40 @@ pub(crate) async fn delta_table(
 
 fn millis_to_time(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
+}
+
+/// Lets delta-rs read `s3://` tables through the stores this crate builds. delta-rs
+/// finds a log store by URL scheme and only knows `file://` and `memory://` without its
+/// AWS integration; the gateway only reads, so the default log store (whose commit
+/// protocol needs no S3 locking) serves. A factory registered by someone else stays.
+fn register_s3_log_store() {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        if let Ok(scheme) = Url::parse("s3://") {
+            logstore_factories()
+                .entry(scheme)
+                .or_insert_with(|| Arc::new(ReadOnlyLogStores));
+        }
+    });
+}
+
+/// Log stores of tables the gateway reads and never writes.
+#[derive(Debug)]
+struct ReadOnlyLogStores;
+
+impl LogStoreFactory for ReadOnlyLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
 }

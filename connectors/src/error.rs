@@ -3,15 +3,14 @@
 /// Why a table of a data product could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    /// The table's location uses a scheme no store is configured for.
-    #[error("table {table}: storage scheme '{scheme}' is not configured for domain '{domain}'")]
-    UnsupportedStorage {
+    /// The table's location is not one its domain may use: outside the domain's
+    /// configured storage root, or on storage the domain has no configuration for.
+    #[error("table {table}: {reason}")]
+    OutsideStorageRoot {
         /// `domain.product.table`.
         table: String,
-        /// The domain.
-        domain: String,
-        /// The URL scheme.
-        scheme: String,
+        /// Why, naming the location and the domain's root.
+        reason: String,
     },
 
     /// The Delta log of a table could not be read.
@@ -73,6 +72,19 @@ pub enum ConnectorError {
         #[source]
         source: datafusion::error::DataFusionError,
     },
+}
+
+/// A storage request for the files of `table` failed: raised by a domain's store, so
+/// that whoever reports the failure can say which table it concerns without exposing
+/// the paths or the cause (in `source`, for the server log).
+#[derive(Debug, thiserror::Error)]
+#[error("table {table}: {source}")]
+pub struct TableStorageError {
+    /// `domain.product.table`.
+    pub table: String,
+    /// The failure as the store reported it.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// One way the stored data of a table breaks its contract.

@@ -20,11 +20,14 @@ use datafusion::datasource::TableProvider;
 use meshgate_catalog::{AsOf, Product, Table, TableFormat};
 
 pub use contract::{ContractTable, contract_schema, is_lossless_widening};
-pub use error::{ConnectorError, ContractViolation, Result};
+pub use error::{ConnectorError, ContractViolation, Result, TableStorageError};
 pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;
 pub use sample::{SampledPlan, sample_row_groups};
-pub use storage::{DomainStorage, MESH_STORE_SCHEME, ResolvedLocation};
+pub use storage::{
+    DomainStorage, DomainStorageConfig, MESH_STORE_SCHEME, RequestConfig, ResolvedLocation,
+    S3Config, S3CredentialsConfig, StorageConfigError, StoreCounters, StoreLayer,
+};
 
 /// A table ready to serve: its provider, and what its storage held when it was opened.
 #[derive(Debug, Clone)]
@@ -45,6 +48,11 @@ impl TableOpener {
     /// An opener that reads through `storage`.
     pub fn new(storage: Arc<DomainStorage>) -> Self {
         Self { storage }
+    }
+
+    /// The storage this opener reads through.
+    pub fn storage(&self) -> &Arc<DomainStorage> {
+        &self.storage
     }
 
     /// Opens `table` of `product` and verifies its stored data against the contract.

@@ -3,11 +3,14 @@
 //!
 //! Unknown keys are errors, so a misspelt setting never silently falls back to a default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshgate_catalog::PlatformPolicy;
+use meshgate_connectors::{DomainStorageConfig, StoreLayer};
 use serde::Deserialize;
 
 use crate::audit::AuditConfig;
@@ -46,6 +49,13 @@ pub struct GatewayConfig {
     pub state_dir: Option<PathBuf>,
     /// The quality agent.
     pub quality: QualityConfig,
+    /// Each domain's storage, by domain name: its root, S3 endpoint and credentials,
+    /// request limits and retries. Domains not named read local files only.
+    pub storage: BTreeMap<String, DomainStorageConfig>,
+    /// Wraps every domain's object store (instrumentation, fault injection). Set by
+    /// code embedding the gateway; not part of the configuration file.
+    #[serde(skip)]
+    pub store_layer: Option<Arc<dyn StoreLayer>>,
 }
 
 /// The quality agent: what it measures, how often, and within which limits.
@@ -165,6 +175,8 @@ impl Default for GatewayConfig {
             reload: ReloadConfig::default(),
             state_dir: None,
             quality: QualityConfig::default(),
+            storage: BTreeMap::new(),
+            store_layer: None,
             plaintext: false,
             audit: AuditConfig::default(),
         }

@@ -6,6 +6,7 @@
 //! full on the server and reported to the client with a short, stable text.
 
 use datafusion::error::DataFusionError;
+use meshgate_connectors::TableStorageError;
 use tonic::{Code, Status};
 
 use crate::live::{Breakage, ProductUnavailable};
@@ -57,9 +58,31 @@ pub enum Error {
     #[error("storage error: {0}")]
     Storage(String),
 
+    /// Reading a table the query scans failed in its storage (I/O, object store,
+    /// timeout, corrupt data); the client learns which table, the log learns why.
+    #[error("storage error reading table {table}: {detail}")]
+    TableStorage {
+        /// `domain.product.table`, as the query named it.
+        table: String,
+        /// The failure, for the server log only.
+        detail: String,
+    },
+
     /// A bug or an unexpected condition inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The table whose storage raised `err`, when a domain store named it on the way.
+fn failed_table(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(failure) = e.downcast_ref::<TableStorageError>() {
+            return Some(failure.table.clone());
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// Result alias of the gateway.
@@ -67,8 +90,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Classifies a DataFusion error by what the client can do about it.
+    ///
+    /// A storage failure while reading a table's files names that table (the caller
+    /// named it in the query); what failed and where stays in the server log.
     pub fn from_datafusion(err: DataFusionError) -> Self {
-        classify(&err, &err)
+        match classify(&err, &err) {
+            Error::Storage(detail) => match failed_table(&err) {
+                Some(table) => Error::TableStorage { table, detail },
+                None => Error::Storage(detail),
+            },
+            other => other,
+        }
     }
 
     /// The gRPC code name, for logs and audit records.
@@ -95,7 +127,9 @@ impl Error {
             Self::Unsupported(_) => Code::Unimplemented,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Self::Unavailable(_) | Self::Storage(_) => Code::Unavailable,
+            Self::Unavailable(_) | Self::Storage(_) | Self::TableStorage { .. } => {
+                Code::Unavailable
+            }
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -117,7 +151,7 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = err.code();
         match &err {
-            Error::Storage(_) | Error::Internal(_) => {
+            Error::Storage(_) | Error::TableStorage { .. } | Error::Internal(_) => {
                 tracing::error!(code = ?code, error = ?err, "request failed");
             }
             _ => tracing::debug!(code = ?code, error = ?err, "request refused"),
@@ -127,6 +161,10 @@ impl From<Error> for Status {
             Error::Storage(_) => {
                 "the storage of a data product failed; see the server log".to_string()
             }
+            Error::TableStorage { table, .. } => format!(
+                "reading table {table} failed in its domain's storage; the server log has \
+                 the details (quote the query id)"
+            ),
             Error::Internal(_) => "internal error; see the server log".to_string(),
             other => other.to_string(),
         };

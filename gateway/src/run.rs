@@ -7,7 +7,7 @@ use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::{Error, Result};
-use crate::live::{self, DataCheck, HealthState, MeshRegistry};
+use crate::live::{self, DataCheck, HealthState, MeshRegistry, ProductLoader};
 use crate::policy::PolicyEngine;
 use crate::quality::{QualityStore, spawn_agent};
 use crate::server::BoundServer;
@@ -37,7 +37,10 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     // Canonical, so that file-system events and table locations compare as paths.
     let root = std::fs::canonicalize(dir)
         .map_err(|e| Error::InvalidArgument(format!("mesh directory {}: {e}", dir.display())))?;
-    let mut registry = MeshRegistry::new(&root, &config.engine, policy);
+    let loader =
+        ProductLoader::with_storage(&config.engine, &config.storage, config.store_layer.clone())
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let mut registry = MeshRegistry::new(&root, loader, policy);
     let quality = open_quality_store(&config)?;
     registry.set_quality(Arc::clone(&quality));
     let report = registry.refresh(&DataCheck::All).await?;

@@ -9,7 +9,10 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
 use meshgate_catalog::Product;
-use meshgate_connectors::{ConnectorError, DomainStorage, TableOpener, contract_schema};
+use meshgate_connectors::{
+    ConnectorError, DomainStorage, DomainStorageConfig, StorageConfigError, StoreLayer,
+    TableOpener, contract_schema,
+};
 
 use super::broken::{Breakage, BrokenTable, ProductUnavailable};
 use super::health::{Fault, ProductHealth};
@@ -26,23 +29,36 @@ pub struct ProductLoader {
 }
 
 impl ProductLoader {
-    /// A loader whose sessions are configured by `engine`.
+    /// A loader whose sessions are configured by `engine`, reading local files only.
     pub fn new(engine: &EngineConfig) -> Self {
-        let pool = Arc::new(GreedyMemoryPool::new(engine.memory_pool));
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(pool)
-            .build_arc()
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot build the query runtime; memory is unbounded");
-                Arc::new(RuntimeEnv::default())
-            });
-        let opener = Arc::new(TableOpener::new(Arc::new(DomainStorage::new(Arc::clone(
-            &runtime,
-        )))));
+        let runtime = query_runtime(engine);
+        let storage = DomainStorage::new(Arc::clone(&runtime));
+        Self::assemble(engine, runtime, storage)
+    }
+
+    /// A loader whose sessions are configured by `engine`, reading each domain's
+    /// products through the storage `domains` configure (local files for the others),
+    /// every store wrapped by `layer` when given.
+    pub fn with_storage(
+        engine: &EngineConfig,
+        domains: &BTreeMap<String, DomainStorageConfig>,
+        layer: Option<Arc<dyn StoreLayer>>,
+    ) -> Result<Self, StorageConfigError> {
+        let runtime = query_runtime(engine);
+        let storage = DomainStorage::with_config(Arc::clone(&runtime), domains, layer)?;
+        Ok(Self::assemble(engine, runtime, storage))
+    }
+
+    fn assemble(engine: &EngineConfig, runtime: Arc<RuntimeEnv>, storage: DomainStorage) -> Self {
         Self {
             template: session_template(engine, runtime),
-            opener,
+            opener: Arc::new(TableOpener::new(Arc::new(storage))),
         }
+    }
+
+    /// The storage every product is read through.
+    pub fn storage(&self) -> &Arc<DomainStorage> {
+        self.opener.storage()
     }
 
     /// The session template of this loader's runtime.
@@ -54,15 +70,21 @@ impl ProductLoader {
     ///
     /// A table whose data breaks the contract, or whose storage cannot be read, makes the
     /// product *broken*: it is returned, its health says why, and its tables fail every
-    /// scan. `Err` means the policy does not compile against the contract: a descriptor
-    /// problem, which keeps the product out (closed, never open); so does a quality
-    /// check whose value does not read as its column's type.
+    /// scan. `Err` is a descriptor problem, which keeps the product out (closed, never
+    /// open): a table located outside its domain's storage, a quality check whose value
+    /// does not read as its column's type, or a policy that does not compile against
+    /// the contract.
     pub async fn load(
         &self,
         product: Arc<Product>,
         descriptor_modified: Option<SystemTime>,
     ) -> Result<CompiledProduct, String> {
         crate::quality::check_literals(&product)?;
+        for table in &product.tables {
+            self.storage()
+                .check_location(&product.domain, &table.location)
+                .map_err(|reason| format!("table {}: {reason}", table.name))?;
+        }
         let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
         let mut snapshots = BTreeMap::new();
         let mut violations = Vec::new();
@@ -108,7 +130,21 @@ impl ProductLoader {
         };
         CompiledProduct::compile(product, Arc::new(health), tables, &self.template)
             .map(|compiled| compiled.with_opener(Arc::clone(&self.opener)))
+            .map_err(|reason| format!("policy does not compile: {reason}"))
     }
+}
+
+/// The runtime every query shares: object stores, footer cache, and the memory pool
+/// bounded by `engine.memory_pool`.
+fn query_runtime(engine: &EngineConfig) -> Arc<RuntimeEnv> {
+    let pool = Arc::new(GreedyMemoryPool::new(engine.memory_pool));
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(pool)
+        .build_arc()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot build the query runtime; memory is unbounded");
+            Arc::new(RuntimeEnv::default())
+        })
 }
 
 /// The stand-in of a table that cannot serve; scans never reach it, because a broken

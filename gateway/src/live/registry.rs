@@ -17,7 +17,6 @@ use meshgate_catalog::{descriptor_files, product_from_text};
 
 use super::health::{HealthState, ProductHealth};
 use super::loader::ProductLoader;
-use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::policy::{CompiledProduct, PolicyEngine};
 use crate::quality::QualityStore;
@@ -93,11 +92,12 @@ pub struct MeshRegistry {
 }
 
 impl MeshRegistry {
-    /// A registry over the mesh directory `root`, empty until the first refresh.
-    pub fn new(root: &Path, engine: &EngineConfig, policy: PolicyEngine) -> Self {
+    /// A registry over the mesh directory `root` whose products `loader` opens, empty
+    /// until the first refresh.
+    pub fn new(root: &Path, loader: ProductLoader, policy: PolicyEngine) -> Self {
         Self {
             root: root.to_path_buf(),
-            loader: ProductLoader::new(engine),
+            loader,
             policy,
             entries: BTreeMap::new(),
             quality: None,
@@ -212,7 +212,6 @@ impl MeshRegistry {
                 }
             }
             Err(reason) => {
-                let reason = format!("policy does not compile: {reason}");
                 report.invalid.push((self.relative(file), reason.clone()));
                 keep_degraded(old, digest, reason, report)
             }

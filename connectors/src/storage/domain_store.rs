@@ -1,0 +1,368 @@
+//! [`DomainStore`]: the object store a domain reads one bucket (or its local files)
+//! through, bounded in time and counted.
+//!
+//! Every request gets a time limit, and so does every wait for the next chunk of a
+//! download: a store that hangs yields an error naming the domain, never a query that
+//! waits forever. A failure under a table's location is wrapped in a
+//! [`TableStorageError`] naming the table. Requests and failures are counted per domain.
+//!
+//! An S3 store can also be *namespaced*: its paths then start with the bucket name
+//! (`bucket/key`), which it strips before asking S3 and puts back on what S3 lists. The
+//! query engine's caches (Parquet footers, file listings) are keyed by path alone, so
+//! without the bucket two buckets holding the same key would share a cache entry.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+use crate::error::TableStorageError;
+
+/// Table locations (as paths of the inner store) and the tables they hold.
+type TablePrefixes = Arc<RwLock<Vec<(Path, Arc<str>)>>>;
+
+/// Requests and failures of one domain's storage, since start.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    requests: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl StoreCounters {
+    /// Requests made (each listing, read or download counts once).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests that failed (including those that timed out).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+/// A domain's view of one store: time-limited, counted and optionally namespaced.
+#[derive(Debug, Clone)]
+pub(crate) struct DomainStore {
+    domain: Arc<str>,
+    inner: Arc<dyn ObjectStore>,
+    /// The bucket every path of this view starts with (namespaced S3 views).
+    bucket: Option<Arc<str>>,
+    /// The longest a request may take; with S3, long enough for its retries.
+    call_timeout: Duration,
+    /// The longest wait for the next chunk of a download.
+    chunk_timeout: Duration,
+    counters: Arc<StoreCounters>,
+    tables: TablePrefixes,
+}
+
+impl DomainStore {
+    pub(crate) fn new(
+        domain: &str,
+        inner: Arc<dyn ObjectStore>,
+        call_timeout: Duration,
+        chunk_timeout: Duration,
+        counters: Arc<StoreCounters>,
+    ) -> Self {
+        Self {
+            domain: domain.into(),
+            inner,
+            bucket: None,
+            call_timeout,
+            chunk_timeout,
+            counters,
+            tables: TablePrefixes::default(),
+        }
+    }
+
+    /// Names `table` in the failures of requests under `location` (a path of this view).
+    pub(crate) fn name_table(&self, location: &Path, table: &str) {
+        let Ok(prefix) = self.inner_path(location) else {
+            return;
+        };
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        tables.retain(|(p, _)| p != &prefix);
+        tables.push((prefix, table.into()));
+    }
+
+    /// The same store, with paths that start with `bucket`.
+    pub(crate) fn namespaced(&self, bucket: &str) -> Self {
+        Self {
+            bucket: Some(bucket.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The path `location` of this view, as the inner store knows it.
+    fn inner_path(&self, location: &Path) -> Result<Path> {
+        let Some(bucket) = &self.bucket else {
+            return Ok(location.clone());
+        };
+        let bucket_path = Path::from(bucket.as_ref());
+        match location.prefix_match(&bucket_path) {
+            Some(rest) => Ok(Path::from_iter(rest)),
+            None => Err(object_store::Error::NotFound {
+                path: location.to_string(),
+                source: format!("outside bucket {bucket}").into(),
+            }),
+        }
+    }
+
+    /// The path `location` of the inner store, as this view shows it.
+    fn outer_path(&self, location: Path) -> Path {
+        match &self.bucket {
+            Some(bucket) => Path::from_iter(
+                Path::from(bucket.as_ref())
+                    .parts()
+                    .chain(location.parts())
+                    .collect::<Vec<_>>(),
+            ),
+            None => location,
+        }
+    }
+
+    fn outer_meta(&self, mut meta: ObjectMeta) -> ObjectMeta {
+        meta.location = self.outer_path(meta.location);
+        meta
+    }
+
+    /// Counts `call` (a request for `location`, a path of the inner store), bounds it
+    /// by the call timeout and names the table in its failure.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        location: Option<&Path>,
+        call: impl Future<Output = Result<T>> + Send,
+    ) -> Result<T> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let result = match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(&self.domain, what, self.call_timeout)),
+        };
+        result.map_err(|e| {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            name_failure(self.table_of(location), e)
+        })
+    }
+
+    /// The table whose location holds `location` (a path of the inner store).
+    fn table_of(&self, location: Option<&Path>) -> Option<Arc<str>> {
+        let location = location?;
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables
+            .iter()
+            .filter(|(prefix, _)| location.prefix_matches(prefix))
+            .max_by_key(|(prefix, _)| prefix.as_ref().len())
+            .map(|(_, table)| Arc::clone(table))
+    }
+
+    /// `stream` with each item bounded by the chunk timeout, failures counted, and a
+    /// stream that stops answering ended with an error (never silently).
+    fn bounded<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        location: Option<&Path>,
+        stream: BoxStream<'static, Result<T>>,
+    ) -> BoxStream<'static, Result<T>> {
+        let table = self.table_of(location);
+        let state = (
+            stream,
+            Arc::clone(&self.domain),
+            self.chunk_timeout,
+            Arc::clone(&self.counters),
+            false,
+        );
+        futures::stream::unfold(
+            state,
+            move |(mut stream, domain, timeout, counters, failed)| {
+                let table = table.clone();
+                async move {
+                    if failed {
+                        // Nothing follows an error.
+                        return None;
+                    }
+                    let item = match tokio::time::timeout(timeout, stream.next()).await {
+                        Ok(None) => return None,
+                        Ok(Some(item)) => item,
+                        Err(_) => Err(timed_out(&domain, what, timeout)),
+                    };
+                    let failed = item.is_err();
+                    let item = item.map_err(|e| {
+                        counters.failures.fetch_add(1, Ordering::Relaxed);
+                        name_failure(table, e)
+                    });
+                    Some((item, (stream, domain, timeout, counters, failed)))
+                }
+            },
+        )
+        // Consumers may poll again after the end (delta-rs does); stay ended.
+        .fuse()
+        .boxed()
+    }
+}
+
+/// `err` naming `table`, its kind kept where callers tell kinds apart (a missing
+/// object stays `NotFound`).
+fn name_failure(table: Option<Arc<str>>, err: object_store::Error) -> object_store::Error {
+    let Some(table) = table else {
+        return err;
+    };
+    let named = |source| TableStorageError {
+        table: table.to_string(),
+        source,
+    };
+    match err {
+        object_store::Error::NotFound { path, source } => object_store::Error::NotFound {
+            path,
+            source: Box::new(named(source)),
+        },
+        object_store::Error::Generic { store, source } => object_store::Error::Generic {
+            store,
+            source: Box::new(named(source)),
+        },
+        other => object_store::Error::Generic {
+            store: "meshgate",
+            source: Box::new(named(Box::new(other))),
+        },
+    }
+}
+
+fn timed_out(domain: &str, what: &str, after: Duration) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "meshgate",
+        source: format!(
+            "the storage of domain '{domain}' did not answer a {what} within {}",
+            humantime::format_duration(after)
+        )
+        .into(),
+    }
+}
+
+impl fmt::Display for DomainStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DomainStore({})", self.domain)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for DomainStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let path = self.inner_path(location)?;
+        self.call(
+            "write",
+            Some(&path),
+            self.inner.put_opts(&path, payload, opts),
+        )
+        .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        let path = self.inner_path(location)?;
+        self.call(
+            "write",
+            Some(&path),
+            self.inner.put_multipart_opts(&path, opts),
+        )
+        .await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let path = self.inner_path(location)?;
+        let mut result = self
+            .call("read", Some(&path), self.inner.get_opts(&path, options))
+            .await?;
+        result.meta = self.outer_meta(result.meta);
+        if let GetResultPayload::Stream(stream) = result.payload {
+            result.payload =
+                GetResultPayload::Stream(self.bounded("download", Some(&path), stream));
+        }
+        Ok(result)
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let path = self.inner_path(location)?;
+        self.call("read", Some(&path), self.inner.get_ranges(&path, ranges))
+            .await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        let (to_inner, to_outer) = (self.clone(), self.clone());
+        let inner = locations
+            .and_then(move |p| std::future::ready(to_inner.inner_path(&p)))
+            .boxed();
+        self.inner
+            .delete_stream(inner)
+            .map_ok(move |p| to_outer.outer_path(p))
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let prefix = match prefix.map(|p| self.inner_path(p)).transpose() {
+            Ok(prefix) => prefix,
+            Err(e) => return futures::stream::once(std::future::ready(Err(e))).boxed(),
+        };
+        let this = self.clone();
+        let listed = self
+            .inner
+            .list(prefix.as_ref())
+            .map_ok(move |meta| this.outer_meta(meta))
+            .boxed();
+        self.bounded("listing", prefix.as_ref(), listed)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let prefix = prefix.map(|p| self.inner_path(p)).transpose()?;
+        let listed = self
+            .call(
+                "listing",
+                prefix.as_ref(),
+                self.inner.list_with_delimiter(prefix.as_ref()),
+            )
+            .await?;
+        Ok(ListResult {
+            common_prefixes: listed
+                .common_prefixes
+                .into_iter()
+                .map(|p| self.outer_path(p))
+                .collect(),
+            objects: listed
+                .objects
+                .into_iter()
+                .map(|m| self.outer_meta(m))
+                .collect(),
+        })
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        let (from, to) = (self.inner_path(from)?, self.inner_path(to)?);
+        self.call(
+            "copy",
+            Some(&from),
+            self.inner.copy_opts(&from, &to, options),
+        )
+        .await
+    }
+}

@@ -1,0 +1,493 @@
+//! Object stores per domain.
+//!
+//! Every table is read through the store of the domain that owns it, under a
+//! domain-scoped object-store URL (`meshgate://<domain>.<bucket>.<scheme>`), so two
+//! domains never share a store registration, even when their data sits side by side.
+//! Only stores registered here exist in a session: a query cannot reach a URL the mesh
+//! did not declare.
+//!
+//! A domain with configured storage ([`DomainStorageConfig`]) has a root: locations
+//! outside it are refused. Its S3 keys are its own, used for its products only, even
+//! when two domains share a bucket. A domain without configuration reads local files
+//! only.
+
+mod config;
+mod credentials;
+mod domain_store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use object_store::aws::{AmazonS3Builder, AwsCredentialProvider};
+use object_store::local::LocalFileSystem;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use url::Url;
+
+pub use config::{DomainStorageConfig, RequestConfig, S3Config, S3CredentialsConfig};
+pub use domain_store::StoreCounters;
+
+use crate::error::{ConnectorError, Result};
+use domain_store::DomainStore;
+
+/// Scheme of the domain-scoped object-store URLs this crate registers.
+pub const MESH_STORE_SCHEME: &str = "meshgate";
+
+/// Wraps the store of every domain before the gateway reads through it: for
+/// instrumentation, or to inject faults in tests. The wrapped store still gets the
+/// domain's time limits and counters.
+pub trait StoreLayer: Debug + Send + Sync {
+    /// The store `domain` reads through instead of `store`.
+    fn wrap(&self, domain: &str, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>;
+}
+
+/// A storage configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageConfigError {
+    /// The root, endpoint or settings of a domain are unusable.
+    #[error("storage of domain '{domain}': {reason}")]
+    Invalid {
+        /// The domain.
+        domain: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The credentials of a domain cannot be read.
+    #[error("storage of domain '{domain}': credentials: {reason}")]
+    Credentials {
+        /// The domain.
+        domain: String,
+        /// What is wrong (names variables and files, never values).
+        reason: String,
+    },
+}
+
+/// A table location resolved to the store of its domain.
+#[derive(Debug, Clone)]
+pub struct ResolvedLocation {
+    /// The domain-scoped URL under which the store is registered.
+    pub store_url: ObjectStoreUrl,
+    /// The table directory, expressed under `store_url`.
+    pub table_url: Url,
+    /// The store, addressed by the paths of `table_url`.
+    pub store: Arc<dyn ObjectStore>,
+    /// The same store, addressed by the paths of `declared` (bucket-relative on S3), as
+    /// delta-rs expects it.
+    pub declared_store: Arc<dyn ObjectStore>,
+    /// The location as the descriptor declares it.
+    pub declared: Url,
+}
+
+/// A domain's configured storage, ready to use.
+#[derive(Debug)]
+struct DomainSettings {
+    root: Url,
+    /// The store of the root's bucket (S3) or the local file system.
+    store: DomainStore,
+}
+
+/// Builds and hands out the object store of each domain.
+///
+/// Stores are registered with the [`RuntimeEnv`] given at construction the first time a
+/// location of theirs is resolved; every session built on that runtime can then read them.
+#[derive(Debug)]
+pub struct DomainStorage {
+    runtime: Arc<RuntimeEnv>,
+    configured: HashMap<String, DomainSettings>,
+    layer: Option<Arc<dyn StoreLayer>>,
+    /// Stores of domains without configuration (local files), created on first use.
+    unconfigured: RwLock<HashMap<String, DomainStore>>,
+    counters: RwLock<BTreeMap<String, Arc<StoreCounters>>>,
+}
+
+impl DomainStorage {
+    /// A registry in which every domain reads local files, with default time limits;
+    /// stores are registered with `runtime`.
+    pub fn new(runtime: Arc<RuntimeEnv>) -> Self {
+        Self {
+            runtime,
+            configured: HashMap::new(),
+            layer: None,
+            unconfigured: RwLock::default(),
+            counters: RwLock::default(),
+        }
+    }
+
+    /// A registry with the storage `domains` configure (domains not named read local
+    /// files), each store wrapped by `layer` when given. Credentials are read, and S3
+    /// clients built, here: an unusable configuration fails now, not at the first query.
+    pub fn with_config(
+        runtime: Arc<RuntimeEnv>,
+        domains: &BTreeMap<String, DomainStorageConfig>,
+        layer: Option<Arc<dyn StoreLayer>>,
+    ) -> std::result::Result<Self, StorageConfigError> {
+        let mut storage = Self {
+            layer,
+            ..Self::new(runtime)
+        };
+        for (domain, config) in domains {
+            let settings = storage.configure(domain, config)?;
+            storage.configured.insert(domain.clone(), settings);
+        }
+        Ok(storage)
+    }
+
+    fn configure(
+        &self,
+        domain: &str,
+        config: &DomainStorageConfig,
+    ) -> std::result::Result<DomainSettings, StorageConfigError> {
+        let invalid = |reason: String| StorageConfigError::Invalid {
+            domain: domain.to_string(),
+            reason,
+        };
+        let mut root = config.root.clone();
+        if !root.path().ends_with('/') {
+            let path = format!("{}/", root.path());
+            root.set_path(&path);
+        }
+        if has_dot_segments(&root) {
+            return Err(invalid("root must not contain '.' or '..' segments".into()));
+        }
+        let requests = &config.requests;
+        let store = match (root.scheme(), &config.s3) {
+            ("file", None) => {
+                let path = root
+                    .to_file_path()
+                    .map_err(|()| invalid(format!("root {root} is not a local path")))?;
+                if let Ok(canonical) = path.canonicalize()
+                    && let Ok(url) = Url::from_directory_path(canonical)
+                {
+                    root = url;
+                }
+                self.domain_store(
+                    domain,
+                    Arc::new(LocalFileSystem::new()),
+                    requests.timeout,
+                    requests,
+                )
+            }
+            ("file", Some(_)) => {
+                return Err(invalid("s3: settings need an s3:// root".into()));
+            }
+            ("s3", Some(s3)) => {
+                let bucket = root
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| invalid("an s3:// root needs a bucket".into()))?
+                    .to_string();
+                let credentials = credentials::provider_for(domain, &s3.credentials)?;
+                let client = s3_client(&bucket, s3, credentials, requests).map_err(invalid)?;
+                // A request may be retried for up to retry_timeout, each attempt taking
+                // up to timeout.
+                let call_timeout = requests.retry_timeout + requests.timeout;
+                self.domain_store(domain, client, call_timeout, requests)
+            }
+            ("s3", None) => {
+                return Err(invalid(
+                    "an s3:// root needs s3: settings (endpoint, region, credentials)".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(invalid(format!(
+                    "scheme '{other}' is not supported; use s3:// or file://"
+                )));
+            }
+        };
+        Ok(DomainSettings { root, store })
+    }
+
+    /// A domain store over `raw` (wrapped by the layer), counted under the domain.
+    fn domain_store(
+        &self,
+        domain: &str,
+        raw: Arc<dyn ObjectStore>,
+        call_timeout: Duration,
+        requests: &RequestConfig,
+    ) -> DomainStore {
+        let inner = match &self.layer {
+            Some(layer) => layer.wrap(domain, raw),
+            None => raw,
+        };
+        let counters = Arc::clone(
+            self.counters
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(domain.to_string())
+                .or_default(),
+        );
+        DomainStore::new(domain, inner, call_timeout, requests.timeout, counters)
+    }
+
+    /// Requests and failures of each domain's storage since start, by domain.
+    pub fn counters(&self) -> BTreeMap<String, Arc<StoreCounters>> {
+        self.counters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The runtime's cache of parsed Parquet footers, shared with every query.
+    pub fn file_metadata_cache(&self) -> Arc<FileMetadataCache> {
+        self.runtime.cache_manager.get_file_metadata_cache()
+    }
+
+    /// Whether `domain` may keep a table at `location`: under its configured root, or,
+    /// for a domain without configured storage, on the local file system. The reason
+    /// names the domain's root, which is platform configuration, not a secret.
+    pub fn check_location(&self, domain: &str, location: &Url) -> std::result::Result<(), String> {
+        if has_dot_segments(location) {
+            return Err(format!(
+                "location {location} must not contain '.' or '..' segments"
+            ));
+        }
+        match self.configured.get(domain) {
+            Some(settings) => {
+                if is_under(location, &settings.root) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "location {location} is outside the storage root of domain \
+                         '{domain}' ({})",
+                        settings.root
+                    ))
+                }
+            }
+            None if location.scheme() == "file" => Ok(()),
+            None => Err(format!(
+                "domain '{domain}' has no storage configured for {}:// locations \
+                 (storage.{domain} in the gateway configuration)",
+                location.scheme()
+            )),
+        }
+    }
+
+    /// Resolves `location` of a table owned by `domain` to its domain-scoped store,
+    /// refusing a location the domain may not use ([`Self::check_location`]).
+    pub fn resolve(&self, domain: &str, table: &str, location: &Url) -> Result<ResolvedLocation> {
+        self.check_location(domain, location).map_err(|reason| {
+            ConnectorError::OutsideStorageRoot {
+                table: table.to_string(),
+                reason,
+            }
+        })?;
+        let scheme = location.scheme();
+        let (bucket, declared_store) = match self.configured.get(domain) {
+            Some(settings) => (
+                location.host_str().unwrap_or("local").to_string(),
+                settings.store.clone(),
+            ),
+            None => ("local".to_string(), self.local_store(domain)),
+        };
+        let host = format!("{domain}.{bucket}.{scheme}");
+        let key = format!("{MESH_STORE_SCHEME}://{host}");
+        let store_url =
+            ObjectStoreUrl::parse(&key).map_err(|source| ConnectorError::DataFusion {
+                table: table.to_string(),
+                source,
+            })?;
+        let store_key_url: &Url = store_url.as_ref();
+        let mut table_url = store_key_url.clone();
+        let store = if scheme == "s3" {
+            table_url.set_path(&format!("/{bucket}{}", location.path()));
+            declared_store.namespaced(&bucket)
+        } else {
+            table_url.set_path(location.path());
+            declared_store.clone()
+        };
+        if let Ok(prefix) = object_store::path::Path::from_url_path(table_url.path()) {
+            store.name_table(&prefix, table);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        // Registering again replaces the store with an equivalent one: harmless.
+        self.runtime
+            .register_object_store(store_key_url, Arc::clone(&store));
+        Ok(ResolvedLocation {
+            store_url,
+            table_url,
+            store,
+            declared_store: Arc::new(declared_store),
+            declared: location.clone(),
+        })
+    }
+
+    /// The local-file store of a domain without configured storage.
+    fn local_store(&self, domain: &str) -> DomainStore {
+        if let Some(store) = self
+            .unconfigured
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+        {
+            return store.clone();
+        }
+        let defaults = RequestConfig::default();
+        let store = self.domain_store(
+            domain,
+            Arc::new(LocalFileSystem::new()),
+            defaults.timeout,
+            &defaults,
+        );
+        self.unconfigured
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(domain.to_string())
+            .or_insert(store)
+            .clone()
+    }
+}
+
+/// An S3 client for `bucket` with the domain's settings and keys (unsigned without).
+/// Nothing is read from the process environment: a domain uses its own keys only.
+fn s3_client(
+    bucket: &str,
+    s3: &S3Config,
+    credentials: Option<AwsCredentialProvider>,
+    requests: &RequestConfig,
+) -> std::result::Result<Arc<dyn ObjectStore>, String> {
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: requests.backoff_initial,
+            max_backoff: requests.backoff_max,
+            base: 2.0,
+        },
+        max_retries: requests.max_retries,
+        retry_timeout: requests.retry_timeout,
+    };
+    let client_options = ClientOptions::new()
+        .with_timeout(requests.timeout)
+        .with_connect_timeout(requests.connect_timeout)
+        .with_allow_http(s3.allow_http);
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region(&s3.region)
+        .with_allow_http(s3.allow_http)
+        .with_virtual_hosted_style_request(s3.virtual_hosted_style)
+        .with_retry(retry)
+        .with_client_options(client_options);
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    builder = match credentials {
+        Some(provider) => builder.with_credentials(provider),
+        None => builder.with_skip_signature(true),
+    };
+    // The builder's error names settings, not keys.
+    Ok(Arc::new(builder.build().map_err(|e| e.to_string())?))
+}
+
+/// Whether `location` lies under the directory `root` (same scheme, bucket and path
+/// prefix, compared segment by segment).
+fn is_under(location: &Url, root: &Url) -> bool {
+    if location.scheme() != root.scheme() || location.host_str() != root.host_str() {
+        return false;
+    }
+    let path = match location.scheme() {
+        "file" => canonical_file_path(location),
+        _ => location.path().to_string(),
+    };
+    path.starts_with(root.path())
+}
+
+/// The path of a local location, resolved through symbolic links where it exists, so
+/// that a link cannot lead out of a root.
+fn canonical_file_path(location: &Url) -> String {
+    location
+        .to_file_path()
+        .ok()
+        .and_then(|p| Path::new(&p).canonicalize().ok())
+        .and_then(|p| Url::from_directory_path(p).ok())
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|| location.path().to_string())
+}
+
+/// Whether a URL path holds `.` or `..` segments, plain or percent-encoded.
+fn has_dot_segments(url: &Url) -> bool {
+    url.path_segments().is_some_and(|mut segments| {
+        segments.any(|s| {
+            let decoded = s.replace("%2e", ".").replace("%2E", ".");
+            decoded == "." || decoded == ".."
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn roots_contain_by_whole_segments() {
+        let root = url("s3://mesh/clinical/");
+        assert!(is_under(&url("s3://mesh/clinical/labs/results/"), &root));
+        assert!(!is_under(&url("s3://mesh/clinical-archive/x/"), &root));
+        assert!(!is_under(&url("s3://mesh/billing/x/"), &root));
+        assert!(!is_under(&url("s3://other/clinical/x/"), &root));
+        assert!(!is_under(&url("file:///mesh/clinical/x/"), &root));
+        // Dot segments, plain or encoded, cannot climb out of a root.
+        assert!(!is_under(&url("s3://mesh/clinical/%2E%2E/billing/"), &root));
+        assert!(!is_under(&url("s3://mesh/clinical/../billing/"), &root));
+    }
+
+    #[test]
+    fn unconfigured_domains_read_local_files_only() {
+        let storage = DomainStorage::new(Arc::new(RuntimeEnv::default()));
+        assert!(
+            storage
+                .check_location("clinical", &url("file:///data/x/"))
+                .is_ok()
+        );
+        let refused = storage
+            .check_location("clinical", &url("s3://mesh/clinical/x/"))
+            .unwrap_err();
+        assert!(refused.contains("storage.clinical"), "{refused}");
+    }
+
+    #[test]
+    fn s3_domains_need_settings_and_one_key_source() {
+        let runtime = Arc::new(RuntimeEnv::default());
+        let config = |yaml: &str| -> BTreeMap<String, DomainStorageConfig> {
+            serde_yaml::from_str(yaml).unwrap()
+        };
+        let err = DomainStorage::with_config(
+            Arc::clone(&runtime),
+            &config("clinical: { root: 's3://mesh/clinical/' }"),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("needs s3: settings"), "{err}");
+        let storage = DomainStorage::with_config(
+            Arc::clone(&runtime),
+            &config(
+                "clinical: { root: 's3://mesh/clinical', s3: { endpoint: 'http://127.0.0.1:1', \
+                 allow_http: true, credentials: { anonymous: true } } }",
+            ),
+            None,
+        )
+        .unwrap();
+        assert!(
+            storage
+                .check_location("clinical", &url("s3://mesh/clinical/a/"))
+                .is_ok()
+        );
+        let outside = storage
+            .check_location("clinical", &url("s3://mesh/billing/a/"))
+            .unwrap_err();
+        assert!(outside.contains("outside the storage root"), "{outside}");
+        let resolved = storage
+            .resolve("clinical", "clinical.p.t", &url("s3://mesh/clinical/a/"))
+            .unwrap();
+        assert_eq!(
+            resolved.table_url.as_str(),
+            "meshgate://clinical.mesh.s3/mesh/clinical/a/"
+        );
+    }
+}
