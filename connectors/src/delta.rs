@@ -29,15 +29,13 @@ pub(crate) async fn delta_table(
         table: qualified_name.to_string(),
         source,
     };
-    if location.declared.scheme() == "s3" {
-        register_s3_log_store();
-    }
+    register_log_store();
     let builder = || -> Result<DeltaTableBuilder> {
-        Ok(DeltaTableBuilder::from_url(location.declared.clone())
+        Ok(DeltaTableBuilder::from_url(location.delta_url.clone())
             .map_err(delta_err)?
             .with_storage_backend(
                 Arc::clone(&location.declared_store),
-                location.declared.clone(),
+                location.delta_url.clone(),
             ))
     };
     let asked = match as_of {
@@ -111,14 +109,14 @@ fn millis_to_time(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
 }
 
-/// Lets delta-rs read `s3://` tables through the stores this crate builds. delta-rs
-/// finds a log store by URL scheme and only knows `file://` and `memory://` without its
-/// AWS integration; the gateway only reads, so the default log store (whose commit
-/// protocol needs no S3 locking) serves. A factory registered by someone else stays.
-fn register_s3_log_store() {
+/// Lets delta-rs read tables under the domain-scoped URLs of
+/// [`crate::DELTA_STORE_SCHEME`]: delta-rs finds a log store by URL scheme. The gateway
+/// only reads, so the default log store (whose commit protocol needs no locking)
+/// serves, whatever storage is underneath.
+fn register_log_store() {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
-        if let Ok(scheme) = Url::parse("s3://") {
+        if let Ok(scheme) = Url::parse(&format!("{}://", crate::DELTA_STORE_SCHEME)) {
             logstore_factories()
                 .entry(scheme)
                 .or_insert_with(|| Arc::new(ReadOnlyLogStores));

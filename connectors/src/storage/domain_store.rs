@@ -64,6 +64,9 @@ pub(crate) struct DomainStore {
     chunk_timeout: Duration,
     counters: Arc<StoreCounters>,
     tables: TablePrefixes,
+    /// List in path order (a local file system lists in directory order; delta-rs
+    /// needs its log listed in order).
+    sort_listings: bool,
 }
 
 impl DomainStore {
@@ -82,6 +85,15 @@ impl DomainStore {
             chunk_timeout,
             counters,
             tables: TablePrefixes::default(),
+            sort_listings: false,
+        }
+    }
+
+    /// The same store, listing in path order.
+    pub(crate) fn sorting_listings(self) -> Self {
+        Self {
+            sort_listings: true,
+            ..self
         }
     }
 
@@ -166,48 +178,139 @@ impl DomainStore {
             .map(|(_, table)| Arc::clone(table))
     }
 
-    /// `stream` with each item bounded by the chunk timeout, failures counted, and a
-    /// stream that stops answering ended with an error (never silently).
-    fn bounded<T: Send + 'static>(
+    /// `stream` with each item bounded by the chunk timeout, failures counted and
+    /// named, and a stream that stops answering, or (a download) ends before its
+    /// `expected` bytes, ended with an error: never a short result that looks whole.
+    fn bounded<T: Measured + Send + 'static>(
         &self,
         what: &'static str,
         location: Option<&Path>,
+        expected: Option<u64>,
         stream: BoxStream<'static, Result<T>>,
     ) -> BoxStream<'static, Result<T>> {
-        let table = self.table_of(location);
-        let state = (
+        let state = Bounded {
             stream,
-            Arc::clone(&self.domain),
-            self.chunk_timeout,
-            Arc::clone(&self.counters),
-            false,
-        );
-        futures::stream::unfold(
-            state,
-            move |(mut stream, domain, timeout, counters, failed)| {
-                let table = table.clone();
-                async move {
-                    if failed {
-                        // Nothing follows an error.
-                        return None;
+            domain: Arc::clone(&self.domain),
+            table: self.table_of(location),
+            timeout: self.chunk_timeout,
+            counters: Arc::clone(&self.counters),
+            what,
+            expected,
+            received: 0,
+            ended: false,
+        };
+        futures::stream::unfold(state, |mut state| async move {
+            if state.ended {
+                return None;
+            }
+            let item = match tokio::time::timeout(state.timeout, state.stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => match state.expected {
+                    Some(expected) if state.received < expected => {
+                        Err(short_read(&state.domain, state.received, expected))
                     }
-                    let item = match tokio::time::timeout(timeout, stream.next()).await {
-                        Ok(None) => return None,
-                        Ok(Some(item)) => item,
-                        Err(_) => Err(timed_out(&domain, what, timeout)),
-                    };
-                    let failed = item.is_err();
-                    let item = item.map_err(|e| {
-                        counters.failures.fetch_add(1, Ordering::Relaxed);
-                        name_failure(table, e)
-                    });
-                    Some((item, (stream, domain, timeout, counters, failed)))
+                    _ => return None,
+                },
+                Err(_) => Err(timed_out(&state.domain, state.what, state.timeout)),
+            };
+            let item = match item {
+                Ok(chunk) => {
+                    state.received += chunk.size();
+                    Ok(chunk)
                 }
-            },
-        )
+                Err(e) => {
+                    // Nothing follows an error.
+                    state.ended = true;
+                    state.counters.failures.fetch_add(1, Ordering::Relaxed);
+                    Err(name_failure(state.table.clone(), e))
+                }
+            };
+            Some((item, state))
+        })
         // Consumers may poll again after the end (delta-rs does); stay ended.
         .fuse()
         .boxed()
+    }
+}
+
+/// What a bounded stream counts of its items: bytes of a download.
+pub(crate) trait Measured {
+    /// Bytes this item carries towards the expected total.
+    fn size(&self) -> u64;
+}
+
+impl Measured for Bytes {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl Measured for ObjectMeta {
+    fn size(&self) -> u64 {
+        0
+    }
+}
+
+/// The state of a bounded stream.
+struct Bounded<T> {
+    stream: BoxStream<'static, Result<T>>,
+    domain: Arc<str>,
+    table: Option<Arc<str>>,
+    timeout: Duration,
+    counters: Arc<StoreCounters>,
+    what: &'static str,
+    expected: Option<u64>,
+    received: u64,
+    ended: bool,
+}
+
+fn short_read(domain: &str, received: u64, expected: u64) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "meshgate",
+        source: format!(
+            "the storage of domain '{domain}' ended a download after {received} of \
+             {expected} bytes"
+        )
+        .into(),
+    }
+}
+
+impl DomainStore {
+    /// Lists under `prefix` (after `offset`, when given), in path order if this store
+    /// sorts listings; paths of this view.
+    fn listing(
+        &self,
+        prefix: Option<&Path>,
+        offset: Option<&Path>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let paths = prefix
+            .map(|p| self.inner_path(p))
+            .transpose()
+            .and_then(|prefix| Ok((prefix, offset.map(|o| self.inner_path(o)).transpose()?)));
+        let (prefix, offset) = match paths {
+            Ok(paths) => paths,
+            Err(e) => return futures::stream::once(std::future::ready(Err(e))).boxed(),
+        };
+        let this = self.clone();
+        let listed = match &offset {
+            Some(offset) => self.inner.list_with_offset(prefix.as_ref(), offset),
+            None => self.inner.list(prefix.as_ref()),
+        }
+        .map_ok(move |meta| this.outer_meta(meta))
+        .boxed();
+        let listed = if self.sort_listings {
+            futures::stream::once(listed.try_collect::<Vec<_>>())
+                .map_ok(|mut metas| {
+                    metas.sort_by(|a, b| a.location.cmp(&b.location));
+                    futures::stream::iter(metas.into_iter().map(Ok))
+                })
+                .try_flatten()
+                .boxed()
+        } else {
+            listed
+        };
+        self.bounded("listing", prefix.as_ref(), None, listed)
     }
 }
 
@@ -292,16 +395,39 @@ impl ObjectStore for DomainStore {
             .await?;
         result.meta = self.outer_meta(result.meta);
         if let GetResultPayload::Stream(stream) = result.payload {
-            result.payload =
-                GetResultPayload::Stream(self.bounded("download", Some(&path), stream));
+            let expected = result.range.end - result.range.start;
+            result.payload = GetResultPayload::Stream(self.bounded(
+                "download",
+                Some(&path),
+                Some(expected),
+                stream,
+            ));
         }
         Ok(result)
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         let path = self.inner_path(location)?;
-        self.call("read", Some(&path), self.inner.get_ranges(&path, ranges))
-            .await
+        let parts = self
+            .call("read", Some(&path), self.inner.get_ranges(&path, ranges))
+            .await?;
+        // A store that answers with fewer bytes than asked must not reach the decoder
+        // (which would fail on a bounds assertion): it is a failed read.
+        let whole = parts.len() == ranges.len()
+            && parts
+                .iter()
+                .zip(ranges)
+                .all(|(part, range)| part.len() as u64 == range.end - range.start);
+        if whole {
+            return Ok(parts);
+        }
+        let received: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let expected: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        Err(name_failure(
+            self.table_of(Some(&path)),
+            short_read(&self.domain, received, expected),
+        ))
     }
 
     fn delete_stream(
@@ -319,18 +445,15 @@ impl ObjectStore for DomainStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let prefix = match prefix.map(|p| self.inner_path(p)).transpose() {
-            Ok(prefix) => prefix,
-            Err(e) => return futures::stream::once(std::future::ready(Err(e))).boxed(),
-        };
-        let this = self.clone();
-        let listed = self
-            .inner
-            .list(prefix.as_ref())
-            .map_ok(move |meta| this.outer_meta(meta))
-            .boxed();
-        self.bounded("listing", prefix.as_ref(), listed)
+        self.listing(prefix, None)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.listing(prefix, Some(offset))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {

@@ -38,6 +38,9 @@ use domain_store::DomainStore;
 /// Scheme of the domain-scoped object-store URLs this crate registers.
 pub const MESH_STORE_SCHEME: &str = "meshgate";
 
+/// Scheme of the domain-scoped URLs under which delta-rs reads Delta tables.
+pub const DELTA_STORE_SCHEME: &str = "meshgate-delta";
+
 /// Wraps the store of every domain before the gateway reads through it: for
 /// instrumentation, or to inject faults in tests. The wrapped store still gets the
 /// domain's time limits and counters.
@@ -76,9 +79,16 @@ pub struct ResolvedLocation {
     pub table_url: Url,
     /// The store, addressed by the paths of `table_url`.
     pub store: Arc<dyn ObjectStore>,
-    /// The same store, addressed by the paths of `declared` (bucket-relative on S3), as
-    /// delta-rs expects it.
+    /// The same store, addressed by bucket-relative paths (absolute paths for local
+    /// files), as delta-rs expects its root store.
     pub declared_store: Arc<dyn ObjectStore>,
+    /// The table directory under a domain-scoped URL for delta-rs
+    /// (`meshgate-delta://<domain>.<bucket>.<scheme>/<path>/`), under which
+    /// `declared_store` is registered: delta-rs reads data files through the store
+    /// registered for their URL's host, so with the declared `s3://bucket/...` two
+    /// domains sharing a bucket would share one client (and its keys), and local files
+    /// would bypass the domain's store.
+    pub delta_url: Url,
     /// The location as the descriptor declares it.
     pub declared: Url,
 }
@@ -168,6 +178,7 @@ impl DomainStorage {
                 self.domain_store(
                     domain,
                     Arc::new(LocalFileSystem::new()),
+                    true,
                     requests.timeout,
                     requests,
                 )
@@ -186,7 +197,7 @@ impl DomainStorage {
                 // A request may be retried for up to retry_timeout, each attempt taking
                 // up to timeout.
                 let call_timeout = requests.retry_timeout + requests.timeout;
-                self.domain_store(domain, client, call_timeout, requests)
+                self.domain_store(domain, client, false, call_timeout, requests)
             }
             ("s3", None) => {
                 return Err(invalid(
@@ -202,11 +213,13 @@ impl DomainStorage {
         Ok(DomainSettings { root, store })
     }
 
-    /// A domain store over `raw` (wrapped by the layer), counted under the domain.
+    /// A domain store over `raw` (wrapped by the layer), counted under the domain;
+    /// `local` stores list in path order, as S3 does.
     fn domain_store(
         &self,
         domain: &str,
         raw: Arc<dyn ObjectStore>,
+        local: bool,
         call_timeout: Duration,
         requests: &RequestConfig,
     ) -> DomainStore {
@@ -221,7 +234,12 @@ impl DomainStorage {
                 .entry(domain.to_string())
                 .or_default(),
         );
-        DomainStore::new(domain, inner, call_timeout, requests.timeout, counters)
+        let store = DomainStore::new(domain, inner, call_timeout, requests.timeout, counters);
+        if local {
+            store.sorting_listings()
+        } else {
+            store
+        }
     }
 
     /// Requests and failures of each domain's storage since start, by domain.
@@ -304,15 +322,27 @@ impl DomainStorage {
             store.name_table(&prefix, table);
         }
         let store: Arc<dyn ObjectStore> = Arc::new(store);
-        // Registering again replaces the store with an equivalent one: harmless.
+        let declared_store: Arc<dyn ObjectStore> = Arc::new(declared_store);
+        let delta_root = Url::parse(&format!("{DELTA_STORE_SCHEME}://{host}")).map_err(|e| {
+            ConnectorError::OutsideStorageRoot {
+                table: table.to_string(),
+                reason: format!("no usable store URL for this location ({e})"),
+            }
+        })?;
+        let mut delta_url = delta_root.clone();
+        delta_url.set_path(location.path());
+        // Registering again replaces a store with an equivalent one: harmless.
         self.runtime
             .register_object_store(store_key_url, Arc::clone(&store));
+        self.runtime
+            .register_object_store(&delta_root, Arc::clone(&declared_store));
         Ok(ResolvedLocation {
             store_url,
             table_url,
             store,
-            declared_store: Arc::new(declared_store),
+            declared_store,
             declared: location.clone(),
+            delta_url,
         })
     }
 
@@ -330,6 +360,7 @@ impl DomainStorage {
         let store = self.domain_store(
             domain,
             Arc::new(LocalFileSystem::new()),
+            true,
             defaults.timeout,
             &defaults,
         );

@@ -5,6 +5,7 @@
 //! avoids sending the whole shared buffers of sliced view arrays. The schema announced
 //! in FlightInfo is [`wire_schema`] of the plan's schema, and DoGet sends exactly that.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +14,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::Status;
@@ -98,8 +100,11 @@ pub(super) fn encode(
     rows: Arc<AtomicU64>,
 ) -> FlightDataStream {
     let wire = Arc::clone(&schema);
-    let batches = batches.map(move |batch| {
-        batch
+    // A panic inside the engine (a task of the query re-raises it here) ends this
+    // stream with an internal error instead of tearing down the response.
+    let batches = AssertUnwindSafe(batches).catch_unwind().map(move |caught| {
+        caught
+            .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
             .map_err(Error::from_datafusion)
             .and_then(|b| to_wire(b, &wire))
             .inspect(|b| {
@@ -113,6 +118,16 @@ pub(super) fn encode(
         .build(batches)
         .map_err(flight_error_to_status);
     Box::pin(encoded)
+}
+
+/// The error a caught panic of a query becomes; its message goes to the server log only.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> DataFusionError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    DataFusionError::Internal(format!("query execution panicked: {message}"))
 }
 
 /// Encodes one in-memory batch (metadata answers).

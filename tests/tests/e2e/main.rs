@@ -6,6 +6,9 @@
 
 mod audit;
 mod auth;
+mod corrupt_data;
+mod fault_store;
+mod faults;
 mod fixture;
 mod flight_sql;
 mod limits;

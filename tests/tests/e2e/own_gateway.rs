@@ -9,10 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use arrow_flight::{FlightData, FlightDescriptor};
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use meshgate_gateway::GatewayConfig;
 use meshgate_gateway::demo::{demo_issuer, demo_secret, demo_token};
 use prost::Message;
@@ -26,7 +29,7 @@ pub(crate) struct OwnGateway {
     pub(crate) addr: SocketAddr,
     pub(crate) token: String,
     /// Holds the mesh and the issuer secret; removed when the test ends.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// An empty temporary directory and the mesh folder inside it, for the test to fill.
@@ -71,11 +74,12 @@ impl OwnGateway {
             Duration::from_secs(600),
         )
         .unwrap();
-        Self {
-            addr,
-            token,
-            _dir: dir,
-        }
+        Self { addr, token, dir }
+    }
+
+    /// The temporary directory holding the mesh (`mesh/`).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// A Flight SQL client carrying the principal's token.
@@ -129,6 +133,44 @@ impl OwnGateway {
             );
         }
         Ok(batches)
+    }
+
+    /// Plans `sql` and opens its stream: batches as they arrive, then the status the
+    /// stream failed with, if it failed.
+    pub(crate) async fn stream(
+        &self,
+        sql: &str,
+    ) -> Result<BoxStream<'static, Result<RecordBatch, tonic::Status>>, tonic::Status> {
+        let mut client = self.client().await;
+        let command = CommandStatementQuery {
+            query: sql.to_string(),
+            transaction_id: None,
+        };
+        let mut request =
+            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
+        self.authorize(&mut request);
+        let info = client
+            .inner_mut()
+            .get_flight_info(request)
+            .await?
+            .into_inner();
+        let ticket = info
+            .endpoint
+            .first()
+            .and_then(|e| e.ticket.clone())
+            .ok_or_else(|| tonic::Status::internal("no endpoint"))?;
+        let mut request = tonic::Request::new(ticket);
+        self.authorize(&mut request);
+        let flight = client.inner_mut().do_get(request).await?.into_inner();
+        let batches = FlightRecordBatchStream::new_from_flight_data(
+            flight.map_err(|status| FlightError::Tonic(Box::new(status))),
+        );
+        Ok(batches
+            .map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => tonic::Status::internal(other.to_string()),
+            })
+            .boxed())
     }
 
     /// Adds the principal's bearer token to `request`.
