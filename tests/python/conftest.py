@@ -119,6 +119,44 @@ def oracle(demo) -> Oracle:
     return Oracle(demo.mesh_dir)
 
 
+@dataclass
+class S3DemoServer:
+    mesh_dir: Path
+    server: ServerProcess
+    s3: "S3Server"
+
+
+@pytest.fixture(scope="session")
+def s3_demo(demo, tmp_path_factory, meshgate_bin) -> S3DemoServer:
+    """The demo mesh served from S3: its data uploaded to a moto server, each domain
+    reading its own root of one bucket with its own keys (see s3_mesh.py)."""
+    from s3_mesh import S3Server, demo_on_s3
+
+    secret = demo.mesh_dir / DEMO_SECRET_FILE
+    try:
+        s3 = S3Server()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        layout = demo_on_s3(s3, demo.mesh_dir, tmp_path_factory.mktemp("s3"), serve_config(secret))
+        argv = [
+            meshgate_bin, "serve", "--mesh", layout.mesh_dir, "--listen", "127.0.0.1:0",
+            "--plaintext", "--config", layout.config,
+        ]
+        srv = ServerProcess(argv, name="s3-demo", env={**hermetic_env(), **layout.env})
+        _started.append(srv)
+        try:
+            srv.start(timeout=START_TIMEOUT_S)
+        except ServerStartError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield S3DemoServer(mesh_dir=layout.mesh_dir, server=srv, s3=s3)
+        finally:
+            srv.stop()
+    finally:
+        s3.stop()
+
+
 # --------------------------------------------------------------------------
 # Tokens
 # --------------------------------------------------------------------------
