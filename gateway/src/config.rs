@@ -284,6 +284,10 @@ pub struct TransportConfig {
     /// How long a keepalive ping may go unanswered before the connection is closed.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// A result stream whose client reads nothing for this long is closed, and its
+    /// query stopped (its memory and running-query slot released).
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -297,6 +301,7 @@ impl Default for TransportConfig {
             max_concurrent_streams: 128,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
+            stream_idle_timeout: Duration::from_secs(120),
         }
     }
 }

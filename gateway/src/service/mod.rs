@@ -14,6 +14,7 @@ mod metadata;
 mod prepared;
 mod query;
 mod sql_info;
+mod stall;
 mod state;
 mod stream;
 

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow_flight::FlightDescriptor;
 use arrow_flight::FlightInfo;
@@ -23,6 +23,7 @@ use super::handles::HandleStore;
 use super::prepared::PreparedStatement;
 use super::query::{PlannedQuery, statement_flight_info, tables_in};
 use super::sql_info;
+use super::stall::close_when_stalled;
 use super::stream::{FlightDataStream, InFlight, observed};
 use crate::audit::{AuditRecord, Auditor, QueryAudit};
 use crate::config::GatewayConfig;
@@ -58,6 +59,7 @@ pub struct GatewayState {
     pub(super) sql_info: SqlInfoData,
     pub(super) xdbc_type_info: XdbcTypeInfoData,
     max_flight_data_size: usize,
+    stream_idle_timeout: Duration,
     /// The longest a query may run (`engine.query_timeout`).
     query_timeout: std::time::Duration,
     /// How many queries run at once.
@@ -99,6 +101,7 @@ impl GatewayState {
             sql_info: sql_info::sql_info()?,
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
+            stream_idle_timeout: config.transport.stream_idle_timeout,
             query_timeout: config.engine.query_timeout,
             admission: Admission::new(&config.engine),
             in_flight: Arc::default(),
@@ -323,6 +326,7 @@ impl GatewayState {
             record.outcome = outcome;
             auditor.emit(record);
         });
+        let stream = close_when_stalled(stream, self.stream_idle_timeout, query_id.clone());
         Ok((stream, query_id))
     }
 

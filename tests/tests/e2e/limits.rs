@@ -10,7 +10,7 @@ use std::time::Duration;
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use meshgate_gateway::GatewayConfig;
-use meshgate_gateway::config::EngineConfig;
+use meshgate_gateway::config::{EngineConfig, TransportConfig};
 use parquet::arrow::ArrowWriter;
 use tonic::Code;
 
@@ -45,6 +45,14 @@ fn limited() -> OwnGateway {
 
 /// The same mesh, served with `engine`.
 fn limited_with(engine: EngineConfig) -> OwnGateway {
+    events_gateway(GatewayConfig {
+        engine,
+        ..GatewayConfig::default()
+    })
+}
+
+/// The mesh of 600,000 events, served with `config`.
+fn events_gateway(config: GatewayConfig) -> OwnGateway {
     let (dir, mesh) = temp_mesh();
     std::fs::create_dir_all(mesh.join("ops")).unwrap();
     std::fs::create_dir_all(mesh.join("data/events")).unwrap();
@@ -72,10 +80,6 @@ fn limited_with(engine: EngineConfig) -> OwnGateway {
     }
     writer.close().unwrap();
     std::fs::write(mesh.join("ops/events.yaml"), EVENTS).unwrap();
-    let config = GatewayConfig {
-        engine,
-        ..GatewayConfig::default()
-    };
     OwnGateway::start(dir, config, "limits", &["analyst"], &[])
 }
 
@@ -197,6 +201,11 @@ async fn queries_beyond_the_running_limit_are_refused_at_once() {
     // The client goes away: its slot frees, and queries run again.
     drop(stream);
     drop(first);
+    wait_for_free_slot(&gateway).await;
+}
+
+/// Retries a count of the events until it is admitted (at most 20 s), and checks it.
+async fn wait_for_free_slot(gateway: &OwnGateway) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         match gateway
@@ -206,7 +215,7 @@ async fn queries_beyond_the_running_limit_are_refused_at_once() {
             Ok(batches) => {
                 let n = batches[0].column(0).as_primitive::<Int64Type>().value(0);
                 assert_eq!(n, ROWS);
-                break;
+                return;
             }
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -215,6 +224,49 @@ async fn queries_beyond_the_running_limit_are_refused_at_once() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_client_stops_reading_is_closed() {
+    use futures::StreamExt;
+    let gateway = events_gateway(GatewayConfig {
+        engine: EngineConfig {
+            max_running_queries: 1,
+            max_queued_queries: 0,
+            ..EngineConfig::default()
+        },
+        transport: TransportConfig {
+            stream_idle_timeout: Duration::from_millis(500),
+            ..TransportConfig::default()
+        },
+        ..GatewayConfig::default()
+    });
+    // ~30 MB of results: far more than the HTTP/2 windows hold. One batch is read,
+    // then the client stops reading but stays connected.
+    let mut stalled = gateway
+        .stream("SELECT id, body FROM ops.events.events")
+        .await
+        .unwrap();
+    let mut rows = stalled.next().await.unwrap().unwrap().num_rows() as i64;
+
+    // After the idle timeout the query is stopped and its slot released.
+    wait_for_free_slot(&gateway).await;
+
+    // Reading again, the client gets what was already in flight, then the reason; the
+    // stream never ends as if complete.
+    let status = loop {
+        match stalled.next().await {
+            Some(Ok(batch)) => rows += batch.num_rows() as i64,
+            Some(Err(status)) => break status,
+            None => panic!("the stalled stream ended as complete after {rows} rows"),
+        }
+    };
+    assert!(rows < ROWS, "{rows}");
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    assert!(
+        status.message().contains("stream_idle_timeout"),
+        "{status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,111 @@
+//! Result streams whose client stops reading.
+//!
+//! HTTP/2 flow control already bounds what a slow client costs: once its window is
+//! full the stream is no longer polled, so the query pauses with only its buffers held.
+//! A client that stops reading altogether (but keeps its connection alive) would hold
+//! those buffers and its running-query slot forever. [`close_when_stalled`] notices a
+//! stream that delivered a message and was not asked for the next one within the idle
+//! timeout, and drops everything behind it: the execution stops, its memory and slot
+//! are released, and its audit record is written. Waiting on the query itself (a long
+//! aggregation before the first row) is not a stall.
+
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tonic::Status;
+
+use super::stream::FlightDataStream;
+
+struct Shared {
+    inner: Option<FlightDataStream>,
+    /// When the last message was handed out, while the next one has not been asked for.
+    delivered_at: Option<Instant>,
+    /// Closed by the watchdog; the error is still to be sent.
+    stalled: bool,
+}
+
+/// `stream`, closed with `CANCELLED` (and everything behind it dropped) when its
+/// consumer asks for nothing for `idle` after a message.
+pub(super) fn close_when_stalled(
+    stream: FlightDataStream,
+    idle: Duration,
+    query_id: Option<String>,
+) -> FlightDataStream {
+    let shared = Arc::new(Mutex::new(Shared {
+        inner: Some(stream),
+        delivered_at: None,
+        stalled: false,
+    }));
+    spawn_watchdog(Arc::downgrade(&shared), idle, query_id);
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        let mut state = lock(&shared);
+        state.delivered_at = None;
+        let Some(inner) = state.inner.as_mut() else {
+            if std::mem::take(&mut state.stalled) {
+                return Poll::Ready(Some(Err(Status::cancelled(format!(
+                    "the result stream was closed: its client read nothing for {} \
+                     (transport.stream_idle_timeout)",
+                    humantime::format_duration(idle)
+                )))));
+            }
+            return Poll::Ready(None);
+        };
+        match inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => {
+                state.delivered_at = Some(Instant::now());
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(None) => {
+                state.inner = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }))
+}
+
+/// Checks the stream a few times per idle period until it ends or stalls; the stream
+/// being dropped (its client gone) ends the watchdog too.
+fn spawn_watchdog(
+    shared: std::sync::Weak<Mutex<Shared>>,
+    idle: Duration,
+    query_id: Option<String>,
+) {
+    let period = (idle / 4).max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let stalled = {
+                let mut state = lock(&shared);
+                if state.inner.is_none() {
+                    return;
+                }
+                if state.delivered_at.is_some_and(|at| at.elapsed() >= idle) {
+                    state.stalled = true;
+                    state.inner.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(stream) = stalled {
+                tracing::warn!(
+                    query_id = query_id.as_deref().unwrap_or("-"),
+                    idle = %humantime::format_duration(idle),
+                    "result stream closed: its client stopped reading"
+                );
+                // Outside the lock: this stops the query and writes its audit record.
+                drop(stream);
+                return;
+            }
+        }
+    });
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
