@@ -15,6 +15,8 @@ use meshgate_catalog::Principal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::observability::Metrics;
+
 /// Where audit records go and what they hold.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -153,6 +155,8 @@ impl QueryAudit {
 pub struct Auditor {
     sink: Option<mpsc::UnboundedSender<Message>>,
     statements: StatementMode,
+    /// Counts every record (auditing on or off).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// What the writer task receives.
@@ -165,6 +169,12 @@ enum Message {
 }
 
 impl Auditor {
+    /// The same auditor, also counting every record in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Starts the writer task; with neither a file nor stdout configured, records are
     /// dropped (auditing is off).
     pub fn start(config: &AuditConfig) -> Result<Self, String> {
@@ -182,6 +192,7 @@ impl Auditor {
             return Ok(Self {
                 sink: None,
                 statements: config.statements,
+                metrics: None,
             });
         }
         let stdout = config.stdout;
@@ -214,6 +225,7 @@ impl Auditor {
         Ok(Self {
             sink: Some(tx),
             statements: config.statements,
+            metrics: None,
         })
     }
 
@@ -246,6 +258,9 @@ impl Auditor {
 
     /// Writes `record`.
     pub fn emit(&self, record: AuditRecord) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(&record);
+        }
         if let Some(sink) = &self.sink {
             match serde_json::to_string(&record) {
                 Ok(line) => {

@@ -49,6 +49,8 @@ pub struct GatewayConfig {
     pub state_dir: Option<PathBuf>,
     /// The quality agent.
     pub quality: QualityConfig,
+    /// The operator's HTTP listener (metrics, health, readiness).
+    pub observability: ObservabilityConfig,
     /// Each domain's storage, by domain name: its root, S3 endpoint and credentials,
     /// request limits and retries. Domains not named read local files only.
     pub storage: BTreeMap<String, DomainStorageConfig>,
@@ -56,6 +58,15 @@ pub struct GatewayConfig {
     /// code embedding the gateway; not part of the configuration file.
     #[serde(skip)]
     pub store_layer: Option<Arc<dyn StoreLayer>>,
+}
+
+/// The operator's HTTP listener: `/metrics` (Prometheus), `/health`, `/ready`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObservabilityConfig {
+    /// Address to serve them on; none, no listener. Bind it where only the platform
+    /// reaches: it has no authentication.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The quality agent: what it measures, how often, and within which limits.
@@ -175,6 +186,7 @@ impl Default for GatewayConfig {
             reload: ReloadConfig::default(),
             state_dir: None,
             quality: QualityConfig::default(),
+            observability: ObservabilityConfig::default(),
             storage: BTreeMap::new(),
             store_layer: None,
             plaintext: false,

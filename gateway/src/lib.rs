@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod lint;
 pub mod live;
+pub mod observability;
 pub mod policy;
 pub mod quality;
 pub mod run;

@@ -38,6 +38,10 @@ enum Command {
         /// (overrides the config file).
         #[arg(long, env = "MESHGATE_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        /// Address of the operator's HTTP listener: /metrics, /health, /ready
+        /// (overrides the config file).
+        #[arg(long, env = "MESHGATE_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -55,6 +59,9 @@ enum Command {
         /// Gateway configuration file (YAML).
         #[arg(long, env = "MESHGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// Address of the operator's HTTP listener: /metrics, /health, /ready.
+        #[arg(long, env = "MESHGATE_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -230,10 +237,14 @@ async fn serve(command: Command) -> Result<(), String> {
             listen,
             config,
             state_dir,
+            metrics_listen,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
             tls.apply(&mut config);
+            if metrics_listen.is_some() {
+                config.observability.listen = metrics_listen;
+            }
             if state_dir.is_some() {
                 config.state_dir = state_dir;
             }
@@ -250,10 +261,14 @@ async fn serve(command: Command) -> Result<(), String> {
             dir,
             scale,
             config,
+            metrics_listen,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
             config.listen = listen;
+            if metrics_listen.is_some() {
+                config.observability.listen = metrics_listen;
+            }
             // The demo is a local development tool: plaintext unless TLS is given.
             config.plaintext = true;
             tls.apply(&mut config);
@@ -295,6 +310,9 @@ async fn serve(command: Command) -> Result<(), String> {
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     if let Some(secret) = &demo_dir {
         print_demo_help(addr, &mesh, secret)?;
+    }
+    if let Some(operator) = server.operator_addr() {
+        eprintln!("meshgate: metrics on http://{operator}/metrics (also /health, /ready)");
     }
     println!("{}", server.ready_line().map_err(|e| e.to_string())?);
     let _ = std::io::stdout().flush();

@@ -8,6 +8,7 @@ use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::{Error, Result};
 use crate::live::{self, DataCheck, HealthState, MeshRegistry, ProductLoader};
+use crate::observability::{Metrics, OperatorListener};
 use crate::policy::PolicyEngine;
 use crate::quality::{QualityStore, spawn_agent};
 use crate::server::BoundServer;
@@ -74,8 +75,20 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     for (product, reason) in &broken {
         eprintln!("meshgate: broken (listed, queries fail until fixed): {product}: {reason}");
     }
-    let auditor = Arc::new(Auditor::start(&config.audit).map_err(Error::InvalidArgument)?);
+    let metrics = Arc::new(Metrics::new());
+    let storage = registry.storage();
+    let auditor = Arc::new(
+        Auditor::start(&config.audit)
+            .map_err(Error::InvalidArgument)?
+            .with_metrics(Arc::clone(&metrics)),
+    );
     let state = Arc::new(GatewayState::new(sessions, &config, Arc::clone(&auditor))?);
+    let operator = match config.observability.listen {
+        Some(addr) => {
+            Some(OperatorListener::bind(addr, metrics, Arc::clone(&state), Some(storage)).await?)
+        }
+        None => None,
+    };
     if config.reload.watch {
         live::follow(registry, Arc::clone(&state), &config.reload);
     }
@@ -83,7 +96,11 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         spawn_agent(&state, quality, &config.quality)
             .map_err(|e| Error::Internal(format!("cannot start the quality agent: {e}")))?;
     }
-    BoundServer::bind(state, Arc::new(authenticator), auditor, config).await
+    Ok(
+        BoundServer::bind(state, Arc::new(authenticator), auditor, config)
+            .await?
+            .with_operator_listener(operator),
+    )
 }
 
 /// The quality store: persistent in the state directory, else in memory (with a warning).

@@ -16,6 +16,7 @@ use crate::audit::Auditor;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{GatewayConfig, TlsConfig};
 use crate::error::{Error, Result};
+use crate::observability::OperatorListener;
 use crate::service::{GatewayState, MeshFlightSqlService};
 
 /// The line printed once the server accepts connections; scripts wait for it.
@@ -32,6 +33,7 @@ pub struct BoundServer {
     auditor: Arc<Auditor>,
     tls: Option<ServerTlsConfig>,
     config: GatewayConfig,
+    operator: Option<OperatorListener>,
 }
 
 impl BoundServer {
@@ -60,7 +62,19 @@ impl BoundServer {
             auditor,
             tls,
             config,
+            operator: None,
         })
+    }
+
+    /// Serves the operator's HTTP listener (metrics, health, readiness) alongside.
+    pub fn with_operator_listener(mut self, operator: Option<OperatorListener>) -> Self {
+        self.operator = operator;
+        self
+    }
+
+    /// The address of the operator's HTTP listener, if there is one.
+    pub fn operator_addr(&self) -> Option<SocketAddr> {
+        self.operator.as_ref().and_then(|o| o.local_addr().ok())
     }
 
     /// The address actually bound.
@@ -88,10 +102,17 @@ impl BoundServer {
     /// Serves until `shutdown` completes, then stops accepting new connections and lets
     /// running requests finish for up to `transport.drain_timeout`; then closes what is
     /// left and writes out the audit log.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        if let Some(operator) = self.operator.take() {
+            operator.spawn();
+        }
+        self.state.set_ready(true);
         let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
+        let ready = Arc::clone(&self.state);
         let shutdown = async move {
             shutdown.await;
+            // Orchestrators stop sending traffic while running queries drain.
+            ready.set_ready(false);
             let _ = fired.send(());
         };
         let drain_timeout = self.config.transport.drain_timeout;

@@ -1,14 +1,18 @@
-"""Graceful shutdown: on SIGTERM the gateway stops accepting, lets a running query's
-stream go on until the drain timeout, then closes it, writes out the audit log and
-exits 0."""
+"""Graceful shutdown: on SIGTERM the gateway stops accepting, reports not ready on its
+operator listener (while still healthy), lets a running query's stream go on until the
+drain timeout, then closes it, writes out the audit log and exits 0."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
+import urllib.error
+import urllib.request
 
 from conftest import serve_config, start_server
+from s3_mesh import free_port
 from mesh_helpers import (
     DEMO_SECRET_FILE,
     FlightConn,
@@ -17,6 +21,14 @@ from mesh_helpers import (
 )
 
 DRAIN_S = 2
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def test_sigterm_drains_then_exits_cleanly_with_the_audit_written(demo, meshgate_bin, mint, tmp_path):
@@ -30,8 +42,9 @@ def test_sigterm_drains_then_exits_cleanly_with_the_audit_written(demo, meshgate
         + f"audit: {{ file: {json.dumps(str(audit))} }}\n"
         + "quality: { enabled: false }\n"
     )
+    operator = f"http://127.0.0.1:{free_port()}"
     argv = [meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
-            "--config", config]
+            "--config", config, "--metrics-listen", operator.removeprefix("http://")]
     srv = start_server(argv, "shutdown")
     token = mint("--sub", "drainer", "--role", "admin", "--role", "pii_reader")
     client = FlightConn(srv.uri, token)
@@ -42,12 +55,18 @@ def test_sigterm_drains_then_exits_cleanly_with_the_audit_written(demo, meshgate
         reader = client.do_get(info.endpoints[0].ticket)
         reader.read_chunk()
 
+        assert http_status(f"{operator}/ready") == 200
         started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        # While draining: alive, but no longer ready for new traffic.
+        time.sleep(0.5)
+        during = [(http_status(f"{operator}/ready"), http_status(f"{operator}/health"))]
         code = srv.stop(grace=DRAIN_S + 20)
         took = time.monotonic() - started
     finally:
         client.close()
     assert code == 0, srv.output()
+    assert during == [(503, 200)], during
     # It waited for the running query (up to the drain timeout), and not much longer.
     assert DRAIN_S - 0.5 <= took < DRAIN_S + 15, took
 

@@ -16,6 +16,8 @@ use std::time::SystemTime;
 use meshgate_catalog::{descriptor_files, product_from_text};
 
 use super::health::{HealthState, ProductHealth};
+use meshgate_connectors::DomainStorage;
+
 use super::loader::ProductLoader;
 use crate::error::{Error, Result};
 use crate::policy::{CompiledProduct, PolicyEngine};
@@ -107,6 +109,11 @@ impl MeshRegistry {
     /// Serves the quality measurements of `store` in the sessions this registry builds.
     pub fn set_quality(&mut self, store: Arc<QualityStore>) {
         self.quality = Some(store);
+    }
+
+    /// The storage every product is read through.
+    pub fn storage(&self) -> Arc<DomainStorage> {
+        Arc::clone(self.loader.storage())
     }
 
     /// The mesh directory.

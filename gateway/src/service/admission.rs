@@ -91,6 +91,17 @@ impl Admission {
         })
     }
 
+    /// Queries holding a running slot now.
+    pub(super) fn running(&self) -> usize {
+        self.max_running
+            .saturating_sub(self.running.available_permits())
+    }
+
+    /// Queries waiting for a slot now.
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
     fn principal_semaphore(&self, who: &str) -> Arc<Semaphore> {
         let mut map = self.per_principal.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > PRINCIPALS_KEPT {

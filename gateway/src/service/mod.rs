@@ -39,7 +39,7 @@ pub use deadline::{Deadline, TIMEOUT_HEADER};
 pub use handles::{HANDLE_LEN, HandleStore};
 pub use stream::{wire_schema, wire_type};
 
-pub use state::{GatewayState, RequestOptions};
+pub use state::{GatewayState, Load, RequestOptions};
 
 use self::query::command_flight_info;
 use self::stream::{FlightDataStream, encode_batch};

@@ -49,6 +49,17 @@ impl RequestOptions {
     }
 }
 
+/// How busy the gateway is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Queries holding a running slot.
+    pub running: usize,
+    /// Queries waiting for one.
+    pub queued: usize,
+    /// Result streams being sent.
+    pub streams_open: usize,
+}
+
 /// Shared state of the service.
 pub struct GatewayState {
     sessions: RwLock<Arc<SessionFactory>>,
@@ -66,6 +77,8 @@ pub struct GatewayState {
     admission: Admission,
     /// The result streams running now.
     in_flight: Arc<InFlight>,
+    /// Serving queries: set when the server starts, cleared when shutdown begins.
+    ready: std::sync::atomic::AtomicBool,
     pub(super) auditor: Arc<Auditor>,
 }
 
@@ -105,6 +118,7 @@ impl GatewayState {
             query_timeout: config.engine.query_timeout,
             admission: Admission::new(&config.engine),
             in_flight: Arc::default(),
+            ready: std::sync::atomic::AtomicBool::new(false),
             auditor,
         })
     }
@@ -118,6 +132,25 @@ impl GatewayState {
     pub fn replace_sessions(&self, sessions: SessionFactory) {
         *self.sessions.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(sessions);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Queries running and waiting, and result streams open, now.
+    pub fn load(&self) -> Load {
+        Load {
+            running: self.admission.running(),
+            queued: self.admission.queued(),
+            streams_open: self.in_flight.len(),
+        }
+    }
+
+    /// Whether the gateway serves queries (started, and not shutting down).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Marks the gateway as serving, or as shutting down.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
     }
 
     /// At shutdown, once the drain timeout has passed: accounts every result stream

@@ -263,6 +263,11 @@ impl InFlight {
             .remove(&id);
     }
 
+    /// Streams running now.
+    pub(super) fn len(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Reports every running stream as `cancelled` (their audit records are written
     /// now); used when shutdown closes them.
     pub(super) fn abandon_all(&self) -> usize {

@@ -198,6 +198,17 @@ impl SessionFactory {
     pub fn product_count(&self) -> usize {
         self.products.len()
     }
+
+    /// Bytes the running queries hold in the shared memory pool, and its size when
+    /// bounded.
+    pub fn memory_pool(&self) -> (usize, Option<usize>) {
+        let pool = &self.template.runtime_env().memory_pool;
+        let limit = match pool.memory_limit() {
+            datafusion::execution::memory_pool::MemoryLimit::Finite(n) => Some(n),
+            _ => None,
+        };
+        (pool.reserved(), limit)
+    }
 }
 
 /// The session every request starts from: configuration, functions, `runtime` (object

@@ -14,6 +14,7 @@ mod flight_sql;
 mod limits;
 mod lint;
 mod live;
+mod observability;
 mod own_gateway;
 mod policy;
 mod quality;
