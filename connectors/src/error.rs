@@ -78,13 +78,19 @@ pub enum ConnectorError {
 /// that whoever reports the failure can say which table it concerns without exposing
 /// the paths or the cause (in `source`, for the server log).
 #[derive(Debug, thiserror::Error)]
-#[error("table {table}: {source}")]
+#[error("[table {table}] {source}")]
 pub struct TableStorageError {
     /// `domain.product.table`.
     pub table: String,
     /// The failure as the store reported it.
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl TableStorageError {
+    /// What precedes the table's name in the message, for readers that only get the
+    /// message (layers that turn errors into text).
+    pub const MARKER: &'static str = "[table ";
 }
 
 /// One way the stored data of a table breaks its contract.

@@ -73,7 +73,9 @@ pub enum Error {
     Internal(String),
 }
 
-/// The table whose storage raised `err`, when a domain store named it on the way.
+/// The table whose storage raised `err`, when a domain store named it on the way: as
+/// a [`TableStorageError`] in the chain of sources, or, where a layer turned the chain
+/// into text (Parquet's metadata fetch does), by the marker its message carries.
 fn failed_table(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(err);
     while let Some(e) = next {
@@ -82,7 +84,17 @@ fn failed_table(err: &(dyn std::error::Error + 'static)) -> Option<String> {
         }
         next = e.source();
     }
-    None
+    let text = err.to_string();
+    let start = text.find(TableStorageError::MARKER)? + TableStorageError::MARKER.len();
+    let name = &text[start..start + text[start..].find(']')?];
+    name.split('.')
+        .all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '@'))
+        })
+        .then(|| name.to_string())
 }
 
 /// Result alias of the gateway.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::audit::Auditor;
@@ -144,6 +144,12 @@ impl BoundServer {
         let service = FlightServiceServer::new(MeshFlightSqlService::new(self.state))
             .max_decoding_message_size(transport.max_decoding_message_size)
             .max_encoding_message_size(usize::MAX);
+        // The builder's TCP settings do not reach a listener bound here: set them on
+        // the accepted connections. Without TCP_NODELAY, small responses wait for
+        // delayed ACKs (tens of milliseconds per query).
+        let incoming = TcpIncoming::from(self.listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(transport.keepalive_interval));
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
             builder = builder
@@ -158,11 +164,9 @@ impl BoundServer {
             .http2_keepalive_timeout(Some(transport.keepalive_timeout))
             // A client resetting streams as fast as it opens them ("rapid reset").
             .http2_max_pending_accept_reset_streams(Some(64))
-            .tcp_keepalive(Some(transport.keepalive_interval))
-            .tcp_nodelay(true)
             .layer(AuthLayer::new(self.authenticator, self.auditor))
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(|e| Error::Internal(format!("server failed: {e}")))
     }

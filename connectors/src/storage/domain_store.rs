@@ -64,6 +64,8 @@ pub(crate) struct DomainStore {
     chunk_timeout: Duration,
     counters: Arc<StoreCounters>,
     tables: TablePrefixes,
+    /// Only paths under this prefix (of the inner store) are served.
+    allowed: Option<Path>,
     /// List in path order (a local file system lists in directory order; delta-rs
     /// needs its log listed in order).
     sort_listings: bool,
@@ -85,6 +87,7 @@ impl DomainStore {
             chunk_timeout,
             counters,
             tables: TablePrefixes::default(),
+            allowed: None,
             sort_listings: false,
         }
     }
@@ -117,16 +120,42 @@ impl DomainStore {
 
     /// The path `location` of this view, as the inner store knows it.
     fn inner_path(&self, location: &Path) -> Result<Path> {
-        let Some(bucket) = &self.bucket else {
-            return Ok(location.clone());
+        let inner = match &self.bucket {
+            None => location.clone(),
+            Some(bucket) => match location.prefix_match(&Path::from(bucket.as_ref())) {
+                Some(rest) => Path::from_iter(rest),
+                None => {
+                    return Err(object_store::Error::NotFound {
+                        path: location.to_string(),
+                        source: format!("outside bucket {bucket}").into(),
+                    });
+                }
+            },
         };
-        let bucket_path = Path::from(bucket.as_ref());
-        match location.prefix_match(&bucket_path) {
-            Some(rest) => Ok(Path::from_iter(rest)),
-            None => Err(object_store::Error::NotFound {
-                path: location.to_string(),
-                source: format!("outside bucket {bucket}").into(),
-            }),
+        match &self.allowed {
+            Some(allowed) if !inner.prefix_matches(allowed) => {
+                let refused = object_store::Error::Generic {
+                    store: "meshgate",
+                    source: format!(
+                        "refused: {location} is outside the location this store serves \
+                         ({allowed}) in domain '{}'",
+                        self.domain
+                    )
+                    .into(),
+                };
+                // Named after the table this view serves.
+                Err(name_failure(self.table_of(Some(allowed)), refused))
+            }
+            _ => Ok(inner),
+        }
+    }
+
+    /// The same store, serving only paths under `prefix` (a path of the inner store):
+    /// what a table's own metadata (a Delta log) may point its reader at.
+    pub(crate) fn restricted_to(&self, prefix: Path) -> Self {
+        Self {
+            allowed: Some(prefix),
+            ..self.clone()
         }
     }
 

@@ -80,7 +80,8 @@ pub struct ResolvedLocation {
     /// The store, addressed by the paths of `table_url`.
     pub store: Arc<dyn ObjectStore>,
     /// The same store, addressed by bucket-relative paths (absolute paths for local
-    /// files), as delta-rs expects its root store.
+    /// files), as delta-rs expects its root store, and serving the table's location
+    /// only.
     pub declared_store: Arc<dyn ObjectStore>,
     /// The table directory under a domain-scoped URL for delta-rs
     /// (`meshgate-delta://<domain>.<bucket>.<scheme>/<path>/`), under which
@@ -113,18 +114,37 @@ pub struct DomainStorage {
     /// Stores of domains without configuration (local files), created on first use.
     unconfigured: RwLock<HashMap<String, DomainStore>>,
     counters: RwLock<BTreeMap<String, Arc<StoreCounters>>>,
+    /// Keys of the per-table hosts of Delta URLs, unknown outside this process.
+    delta_hosts: std::collections::hash_map::RandomState,
 }
 
 impl DomainStorage {
     /// A registry in which every domain reads local files, with default time limits;
     /// stores are registered with `runtime`.
     pub fn new(runtime: Arc<RuntimeEnv>) -> Self {
+        // delta-rs reads the files a Delta log names through whatever store the runtime
+        // has for their URL; an absolute `file://` path in a log must not reach the
+        // local file system past every domain's store and root.
+        let refuse_local = DomainStore::new(
+            "(direct file access)",
+            Arc::new(LocalFileSystem::new()),
+            RequestConfig::default().timeout,
+            RequestConfig::default().timeout,
+            Arc::default(),
+        )
+        .restricted_to(object_store::path::Path::from(
+            "meshgate-refuses-direct-file-access",
+        ));
+        if let Ok(file) = Url::parse("file:///") {
+            runtime.register_object_store(&file, Arc::new(refuse_local));
+        }
         Self {
             runtime,
             configured: HashMap::new(),
             layer: None,
             unconfigured: RwLock::default(),
             counters: RwLock::default(),
+            delta_hosts: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -142,6 +162,18 @@ impl DomainStorage {
         };
         for (domain, config) in domains {
             let settings = storage.configure(domain, config)?;
+            if let Some((other, _)) = storage.configured.iter().find(|(_, s)| {
+                is_under(&settings.root, &s.root) || is_under(&s.root, &settings.root)
+            }) {
+                return Err(StorageConfigError::Invalid {
+                    domain: domain.clone(),
+                    reason: format!(
+                        "root {} overlaps the root of domain '{other}'; each domain's \
+                         storage must be its own",
+                        settings.root
+                    ),
+                });
+            }
             storage.configured.insert(domain.clone(), settings);
         }
         Ok(storage)
@@ -276,7 +308,16 @@ impl DomainStorage {
                     ))
                 }
             }
-            None if location.scheme() == "file" => Ok(()),
+            None if location.scheme() == "file" => match self
+                .configured
+                .iter()
+                .find(|(_, settings)| is_under(location, &settings.root))
+            {
+                Some((owner, _)) => Err(format!(
+                    "location {location} is under the storage root of domain '{owner}'"
+                )),
+                None => Ok(()),
+            },
             None => Err(format!(
                 "domain '{domain}' has no storage configured for {}:// locations \
                  (storage.{domain} in the gateway configuration)",
@@ -322,13 +363,28 @@ impl DomainStorage {
             store.name_table(&prefix, table);
         }
         let store: Arc<dyn ObjectStore> = Arc::new(store);
-        let declared_store: Arc<dyn ObjectStore> = Arc::new(declared_store);
-        let delta_root = Url::parse(&format!("{DELTA_STORE_SCHEME}://{host}")).map_err(|e| {
-            ConnectorError::OutsideStorageRoot {
+        // delta-rs reads every file its log names through the store registered for the
+        // file URL's host. That host is this table's own, with a key no log can know,
+        // and its store serves the table's location only: a log naming another
+        // table's files (absolute, or `../` out of the table) reads nothing.
+        let table_prefix =
+            object_store::path::Path::from_url_path(location.path()).map_err(|e| {
+                ConnectorError::OutsideStorageRoot {
+                    table: table.to_string(),
+                    reason: format!("location {location}: {e}"),
+                }
+            })?;
+        let declared_store: Arc<dyn ObjectStore> =
+            Arc::new(declared_store.restricted_to(table_prefix));
+        let key = {
+            use std::hash::BuildHasher;
+            self.delta_hosts.hash_one((domain, location.as_str()))
+        };
+        let delta_root = Url::parse(&format!("{DELTA_STORE_SCHEME}://{host}.t{key:016x}"))
+            .map_err(|e| ConnectorError::OutsideStorageRoot {
                 table: table.to_string(),
                 reason: format!("no usable store URL for this location ({e})"),
-            }
-        })?;
+            })?;
         let mut delta_url = delta_root.clone();
         delta_url.set_path(location.path());
         // Registering again replaces a store with an equivalent one: harmless.

@@ -205,7 +205,12 @@ impl Metrics {
 
     /// Counts one finished request, from its audit record.
     pub fn observe(&self, record: &AuditRecord) {
-        let rpc = rpc_label(&record.rpc);
+        // A refused request's RPC is the raw path it asked for: never a label.
+        let rpc = if record.outcome == "unauthenticated" {
+            "other".to_string()
+        } else {
+            rpc_label(&record.rpc)
+        };
         let code = match record.outcome {
             "ok" => "Ok",
             "cancelled" => "Cancelled",
@@ -321,7 +326,7 @@ mod tests {
         ok.rows = Some(10);
         ok.bytes = Some(400);
         metrics.observe(&ok);
-        let mut refused = AuditRecord::new("a/made/up/path/1234", None, started);
+        let mut refused = AuditRecord::new("DoGet/made-up-1234", None, started);
         refused.outcome = "unauthenticated";
         refused.detail = Some("malformed token".into());
         metrics.observe(&refused);

@@ -20,14 +20,13 @@ use crate::policy::VersionedTable;
 
 /// A statement planned in GetFlightInfo and executed in DoGet.
 ///
-/// The physical plan made for GetFlightInfo is used by the first DoGet (plan once);
-/// a repeated DoGet of the same ticket plans the logical plan again, because a physical
-/// plan's operators may keep per-execution state.
+/// The physical plan made for GetFlightInfo is what DoGet executes (plan once), and a
+/// ticket is redeemed once: the plan, its session and task context are released when
+/// its stream starts. Until the ticket expires, what remains (the schema, the audit
+/// facts, the cancellation switch) is small, so a busy gateway does not hold thousands
+/// of sessions for the ticket lifetime.
 pub(super) struct PlannedQuery {
-    session: SessionContext,
-    logical: LogicalPlan,
-    physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
-    task: Arc<TaskContext>,
+    execution: Mutex<Option<Execution>>,
     schema: SchemaRef,
     /// When the query must be done, planning and streaming included.
     deadline: Deadline,
@@ -37,10 +36,19 @@ pub(super) struct PlannedQuery {
     pub(super) audit: QueryAudit,
 }
 
+/// What executing a planned query needs; taken by its one execution.
+struct Execution {
+    /// The session the query was planned in; released with the rest once execution
+    /// starts (the task context carries what execution needs).
+    _session: SessionContext,
+    explain: bool,
+    physical: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+}
+
 impl std::fmt::Debug for PlannedQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlannedQuery")
-            .field("session_id", &self.session.session_id())
             .field("schema", &self.schema)
             .finish_non_exhaustive()
     }
@@ -57,11 +65,14 @@ impl PlannedQuery {
         let state = session.state();
         let physical = state.create_physical_plan(&logical).await?;
         let schema = wire_schema(physical.schema().as_ref());
+        let explain = matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         Ok(Self {
-            task: Arc::new(TaskContext::from(&state)),
-            session,
-            logical,
-            physical: Mutex::new(Some(physical)),
+            execution: Mutex::new(Some(Execution {
+                task: Arc::new(TaskContext::from(&state)),
+                _session: session,
+                explain,
+                physical,
+            })),
             schema,
             deadline,
             cancelled: tokio::sync::watch::Sender::new(false),
@@ -95,25 +106,18 @@ impl PlannedQuery {
         max_flight_data_size: usize,
         rows: Arc<AtomicU64>,
     ) -> Result<FlightDataStream> {
-        let first = self
-            .physical
+        let execution = self
+            .execution
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let plan = match first {
-            Some(plan) => plan,
-            None => {
-                self.session
-                    .state()
-                    .create_physical_plan(&self.logical)
-                    .await?
-            }
-        };
-        let mut batches = execute_stream(plan, Arc::clone(&self.task))?;
-        if matches!(
-            self.logical,
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
-        ) {
+            .take()
+            .ok_or_else(|| {
+                Error::UnknownHandle(
+                    "this ticket was already redeemed; get a new one with GetFlightInfo".into(),
+                )
+            })?;
+        let mut batches = execute_stream(execution.physical, execution.task)?;
+        if execution.explain {
             batches = super::explain::sanitize_stream(batches);
         }
         Ok(encode(

@@ -81,7 +81,13 @@ fn spawn_watchdog(
                 return;
             };
             let stalled = {
-                let mut state = lock(&shared);
+                // Locked means being polled right now: not stalled. Never block a
+                // worker thread on a poll that may be doing the query's work.
+                let mut state = match shared.try_lock() {
+                    Ok(state) => state,
+                    Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => continue,
+                };
                 if state.inner.is_none() {
                     return;
                 }

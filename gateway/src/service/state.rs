@@ -348,7 +348,7 @@ impl GatewayState {
         let auditor = Arc::clone(&self.auditor);
         let principal = principal.clone();
         let query_id = planned.audit.query_id.clone();
-        let stream = observed(stream, &self.in_flight, move |bytes, outcome| {
+        let stream = observed(stream, &self.in_flight, move |bytes, outcome, code| {
             // The query's slot frees when its stream ends or is abandoned.
             drop(admitted);
             let mut record = planned
@@ -357,6 +357,7 @@ impl GatewayState {
             record.rows = Some(rows.load(Ordering::Relaxed));
             record.bytes = Some(bytes);
             record.outcome = outcome;
+            record.detail = code;
             auditor.emit(record);
         });
         let stream = close_when_stalled(stream, self.stream_idle_timeout, query_id.clone());

@@ -152,13 +152,14 @@ fn flight_error_to_status(err: FlightError) -> Status {
     }
 }
 
-/// Counts the bytes of `stream` and calls `on_end(bytes, outcome)` once, when the stream
-/// ends (`ok`), fails (`error`), is dropped early by a client that went away, or is
-/// abandoned at shutdown (`cancelled`). While it runs it is listed in `in_flight`.
+/// Counts the bytes of `stream` and calls `on_end(bytes, outcome, code)` once, when the
+/// stream ends (`ok`), fails (`error`, with the gRPC code sent), is dropped early by a
+/// client that went away, or is abandoned at shutdown (`cancelled`). While it runs it is
+/// listed in `in_flight`.
 pub(super) fn observed(
     stream: FlightDataStream,
     in_flight: &Arc<InFlight>,
-    on_end: impl FnOnce(u64, &'static str) + Send + 'static,
+    on_end: impl FnOnce(u64, &'static str, Option<String>) + Send + 'static,
 ) -> FlightDataStream {
     struct Observer {
         id: u64,
@@ -187,7 +188,10 @@ pub(super) fn observed(
                     Some((Ok(data), (stream, observer)))
                 }
                 Some(Err(status)) => {
-                    lock(&observer.watch).outcome = "error";
+                    let mut watch = lock(&observer.watch);
+                    watch.outcome = "error";
+                    watch.code = Some(format!("{:?}", status.code()));
+                    drop(watch);
                     Some((Err(status), (stream, observer)))
                 }
                 None => {
@@ -205,12 +209,14 @@ pub(super) fn observed(
     ))
 }
 
-type OnEnd = Box<dyn FnOnce(u64, &'static str) + Send>;
+type OnEnd = Box<dyn FnOnce(u64, &'static str, Option<String>) + Send>;
 
 /// What is known of one running result stream.
 struct Watch {
     bytes: u64,
     outcome: &'static str,
+    /// The gRPC code of the error sent, if one was.
+    code: Option<String>,
     on_end: Option<OnEnd>,
 }
 
@@ -219,7 +225,11 @@ impl Watch {
     /// unless an error was sent).
     fn finish(&mut self, outcome: Option<&'static str>) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(self.bytes, outcome.unwrap_or(self.outcome));
+            on_end(
+                self.bytes,
+                outcome.unwrap_or(self.outcome),
+                self.code.take(),
+            );
         }
     }
 }
@@ -247,6 +257,7 @@ impl InFlight {
         let watch = Arc::new(Mutex::new(Watch {
             bytes: 0,
             outcome: "cancelled",
+            code: None,
             on_end: Some(on_end),
         }));
         self.running

@@ -6,6 +6,7 @@
 //! once, when the mesh is loaded, never per request.
 
 mod catalog;
+mod generated;
 mod memory;
 mod quality_tables;
 mod sql;
@@ -20,6 +21,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::{Mesh, Principal};
 
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
+pub use generated::MAX_GENERATED_ROWS;
 pub use sql::{
     MAX_EXPRESSION_DEPTH, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, plan_sql, read_only_options,
 };
@@ -214,13 +216,18 @@ impl SessionFactory {
 /// The session every request starts from: configuration, functions, `runtime` (object
 /// stores, caches), and an empty, read-only catalog list.
 pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) -> SessionState {
-    SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_config(session_config(engine))
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_table_function_list(generated::bounded(
+            datafusion::functions_table::all_default_table_functions(),
+        ))
         .with_table_factories(Default::default())
         .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
-        .build()
+        .build();
+    generated::remove_unbounded_scalars(&mut state);
+    state
 }
 
 /// The DataFusion configuration every session starts from.

@@ -3,6 +3,7 @@
 //! log lists but that was deleted. Queries get a clear error naming the product (and,
 //! for a broken contract, the file relative to the table), never a panic or a silent
 //! short answer; other products keep serving; restoring the data restores the product.
+//! A Delta log that names files outside its own table reads none of them.
 
 use std::time::{Duration, Instant};
 
@@ -206,4 +207,80 @@ async fn a_delta_data_file_deleted_behind_the_log_is_named() {
     assert!(status.message().contains("billing.claims"), "{status:?}");
     assert!(!status.message().contains(".parquet"), "{status:?}");
     assert_eq!(count(&gw, "ops.encounters.visits").await.unwrap(), 20_000);
+}
+
+/// Appends to the Delta log in `table` a commit adding the data file `path` (as the log
+/// would name it) of `size` bytes.
+fn add_file_to_log(table: &std::path::Path, path: &str, size: u64) {
+    let log = table.join("_delta_log");
+    let next = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_suffix(".json")?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap()
+        + 1;
+    let add = serde_json::json!({ "add": {
+        "path": path, "partitionValues": {}, "size": size,
+        "modificationTime": 1_700_000_000_000_u64, "dataChange": true,
+        "stats": "{\"numRecords\":2}",
+    }});
+    std::fs::write(log.join(format!("{next:020}.json")), format!("{add}\n")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_log_cannot_point_its_reader_outside_its_table() {
+    // clinical.labs.claims is a Delta table of its own; billing.claims.claims has the
+    // same schema. clinical's log is then made to name one of billing's files, by an
+    // absolute URL and by a relative path that climbs out of the table.
+    for escape in ["absolute", "relative"] {
+        let gw = gateway(|mesh| {
+            let (own, other) = (mesh.join("data/claims2"), mesh.join("data/claims"));
+            std::thread::spawn(move || {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(write_claims(&own, &[&[100, 101]]));
+            })
+            .join()
+            .unwrap();
+            std::fs::create_dir_all(mesh.join("clinical")).unwrap();
+            std::fs::write(
+                mesh.join("clinical/labs.yaml"),
+                claims_descriptor("clinical", "labs", "data/claims2/"),
+            )
+            .unwrap();
+            let theirs = std::fs::read_dir(&other)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .unwrap();
+            let size = std::fs::metadata(&theirs).unwrap().len();
+            let name = theirs.file_name().unwrap().to_string_lossy().to_string();
+            let path = match escape {
+                "absolute" => url::Url::from_file_path(&theirs).unwrap().to_string(),
+                _ => format!("../claims/{name}"),
+            };
+            add_file_to_log(&mesh.join("data/claims2"), &path, size);
+        })
+        .await;
+        let answer = count(&gw, "clinical.labs.claims").await;
+        let status = answer.expect_err(&format!("{escape}: billing's rows were read"));
+        assert!(
+            matches!(status.code(), Code::Unavailable | Code::FailedPrecondition),
+            "{escape}: {status:?}"
+        );
+        // A relative path stays within clinical's store, which names the table; an
+        // absolute file URL meets the store that refuses direct file access.
+        if escape == "relative" {
+            assert!(
+                status.message().contains("clinical.labs"),
+                "{escape}: {status:?}"
+            );
+        }
+        assert!(!status.message().contains("/data/"), "{escape}: {status:?}");
+        // Billing's table itself is untouched and serves.
+        assert_eq!(count(&gw, "billing.claims.claims").await.unwrap(), 8);
+    }
 }

@@ -31,7 +31,7 @@ struct Faulty {
 }
 
 impl Faulty {
-    /// `ops` (4 files of 20 row groups, requests limited to 1 s) and `reference`
+    /// `ops` (4 files of 20 row groups, requests limited to 3 s) and `reference`
     /// (one small file), both local, read through a fault layer; nothing else reads
     /// the data meanwhile (no quality agent, no re-checks).
     async fn start() -> Self {
@@ -56,7 +56,7 @@ impl Faulty {
                     root,
                     s3: None,
                     requests: RequestConfig {
-                        timeout: Duration::from_secs(1),
+                        timeout: Duration::from_secs(3),
                         ..RequestConfig::default()
                     },
                 },
@@ -175,7 +175,7 @@ async fn a_hanging_read_fails_at_the_domain_request_timeout() {
     );
     let answered = Instant::now();
 
-    // The hung query ends at ops' 1 s request timeout (bounded, not timed: any end
+    // The hung query ends at ops' 3 s request timeout (bounded, not timed: any end
     // short of the 5-minute query deadline shows the request timeout at work).
     let (status, failed) = tokio::time::timeout(Duration::from_secs(60), hanging)
         .await

@@ -1,7 +1,8 @@
 //! Pathological SQL from an untrusted client: statements whose trees would nest
 //! thousands of levels deep (operator chains, set operations, joins) are refused with
 //! INVALID_ARGUMENT before they are planned, instead of overflowing a stack and taking
-//! the gateway down; statements just within the limits still answer.
+//! the gateway down; statements just within the limits still answer. Table functions
+//! that generate rows are bounded.
 
 use arrow_flight::FlightDescriptor;
 use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
@@ -11,8 +12,17 @@ use tonic::Code;
 
 use crate::fixture::{client_with, fetch, single_i64, token};
 
-/// Plans and runs `sql`; the status when it fails.
+/// Plans and runs `sql`; the status when planning fails (a failing stream panics).
 async fn run(sql: &str) -> Result<i64, tonic::Status> {
+    run_checked(sql, false).await
+}
+
+/// Plans and runs `sql`; the status when planning or its stream fails.
+async fn run_streamed(sql: &str) -> Result<i64, tonic::Status> {
+    run_checked(sql, true).await
+}
+
+async fn run_checked(sql: &str, stream_errors: bool) -> Result<i64, tonic::Status> {
     let token = token("untrusted", &["admin"], None);
     let mut client = client_with(&token).await;
     let command = CommandStatementQuery {
@@ -30,7 +40,22 @@ async fn run(sql: &str) -> Result<i64, tonic::Status> {
         .get_flight_info(request)
         .await?
         .into_inner();
-    Ok(single_i64(&fetch(&mut client, info).await))
+    if !stream_errors {
+        return Ok(single_i64(&fetch(&mut client, info).await));
+    }
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let stream = client
+        .do_get(ticket)
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let batches: Vec<_> =
+        futures::TryStreamExt::try_collect(stream)
+            .await
+            .map_err(|e| match e {
+                arrow_flight::error::FlightError::Tonic(status) => *status,
+                other => tonic::Status::internal(other.to_string()),
+            })?;
+    Ok(single_i64(&batches))
 }
 
 #[tokio::test]
@@ -75,4 +100,42 @@ async fn statements_nesting_thousands_deep_are_refused_before_planning() {
     assert_eq!(run(&unions_ok).await.unwrap(), (MAX_RELATIONS / 2) as i64);
     // And the gateway is still there.
     assert_eq!(run("SELECT 1").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn generating_table_functions_are_bounded() {
+    // A date spine or a small series answers.
+    assert_eq!(
+        run_streamed("SELECT count(*) FROM generate_series(1, 1000)")
+            .await
+            .unwrap(),
+        1000
+    );
+    assert_eq!(
+        run_streamed("SELECT sum(value) FROM range(0, 100, 10)")
+            .await
+            .unwrap(),
+        450
+    );
+    // Past the bound, the query fails as soon as the bound is passed, naming it,
+    // whether its rows are aggregated or would be streamed.
+    for sql in [
+        "SELECT count(*) FROM generate_series(1, 1000000000000)",
+        "SELECT count(*) FROM (SELECT * FROM range(0, 9223372036854775807) ORDER BY value DESC)",
+    ] {
+        let status = run_streamed(sql).await.expect_err(sql);
+        assert_eq!(status.code(), Code::InvalidArgument, "{sql}: {status:?}");
+        assert!(
+            status.message().contains(&format!(
+                "at most {} rows",
+                meshgate_gateway::session::MAX_GENERATED_ROWS
+            )),
+            "{sql}: {status:?}"
+        );
+    }
+    // The scalar forms, one list of any length, are not offered.
+    let status = run_streamed("SELECT count(*) FROM (SELECT unnest(range(1, 2000000000)))")
+        .await
+        .expect_err("scalar range");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs each cargo-fuzz target for a while (default 300 s each):
+#
+#   bash fuzz/run.sh            # all targets
+#   bash fuzz/run.sh 60 ticket  # one target, 60 s
+#
+# Installs cargo-fuzz if missing. The machine has a stable toolchain only, so the
+# targets build without a sanitizer (-s none) and with RUSTC_BOOTSTRAP=1 for the
+# coverage flags libFuzzer needs; Rust's own checks (bounds, overflow in debug
+# assertions) still turn bugs into crashes. Crashes land in fuzz/artifacts/<target>/.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+seconds="${1:-300}"
+shift || true
+targets=("${@:-sql_to_plan descriptor ticket}")
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+for target in ${targets[@]}; do
+    # The corpus grows in corpus/<target> (not committed), seeded from seeds/<target>.
+    mkdir -p "corpus/$target"
+    cp -n seeds/"$target"/* "corpus/$target/" 2>/dev/null || true
+    echo "== $target for ${seconds}s"
+    RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --debug-assertions "$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=30 -print_final_stats=1
+done

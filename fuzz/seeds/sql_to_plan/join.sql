@@ -1,0 +1,1 @@
+SELECT v.region, count(*) AS visits, sum(c.amount) AS billed FROM clinical.encounters.visits v JOIN billing.claims.claims c ON c.encounter_id = v.encounter_id WHERE v.admit_month >= '2024-01' GROUP BY v.region ORDER BY v.region

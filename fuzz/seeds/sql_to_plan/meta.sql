@@ -1,0 +1,1 @@
+SELECT p.domain, p.product, q.column_name, q.null_fraction FROM mesh.meta.products p JOIN mesh.meta.quality q ON q.product = p.product WHERE p.status = 'ok' UNION ALL SELECT 'x', 'y', CAST(1 + 2 * 3 AS VARCHAR), 0.5

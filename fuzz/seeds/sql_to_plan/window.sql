@@ -1,0 +1,1 @@
+WITH r AS (SELECT patient_id, value, row_number() OVER (PARTITION BY patient_id ORDER BY taken_at DESC) AS n FROM clinical.labs."results@v0") SELECT * FROM r WHERE n = 1 AND value BETWEEN 1 AND 100 LIMIT 10
