@@ -16,7 +16,6 @@
 //! Run with `bash benches/load.sh` (builds the release binary first); results go to
 //! `benches/results/load-<time>.{json,md}` and `benches/results/load-latest.md`.
 
-
 #![allow(clippy::unwrap_used)]
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
