@@ -12,6 +12,7 @@ use meshgate_gateway::config::{EngineConfig, ObservabilityConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::own_gateway::{OwnGateway, temp_mesh};
+use crate::s3_server::free_port;
 use crate::test_data::{visits_descriptor, write_visits};
 
 /// GET `path` from `addr`: the status code and the body.
@@ -43,10 +44,7 @@ fn sample(metrics: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_rows_refusals_and_storage() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (dir, mesh) = temp_mesh();
     write_visits(&mesh.join("data/ops/visits"), 2, 5_000);
     std::fs::create_dir_all(mesh.join("ops")).unwrap();

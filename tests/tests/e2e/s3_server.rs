@@ -159,7 +159,8 @@ fn moto_binary() -> PathBuf {
     );
 }
 
-fn free_port() -> u16 {
+/// A port of 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
