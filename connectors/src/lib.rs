@@ -16,6 +16,7 @@ mod storage;
 
 use std::sync::Arc;
 
+use datafusion::config::TableParquetOptions;
 use datafusion::datasource::TableProvider;
 use meshgate_catalog::{AsOf, Product, Table, TableFormat};
 
@@ -42,12 +43,25 @@ pub struct OpenedTable {
 #[derive(Debug)]
 pub struct TableOpener {
     storage: Arc<DomainStorage>,
+    parquet_options: TableParquetOptions,
 }
 
 impl TableOpener {
-    /// An opener that reads through `storage`.
+    /// An opener that reads through `storage`, scanning Parquet with DataFusion's default
+    /// options.
     pub fn new(storage: Arc<DomainStorage>) -> Self {
-        Self { storage }
+        Self {
+            storage,
+            parquet_options: TableParquetOptions::default(),
+        }
+    }
+
+    /// The same opener, scanning Parquet tables with `options` (filter pushdown, page
+    /// index, metadata size hint, ...). A listing table's Parquet format carries its own
+    /// options and does not read the session's, so the session's must be passed here.
+    pub fn with_parquet_options(mut self, options: TableParquetOptions) -> Self {
+        self.parquet_options = options;
+        self
     }
 
     /// The storage this opener reads through.
@@ -94,7 +108,7 @@ impl TableOpener {
                 )
                 .await?;
                 (
-                    parquet::parquet_table(&qualified, table, &location)?,
+                    parquet::parquet_table(&qualified, table, &location, &self.parquet_options)?,
                     snapshot,
                 )
             }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
+use datafusion::config::TableParquetOptions;
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -23,6 +24,7 @@ pub(crate) fn parquet_table(
     qualified_name: &str,
     table: &Table,
     location: &ResolvedLocation,
+    options: &TableParquetOptions,
 ) -> Result<Arc<dyn TableProvider>> {
     let df_err = |source| ConnectorError::DataFusion {
         table: qualified_name.to_string(),
@@ -35,9 +37,11 @@ pub(crate) fn parquet_table(
         .filter_map(|name| table.column(name))
         .map(|c| (c.name.clone(), c.data_type.clone()))
         .collect();
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet")
-        .with_table_partition_cols(partition_cols);
+    let options = ListingOptions::new(Arc::new(
+        ParquetFormat::default().with_options(options.clone()),
+    ))
+    .with_file_extension(".parquet")
+    .with_table_partition_cols(partition_cols);
     let file_schema = Schema::new(table.file_columns().map(|c| c.field()).collect::<Vec<_>>());
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use datafusion::config::TableOptions;
 use datafusion::datasource::TableProvider;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -50,9 +51,13 @@ impl ProductLoader {
     }
 
     fn assemble(engine: &EngineConfig, runtime: Arc<RuntimeEnv>, storage: DomainStorage) -> Self {
+        let template = session_template(engine, runtime);
+        // Scans take the session's Parquet settings (pushdown, page index, ...).
+        let parquet =
+            TableOptions::default_from_session_config(template.config().options()).parquet;
         Self {
-            template: session_template(engine, runtime),
-            opener: Arc::new(TableOpener::new(Arc::new(storage))),
+            opener: Arc::new(TableOpener::new(Arc::new(storage)).with_parquet_options(parquet)),
+            template,
         }
     }
 

@@ -230,8 +230,9 @@ pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) 
     state
 }
 
-/// The DataFusion configuration every session starts from.
-fn session_config(engine: &EngineConfig) -> SessionConfig {
+/// The DataFusion configuration every session starts from (public so that benchmarks
+/// can run in-process DataFusion with exactly the gateway's settings).
+pub fn session_config(engine: &EngineConfig) -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_extension(Arc::new(QueryMemoryLimit(engine.query_memory_limit)))
         .with_information_schema(true)

@@ -1,0 +1,214 @@
+"""Benchmark worker: the Python paths of benches/benches/tpch (ADBC and pyarrow against
+the gateway, DuckDB in-process over the same Parquet files), driven by the Rust harness.
+
+Protocol: one JSON object per line on stdin, one reply per line on stdout.
+  {"op": "versions"}                         -> versions of the packages and Python
+  {"op": "run", "path": P, "sql": S}         -> {"seconds", "rows", "bytes"} for P in
+                                                adbc | pyarrow | duckdb; time from
+                                                submitting the SQL to holding the whole
+                                                result as an Arrow table
+  {"op": "check", "sql": S, "order": bool}   -> {"ok", "detail", "gateway_rows",
+                                                "duckdb_rows"}: the gateway's answer
+                                                (ADBC) against DuckDB's
+  {"op": "quit"}
+Errors are replied as {"error": "..."}; the worker keeps serving.
+"""
+
+import argparse
+import datetime
+import decimal
+import glob
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import adbc_driver_flightsql
+import adbc_driver_flightsql.dbapi
+import duckdb
+import pyarrow
+import pyarrow.flight as flight
+
+FLIGHT_SQL_TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number, payload):
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def statement_command(sql):
+    """Any{CommandStatementQuery{query = sql}}, as a Flight SQL client sends it."""
+    message = _field(1, sql.encode("utf-8"))
+    return _field(1, (FLIGHT_SQL_TYPE_PREFIX + "CommandStatementQuery").encode()) + _field(
+        2, message
+    )
+
+
+class Paths:
+    def __init__(self, addr, token, data, tables):
+        self.token = token
+        auth = f"Bearer {token}"
+        opts = adbc_driver_flightsql.DatabaseOptions
+        self.adbc = adbc_driver_flightsql.dbapi.connect(
+            f"grpc://{addr}",
+            db_kwargs={opts.AUTHORIZATION_HEADER.value: auth},
+            autocommit=True,
+        )
+        self.flight = flight.FlightClient(f"grpc://{addr}")
+        self.call = flight.FlightCallOptions(headers=[(b"authorization", auth.encode())])
+        self.duck = duckdb.connect(":memory:")
+        threads = os.cpu_count() or 2
+        self.duck.execute(f"SET threads = {threads}")
+        try:
+            self.duck.execute("SET parquet_metadata_cache = true")
+        except duckdb.Error:
+            pass
+        self.duck.execute("ATTACH ':memory:' AS tpch")
+        for table in tables:
+            product, name = table["product"], table["name"]
+            self.duck.execute(f"CREATE SCHEMA IF NOT EXISTS tpch.{product}")
+            files = sorted(glob.glob(os.path.join(data, product, name, "*.parquet")))
+            if not files:
+                raise RuntimeError(f"no Parquet files for {product}.{name}")
+            listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            self.duck.execute(
+                f"CREATE VIEW tpch.{product}.{name} AS SELECT * FROM read_parquet([{listing}])"
+            )
+
+    def run(self, path, sql):
+        if path == "adbc":
+            started = time.perf_counter()
+            with self.adbc.cursor() as cur:
+                cur.execute(sql)
+                table = cur.fetch_arrow_table()
+            seconds = time.perf_counter() - started
+        elif path == "pyarrow":
+            started = time.perf_counter()
+            info = self.flight.get_flight_info(
+                flight.FlightDescriptor.for_command(statement_command(sql)), self.call
+            )
+            parts = [
+                self.flight.do_get(endpoint.ticket, self.call).read_all()
+                for endpoint in info.endpoints
+            ]
+            table = pyarrow.concat_tables(parts) if len(parts) != 1 else parts[0]
+            seconds = time.perf_counter() - started
+        elif path == "duckdb":
+            started = time.perf_counter()
+            table = self.duck.execute(sql).to_arrow_table()
+            seconds = time.perf_counter() - started
+        else:
+            raise ValueError(f"unknown path {path}")
+        return {"seconds": seconds, "rows": table.num_rows, "bytes": table.nbytes}
+
+    def check(self, sql, order):
+        with self.adbc.cursor() as cur:
+            cur.execute(sql)
+            got = cur.fetch_arrow_table()
+        want = self.duck.execute(sql).to_arrow_table()
+        reply = {"gateway_rows": got.num_rows, "duckdb_rows": want.num_rows}
+        if got.num_rows != want.num_rows or got.num_columns != want.num_columns:
+            return {
+                **reply,
+                "ok": False,
+                "detail": f"shape {got.num_rows}x{got.num_columns} vs "
+                f"{want.num_rows}x{want.num_columns}",
+            }
+        got_rows = [tuple(normal(v) for v in row.values()) for row in got.to_pylist()]
+        want_rows = [tuple(normal(v) for v in row.values()) for row in want.to_pylist()]
+        mismatch = first_mismatch(got_rows, want_rows)
+        if mismatch is not None and not order:
+            mismatch = first_mismatch(sorted(got_rows, key=key), sorted(want_rows, key=key))
+        elif mismatch is not None:
+            # Rows tied on the ORDER BY keys may come in any order: accept the same rows
+            # in another order, report anything else.
+            if first_mismatch(sorted(got_rows, key=key), sorted(want_rows, key=key)) is None:
+                mismatch = None
+        if mismatch is None:
+            return {**reply, "ok": True, "detail": ""}
+        return {**reply, "ok": False, "detail": mismatch}
+
+
+def normal(value):
+    """Values compared across engines: decimals and integers as floats, dates as text."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
+
+
+def key(row):
+    return tuple((v is None, str(type(v)), v if v is not None else 0) for v in row)
+
+
+def close(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-2)
+    return a == b
+
+
+def first_mismatch(got, want):
+    for i, (g, w) in enumerate(zip(got, want)):
+        if len(g) != len(w) or not all(close(a, b) for a, b in zip(g, w)):
+            return f"row {i}: gateway {g!r} vs duckdb {w!r}"
+    return None
+
+
+def versions():
+    return {
+        "python": platform.python_version(),
+        "pyarrow": pyarrow.__version__,
+        "duckdb": duckdb.__version__,
+        "adbc_driver_flightsql": adbc_driver_flightsql.__version__,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--addr", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--data", required=True, help="root of the TPC-H data directories")
+    parser.add_argument("--tables", required=True, help="JSON list of {product, name}")
+    args = parser.parse_args()
+    paths = Paths(args.addr, args.token, args.data, json.loads(args.tables))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            op = request["op"]
+            if op == "quit":
+                break
+            if op == "versions":
+                reply = versions()
+            elif op == "run":
+                reply = paths.run(request["path"], request["sql"])
+            elif op == "check":
+                reply = paths.check(request["sql"], request.get("order", True))
+            else:
+                reply = {"error": f"unknown op {op}"}
+        except Exception as e:  # reported to the harness, which fails the run
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        print(json.dumps(reply), flush=True)
+
+
+if __name__ == "__main__":
+    main()
