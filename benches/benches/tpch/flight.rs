@@ -36,11 +36,11 @@ pub(crate) struct Gateway {
 
 impl Gateway {
     /// Starts `binary` over `mesh`, with its configuration written into `work`.
-    pub(crate) fn start(binary: &Path, mesh: &TpchMesh, work: &Path) -> Self {
+    pub(crate) fn start(binary: &Path, mesh: &TpchMesh, work: &Path, pushdown: bool) -> Self {
         let secret = work.join("issuer-secret");
         std::fs::write(&secret, "tpch-benchmark-issuer-secret-0123456789abcdef").unwrap();
         let config = work.join("gateway.yaml");
-        std::fs::write(&config, gateway_config(&secret, work)).unwrap();
+        std::fs::write(&config, gateway_config(&secret, work, pushdown)).unwrap();
         let mut child = Command::new(binary)
             .arg("serve")
             .arg("--mesh")
@@ -108,7 +108,7 @@ impl Drop for Gateway {
     }
 }
 
-fn gateway_config(secret: &Path, work: &Path) -> String {
+fn gateway_config(secret: &Path, work: &Path, pushdown: bool) -> String {
     format!(
         r#"listen: 127.0.0.1:0
 plaintext: true
@@ -121,6 +121,7 @@ auth:
       roles_claim: roles
       attribute_claims: {{ segment: segment }}
 engine:
+  parquet_pushdown_filters: {pushdown}
   max_running_queries: 64
   max_running_per_principal: 64
   max_queued_queries: 256
@@ -136,7 +137,8 @@ reload:
     )
 }
 
-/// A Flight SQL client of one principal, with HTTP/2 windows as large as the gateway's.
+/// A Flight SQL client of one principal, with HTTP/2 windows as large as the gateway's
+/// and large frames.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     sql: FlightSqlServiceClient<Channel>,
@@ -161,6 +163,9 @@ impl Client {
             .tcp_nodelay(true)
             .initial_stream_window_size(transport.stream_window)
             .initial_connection_window_size(transport.connection_window)
+            // Larger HTTP/2 frames for large results (the 16 KiB default splits a 2 MiB
+            // Flight message into 128 frames).
+            .max_frame_size(Some(1 << 20))
             .connect()
             .await
             .unwrap();

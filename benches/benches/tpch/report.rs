@@ -33,6 +33,8 @@ pub(crate) struct Measured {
     pub(crate) wire_bytes: Option<u64>,
     /// Seconds of every timed run, by path.
     pub(crate) seconds: BTreeMap<String, Vec<f64>>,
+    /// Measurements per path in each run.
+    pub(crate) repeat: usize,
 }
 
 impl Measured {
@@ -46,6 +48,7 @@ impl Measured {
             plain_ipc_bytes,
             wire_bytes: None,
             seconds: BTreeMap::new(),
+            repeat: 1,
         }
     }
 

@@ -5,6 +5,7 @@
 //! [`SessionContext`] cloned from it. Building the catalogs (opening every table) happens
 //! once, when the mesh is loaded, never per request.
 
+mod bounded_values;
 mod catalog;
 mod generated;
 mod memory;
@@ -227,6 +228,7 @@ pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) 
         .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
         .build();
     generated::remove_unbounded_scalars(&mut state);
+    bounded_values::bound_value_builders(&mut state);
     state
 }
 

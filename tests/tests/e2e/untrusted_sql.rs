@@ -139,3 +139,34 @@ async fn generating_table_functions_are_bounded() {
         .expect_err("scalar range");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
+
+#[tokio::test]
+async fn functions_building_values_from_a_count_are_bounded() {
+    // Modest values build.
+    assert_eq!(
+        run_streamed("SELECT sum(length(repeat('ab', 1000)) + length(lpad('7', 12, '0')))")
+            .await
+            .unwrap(),
+        2012
+    );
+    assert_eq!(
+        run_streamed("SELECT CAST(cardinality(array_repeat(1, 100)) AS BIGINT)")
+            .await
+            .unwrap(),
+        100
+    );
+    // Values that would not fit in memory are refused before anything is built,
+    // folded at planning or evaluated row by row, rather than abort the process.
+    for sql in [
+        "SELECT length(repeat('x', 1000000000000))",
+        "SELECT length(lpad('', 1000000000000))",
+        "SELECT cardinality(array_repeat('abc', 1000000000000))",
+        "SELECT sum(length(repeat('abcdef', value * 100000000))) FROM range(1, 4)",
+    ] {
+        let status = run_streamed(sql).await.expect_err(sql);
+        assert_eq!(status.code(), Code::InvalidArgument, "{sql}: {status:?}");
+        assert!(status.message().contains("at most"), "{sql}: {status:?}");
+    }
+    // And the gateway is still there.
+    assert_eq!(run("SELECT 1").await.unwrap(), 1);
+}

@@ -1,0 +1,217 @@
+//! Scalar functions whose output grows with an argument, bounded.
+//!
+//! `repeat('x', 10^12)`, `lpad('', 10^12)` or `array_repeat(1, 10^12)` build one value of
+//! any size from a few bytes of SQL. Scalar functions allocate outside the memory pool,
+//! so such a value is not stopped by the query's memory limit: the allocation fails
+//! and the process aborts. Each of these functions is replaced by a wrapper that, before
+//! building anything, works out an upper bound of what one call would produce for the
+//! batch at hand and refuses the call (`INVALID_ARGUMENT`) beyond
+//! [`MAX_BUILT_BYTES`].
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::kernels::length::length;
+use arrow::compute::{cast, max};
+use arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature,
+};
+
+/// The most bytes one call of a value-building function may produce for one batch.
+pub(crate) const MAX_BUILT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How a function's output grows with its count argument (the second one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Growth {
+    /// The first argument, `count` times (`repeat`).
+    Repeat,
+    /// `count` characters, of up to 4 bytes each (`lpad`, `rpad`).
+    Pad,
+    /// A list of `count` copies of the first argument (`array_repeat`).
+    List,
+}
+
+const BOUNDED: [(&str, Growth); 4] = [
+    ("repeat", Growth::Repeat),
+    ("lpad", Growth::Pad),
+    ("rpad", Growth::Pad),
+    ("array_repeat", Growth::List),
+];
+
+/// Replaces the value-building functions of `state` by their bounded wrappers.
+pub(crate) fn bound_value_builders(state: &mut SessionState) {
+    for (name, growth) in BOUNDED {
+        let Some(inner) = state.scalar_functions().get(name).cloned() else {
+            continue;
+        };
+        let bounded = ScalarUDF::new_from_impl(BoundedBuilder {
+            inner: inner.as_ref().clone(),
+            growth,
+        });
+        if let Err(e) = state.register_udf(Arc::new(bounded)) {
+            tracing::warn!(function = name, error = %e, "cannot bound a scalar function");
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BoundedBuilder {
+    inner: ScalarUDF,
+    growth: Growth,
+}
+
+impl BoundedBuilder {
+    /// Fails when one call over `args` could build more than [`MAX_BUILT_BYTES`].
+    fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
+        let (Some(value), Some(count)) = (args.args.first(), args.args.get(1)) else {
+            return Ok(());
+        };
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if all_scalar {
+            1
+        } else {
+            args.number_rows.max(1)
+        } as u64;
+        let count = largest_integer(count)?;
+        let width = match self.growth {
+            Growth::Repeat => longest_value(value)?,
+            Growth::Pad => 4,
+            Growth::List => longest_value(value)?.max(8),
+        };
+        let bound = count.saturating_mul(width).saturating_mul(rows);
+        if bound > MAX_BUILT_BYTES {
+            return Err(DataFusionError::Execution(format!(
+                "{}(...) would build up to {bound} bytes for one batch; at most \
+                 {MAX_BUILT_BYTES} are allowed",
+                self.inner.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn as_array(value: &ColumnarValue) -> Result<ArrayRef> {
+    value.to_array(1)
+}
+
+/// The largest value of an integer argument (0 when none is positive).
+fn largest_integer(value: &ColumnarValue) -> Result<u64> {
+    let array = as_array(value)?;
+    if !array.data_type().is_integer() {
+        return Ok(0);
+    }
+    let ints = cast(&array, &DataType::Int64)?;
+    Ok(max(ints.as_primitive::<Int64Type>()).map_or(0, |m| m.max(0) as u64))
+}
+
+/// The largest size in bytes of one value of an argument: string and binary lengths,
+/// the average size of other values.
+fn longest_value(value: &ColumnarValue) -> Result<u64> {
+    let array = as_array(value)?;
+    if array.is_empty() {
+        return Ok(0);
+    }
+    match array.data_type() {
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView => {
+            let lengths = cast(&length(&array)?, &DataType::Int64)?;
+            Ok(max(lengths.as_primitive::<Int64Type>()).map_or(0, |m| m.max(0) as u64))
+        }
+        _ => Ok((array.get_array_memory_size() / array.len()) as u64),
+    }
+}
+
+impl ScalarUDFImpl for BoundedBuilder {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        self.inner.simplify(args, info)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.check(&args)?;
+        self.inner.invoke_with_args(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    fn context() -> SessionContext {
+        let mut state = SessionStateBuilder::new().with_default_features().build();
+        bound_value_builders(&mut state);
+        SessionContext::new_with_state(state)
+    }
+
+    async fn run(ctx: &SessionContext, sql: &str) -> Result<usize> {
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(batches.iter().map(|b| b.num_rows()).sum())
+    }
+
+    #[tokio::test]
+    async fn modest_values_build_and_huge_ones_are_refused() {
+        let ctx = context();
+        for sql in [
+            "SELECT repeat('ab', 1000)",
+            "SELECT lpad('7', 12, '0'), rpad('x', 3)",
+            "SELECT array_repeat(1, 100)",
+            "SELECT repeat(v, 3) FROM (VALUES ('a'), ('bc'), (NULL)) AS t(v)",
+        ] {
+            assert!(run(&ctx, sql).await.is_ok(), "{sql}");
+        }
+        for sql in [
+            "SELECT repeat('x', 1000000000000)",
+            "SELECT lpad('', 1000000000000)",
+            "SELECT rpad('a', 9000000000, 'b')",
+            "SELECT array_repeat('abc', 1000000000000)",
+            "SELECT repeat(v, n) FROM (VALUES ('abc', 100000000), ('d', 1)) AS t(v, n)",
+        ] {
+            let err = run(&ctx, sql).await.unwrap_err();
+            assert!(err.to_string().contains("at most"), "{sql}: {err}");
+        }
+    }
+}
