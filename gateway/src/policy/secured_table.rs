@@ -16,6 +16,8 @@ use datafusion::common::DFSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, ScalarUDF, TableProviderFilterPushDown, col,
 };
@@ -222,8 +224,24 @@ impl TableProvider for SecuredTable {
             )?);
         }
         let read_schema = DFSchema::try_from(plan.schema().as_ref().clone())?;
-        if let Some(filter) = &self.row_filter {
-            let predicate = state.create_physical_expr(filter.clone(), &read_schema)?;
+        // The row filter, and the user's filters that cannot fail and read only clear
+        // columns (already re-checked above the boundary): applied here, before the
+        // masks, so that masks are computed only for the rows the query keeps. Such a
+        // filter reveals nothing about the rows the row filter removes.
+        let mut conditions: Vec<Expr> = self.row_filter.iter().cloned().collect();
+        conditions.extend(
+            filters
+                .iter()
+                .filter(|f| self.pushable(f))
+                .filter(|f| {
+                    f.column_refs()
+                        .iter()
+                        .all(|c| read_schema.has_column_with_unqualified_name(c.name()))
+                })
+                .map(|f| unnormalize_col(f.clone())),
+        );
+        if let Some(condition) = conjunction(conditions) {
+            let predicate = state.create_physical_expr(condition, &read_schema)?;
             plan = Arc::new(FilterExec::try_new(predicate, plan)?);
         }
         let mut exprs = Vec::with_capacity(wanted.len());
