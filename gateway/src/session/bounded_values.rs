@@ -36,13 +36,16 @@ enum Growth {
     Pad,
     /// A list of `count` copies of the first argument (`array_repeat`).
     List,
+    /// A list resized to `count` elements (`array_resize`).
+    Resize,
 }
 
-const BOUNDED: [(&str, Growth); 4] = [
+const BOUNDED: [(&str, Growth); 5] = [
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
     ("array_repeat", Growth::List),
+    ("array_resize", Growth::Resize),
 ];
 
 /// Replaces the value-building functions of `state` by their bounded wrappers.
@@ -77,16 +80,23 @@ impl BoundedBuilder {
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        // A call on constants builds one value, which the projection then copies to
+        // every row of a batch: bound it as if it were built for a whole batch.
+        let batch = usize::from(args.config_options.execution.batch_size);
         let rows = if all_scalar {
-            1
+            batch.max(args.number_rows)
         } else {
-            args.number_rows.max(1)
-        } as u64;
-        let count = largest_integer(count)?;
+            args.number_rows
+        }
+        .max(1) as u64;
+        let count = largest_count(count, self.inner.name())?;
         let width = match self.growth {
             Growth::Repeat => longest_value(value)?,
             Growth::Pad => 4,
-            Growth::List => longest_value(value)?.max(8),
+            // Copies of the value, and the 8-byte index of each element taken.
+            Growth::List => longest_value(value)?.max(8).saturating_mul(2) + 8,
+            // Elements of the list's type, and their indices.
+            Growth::Resize => 16,
         };
         let bound = count.saturating_mul(width).saturating_mul(rows);
         if bound > MAX_BUILT_BYTES {
@@ -104,18 +114,26 @@ fn as_array(value: &ColumnarValue) -> Result<ArrayRef> {
     value.to_array(1)
 }
 
-/// The largest value of an integer argument (0 when none is positive).
-fn largest_integer(value: &ColumnarValue) -> Result<u64> {
+/// The largest value of a count argument (0 when none is positive). A count that is
+/// not an integer (or a dictionary of integers) is refused rather than guessed.
+fn largest_count(value: &ColumnarValue, function: &str) -> Result<u64> {
     let array = as_array(value)?;
-    if !array.data_type().is_integer() {
-        return Ok(0);
+    let integer = match array.data_type() {
+        DataType::Dictionary(_, values) => values.is_integer(),
+        other => other.is_integer(),
+    };
+    if !integer {
+        return Err(DataFusionError::Execution(format!(
+            "{function}(...) takes an integer count, not {}",
+            array.data_type()
+        )));
     }
     let ints = cast(&array, &DataType::Int64)?;
     Ok(max(ints.as_primitive::<Int64Type>()).map_or(0, |m| m.max(0) as u64))
 }
 
 /// The largest size in bytes of one value of an argument: string and binary lengths,
-/// the average size of other values.
+/// twice the average size of other values (lists vary from row to row).
 fn longest_value(value: &ColumnarValue) -> Result<u64> {
     let array = as_array(value)?;
     if array.is_empty() {
@@ -131,7 +149,10 @@ fn longest_value(value: &ColumnarValue) -> Result<u64> {
             let lengths = cast(&length(&array)?, &DataType::Int64)?;
             Ok(max(lengths.as_primitive::<Int64Type>()).map_or(0, |m| m.max(0) as u64))
         }
-        _ => Ok((array.get_array_memory_size() / array.len()) as u64),
+        other => Ok(match other.primitive_width() {
+            Some(width) => width as u64,
+            None => (2 * array.get_array_memory_size() / array.len()) as u64,
+        }),
     }
 }
 
@@ -209,6 +230,9 @@ mod tests {
             "SELECT rpad('a', 9000000000, 'b')",
             "SELECT array_repeat('abc', 1000000000000)",
             "SELECT repeat(v, n) FROM (VALUES ('abc', 100000000), ('d', 1)) AS t(v, n)",
+            // A constant value copied to every row of a batch.
+            "SELECT repeat(arrow_cast('x', 'LargeUtf8'), 200000000) FROM (VALUES (1), (2)) AS t(v)",
+            "SELECT array_resize([1], 1000000000000)",
         ] {
             let err = run(&ctx, sql).await.unwrap_err();
             assert!(err.to_string().contains("at most"), "{sql}: {err}");
