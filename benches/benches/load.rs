@@ -17,8 +17,10 @@
 //! `benches/results/load-<time>.{json,md}` and `benches/results/load-latest.md`.
 
 #![allow(clippy::unwrap_used)]
+
+#[path = "support/ready.rs"]
+mod ready;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -398,37 +400,23 @@ struct Gateway {
 impl Gateway {
     fn start(binary: &Path, dir: &Path, scale: f64) -> Self {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(binary)
-            .args([
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--scale",
-                &scale.to_string(),
-            ])
-            .arg("--dir")
-            .arg(dir.join("mesh"))
-            .arg("--metrics-listen")
-            .arg(metrics.to_string())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix(meshgate_gateway::READY_PREFIX) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(300))
-            .expect("the gateway did not start")
-            .parse()
-            .unwrap();
+        let (child, addr) = ready::spawn_until_ready(
+            Command::new(binary)
+                .args([
+                    "demo",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--scale",
+                    &scale.to_string(),
+                ])
+                .arg("--dir")
+                .arg(dir.join("mesh"))
+                .arg("--metrics-listen")
+                .arg(metrics.to_string())
+                .env_remove("RUST_LOG")
+                .stderr(Stdio::null()),
+            Duration::from_secs(300),
+        );
         Self {
             child,
             addr,

@@ -2,7 +2,6 @@
 //! arrow-flight Rust Flight SQL client (GetFlightInfo, then DoGet of every endpoint).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -41,31 +40,17 @@ impl Gateway {
         std::fs::write(&secret, "tpch-benchmark-issuer-secret-0123456789abcdef").unwrap();
         let config = work.join("gateway.yaml");
         std::fs::write(&config, gateway_config(&secret, work, pushdown)).unwrap();
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--mesh")
-            .arg(mesh.mesh_dir())
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix(meshgate_gateway::READY_PREFIX) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(600))
-            .expect("the gateway did not start")
-            .parse()
-            .unwrap();
+        let (child, addr) = crate::ready::spawn_until_ready(
+            Command::new(binary)
+                .arg("serve")
+                .arg("--mesh")
+                .arg(mesh.mesh_dir())
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::inherit()),
+            Duration::from_secs(600),
+        );
         Self {
             child,
             addr,

@@ -23,6 +23,8 @@ mod flight;
 mod inprocess;
 mod python;
 mod queries;
+#[path = "../support/ready.rs"]
+mod ready;
 mod report;
 mod transport;
 
