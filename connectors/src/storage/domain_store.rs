@@ -69,6 +69,9 @@ pub(crate) struct DomainStore {
     /// List in path order (a local file system lists in directory order; delta-rs
     /// needs its log listed in order).
     sort_listings: bool,
+    /// Refuse paths whose real location (links resolved) leaves their table's directory
+    /// (local files).
+    resolve_links: bool,
 }
 
 impl DomainStore {
@@ -89,13 +92,16 @@ impl DomainStore {
             tables: TablePrefixes::default(),
             allowed: None,
             sort_listings: false,
+            resolve_links: false,
         }
     }
 
-    /// The same store, listing in path order.
-    pub(crate) fn sorting_listings(self) -> Self {
+    /// The same store, for a local file system: listing in path order, and refusing
+    /// symbolic links out of a table's directory.
+    pub(crate) fn for_local_files(self) -> Self {
         Self {
             sort_listings: true,
+            resolve_links: true,
             ..self
         }
     }
@@ -146,7 +152,60 @@ impl DomainStore {
                 // Named after the table this view serves.
                 Err(name_failure(self.table_of(Some(allowed)), refused))
             }
-            _ => Ok(inner),
+            _ => {
+                self.check_links(&inner)?;
+                Ok(inner)
+            }
+        }
+    }
+
+    /// With local files, fails when `inner` (a path of the inner store) is, or passes
+    /// through, a symbolic link leading out of the table directory that holds it: a
+    /// link in one table's directory must not serve another table's, or another
+    /// domain's, files under this table's policy. Paths that do not exist pass (the
+    /// request itself reports them).
+    fn check_links(&self, inner: &Path) -> Result<()> {
+        if !self.resolve_links {
+            return Ok(());
+        }
+        let table_dir = {
+            let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+            tables
+                .iter()
+                .filter(|(prefix, _)| inner.prefix_matches(prefix))
+                .max_by_key(|(prefix, _)| prefix.as_ref().len())
+                .map(|(prefix, _)| prefix.clone())
+        };
+        let Some(table_dir) = table_dir else {
+            return Ok(());
+        };
+        let real = |path: &Path| {
+            url::Url::parse("file:///")
+                .ok()?
+                .join(path.as_ref())
+                .ok()?
+                .to_file_path()
+                .ok()?
+                .canonicalize()
+                .ok()
+        };
+        match (real(&table_dir), real(inner)) {
+            (Some(dir), Some(file)) if !file.starts_with(&dir) => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                Err(name_failure(
+                    self.table_of(Some(inner)),
+                    object_store::Error::Generic {
+                        store: "meshgate",
+                        source: format!(
+                            "refused: {inner} is a symbolic link out of its table's \
+                             directory in domain '{}'",
+                            self.domain
+                        )
+                        .into(),
+                    },
+                ))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -268,7 +268,7 @@ impl DomainStorage {
         );
         let store = DomainStore::new(domain, inner, call_timeout, requests.timeout, counters);
         if local {
-            store.sorting_listings()
+            store.for_local_files()
         } else {
             store
         }

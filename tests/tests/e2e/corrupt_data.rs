@@ -5,10 +5,12 @@
 //! short answer; other products keep serving; restoring the data restores the product.
 //! A Delta log that names files outside its own table reads none of them.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
+use meshgate_connectors::{DomainStorageConfig, RequestConfig};
 use meshgate_gateway::GatewayConfig;
 use meshgate_gateway::config::{QualityConfig, ReloadConfig};
 use tonic::Code;
@@ -283,4 +285,66 @@ async fn a_delta_log_cannot_point_its_reader_outside_its_table() {
         // Billing's table itself is untouched and serves.
         assert_eq!(count(&gw, "billing.claims.claims").await.unwrap(), 8);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symbolic_link_cannot_serve_another_domains_files() {
+    // Each domain has its own root. clinical's table directory holds a file of its own
+    // and a link to one of ops' files: the link must not serve ops' rows under
+    // clinical's name and policy.
+    let (dir, mesh) = temp_mesh();
+    write_visits(&mesh.join("data/ops/visits"), 2, 10_000);
+    let own = mesh.join("data/clinical/visits");
+    write_visits(&own, 1, 100);
+    std::os::unix::fs::symlink(
+        mesh.join("data/ops/visits/part-1.parquet"),
+        own.join("part-9.parquet"),
+    )
+    .unwrap();
+    for domain in ["ops", "clinical"] {
+        std::fs::create_dir_all(mesh.join(domain)).unwrap();
+        std::fs::write(
+            mesh.join(format!("{domain}/encounters.yaml")),
+            visits_descriptor(domain, &format!("data/{domain}/visits/")),
+        )
+        .unwrap();
+    }
+    let root = |domain: &str| DomainStorageConfig {
+        root: url::Url::from_directory_path(
+            mesh.join(format!("data/{domain}")).canonicalize().unwrap(),
+        )
+        .unwrap(),
+        s3: None,
+        requests: RequestConfig::default(),
+    };
+    let config = GatewayConfig {
+        storage: BTreeMap::from([
+            ("ops".to_string(), root("ops")),
+            ("clinical".to_string(), root("clinical")),
+        ]),
+        quality: QualityConfig {
+            enabled: false,
+            ..QualityConfig::default()
+        },
+        ..GatewayConfig::default()
+    };
+    let gw = tokio::task::spawn_blocking(move || {
+        OwnGateway::start(dir, config, "auditor", &["analyst"], &[])
+    })
+    .await
+    .unwrap();
+    let status = count(&gw, "clinical.encounters.visits")
+        .await
+        .expect_err("ops' rows were served through a link in clinical's table");
+    assert!(
+        matches!(status.code(), Code::Unavailable | Code::FailedPrecondition),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("clinical.encounters"),
+        "{status:?}"
+    );
+    assert!(!status.message().contains("/data/"), "{status:?}");
+    // ops' own table serves.
+    assert_eq!(count(&gw, "ops.encounters.visits").await.unwrap(), 20_000);
 }
