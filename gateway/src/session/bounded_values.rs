@@ -11,7 +11,7 @@
 use std::hash::Hash;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use arrow::compute::kernels::length::length;
 use arrow::compute::{cast, max};
 use arrow::datatypes::{DataType, FieldRef, Int64Type};
@@ -132,6 +132,20 @@ fn largest_count(value: &ColumnarValue, function: &str) -> Result<u64> {
     Ok(max(ints.as_primitive::<Int64Type>()).map_or(0, |m| m.max(0) as u64))
 }
 
+/// `count` with negative values replaced by 0, what SQL makes of a negative length
+/// (`lpad('x', -1)` is empty): some implementations size a buffer from the count before
+/// looking at its sign.
+fn without_negatives(count: &ColumnarValue) -> Result<ColumnarValue> {
+    match count {
+        ColumnarValue::Array(array) if array.data_type().is_signed_integer() => {
+            let ints = cast(array, &DataType::Int64)?;
+            let clamped: Int64Array = ints.as_primitive::<Int64Type>().unary(|v| v.max(0));
+            Ok(ColumnarValue::Array(cast(&clamped, array.data_type())?))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
 /// The largest size in bytes of one value of an argument: string and binary lengths,
 /// twice the average size of other values (lists vary from row to row).
 fn longest_value(value: &ColumnarValue) -> Result<u64> {
@@ -189,8 +203,11 @@ impl ScalarUDFImpl for BoundedBuilder {
         self.inner.documentation()
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         self.check(&args)?;
+        if let Some(count) = args.args.get_mut(1) {
+            *count = without_negatives(count)?;
+        }
         self.inner.invoke_with_args(args)
     }
 }
@@ -221,6 +238,8 @@ mod tests {
             "SELECT lpad('7', 12, '0'), rpad('x', 3)",
             "SELECT array_repeat(1, 100)",
             "SELECT repeat(v, 3) FROM (VALUES ('a'), ('bc'), (NULL)) AS t(v)",
+            // Negative lengths from a column mean empty values, not a failure.
+            "SELECT lpad(v, n), rpad(v, n, '-'), repeat(v, n) FROM (VALUES ('a', -5), ('b', 3)) AS t(v, n)",
         ] {
             assert!(run(&ctx, sql).await.is_ok(), "{sql}");
         }
