@@ -310,18 +310,15 @@ async fn small_queries_inprocess(
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let ctx = ctx.clone();
-        let stop = Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let key = rand::rng().random_range(1..=key_max);
-                let started = Instant::now();
-                let batches = inprocess::run(&ctx, &queries::small(key)).await;
-                latencies.push(started.elapsed().as_secs_f64());
-                assert_eq!(rows(&batches), 1);
-            }
-            latencies
-        }));
+        let lookup = move |sql: String| {
+            let ctx = ctx.clone();
+            async move { rows(&inprocess::run(&ctx, &sql).await) }
+        };
+        tasks.push(tokio::spawn(closed_loop(
+            Arc::clone(&stop),
+            key_max,
+            lookup,
+        )));
     }
     collect_phase(tasks, stop, phase).await
 }
@@ -336,22 +333,39 @@ async fn small_queries_gateway(
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let mut client =
-            Client::connect(gateway.addr, &gateway.token(&format!("c{i}"), None)).await;
-        let stop = Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let key = rand::rng().random_range(1..=key_max);
-                let started = Instant::now();
-                let fetched = client.query(&queries::small(key)).await.unwrap();
-                latencies.push(started.elapsed().as_secs_f64());
-                assert_eq!(rows(&fetched.batches), 1);
-            }
-            latencies
-        }));
+        let client = Client::connect(gateway.addr, &gateway.token(&format!("c{i}"), None)).await;
+        let lookup = move |sql: String| {
+            let mut client = client.clone();
+            async move { rows(&client.query(&sql).await.unwrap().batches) }
+        };
+        tasks.push(tokio::spawn(closed_loop(
+            Arc::clone(&stop),
+            key_max,
+            lookup,
+        )));
     }
     collect_phase(tasks, stop, phase).await
+}
+
+/// One closed-loop client: point lookups of random keys through `lookup` (which returns
+/// the rows it got, one each) until `stop`; their latencies.
+async fn closed_loop<F>(
+    stop: Arc<AtomicBool>,
+    key_max: u64,
+    mut lookup: impl FnMut(String) -> F,
+) -> Vec<f64>
+where
+    F: Future<Output = u64>,
+{
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let key = rand::rng().random_range(1..=key_max);
+        let started = Instant::now();
+        let rows = lookup(queries::small(key)).await;
+        latencies.push(started.elapsed().as_secs_f64());
+        assert_eq!(rows, 1);
+    }
+    latencies
 }
 
 async fn collect_phase(
