@@ -62,19 +62,54 @@ impl Principal {
     /// Everything a policy decision depends on (issuer, subject, roles, attributes), as
     /// one string. Handles are bound to it, so a plan authorised for one set of roles
     /// cannot be redeemed by the same subject holding other roles.
+    ///
+    /// Every part is written with its length, so no claim value, whatever characters
+    /// it holds, can make two different principals read alike.
     pub fn fingerprint(&self) -> String {
-        let roles: Vec<&str> = self.roles.iter().map(String::as_str).collect();
-        let attributes: Vec<String> = self
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut part = |value: &str| {
+            let _ = write!(out, "{}:{value};", value.len());
+        };
+        part(&self.issuer);
+        part(&self.subject);
+        part(&self.roles.len().to_string());
+        for role in &self.roles {
+            part(role);
+        }
+        for (name, value) in &self.attributes {
+            part(name);
+            part(value);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_cannot_be_forged_with_separators_in_claims() {
+        let one = Principal::new("iss", "sam", ["analyst", "admin"]);
+        let joined = Principal::new("iss", "sam", ["analyst\u{1e}admin"]);
+        let semicolon = Principal::new("iss", "sam", ["5:admin;"]);
+        assert_ne!(one.fingerprint(), joined.fingerprint());
+        assert_ne!(one.fingerprint(), semicolon.fingerprint());
+        let mut two_claims = Principal::new("iss", "sam", ["r"]);
+        two_claims
             .attributes
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!(
-            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
-            self.issuer,
-            self.subject,
-            roles.join("\u{1e}"),
-            attributes.join("\u{1e}")
-        )
+            .insert("region".into(), "north".into());
+        two_claims.attributes.insert("team".into(), "x".into());
+        let mut one_claim = Principal::new("iss", "sam", ["r"]);
+        one_claim
+            .attributes
+            .insert("region".into(), "north;4:team;1:x".into());
+        assert_ne!(two_claims.fingerprint(), one_claim.fingerprint());
+        let moved = Principal::new("iss", "sam", ["r", "region"]);
+        let mut attribute = Principal::new("iss", "sam", ["r"]);
+        attribute.attributes.insert("region".into(), String::new());
+        assert_ne!(moved.fingerprint(), attribute.fingerprint());
+        assert_eq!(one.fingerprint(), one.clone().fingerprint());
     }
 }
