@@ -15,5 +15,6 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 
 cargo build --workspace --bins --locked
 source tests/python/venv.sh
+export MESHGATE_BIN="$target/debug/meshgate"
 cargo test --workspace --exclude meshgate-benches --locked
-MESHGATE_BIN="$target/debug/meshgate" bash tests/python/run.sh "$@"
+bash tests/python/run.sh "$@"

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use meshgate_gateway::config::TlsConfig;
 use meshgate_gateway::lint::{LintOptions, LintOutcome, lint};
+use meshgate_gateway::observability::SpanExport;
 use meshgate_gateway::{GatewayConfig, auth, demo, run};
 
 /// jemalloc: under many concurrent queries the system allocator kept the memory of
@@ -191,10 +192,8 @@ fn token(args: TokenArgs) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    // Purge freed memory in the background, so that an idle gateway shrinks back.
-    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
-        tracing::warn!(error = %e, "jemalloc background purging unavailable");
+    if matches!(cli.command, Command::Token(_) | Command::Lint { .. }) {
+        init_tracing(None);
     }
     if let Command::Token(args) = cli.command {
         return match token(args) {
@@ -231,7 +230,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(serve(cli.command)) {
+    // The OTLP exporter's connection runs on the runtime: start it inside, stop it
+    // (flushing the spans still queued) before the runtime goes.
+    let export = {
+        let _entered = runtime.enter();
+        match SpanExport::from_env() {
+            Ok(export) => export,
+            Err(message) => {
+                eprintln!("meshgate: {message}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    init_tracing(export.as_ref());
+    // Purge freed memory in the background, so that an idle gateway shrinks back.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "jemalloc background purging unavailable");
+    }
+    let served = runtime.block_on(serve(cli.command));
+    if let Some(export) = export {
+        export.shutdown();
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("meshgate: {message}");
@@ -391,11 +411,30 @@ Discover products: SELECT * FROM mesh.meta.products
     Ok(())
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Logs to stderr, filtered by `MESHGATE_LOG` (default `warn`); with `export`, the
+/// gateway's own spans (info and above, without their log events) also go to the OTLP
+/// collector.
+fn init_tracing(export: Option<&SpanExport>) {
+    use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
+    let filter = EnvFilter::try_from_env("MESHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(filter);
+    let spans = export.map(|export| {
+        tracing_opentelemetry::layer()
+            .with_tracer(export.tracer())
+            .with_filter(
+                Targets::new()
+                    .with_target("meshgate_gateway", tracing::Level::INFO)
+                    .with_target("meshgate_connectors", tracing::Level::INFO)
+                    // Spans only: log events can carry error text with storage paths,
+                    // which stays in the server's own log.
+                    .and(filter_fn(|metadata| metadata.is_span())),
+            )
+    });
+    tracing_subscriber::registry().with(log).with(spans).init();
 }

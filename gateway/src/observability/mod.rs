@@ -1,8 +1,11 @@
 //! What operators watch: Prometheus metrics, and health and readiness endpoints, on an
-//! HTTP listener of their own (`observability.listen`).
+//! HTTP listener of their own (`observability.listen`); and, when the environment asks
+//! for it, the tracing spans exported over OTLP.
 
 mod http;
 mod metrics;
+mod otel;
 
 pub use http::OperatorListener;
 pub use metrics::Metrics;
+pub use otel::{SpanExport, continue_caller_trace};

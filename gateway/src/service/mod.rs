@@ -13,6 +13,7 @@ mod handles;
 mod metadata;
 mod prepared;
 mod query;
+mod spans;
 mod sql_info;
 mod stall;
 mod state;
@@ -155,7 +156,7 @@ impl FlightSqlService for MeshFlightSqlService {
         let principal = principal_of(&request)?;
         let options = RequestOptions::from_metadata(request.metadata())?;
         let query_id = new_query_id();
-        let span = tracing::info_span!("query", query_id = %query_id, subject = %principal.subject);
+        let span = spans::query_span(&query_id, &principal.subject, request.metadata().as_ref());
         let planned = self
             .state
             .plan_statement(
@@ -164,9 +165,11 @@ impl FlightSqlService for MeshFlightSqlService {
                 &options,
                 request.into_inner(),
                 &query_id,
+                &span,
             )
             .instrument(span.clone());
         let result = planned.await;
+        // A failure is logged while the response is built: under the query's span.
         let _entered = span.enter();
         with_query_id(info_response(result), Some(&query_id))
     }
@@ -216,7 +219,7 @@ impl FlightSqlService for MeshFlightSqlService {
         let options = RequestOptions::from_metadata(request.metadata())?;
         let handle = query.prepared_statement_handle;
         let query_id = new_query_id();
-        let span = tracing::info_span!("query", query_id = %query_id, subject = %principal.subject);
+        let span = spans::query_span(&query_id, &principal.subject, request.metadata().as_ref());
         let planned = self
             .state
             .plan_prepared(
@@ -225,6 +228,7 @@ impl FlightSqlService for MeshFlightSqlService {
                 &options,
                 request.into_inner(),
                 &query_id,
+                &span,
             )
             .instrument(span.clone())
             .await;

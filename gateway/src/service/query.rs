@@ -13,6 +13,7 @@ use datafusion::prelude::SessionContext;
 use prost::Message;
 
 use super::deadline::Deadline;
+use super::spans::TraceContext;
 use super::stream::{FlightDataStream, encode, wire_schema};
 use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
@@ -32,6 +33,8 @@ pub(super) struct PlannedQuery {
     deadline: Deadline,
     /// Set by CancelFlightInfo; a running stream of the query ends when it is.
     cancelled: tokio::sync::watch::Sender<bool>,
+    /// The trace of the query's planning, which its execution continues.
+    trace: TraceContext,
     /// What the audit records of this query say about it.
     pub(super) audit: QueryAudit,
 }
@@ -61,6 +64,7 @@ impl PlannedQuery {
         logical: LogicalPlan,
         audit: QueryAudit,
         deadline: Deadline,
+        trace: TraceContext,
     ) -> Result<Self> {
         let state = session.state();
         let physical = state.create_physical_plan(&logical).await?;
@@ -76,6 +80,7 @@ impl PlannedQuery {
             schema,
             deadline,
             cancelled: tokio::sync::watch::Sender::new(false),
+            trace,
             audit,
         })
     }
@@ -98,6 +103,11 @@ impl PlannedQuery {
     /// The schema DoGet sends.
     pub(super) fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// The trace of the query's planning, which its execution continues.
+    pub(super) fn trace(&self) -> &TraceContext {
+        &self.trace
     }
 
     /// Starts executing the query and returns its encoded result stream.

@@ -16,12 +16,14 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use meshgate_catalog::Principal;
+use tracing::Instrument;
 
 use super::admission::Admission;
 use super::deadline::Deadline;
 use super::handles::HandleStore;
 use super::prepared::PreparedStatement;
 use super::query::{PlannedQuery, statement_flight_info, tables_in};
+use super::spans;
 use super::sql_info;
 use super::stall::close_when_stalled;
 use super::stream::{FlightDataStream, InFlight, observed};
@@ -233,19 +235,26 @@ impl GatewayState {
         options: &RequestOptions,
         descriptor: FlightDescriptor,
         query_id: &str,
+        span: &tracing::Span,
     ) -> Result<FlightInfo> {
         let started = Instant::now();
         let mut audit = self.unplanned_audit(sql);
         audit.query_id = Some(query_id.to_string());
         let deadline = Deadline::starting_now(self.query_timeout, options.timeout);
+        let plan_span = spans::plan_span(span);
         let result = deadline
             .run(async {
                 let (context, logical) = self.plan_for(principal, sql, options, &mut audit).await?;
                 audit.query_id = Some(query_id.to_string());
-                let planned = PlannedQuery::plan(context, logical, audit.clone(), deadline).await?;
+                spans::record_tables(span, &audit.tables);
+                let trace = spans::trace_of(span);
+                let planned =
+                    PlannedQuery::plan(context, logical, audit.clone(), deadline, trace).await?;
                 self.issue_ticket(principal, planned, descriptor)
             })
+            .instrument(plan_span.clone())
             .await;
+        spans::record_error(&[span, &plan_span], &result);
         self.audit_result(
             "GetFlightInfo/CommandStatementQuery",
             principal,
@@ -323,6 +332,8 @@ impl GatewayState {
                 deadline = sooner;
             }
         }
+        let query_id = planned.audit.query_id.clone();
+        let span = spans::execute_span(query_id.as_deref().unwrap_or_default(), planned.trace());
         let admitted = match self
             .admission
             .admit(&principal.fingerprint(), &deadline)
@@ -330,6 +341,7 @@ impl GatewayState {
         {
             Ok(admitted) => admitted,
             Err(e) => {
+                spans::record_failure(&[&span], e.code_name());
                 self.audit_outcome(RPC, principal, started, &planned.audit, Some(&e));
                 return Err(e);
             }
@@ -341,20 +353,27 @@ impl GatewayState {
         {
             Ok(stream) => stream,
             Err(e) => {
+                spans::record_failure(&[&span], e.code_name());
                 self.audit_outcome(RPC, principal, started, &planned.audit, Some(&e));
                 return Err(e);
             }
         };
         let auditor = Arc::clone(&self.auditor);
         let principal = principal.clone();
-        let query_id = planned.audit.query_id.clone();
         let stream = observed(stream, &self.in_flight, move |bytes, outcome, code| {
             // The query's slot frees when its stream ends or is abandoned.
             drop(admitted);
+            let sent = rows.load(Ordering::Relaxed);
+            span.record("rows", sent);
+            span.record("bytes", bytes);
+            span.record("outcome", outcome);
+            if let Some(code) = &code {
+                spans::record_failure(&[&span], code);
+            }
             let mut record = planned
                 .audit
                 .apply(AuditRecord::new(RPC, Some(&principal), started));
-            record.rows = Some(rows.load(Ordering::Relaxed));
+            record.rows = Some(sent);
             record.bytes = Some(bytes);
             record.outcome = outcome;
             record.detail = code;
@@ -443,23 +462,34 @@ impl GatewayState {
         options: &RequestOptions,
         descriptor: FlightDescriptor,
         query_id: &str,
+        span: &tracing::Span,
     ) -> Result<FlightInfo> {
         let started = Instant::now();
         let statement = self.prepared.get(handle, &principal.fingerprint())?;
         let mut audit = statement.audit.clone();
         audit.query_id = Some(query_id.to_string());
+        spans::record_tables(span, &audit.tables);
         let deadline = Deadline::starting_now(self.query_timeout, options.timeout);
+        let plan_span = spans::plan_span(span);
         let result = deadline
             .run(async {
                 if let Some(bound) = options.max_staleness {
                     self.sessions().require_fresh(&audit.tables, bound)?;
                 }
                 let plan = statement.bound_plan()?;
-                let planned =
-                    PlannedQuery::plan(statement.session, plan, audit.clone(), deadline).await?;
+                let planned = PlannedQuery::plan(
+                    statement.session,
+                    plan,
+                    audit.clone(),
+                    deadline,
+                    spans::trace_of(span),
+                )
+                .await?;
                 self.issue_ticket(principal, planned, descriptor)
             })
+            .instrument(plan_span.clone())
             .await;
+        spans::record_error(&[span, &plan_span], &result);
         self.audit_result(
             "GetFlightInfo/CommandPreparedStatementQuery",
             principal,

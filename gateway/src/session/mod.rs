@@ -3,7 +3,9 @@
 //! [`SessionFactory`] holds a template [`SessionState`] (configuration, functions,
 //! runtime, and the catalogs built from the mesh) and hands each request its own
 //! [`SessionContext`] cloned from it. Building the catalogs (opening every table) happens
-//! once, when the mesh is loaded, never per request.
+//! once, when the mesh is loaded, never per request; what one principal sees of them (its
+//! policy views, secured tables and `mesh` catalog) is built on its first request and
+//! kept for the next ones, as long as the factory serves.
 
 mod bounded_values;
 mod catalog;
@@ -41,7 +43,7 @@ pub struct PrincipalSession {
     /// The session.
     pub context: SessionContext,
     /// `domain.product.table` -> rules applied (restricted tables only).
-    pub access: BTreeMap<String, Vec<String>>,
+    pub access: Arc<BTreeMap<String, Vec<String>>>,
 }
 
 impl std::fmt::Debug for PrincipalSession {
@@ -52,6 +54,44 @@ impl std::fmt::Debug for PrincipalSession {
     }
 }
 
+/// What one principal sees of the mesh: its catalogs and the rules applied to them.
+#[derive(Debug)]
+struct PrincipalView {
+    catalogs: Arc<MeshCatalogList>,
+    access: Arc<BTreeMap<String, Vec<String>>>,
+    /// About how much memory the view holds, for the cache's budget.
+    bytes: u64,
+}
+
+/// Memory the kept principal views may hold together; the least recently used go first.
+///
+/// A view holds the principal's secured table wrappers and its `mesh.meta` tables
+/// (products, tables, columns): kilobytes for a small mesh, about a megabyte for one of
+/// thousands of tables. Never data.
+pub const PRINCIPAL_VIEWS_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a view is counted as beyond its `mesh.meta` tables, per table it can read (the
+/// secured wrapper, its rules and names).
+const VIEW_BYTES_PER_TABLE: u64 = 2048;
+
+/// Principal views by principal: the whole [`Principal`] (issuer, subject, roles,
+/// attributes) is the key, so two principals share a view only when every policy
+/// treats them alike.
+type PrincipalViews = quick_cache::sync::Cache<Principal, Arc<PrincipalView>, ViewWeight>;
+
+fn principal_views() -> PrincipalViews {
+    PrincipalViews::with_weighter(1024, PRINCIPAL_VIEWS_BYTES, ViewWeight)
+}
+
+#[derive(Debug, Clone)]
+struct ViewWeight;
+
+impl quick_cache::Weighter<Principal, Arc<PrincipalView>> for ViewWeight {
+    fn weight(&self, _: &Principal, view: &Arc<PrincipalView>) -> u64 {
+        view.bytes.max(1)
+    }
+}
+
 /// Hands out per-request, per-principal sessions over one loaded mesh.
 #[derive(Debug, Clone)]
 pub struct SessionFactory {
@@ -59,6 +99,7 @@ pub struct SessionFactory {
     products: Arc<Vec<CompiledProduct>>,
     policy: PolicyEngine,
     quality: Option<Arc<QualityStore>>,
+    views: Arc<PrincipalViews>,
 }
 
 impl SessionFactory {
@@ -93,12 +134,14 @@ impl SessionFactory {
             products: Arc::new(products),
             policy,
             quality: None,
+            views: Arc::new(principal_views()),
         }
     }
 
     /// The same factory, its `mesh.meta.quality*` tables reading `store`.
     pub fn with_quality(mut self, store: Option<Arc<QualityStore>>) -> Self {
         self.quality = store;
+        self.views = Arc::new(principal_views());
         self
     }
 
@@ -115,6 +158,26 @@ impl SessionFactory {
     /// A fresh session for one request by `principal`: it contains only the products the
     /// principal may read, each restricted by its policy.
     pub fn session(&self, principal: &Principal) -> Result<PrincipalSession> {
+        let view = self.view_of(principal)?;
+        let state = SessionStateBuilder::new_from_existing(self.template.clone())
+            .with_catalog_list(Arc::clone(&view.catalogs) as _)
+            .with_runtime_env(self.query_runtime()?)
+            .build();
+        Ok(PrincipalSession {
+            context: SessionContext::new_with_state(state),
+            access: Arc::clone(&view.access),
+        })
+    }
+
+    /// What `principal` sees: built on its first request, then kept (the products and
+    /// policies of a factory never change; a reload builds a new factory). Concurrent
+    /// first requests of one principal build it once; the others wait for it.
+    fn view_of(&self, principal: &Principal) -> Result<Arc<PrincipalView>> {
+        self.views
+            .get_or_insert_with(principal, || self.build_view(principal).map(Arc::new))
+    }
+
+    fn build_view(&self, principal: &Principal) -> Result<PrincipalView> {
         let views = self.policy.view(principal, self.products.iter());
         let mut access = BTreeMap::new();
         for view in &views {
@@ -125,14 +188,12 @@ impl SessionFactory {
                 }
             }
         }
-        let catalogs = self.catalogs_from(&views)?;
-        let state = SessionStateBuilder::new_from_existing(self.template.clone())
-            .with_catalog_list(catalogs as _)
-            .with_runtime_env(self.query_runtime()?)
-            .build();
-        Ok(PrincipalSession {
-            context: SessionContext::new_with_state(state),
-            access,
+        let (catalogs, system_bytes) = self.catalogs_from(&views)?;
+        let tables: usize = views.iter().map(|v| v.tables.len()).sum();
+        Ok(PrincipalView {
+            catalogs,
+            access: Arc::new(access),
+            bytes: system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
         })
     }
 
@@ -152,10 +213,11 @@ impl SessionFactory {
     /// The catalogs `principal` sees: its readable products and the `mesh` catalog
     /// describing them.
     pub fn catalogs_for(&self, principal: &Principal) -> Result<Arc<MeshCatalogList>> {
-        self.catalogs_from(&self.policy.view(principal, self.products.iter()))
+        Ok(Arc::clone(&self.view_of(principal)?.catalogs))
     }
 
-    fn catalogs_from(&self, views: &[ProductView]) -> Result<Arc<MeshCatalogList>> {
+    /// The catalogs of `views`, and the bytes its `mesh` tables hold.
+    fn catalogs_from(&self, views: &[ProductView]) -> Result<(Arc<MeshCatalogList>, usize)> {
         let mut catalogs: BTreeMap<String, BTreeMap<String, Arc<ReadOnlySchema>>> = BTreeMap::new();
         for view in views {
             catalogs
@@ -173,11 +235,9 @@ impl SessionFactory {
             .into_iter()
             .map(|(domain, schemas)| (domain, Arc::new(ReadOnlyCatalog::new(schemas))))
             .collect();
-        catalogs.insert(
-            SYSTEM_CATALOG.to_string(),
-            Arc::new(system::system_catalog(views, self.quality.as_ref())?),
-        );
-        Ok(Arc::new(MeshCatalogList::new(catalogs)))
+        let (system, bytes) = system::system_catalog(views, self.quality.as_ref())?;
+        catalogs.insert(SYSTEM_CATALOG.to_string(), Arc::new(system));
+        Ok((Arc::new(MeshCatalogList::new(catalogs)), bytes))
     }
 
     /// Checks that every product among `tables` (`domain.product.table` names, as a

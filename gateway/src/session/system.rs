@@ -33,31 +33,33 @@ pub const META_SCHEMA: &str = "meta";
 
 /// Builds the `mesh` catalog describing what one principal may read: the products of
 /// `views`, their tables, and their columns minus those hidden from the principal.
+/// Also returns the bytes its in-memory tables hold.
 pub(super) fn system_catalog(
     views: &[ProductView],
     quality: Option<&Arc<QualityStore>>,
-) -> Result<ReadOnlyCatalog> {
+) -> Result<(ReadOnlyCatalog, usize)> {
+    let mut bytes = 0;
+    let mut mem_table = |batch: RecordBatch| -> Result<Arc<dyn TableProvider>> {
+        bytes += batch.get_array_memory_size();
+        Ok(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?))
+    };
     let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
     tables.insert("products".into(), mem_table(products_batch(views)?)?);
     tables.insert("tables".into(), mem_table(tables_batch(views)?)?);
+    tables.insert("columns".into(), mem_table(columns_batch(views)?)?);
     tables.insert("slas".into(), slas_table(views, quality));
     for (name, table) in quality_tables(views, quality) {
         tables.insert(name.into(), table);
     }
-    tables.insert("columns".into(), mem_table(columns_batch(views)?)?);
     let mut schemas = BTreeMap::new();
     schemas.insert(
         META_SCHEMA.to_string(),
         Arc::new(ReadOnlySchema::new(tables)),
     );
-    Ok(ReadOnlyCatalog::new(schemas))
-}
-
-fn mem_table(batch: RecordBatch) -> Result<Arc<dyn TableProvider>> {
-    Ok(Arc::new(MemTable::try_new(
-        batch.schema(),
-        vec![vec![batch]],
-    )?))
+    Ok((ReadOnlyCatalog::new(schemas), bytes))
 }
 
 pub(super) fn utf8(name: &str, nullable: bool) -> Field {

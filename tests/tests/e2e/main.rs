@@ -15,6 +15,7 @@ mod limits;
 mod lint;
 mod live;
 mod observability;
+mod otel;
 mod own_gateway;
 mod policy;
 mod quality;

@@ -340,3 +340,33 @@ async fn explain_reveals_no_storage_and_no_policy_internals() {
         }
     }
 }
+
+#[tokio::test]
+async fn one_subject_with_other_claims_sees_what_those_claims_allow() {
+    // The gateway keeps each principal's view of the mesh between requests: the view
+    // must be keyed by every claim a policy reads, not by the subject alone.
+    let mut admin = client_with(&token("root", ADMIN, None)).await;
+    let in_region = |region: &str| {
+        format!("SELECT count(*) FROM clinical.encounters.visits WHERE region = '{region}'")
+    };
+    let north = single_i64(&query(&mut admin, &in_region("north")).await);
+    let south = single_i64(&query(&mut admin, &in_region("south")).await);
+    assert_ne!(north, south);
+    let all = "SELECT count(*) FROM clinical.encounters.visits";
+    for (region, expected) in [("north", north), ("south", south), ("north", north)] {
+        let mut sam = client_with(&token("sam", &["clinician"], Some(region))).await;
+        assert_eq!(
+            single_i64(&query(&mut sam, all).await),
+            expected,
+            "{region}"
+        );
+    }
+    let (code, _) = code_of(&token("sam", &["billing"], Some("north")), all).await;
+    assert_eq!(
+        code,
+        Code::NotFound,
+        "without the role, the product is not there"
+    );
+    let mut sam = client_with(&token("sam", &["clinician"], Some("south"))).await;
+    assert_eq!(single_i64(&query(&mut sam, all).await), south);
+}
