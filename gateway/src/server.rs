@@ -103,10 +103,12 @@ impl BoundServer {
     /// running requests finish for up to `transport.drain_timeout`; then closes what is
     /// left and writes out the audit log.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        // Ready before the operator listener answers, so that no probe sees it up and
+        // not ready (the Flight listener is bound: connections wait in its backlog).
+        self.state.set_ready(true);
         if let Some(operator) = self.operator.take() {
             operator.spawn();
         }
-        self.state.set_ready(true);
         let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
         let ready = Arc::clone(&self.state);
         let shutdown = async move {
