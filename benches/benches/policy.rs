@@ -4,6 +4,8 @@
 //!    against the same query written by hand, with the same filter and mask
 //!    expressions, by an unrestricted principal: enforcement must not defeat pushdown.
 //! 2. Token verification with a warm key cache (HS256 secret).
+//! 3. A principal's session: on its first request (its view of the mesh built: policy
+//!    views, secured tables, the `mesh` catalog) against later ones (the view kept).
 //!
 //! Run: `cargo bench -p meshgate-benches --bench policy` (demo mesh at scale 0.5,
 //! generated once under `target/bench-mesh`).
@@ -69,8 +71,8 @@ async fn run(factory: &SessionFactory, principal: &Principal, sql: &str) -> usiz
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
-fn enforcement(c: &mut Criterion) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+/// The demo mesh's session factory, with the demo's platform policies.
+fn demo_factory(rt: &tokio::runtime::Runtime) -> SessionFactory {
     let dir = mesh_dir();
     rt.block_on(ensure_demo_mesh(&dir, SCALE)).unwrap();
     let load = Mesh::load(&dir).unwrap();
@@ -83,6 +85,12 @@ fn enforcement(c: &mut Criterion) {
         ))
         .unwrap();
     assert_eq!(factory.product_count(), load.mesh.len());
+    factory
+}
+
+fn enforcement(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let factory = demo_factory(&rt);
     let ana =
         Principal::new("meshgate-demo", "ana", ["clinician"]).with_attribute("region", "north");
     let admin = Principal::new("meshgate-demo", "root", ["admin", "pii_reader"]);
@@ -135,5 +143,31 @@ fn token_verification(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, enforcement, token_verification);
+fn principal_sessions(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let factory = demo_factory(&rt);
+    let clinician = |subject: String| {
+        Principal::new("meshgate-demo", subject, ["clinician"]).with_attribute("region", "north")
+    };
+    let kept = clinician("ana".into());
+    let mut first = 0u64;
+    let mut group = c.benchmark_group("session of a principal");
+    group.bench_function("first request (view built)", |b| {
+        b.iter(|| {
+            first += 1;
+            factory
+                .session(&clinician(format!("user-{first}")))
+                .unwrap()
+        })
+    });
+    group.bench_function("later request (view kept)", |b| {
+        b.iter(|| factory.session(black_box(&kept)).unwrap())
+    });
+    group.bench_function("later request, SELECT 1 planned and run", |b| {
+        b.iter(|| rt.block_on(run(&factory, &kept, black_box("SELECT 1"))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, enforcement, token_verification, principal_sessions);
 criterion_main!(benches);

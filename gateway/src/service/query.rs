@@ -18,6 +18,7 @@ use super::stream::{FlightDataStream, encode, wire_schema};
 use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
 use crate::policy::VersionedTable;
+use crate::session::query_task_context;
 
 /// A statement planned in GetFlightInfo and executed in DoGet.
 ///
@@ -72,7 +73,7 @@ impl PlannedQuery {
         let explain = matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         Ok(Self {
             execution: Mutex::new(Some(Execution {
-                task: Arc::new(TaskContext::from(&state)),
+                task: Arc::new(query_task_context(&state)?),
                 _session: session,
                 explain,
                 physical,

@@ -18,6 +18,7 @@ mod system;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -55,12 +56,23 @@ impl std::fmt::Debug for PrincipalSession {
 }
 
 /// What one principal sees of the mesh: its catalogs and the rules applied to them.
-#[derive(Debug)]
 struct PrincipalView {
+    /// The principal's session state (its catalogs, the shared runtime), cloned for
+    /// each request: cheaper than building one, which registers every function again.
+    state: SessionState,
     catalogs: Arc<MeshCatalogList>,
     access: Arc<BTreeMap<String, Vec<String>>>,
     /// About how much memory the view holds, for the cache's budget.
     bytes: u64,
+}
+
+impl std::fmt::Debug for PrincipalView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalView")
+            .field("access", &self.access)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Memory the kept principal views may hold together; the least recently used go first.
@@ -157,14 +169,14 @@ impl SessionFactory {
 
     /// A fresh session for one request by `principal`: it contains only the products the
     /// principal may read, each restricted by its policy.
+    ///
+    /// The session plans with the shared runtime; what executes its plans must take its
+    /// task context from [`query_task_context`], which gives the query its own share of
+    /// the memory pool.
     pub fn session(&self, principal: &Principal) -> Result<PrincipalSession> {
         let view = self.view_of(principal)?;
-        let state = SessionStateBuilder::new_from_existing(self.template.clone())
-            .with_catalog_list(Arc::clone(&view.catalogs) as _)
-            .with_runtime_env(self.query_runtime()?)
-            .build();
         Ok(PrincipalSession {
-            context: SessionContext::new_with_state(state),
+            context: SessionContext::new_with_state(view.state.clone()),
             access: Arc::clone(&view.access),
         })
     }
@@ -190,24 +202,15 @@ impl SessionFactory {
         }
         let (catalogs, system_bytes) = self.catalogs_from(&views)?;
         let tables: usize = views.iter().map(|v| v.tables.len()).sum();
+        let state = SessionStateBuilder::new_from_existing(self.template.clone())
+            .with_catalog_list(Arc::clone(&catalogs) as _)
+            .build();
         Ok(PrincipalView {
+            state,
             catalogs,
             access: Arc::new(access),
             bytes: system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
         })
-    }
-
-    /// The runtime of one query: the shared one (stores, caches, the gateway's memory
-    /// pool), with the query's own share of the pool.
-    fn query_runtime(&self) -> Result<Arc<RuntimeEnv>> {
-        let shared = self.template.runtime_env();
-        let Some(limit) = self.template.config().get_extension::<QueryMemoryLimit>() else {
-            return Ok(Arc::clone(shared));
-        };
-        let pool = QueryPool::new(Arc::clone(&shared.memory_pool), limit.0);
-        Ok(RuntimeEnvBuilder::from_runtime_env(shared)
-            .with_memory_pool(Arc::new(pool))
-            .build_arc()?)
     }
 
     /// The catalogs `principal` sees: its readable products and the `mesh` catalog
@@ -272,6 +275,22 @@ impl SessionFactory {
         };
         (pool.reserved(), limit)
     }
+}
+
+/// The task context to execute a plan made in `state`: the state's functions and
+/// configuration, and a runtime with the query's own share of the shared memory pool
+/// (`engine.query_memory_limit`), so that one query cannot take the whole pool.
+pub fn query_task_context(state: &SessionState) -> Result<TaskContext> {
+    let task = TaskContext::from(state);
+    let shared = state.runtime_env();
+    let Some(limit) = state.config().get_extension::<QueryMemoryLimit>() else {
+        return Ok(task);
+    };
+    let pool = QueryPool::new(Arc::clone(&shared.memory_pool), limit.0);
+    let runtime = RuntimeEnvBuilder::from_runtime_env(shared)
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()?;
+    Ok(task.with_runtime(runtime))
 }
 
 /// The session every request starts from: configuration, functions, `runtime` (object
