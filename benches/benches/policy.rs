@@ -15,9 +15,11 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use datafusion::physical_plan::collect;
 use meshgate_catalog::{Mesh, Principal};
 use meshgate_gateway::auth::{AuthConfig, Authenticator};
 use meshgate_gateway::config::EngineConfig;
@@ -25,7 +27,7 @@ use meshgate_gateway::demo::{
     demo_issuer, demo_platform_policies, demo_secret, demo_token, ensure_demo_mesh,
 };
 use meshgate_gateway::policy::PolicyEngine;
-use meshgate_gateway::session::{SessionFactory, plan_sql};
+use meshgate_gateway::session::{SessionFactory, plan_sql, query_task_context};
 
 const SCALE: f64 = 0.5;
 
@@ -57,17 +59,15 @@ const PAIRS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// Plans and runs `sql` for `principal` the way the service does: a session from the
+/// factory, and execution under the query's own task context (its memory share).
 async fn run(factory: &SessionFactory, principal: &Principal, sql: &str) -> usize {
     let session = factory.session(principal).unwrap();
     let plan = plan_sql(&session.context, sql).await.unwrap();
-    let batches = session
-        .context
-        .execute_logical_plan(plan)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let state = session.context.state();
+    let physical = state.create_physical_plan(&plan).await.unwrap();
+    let task = Arc::new(query_task_context(&state).unwrap());
+    let batches = collect(physical, task).await.unwrap();
     batches.iter().map(|b| b.num_rows()).sum()
 }
 

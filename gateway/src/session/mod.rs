@@ -86,6 +86,9 @@ pub const PRINCIPAL_VIEWS_BYTES: u64 = 64 * 1024 * 1024;
 /// secured wrapper, its rules and names).
 const VIEW_BYTES_PER_TABLE: u64 = 2048;
 
+/// What a view's session state is counted as (its maps of functions, rules, options).
+const VIEW_STATE_BYTES: u64 = 64 * 1024;
+
 /// Principal views by principal: the whole [`Principal`] (issuer, subject, roles,
 /// attributes) is the key, so two principals share a view only when every policy
 /// treats them alike.
@@ -209,7 +212,7 @@ impl SessionFactory {
             state,
             catalogs,
             access: Arc::new(access),
-            bytes: system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
+            bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
         })
     }
 
