@@ -43,6 +43,16 @@ pub struct DataSnapshot {
     pub version: Option<i64>,
 }
 
+/// What [`inspect_parquet`] found in a table that honours its contract.
+#[derive(Debug)]
+pub(crate) struct CheckedListing {
+    /// Its data files, bytes and newest data.
+    pub snapshot: DataSnapshot,
+    /// Everything listed under the table's location (hidden entries included, as a
+    /// listing table expects to filter them itself): the files that were checked.
+    pub listing: Vec<ObjectMeta>,
+}
+
 /// Lists the Parquet files of the table at `location` and checks each footer against the
 /// declared file columns of `table`.
 ///
@@ -54,23 +64,27 @@ pub(crate) async fn inspect_parquet(
     table: &Table,
     location: &ResolvedLocation,
     footers: &Arc<FileMetadataCache>,
-) -> Result<DataSnapshot> {
+) -> Result<CheckedListing> {
     let prefix = StorePath::from_url_path(location.table_url.path()).map_err(|e| {
         ConnectorError::Storage {
             table: qualified_name.to_string(),
             source: e.into(),
         }
     })?;
-    let mut files: Vec<ObjectMeta> = location
+    let listing: Vec<ObjectMeta> = location
         .store
         .list(Some(&prefix))
-        .try_filter(|meta| futures::future::ready(is_data_file(&prefix, &meta.location)))
         .try_collect()
         .await
         .map_err(|source| ConnectorError::Storage {
             table: qualified_name.to_string(),
             source,
         })?;
+    let mut files: Vec<ObjectMeta> = listing
+        .iter()
+        .filter(|meta| is_data_file(&prefix, &meta.location))
+        .cloned()
+        .collect();
     files.sort_by(|a, b| a.location.cmp(&b.location));
 
     let declared: Arc<Vec<Field>> = Arc::new(table.file_columns().map(|c| c.field()).collect());
@@ -99,7 +113,7 @@ pub(crate) async fn inspect_parquet(
             violations,
         });
     }
-    Ok(DataSnapshot {
+    let snapshot = DataSnapshot {
         files: files.len() as u64,
         bytes: files.iter().map(|f| f.size).sum(),
         last_modified: files
@@ -107,7 +121,8 @@ pub(crate) async fn inspect_parquet(
             .map(|f| SystemTime::from(f.last_modified))
             .max(),
         version: None,
-    })
+    };
+    Ok(CheckedListing { snapshot, listing })
 }
 
 /// Reads the footer of one file (`file` is its name relative to the table) and lists how

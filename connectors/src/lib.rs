@@ -72,7 +72,8 @@ impl TableOpener {
     /// Opens `table` of `product` and verifies its stored data against the contract.
     ///
     /// Parquet tables list their files and read every footer (through the runtime's
-    /// metadata cache, so unchanged files cost nothing on a re-open); Delta tables read
+    /// metadata cache, so unchanged files cost nothing on a re-open), and their queries
+    /// read the files listed here until the table is opened again; Delta tables read
     /// their log and check the schema of the latest version. Fails with
     /// [`ConnectorError::Contract`] when the data breaks the contract, and with a
     /// storage or Delta error when it cannot be read.
@@ -100,17 +101,22 @@ impl TableOpener {
             .resolve(&product.domain, &qualified, &table.location)?;
         let (inner, snapshot) = match table.format {
             TableFormat::Parquet => {
-                let snapshot = inspect::inspect_parquet(
+                let checked = inspect::inspect_parquet(
                     &qualified,
                     table,
                     &location,
                     &self.storage.file_metadata_cache(),
                 )
                 .await?;
-                (
-                    parquet::parquet_table(&qualified, table, &location, &self.parquet_options)?,
-                    snapshot,
-                )
+                let provider = parquet::parquet_table(
+                    &qualified,
+                    table,
+                    &location,
+                    &self.parquet_options,
+                    checked.listing,
+                    self.storage.list_files_cache().as_deref(),
+                )?;
+                (provider, checked.snapshot)
             }
             TableFormat::Delta => delta::delta_table(&qualified, table, &location, as_of).await?,
         };

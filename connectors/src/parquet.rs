@@ -3,13 +3,17 @@
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
+use datafusion::common::TableReference;
 use datafusion::config::TableParquetOptions;
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::cache::TableScopedPath;
+use datafusion::execution::cache::cache_manager::{CachedFileList, ListFilesCache};
 use meshgate_catalog::Table;
+use object_store::ObjectMeta;
 
 use crate::error::{ConnectorError, Result};
 use crate::storage::ResolvedLocation;
@@ -20,17 +24,36 @@ use crate::storage::ResolvedLocation;
 /// DataFusion prunes partitions from the directory names, row groups and pages from
 /// Parquet statistics, and applies projection, filters and limits inside the scan.
 /// No file is read here: the schema comes from the contract, not from the files.
+///
+/// Queries read the files of `checked`, the listing whose footers were just checked
+/// against the contract: it replaces this table's entry in the runtime's `listings`
+/// cache, which DataFusion otherwise keeps for the life of the runtime (a file added
+/// later would never be read, a file removed would fail every query). So files that the
+/// domain adds, replaces or removes are served from the product's next check on: at once
+/// for watched local files, else within the recheck interval. A listing too large for
+/// the cache is listed again by each query.
 pub(crate) fn parquet_table(
     qualified_name: &str,
     table: &Table,
     location: &ResolvedLocation,
     options: &TableParquetOptions,
+    checked: Vec<ObjectMeta>,
+    listings: Option<&ListFilesCache>,
 ) -> Result<Arc<dyn TableProvider>> {
     let df_err = |source| ConnectorError::DataFusion {
         table: qualified_name.to_string(),
         source,
     };
-    let url = ListingTableUrl::try_new(location.table_url.clone(), None).map_err(df_err)?;
+    let url = ListingTableUrl::try_new(location.table_url.clone(), None)
+        .map_err(df_err)?
+        .with_table_ref(TableReference::bare(qualified_name));
+    if let Some(listings) = listings {
+        let key = TableScopedPath {
+            table: url.get_table_ref().clone(),
+            path: url.prefix().clone(),
+        };
+        listings.put(&key, CachedFileList::from(checked));
+    }
     let partition_cols = table
         .partition_columns
         .iter()

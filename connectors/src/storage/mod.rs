@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use datafusion::execution::cache::cache_manager::FileMetadataCache;
+use datafusion::execution::cache::cache_manager::{FileMetadataCache, ListFilesCache};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use object_store::aws::{AmazonS3Builder, AwsCredentialProvider};
@@ -285,6 +285,12 @@ impl DomainStorage {
     /// The runtime's cache of parsed Parquet footers, shared with every query.
     pub fn file_metadata_cache(&self) -> Arc<FileMetadataCache> {
         self.runtime.cache_manager.get_file_metadata_cache()
+    }
+
+    /// The runtime's cache of Parquet tables' file listings, shared with every query;
+    /// `None` when the runtime keeps none (each query then lists its tables).
+    pub fn list_files_cache(&self) -> Option<Arc<ListFilesCache>> {
+        self.runtime.cache_manager.get_list_files_cache()
     }
 
     /// Whether `domain` may keep a table at `location`: under its configured root, or,

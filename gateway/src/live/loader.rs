@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use datafusion::config::TableOptions;
 use datafusion::datasource::TableProvider;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
@@ -141,10 +142,18 @@ impl ProductLoader {
 
 /// The runtime every query shares: object stores, footer cache, and the memory pool
 /// bounded by `engine.memory_pool`.
+/// Bytes of Parquet file listings the query runtime keeps.
+const LISTINGS_BYTES: usize = 32 * 1024 * 1024;
+
 fn query_runtime(engine: &EngineConfig) -> Arc<RuntimeEnv> {
     let pool = Arc::new(GreedyMemoryPool::new(engine.memory_pool));
+    // Parquet tables' listings are kept for queries between checks of their product
+    // (see `TableOpener::open`); room for some 100,000 files before tables are listed
+    // again by each query.
+    let caches = CacheManagerConfig::default().with_list_files_cache_limit(LISTINGS_BYTES);
     RuntimeEnvBuilder::new()
         .with_memory_pool(pool)
+        .with_cache_manager(caches)
         .build_arc()
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot build the query runtime; memory is unbounded");

@@ -312,6 +312,54 @@ async fn data_that_breaks_the_contract_breaks_the_product_until_fixed() {
 }
 
 #[tokio::test]
+async fn files_added_and_removed_are_served_once_the_gateway_sees_them() {
+    let live = LiveMesh::start();
+    let orders = "SELECT count(*) FROM shop.orders.orders";
+    assert_eq!(count(&live.gw.try_query(orders).await.unwrap()), 3);
+
+    // The domain appends a file: queries read it once the product is re-checked.
+    write_rows(&live.mesh.join("data/orders/part-1.parquet"), &[4, 5]);
+    live.eventually("the added file is read", || async {
+        live.gw
+            .try_query(orders)
+            .await
+            .is_ok_and(|b| count(&b) == 5)
+    })
+    .await;
+
+    // The domain compacts: one new file replaces both. No query fails on a file that
+    // is gone, and none reads the rows twice.
+    write_rows(
+        &live.mesh.join("data/orders/part-2.parquet"),
+        &[1, 2, 3, 4, 5, 6],
+    );
+    std::fs::remove_file(live.mesh.join("data/orders/part-0.parquet")).unwrap();
+    std::fs::remove_file(live.mesh.join("data/orders/part-1.parquet")).unwrap();
+    live.eventually("the compacted file alone is read", || async {
+        live.gw
+            .try_query(orders)
+            .await
+            .is_ok_and(|b| count(&b) == 6)
+    })
+    .await;
+    let ids = live
+        .gw
+        .try_query("SELECT id FROM shop.orders.orders ORDER BY id")
+        .await
+        .unwrap();
+    let read: Vec<i64> = ids
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(read, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test]
 async fn a_query_in_flight_finishes_on_the_mesh_it_started_with() {
     let live = LiveMesh::start();
     let mut client = live.gw.client().await;
