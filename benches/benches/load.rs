@@ -101,6 +101,8 @@ const LARGE: &str = "SELECT * FROM clinical.encounters.visits";
 #[derive(Debug, Default)]
 struct Tally {
     latencies: BTreeMap<Kind, Vec<f64>>,
+    /// Latencies of the small queries, by their index in [`SMALL`].
+    small_latencies: BTreeMap<usize, Vec<f64>>,
     unexpected: Vec<String>,
 }
 
@@ -224,12 +226,22 @@ async fn run_phase(
             let mut rng = rand::rngs::StdRng::from_os_rng();
             while Instant::now() < until {
                 let kind = Kind::draw(&mut rng, small_only);
+                let small = rng.random_range(0..SMALL.len());
                 let started = Instant::now();
-                let outcome = act(&mut client, addr, kind, &mut rng, large_rows).await;
+                let outcome = act(&mut client, addr, kind, small, &mut rng, large_rows).await;
                 let seconds = started.elapsed().as_secs_f64();
                 let mut tally = tally.lock().unwrap();
                 match outcome {
-                    Ok(()) => tally.latencies.entry(kind).or_default().push(seconds),
+                    Ok(()) => {
+                        tally.latencies.entry(kind).or_default().push(seconds);
+                        if kind == Kind::Small {
+                            tally
+                                .small_latencies
+                                .entry(small)
+                                .or_default()
+                                .push(seconds);
+                        }
+                    }
                     Err(e) => tally.unexpected.push(format!("{}: {e}", kind.name())),
                 }
             }
@@ -241,21 +253,20 @@ async fn run_phase(
     Arc::try_unwrap(tally).unwrap().into_inner().unwrap()
 }
 
-/// One action; `Err` is an unexpected outcome.
+/// One action (`small`: which of [`SMALL`] a small query runs); `Err` is an unexpected
+/// outcome.
 async fn act(
     client: &mut FlightSqlServiceClient<Channel>,
     addr: SocketAddr,
     kind: Kind,
+    small: usize,
     rng: &mut impl Rng,
     large_rows: u64,
 ) -> Result<(), String> {
     match kind {
-        Kind::Small => {
-            let template = SMALL[rng.random_range(0..SMALL.len())];
-            read_all(client, &small_sql(template, rng.random_range(1..2_000)))
-                .await
-                .map(|_| ())
-        }
+        Kind::Small => read_all(client, &small_sql(SMALL[small], rng.random_range(1..2_000)))
+            .await
+            .map(|_| ()),
         Kind::Large => {
             let rows = read_all(client, LARGE).await?;
             if rows == large_rows {
@@ -520,6 +531,8 @@ struct PhaseResult {
     small_only: bool,
     /// Per kind: count, p50, p99 (seconds).
     kinds: Vec<(Kind, usize, f64, f64)>,
+    /// Per small query (its index in [`SMALL`]): count, p50, p99 (seconds).
+    small_queries: Vec<(usize, usize, f64, f64)>,
     actions_per_second: f64,
     small_per_second: f64,
     unexpected: Vec<String>,
@@ -548,6 +561,15 @@ impl PhaseResult {
                 percentile(&latencies, 99.0),
             ));
         }
+        let small_queries = tally
+            .small_latencies
+            .into_iter()
+            .map(|(query, mut latencies)| {
+                latencies.sort_by(f64::total_cmp);
+                let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
+                (query, latencies.len(), p50, p99)
+            })
+            .collect();
         let seconds = duration.as_secs_f64();
         let small = kinds.iter().find(|k| k.0 == Kind::Small).map_or(0, |k| k.1);
         let minute = rss.len().min(60);
@@ -562,6 +584,7 @@ impl PhaseResult {
             duration,
             small_only,
             kinds,
+            small_queries,
             actions_per_second: actions as f64 / seconds,
             small_per_second: small as f64 / seconds,
             unexpected: tally.unexpected,
@@ -620,6 +643,15 @@ impl Report {
                     p99 * 1e3
                 ));
             }
+            md.push_str("\n| small query | count | p50 | p99 |\n| --- | ---: | ---: | ---: |\n");
+            for (query, count, p50, p99) in &r.small_queries {
+                md.push_str(&format!(
+                    "| `{}` | {count} | {:.1} ms | {:.1} ms |\n",
+                    SMALL[*query],
+                    p50 * 1e3,
+                    p99 * 1e3
+                ));
+            }
             md.push_str(&format!(
                 "\nRSS: {:.0} MiB early in the phase, {:.0} MiB in its last minute ({:+.1}%), \
                  peak {:.0} MiB.\n\n",
@@ -673,6 +705,9 @@ impl Report {
                 "rss_peak": r.rss_peak,
                 "kinds": r.kinds.iter().map(|(k, n, p50, p99)| serde_json::json!({
                     "kind": k.name(), "count": n, "p50_seconds": p50, "p99_seconds": p99,
+                })).collect::<Vec<_>>(),
+                "small_queries": r.small_queries.iter().map(|(q, n, p50, p99)| serde_json::json!({
+                    "sql": SMALL[*q], "count": n, "p50_seconds": p50, "p99_seconds": p99,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "metrics": self.metrics_excerpt,
