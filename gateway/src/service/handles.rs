@@ -5,10 +5,12 @@
 //! carries no SQL and no authority: redeeming it requires the same principal (checked
 //! on the tag, then on the entry), within its time-to-live. Any failure, whether
 //! unknown, expired, forged or presented by another principal, looks the same to the
-//! caller. The store holds a bounded number of entries; when full, expired entries are
-//! swept and, if still full, the oldest is evicted.
+//! caller. The store holds a bounded number of entries: each insert drops the expired
+//! ones and, when still full, the least recently used. Entries are also indexed by when
+//! they were last used, so each operation costs a logarithm of the entries, never a
+//! scan of them under the lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,13 +33,55 @@ struct Entry<T> {
     touched: Instant,
 }
 
+/// The entries, and the same ids ordered by when they were last used.
+#[derive(Debug)]
+struct Entries<T> {
+    by_id: HashMap<Id, Entry<T>>,
+    by_use: BTreeSet<(Instant, Id)>,
+}
+
+impl<T> Entries<T> {
+    fn remove(&mut self, id: &Id) -> Option<Entry<T>> {
+        let entry = self.by_id.remove(id)?;
+        self.by_use.remove(&(entry.touched, *id));
+        Some(entry)
+    }
+
+    /// Marks the entry `id` as used at `now`.
+    fn touch(&mut self, id: &Id, now: Instant) {
+        if let Some(entry) = self.by_id.get_mut(id) {
+            self.by_use.remove(&(entry.touched, *id));
+            entry.touched = now;
+            self.by_use.insert((now, *id));
+        }
+    }
+
+    /// Removes the least recently used entry.
+    fn evict_oldest(&mut self) {
+        if let Some((_, id)) = self.by_use.pop_first() {
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// Removes the entries last used `ttl` or longer before `now`.
+    fn drop_expired(&mut self, now: Instant, ttl: Duration) {
+        while let Some(&(touched, id)) = self.by_use.first() {
+            if now.duration_since(touched) < ttl {
+                break;
+            }
+            self.by_use.pop_first();
+            self.by_id.remove(&id);
+        }
+    }
+}
+
 /// A bounded, expiring, principal-bound map from opaque handles to values.
 pub struct HandleStore<T> {
     what: &'static str,
     ttl: Duration,
     capacity: usize,
     key: hmac::Key,
-    entries: Mutex<HashMap<Id, Entry<T>>>,
+    entries: Mutex<Entries<T>>,
 }
 
 impl<T> std::fmt::Debug for HandleStore<T> {
@@ -62,7 +106,10 @@ impl<T: Clone> HandleStore<T> {
             ttl,
             capacity: capacity.max(1),
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                by_id: HashMap::new(),
+                by_use: BTreeSet::new(),
+            }),
         }
     }
 
@@ -82,18 +129,11 @@ impl<T: Clone> HandleStore<T> {
         let now = Instant::now();
         {
             let mut entries = self.lock();
-            if entries.len() >= self.capacity {
-                entries.retain(|_, e| now.duration_since(e.touched) < self.ttl);
+            entries.drop_expired(now, self.ttl);
+            if entries.by_id.len() >= self.capacity {
+                entries.evict_oldest();
             }
-            if entries.len() >= self.capacity
-                && let Some(oldest) = entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.touched)
-                    .map(|(k, _)| *k)
-            {
-                entries.remove(&oldest);
-            }
-            entries.insert(
+            entries.by_id.insert(
                 id,
                 Entry {
                     owner: owner.to_string(),
@@ -101,6 +141,7 @@ impl<T: Clone> HandleStore<T> {
                     touched: now,
                 },
             );
+            entries.by_use.insert((now, id));
         }
         let mut handle = BytesMut::with_capacity(HANDLE_LEN);
         handle.put_slice(&id);
@@ -113,16 +154,19 @@ impl<T: Clone> HandleStore<T> {
         let id = self.verify(handle, owner)?;
         let now = Instant::now();
         let mut entries = self.lock();
-        match entries.get_mut(&id) {
-            Some(entry) if entry.owner == owner && now.duration_since(entry.touched) < self.ttl => {
-                entry.touched = now;
-                Ok(entry.value.clone())
-            }
-            Some(entry) if entry.owner == owner => {
-                entries.remove(&id);
-                Err(self.unknown())
-            }
-            _ => Err(self.unknown()),
+        let (live, value) = match entries.by_id.get(&id) {
+            Some(entry) if entry.owner == owner => (
+                now.duration_since(entry.touched) < self.ttl,
+                entry.value.clone(),
+            ),
+            _ => return Err(self.unknown()),
+        };
+        if live {
+            entries.touch(&id, now);
+            Ok(value)
+        } else {
+            entries.remove(&id);
+            Err(self.unknown())
         }
     }
 
@@ -130,30 +174,28 @@ impl<T: Clone> HandleStore<T> {
     pub fn update(&self, handle: &[u8], owner: &str, value: T) -> Result<()> {
         let id = self.verify(handle, owner)?;
         let mut entries = self.lock();
-        match entries.get_mut(&id) {
-            Some(entry) if entry.owner == owner => {
-                entry.value = value;
-                entry.touched = Instant::now();
-                Ok(())
-            }
-            _ => Err(self.unknown()),
+        match entries.by_id.get_mut(&id) {
+            Some(entry) if entry.owner == owner => entry.value = value,
+            _ => return Err(self.unknown()),
         }
+        entries.touch(&id, Instant::now());
+        Ok(())
     }
 
     /// Forgets `handle` of `owner`; returns whether it existed.
     pub fn remove(&self, handle: &[u8], owner: &str) -> Result<bool> {
         let id = self.verify(handle, owner)?;
         let mut entries = self.lock();
-        if entries.get(&id).is_some_and(|e| e.owner == owner) {
+        if entries.by_id.get(&id).is_some_and(|e| e.owner == owner) {
             entries.remove(&id);
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// Number of entries (expired ones included until swept).
+    /// Number of entries (expired ones included until the next insert drops them).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
     }
 
     /// Whether the store is empty.
@@ -179,7 +221,7 @@ impl<T: Clone> HandleStore<T> {
         ))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Entry<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<T>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -216,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn capacity_evicts_the_oldest() {
+    fn capacity_evicts_the_least_recently_used() {
         let store = HandleStore::new("ticket", Duration::from_secs(60), 2);
         let a = store.insert("o", 1);
         let b = store.insert("o", 2);
@@ -224,6 +266,35 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert!(store.get(&a, "o").is_err());
         assert_eq!(store.get(&b, "o").unwrap(), 2);
-        assert_eq!(store.get(&c, "o").unwrap(), 3);
+        // `b` was used after `c`: a new entry evicts `c`.
+        let d = store.insert("o", 4);
+        assert!(store.get(&c, "o").is_err());
+        assert_eq!(store.get(&b, "o").unwrap(), 2);
+        assert_eq!(store.get(&d, "o").unwrap(), 4);
+        store.update(&b, "o", 5).unwrap();
+        assert_eq!(store.get(&b, "o").unwrap(), 5);
+        assert!(store.remove(&b, "o").unwrap());
+        assert!(!store.remove(&b, "o").unwrap());
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn inserts_drop_expired_entries_before_the_store_is_full() {
+        let store = HandleStore::new("ticket", Duration::from_millis(1_000), 1_000);
+        for i in 0..10 {
+            store.insert("o", i);
+        }
+        let kept = store.insert("o", 10);
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(store.get(&kept, "o").unwrap(), 10, "used, so kept longer");
+        std::thread::sleep(Duration::from_millis(600));
+        let last = store.insert("o", 11);
+        assert_eq!(
+            store.len(),
+            2,
+            "the ten unused entries expired and were dropped"
+        );
+        assert_eq!(store.get(&kept, "o").unwrap(), 10);
+        assert_eq!(store.get(&last, "o").unwrap(), 11);
     }
 }
