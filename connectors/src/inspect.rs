@@ -48,9 +48,8 @@ pub struct DataSnapshot {
 pub(crate) struct CheckedListing {
     /// Its data files, bytes and newest data.
     pub snapshot: DataSnapshot,
-    /// Everything listed under the table's location (hidden entries included, as a
-    /// listing table expects to filter them itself): the files that were checked.
-    pub listing: Vec<ObjectMeta>,
+    /// The data files whose footers were checked, sorted by location.
+    pub files: Vec<ObjectMeta>,
 }
 
 /// Lists the Parquet files of the table at `location` and checks each footer against the
@@ -71,20 +70,16 @@ pub(crate) async fn inspect_parquet(
             source: e.into(),
         }
     })?;
-    let listing: Vec<ObjectMeta> = location
+    let mut files: Vec<ObjectMeta> = location
         .store
         .list(Some(&prefix))
+        .try_filter(|meta| futures::future::ready(is_data_file(&prefix, &meta.location)))
         .try_collect()
         .await
         .map_err(|source| ConnectorError::Storage {
             table: qualified_name.to_string(),
             source,
         })?;
-    let mut files: Vec<ObjectMeta> = listing
-        .iter()
-        .filter(|meta| is_data_file(&prefix, &meta.location))
-        .cloned()
-        .collect();
     files.sort_by(|a, b| a.location.cmp(&b.location));
 
     let declared: Arc<Vec<Field>> = Arc::new(table.file_columns().map(|c| c.field()).collect());
@@ -122,7 +117,7 @@ pub(crate) async fn inspect_parquet(
             .max(),
         version: None,
     };
-    Ok(CheckedListing { snapshot, listing })
+    Ok(CheckedListing { snapshot, files })
 }
 
 /// Reads the footer of one file (`file` is its name relative to the table) and lists how

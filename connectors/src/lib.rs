@@ -113,7 +113,7 @@ impl TableOpener {
                     table,
                     &location,
                     &self.parquet_options,
-                    checked.listing,
+                    checked.files,
                     self.storage.list_files_cache().as_deref(),
                 )?;
                 (provider, checked.snapshot)

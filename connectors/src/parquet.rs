@@ -25,13 +25,14 @@ use crate::storage::ResolvedLocation;
 /// Parquet statistics, and applies projection, filters and limits inside the scan.
 /// No file is read here: the schema comes from the contract, not from the files.
 ///
-/// Queries read the files of `checked`, the listing whose footers were just checked
-/// against the contract: it replaces this table's entry in the runtime's `listings`
+/// Queries read the files of `checked`, the data files whose footers were just checked
+/// against the contract: they replace this table's entry in the runtime's `listings`
 /// cache, which DataFusion otherwise keeps for the life of the runtime (a file added
 /// later would never be read, a file removed would fail every query). So files that the
 /// domain adds, replaces or removes are served from the product's next check on: at once
-/// for watched local files, else within the recheck interval. A listing too large for
-/// the cache is listed again by each query.
+/// for watched local files, else within the recheck interval. Files the check skips
+/// (hidden ones, `_x.parquet`) are never read. A listing too large for the cache, or
+/// evicted from it, is listed again by the table's queries.
 pub(crate) fn parquet_table(
     qualified_name: &str,
     table: &Table,
@@ -52,6 +53,15 @@ pub(crate) fn parquet_table(
             table: url.get_table_ref().clone(),
             path: url.prefix().clone(),
         };
+        // The cache ignores a value of no size, which would leave the previous listing
+        // in place for a table whose files were all removed; and when it ignores one too
+        // large, the entry must not stay stale either.
+        listings.remove(&key);
+        let mut checked = checked;
+        checked.shrink_to_fit();
+        if checked.is_empty() {
+            checked.reserve_exact(1);
+        }
         listings.put(&key, CachedFileList::from(checked));
     }
     let partition_cols = table

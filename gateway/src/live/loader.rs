@@ -140,11 +140,11 @@ impl ProductLoader {
     }
 }
 
-/// The runtime every query shares: object stores, footer cache, and the memory pool
-/// bounded by `engine.memory_pool`.
 /// Bytes of Parquet file listings the query runtime keeps.
 const LISTINGS_BYTES: usize = 32 * 1024 * 1024;
 
+/// The runtime every query shares: object stores, footer cache, file listings, and the
+/// memory pool bounded by `engine.memory_pool`.
 fn query_runtime(engine: &EngineConfig) -> Arc<RuntimeEnv> {
     let pool = Arc::new(GreedyMemoryPool::new(engine.memory_pool));
     // Parquet tables' listings are kept for queries between checks of their product

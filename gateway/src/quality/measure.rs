@@ -284,10 +284,15 @@ impl Measurer {
     }
 
     /// A session for one measurement: one partition, the agent's memory pool, and the
-    /// query runtime's stores (counted) and footer cache.
+    /// query runtime's stores (counted), footer cache and file listings (so a table is
+    /// measured over the files its last check listed, as queries read it).
     fn session(&self, counter: Arc<ByteCounter>) -> Result<SessionContext> {
+        let caches = &self.query_runtime.cache_manager;
         let cache = CacheManagerConfig {
-            file_metadata_cache: Some(self.query_runtime.cache_manager.get_file_metadata_cache()),
+            file_metadata_cache: Some(caches.get_file_metadata_cache()),
+            list_files_cache: caches.get_list_files_cache(),
+            // Passed along, or the shared cache would be resized to the default.
+            list_files_cache_limit: caches.get_list_files_cache_limit(),
             ..Default::default()
         };
         let runtime = RuntimeEnvBuilder::new()

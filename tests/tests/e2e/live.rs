@@ -327,8 +327,8 @@ async fn files_added_and_removed_are_served_once_the_gateway_sees_them() {
     })
     .await;
 
-    // The domain compacts: one new file replaces both. No query fails on a file that
-    // is gone, and none reads the rows twice.
+    // The domain compacts: one new file replaces both. Once the gateway has seen it,
+    // queries read the new file alone: no rows twice, no file that is gone.
     write_rows(
         &live.mesh.join("data/orders/part-2.parquet"),
         &[1, 2, 3, 4, 5, 6],
@@ -357,6 +357,16 @@ async fn files_added_and_removed_are_served_once_the_gateway_sees_them() {
         })
         .collect();
     assert_eq!(read, vec![1, 2, 3, 4, 5, 6]);
+
+    // The domain empties the table: it answers, with no rows.
+    std::fs::remove_file(live.mesh.join("data/orders/part-2.parquet")).unwrap();
+    live.eventually("the emptied table has no rows", || async {
+        live.gw
+            .try_query(orders)
+            .await
+            .is_ok_and(|b| count(&b) == 0)
+    })
+    .await;
 }
 
 #[tokio::test]
