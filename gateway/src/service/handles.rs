@@ -124,9 +124,12 @@ impl<T: Clone> HandleStore<T> {
 
     /// Stores `value` for `owner` under a new handle.
     pub fn insert(&self, owner: &str, value: T) -> Bytes {
+        self.insert_at(owner, value, Instant::now())
+    }
+
+    fn insert_at(&self, owner: &str, value: T, now: Instant) -> Bytes {
         let mut id: Id = [0u8; ID_LEN];
         id.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        let now = Instant::now();
         {
             let mut entries = self.lock();
             entries.drop_expired(now, self.ttl);
@@ -151,8 +154,11 @@ impl<T: Clone> HandleStore<T> {
 
     /// The value behind `handle` for `owner`, refreshing its time-to-live.
     pub fn get(&self, handle: &[u8], owner: &str) -> Result<T> {
+        self.get_at(handle, owner, Instant::now())
+    }
+
+    fn get_at(&self, handle: &[u8], owner: &str, now: Instant) -> Result<T> {
         let id = self.verify(handle, owner)?;
-        let now = Instant::now();
         let mut entries = self.lock();
         let (live, value) = match entries.by_id.get(&id) {
             Some(entry) if entry.owner == owner => (
@@ -172,13 +178,17 @@ impl<T: Clone> HandleStore<T> {
 
     /// Replaces the value behind an existing `handle` of `owner`.
     pub fn update(&self, handle: &[u8], owner: &str, value: T) -> Result<()> {
+        self.update_at(handle, owner, value, Instant::now())
+    }
+
+    fn update_at(&self, handle: &[u8], owner: &str, value: T, now: Instant) -> Result<()> {
         let id = self.verify(handle, owner)?;
         let mut entries = self.lock();
         match entries.by_id.get_mut(&id) {
             Some(entry) if entry.owner == owner => entry.value = value,
             _ => return Err(self.unknown()),
         }
-        entries.touch(&id, Instant::now());
+        entries.touch(&id, now);
         Ok(())
     }
 
@@ -232,10 +242,11 @@ mod tests {
 
     #[test]
     fn handles_are_opaque_bound_and_expire() {
+        let t = Instant::now();
         let store = HandleStore::new("ticket", Duration::from_millis(50), 10);
-        let h = store.insert("iss|ann", 7);
+        let h = store.insert_at("iss|ann", 7, t);
         assert_eq!(h.len(), HANDLE_LEN);
-        assert_eq!(store.get(&h, "iss|ann").unwrap(), 7);
+        assert_eq!(store.get_at(&h, "iss|ann", at(t, 10)).unwrap(), 7);
         assert!(matches!(
             store.get(&h, "iss|bob"),
             Err(Error::UnknownHandle(_))
@@ -250,51 +261,68 @@ mod tests {
             store.get(b"short", "iss|ann"),
             Err(Error::UnknownHandle(_))
         ));
-        std::thread::sleep(Duration::from_millis(80));
         assert!(matches!(
-            store.get(&h, "iss|ann"),
+            store.get_at(&h, "iss|ann", at(t, 80)),
             Err(Error::UnknownHandle(_))
         ));
     }
 
+    /// `start` plus `ms` milliseconds: tests run on a clock of their own.
+    fn at(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
     #[test]
     fn capacity_evicts_the_least_recently_used() {
+        let t = Instant::now();
         let store = HandleStore::new("ticket", Duration::from_secs(60), 2);
-        let a = store.insert("o", 1);
-        let b = store.insert("o", 2);
-        let c = store.insert("o", 3);
+        let a = store.insert_at("o", 1, at(t, 1));
+        let b = store.insert_at("o", 2, at(t, 2));
+        let c = store.insert_at("o", 3, at(t, 3));
         assert_eq!(store.len(), 2);
-        assert!(store.get(&a, "o").is_err());
-        assert_eq!(store.get(&b, "o").unwrap(), 2);
+        assert!(store.get_at(&a, "o", at(t, 4)).is_err());
+        assert_eq!(store.get_at(&b, "o", at(t, 5)).unwrap(), 2);
         // `b` was used after `c`: a new entry evicts `c`.
-        let d = store.insert("o", 4);
-        assert!(store.get(&c, "o").is_err());
-        assert_eq!(store.get(&b, "o").unwrap(), 2);
-        assert_eq!(store.get(&d, "o").unwrap(), 4);
-        store.update(&b, "o", 5).unwrap();
-        assert_eq!(store.get(&b, "o").unwrap(), 5);
+        let d = store.insert_at("o", 4, at(t, 6));
+        assert!(store.get_at(&c, "o", at(t, 7)).is_err());
+        assert_eq!(store.get_at(&b, "o", at(t, 8)).unwrap(), 2);
+        assert_eq!(store.get_at(&d, "o", at(t, 9)).unwrap(), 4);
+        // An update is a use: `d` is now the older one.
+        store.update_at(&b, "o", 5, at(t, 10)).unwrap();
+        let e = store.insert_at("o", 6, at(t, 11));
+        assert!(store.get_at(&d, "o", at(t, 12)).is_err());
+        assert_eq!(store.get_at(&b, "o", at(t, 13)).unwrap(), 5);
         assert!(store.remove(&b, "o").unwrap());
         assert!(!store.remove(&b, "o").unwrap());
         assert_eq!(store.len(), 1);
+        assert_eq!(store.get_at(&e, "o", at(t, 14)).unwrap(), 6);
     }
 
     #[test]
     fn inserts_drop_expired_entries_before_the_store_is_full() {
+        let t = Instant::now();
         let store = HandleStore::new("ticket", Duration::from_millis(1_000), 1_000);
         for i in 0..10 {
-            store.insert("o", i);
+            store.insert_at("o", i, at(t, i as u64));
         }
-        let kept = store.insert("o", 10);
-        std::thread::sleep(Duration::from_millis(600));
-        assert_eq!(store.get(&kept, "o").unwrap(), 10, "used, so kept longer");
-        std::thread::sleep(Duration::from_millis(600));
-        let last = store.insert("o", 11);
+        let kept = store.insert_at("o", 10, at(t, 10));
+        assert_eq!(
+            store.get_at(&kept, "o", at(t, 600)).unwrap(),
+            10,
+            "used, so kept longer"
+        );
+        let last = store.insert_at("o", 11, at(t, 1_200));
         assert_eq!(
             store.len(),
             2,
             "the ten unused entries expired and were dropped"
         );
-        assert_eq!(store.get(&kept, "o").unwrap(), 10);
-        assert_eq!(store.get(&last, "o").unwrap(), 11);
+        assert_eq!(store.get_at(&kept, "o", at(t, 1_300)).unwrap(), 10);
+        assert_eq!(store.get_at(&last, "o", at(t, 1_300)).unwrap(), 11);
+        assert!(
+            store.get_at(&last, "o", at(t, 2_400)).is_err(),
+            "unused for its time-to-live"
+        );
+        assert_eq!(store.len(), 1, "an expired entry is dropped when asked for");
     }
 }
