@@ -203,7 +203,20 @@ impl<T: Clone> HandleStore<T> {
         Ok(false)
     }
 
-    /// Number of entries (expired ones included until the next insert drops them).
+    /// Drops the entries unused for their time-to-live; returns how many. Inserts do
+    /// this too; calling it on a timer frees them when no insert comes.
+    pub fn drop_expired(&self) -> usize {
+        self.drop_expired_at(Instant::now())
+    }
+
+    fn drop_expired_at(&self, now: Instant) -> usize {
+        let mut entries = self.lock();
+        let before = entries.by_id.len();
+        entries.drop_expired(now, self.ttl);
+        before - entries.by_id.len()
+    }
+
+    /// Number of entries (expired ones included until dropped).
     pub fn len(&self) -> usize {
         self.lock().by_id.len()
     }
@@ -324,5 +337,12 @@ mod tests {
             "unused for its time-to-live"
         );
         assert_eq!(store.len(), 1, "an expired entry is dropped when asked for");
+        assert_eq!(
+            store.drop_expired_at(at(t, 2_200)),
+            0,
+            "kept was used at 1,300"
+        );
+        assert_eq!(store.drop_expired_at(at(t, 2_300)), 1);
+        assert!(store.is_empty());
     }
 }

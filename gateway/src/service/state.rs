@@ -62,6 +62,9 @@ pub struct Load {
     pub streams_open: usize,
 }
 
+/// How often expired tickets and prepared statements are dropped when no insert does it.
+const HANDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Shared state of the service.
 pub struct GatewayState {
     sessions: RwLock<Arc<SessionFactory>>,
@@ -122,6 +125,27 @@ impl GatewayState {
             in_flight: Arc::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
             auditor,
+        })
+    }
+
+    /// Frees, every 30 s, the tickets and prepared statements unused
+    /// for their time-to-live (with the plans and audit facts they hold), so an idle
+    /// gateway gives their memory back. Stops when the state is dropped.
+    pub fn spawn_handle_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let state = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(HANDLE_SWEEP_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(state) = state.upgrade() else {
+                    return;
+                };
+                let dropped = state.tickets.drop_expired() + state.prepared.drop_expired();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "expired handles dropped");
+                }
+            }
         })
     }
 
