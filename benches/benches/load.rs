@@ -43,6 +43,10 @@ struct Args {
     /// queries only; otherwise the whole mix).
     #[arg(long, default_value = "32x60s:small,64x10m")]
     phases: String,
+    /// When to sample the gateway's memory after the load, comma-separated; past the
+    /// tickets' time-to-live (5 min) shows what the load left behind for good.
+    #[arg(long, default_value = "10s,30s,60s", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    idle: Vec<Duration>,
     /// Scale of the demo mesh the gateway serves.
     #[arg(long, default_value_t = 0.05)]
     scale: f64,
@@ -170,7 +174,9 @@ fn main() {
     }
     // Idle after the load: memory (and threads) as they come back down.
     let mut idle_after = Vec::new();
-    for after in [10, 30, 60] {
+    let mut idle: Vec<u64> = args.idle.iter().map(Duration::as_secs).collect();
+    idle.sort_unstable();
+    for after in idle {
         let waited = idle_after.last().map_or(0, |(s, _, _)| *s);
         std::thread::sleep(Duration::from_secs(after - waited));
         idle_after.push((after, rss.now(), threads_of(gateway.pid()).unwrap_or(0)));

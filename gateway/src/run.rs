@@ -83,7 +83,6 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
             .with_metrics(Arc::clone(&metrics)),
     );
     let state = Arc::new(GatewayState::new(sessions, &config, Arc::clone(&auditor))?);
-    state.spawn_handle_sweeper();
     let operator = match config.observability.listen {
         Some(addr) => {
             Some(OperatorListener::bind(addr, metrics, Arc::clone(&state), Some(storage)).await?)

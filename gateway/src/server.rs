@@ -109,6 +109,7 @@ impl BoundServer {
         if let Some(operator) = self.operator.take() {
             operator.spawn();
         }
+        let sweeper = self.state.spawn_handle_sweeper();
         let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
         let ready = Arc::clone(&self.state);
         let shutdown = async move {
@@ -136,6 +137,7 @@ impl BoundServer {
                 Ok(())
             }
         };
+        sweeper.abort();
         auditor.flush().await;
         tracing::info!("stopped");
         result

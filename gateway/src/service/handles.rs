@@ -56,22 +56,24 @@ impl<T> Entries<T> {
         }
     }
 
-    /// Removes the least recently used entry.
-    fn evict_oldest(&mut self) {
-        if let Some((_, id)) = self.by_use.pop_first() {
-            self.by_id.remove(&id);
-        }
+    /// Removes the least recently used entry, and returns it.
+    fn evict_oldest(&mut self) -> Option<Entry<T>> {
+        let (_, id) = self.by_use.pop_first()?;
+        self.by_id.remove(&id)
     }
 
-    /// Removes the entries last used `ttl` or longer before `now`.
-    fn drop_expired(&mut self, now: Instant, ttl: Duration) {
+    /// Removes the entries last used `ttl` or longer before `now`, and returns them, so
+    /// that the caller drops them (and the plans they hold) after releasing the lock.
+    fn take_expired(&mut self, now: Instant, ttl: Duration) -> Vec<Entry<T>> {
+        let mut expired = Vec::new();
         while let Some(&(touched, id)) = self.by_use.first() {
             if now.duration_since(touched) < ttl {
                 break;
             }
             self.by_use.pop_first();
-            self.by_id.remove(&id);
+            expired.extend(self.by_id.remove(&id));
         }
+        expired
     }
 }
 
@@ -130,11 +132,11 @@ impl<T: Clone> HandleStore<T> {
     fn insert_at(&self, owner: &str, value: T, now: Instant) -> Bytes {
         let mut id: Id = [0u8; ID_LEN];
         id.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        {
+        let _freed_unlocked = {
             let mut entries = self.lock();
-            entries.drop_expired(now, self.ttl);
+            let mut freed = entries.take_expired(now, self.ttl);
             if entries.by_id.len() >= self.capacity {
-                entries.evict_oldest();
+                freed.extend(entries.evict_oldest());
             }
             entries.by_id.insert(
                 id,
@@ -145,7 +147,8 @@ impl<T: Clone> HandleStore<T> {
                 },
             );
             entries.by_use.insert((now, id));
-        }
+            freed
+        };
         let mut handle = BytesMut::with_capacity(HANDLE_LEN);
         handle.put_slice(&id);
         handle.put_slice(&self.tag(&id, owner));
@@ -210,10 +213,8 @@ impl<T: Clone> HandleStore<T> {
     }
 
     fn drop_expired_at(&self, now: Instant) -> usize {
-        let mut entries = self.lock();
-        let before = entries.by_id.len();
-        entries.drop_expired(now, self.ttl);
-        before - entries.by_id.len()
+        let expired = self.lock().take_expired(now, self.ttl);
+        expired.len()
     }
 
     /// Number of entries (expired ones included until dropped).

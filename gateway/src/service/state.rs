@@ -130,7 +130,8 @@ impl GatewayState {
 
     /// Frees, every 30 s, the tickets and prepared statements unused
     /// for their time-to-live (with the plans and audit facts they hold), so an idle
-    /// gateway gives their memory back. Stops when the state is dropped.
+    /// gateway gives their memory back. `BoundServer::serve` runs it
+    /// while it serves; it also stops by itself when the state is dropped.
     pub fn spawn_handle_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let state = Arc::downgrade(self);
         tokio::spawn(async move {
