@@ -159,6 +159,19 @@ fn write_batch(path: &Path, batch: &RecordBatch) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The `Int64` values of the first column, over all batches.
+fn first_column_ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
 fn count(batches: &[RecordBatch]) -> i64 {
     batches
         .iter()
@@ -354,16 +367,7 @@ async fn files_added_and_removed_are_served_once_the_gateway_sees_them() {
         .try_query("SELECT id FROM shop.orders.orders ORDER BY id")
         .await
         .unwrap();
-    let read: Vec<i64> = ids
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    assert_eq!(read, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(first_column_ids(&ids), vec![1, 2, 3, 4, 5, 6]);
 
     // The domain empties the table: it answers, with no rows.
     std::fs::remove_file(live.mesh.join("data/orders/part-2.parquet")).unwrap();
@@ -396,16 +400,7 @@ async fn a_query_in_flight_finishes_on_the_mesh_it_started_with() {
     })
     .await;
     let batches = fetch(&mut client, info).await;
-    let ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(first_column_ids(&batches), vec![1, 2, 3]);
 }
 
 #[tokio::test]
