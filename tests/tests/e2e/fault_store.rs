@@ -54,6 +54,22 @@ impl FaultLayer {
         self.plan.lock().unwrap().armed = Some((domain.to_string(), fault, k));
     }
 
+    /// Waits until no read of the armed domain has come for 200 ms (at most 10 s): the
+    /// partitions of a query that already failed may still finish reads in flight,
+    /// which would count against the next fault armed.
+    pub(crate) async fn settle(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = self.reads.load(Ordering::SeqCst);
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let now = self.reads.load(Ordering::SeqCst);
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    }
+
     /// Reads pass through again.
     pub(crate) fn disarm(&self) {
         self.plan.lock().unwrap().armed = None;

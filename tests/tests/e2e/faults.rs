@@ -134,6 +134,7 @@ async fn storage_errors_end_queries_with_an_error_naming_the_table() {
     faulty.layer.arm("ops", Fault::Error, 1);
     let status = faulty.count(TABLE).await.unwrap_err();
     assert_names_only_the_table(&status);
+    faulty.layer.settle().await;
 
     // In the middle of a stream: rows have arrived, then the stream fails.
     faulty.layer.arm("ops", Fault::Error, 30);
@@ -196,6 +197,7 @@ async fn truncated_reads_and_panics_fail_and_slow_reads_answer_in_full() {
     faulty.layer.arm("ops", Fault::Truncate, 2);
     let status = faulty.count(TABLE).await.unwrap_err();
     assert_names_only_the_table(&status);
+    faulty.layer.settle().await;
 
     // A panic below the engine ends the query with an internal error, not a torn
     // stream, and the gateway serves on.
@@ -203,6 +205,7 @@ async fn truncated_reads_and_panics_fail_and_slow_reads_answer_in_full() {
     let status = faulty.count(TABLE).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(!status.message().contains("injected"), "{status:?}");
+    faulty.layer.settle().await;
 
     // Every read 20 ms late: slower, and whole.
     faulty
