@@ -109,6 +109,14 @@ impl LiveMesh {
         reason.unwrap_or_default()
     }
 
+    /// Waits until `sql` (a `count(*)`) answers `n`, failing the test with `what`.
+    async fn count_becomes(&self, sql: &str, n: i64, what: &str) {
+        self.eventually(what, || async {
+            self.gw.try_query(sql).await.is_ok_and(|b| count(&b) == n)
+        })
+        .await;
+    }
+
     /// Waits until `check` holds, failing the test with `what` after [`APPLY_WITHIN`].
     async fn eventually<F, Fut>(&self, what: &str, mut check: F)
     where
@@ -321,12 +329,11 @@ async fn data_that_breaks_the_contract_breaks_the_product_until_fixed() {
     assert_eq!(count(&stock.unwrap()), 2, "the other product kept serving");
 
     std::fs::remove_file(&bad_file).unwrap();
-    live.eventually("product recovers", || async {
-        live.gw
-            .try_query("SELECT count(*) FROM shop.orders.orders")
-            .await
-            .is_ok_and(|b| count(&b) == 3)
-    })
+    live.count_becomes(
+        "SELECT count(*) FROM shop.orders.orders",
+        3,
+        "product recovers",
+    )
     .await;
     assert_eq!(live.product_status("orders").await.unwrap().0, "ok");
 }
@@ -339,13 +346,8 @@ async fn files_added_and_removed_are_served_once_the_gateway_sees_them() {
 
     // The domain appends a file: queries read it once the product is re-checked.
     write_rows(&live.mesh.join("data/orders/part-1.parquet"), &[4, 5]);
-    live.eventually("the added file is read", || async {
-        live.gw
-            .try_query(orders)
-            .await
-            .is_ok_and(|b| count(&b) == 5)
-    })
-    .await;
+    live.count_becomes(orders, 5, "the added file is read")
+        .await;
 
     // The domain compacts: one new file replaces both. Once the gateway has seen it,
     // queries read the new file alone: no rows twice, no file that is gone.
@@ -355,13 +357,8 @@ async fn files_added_and_removed_are_served_once_the_gateway_sees_them() {
     );
     std::fs::remove_file(live.mesh.join("data/orders/part-0.parquet")).unwrap();
     std::fs::remove_file(live.mesh.join("data/orders/part-1.parquet")).unwrap();
-    live.eventually("the compacted file alone is read", || async {
-        live.gw
-            .try_query(orders)
-            .await
-            .is_ok_and(|b| count(&b) == 6)
-    })
-    .await;
+    live.count_becomes(orders, 6, "the compacted file alone is read")
+        .await;
     let ids = live
         .gw
         .try_query("SELECT id FROM shop.orders.orders ORDER BY id")
@@ -371,13 +368,8 @@ async fn files_added_and_removed_are_served_once_the_gateway_sees_them() {
 
     // The domain empties the table: it answers, with no rows.
     std::fs::remove_file(live.mesh.join("data/orders/part-2.parquet")).unwrap();
-    live.eventually("the emptied table has no rows", || async {
-        live.gw
-            .try_query(orders)
-            .await
-            .is_ok_and(|b| count(&b) == 0)
-    })
-    .await;
+    live.count_becomes(orders, 0, "the emptied table has no rows")
+        .await;
 }
 
 #[tokio::test]
