@@ -38,6 +38,9 @@ pub(crate) async fn delta_table(
                 location.delta_url.clone(),
             ))
     };
+    if let Some(AsOf::Version(asked)) = as_of {
+        refuse_future_version(qualified_name, builder()?, asked).await?;
+    }
     let asked = match as_of {
         None => builder()?,
         Some(AsOf::Version(v)) => builder()?.with_version(v),
@@ -103,6 +106,37 @@ pub(crate) async fn delta_table(
             source,
         })?;
     Ok((provider, snapshot))
+}
+
+/// Refuses a version past the latest one the log holds, from one read of the log (its
+/// last checkpoint and the commits after it), before delta-rs is asked for it: asked
+/// for a version the log does not have, it looks for every commit up to it, which for
+/// `v9223372036854775807` never ends.
+async fn refuse_future_version(
+    qualified_name: &str,
+    latest: DeltaTableBuilder,
+    asked: u64,
+) -> Result<()> {
+    let table = latest
+        .load()
+        .await
+        .map_err(|source| ConnectorError::Delta {
+            table: qualified_name.to_string(),
+            source,
+        })?;
+    let newest = table.version();
+    match newest {
+        Some(newest) if asked <= newest => Ok(()),
+        newest => Err(ConnectorError::NoSuchVersion {
+            table: qualified_name.to_string(),
+            as_of: match newest {
+                Some(newest) => {
+                    format!("{} (the latest version is v{newest})", AsOf::Version(asked))
+                }
+                None => AsOf::Version(asked).to_string(),
+            },
+        }),
+    }
 }
 
 fn millis_to_time(millis: i64) -> SystemTime {

@@ -274,3 +274,131 @@ impl Auditor {
 
 /// Shared auditor.
 pub type SharedAuditor = Arc<Auditor>;
+
+/// The audit duty of one request, shared by the authentication layer and the handler.
+///
+/// The layer writes a plain record for every authenticated request when it ends (its
+/// outcome taken from the response's status, or `cancelled` when the client went
+/// away first), unless the handler [claimed](AuditSlot::claim) the duty to write a
+/// richer one itself (statements, tickets, metadata). So every request ends in exactly
+/// one record, whatever path it takes, including refusals before any handler code and
+/// RPCs the gateway does not offer.
+#[derive(Debug, Default)]
+pub struct AuditSlot {
+    claimed: std::sync::atomic::AtomicBool,
+    rpc: std::sync::OnceLock<&'static str>,
+}
+
+impl AuditSlot {
+    /// The handler will write the request's record itself.
+    pub fn claim(&self) {
+        self.claimed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the handler claimed the record.
+    pub fn is_claimed(&self) -> bool {
+        self.claimed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Names the request in the plain record (`DoPut/CommandPreparedStatementQuery`);
+    /// the first name given wins.
+    pub fn name(&self, rpc: &'static str) {
+        let _ = self.rpc.set(rpc);
+    }
+
+    /// The name given by the handler, if any.
+    pub fn rpc(&self) -> Option<&'static str> {
+        self.rpc.get().copied()
+    }
+}
+
+/// A request's slot, as the authentication layer put it in its extensions.
+pub fn slot_of<T>(request: &tonic::Request<T>) -> Option<Arc<AuditSlot>> {
+    request.extensions().get::<Arc<AuditSlot>>().cloned()
+}
+
+/// Claims the record of `request` for its handler (see [`AuditSlot`]).
+pub fn claim<T>(request: &tonic::Request<T>) {
+    if let Some(slot) = slot_of(request) {
+        slot.claim();
+    }
+}
+
+/// Names the plain record of `request` (see [`AuditSlot::name`]).
+pub fn name<T>(request: &tonic::Request<T>, rpc: &'static str) {
+    if let Some(slot) = slot_of(request) {
+        slot.name(rpc);
+    }
+}
+
+/// Writes the plain record of an authenticated request when it ends, unless its
+/// handler claimed it; a request dropped before its response (the client went away)
+/// is recorded as `cancelled`.
+#[derive(Debug)]
+pub struct PendingRecord {
+    auditor: Arc<Auditor>,
+    slot: Arc<AuditSlot>,
+    path: String,
+    principal: Principal,
+    started: Instant,
+    /// The gRPC status code of the response, once it is known.
+    code: Option<tonic::Code>,
+}
+
+impl PendingRecord {
+    /// The pending record of a request to `path` by `principal`.
+    pub fn new(
+        auditor: Arc<Auditor>,
+        slot: Arc<AuditSlot>,
+        path: &str,
+        principal: Principal,
+        started: Instant,
+    ) -> Self {
+        Self {
+            auditor,
+            slot,
+            path: path.to_string(),
+            principal,
+            started,
+            code: None,
+        }
+    }
+
+    /// The request ended with a response whose status is `code` (`Ok` when the
+    /// response carries none in its headers: it streams, and ends with trailers).
+    pub fn finish(mut self, code: tonic::Code) {
+        self.code = Some(code);
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        if self.slot.is_claimed() {
+            return;
+        }
+        // A Flight RPC by its method name (`ListFlights`); any other path as asked.
+        let rpc = self.slot.rpc().map_or_else(
+            || {
+                self.path
+                    .strip_prefix("/arrow.flight.protocol.FlightService/")
+                    .unwrap_or(self.path.trim_start_matches('/'))
+                    .to_string()
+            },
+            str::to_string,
+        );
+        let mut record = AuditRecord::new(rpc, Some(&self.principal), self.started);
+        match self.code {
+            Some(tonic::Code::Ok) => {}
+            Some(code) => {
+                record.outcome = "error";
+                record.detail = Some(format!("{code:?}"));
+            }
+            None => {
+                record.outcome = "cancelled";
+                record.detail = Some("the client went away before the response".into());
+            }
+        }
+        self.auditor.emit(record);
+    }
+}

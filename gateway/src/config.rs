@@ -229,6 +229,12 @@ pub struct EngineConfig {
     pub max_running_per_principal: usize,
     /// Queries that may wait for a free slot; beyond, `RESOURCE_EXHAUSTED` at once.
     pub max_queued_queries: usize,
+    /// Threads that plan statements (parse, resolve, optimize), apart from those that
+    /// serve requests and stream results; the number of cores (at least 2) when unset.
+    pub planning_threads: Option<usize>,
+    /// Most operators a statement's plan may hold once its views and common table
+    /// expressions are expanded; beyond, `INVALID_ARGUMENT` before it is optimized.
+    pub max_plan_nodes: usize,
 }
 
 impl Default for EngineConfig {
@@ -243,6 +249,8 @@ impl Default for EngineConfig {
             max_running_queries: 32,
             max_running_per_principal: 8,
             max_queued_queries: 64,
+            planning_threads: None,
+            max_plan_nodes: 10_000,
         }
     }
 }
@@ -259,6 +267,9 @@ pub struct HandleConfig {
     pub prepared_ttl: Duration,
     /// Most tickets and prepared statements held at once (each store).
     pub max_handles: usize,
+    /// Most tickets, and most prepared statements, one principal may hold at once:
+    /// past it, its own least recently used handle goes, never another principal's.
+    pub max_handles_per_principal: usize,
 }
 
 impl Default for HandleConfig {
@@ -267,6 +278,7 @@ impl Default for HandleConfig {
             ticket_ttl: Duration::from_secs(300),
             prepared_ttl: Duration::from_secs(3600),
             max_handles: 10_000,
+            max_handles_per_principal: 1_000,
         }
     }
 }

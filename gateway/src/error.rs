@@ -10,6 +10,7 @@ use meshgate_connectors::TableStorageError;
 use tonic::{Code, Status};
 
 use crate::live::{Breakage, ProductUnavailable};
+use crate::session::PlanningStopped;
 
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,10 @@ pub enum Error {
     /// The query ran out of time and was stopped.
     #[error("{0}")]
     DeadlineExceeded(String),
+
+    /// The client cancelled the request, or went away before it was answered.
+    #[error("{0}")]
+    Cancelled(String),
 
     /// A product is temporarily unavailable; the message is safe for the client.
     #[error("{0}")]
@@ -126,6 +131,7 @@ impl Error {
             Code::Unavailable => "Unavailable",
             Code::FailedPrecondition => "FailedPrecondition",
             Code::DeadlineExceeded => "DeadlineExceeded",
+            Code::Cancelled => "Cancelled",
             _ => "Internal",
         }
     }
@@ -139,6 +145,7 @@ impl Error {
             Self::Unsupported(_) => Code::Unimplemented,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::Cancelled(_) => Code::Cancelled,
             Self::Unavailable(_) | Self::Storage(_) | Self::TableStorage { .. } => {
                 Code::Unavailable
             }
@@ -210,6 +217,17 @@ fn classify(root: &DataFusionError, outer: &DataFusionError) -> Error {
                     Breakage::Contract => Error::FailedPrecondition(unavailable.message.clone()),
                     Breakage::Storage => Error::Unavailable(unavailable.message.clone()),
                 }
+            } else if let Some(stopped) = e.downcast_ref::<PlanningStopped>() {
+                match stopped {
+                    PlanningStopped::Deadline => Error::DeadlineExceeded(stopped.to_string()),
+                    PlanningStopped::Cancelled => Error::Cancelled(stopped.to_string()),
+                }
+            } else if let Some(regex) = e.downcast_ref::<regex::Error>() {
+                // A pattern the caller wrote (`regexp_replace(s, '[', '')`).
+                Error::InvalidSql(format!("invalid regular expression: {regex}"))
+            } else if let Some(syntax) = e.downcast_ref::<regex_syntax::Error>() {
+                // The same, found by the optimizer's rewrite of a constant pattern.
+                Error::InvalidSql(format!("invalid regular expression: {syntax}"))
             } else if let Some(df) = e.downcast_ref::<DataFusionError>() {
                 classify(df, outer)
             } else if let Some(arrow) = e.downcast_ref::<arrow::error::ArrowError>() {

@@ -15,8 +15,9 @@ use meshgate_catalog::Principal;
 use tonic::Status;
 use tower::{Layer, Service};
 
+use super::verifier::AuthError;
 use super::verifier::Authenticator;
-use crate::audit::{AuditRecord, Auditor};
+use crate::audit::{AuditRecord, AuditSlot, Auditor, PendingRecord};
 
 /// Adds [`AuthService`] in front of a service.
 #[derive(Debug, Clone)]
@@ -78,16 +79,30 @@ where
         let auditor = Arc::clone(&self.auditor);
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let header = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            match authenticator.verify_header(header.as_deref()).await {
+            let verified = match single_authorization(request.headers()) {
+                Ok(header) => authenticator.verify_header(header.as_deref()).await,
+                Err(reason) => Err(reason),
+            };
+            match verified {
                 Ok(principal) => {
                     tracing::debug!(subject = %principal.subject, path = request.uri().path(), "authenticated");
+                    let slot = Arc::new(AuditSlot::default());
+                    let pending = PendingRecord::new(
+                        auditor,
+                        Arc::clone(&slot),
+                        request.uri().path(),
+                        principal.clone(),
+                        started,
+                    );
                     request.extensions_mut().insert(principal);
-                    inner.call(request).await
+                    request.extensions_mut().insert(slot);
+                    // Dropped with this future when the client goes away first.
+                    let response = inner.call(request).await;
+                    pending.finish(match &response {
+                        Ok(response) => status_code(response.headers()),
+                        Err(_) => tonic::Code::Internal,
+                    });
+                    response
                 }
                 Err(reason) => {
                     tracing::info!(reason = %reason, path = request.uri().path(), "authentication failed");
@@ -104,6 +119,30 @@ where
             }
         })
     }
+}
+
+/// The one `authorization` header of a request (`None` when it has none); a request
+/// with several is refused, whichever would verify: ambiguous credentials are no
+/// credentials.
+fn single_authorization(headers: &http::HeaderMap) -> Result<Option<String>, AuthError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(AuthError(
+            "more than one authorization header: send exactly one `Bearer <token>`",
+        ));
+    }
+    Ok(first.and_then(|v| v.to_str().ok()).map(str::to_string))
+}
+
+/// The gRPC status a response carries in its headers (a refusal); `Ok` for one that
+/// carries none (it streams its body and ends with trailers).
+fn status_code(headers: &http::HeaderMap) -> tonic::Code {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from)
 }
 
 /// The principal of a request that went through [`AuthLayer`].

@@ -5,13 +5,17 @@
 //! carries no SQL and no authority: redeeming it requires the same principal (checked
 //! on the tag, then on the entry), within its time-to-live. Any failure, whether
 //! unknown, expired, forged or presented by another principal, looks the same to the
-//! caller. The store holds a bounded number of entries: each insert drops the expired
-//! ones and, when still full, the least recently used. Entries are also indexed by when
-//! they were last used, so each operation costs a logarithm of the entries, never a
-//! scan of them under the lock.
+//! caller. The store holds a bounded number of entries, and each principal a bounded
+//! share of them: each insert drops the expired ones; a principal at its share then
+//! loses its own least recently used handle, and a full store takes the least recently
+//! used handle of the principal holding the most, so that one principal's handles never
+//! push out another's while it holds more than they do. Entries are also indexed by
+//! when they were last used, overall and per principal, so each operation costs a
+//! logarithm of the entries, never a scan of them under the lock (a full store scans
+//! its principals once to find the largest holder).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::{constant_time, hmac, rand};
@@ -28,38 +32,94 @@ type Id = [u8; ID_LEN];
 
 #[derive(Debug)]
 struct Entry<T> {
-    owner: String,
+    owner: Arc<str>,
     value: T,
     touched: Instant,
 }
 
-/// The entries, and the same ids ordered by when they were last used.
+/// The entries, and the same ids ordered by when they were last used, overall and for
+/// each owner.
 #[derive(Debug)]
 struct Entries<T> {
     by_id: HashMap<Id, Entry<T>>,
     by_use: BTreeSet<(Instant, Id)>,
+    by_owner: HashMap<Arc<str>, BTreeSet<(Instant, Id)>>,
 }
 
 impl<T> Entries<T> {
+    fn new() -> Self {
+        Self {
+            by_id: HashMap::new(),
+            by_use: BTreeSet::new(),
+            by_owner: HashMap::new(),
+        }
+    }
+
+    fn insert(&mut self, id: Id, owner: Arc<str>, value: T, now: Instant) {
+        self.by_use.insert((now, id));
+        self.by_owner
+            .entry(Arc::clone(&owner))
+            .or_default()
+            .insert((now, id));
+        self.by_id.insert(
+            id,
+            Entry {
+                owner,
+                value,
+                touched: now,
+            },
+        );
+    }
+
     fn remove(&mut self, id: &Id) -> Option<Entry<T>> {
         let entry = self.by_id.remove(id)?;
         self.by_use.remove(&(entry.touched, *id));
+        self.forget_use_of_owner(&entry.owner, entry.touched, id);
         Some(entry)
+    }
+
+    fn forget_use_of_owner(&mut self, owner: &Arc<str>, touched: Instant, id: &Id) {
+        if let Some(uses) = self.by_owner.get_mut(owner) {
+            uses.remove(&(touched, *id));
+            if uses.is_empty() {
+                self.by_owner.remove(owner);
+            }
+        }
     }
 
     /// Marks the entry `id` as used at `now`.
     fn touch(&mut self, id: &Id, now: Instant) {
         if let Some(entry) = self.by_id.get_mut(id) {
-            self.by_use.remove(&(entry.touched, *id));
+            let before = entry.touched;
             entry.touched = now;
+            self.by_use.remove(&(before, *id));
             self.by_use.insert((now, *id));
+            if let Some(uses) = self.by_owner.get_mut(&entry.owner) {
+                uses.remove(&(before, *id));
+                uses.insert((now, *id));
+            }
         }
     }
 
-    /// Removes the least recently used entry, and returns it.
-    fn evict_oldest(&mut self) -> Option<Entry<T>> {
-        let (_, id) = self.by_use.pop_first()?;
-        self.by_id.remove(&id)
+    /// How many entries `owner` holds.
+    fn held_by(&self, owner: &str) -> usize {
+        self.by_owner.get(owner).map_or(0, BTreeSet::len)
+    }
+
+    /// Removes the least recently used entry of `owner`, and returns it.
+    fn evict_oldest_of(&mut self, owner: &str) -> Option<Entry<T>> {
+        let &(_, id) = self.by_owner.get(owner)?.first()?;
+        self.remove(&id)
+    }
+
+    /// Removes the least recently used entry of the owner holding the most entries.
+    fn evict_from_largest_holder(&mut self) -> Option<Entry<T>> {
+        let largest = self
+            .by_owner
+            .iter()
+            .max_by_key(|(_, uses)| uses.len())
+            .map(|(owner, _)| Arc::clone(owner))?;
+        self.evict_oldest_of(&largest)
     }
 
     /// Removes the entries last used `ttl` or longer before `now`, and returns them, so
@@ -70,8 +130,7 @@ impl<T> Entries<T> {
             if now.duration_since(touched) < ttl {
                 break;
             }
-            self.by_use.pop_first();
-            expired.extend(self.by_id.remove(&id));
+            expired.extend(self.remove(&id));
         }
         expired
     }
@@ -82,6 +141,7 @@ pub struct HandleStore<T> {
     what: &'static str,
     ttl: Duration,
     capacity: usize,
+    per_owner: usize,
     key: hmac::Key,
     entries: Mutex<Entries<T>>,
 }
@@ -92,13 +152,15 @@ impl<T> std::fmt::Debug for HandleStore<T> {
             .field("what", &self.what)
             .field("ttl", &self.ttl)
             .field("capacity", &self.capacity)
+            .field("per_owner", &self.per_owner)
             .finish_non_exhaustive()
     }
 }
 
 impl<T: Clone> HandleStore<T> {
-    /// A store of `what` (used in error messages) with the given limits and a fresh key.
-    pub fn new(what: &'static str, ttl: Duration, capacity: usize) -> Self {
+    /// A store of `what` (used in error messages) with a fresh key, holding at most
+    /// `capacity` entries, and at most `per_owner` of them for one owner.
+    pub fn new(what: &'static str, ttl: Duration, capacity: usize, per_owner: usize) -> Self {
         let mut key = [0u8; 32];
         // The system RNG does not fail on supported platforms; a zero key would still
         // bind handles to their owner through the entry check below.
@@ -107,11 +169,9 @@ impl<T: Clone> HandleStore<T> {
             what,
             ttl,
             capacity: capacity.max(1),
+            per_owner: per_owner.clamp(1, capacity.max(1)),
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
-            entries: Mutex::new(Entries {
-                by_id: HashMap::new(),
-                by_use: BTreeSet::new(),
-            }),
+            entries: Mutex::new(Entries::new()),
         }
     }
 
@@ -135,18 +195,12 @@ impl<T: Clone> HandleStore<T> {
         let _freed_unlocked = {
             let mut entries = self.lock();
             let mut freed = entries.take_expired(now, self.ttl);
-            if entries.by_id.len() >= self.capacity {
-                freed.extend(entries.evict_oldest());
+            if entries.held_by(owner) >= self.per_owner {
+                freed.extend(entries.evict_oldest_of(owner));
+            } else if entries.by_id.len() >= self.capacity {
+                freed.extend(entries.evict_from_largest_holder());
             }
-            entries.by_id.insert(
-                id,
-                Entry {
-                    owner: owner.to_string(),
-                    value,
-                    touched: now,
-                },
-            );
-            entries.by_use.insert((now, id));
+            entries.insert(id, Arc::from(owner), value, now);
             freed
         };
         let mut handle = BytesMut::with_capacity(HANDLE_LEN);
@@ -164,7 +218,7 @@ impl<T: Clone> HandleStore<T> {
         let id = self.verify(handle, owner)?;
         let mut entries = self.lock();
         let (live, value) = match entries.by_id.get(&id) {
-            Some(entry) if entry.owner == owner => (
+            Some(entry) if &*entry.owner == owner => (
                 now.duration_since(entry.touched) < self.ttl,
                 entry.value.clone(),
             ),
@@ -188,7 +242,7 @@ impl<T: Clone> HandleStore<T> {
         let id = self.verify(handle, owner)?;
         let mut entries = self.lock();
         match entries.by_id.get_mut(&id) {
-            Some(entry) if entry.owner == owner => entry.value = value,
+            Some(entry) if &*entry.owner == owner => entry.value = value,
             _ => return Err(self.unknown()),
         }
         entries.touch(&id, now);
@@ -199,7 +253,7 @@ impl<T: Clone> HandleStore<T> {
     pub fn remove(&self, handle: &[u8], owner: &str) -> Result<bool> {
         let id = self.verify(handle, owner)?;
         let mut entries = self.lock();
-        if entries.by_id.get(&id).is_some_and(|e| e.owner == owner) {
+        if entries.by_id.get(&id).is_some_and(|e| &*e.owner == owner) {
             entries.remove(&id);
             return Ok(true);
         }
@@ -238,7 +292,7 @@ impl<T: Clone> HandleStore<T> {
         Ok(id)
     }
 
-    fn unknown(&self) -> Error {
+    pub(super) fn unknown(&self) -> Error {
         Error::UnknownHandle(format!(
             "{} handle is unknown or expired; plan the statement again",
             self.what
@@ -257,7 +311,7 @@ mod tests {
     #[test]
     fn handles_are_opaque_bound_and_expire() {
         let t = Instant::now();
-        let store = HandleStore::new("ticket", Duration::from_millis(50), 10);
+        let store = HandleStore::new("ticket", Duration::from_millis(50), 10, 10);
         let h = store.insert_at("iss|ann", 7, t);
         assert_eq!(h.len(), HANDLE_LEN);
         assert_eq!(store.get_at(&h, "iss|ann", at(t, 10)).unwrap(), 7);
@@ -289,7 +343,7 @@ mod tests {
     #[test]
     fn capacity_evicts_the_least_recently_used() {
         let t = Instant::now();
-        let store = HandleStore::new("ticket", Duration::from_secs(60), 2);
+        let store = HandleStore::new("ticket", Duration::from_secs(60), 2, 2);
         let a = store.insert_at("o", 1, at(t, 1));
         let b = store.insert_at("o", 2, at(t, 2));
         let c = store.insert_at("o", 3, at(t, 3));
@@ -315,7 +369,7 @@ mod tests {
     #[test]
     fn inserts_drop_expired_entries_before_the_store_is_full() {
         let t = Instant::now();
-        let store = HandleStore::new("ticket", Duration::from_millis(1_000), 1_000);
+        let store = HandleStore::new("ticket", Duration::from_millis(1_000), 1_000, 1_000);
         for i in 0..10 {
             store.insert_at("o", i, at(t, i as u64));
         }
@@ -345,5 +399,51 @@ mod tests {
         );
         assert_eq!(store.drop_expired_at(at(t, 2_300)), 1);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_principal_over_its_share_evicts_only_its_own_handles() {
+        let t = Instant::now();
+        let store = HandleStore::new("ticket", Duration::from_secs(60), 6, 3);
+        let others: Vec<_> = (0..2)
+            .map(|i| store.insert_at("other", i, at(t, i)))
+            .collect();
+        let mine: Vec<_> = (0..10)
+            .map(|i| store.insert_at("greedy", 100 + i, at(t, 10 + i)))
+            .collect();
+        assert_eq!(store.len(), 5, "2 of the other's and 3 of the greedy one's");
+        for (i, h) in others.iter().enumerate() {
+            assert_eq!(store.get_at(h, "other", at(t, 30)).unwrap(), i as u64);
+        }
+        for h in &mine[..7] {
+            assert!(store.get_at(h, "greedy", at(t, 31)).is_err());
+        }
+        for h in &mine[7..] {
+            assert!(store.get_at(h, "greedy", at(t, 32)).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_full_store_takes_from_the_largest_holder() {
+        let t = Instant::now();
+        let store = HandleStore::new("ticket", Duration::from_secs(60), 4, 3);
+        let a = store.insert_at("small", 1, at(t, 1));
+        let big: Vec<_> = (0..3)
+            .map(|i| store.insert_at("big", i, at(t, 2 + i)))
+            .collect();
+        // Full: a third principal's insert takes the big holder's oldest, not `a`
+        // (the oldest overall).
+        let c = store.insert_at("third", 9, at(t, 10));
+        assert_eq!(store.len(), 4);
+        assert_eq!(store.get_at(&a, "small", at(t, 11)).unwrap(), 1);
+        assert_eq!(store.get_at(&c, "third", at(t, 12)).unwrap(), 9);
+        assert!(store.get_at(&big[0], "big", at(t, 13)).is_err());
+        assert!(store.get_at(&big[2], "big", at(t, 14)).is_ok());
+        assert!(store.remove(&a, "small").unwrap());
+        assert_eq!(
+            store.lock().by_owner.len(),
+            2,
+            "an owner with nothing held is forgotten"
+        );
     }
 }

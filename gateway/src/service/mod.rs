@@ -11,12 +11,14 @@ mod deadline;
 mod explain;
 mod handles;
 mod metadata;
+mod planning;
 mod prepared;
 mod query;
 mod spans;
 mod sql_info;
 mod stall;
 mod state;
+mod statements;
 mod stream;
 
 use std::sync::Arc;
@@ -34,13 +36,15 @@ use arrow_flight::sql::{
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use prost::Message;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 pub use deadline::{Deadline, TIMEOUT_HEADER};
 pub use handles::{HANDLE_LEN, HandleStore};
 pub use stream::{wire_schema, wire_type};
 
 pub use state::{GatewayState, Load, RequestOptions};
+pub use statements::MAX_PARAMETER_BYTES;
+
+use self::statements::Statement;
 
 use self::query::command_flight_info;
 use self::stream::{FlightDataStream, encode_batch};
@@ -48,7 +52,7 @@ use std::time::Instant;
 
 use meshgate_catalog::Principal;
 
-use crate::audit::AuditRecord;
+use crate::audit::{self, AuditRecord};
 use crate::auth::principal_of;
 use crate::error::{Error, Result};
 
@@ -88,8 +92,38 @@ impl AuditScope {
 }
 
 impl MeshFlightSqlService {
+    /// GetFlightInfo of a statement or a prepared statement: plans it on the planning
+    /// pool, which writes its audit record (even if the client goes away meanwhile).
+    async fn get_flight_info_of(
+        &self,
+        statement: Statement,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        audit::name(&request, statement.rpc());
+        let principal = principal_of(&request)?;
+        let options = RequestOptions::from_metadata(request.metadata())?;
+        audit::claim(&request);
+        let query_id = new_query_id();
+        let span = spans::query_span(&query_id, &principal.subject, request.metadata().as_ref());
+        let result = self
+            .state
+            .plan_statement(
+                principal,
+                statement,
+                options,
+                request.into_inner(),
+                query_id.clone(),
+                span.clone(),
+            )
+            .await;
+        // A failure is logged while the response is built: under the query's span.
+        let _entered = span.enter();
+        with_query_id(info_response(result), Some(&query_id))
+    }
+
     /// Starts the audit of a metadata request by its verified principal.
     fn scope<T>(&self, rpc: &'static str, request: &Request<T>) -> Result<AuditScope, Status> {
+        audit::claim(request);
         Ok(AuditScope {
             rpc,
             principal: principal_of(request)?,
@@ -153,25 +187,8 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let principal = principal_of(&request)?;
-        let options = RequestOptions::from_metadata(request.metadata())?;
-        let query_id = new_query_id();
-        let span = spans::query_span(&query_id, &principal.subject, request.metadata().as_ref());
-        let planned = self
-            .state
-            .plan_statement(
-                &principal,
-                &query.query,
-                &options,
-                request.into_inner(),
-                &query_id,
-                &span,
-            )
-            .instrument(span.clone());
-        let result = planned.await;
-        // A failure is logged while the response is built: under the query's span.
-        let _entered = span.enter();
-        with_query_id(info_response(result), Some(&query_id))
+        self.get_flight_info_of(Statement::Sql(query.query), request)
+            .await
     }
 
     async fn do_get_statement(
@@ -179,8 +196,11 @@ impl FlightSqlService for MeshFlightSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> DoGetResponse {
+        audit::name(&request, "DoGet/TicketStatementQuery");
         let principal = principal_of(&request)?;
         let options = RequestOptions::from_metadata(request.metadata())?;
+        // From here on, the ticket's audit record is written by the state.
+        audit::claim(&request);
         let (stream, query_id) = self
             .state
             .redeem_ticket(&principal, &ticket.statement_handle, &options)
@@ -193,8 +213,14 @@ impl FlightSqlService for MeshFlightSqlService {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        audit::name(&request, "DoAction/CreatePreparedStatement");
         let principal = principal_of(&request)?;
-        Ok(self.state.create_prepared(&principal, &query.query).await?)
+        let options = RequestOptions::from_metadata(request.metadata())?;
+        audit::claim(&request);
+        Ok(self
+            .state
+            .create_prepared(principal, query.query, options)
+            .await?)
     }
 
     async fn do_put_prepared_statement_query(
@@ -202,6 +228,7 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
+        audit::name(&request, "DoPut/CommandPreparedStatementQuery");
         let principal = principal_of(&request)?;
         let handle = query.prepared_statement_handle;
         Ok(self
@@ -215,25 +242,9 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let principal = principal_of(&request)?;
-        let options = RequestOptions::from_metadata(request.metadata())?;
         let handle = query.prepared_statement_handle;
-        let query_id = new_query_id();
-        let span = spans::query_span(&query_id, &principal.subject, request.metadata().as_ref());
-        let planned = self
-            .state
-            .plan_prepared(
-                &principal,
-                &handle,
-                &options,
-                request.into_inner(),
-                &query_id,
-                &span,
-            )
-            .instrument(span.clone())
-            .await;
-        let _entered = span.enter();
-        with_query_id(info_response(planned), Some(&query_id))
+        self.get_flight_info_of(Statement::Prepared(handle), request)
+            .await
     }
 
     async fn do_action_fallback(
@@ -241,11 +252,13 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<arrow_flight::Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         if request.get_ref().r#type != CANCEL_FLIGHT_INFO {
+            audit::name(&request, "DoAction");
             return Err(Status::invalid_argument(format!(
                 "unknown action '{}'",
                 request.get_ref().r#type
             )));
         }
+        audit::name(&request, "DoAction/CancelFlightInfo");
         let principal = principal_of(&request)?;
         let cancel = arrow_flight::CancelFlightInfoRequest::decode(request.get_ref().body.clone())
             .map_err(|_| Status::invalid_argument("CancelFlightInfo: malformed request"))?;
@@ -291,6 +304,7 @@ impl FlightSqlService for MeshFlightSqlService {
         query: ActionClosePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
+        audit::name(&request, "DoAction/ClosePreparedStatement");
         let principal = principal_of(&request)?;
         self.state
             .close_prepared(&principal, &query.prepared_statement_handle);

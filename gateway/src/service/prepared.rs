@@ -1,5 +1,5 @@
-//! Prepared statements: planned once with placeholders, bound through DoPut, executed
-//! through GetFlightInfo + DoGet like any statement.
+//! Prepared statements: checked and described once, bound through DoPut, and planned
+//! again at each execution (GetFlightInfo + DoGet, like any statement).
 
 use std::sync::Arc;
 
@@ -9,68 +9,52 @@ use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::{IpcMessage, SchemaAsIpc};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::SessionContext;
 
 use super::stream::wire_schema;
-use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
 
-/// A prepared statement: its plan with placeholders, and the values bound last.
-#[derive(Clone)]
+/// A prepared statement: its SQL, the types of its placeholders and the values bound
+/// last. It holds no plan and no session: each execution plans the SQL again in the
+/// principal's session of that moment, so a policy tightened since the statement was
+/// prepared (a product no longer readable, a column newly hidden or masked) applies to
+/// its next execution, and so does the product's newest data.
+#[derive(Debug, Clone)]
 pub(super) struct PreparedStatement {
-    /// The session the statement was planned in.
-    pub session: SessionContext,
-    /// The plan, placeholders unresolved.
-    pub plan: LogicalPlan,
-    /// Types of `$1..$n`, where the planner could infer them.
-    pub parameter_types: Vec<Option<DataType>>,
+    /// The statement as the client sent it.
+    pub sql: Arc<str>,
+    /// Types of `$1..$n`, where the planner could infer them when it was prepared.
+    pub parameter_types: Arc<Vec<Option<DataType>>>,
     /// The values bound by the last DoPut, if any.
-    pub bound: Option<Vec<ScalarValue>>,
-    /// What audit records say about the statement.
-    pub audit: QueryAudit,
+    pub bound: Option<Arc<Vec<ScalarValue>>>,
 }
 
-impl std::fmt::Debug for PreparedStatement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedStatement")
-            .field("session_id", &self.session.session_id())
-            .field("parameter_types", &self.parameter_types)
-            .field("bound", &self.bound)
-            .finish_non_exhaustive()
-    }
+/// The placeholder types of `plan`, by position; a gap in the numbering is an error.
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types()?;
+    (1..=types.len())
+        .map(|position| {
+            types.get(&format!("${position}")).cloned().ok_or_else(|| {
+                Error::InvalidSql(
+                    "placeholders must be `?` or numbered `$1..$n` without gaps".into(),
+                )
+            })
+        })
+        .collect()
 }
 
 impl PreparedStatement {
-    /// Wraps a freshly planned statement.
-    pub(super) fn new(
-        session: SessionContext,
-        plan: LogicalPlan,
-        audit: QueryAudit,
-    ) -> Result<Self> {
-        let types = plan.get_parameter_types()?;
-        let mut parameter_types = Vec::with_capacity(types.len());
-        for position in 1..=types.len() {
-            match types.get(&format!("${position}")) {
-                Some(t) => parameter_types.push(t.clone()),
-                None => {
-                    return Err(Error::InvalidSql(
-                        "placeholders must be `?` or numbered `$1..$n` without gaps".into(),
-                    ));
-                }
-            }
-        }
+    /// The statement `sql`, freshly planned as `plan`.
+    pub(super) fn new(sql: &str, plan: &LogicalPlan) -> Result<Self> {
         Ok(Self {
-            session,
-            plan,
-            parameter_types,
+            sql: Arc::from(sql),
+            parameter_types: Arc::new(parameter_types(plan)?),
             bound: None,
-            audit,
         })
     }
 
-    /// The result schema as IPC bytes.
-    pub(super) fn dataset_schema(&self) -> Result<bytes::Bytes> {
-        schema_bytes(&wire_schema(self.plan.schema().as_arrow()))
+    /// The result schema of `plan` (the statement's) as IPC bytes.
+    pub(super) fn dataset_schema(plan: &LogicalPlan) -> Result<bytes::Bytes> {
+        schema_bytes(&wire_schema(plan.schema().as_arrow()))
     }
 
     /// The parameter schema as IPC bytes: one nullable field per placeholder, named by
@@ -99,9 +83,7 @@ impl PreparedStatement {
             return Ok(());
         }
         if rows > 1 {
-            return Err(Error::InvalidArgument(format!(
-                "{rows} parameter rows were bound; a query binds exactly one row"
-            )));
+            return Err(too_many_rows(rows));
         }
         let batch = batches
             .iter()
@@ -114,35 +96,71 @@ impl PreparedStatement {
                 self.parameter_types.len()
             )));
         }
-        let mut values = Vec::with_capacity(batch.num_columns());
-        for (i, column) in batch.columns().iter().enumerate() {
-            let value = ScalarValue::try_from_array(column, 0)?;
-            let value = match &self.parameter_types[i] {
-                Some(t) if &value.data_type() != t => value.cast_to(t).map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "parameter ${} is {} but must be {t}",
-                        i + 1,
-                        value.data_type()
-                    ))
-                })?,
-                _ => value,
-            };
-            values.push(value);
-        }
-        self.bound = Some(values);
+        let values = batch
+            .columns()
+            .iter()
+            .zip(self.parameter_types.iter())
+            .enumerate()
+            .map(|(i, (column, wanted))| {
+                cast_parameter(i, ScalarValue::try_from_array(column, 0)?, wanted.as_ref())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.bound = Some(Arc::new(values));
         Ok(())
     }
 
-    /// The plan with the bound values substituted for the placeholders.
-    pub(super) fn bound_plan(&self) -> Result<LogicalPlan> {
-        match (&self.bound, self.parameter_types.is_empty()) {
-            (_, true) => Ok(self.plan.clone()),
-            (Some(values), false) => Ok(self.plan.clone().with_param_values(values.clone())?),
-            (None, false) => Err(Error::InvalidArgument(format!(
-                "the statement has {} placeholders but no parameters were bound",
-                self.parameter_types.len()
-            ))),
+    /// `plan` (this statement's SQL, planned again now) with the bound values in place
+    /// of its placeholders, cast to the types the new plan expects.
+    pub(super) fn bind_to(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        let types = parameter_types(&plan)?;
+        if types.is_empty() {
+            return Ok(plan);
         }
+        let Some(bound) = &self.bound else {
+            return Err(Error::InvalidArgument(format!(
+                "the statement has {} placeholders but no parameters were bound",
+                types.len()
+            )));
+        };
+        if bound.len() != types.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} parameter values were bound but the statement has {} placeholders",
+                bound.len(),
+                types.len()
+            )));
+        }
+        let values = bound
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .map(|(i, (value, wanted))| cast_parameter(i, value.clone(), wanted.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(plan.with_param_values(values)?)
+    }
+}
+
+/// The error of a parameter stream of more than one row.
+pub(super) fn too_many_rows(rows: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "{rows} parameter rows were bound; a query binds exactly one row"
+    ))
+}
+
+/// `value`, bound to placeholder `$index+1`, cast to `wanted` when known.
+fn cast_parameter(
+    index: usize,
+    value: ScalarValue,
+    wanted: Option<&DataType>,
+) -> Result<ScalarValue> {
+    match wanted {
+        Some(t) if &value.data_type() != t => value.cast_to(t).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "parameter ${} is {} but must be {t}",
+                index + 1,
+                value.data_type()
+            ))
+        }),
+        _ => Ok(value),
     }
 }
 

@@ -18,7 +18,7 @@ use super::stream::{FlightDataStream, encode, wire_schema};
 use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
 use crate::policy::VersionedTable;
-use crate::session::query_task_context;
+use crate::session::{ViewFingerprint, query_task_context};
 
 /// A statement planned in GetFlightInfo and executed in DoGet.
 ///
@@ -36,6 +36,9 @@ pub(super) struct PlannedQuery {
     cancelled: tokio::sync::watch::Sender<bool>,
     /// The trace of the query's planning, which its execution continues.
     trace: TraceContext,
+    /// What the principal saw when the query was planned; the ticket is redeemable
+    /// only while the principal's view is still the same.
+    view: ViewFingerprint,
     /// What the audit records of this query say about it.
     pub(super) audit: QueryAudit,
 }
@@ -66,6 +69,7 @@ impl PlannedQuery {
         audit: QueryAudit,
         deadline: Deadline,
         trace: TraceContext,
+        view: ViewFingerprint,
     ) -> Result<Self> {
         let state = session.state();
         let physical = state.create_physical_plan(&logical).await?;
@@ -82,6 +86,7 @@ impl PlannedQuery {
             deadline,
             cancelled: tokio::sync::watch::Sender::new(false),
             trace,
+            view,
             audit,
         })
     }
@@ -109,6 +114,11 @@ impl PlannedQuery {
     /// The trace of the query's planning, which its execution continues.
     pub(super) fn trace(&self) -> &TraceContext {
         &self.trace
+    }
+
+    /// What the principal saw when the query was planned.
+    pub(super) fn view(&self) -> ViewFingerprint {
+        self.view
     }
 
     /// Starts executing the query and returns its encoded result stream.

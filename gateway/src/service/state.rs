@@ -1,6 +1,7 @@
-//! [`GatewayState`]: what the service shares across requests, and the operations behind
-//! the statement and prepared-statement commands. Every operation takes the verified
-//! principal: sessions are built for it, and handles are bound to it.
+//! [`GatewayState`]: what the service shares across requests, and the operations on
+//! tickets (redeem, cancel) and prepared-statement handles. Planning is in
+//! `statements`. Every operation takes the verified principal: sessions are built for
+//! it, and handles are bound to it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -8,21 +9,15 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::FlightDescriptor;
 use arrow_flight::FlightInfo;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
-use arrow_flight::sql::server::PeekableFlightDataStream;
-use arrow_flight::sql::{ActionCreatePreparedStatementResult, DoPutPreparedStatementResult};
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
 use meshgate_catalog::Principal;
-use tracing::Instrument;
 
 use super::admission::Admission;
 use super::deadline::Deadline;
 use super::handles::HandleStore;
+use super::planning::PlanningPool;
 use super::prepared::PreparedStatement;
-use super::query::{PlannedQuery, statement_flight_info, tables_in};
+use super::query::{PlannedQuery, statement_flight_info};
 use super::spans;
 use super::sql_info;
 use super::stall::close_when_stalled;
@@ -30,7 +25,7 @@ use super::stream::{FlightDataStream, InFlight, observed};
 use crate::audit::{AuditRecord, Auditor, QueryAudit};
 use crate::config::GatewayConfig;
 use crate::error::{Error, Result};
-use crate::session::{MeshCatalogList, PrincipalSession, SessionFactory, plan_sql};
+use crate::session::{MeshCatalogList, SessionFactory};
 
 /// What a request asks of the statement it runs, beyond its SQL (from request headers).
 #[derive(Debug, Clone, Default)]
@@ -67,24 +62,26 @@ const HANDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Shared state of the service.
 pub struct GatewayState {
-    sessions: RwLock<Arc<SessionFactory>>,
+    pub(super) sessions: RwLock<Arc<SessionFactory>>,
     /// Bumped at every replacement of the session factory.
     generation: tokio::sync::watch::Sender<u64>,
-    tickets: HandleStore<Arc<PlannedQuery>>,
-    prepared: HandleStore<PreparedStatement>,
+    pub(super) tickets: HandleStore<Arc<PlannedQuery>>,
+    pub(super) prepared: HandleStore<PreparedStatement>,
     pub(super) sql_info: SqlInfoData,
     pub(super) xdbc_type_info: XdbcTypeInfoData,
-    max_flight_data_size: usize,
-    stream_idle_timeout: Duration,
+    pub(super) max_flight_data_size: usize,
+    pub(super) stream_idle_timeout: Duration,
     /// The longest a query may run (`engine.query_timeout`).
-    query_timeout: std::time::Duration,
+    pub(super) query_timeout: std::time::Duration,
     /// How many queries run at once.
-    admission: Admission,
+    pub(super) admission: Admission,
     /// The result streams running now.
-    in_flight: Arc<InFlight>,
+    pub(super) in_flight: Arc<InFlight>,
     /// Serving queries: set when the server starts, cleared when shutdown begins.
-    ready: std::sync::atomic::AtomicBool,
+    pub(super) ready: std::sync::atomic::AtomicBool,
     pub(super) auditor: Arc<Auditor>,
+    /// The threads that plan statements.
+    pub(super) planning: PlanningPool,
 }
 
 impl std::fmt::Debug for GatewayState {
@@ -110,11 +107,13 @@ impl GatewayState {
                 "ticket",
                 config.handles.ticket_ttl,
                 config.handles.max_handles,
+                config.handles.max_handles_per_principal,
             ),
             prepared: HandleStore::new(
                 "prepared statement",
                 config.handles.prepared_ttl,
                 config.handles.max_handles,
+                config.handles.max_handles_per_principal,
             ),
             sql_info: sql_info::sql_info()?,
             xdbc_type_info: sql_info::xdbc_type_info()?,
@@ -125,6 +124,12 @@ impl GatewayState {
             in_flight: Arc::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
             auditor,
+            planning: PlanningPool::new(
+                config
+                    .engine
+                    .planning_threads
+                    .unwrap_or_else(PlanningPool::default_threads),
+            )?,
         })
     }
 
@@ -196,101 +201,7 @@ impl GatewayState {
         self.sessions().catalogs_for(principal)
     }
 
-    /// What audit records will say about `sql` planned as `plan` in `session`.
-    fn query_audit(&self, sql: &str, plan: &LogicalPlan, session: &PrincipalSession) -> QueryAudit {
-        let (statement, statement_sha256) = self.auditor.statement(sql);
-        let tables = tables_in(plan);
-        let policy = tables
-            .iter()
-            .flat_map(|t| {
-                // A past version (`d.p.t@v3`) is governed by its table's rules.
-                let table = t.split_once('@').map_or(t.as_str(), |(base, _)| base);
-                session
-                    .access
-                    .get(table)
-                    .into_iter()
-                    .flatten()
-                    .map(move |rule| format!("{t}: {rule}"))
-            })
-            .collect();
-        QueryAudit {
-            statement,
-            statement_sha256,
-            tables,
-            policy,
-            query_id: None,
-        }
-    }
-
-    /// The audit fields of a statement that failed before it was planned.
-    fn unplanned_audit(&self, sql: &str) -> QueryAudit {
-        let (statement, statement_sha256) = self.auditor.statement(sql);
-        QueryAudit {
-            statement,
-            statement_sha256,
-            ..QueryAudit::default()
-        }
-    }
-
-    /// Plans `sql` in a session of `principal`, filling `audit` with what the plan reads
-    /// and the policy rules applied to it, and checking the products it reads against
-    /// the request's freshness bound.
-    async fn plan_for(
-        &self,
-        principal: &Principal,
-        sql: &str,
-        options: &RequestOptions,
-        audit: &mut QueryAudit,
-    ) -> Result<(SessionContext, LogicalPlan)> {
-        let sessions = self.sessions();
-        let session = sessions.session(principal)?;
-        let plan = plan_sql(&session.context, sql).await?;
-        *audit = self.query_audit(sql, &plan, &session);
-        if let Some(bound) = options.max_staleness {
-            sessions.require_fresh(&audit.tables, bound)?;
-        }
-        Ok((session.context, plan))
-    }
-
-    /// Plans `sql` for `principal` and returns a FlightInfo whose ticket runs it.
-    pub(super) async fn plan_statement(
-        &self,
-        principal: &Principal,
-        sql: &str,
-        options: &RequestOptions,
-        descriptor: FlightDescriptor,
-        query_id: &str,
-        span: &tracing::Span,
-    ) -> Result<FlightInfo> {
-        let started = Instant::now();
-        let mut audit = self.unplanned_audit(sql);
-        audit.query_id = Some(query_id.to_string());
-        let deadline = Deadline::starting_now(self.query_timeout, options.timeout);
-        let plan_span = spans::plan_span(span);
-        let result = deadline
-            .run(async {
-                let (context, logical) = self.plan_for(principal, sql, options, &mut audit).await?;
-                audit.query_id = Some(query_id.to_string());
-                spans::record_tables(span, &audit.tables);
-                let trace = spans::trace_of(span);
-                let planned =
-                    PlannedQuery::plan(context, logical, audit.clone(), deadline, trace).await?;
-                self.issue_ticket(principal, planned, descriptor)
-            })
-            .instrument(plan_span.clone())
-            .await;
-        spans::record_error(&[span, &plan_span], &result);
-        self.audit_result(
-            "GetFlightInfo/CommandStatementQuery",
-            principal,
-            started,
-            &audit,
-            &result,
-        );
-        result
-    }
-
-    fn issue_ticket(
+    pub(super) fn issue_ticket(
         &self,
         principal: &Principal,
         planned: PlannedQuery,
@@ -303,7 +214,7 @@ impl GatewayState {
         statement_flight_info(&schema, handle, descriptor)
     }
 
-    fn audit_result<T>(
+    pub(super) fn audit_result<T>(
         &self,
         rpc: &str,
         principal: &Principal,
@@ -314,7 +225,7 @@ impl GatewayState {
         self.audit_outcome(rpc, principal, started, audit, result.as_ref().err());
     }
 
-    fn audit_outcome(
+    pub(super) fn audit_outcome(
         &self,
         rpc: &str,
         principal: &Principal,
@@ -340,7 +251,13 @@ impl GatewayState {
     ) -> Result<(FlightDataStream, Option<String>)> {
         const RPC: &str = "DoGet/TicketStatementQuery";
         let started = Instant::now();
-        let planned = self.tickets.get(handle, &principal.fingerprint());
+        let planned = self
+            .tickets
+            .get(handle, &principal.fingerprint())
+            .and_then(|planned| {
+                self.still_seen(principal, &planned)?;
+                Ok(planned)
+            });
         let planned = match planned {
             Ok(planned) => planned,
             Err(e) => {
@@ -408,6 +325,22 @@ impl GatewayState {
         Ok((stream, query_id))
     }
 
+    /// Checks that what `principal` sees now is what it saw when `planned` was planned;
+    /// otherwise (a policy or contract changed since) the ticket is dropped and refused
+    /// like an unknown one, and the client plans the statement again under the
+    /// policies of now.
+    fn still_seen(&self, principal: &Principal, planned: &PlannedQuery) -> Result<()> {
+        if self.sessions().view_fingerprint(principal)? == planned.view() {
+            return Ok(());
+        }
+        tracing::debug!(
+            subject = %principal.subject,
+            "a ticket planned under an earlier view of the principal is refused"
+        );
+        planned.cancel();
+        Err(self.tickets.unknown())
+    }
+
     /// Cancels the statement behind a ticket issued to `principal` (CancelFlightInfo):
     /// the ticket can no longer be redeemed, and a stream of it already running ends
     /// with `CANCELLED`. Returns whether there was such a ticket.
@@ -422,107 +355,6 @@ impl GatewayState {
             Err(Error::UnknownHandle(_)) => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    /// Plans a prepared statement for `principal`.
-    pub(super) async fn create_prepared(
-        &self,
-        principal: &Principal,
-        sql: &str,
-    ) -> Result<ActionCreatePreparedStatementResult> {
-        let started = Instant::now();
-        let mut audit = self.unplanned_audit(sql);
-        let result = async {
-            let options = RequestOptions::default();
-            let (context, plan) = self.plan_for(principal, sql, &options, &mut audit).await?;
-            let statement = PreparedStatement::new(context, plan, audit.clone())?;
-            let dataset_schema = statement.dataset_schema()?;
-            let parameter_schema = statement.parameter_schema()?;
-            let handle = self.prepared.insert(&principal.fingerprint(), statement);
-            Ok(ActionCreatePreparedStatementResult {
-                prepared_statement_handle: handle,
-                dataset_schema,
-                parameter_schema,
-            })
-        }
-        .await;
-        self.audit_result(
-            "DoAction/CreatePreparedStatement",
-            principal,
-            started,
-            &audit,
-            &result,
-        );
-        result
-    }
-
-    /// Binds the parameter row sent through DoPut.
-    pub(super) async fn bind_prepared(
-        &self,
-        principal: &Principal,
-        handle: &[u8],
-        data: PeekableFlightDataStream,
-    ) -> Result<DoPutPreparedStatementResult> {
-        let owner = principal.fingerprint();
-        let mut statement = self.prepared.get(handle, &owner)?;
-        let batches: Vec<_> =
-            FlightRecordBatchStream::new_from_flight_data(data.map_err(Into::into))
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    Error::InvalidArgument(format!("cannot read the bound parameters: {e}"))
-                })?;
-        statement.bind(&batches)?;
-        self.prepared.update(handle, &owner, statement)?;
-        Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(bytes::Bytes::copy_from_slice(handle)),
-        })
-    }
-
-    /// Plans a prepared statement with its bound values; returns a FlightInfo.
-    pub(super) async fn plan_prepared(
-        &self,
-        principal: &Principal,
-        handle: &[u8],
-        options: &RequestOptions,
-        descriptor: FlightDescriptor,
-        query_id: &str,
-        span: &tracing::Span,
-    ) -> Result<FlightInfo> {
-        let started = Instant::now();
-        let statement = self.prepared.get(handle, &principal.fingerprint())?;
-        let mut audit = statement.audit.clone();
-        audit.query_id = Some(query_id.to_string());
-        spans::record_tables(span, &audit.tables);
-        let deadline = Deadline::starting_now(self.query_timeout, options.timeout);
-        let plan_span = spans::plan_span(span);
-        let result = deadline
-            .run(async {
-                if let Some(bound) = options.max_staleness {
-                    self.sessions().require_fresh(&audit.tables, bound)?;
-                }
-                let plan = statement.bound_plan()?;
-                let planned = PlannedQuery::plan(
-                    statement.session,
-                    plan,
-                    audit.clone(),
-                    deadline,
-                    spans::trace_of(span),
-                )
-                .await?;
-                self.issue_ticket(principal, planned, descriptor)
-            })
-            .instrument(plan_span.clone())
-            .await;
-        spans::record_error(&[span, &plan_span], &result);
-        self.audit_result(
-            "GetFlightInfo/CommandPreparedStatementQuery",
-            principal,
-            started,
-            &audit,
-            &result,
-        );
-        result
     }
 
     /// Closes a prepared statement; closing an unknown one is not an error.

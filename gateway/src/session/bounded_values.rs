@@ -38,14 +38,21 @@ enum Growth {
     List,
     /// A list resized to `count` elements (`array_resize`).
     Resize,
+    /// Every occurrence of a string replaced by another (`replace`).
+    Replace,
+    /// Matches of a pattern replaced by a template that may repeat capture groups
+    /// (`regexp_replace`).
+    RegexReplace,
 }
 
-const BOUNDED: [(&str, Growth); 5] = [
+const BOUNDED: [(&str, Growth); 7] = [
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
     ("array_repeat", Growth::List),
     ("array_resize", Growth::Resize),
+    ("replace", Growth::Replace),
+    ("regexp_replace", Growth::RegexReplace),
 ];
 
 /// Replaces the value-building functions of `state` by their bounded wrappers.
@@ -89,6 +96,10 @@ impl BoundedBuilder {
             args.number_rows
         }
         .max(1) as u64;
+        if matches!(self.growth, Growth::Replace | Growth::RegexReplace) {
+            let bound = self.replaced_bound(args, rows, all_scalar)?;
+            return refuse_beyond_limit(self.inner.name(), bound);
+        }
         let count = largest_count(count, self.inner.name())?;
         let width = match self.growth {
             Growth::Repeat => longest_value(value)?,
@@ -97,17 +108,135 @@ impl BoundedBuilder {
             Growth::List => longest_value(value)?.max(8).saturating_mul(2) + 8,
             // Elements of the list's type, and their indices.
             Growth::Resize => 16,
+            Growth::Replace | Growth::RegexReplace => 0,
         };
-        let bound = count.saturating_mul(width).saturating_mul(rows);
-        if bound > MAX_BUILT_BYTES {
-            return Err(DataFusionError::Execution(format!(
-                "{}(...) would build up to {bound} bytes for one batch; at most \
-                 {MAX_BUILT_BYTES} are allowed",
-                self.inner.name()
-            )));
-        }
-        Ok(())
+        refuse_beyond_limit(
+            self.inner.name(),
+            count.saturating_mul(width).saturating_mul(rows),
+        )
     }
+
+    /// An upper bound of what `replace(s, from, to)` or `regexp_replace(s, pattern,
+    /// template[, flags])` builds for one batch of `rows` rows.
+    ///
+    /// Matches never overlap, so there are at most `len(s) / len(from)` of them
+    /// (`len(s) + 1` for an empty `from` or a pattern, which can match the empty
+    /// string; only one without the `g` flag of `regexp_replace`), each replaced by
+    /// `to`; a template's capture group references (`$1`, `\\1`) each repeat text of
+    /// distinct matches, so at most `len(s)` in all per reference.
+    fn replaced_bound(
+        &self,
+        args: &ScalarFunctionArgs,
+        rows: u64,
+        all_scalar: bool,
+    ) -> Result<u64> {
+        let (Some(text), Some(from), Some(to)) =
+            (args.args.first(), args.args.get(1), args.args.get(2))
+        else {
+            return Ok(0);
+        };
+        // Of constants, the one value is built once per row of the batch.
+        let copies = if all_scalar { rows } else { 1 };
+        let text_bytes = total_length(text)?.saturating_mul(copies);
+        let longest_to = longest_value(to)?;
+        let matches = match self.growth {
+            Growth::Replace => match shortest_value(from)? {
+                0 => text_bytes.saturating_add(rows),
+                shortest => text_bytes / shortest,
+            },
+            _ if is_global(args.args.get(3)) => text_bytes.saturating_add(rows),
+            _ => rows,
+        };
+        let references = match self.growth {
+            Growth::RegexReplace => group_references(to),
+            _ => 0,
+        };
+        Ok(text_bytes
+            .saturating_mul(references.saturating_add(1))
+            .saturating_add(matches.saturating_mul(longest_to)))
+    }
+}
+
+/// Fails when `bound` bytes, built by one call of `function`, pass [`MAX_BUILT_BYTES`].
+fn refuse_beyond_limit(function: &str, bound: u64) -> Result<()> {
+    if bound > MAX_BUILT_BYTES {
+        return Err(DataFusionError::Execution(format!(
+            "{function}(...) would build up to {bound} bytes for one batch; at most \
+             {MAX_BUILT_BYTES} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the flags of `regexp_replace` may ask for every match (`g`): when they are
+/// not a constant, assume they do.
+fn is_global(flags: Option<&ColumnarValue>) -> bool {
+    match flags {
+        None => false,
+        Some(ColumnarValue::Scalar(flags)) => flags
+            .try_as_str()
+            .flatten()
+            .is_none_or(|flags| flags.contains('g')),
+        Some(ColumnarValue::Array(_)) => true,
+    }
+}
+
+/// Most capture group references (`$1`, `${name}`, `\\1`) one replacement template
+/// holds: every `$` or `\\` counts.
+fn group_references(template: &ColumnarValue) -> u64 {
+    let count = |s: &str| s.bytes().filter(|b| matches!(b, b'$' | b'\\')).count() as u64;
+    match template {
+        ColumnarValue::Scalar(value) => value.try_as_str().flatten().map_or(0, count),
+        ColumnarValue::Array(array) => {
+            let Ok(strings) = cast(array, &DataType::LargeUtf8) else {
+                return u64::MAX;
+            };
+            strings
+                .as_string::<i64>()
+                .iter()
+                .flatten()
+                .map(count)
+                .max()
+                .unwrap_or(0)
+        }
+    }
+}
+
+/// The bytes of all values of a string argument together.
+fn total_length(value: &ColumnarValue) -> Result<u64> {
+    let array = as_array(value)?;
+    if array.is_empty() || !is_text(array.data_type()) {
+        return Ok(0);
+    }
+    let lengths = cast(&length(&array)?, &DataType::Int64)?;
+    Ok(lengths
+        .as_primitive::<Int64Type>()
+        .iter()
+        .flatten()
+        .map(|l| l.max(0) as u64)
+        .sum())
+}
+
+/// The length of the shortest value of a string argument (0 when it has none).
+fn shortest_value(value: &ColumnarValue) -> Result<u64> {
+    let array = as_array(value)?;
+    if array.is_empty() || !is_text(array.data_type()) {
+        return Ok(0);
+    }
+    let lengths = cast(&length(&array)?, &DataType::Int64)?;
+    Ok(arrow::compute::min(lengths.as_primitive::<Int64Type>()).map_or(0, |m| m.max(0) as u64))
+}
+
+fn is_text(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+    )
 }
 
 fn as_array(value: &ColumnarValue) -> Result<ArrayRef> {
@@ -205,6 +334,9 @@ impl ScalarUDFImpl for BoundedBuilder {
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         self.check(&args)?;
+        if matches!(self.growth, Growth::Replace | Growth::RegexReplace) {
+            return self.inner.invoke_with_args(args);
+        }
         if let Some(count) = args.args.get_mut(1) {
             *count = without_negatives(count)?;
         }
@@ -238,6 +370,9 @@ mod tests {
             "SELECT lpad('7', 12, '0'), rpad('x', 3)",
             "SELECT array_repeat(1, 100)",
             "SELECT repeat(v, 3) FROM (VALUES ('a'), ('bc'), (NULL)) AS t(v)",
+            "SELECT replace(v, 'a', 'xyz'), regexp_replace(v, '(b)', '$1$1', 'g') \
+             FROM (VALUES ('abcabc'), ('bb'), (NULL)) AS t(v)",
+            "SELECT replace(repeat('ab', 1000), 'ab', 'c')",
             // Negative lengths from a column mean empty values, not a failure.
             "SELECT lpad(v, n), rpad(v, n, '-'), repeat(v, n) FROM (VALUES ('a', -5), ('b', 3)) AS t(v, n)",
         ] {
@@ -252,6 +387,10 @@ mod tests {
             // A constant value copied to every row of a batch.
             "SELECT repeat(arrow_cast('x', 'LargeUtf8'), 200000000) FROM (VALUES (1), (2)) AS t(v)",
             "SELECT array_resize([1], 1000000000000)",
+            "SELECT replace(repeat('a', 32768), 'a', repeat('b', 32768))",
+            "SELECT regexp_replace(repeat('a', 32768), '', repeat('b', 32768), 'g')",
+            "SELECT regexp_replace(v, 'a', repeat('b', 40000), 'g') \
+             FROM (VALUES (repeat('a', 10000))) AS t(v)",
         ] {
             let err = run(&ctx, sql).await.unwrap_err();
             assert!(err.to_string().contains("at most"), "{sql}: {err}");

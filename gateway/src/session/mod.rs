@@ -8,7 +8,9 @@
 //! kept for the next ones, as long as the factory serves.
 
 mod bounded_values;
+mod budget;
 mod catalog;
+mod expansion;
 mod generated;
 mod memory;
 mod quality_tables;
@@ -24,6 +26,9 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::{Mesh, Principal};
 
+pub use budget::{
+    MaxPlanNodes, PlanTooLarge, PlanningBudget, PlanningStopped, check_budget, ensure_plan_size,
+};
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
 pub use generated::MAX_GENERATED_ROWS;
 pub use sql::{
@@ -31,11 +36,15 @@ pub use sql::{
 };
 pub use system::{META_SCHEMA, SYSTEM_CATALOG};
 
+use datafusion::optimizer::{Analyzer, Optimizer};
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+
 use crate::config::EngineConfig;
 use crate::error::Result;
 use crate::live::{ProductLoader, require_fresh};
 use crate::policy::{CompiledProduct, PolicyEngine, ProductView};
 use crate::quality::QualityStore;
+use budget::BudgetCheck;
 use memory::{QueryMemoryLimit, QueryPool};
 
 /// A session for one principal, and the policy rules that restrict its tables.
@@ -45,6 +54,38 @@ pub struct PrincipalSession {
     pub context: SessionContext,
     /// `domain.product.table` -> rules applied (restricted tables only).
     pub access: Arc<BTreeMap<String, Vec<String>>>,
+    /// What the principal sees, summed up: a plan made in this session may run only
+    /// while the principal's current view has the same fingerprint.
+    pub view: ViewFingerprint,
+}
+
+/// A digest of what one principal sees of the mesh: the products and tables it may
+/// read, the schema of each as it sees it (hidden columns gone, masked ones retyped)
+/// and the rules that restrict each (row filters, masks). Data changes (new files, a
+/// new Delta version) leave it unchanged; a policy or contract change that alters what
+/// the principal sees changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewFingerprint([u8; 32]);
+
+impl ViewFingerprint {
+    fn of(views: &[ProductView]) -> Self {
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut part = |bytes: &[u8]| {
+            digest.update(&(bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        };
+        for view in views {
+            part(view.product.qualified_name().as_bytes());
+            for (name, table) in &view.tables {
+                part(name.as_bytes());
+                part(format!("{:?}", table.schema().fields()).as_bytes());
+                part(format!("{:?}", view.access.get(name)).as_bytes());
+            }
+        }
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.finish().as_ref());
+        Self(bytes)
+    }
 }
 
 impl std::fmt::Debug for PrincipalSession {
@@ -62,6 +103,7 @@ struct PrincipalView {
     state: SessionState,
     catalogs: Arc<MeshCatalogList>,
     access: Arc<BTreeMap<String, Vec<String>>>,
+    fingerprint: ViewFingerprint,
     /// About how much memory the view holds, for the cache's budget.
     bytes: u64,
 }
@@ -181,7 +223,13 @@ impl SessionFactory {
         Ok(PrincipalSession {
             context: SessionContext::new_with_state(view.state.clone()),
             access: Arc::clone(&view.access),
+            view: view.fingerprint,
         })
+    }
+
+    /// The fingerprint of what `principal` sees now (see [`ViewFingerprint`]).
+    pub fn view_fingerprint(&self, principal: &Principal) -> Result<ViewFingerprint> {
+        Ok(self.view_of(principal)?.fingerprint)
     }
 
     /// What `principal` sees: built on its first request, then kept (the products and
@@ -212,6 +260,7 @@ impl SessionFactory {
             state,
             catalogs,
             access: Arc::new(access),
+            fingerprint: ViewFingerprint::of(&views),
             bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
         })
     }
@@ -308,6 +357,18 @@ pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) 
         ))
         .with_table_factories(Default::default())
         .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
+        .with_analyzer_rules(budget::interleaved(
+            Analyzer::new().rules,
+            &(Arc::new(BudgetCheck) as _),
+        ))
+        .with_optimizer_rules(budget::interleaved(
+            Optimizer::new().rules,
+            &(Arc::new(BudgetCheck) as _),
+        ))
+        .with_physical_optimizer_rules(budget::interleaved(
+            PhysicalOptimizer::new().rules,
+            &(Arc::new(BudgetCheck) as _),
+        ))
         .build();
     generated::remove_unbounded_scalars(&mut state);
     bounded_values::bound_value_builders(&mut state);
@@ -319,6 +380,7 @@ pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) 
 pub fn session_config(engine: &EngineConfig) -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_extension(Arc::new(QueryMemoryLimit(engine.query_memory_limit)))
+        .with_extension(Arc::new(MaxPlanNodes(engine.max_plan_nodes)))
         .with_information_schema(true)
         .with_default_catalog_and_schema(SYSTEM_CATALOG, META_SCHEMA)
         .with_create_default_catalog_and_schema(false)

@@ -18,6 +18,8 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use std::ops::ControlFlow;
 
+use super::budget::{MaxPlanNodes, check_budget, ensure_plan_size};
+use super::expansion::ensure_bounded_expansion;
 use crate::error::{Error, Result};
 
 /// Largest SQL text accepted, in bytes.
@@ -51,8 +53,18 @@ pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     let mut statement = state.sql_to_statement(sql, &dialect)?;
     ensure_read_only(&statement, sql)?;
     ensure_shallow(&statement)?;
+    let max_nodes = state
+        .config()
+        .get_extension::<MaxPlanNodes>()
+        .map_or(usize::MAX, |m| m.0);
+    if let Some(inner) = inner_statement(&statement) {
+        ensure_bounded_expansion(inner, max_nodes)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    }
     number_placeholders(&mut statement);
     let plan = state.statement_to_plan(statement).await?;
+    ensure_plan_size(&plan, max_nodes).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    check_budget()?;
     read_only_options()
         .verify_plan(&plan)
         .map_err(|e| Error::ReadOnly(format!("{e}; meshgate is a read-only gateway")))?;
@@ -192,14 +204,7 @@ fn ensure_shallow(statement: &DFStatement) -> Result<()> {
             }
         }
     }
-    let inner = match statement {
-        DFStatement::Statement(s) => Some(s.as_ref()),
-        DFStatement::Explain(explain) => match explain.statement.as_ref() {
-            DFStatement::Statement(s) => Some(s.as_ref()),
-            _ => None,
-        },
-        _ => None,
-    };
+    let inner = inner_statement(statement);
     let mut shape = Shape {
         depth: 0,
         relations: 0,
@@ -211,6 +216,18 @@ fn ensure_shallow(statement: &DFStatement) -> Result<()> {
              write long lists of alternatives as IN (...) or split the query"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// The SQL statement inside `statement` (itself, or the one an EXPLAIN explains).
+fn inner_statement(statement: &DFStatement) -> Option<&Statement> {
+    match statement {
+        DFStatement::Statement(s) => Some(s.as_ref()),
+        DFStatement::Explain(explain) => match explain.statement.as_ref() {
+            DFStatement::Statement(s) => Some(s.as_ref()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -155,13 +155,14 @@ fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
 }
 
 fn tables_batch(views: &[ProductView]) -> Result<RecordBatch> {
+    // Each table as the principal sees it: its secured schema, without hidden columns.
     let rows: Vec<_> = views
         .iter()
         .flat_map(|v| {
-            v.product
-                .tables
-                .iter()
-                .map(move |t| (&v.product, t, v.health.tables.get(&t.name)))
+            v.product.tables.iter().filter_map(move |t| {
+                let seen = v.tables.get(&t.name)?.schema();
+                Some((&v.product, t, v.health.tables.get(&t.name), seen))
+            })
         })
         .collect();
     let schema = Schema::new(vec![
@@ -182,35 +183,40 @@ fn tables_batch(views: &[ProductView]) -> Result<RecordBatch> {
         Field::new("delta_version", DataType::Int64, true),
     ]);
     let mut partitions = ListBuilder::new(StringBuilder::new());
-    for (_, t, _) in &rows {
+    for (_, t, _, seen) in &rows {
         for c in &t.partition_columns {
-            partitions.values().append_value(c);
+            if seen.field_with_name(c).is_ok() {
+                partitions.values().append_value(c);
+            }
         }
         partitions.append(true);
     }
     let columns: Vec<ArrayRef> = vec![
         strings(rows.iter().map(|(p, ..)| p.domain.as_str())),
         strings(rows.iter().map(|(p, ..)| p.name.as_str())),
-        strings(rows.iter().map(|(_, t, _)| t.name.as_str())),
+        strings(rows.iter().map(|(_, t, ..)| t.name.as_str())),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(_, t, _)| t.format.to_string()),
+            rows.iter().map(|(_, t, ..)| t.format.to_string()),
         )),
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|(_, t, _)| t.description.clone()),
+            rows.iter().map(|(_, t, ..)| t.description.clone()),
         )),
         Arc::new(partitions.finish()),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(_, t, _)| t.columns.len() as i32),
+            rows.iter().map(|(.., seen)| seen.fields().len() as i32),
         )),
         Arc::new(Int64Array::from_iter(
-            rows.iter().map(|(.., s)| s.map(|s| s.files as i64)),
+            rows.iter().map(|(_, _, s, _)| s.map(|s| s.files as i64)),
         )),
         Arc::new(Int64Array::from_iter(
-            rows.iter().map(|(.., s)| s.map(|s| s.bytes as i64)),
+            rows.iter().map(|(_, _, s, _)| s.map(|s| s.bytes as i64)),
         )),
-        timestamps(rows.iter().map(|(.., s)| s.and_then(|s| s.last_modified))),
+        timestamps(
+            rows.iter()
+                .map(|(_, _, s, _)| s.and_then(|s| s.last_modified)),
+        ),
         Arc::new(Int64Array::from_iter(
-            rows.iter().map(|(.., s)| s.and_then(|s| s.version)),
+            rows.iter().map(|(_, _, s, _)| s.and_then(|s| s.version)),
         )),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
@@ -325,12 +331,20 @@ fn slas_batch(sources: &[SlaSource], quality: Option<&Arc<QualityStore>>) -> Res
 }
 
 fn columns_batch(views: &[ProductView]) -> Result<RecordBatch> {
+    // The columns of each table as the principal sees them: positions, types and
+    // nullability from its secured schema (hidden columns leave no gap).
     let mut rows = Vec::new();
     for view in views {
         let p = &view.product;
         for t in &p.tables {
+            let Some(seen) = view.tables.get(&t.name).map(|table| table.schema()) else {
+                continue;
+            };
             let access = view.access.get(&t.name);
-            for (i, c) in t.columns.iter().enumerate() {
+            for (i, field) in seen.fields().iter().enumerate() {
+                let Some(c) = t.columns.iter().find(|c| &c.name == field.name()) else {
+                    continue;
+                };
                 let effect = access
                     .and_then(|a| a.columns.iter().find(|(n, _)| n == &c.name))
                     .map_or(ColumnEffect::Clear, |(_, e)| *e);
@@ -339,7 +353,7 @@ fn columns_batch(views: &[ProductView]) -> Result<RecordBatch> {
                     ColumnEffect::Clear => "clear".to_string(),
                     ColumnEffect::Masked(kind) => format!("masked ({})", mask_name(kind)),
                 };
-                rows.push((p, t, i, c, shown));
+                rows.push((p, t, i, c, shown, Arc::clone(field)));
             }
         }
     }
@@ -360,24 +374,24 @@ fn columns_batch(views: &[ProductView]) -> Result<RecordBatch> {
         strings(rows.iter().map(|(p, ..)| p.domain.as_str())),
         strings(rows.iter().map(|(p, ..)| p.name.as_str())),
         strings(rows.iter().map(|(_, t, ..)| t.name.as_str())),
-        strings(rows.iter().map(|(_, _, _, c, _)| c.name.as_str())),
+        strings(rows.iter().map(|(_, _, _, c, ..)| c.name.as_str())),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(_, _, i, _, _)| *i as i32 + 1),
+            rows.iter().map(|(_, _, i, ..)| *i as i32 + 1),
         )),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(_, _, _, c, _)| c.data_type.to_string()),
+            rows.iter().map(|(.., field)| field.data_type().to_string()),
         )),
         Arc::new(BooleanArray::from_iter(
-            rows.iter().map(|(_, _, _, c, _)| Some(c.nullable)),
+            rows.iter().map(|(.., field)| Some(field.is_nullable())),
         )),
         Arc::new(BooleanArray::from_iter(rows.iter().map(
-            |(_, t, _, c, _)| Some(t.partition_columns.contains(&c.name)),
+            |(_, t, _, c, ..)| Some(t.partition_columns.contains(&c.name)),
         ))),
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|(_, _, _, c, _)| c.description.clone()),
+            rows.iter().map(|(_, _, _, c, ..)| c.description.clone()),
         )),
-        tags_array(rows.iter().map(|(_, _, _, c, _)| c.tags.as_slice())),
-        strings(rows.iter().map(|(.., shown)| shown.as_str())),
+        tags_array(rows.iter().map(|(_, _, _, c, ..)| c.tags.as_slice())),
+        strings(rows.iter().map(|(_, _, _, _, shown, _)| shown.as_str())),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }

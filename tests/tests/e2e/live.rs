@@ -15,7 +15,6 @@ use meshgate_gateway::config::ReloadConfig;
 use parquet::arrow::ArrowWriter;
 use tonic::Code;
 
-use crate::fixture::fetch;
 use crate::own_gateway::{OwnGateway, temp_mesh};
 
 /// How long a change may take to be applied before a test fails.
@@ -376,13 +375,11 @@ async fn files_added_and_removed_are_served_once_the_gateway_sees_them() {
 async fn a_query_in_flight_finishes_on_the_mesh_it_started_with() {
     let live = LiveMesh::start();
     let mut client = live.gw.client().await;
-    let info = client
-        .execute(
-            "SELECT id FROM shop.orders.orders ORDER BY id".to_string(),
-            None,
-        )
-        .await
-        .unwrap();
+    let sql = "SELECT id FROM shop.orders.orders ORDER BY id";
+    let running = client.execute(sql.to_string(), None).await.unwrap();
+    let ticket = running.endpoint[0].ticket.clone().unwrap();
+    let stream = client.do_get(ticket).await.unwrap();
+    let unredeemed = client.execute(sql.to_string(), None).await.unwrap();
     std::fs::remove_file(live.mesh.join("shop/orders.yaml")).unwrap();
     live.eventually("removed product is not found", || async {
         live.gw
@@ -391,8 +388,19 @@ async fn a_query_in_flight_finishes_on_the_mesh_it_started_with() {
             .is_err_and(|s| s.code() == Code::NotFound)
     })
     .await;
-    let batches = fetch(&mut client, info).await;
+    // The stream started before the removal finishes on the mesh it started with.
+    let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream).await.unwrap();
     assert_eq!(first_column_ids(&batches), vec![1, 2, 3]);
+    // A ticket not yet redeemed is planned under a view that no longer holds: refused.
+    let ticket = unredeemed.endpoint[0].ticket.clone().unwrap();
+    let refused = match client.do_get(ticket).await {
+        Ok(stream) => futures::TryStreamExt::try_collect::<Vec<RecordBatch>>(stream)
+            .await
+            .unwrap_err(),
+        Err(e) => e,
+    };
+    let refused = tonic::Status::from(refused);
+    assert_eq!(refused.code(), Code::NotFound, "{refused}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 mod audit;
 mod auth;
 mod corrupt_data;
+mod fair_share;
 mod fault_store;
 mod faults;
 mod fixture;
@@ -14,6 +15,7 @@ mod flight_sql;
 mod limits;
 mod lint;
 mod live;
+mod live_policy;
 mod observability;
 mod otel;
 mod own_gateway;

@@ -242,3 +242,32 @@ async fn versions_that_cannot_be_read_are_refused_clearly() {
     assert_eq!(labs.ids("recent").await, vec![1, 3, 5]);
     assert_eq!(labs.ids("current").await, vec![1, 3, 5]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_past_the_log_is_refused_at_once() {
+    let labs = Labs::start().await;
+    for version in ["v20000000", "v9223372036854775807", "v18446744073709551615"] {
+        let started = std::time::Instant::now();
+        let status = labs
+            .query(&format!(
+                "SELECT id FROM clinical.labs.\"results@{version}\""
+            ))
+            .await
+            .expect_err(version);
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{version}: {status:?}"
+        );
+        assert!(
+            status.message().contains("the latest version is v1"),
+            "{version}: {status:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{version} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(labs.ids("results").await, vec![1, 3, 5]);
+}

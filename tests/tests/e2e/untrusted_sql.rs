@@ -162,6 +162,9 @@ async fn functions_building_values_from_a_count_are_bounded() {
         "SELECT length(lpad('', 1000000000000))",
         "SELECT cardinality(array_repeat('abc', 1000000000000))",
         "SELECT sum(length(repeat('abcdef', value * 100000000))) FROM range(1, 4)",
+        // Values larger than their inputs: 1 GiB from 64 KiB of arguments.
+        "SELECT length(replace(repeat('a', 32768), 'a', repeat('b', 32768)))",
+        "SELECT length(regexp_replace(repeat('a', 32768), '', repeat('b', 32768), 'g'))",
     ] {
         let status = run_streamed(sql).await.expect_err(sql);
         assert_eq!(status.code(), Code::InvalidArgument, "{sql}: {status:?}");
@@ -169,4 +172,22 @@ async fn functions_building_values_from_a_count_are_bounded() {
     }
     // And the gateway is still there.
     assert_eq!(run("SELECT 1").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_regular_expression_is_the_callers_error() {
+    for sql in [
+        "SELECT length(regexp_replace('abc', '[', 'x'))",
+        "SELECT CAST(regexp_like('abc', '(') AS BIGINT)",
+        "SELECT CAST(count(*) AS BIGINT) FROM (VALUES ('a')) AS t(v) WHERE v ~ '(['",
+    ] {
+        let status = run_streamed(sql).await.expect_err(sql);
+        assert_eq!(status.code(), Code::InvalidArgument, "{sql}: {status:?}");
+    }
+    assert_eq!(
+        run_streamed("SELECT CAST(length(regexp_replace('abc', '[b]', 'xy')) AS BIGINT)")
+            .await
+            .unwrap(),
+        4
+    );
 }

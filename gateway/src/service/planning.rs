@@ -1,0 +1,71 @@
+//! The planning pool: threads of their own for turning statements into plans.
+//!
+//! Planning is CPU work that DataFusion does without yielding (parsing, name
+//! resolution, analyzer and optimizer passes). On the runtime that serves requests it
+//! would hold a worker for as long as it takes, and stall every other caller's
+//! requests and result streams queued behind it. So statements are planned here, on
+//! `engine.planning_threads` threads apart from the serving runtime; a request that
+//! plans waits for its plan without holding a serving thread. Planning also holds one
+//! of its principal's admission slots and stops at the deadline or when the client
+//! goes away (see [`crate::session::PlanningBudget`]).
+
+use std::future::Future;
+
+use crate::error::{Error, Result};
+
+/// A runtime whose threads do nothing but plan statements.
+#[derive(Debug)]
+pub(super) struct PlanningPool {
+    /// `None` only while being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl PlanningPool {
+    /// A pool of `threads` threads (at least one).
+    pub(super) fn new(threads: usize) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("meshgate-planning")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the planning threads: {e}")))?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The default size: the number of cores, and at least two, so that one long plan
+    /// never leaves the others waiting for a thread.
+    pub(super) fn default_threads() -> usize {
+        std::thread::available_parallelism()
+            .map_or(2, std::num::NonZeroUsize::get)
+            .max(2)
+    }
+
+    /// Runs `work` on the pool and waits for its result. `work` runs to its end even if
+    /// the caller stops waiting (it writes the request's audit record); whoever drops
+    /// the caller's future must tell `work` to stop through its own cancellation token.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let Some(runtime) = &self.runtime else {
+            return work.await;
+        };
+        runtime.spawn(work).await.map_err(|e| {
+            if e.is_panic() {
+                tracing::error!(error = %e, "planning a statement panicked");
+            }
+            Error::Internal(format!("planning task failed: {e}"))
+        })?
+    }
+}
+
+impl Drop for PlanningPool {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is forbidden inside another runtime.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
