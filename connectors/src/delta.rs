@@ -108,8 +108,8 @@ pub(crate) async fn delta_table(
     Ok((provider, snapshot))
 }
 
-/// Refuses a version past the latest one the log holds, from one read of the log (its
-/// last checkpoint and the commits after it), before delta-rs is asked for it: asked
+/// Refuses a version past the latest one the log holds, from one listing of the log
+/// (no commit, checkpoint or file list read), before delta-rs is asked for it: asked
 /// for a version the log does not have, it looks for every commit up to it, which for
 /// `v9223372036854775807` never ends.
 async fn refuse_future_version(
@@ -117,26 +117,23 @@ async fn refuse_future_version(
     latest: DeltaTableBuilder,
     asked: u64,
 ) -> Result<()> {
-    let table = latest
-        .load()
+    let delta_err = |source| ConnectorError::Delta {
+        table: qualified_name.to_string(),
+        source,
+    };
+    let newest = latest
+        .build()
+        .map_err(delta_err)?
+        .get_latest_version()
         .await
-        .map_err(|source| ConnectorError::Delta {
-            table: qualified_name.to_string(),
-            source,
-        })?;
-    let newest = table.version();
-    match newest {
-        Some(newest) if asked <= newest => Ok(()),
-        newest => Err(ConnectorError::NoSuchVersion {
-            table: qualified_name.to_string(),
-            as_of: match newest {
-                Some(newest) => {
-                    format!("{} (the latest version is v{newest})", AsOf::Version(asked))
-                }
-                None => AsOf::Version(asked).to_string(),
-            },
-        }),
+        .map_err(delta_err)?;
+    if asked <= newest {
+        return Ok(());
     }
+    Err(ConnectorError::NoSuchVersion {
+        table: qualified_name.to_string(),
+        as_of: format!("{} (the latest version is v{newest})", AsOf::Version(asked)),
+    })
 }
 
 fn millis_to_time(millis: i64) -> SystemTime {

@@ -10,7 +10,6 @@ use meshgate_connectors::TableStorageError;
 use tonic::{Code, Status};
 
 use crate::live::{Breakage, ProductUnavailable};
-use crate::session::PlanningStopped;
 
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +75,17 @@ pub enum Error {
     /// A bug or an unexpected condition inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why planning stopped before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PlanningStopped {
+    /// The query's deadline passed.
+    #[error("planning did not finish before the query's deadline")]
+    Deadline,
+    /// The client went away (or cancelled) while the statement was planned.
+    #[error("planning was cancelled: the client went away")]
+    Cancelled,
 }
 
 /// The table whose storage raised `err`, when a domain store named it on the way: as

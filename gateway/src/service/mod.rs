@@ -42,7 +42,7 @@ pub use handles::{HANDLE_LEN, HandleStore};
 pub use stream::{wire_schema, wire_type};
 
 pub use state::{GatewayState, Load, RequestOptions};
-pub use statements::MAX_PARAMETER_BYTES;
+pub use statements::{MAX_PARAMETER_BYTES, MAX_PARAMETER_MESSAGES};
 
 use self::statements::Statement;
 

@@ -5,19 +5,32 @@
 //! would hold a worker for as long as it takes, and stall every other caller's
 //! requests and result streams queued behind it. So statements are planned here, on
 //! `engine.planning_threads` threads apart from the serving runtime; a request that
-//! plans waits for its plan without holding a serving thread. Planning also holds one
-//! of its principal's admission slots and stops at the deadline or when the client
-//! goes away (see [`crate::session::PlanningBudget`]).
+//! plans waits for its plan without holding a serving thread. One principal plans on
+//! all threads but one at most, so that others always find a thread. Planning also
+//! holds one of its principal's admission slots and stops at the deadline or when the
+//! client goes away (see [`crate::session::PlanningBudget`]).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
-/// A runtime whose threads do nothing but plan statements.
+/// Past this many principals with idle semaphores, idle ones are forgotten.
+const PRINCIPALS_KEPT: usize = 1024;
+
+/// A runtime whose threads do nothing but plan statements, and how many of them one
+/// principal may use at once.
 #[derive(Debug)]
 pub(super) struct PlanningPool {
     /// `None` only while being dropped.
     runtime: Option<tokio::runtime::Runtime>,
+    /// Statements one principal may have planned at once: all threads but one, so that
+    /// one principal's statements never hold every thread.
+    share: usize,
+    per_principal: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl PlanningPool {
@@ -31,7 +44,29 @@ impl PlanningPool {
             .map_err(|e| Error::Internal(format!("cannot start the planning threads: {e}")))?;
         Ok(Self {
             runtime: Some(runtime),
+            share: threads.saturating_sub(1).max(1),
+            per_principal: Mutex::default(),
         })
+    }
+
+    /// A turn of the principal `who` (its fingerprint) to plan: waits while the
+    /// principal has its share of the pool's threads planning.
+    pub(super) async fn turn_of(&self, who: &str) -> Result<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut map = self.per_principal.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() > PRINCIPALS_KEPT {
+                // Only this map holds an idle principal's semaphore.
+                map.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            Arc::clone(
+                map.entry(who.to_string())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.share))),
+            )
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("the gateway is shutting down".into()))
     }
 
     /// The default size: the number of cores, and at least two, so that one long plan

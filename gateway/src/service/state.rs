@@ -251,20 +251,18 @@ impl GatewayState {
     ) -> Result<(FlightDataStream, Option<String>)> {
         const RPC: &str = "DoGet/TicketStatementQuery";
         let started = Instant::now();
-        let planned = self
-            .tickets
-            .get(handle, &principal.fingerprint())
-            .and_then(|planned| {
-                self.still_seen(principal, &planned)?;
-                Ok(planned)
-            });
-        let planned = match planned {
-            Ok(planned) => planned,
-            Err(e) => {
-                self.audit_outcome(RPC, principal, started, &QueryAudit::default(), Some(&e));
-                return Err(e);
-            }
+        let owner = principal.fingerprint();
+        let refuse = |error: Error, audit: &QueryAudit| {
+            self.audit_outcome(RPC, principal, started, audit, Some(&error));
+            Err(error)
         };
+        let planned = match self.tickets.get(handle, &owner) {
+            Ok(planned) => planned,
+            Err(e) => return refuse(e, &QueryAudit::default()),
+        };
+        if let Err(e) = self.still_seen(principal, handle, &planned) {
+            return refuse(e, &planned.audit);
+        }
         let rows = Arc::new(AtomicU64::new(0));
         // The deadline set when the query was planned, or sooner if this request asks.
         let mut deadline = planned.deadline();
@@ -276,16 +274,26 @@ impl GatewayState {
         }
         let query_id = planned.audit.query_id.clone();
         let span = spans::execute_span(query_id.as_deref().unwrap_or_default(), planned.trace());
-        let admitted = match self
-            .admission
-            .admit(&principal.fingerprint(), &deadline)
-            .await
-        {
+        // Until its stream starts, a client that leaves is recorded here.
+        let mut waiting = CancelledIfDropped {
+            auditor: Arc::clone(&self.auditor),
+            principal: principal.clone(),
+            started,
+            audit: planned.audit.clone(),
+            armed: true,
+        };
+        let admitted = self.admission.admit(&owner, &deadline).await;
+        // A policy may have changed while the query waited for its slot.
+        let admitted = admitted.and_then(|admitted| {
+            self.still_seen(principal, handle, &planned)?;
+            Ok(admitted)
+        });
+        let admitted = match admitted {
             Ok(admitted) => admitted,
             Err(e) => {
+                waiting.armed = false;
                 spans::record_failure(&[&span], e.code_name());
-                self.audit_outcome(RPC, principal, started, &planned.audit, Some(&e));
-                return Err(e);
+                return refuse(e, &planned.audit);
             }
         };
         let stream = match deadline
@@ -295,11 +303,13 @@ impl GatewayState {
         {
             Ok(stream) => stream,
             Err(e) => {
+                waiting.armed = false;
                 spans::record_failure(&[&span], e.code_name());
-                self.audit_outcome(RPC, principal, started, &planned.audit, Some(&e));
-                return Err(e);
+                return refuse(e, &planned.audit);
             }
         };
+        // From here on, the stream's end writes the record.
+        waiting.armed = false;
         let auditor = Arc::clone(&self.auditor);
         let principal = principal.clone();
         let stream = observed(stream, &self.in_flight, move |bytes, outcome, code| {
@@ -326,10 +336,15 @@ impl GatewayState {
     }
 
     /// Checks that what `principal` sees now is what it saw when `planned` was planned;
-    /// otherwise (a policy or contract changed since) the ticket is dropped and refused
-    /// like an unknown one, and the client plans the statement again under the
+    /// otherwise (a policy or contract changed since) the ticket `handle` is dropped and
+    /// refused like an unknown one, and the client plans the statement again under the
     /// policies of now.
-    fn still_seen(&self, principal: &Principal, planned: &PlannedQuery) -> Result<()> {
+    fn still_seen(
+        &self,
+        principal: &Principal,
+        handle: &[u8],
+        planned: &PlannedQuery,
+    ) -> Result<()> {
         if self.sessions().view_fingerprint(principal)? == planned.view() {
             return Ok(());
         }
@@ -338,6 +353,7 @@ impl GatewayState {
             "a ticket planned under an earlier view of the principal is refused"
         );
         planned.cancel();
+        let _ = self.tickets.remove(handle, &principal.fingerprint());
         Err(self.tickets.unknown())
     }
 
@@ -360,5 +376,32 @@ impl GatewayState {
     /// Closes a prepared statement; closing an unknown one is not an error.
     pub(super) fn close_prepared(&self, principal: &Principal, handle: &[u8]) {
         let _ = self.prepared.remove(handle, &principal.fingerprint());
+    }
+}
+
+/// The audit record of a DoGet whose client went away before its results started
+/// (while it waited for a running slot, or for its execution to start): written when
+/// dropped still armed.
+struct CancelledIfDropped {
+    auditor: Arc<Auditor>,
+    principal: Principal,
+    started: Instant,
+    audit: QueryAudit,
+    armed: bool,
+}
+
+impl Drop for CancelledIfDropped {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut record = self.audit.apply(AuditRecord::new(
+            "DoGet/TicketStatementQuery",
+            Some(&self.principal),
+            self.started,
+        ));
+        record.outcome = "cancelled";
+        record.detail = Some("the client went away before the results started".into());
+        self.auditor.emit(record);
     }
 }

@@ -10,13 +10,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{ActionCreatePreparedStatementResult, DoPutPreparedStatementResult};
 use arrow_flight::{FlightDescriptor, FlightInfo};
 use bytes::Bytes;
 use datafusion::logical_expr::LogicalPlan;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use meshgate_catalog::Principal;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -31,8 +33,13 @@ use crate::error::{Error, Result};
 use crate::session::{PlanningBudget, PrincipalSession, plan_sql};
 
 /// Most bytes of parameter values one DoPut may bind (the one row of a query's
-/// placeholders); a stream sending more is refused as it arrives.
-pub const MAX_PARAMETER_BYTES: usize = 16 * 1024 * 1024;
+/// placeholders); a stream sending more is refused as it arrives. A prepared statement
+/// keeps its bound values, so this times `handles.max_handles` bounds what all of them
+/// hold.
+pub const MAX_PARAMETER_BYTES: usize = 256 * 1024;
+
+/// Most messages one DoPut of parameters may send (a schema, dictionaries, one batch).
+pub const MAX_PARAMETER_MESSAGES: usize = 16;
 
 /// What GetFlightInfo asks to plan.
 #[derive(Debug, Clone)]
@@ -127,11 +134,22 @@ impl GatewayState {
     ) -> Result<T> {
         let budget = PlanningBudget::new(deadline.at.into_std(), stop.clone());
         let admitted = async {
-            let _slot = self
-                .admission
-                .admit(&principal.fingerprint(), &deadline)
-                .await?;
-            planning.await
+            let who = principal.fingerprint();
+            let _turn = self.planning.turn_of(&who).await?;
+            let _slot = self.admission.admit(&who, &deadline).await?;
+            // A panic inside DataFusion's planning fails this statement, audited.
+            std::panic::AssertUnwindSafe(planning)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %what, "planning a statement panicked");
+                    Err(Error::Internal(format!("planning panicked: {what}")))
+                })
         };
         let result = tokio::select! {
             result = deadline.run(budget.scope(admitted)) => result,
@@ -245,9 +263,10 @@ impl GatewayState {
         self.planning.run(work).await
     }
 
-    /// Binds the parameter row sent through DoPut. The stream is read as it arrives
-    /// and refused at its second row or past [`MAX_PARAMETER_BYTES`], so a client
-    /// cannot make the gateway buffer what it sends.
+    /// Binds the parameter row sent through DoPut. The stream is read as it arrives,
+    /// within the query time limit, and refused at its second row, past
+    /// [`MAX_PARAMETER_MESSAGES`] messages or past [`MAX_PARAMETER_BYTES`] of values, so
+    /// a client cannot make the gateway buffer what it sends.
     pub(super) async fn bind_prepared(
         &self,
         principal: &Principal,
@@ -256,27 +275,8 @@ impl GatewayState {
     ) -> Result<DoPutPreparedStatementResult> {
         let owner = principal.fingerprint();
         let mut statement = self.prepared.get(handle, &owner)?;
-        let mut parameters =
-            FlightRecordBatchStream::new_from_flight_data(data.map_err(Into::into)).boxed();
-        let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
-        while let Some(batch) = parameters
-            .try_next()
-            .await
-            .map_err(|e| Error::InvalidArgument(format!("cannot read the bound parameters: {e}")))?
-        {
-            rows += batch.num_rows();
-            bytes += batch.get_array_memory_size();
-            if rows > 1 {
-                return Err(too_many_rows(rows));
-            }
-            if bytes > MAX_PARAMETER_BYTES {
-                return Err(Error::InvalidArgument(format!(
-                    "the bound parameters take more than {MAX_PARAMETER_BYTES} bytes; \
-                     pass large values in the statement's data, not as parameters"
-                )));
-            }
-            batches.push(batch);
-        }
+        let deadline = Deadline::starting_now(self.query_timeout, None);
+        let batches = deadline.run(read_parameters(data)).await?;
         statement.bind(&batches)?;
         self.prepared.update(handle, &owner, statement)?;
         Ok(DoPutPreparedStatementResult {
@@ -285,6 +285,41 @@ impl GatewayState {
     }
 }
 
+/// The batches of a parameter stream holding rows, read as they arrive within the
+/// bounds of [`GatewayState::bind_prepared`].
+async fn read_parameters(data: PeekableFlightDataStream) -> Result<Vec<RecordBatch>> {
+    let mut messages = 0usize;
+    let counted = data.map(move |message| {
+        messages += 1;
+        if messages > MAX_PARAMETER_MESSAGES {
+            return Err(FlightError::ProtocolError(format!(
+                "more than {MAX_PARAMETER_MESSAGES} messages"
+            )));
+        }
+        message.map_err(FlightError::from)
+    });
+    let mut parameters = FlightRecordBatchStream::new_from_flight_data(counted).boxed();
+    let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+    let unreadable =
+        |e: FlightError| Error::InvalidArgument(format!("cannot read the bound parameters: {e}"));
+    while let Some(batch) = parameters.try_next().await.map_err(unreadable)? {
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
+        if rows > 1 {
+            return Err(too_many_rows(rows));
+        }
+        if bytes > MAX_PARAMETER_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the bound parameters take more than {MAX_PARAMETER_BYTES} bytes; \
+                 pass large values in the statement, not as parameters"
+            )));
+        }
+        if batch.num_rows() > 0 {
+            batches.push(batch);
+        }
+    }
+    Ok(batches)
+}
 /// `table: rule` for every rule applied to one of `tables` in `session`.
 fn applied_rules(tables: &[String], session: &PrincipalSession) -> Vec<String> {
     tables

@@ -23,19 +23,10 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::PlanningStopped;
+
 tokio::task_local! {
     static BUDGET: PlanningBudget;
-}
-
-/// Why planning stopped before it finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PlanningStopped {
-    /// The query's deadline passed.
-    #[error("planning did not finish before the query's deadline")]
-    Deadline,
-    /// The client went away (or cancelled) while the statement was planned.
-    #[error("planning was cancelled: the client went away")]
-    Cancelled,
 }
 
 /// What the planning of one statement may spend.

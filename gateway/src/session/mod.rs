@@ -26,9 +26,7 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::{Mesh, Principal};
 
-pub use budget::{
-    MaxPlanNodes, PlanTooLarge, PlanningBudget, PlanningStopped, check_budget, ensure_plan_size,
-};
+pub use budget::{MaxPlanNodes, PlanTooLarge, PlanningBudget, check_budget, ensure_plan_size};
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
 pub use generated::MAX_GENERATED_ROWS;
 pub use sql::{
@@ -60,8 +58,9 @@ pub struct PrincipalSession {
 }
 
 /// A digest of what one principal sees of the mesh: the products and tables it may
-/// read, the schema of each as it sees it (hidden columns gone, masked ones retyped)
-/// and the rules that restrict each (row filters, masks). Data changes (new files, a
+/// read, the schema of each as it sees it (hidden columns gone, masked ones retyped),
+/// the rules that restrict each (row filters, masks) and which of its past versions may
+/// be read. Data changes (new files, a
 /// new Delta version) leave it unchanged; a policy or contract change that alters what
 /// the principal sees changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +73,17 @@ impl ViewFingerprint {
             digest.update(&(bytes.len() as u64).to_le_bytes());
             digest.update(bytes);
         };
+        part(&(views.len() as u64).to_le_bytes());
         for view in views {
             part(view.product.qualified_name().as_bytes());
+            part(&(view.tables.len() as u64).to_le_bytes());
             for (name, table) in &view.tables {
                 part(name.as_bytes());
                 part(format!("{:?}", table.schema().fields()).as_bytes());
                 part(format!("{:?}", view.access.get(name)).as_bytes());
+                // Which past versions may be read (`time_travel`, its `max_age`).
+                let versions = view.product.table(name).map(|t| t.time_travel);
+                part(format!("{versions:?}").as_bytes());
             }
         }
         let mut bytes = [0u8; 32];

@@ -139,8 +139,9 @@ fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter(
             products.iter().map(|p| p.sla.completeness.clone()),
         )),
+        // The tables the principal may read, not every table of the product.
         Arc::new(Int32Array::from_iter_values(
-            products.iter().map(|p| p.tables.len() as i32),
+            views.iter().map(|v| v.tables.len() as i32),
         )),
         strings(views.iter().map(|v| v.health.state().as_str())),
         Arc::new(StringArray::from_iter(

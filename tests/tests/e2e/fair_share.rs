@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Int64Array, RecordBatch};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::sql::{CommandPreparedStatementQuery, CommandStatementQuery, ProstMessageExt};
-use arrow_flight::{Action, Criteria, FlightDescriptor};
+use arrow_flight::{Action, Criteria, FlightData, FlightDescriptor};
 use futures::StreamExt;
 use meshgate_gateway::GatewayConfig;
 use meshgate_gateway::audit::{AuditConfig, StatementMode};
@@ -255,6 +255,22 @@ async fn a_principal_over_its_handle_share_evicts_only_its_own() {
     }
 }
 
+/// The status a DoPut of the endless `messages` ends with, which must come before
+/// the stream ends.
+async fn bind_endless(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    messages: impl futures::Stream<Item = FlightData> + Send + 'static,
+) -> tonic::Status {
+    let answer = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut responses = client.do_put(messages).await?;
+        while responses.next().await.transpose()?.is_some() {}
+        Ok::<_, arrow_flight::error::FlightError>(())
+    })
+    .await
+    .expect("the server answered before the stream ended");
+    tonic::Status::from(answer.unwrap_err())
+}
+
 #[tokio::test]
 async fn a_parameter_stream_is_refused_as_it_arrives() {
     let token = token("binder", &["analyst"], None);
@@ -262,30 +278,32 @@ async fn a_parameter_stream_is_refused_as_it_arrives() {
     let handle = CommandPreparedStatementQuery {
         prepared_statement_handle: prepared_handle(&mut client).await,
     };
-    // An endless stream of one-row batches: the server must answer without reading it
-    // to its end.
+    let descriptor = FlightDescriptor::new_cmd(handle.as_any().encode_to_vec());
+    // Endless rows.
     let row = RecordBatch::try_from_iter(vec![(
         "$1",
         std::sync::Arc::new(Int64Array::from(vec![1i64])) as _,
     )])
     .unwrap();
-    let endless = futures::stream::repeat(row).map(Ok);
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
-            handle.as_any().encode_to_vec(),
-        )))
-        .build(endless)
+    let rows = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor.clone()))
+        .build(futures::stream::repeat(row.clone()).map(Ok))
         .map(|d| d.unwrap());
-    let answer = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut responses = client.do_put(data).await?;
-        while responses.next().await.transpose()?.is_some() {}
-        Ok::<_, arrow_flight::error::FlightError>(())
-    })
-    .await
-    .expect("the server answered before the stream ended");
-    let status = tonic::Status::from(answer.unwrap_err());
+    let status = bind_endless(&mut client, rows).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("exactly one row"), "{status:?}");
+    // A schema, then endless batches of no rows.
+    let mut messages =
+        arrow_flight::utils::batches_to_flight_data(&row.schema(), vec![row.slice(0, 0)])
+            .unwrap()
+            .into_iter();
+    let schema = messages.next().unwrap().with_descriptor(descriptor);
+    let no_rows = messages.next().unwrap();
+    let empty =
+        futures::stream::once(async move { schema }).chain(futures::stream::repeat(no_rows));
+    let status = bind_endless(&mut client, empty).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("messages"), "{status:?}");
 }
 
 /// The handle of a fresh prepared statement `SELECT ? + 1`, from the raw action.
