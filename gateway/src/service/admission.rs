@@ -1,32 +1,29 @@
 //! Admission: how many queries run at once, overall and per principal.
 //!
-//! A query holds a permit from the moment its results start streaming (DoGet) until the
-//! stream ends or the client goes away. Beyond `engine.max_running_queries` overall, or
+//! A query holds a permit while it is planned (GetFlightInfo, CreatePreparedStatement),
+//! and again from the moment its results start streaming (DoGet) until the stream ends
+//! or the client goes away. Beyond `engine.max_running_queries` overall, or
 //! `engine.max_running_per_principal` for one principal, a query waits in a bounded queue
 //! (`engine.max_queued_queries`) until a permit frees or its deadline passes; when the
 //! queue is full it is refused at once with `RESOURCE_EXHAUSTED`, so a burst never turns
 //! into unbounded waiting or memory.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::deadline::Deadline;
+use super::per_principal::PerPrincipal;
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-
-/// Past this many principals with idle semaphores, idle ones are forgotten.
-const PRINCIPALS_KEPT: usize = 1024;
 
 /// The running-query limits of one gateway.
 #[derive(Debug)]
 pub(super) struct Admission {
     running: Arc<Semaphore>,
     max_running: usize,
-    per_principal: Mutex<HashMap<String, Arc<Semaphore>>>,
-    max_per_principal: usize,
+    per_principal: PerPrincipal,
     queued: AtomicUsize,
     max_queued: usize,
 }
@@ -44,8 +41,7 @@ impl Admission {
         Self {
             running: Arc::new(Semaphore::new(max_running)),
             max_running,
-            per_principal: Mutex::default(),
-            max_per_principal: engine.max_running_per_principal.max(1),
+            per_principal: PerPrincipal::new(engine.max_running_per_principal),
             queued: AtomicUsize::new(0),
             max_queued: engine.max_queued_queries,
         }
@@ -54,7 +50,7 @@ impl Admission {
     /// Admits a query of the principal `who` (its fingerprint), waiting in the queue
     /// until `deadline` if need be.
     pub(super) async fn admit(&self, who: &str, deadline: &Deadline) -> Result<Admitted> {
-        let own = self.principal_semaphore(who);
+        let own = self.per_principal.of(who);
         if let Ok(mine) = Arc::clone(&own).try_acquire_owned()
             && let Ok(overall) = Arc::clone(&self.running).try_acquire_owned()
         {
@@ -69,7 +65,9 @@ impl Admission {
                 "the gateway is at its limit of running queries ({} overall, {} per \
                  principal, engine.max_running_queries / max_running_per_principal) and \
                  {} are waiting (engine.max_queued_queries); retry shortly",
-                self.max_running, self.max_per_principal, self.max_queued
+                self.max_running,
+                self.per_principal.permits(),
+                self.max_queued
             )));
         }
         let _slot = QueueSlot(&self.queued);
@@ -100,18 +98,6 @@ impl Admission {
     /// Queries waiting for a slot now.
     pub(super) fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
-    }
-
-    fn principal_semaphore(&self, who: &str) -> Arc<Semaphore> {
-        let mut map = self.per_principal.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > PRINCIPALS_KEPT {
-            // Only this map holds an idle principal's semaphore.
-            map.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        Arc::clone(
-            map.entry(who.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_principal))),
-        )
     }
 }
 

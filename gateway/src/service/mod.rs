@@ -11,6 +11,7 @@ mod deadline;
 mod explain;
 mod handles;
 mod metadata;
+mod per_principal;
 mod planning;
 mod prepared;
 mod query;

@@ -10,16 +10,12 @@
 //! holds one of its principal's admission slots and stops at the deadline or when the
 //! client goes away (see [`crate::session::PlanningBudget`]).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::per_principal::PerPrincipal;
 use crate::error::{Error, Result};
-
-/// Past this many principals with idle semaphores, idle ones are forgotten.
-const PRINCIPALS_KEPT: usize = 1024;
 
 /// A runtime whose threads do nothing but plan statements, and how many of them one
 /// principal may use at once.
@@ -29,8 +25,7 @@ pub(super) struct PlanningPool {
     runtime: Option<tokio::runtime::Runtime>,
     /// Statements one principal may have planned at once: all threads but one, so that
     /// one principal's statements never hold every thread.
-    share: usize,
-    per_principal: Mutex<HashMap<String, Arc<Semaphore>>>,
+    turns: PerPrincipal,
 }
 
 impl PlanningPool {
@@ -44,25 +39,14 @@ impl PlanningPool {
             .map_err(|e| Error::Internal(format!("cannot start the planning threads: {e}")))?;
         Ok(Self {
             runtime: Some(runtime),
-            share: threads.saturating_sub(1).max(1),
-            per_principal: Mutex::default(),
+            turns: PerPrincipal::new(threads.saturating_sub(1)),
         })
     }
 
     /// A turn of the principal `who` (its fingerprint) to plan: waits while the
     /// principal has its share of the pool's threads planning.
     pub(super) async fn turn_of(&self, who: &str) -> Result<OwnedSemaphorePermit> {
-        let semaphore = {
-            let mut map = self.per_principal.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() > PRINCIPALS_KEPT {
-                // Only this map holds an idle principal's semaphore.
-                map.retain(|_, s| Arc::strong_count(s) > 1);
-            }
-            Arc::clone(
-                map.entry(who.to_string())
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.share))),
-            )
-        };
+        let semaphore = self.turns.of(who);
         semaphore
             .acquire_owned()
             .await

@@ -18,7 +18,6 @@ use futures::StreamExt;
 use meshgate_gateway::GatewayConfig;
 use meshgate_gateway::audit::{AuditConfig, StatementMode};
 use meshgate_gateway::config::{EngineConfig, HandleConfig};
-use meshgate_gateway::demo::{demo_secret, demo_token};
 use prost::Message;
 use serde_json::Value;
 use tonic::Code;
@@ -136,15 +135,7 @@ async fn planning_stops_at_the_deadline_and_others_keep_being_served() {
     };
     // While it plans, another principal's statements answer promptly.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let secret = demo_secret(gw.dir()).unwrap();
-    let other = demo_token(
-        &secret,
-        "quick",
-        &["analyst".to_string()],
-        Default::default(),
-        Duration::from_secs(600),
-    )
-    .unwrap();
+    let other = gw.token_for("quick", &["analyst"]);
     let mut quick = client_with_at(&gw, &other).await;
     for _ in 0..5 {
         let started = Instant::now();
@@ -226,15 +217,7 @@ async fn a_principal_over_its_handle_share_evicts_only_its_own() {
     let mut modest = gw.client().await;
     let mut kept = modest.prepare("SELECT 41 + 1".into(), None).await.unwrap();
 
-    let secret = demo_secret(gw.dir()).unwrap();
-    let greedy_token = demo_token(
-        &secret,
-        "greedy",
-        &["analyst".to_string()],
-        Default::default(),
-        Duration::from_secs(600),
-    )
-    .unwrap();
+    let greedy_token = gw.token_for("greedy", &["analyst"]);
     let mut greedy = client_with_at(&gw, &greedy_token).await;
     let mut handles = Vec::new();
     for i in 0..20 {

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -117,19 +117,12 @@ impl LiveMesh {
     }
 
     /// Waits until `check` holds, failing the test with `what` after [`APPLY_WITHIN`].
-    async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    async fn eventually<F, Fut>(&self, what: &str, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + APPLY_WITHIN;
-        while !check().await {
-            assert!(
-                Instant::now() < deadline,
-                "not applied within {APPLY_WITHIN:?}: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::support::eventually(what, APPLY_WITHIN, check).await;
     }
 }
 

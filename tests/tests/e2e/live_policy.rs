@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
@@ -110,19 +110,12 @@ impl Shop {
     }
 
     /// Waits until `check` holds, failing the test with `what` after [`APPLY_WITHIN`].
-    async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    async fn eventually<F, Fut>(&self, what: &str, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + APPLY_WITHIN;
-        while !check().await {
-            assert!(
-                Instant::now() < deadline,
-                "not applied within {APPLY_WITHIN:?}: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::support::eventually(what, APPLY_WITHIN, check).await;
     }
 }
 

@@ -77,6 +77,20 @@ impl OwnGateway {
         Self { addr, token, dir }
     }
 
+    /// A token of the demo issuer this gateway trusts, for another principal.
+    pub(crate) fn token_for(&self, subject: &str, roles: &[&str]) -> String {
+        let secret = demo_secret(self.dir.path()).unwrap();
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        demo_token(
+            &secret,
+            subject,
+            &roles,
+            BTreeMap::new(),
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    }
+
     /// The temporary directory holding the mesh (`mesh/`).
     pub(crate) fn dir(&self) -> &std::path::Path {
         self.dir.path()
