@@ -21,13 +21,14 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use datafusion::physical_plan::collect;
 use meshgate_catalog::{Mesh, Principal};
+use meshgate_engine::live::load_mesh;
+use meshgate_engine::policy::PolicyEngine;
+use meshgate_engine::session::{SessionFactory, plan_sql, query_task_context};
 use meshgate_gateway::auth::{AuthConfig, Authenticator};
 use meshgate_gateway::config::EngineConfig;
 use meshgate_gateway::demo::{
     demo_issuer, demo_platform_policies, demo_secret, demo_token, ensure_demo_mesh,
 };
-use meshgate_gateway::policy::PolicyEngine;
-use meshgate_gateway::session::{SessionFactory, plan_sql, query_task_context};
 
 const SCALE: f64 = 0.5;
 
@@ -77,13 +78,7 @@ fn demo_factory(rt: &tokio::runtime::Runtime) -> SessionFactory {
     rt.block_on(ensure_demo_mesh(&dir, SCALE)).unwrap();
     let load = Mesh::load(&dir).unwrap();
     let policy = PolicyEngine::new(demo_platform_policies(), b"bench-mask-key");
-    let factory = rt
-        .block_on(SessionFactory::build(
-            &load.mesh,
-            &EngineConfig::default(),
-            policy,
-        ))
-        .unwrap();
+    let factory = rt.block_on(load_mesh(&load.mesh, &EngineConfig::default(), policy));
     assert_eq!(factory.product_count(), load.mesh.len());
     factory
 }

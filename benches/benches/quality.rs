@@ -28,13 +28,12 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use meshgate_catalog::{Mesh, Principal};
-use meshgate_gateway::GatewayConfig;
-use meshgate_gateway::audit::{AuditConfig, Auditor};
+use meshgate_engine::agent::spawn_agent;
+use meshgate_engine::live::load_mesh;
+use meshgate_engine::policy::PolicyEngine;
+use meshgate_engine::quality::{Budget, Measurer, QualityStore, Trigger};
+use meshgate_engine::session::{SessionFactory, SessionPublisher, plan_sql};
 use meshgate_gateway::config::{EngineConfig, QualityConfig};
-use meshgate_gateway::policy::PolicyEngine;
-use meshgate_gateway::quality::{Budget, Measurer, QualityStore, Trigger, spawn_agent};
-use meshgate_gateway::service::GatewayState;
-use meshgate_gateway::session::{SessionFactory, plan_sql};
 
 const FILES: i64 = 10;
 const ROWS_PER_FILE: i64 = 1_000_000;
@@ -172,13 +171,7 @@ fn main() {
     let load = Mesh::load(&mesh).unwrap();
     assert!(load.errors.is_empty(), "{:?}", load.errors);
     let policy = PolicyEngine::new(Vec::new(), b"bench-mask-key");
-    let factory = rt
-        .block_on(SessionFactory::build(
-            &load.mesh,
-            &EngineConfig::default(),
-            policy,
-        ))
-        .unwrap();
+    let factory = rt.block_on(load_mesh(&load.mesh, &EngineConfig::default(), policy));
     let compiled = &factory.products()[0];
     let table = &compiled.product.tables[0];
     let snapshot = compiled.health.tables[&table.name].clone();
@@ -250,7 +243,6 @@ fn main() {
         idle_priority,
         ..QualityConfig::default()
     };
-    let auditor = Arc::new(Auditor::start(&AuditConfig::default()).unwrap());
     let mut off = Vec::new();
     // (idle priority?, latencies, measurements completed)
     let mut on = [(true, Vec::new(), 0), (false, Vec::new(), 0)];
@@ -260,17 +252,14 @@ fn main() {
         }
         for (idle, latencies, measured) in on.iter_mut() {
             let store = Arc::new(QualityStore::in_memory(Duration::from_secs(3600)));
-            let state = Arc::new(
-                GatewayState::new(factory.clone(), &GatewayConfig::default(), auditor.clone())
-                    .unwrap(),
-            );
-            let agent = spawn_agent(&state, Arc::clone(&store), &agent_config(*idle)).unwrap();
+            let publisher = SessionPublisher::new(factory.clone());
+            let agent = spawn_agent(&publisher, Arc::clone(&store), &agent_config(*idle)).unwrap();
             // Let the agent get into its first measurement.
             std::thread::sleep(Duration::from_millis(50));
             for _ in 0..QUERIES_PER_BLOCK {
                 latencies.push(rt.block_on(run_query(&factory, &principal)));
             }
-            drop(state);
+            drop(publisher);
             agent.join().unwrap();
             *measured += store.history().len();
         }

@@ -31,18 +31,29 @@ impl fmt::Display for AsOf {
 ///
 /// `None` when the name has no `@`; `Some(Err)` with what to write when the suffix is
 /// neither `v<N>`, an RFC 3339 instant nor a date.
-pub fn split_as_of(name: &str) -> Option<Result<(&str, AsOf), String>> {
+pub fn split_as_of(name: &str) -> Option<Result<(&str, AsOf), BadAsOf>> {
     let (table, suffix) = name.split_once('@')?;
     Some(
         parse_suffix(suffix)
             .map(|as_of| (table, as_of))
-            .ok_or_else(|| {
-                format!(
-                    "'{name}': write a version as {table}@v3, or an instant as \
-             {table}@2024-06-01T12:00:00Z or {table}@2024-06-01"
-                )
+            .ok_or_else(|| BadAsOf {
+                name: name.to_string(),
+                table: table.to_string(),
             }),
     )
+}
+
+/// A table name whose `@` suffix is neither a version nor an instant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "'{name}': write a version as {table}@v3, or an instant as \
+     {table}@2024-06-01T12:00:00Z or {table}@2024-06-01"
+)]
+pub struct BadAsOf {
+    /// The name as written.
+    pub name: String,
+    /// The table part of it.
+    pub table: String,
 }
 
 fn parse_suffix(suffix: &str) -> Option<AsOf> {
@@ -85,7 +96,7 @@ mod tests {
         assert_eq!(AsOf::Timestamp(june).to_string(), "2024-06-01T00:00:00Z");
         for bad in ["results@", "results@v", "results@vx", "results@yesterday"] {
             let error = split_as_of(bad).expect("has a suffix").expect_err(bad);
-            assert!(error.contains("results@v3"), "{error}");
+            assert!(error.to_string().contains("results@v3"), "{error}");
         }
     }
 }

@@ -12,7 +12,7 @@ mod product;
 mod quality;
 mod validate;
 
-pub use as_of::{AsOf, split_as_of};
+pub use as_of::{AsOf, BadAsOf, split_as_of};
 pub use descriptor::{
     ColumnDescriptor, OwnerDescriptor, ProductDescriptor, SlaDescriptor, TableDescriptor,
     TimeTravelDescriptor,

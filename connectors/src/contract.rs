@@ -58,7 +58,7 @@ impl ContractTable {
                 Err(problem) => violations.push(ContractViolation {
                     column: Some(field.name().clone()),
                     file: None,
-                    problem,
+                    problem: problem.to_string(),
                 }),
             }
         }
@@ -164,9 +164,11 @@ impl TableProvider for ContractTable {
 
 /// How the declared `field` is read from a `physical` schema, or what makes it unreadable
 /// as declared (missing, or stored with a type that does not widen losslessly).
-fn check_column(physical: &Schema, field: &Field) -> Result<ColumnSource, String> {
+fn check_column(physical: &Schema, field: &Field) -> Result<ColumnSource, ColumnMismatch> {
     let Ok(i) = physical.index_of(field.name()) else {
-        return Err(format!("column '{}' is missing", field.name()));
+        return Err(ColumnMismatch::Missing {
+            column: field.name().clone(),
+        });
     };
     let stored = physical.field(i).data_type();
     if stored == field.data_type() || is_lossless_widening(stored, field.data_type()) {
@@ -175,12 +177,27 @@ fn check_column(physical: &Schema, field: &Field) -> Result<ColumnSource, String
             needs_cast: stored != field.data_type(),
         })
     } else {
-        Err(format!(
-            "column '{}' is stored as {stored} but the contract declares {}",
-            field.name(),
-            field.data_type()
-        ))
+        Err(ColumnMismatch::Type {
+            column: field.name().clone(),
+            stored: stored.clone(),
+            declared: field.data_type().clone(),
+        })
     }
+}
+
+/// Why a declared column cannot be read from the stored data as declared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ColumnMismatch {
+    /// The stored data has no such column.
+    #[error("column '{column}' is missing")]
+    Missing { column: String },
+    /// The stored type does not widen losslessly to the declared one.
+    #[error("column '{column}' is stored as {stored} but the contract declares {declared}")]
+    Type {
+        column: String,
+        stored: DataType,
+        declared: DataType,
+    },
 }
 
 /// Checks that every declared column of `declared` can be read from `physical` as
@@ -194,7 +211,7 @@ pub(crate) fn column_problems<'a>(
         .filter_map(|field| {
             check_column(physical, field)
                 .err()
-                .map(|problem| (field.name().clone(), problem))
+                .map(|problem| (field.name().clone(), problem.to_string()))
         })
         .collect()
 }

@@ -5,12 +5,13 @@
 pub enum ConnectorError {
     /// The table's location is not one its domain may use: outside the domain's
     /// configured storage root, or on storage the domain has no configuration for.
-    #[error("table {table}: {reason}")]
+    #[error("table {table}: {source}")]
     OutsideStorageRoot {
         /// `domain.product.table`.
         table: String,
         /// Why, naming the location and the domain's root.
-        reason: String,
+        #[source]
+        source: LocationError,
     },
 
     /// The Delta log of a table could not be read.
@@ -74,6 +75,53 @@ pub enum ConnectorError {
     },
 }
 
+/// A table location its domain may not use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("location {location} {why}")]
+pub struct LocationError {
+    /// The location, as declared.
+    pub location: String,
+    /// What is wrong with it.
+    pub why: LocationRefusal,
+}
+
+/// Why a domain may not use a location. The reasons name the domain's root, which is
+/// platform configuration, not a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationRefusal {
+    /// The location is not a usable object-store path.
+    #[error("is not a usable object-store path")]
+    Unusable,
+    /// The location has `.` or `..` segments.
+    #[error("must not contain '.' or '..' segments")]
+    DotSegments,
+    /// The location is outside the domain's configured storage root.
+    #[error("is outside the storage root of domain '{domain}' ({root})")]
+    OutsideRoot {
+        /// The domain.
+        domain: String,
+        /// Its root.
+        root: String,
+    },
+    /// A local location under another domain's root.
+    #[error("is under the storage root of domain '{owner}'")]
+    UnderOtherRoot {
+        /// The domain whose root it is.
+        owner: String,
+    },
+    /// The domain has no storage configured for the location's scheme.
+    #[error(
+        "is not readable: domain '{domain}' has no storage configured for {scheme}:// \
+         locations (storage.{domain} in the gateway configuration)"
+    )]
+    NoStorage {
+        /// The domain.
+        domain: String,
+        /// The location's scheme.
+        scheme: String,
+    },
+}
+
 /// A storage request for the files of `table` failed: raised by a domain's store, so
 /// that whoever reports the failure can say which table it concerns without exposing
 /// the paths or the cause (in `source`, for the server log).
@@ -85,12 +133,6 @@ pub struct TableStorageError {
     /// The failure as the store reported it.
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl TableStorageError {
-    /// What precedes the table's name in the message, for readers that only get the
-    /// message (layers that turn errors into text).
-    pub const MARKER: &'static str = "[table ";
 }
 
 /// One way the stored data of a table breaks its contract.

@@ -21,7 +21,9 @@ use datafusion::datasource::TableProvider;
 use meshgate_catalog::{AsOf, Product, Table, TableFormat};
 
 pub use contract::{ContractTable, contract_schema, is_lossless_widening};
-pub use error::{ConnectorError, ContractViolation, Result, TableStorageError};
+pub use error::{
+    ConnectorError, ContractViolation, LocationError, LocationRefusal, Result, TableStorageError,
+};
 pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;
 pub use sample::{SampledPlan, sample_row_groups};

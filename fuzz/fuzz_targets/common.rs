@@ -4,11 +4,14 @@
 use std::sync::{Arc, OnceLock};
 
 use meshgate_catalog::{Mesh, Principal};
-use meshgate_gateway::audit::Auditor;
+use meshgate_engine::audit::Auditor;
+use meshgate_engine::live::load_mesh;
+use meshgate_engine::policy::PolicyEngine;
+use meshgate_engine::session::SessionPublisher;
+use meshgate_engine::Engine;
 use meshgate_gateway::config::GatewayConfig;
 use meshgate_gateway::demo::{demo_platform_policies, ensure_demo_mesh};
-use meshgate_gateway::policy::PolicyEngine;
-use meshgate_gateway::{GatewayState, MeshFlightSqlService, SessionFactory};
+use meshgate_gateway::{GatewayState, MeshFlightSqlService};
 
 pub struct Fixture {
     pub runtime: tokio::runtime::Runtime,
@@ -31,10 +34,11 @@ pub fn fixture() -> &'static Fixture {
             let load = Mesh::load(&dir).unwrap();
             let config = GatewayConfig::default();
             let policy = PolicyEngine::new(demo_platform_policies(), b"fuzz-mask-key");
-            let sessions = SessionFactory::build(&load.mesh, &config.engine, policy)
-                .await
+            let sessions = load_mesh(&load.mesh, &config.engine, policy).await;
+            let publisher = SessionPublisher::new(sessions);
+            let engine = Engine::new(publisher, &config.engine, Arc::new(Auditor::default()))
                 .unwrap();
-            let state = GatewayState::new(sessions, &config, Arc::new(Auditor::default())).unwrap();
+            let state = GatewayState::new(Arc::new(engine), &config).unwrap();
             MeshFlightSqlService::new(Arc::new(state))
         });
         let mut principal = Principal::new("fuzz", "nora", ["clinician"]);

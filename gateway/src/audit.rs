@@ -1,21 +1,18 @@
-//! The audit log: one JSON line per request.
+//! The audit log (one JSON line per record, to a file and/or standard output) and the
+//! audit duty of each Flight request.
 //!
-//! A record names the RPC, the principal (issuer and subject, never the token), the
-//! statement (in full, as a SHA-256, or not at all), the tables touched, the policy rules
-//! applied to them, rows and bytes returned, duration and outcome. Records are written by
-//! a background task, in order, to a file (appended) and/or standard output.
+//! Records are made by the engine and by the doors ([`meshgate_engine::audit`]); the
+//! [`AuditLog`] is one of their sinks, written by a background task, in order.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use aws_lc_rs::digest;
 use meshgate_catalog::Principal;
-use serde::{Deserialize, Serialize};
+pub use meshgate_engine::audit::{AuditRecord, AuditSink, Auditor, QueryAudit, StatementMode};
+use serde::Deserialize;
 use tokio::sync::mpsc;
-
-use crate::observability::Metrics;
 
 /// Where audit records go and what they hold.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,134 +26,37 @@ pub struct AuditConfig {
     pub statements: StatementMode,
 }
 
-/// How a statement appears in an audit record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StatementMode {
-    /// The SQL text.
-    Full,
-    /// The SHA-256 of the SQL text (the default: statements can hold literal PII).
-    #[default]
-    Hash,
-    /// Nothing.
-    None,
+/// The audit log's writer: records sent to it are written in order by a background
+/// task.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    sink: mpsc::UnboundedSender<Message>,
 }
 
-/// One audit record.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditRecord {
-    /// Seconds since the Unix epoch, with milliseconds.
-    pub time: f64,
-    /// The RPC and command, e.g. `GetFlightInfo/CommandStatementQuery`.
-    pub rpc: String,
-    /// Issuer of the principal's token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    /// Subject of the principal's token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// The statement, per [`StatementMode::Full`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement: Option<String>,
-    /// SHA-256 of the statement, per [`StatementMode::Hash`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement_sha256: Option<String>,
-    /// `domain.product.table` of every table the statement reads.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tables: Vec<String>,
-    /// Policy rules applied to those tables.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub policy: Vec<String>,
-    /// Rows returned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u64>,
-    /// Bytes of Arrow IPC sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    /// Time spent, in milliseconds.
-    pub duration_ms: f64,
-    /// `ok`, `error`, `cancelled` or `unauthenticated`.
-    pub outcome: &'static str,
-    /// The gRPC code or refusal reason when not `ok`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The query's id, as the client received it (`x-meshgate-query-id`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub query_id: Option<String>,
+/// The audit file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("audit file {}: {source}", path.display())]
+pub struct AuditLogError {
+    /// The file configured.
+    pub path: PathBuf,
+    /// Why it cannot be opened.
+    #[source]
+    pub source: std::io::Error,
 }
 
-impl AuditRecord {
-    /// A record of `rpc` by `principal`, started at `started`.
-    pub fn new(rpc: impl Into<String>, principal: Option<&Principal>, started: Instant) -> Self {
-        let time = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| (d.as_millis() as f64) / 1000.0);
-        Self {
-            time,
-            rpc: rpc.into(),
-            issuer: principal.map(|p| p.issuer.clone()),
-            subject: principal.map(|p| p.subject.clone()),
-            statement: None,
-            statement_sha256: None,
-            tables: Vec::new(),
-            policy: Vec::new(),
-            rows: None,
-            bytes: None,
-            duration_ms: duration_ms(started.elapsed()),
-            outcome: "ok",
-            detail: None,
-            query_id: None,
-        }
+/// A record of `rpc` by `principal`, its outcome taken from the Flight `result`.
+pub fn record_of<T>(
+    rpc: &str,
+    principal: &Principal,
+    started: Instant,
+    result: &Result<T, tonic::Status>,
+) -> AuditRecord {
+    let mut record = AuditRecord::new(rpc, Some(principal), started);
+    if let Err(status) = result {
+        record.outcome = "error";
+        record.detail = Some(format!("{:?}", status.code()));
     }
-
-    /// Sets the outcome from a result.
-    pub fn outcome<T>(mut self, result: &Result<T, tonic::Status>) -> Self {
-        if let Err(status) = result {
-            self.outcome = "error";
-            self.detail = Some(format!("{:?}", status.code()));
-        }
-        self
-    }
-}
-
-fn duration_ms(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1000.0
-}
-
-/// What a query's records say about the statement, kept from planning to DoGet.
-#[derive(Debug, Clone, Default)]
-pub struct QueryAudit {
-    /// The statement as the audit mode allows.
-    pub statement: Option<String>,
-    /// Its hash, as the audit mode allows.
-    pub statement_sha256: Option<String>,
-    /// Tables read.
-    pub tables: Vec<String>,
-    /// Policy rules applied.
-    pub policy: Vec<String>,
-    /// The query's id.
-    pub query_id: Option<String>,
-}
-
-impl QueryAudit {
-    /// Fills `record` with the statement details.
-    pub fn apply(&self, mut record: AuditRecord) -> AuditRecord {
-        record.statement.clone_from(&self.statement);
-        record.statement_sha256.clone_from(&self.statement_sha256);
-        record.tables.clone_from(&self.tables);
-        record.policy.clone_from(&self.policy);
-        record.query_id.clone_from(&self.query_id);
-        record
-    }
-}
-
-/// Emits audit records.
-#[derive(Debug, Clone, Default)]
-pub struct Auditor {
-    sink: Option<mpsc::UnboundedSender<Message>>,
-    statements: StatementMode,
-    /// Counts every record (auditing on or off).
-    metrics: Option<Arc<Metrics>>,
+    record
 }
 
 /// What the writer task receives.
@@ -168,32 +68,25 @@ enum Message {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-impl Auditor {
-    /// The same auditor, also counting every record in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// Starts the writer task; with neither a file nor stdout configured, records are
-    /// dropped (auditing is off).
-    pub fn start(config: &AuditConfig) -> Result<Self, String> {
+impl AuditLog {
+    /// Starts the writer task; `None` with neither a file nor stdout configured
+    /// (auditing is off: records still reach the metrics).
+    pub fn start(config: &AuditConfig) -> Result<Option<Self>, AuditLogError> {
         let mut file = match &config.file {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| format!("audit file {}: {e}", path.display()))?,
+                    .map_err(|source| AuditLogError {
+                        path: path.clone(),
+                        source,
+                    })?,
             ),
             None => None,
         };
         if file.is_none() && !config.stdout {
-            return Ok(Self {
-                sink: None,
-                statements: config.statements,
-                metrics: None,
-            });
+            return Ok(None);
         }
         let stdout = config.stdout;
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
@@ -222,58 +115,28 @@ impl Auditor {
                 let _ = file.flush();
             }
         });
-        Ok(Self {
-            sink: Some(tx),
-            statements: config.statements,
-            metrics: None,
-        })
-    }
-
-    /// Whether records are written anywhere.
-    pub fn enabled(&self) -> bool {
-        self.sink.is_some()
-    }
-
-    /// The statement fields of a record of `sql`, per the configured mode.
-    pub fn statement(&self, sql: &str) -> (Option<String>, Option<String>) {
-        match self.statements {
-            StatementMode::Full => (Some(sql.to_string()), None),
-            StatementMode::Hash => (
-                None,
-                Some(hex::encode(digest::digest(&digest::SHA256, sql.as_bytes()))),
-            ),
-            StatementMode::None => (None, None),
-        }
+        Ok(Some(Self { sink: tx }))
     }
 
     /// Completes once every record emitted before is written (at shutdown).
     pub async fn flush(&self) {
-        if let Some(sink) = &self.sink {
-            let (done, written) = tokio::sync::oneshot::channel();
-            if sink.send(Message::Flush(done)).is_ok() {
-                let _ = written.await;
-            }
-        }
-    }
-
-    /// Writes `record`.
-    pub fn emit(&self, record: AuditRecord) {
-        if let Some(metrics) = &self.metrics {
-            metrics.observe(&record);
-        }
-        if let Some(sink) = &self.sink {
-            match serde_json::to_string(&record) {
-                Ok(line) => {
-                    let _ = sink.send(Message::Line(line));
-                }
-                Err(e) => tracing::error!(error = %e, "cannot serialize an audit record"),
-            }
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.sink.send(Message::Flush(done)).is_ok() {
+            let _ = written.await;
         }
     }
 }
 
-/// Shared auditor.
-pub type SharedAuditor = Arc<Auditor>;
+impl AuditSink for AuditLog {
+    fn record(&self, record: &AuditRecord) {
+        match serde_json::to_string(record) {
+            Ok(line) => {
+                let _ = self.sink.send(Message::Line(line));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialize an audit record"),
+        }
+    }
+}
 
 /// The audit duty of one request, shared by the authentication layer and the handler.
 ///

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use meshgate_catalog::Mesh;
 
-use crate::config::EngineConfig;
-use crate::live::ProductLoader;
-use crate::policy::RowFilterTemplate;
+use meshgate_engine::config::EngineConfig;
+use meshgate_engine::live::ProductLoader;
+use meshgate_engine::product::RowFilterTemplate;
 
 /// Outcome of linting a mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,7 @@ fn check_data(mesh: &Mesh) -> std::io::Result<Vec<String>> {
 fn check_quality_values(mesh: &Mesh) -> Vec<String> {
     mesh.products()
         .filter_map(|product| {
-            crate::quality::check_literals(product)
+            meshgate_engine::quality::check_literals(product)
                 .err()
                 .map(|e| format!("{}: quality: {e}", product.source.display()))
         })

@@ -7,9 +7,39 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshgate_gateway::config::TlsConfig;
+use meshgate_gateway::error::StartupError;
 use meshgate_gateway::lint::{LintOptions, LintOutcome, lint};
 use meshgate_gateway::observability::SpanExport;
 use meshgate_gateway::{GatewayConfig, auth, demo, run};
+
+/// Why a command failed; printed as `meshgate: <message>`.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// The gateway cannot start or stopped.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// The demo mesh or its tokens cannot be prepared.
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
+    /// A token cannot be made.
+    #[error(transparent)]
+    Mint(#[from] auth::MintError),
+    /// A key file cannot be read.
+    #[error("{}: {source}", path.display())]
+    KeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command line asks for something impossible.
+    #[error("{0}")]
+    Usage(&'static str),
+}
+
+/// An `--attr` value that is not `name=value`.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not name=value")]
+struct NotAnAttribute(String);
 
 /// jemalloc: under many concurrent queries the system allocator kept the memory of
 /// finished queries (per-thread arenas, fragmentation) and the process stayed at its
@@ -155,27 +185,39 @@ struct TokenArgs {
     kid: Option<String>,
 }
 
-fn parse_attribute(text: &str) -> Result<(String, String), String> {
+fn parse_attribute(text: &str) -> Result<(String, String), NotAnAttribute> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("`{text}` is not name=value"))
+        .ok_or_else(|| NotAnAttribute(text.to_string()))
 }
 
-fn token(args: TokenArgs) -> Result<String, String> {
+fn token(args: TokenArgs) -> Result<String, CliError> {
     let attributes = args.attributes.into_iter().collect();
     if let Some(dir) = args.demo_dir {
-        let secret = demo::demo_secret(&dir).map_err(|e| e.to_string())?;
-        return demo::demo_token(&secret, &args.sub, &args.roles, attributes, args.ttl)
-            .map_err(|e| e.to_string());
+        let secret = demo::demo_secret(&dir)?;
+        return Ok(demo::demo_token(
+            &secret,
+            &args.sub,
+            &args.roles,
+            attributes,
+            args.ttl,
+        )?);
     }
     let material = match (&args.secret_file, &args.private_key_pem) {
         (Some(path), None) | (None, Some(path)) => {
-            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+            std::fs::read(path).map_err(|source| CliError::KeyFile {
+                path: path.clone(),
+                source,
+            })?
         }
-        _ => return Err("give one of --demo-dir, --secret-file or --private-key-pem".into()),
+        _ => {
+            return Err(CliError::Usage(
+                "give one of --demo-dir, --secret-file or --private-key-pem",
+            ));
+        }
     };
     let key = auth::encoding_key(args.alg, material.trim_ascii())?;
-    auth::mint(
+    Ok(auth::mint(
         &auth::TokenRequest {
             issuer: args.issuer,
             audience: args.audience,
@@ -187,7 +229,7 @@ fn token(args: TokenArgs) -> Result<String, String> {
         },
         args.alg,
         &key,
-    )
+    )?)
 }
 
 fn main() -> ExitCode {
@@ -260,7 +302,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(command: Command) -> Result<(), String> {
+async fn serve(command: Command) -> Result<(), CliError> {
     let (mesh, config, demo_dir) = match command {
         Command::Serve {
             mesh,
@@ -283,7 +325,7 @@ async fn serve(command: Command) -> Result<(), String> {
             }
             let mesh = mesh
                 .or_else(|| config.mesh.clone())
-                .ok_or("no mesh directory: pass --mesh <dir> or set `mesh:` in the config file")?;
+                .ok_or(StartupError::NoMesh)?;
             (mesh, config, None)
         }
         Command::Demo {
@@ -306,9 +348,7 @@ async fn serve(command: Command) -> Result<(), String> {
                 "meshgate: preparing the demo mesh in {} (scale {scale})",
                 dir.display()
             );
-            let demo = demo::ensure_demo_mesh(&dir, scale)
-                .await
-                .map_err(|e| e.to_string())?;
+            let demo = demo::ensure_demo_mesh(&dir, scale).await?;
             if demo.generated {
                 eprintln!(
                     "meshgate: generated {} rows in {:.1} s",
@@ -317,7 +357,7 @@ async fn serve(command: Command) -> Result<(), String> {
             } else {
                 eprintln!("meshgate: reusing the demo mesh ({} rows)", demo.rows);
             }
-            let secret = demo::demo_secret(&dir).map_err(|e| e.to_string())?;
+            let secret = demo::demo_secret(&dir)?;
             config.auth.issuers.push(demo::demo_issuer(&secret));
             config
                 .platform_policies
@@ -333,26 +373,24 @@ async fn serve(command: Command) -> Result<(), String> {
             (dir, config, Some(secret))
         }
         Command::Lint { .. } | Command::Token(_) => {
-            return Err("this command does not serve".into());
+            return Err(CliError::Usage("this command does not serve"));
         }
     };
-    let server = run::start(&mesh, config).await.map_err(|e| e.to_string())?;
-    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let server = run::start(&mesh, config).await?;
+    let addr = server.local_addr()?;
     if let Some(secret) = &demo_dir {
         print_demo_help(addr, &mesh, secret)?;
     }
     if let Some(operator) = server.operator_addr() {
         eprintln!("meshgate: metrics on http://{operator}/metrics (also /health, /ready)");
     }
-    println!("{}", server.ready_line().map_err(|e| e.to_string())?);
+    println!("{}", server.ready_line()?);
     let _ = std::io::stdout().flush();
-    server
-        .serve(run::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    server.serve(run::shutdown_signal()).await?;
+    Ok(())
 }
 
-fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig, String> {
+fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig, StartupError> {
     match path {
         Some(path) => GatewayConfig::from_file(path),
         None => Ok(GatewayConfig::default()),
@@ -363,7 +401,7 @@ fn print_demo_help(
     addr: SocketAddr,
     dir: &std::path::Path,
     secret: &std::path::Path,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let host = if addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", addr.port())
     } else {
@@ -374,8 +412,7 @@ fn print_demo_help(
         dir.display()
     );
     for persona in &demo::PERSONAS {
-        let token = demo::persona_token(secret, persona, std::time::Duration::from_secs(86_400))
-            .map_err(|e| e.to_string())?;
+        let token = demo::persona_token(secret, persona, std::time::Duration::from_secs(86_400))?;
         println!(
             "\n  {} ({}{}): {}\n  export MESHGATE_TOKEN_{}={token}",
             persona.subject,
@@ -430,6 +467,7 @@ fn init_tracing(export: Option<&SpanExport>) {
             .with_filter(
                 Targets::new()
                     .with_target("meshgate_gateway", tracing::Level::INFO)
+                    .with_target("meshgate_engine", tracing::Level::INFO)
                     .with_target("meshgate_connectors", tracing::Level::INFO)
                     // Spans only: log events can carry error text with storage paths,
                     // which stays in the server's own log.

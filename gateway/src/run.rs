@@ -3,14 +3,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::audit::Auditor;
+use meshgate_engine::Engine;
+use meshgate_engine::agent::spawn_agent;
+use meshgate_engine::live::{self, DataCheck, MeshRegistry, ProductLoader};
+use meshgate_engine::policy::PolicyEngine;
+use meshgate_engine::product::HealthState;
+use meshgate_engine::quality::QualityStore;
+use meshgate_engine::session::SessionPublisher;
+
+use crate::audit::{AuditLog, Auditor};
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
-use crate::error::{Error, Result};
-use crate::live::{self, DataCheck, HealthState, MeshRegistry, ProductLoader};
+use crate::error::StartupError;
+
+/// Result of starting the gateway.
+type Result<T, E = StartupError> = std::result::Result<T, E>;
 use crate::observability::{Metrics, OperatorListener};
-use crate::policy::PolicyEngine;
-use crate::quality::{QualityStore, spawn_agent};
 use crate::server::BoundServer;
 use crate::service::GatewayState;
 
@@ -23,24 +31,21 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     // Two crypto providers are linked (aws-lc-rs and ring); name the one rustls uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     if config.tls.is_none() && !config.plaintext {
-        return Err(Error::InvalidArgument(
-            "TLS is not configured: pass --tls-cert and --tls-key, or --plaintext for local development".into(),
-        ));
+        return Err(StartupError::NoTransportSecurity);
     }
-    let authenticator = Authenticator::new(&config.auth)
-        .await
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let authenticator = Authenticator::new(&config.auth).await?;
     let policy = PolicyEngine::new(
         config.platform_policies.clone(),
         &masking_key(&config.masking)?,
     );
 
     // Canonical, so that file-system events and table locations compare as paths.
-    let root = std::fs::canonicalize(dir)
-        .map_err(|e| Error::InvalidArgument(format!("mesh directory {}: {e}", dir.display())))?;
+    let root = std::fs::canonicalize(dir).map_err(|source| StartupError::MeshDirectory {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let loader =
-        ProductLoader::with_storage(&config.engine, &config.storage, config.store_layer.clone())
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        ProductLoader::with_storage(&config.engine, &config.storage, config.store_layer.clone())?;
     let mut registry = MeshRegistry::new(&root, loader, policy);
     let quality = open_quality_store(&config)?;
     registry.set_quality(Arc::clone(&quality));
@@ -77,12 +82,19 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     }
     let metrics = Arc::new(Metrics::new());
     let storage = registry.storage();
-    let auditor = Arc::new(
-        Auditor::start(&config.audit)
-            .map_err(Error::InvalidArgument)?
-            .with_metrics(Arc::clone(&metrics)),
-    );
-    let state = Arc::new(GatewayState::new(sessions, &config, Arc::clone(&auditor))?);
+    let mut auditor = Auditor::new(config.audit.statements).with_sink(Arc::clone(&metrics) as _);
+    let audit_log = AuditLog::start(&config.audit)?;
+    if let Some(log) = &audit_log {
+        auditor = auditor.with_sink(Arc::new(log.clone()));
+    }
+    let auditor = Arc::new(auditor);
+    let publisher = SessionPublisher::new(sessions);
+    let engine = Arc::new(Engine::new(
+        publisher.clone(),
+        &config.engine,
+        Arc::clone(&auditor),
+    )?);
+    let state = Arc::new(GatewayState::new(engine, &config)?);
     let operator = match config.observability.listen {
         Some(addr) => {
             Some(OperatorListener::bind(addr, metrics, Arc::clone(&state), Some(storage)).await?)
@@ -90,14 +102,13 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         None => None,
     };
     if config.reload.watch {
-        live::follow(registry, Arc::clone(&state), &config.reload);
+        live::follow(registry, publisher.clone(), &config.reload);
     }
     if config.quality.enabled {
-        spawn_agent(&state, quality, &config.quality)
-            .map_err(|e| Error::Internal(format!("cannot start the quality agent: {e}")))?;
+        spawn_agent(&publisher, quality, &config.quality).map_err(StartupError::QualityAgent)?;
     }
     Ok(
-        BoundServer::bind(state, Arc::new(authenticator), auditor, config)
+        BoundServer::bind(state, Arc::new(authenticator), auditor, audit_log, config)
             .await?
             .with_operator_listener(operator),
     )
@@ -107,9 +118,7 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
 fn open_quality_store(config: &GatewayConfig) -> Result<Arc<QualityStore>> {
     let retention = config.quality.retention;
     match &config.state_dir {
-        Some(dir) => Ok(Arc::new(
-            QualityStore::open(dir, retention).map_err(Error::InvalidArgument)?,
-        )),
+        Some(dir) => Ok(Arc::new(QualityStore::open(dir, retention)?)),
         None => {
             tracing::warn!("no state directory configured: quality history is kept in memory only");
             Ok(Arc::new(QualityStore::in_memory(retention)))
@@ -119,23 +128,21 @@ fn open_quality_store(config: &GatewayConfig) -> Result<Arc<QualityStore>> {
 
 fn masking_key(config: &MaskingConfig) -> Result<Vec<u8>> {
     if let Some(path) = &config.key_file {
-        return std::fs::read(path).map_err(|e| {
-            Error::InvalidArgument(format!("masking key file {}: {e}", path.display()))
+        return std::fs::read(path).map_err(|source| StartupError::MaskingKeyFile {
+            path: path.clone(),
+            source,
         });
     }
     if let Some(var) = &config.key_env {
-        return std::env::var(var).map(String::into_bytes).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "masking key: environment variable {var} is not set"
-            ))
-        });
+        return std::env::var(var)
+            .map(String::into_bytes)
+            .map_err(|_| StartupError::MaskingKeyEnv(var.clone()));
     }
     tracing::warn!(
         "no masking key configured: hash masks use a random key and change across restarts"
     );
     let mut key = vec![0u8; 32];
-    aws_lc_rs::rand::fill(&mut key)
-        .map_err(|_| Error::Internal("no randomness for the masking key".into()))?;
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| StartupError::NoRandomness("the masking key"))?;
     Ok(key)
 }
 

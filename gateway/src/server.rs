@@ -12,10 +12,13 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::audit::Auditor;
+use crate::audit::{AuditLog, Auditor};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{GatewayConfig, TlsConfig};
-use crate::error::{Error, Result};
+use crate::error::StartupError;
+
+/// Result of binding and serving.
+type Result<T, E = StartupError> = std::result::Result<T, E>;
 use crate::observability::OperatorListener;
 use crate::service::{GatewayState, MeshFlightSqlService};
 
@@ -31,6 +34,8 @@ pub struct BoundServer {
     state: Arc<GatewayState>,
     authenticator: Arc<Authenticator>,
     auditor: Arc<Auditor>,
+    /// The audit log, flushed at shutdown (none when auditing is off).
+    audit_log: Option<AuditLog>,
     tls: Option<ServerTlsConfig>,
     config: GatewayConfig,
     operator: Option<OperatorListener>,
@@ -42,6 +47,7 @@ impl BoundServer {
         state: Arc<GatewayState>,
         authenticator: Arc<Authenticator>,
         auditor: Arc<Auditor>,
+        audit_log: Option<AuditLog>,
         config: GatewayConfig,
     ) -> Result<Self> {
         let tls = config.tls.as_ref().map(tls_config).transpose()?;
@@ -50,16 +56,22 @@ impl BoundServer {
             // the start instead of surfacing after the ready line.
             tonic::transport::Server::builder()
                 .tls_config(tls.clone())
-                .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
+                .map_err(StartupError::Tls)?;
         }
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-            Error::InvalidArgument(format!("cannot listen on {}: {e}", config.listen))
-        })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Listen {
+                    addr: config.listen,
+                    metrics: false,
+                    source,
+                })?;
         Ok(Self {
             listener,
             state,
             authenticator,
             auditor,
+            audit_log,
             tls,
             config,
             operator: None,
@@ -79,9 +91,7 @@ impl BoundServer {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.listener
-            .local_addr()
-            .map_err(|e| Error::Internal(e.to_string()))
+        self.listener.local_addr().map_err(StartupError::LocalAddr)
     }
 
     /// The line announcing that the server accepts connections.
@@ -119,7 +129,7 @@ impl BoundServer {
             let _ = fired.send(());
         };
         let drain_timeout = self.config.transport.drain_timeout;
-        let auditor = Arc::clone(&self.auditor);
+        let audit_log = self.audit_log.clone();
         let state = Arc::clone(&self.state);
         let serving = self.serve_until(shutdown);
         let drained = async {
@@ -138,7 +148,9 @@ impl BoundServer {
             }
         };
         sweeper.abort();
-        auditor.flush().await;
+        if let Some(log) = audit_log {
+            log.flush().await;
+        }
         tracing::info!("stopped");
         result
     }
@@ -156,9 +168,7 @@ impl BoundServer {
             .with_keepalive(Some(transport.keepalive_interval));
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
+            builder = builder.tls_config(tls).map_err(StartupError::Tls)?;
         }
         builder
             .initial_stream_window_size(transport.stream_window)
@@ -172,16 +182,19 @@ impl BoundServer {
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
-            .map_err(|e| Error::Internal(format!("server failed: {e}")))
+            .map_err(StartupError::Serve)
     }
 }
 
 /// Reads and checks the certificate, key and client CA, so that a bad file stops the
 /// start with a message naming it (never a silent fall-back to plaintext).
 fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig> {
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path)
-            .map_err(|e| Error::InvalidArgument(format!("TLS {what} {}: {e}", path.display())))
+    let read = |path: &std::path::Path, what: &'static str| {
+        std::fs::read(path).map_err(|source| StartupError::TlsFile {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let cert = read(&tls.cert, "certificate")?;
     let key = read(&tls.key, "key")?;
@@ -196,14 +209,14 @@ fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig> {
     Ok(config)
 }
 
-fn check_pem(bytes: &[u8], label: &str, path: &std::path::Path) -> Result<()> {
+fn check_pem(bytes: &[u8], label: &'static str, path: &std::path::Path) -> Result<()> {
     let text = String::from_utf8_lossy(bytes);
     if text.contains("-----BEGIN") && text.contains(label) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!(
-            "TLS: {} holds no PEM {label}",
-            path.display()
-        )))
+        Err(StartupError::NotPem {
+            path: path.to_path_buf(),
+            label,
+        })
     }
 }

@@ -43,7 +43,7 @@ pub(super) fn provider_for(
     }
     if let Some(path) = &config.file {
         let profile = config.profile.as_deref().unwrap_or("default");
-        let provider = FileCredentials::open(path, profile).map_err(invalid)?;
+        let provider = FileCredentials::open(path, profile).map_err(|e| invalid(e.to_string()))?;
         return Ok(Some(Arc::new(provider)));
     }
     let (Some(key_var), Some(secret_var)) =
@@ -98,7 +98,7 @@ struct FileState {
 }
 
 impl FileCredentials {
-    fn open(path: &Path, profile: &str) -> Result<Self, String> {
+    fn open(path: &Path, profile: &str) -> Result<Self, CredentialsFileError> {
         let (credential, modified) = read_file(path, profile)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -131,7 +131,7 @@ impl CredentialProvider for FileCredentials {
                         state.modified = modified;
                     }
                     Err(reason) => tracing::warn!(
-                        %reason,
+                        reason = %reason,
                         "storage credentials file unusable; the last good keys stay in use"
                     ),
                 }
@@ -141,19 +141,57 @@ impl CredentialProvider for FileCredentials {
     }
 }
 
-fn read_file(path: &Path, profile: &str) -> Result<(AwsCredential, Option<SystemTime>), String> {
-    let shown = path.display();
+/// A credentials file that cannot serve: the message names the file and the profile,
+/// never a key.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CredentialsFileError {
+    /// The file cannot be read.
+    #[error("credentials file {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not hold the profile's keys.
+    #[error("credentials file {}: {problem}", path.display())]
+    Invalid {
+        path: PathBuf,
+        problem: ProfileError,
+    },
+}
+
+/// What is wrong with a profile in a credentials file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum ProfileError {
+    /// No section of that name.
+    #[error("has no profile [{0}]")]
+    Missing(String),
+    /// The section lacks a key.
+    #[error("profile [{0}] needs aws_access_key_id and aws_secret_access_key")]
+    Incomplete(String),
+}
+
+fn read_file(
+    path: &Path,
+    profile: &str,
+) -> Result<(AwsCredential, Option<SystemTime>), CredentialsFileError> {
     let text =
-        std::fs::read_to_string(path).map_err(|e| format!("credentials file {shown}: {e}"))?;
+        std::fs::read_to_string(path).map_err(|source| CredentialsFileError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let credential = parse_profile(&text, profile)
-        .map_err(|reason| format!("credentials file {shown}: {reason}"))?;
+    let credential =
+        parse_profile(&text, profile).map_err(|problem| CredentialsFileError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        })?;
     Ok((credential, modified))
 }
 
 /// The keys of `profile` in the text of an AWS shared-credentials file (INI: `[profile]`
 /// sections of `key = value` lines, `#` and `;` comments).
-fn parse_profile(text: &str, profile: &str) -> Result<AwsCredential, String> {
+fn parse_profile(text: &str, profile: &str) -> Result<AwsCredential, ProfileError> {
     let mut in_profile = false;
     let mut found = false;
     let (mut key_id, mut secret, mut token) = (None, None, None);
@@ -182,7 +220,7 @@ fn parse_profile(text: &str, profile: &str) -> Result<AwsCredential, String> {
         }
     }
     if !found {
-        return Err(format!("has no profile [{profile}]"));
+        return Err(ProfileError::Missing(profile.to_string()));
     }
     match (key_id, secret) {
         (Some(key_id), Some(secret_key)) => Ok(AwsCredential {
@@ -190,9 +228,7 @@ fn parse_profile(text: &str, profile: &str) -> Result<AwsCredential, String> {
             secret_key,
             token,
         }),
-        _ => Err(format!(
-            "profile [{profile}] needs aws_access_key_id and aws_secret_access_key"
-        )),
+        _ => Err(ProfileError::Incomplete(profile.to_string())),
     }
 }
 
@@ -220,13 +256,13 @@ aws_session_token = tok
         let default = parse_profile(text, "default").unwrap();
         assert_eq!(default.key_id, "DEFAULTKEY");
         assert!(default.token.is_none());
-        assert!(
-            parse_profile(text, "billing")
-                .unwrap_err()
-                .contains("no profile")
+        assert_eq!(
+            parse_profile(text, "billing").unwrap_err(),
+            ProfileError::Missing("billing".into())
         );
         let half = parse_profile("[default]\naws_access_key_id = K\n", "default").unwrap_err();
-        assert!(half.contains("needs"), "{half}");
+        assert_eq!(half, ProfileError::Incomplete("default".into()));
+        assert!(half.to_string().contains("needs"), "{half}");
     }
 
     #[test]

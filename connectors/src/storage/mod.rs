@@ -32,7 +32,7 @@ use url::Url;
 pub use config::{DomainStorageConfig, RequestConfig, S3Config, S3CredentialsConfig};
 pub use domain_store::StoreCounters;
 
-use crate::error::{ConnectorError, Result};
+use crate::error::{ConnectorError, LocationError, LocationRefusal, Result};
 use domain_store::DomainStore;
 
 /// Scheme of the domain-scoped object-store URLs this crate registers.
@@ -225,7 +225,9 @@ impl DomainStorage {
                     .ok_or_else(|| invalid("an s3:// root needs a bucket".into()))?
                     .to_string();
                 let credentials = credentials::provider_for(domain, &s3.credentials)?;
-                let client = s3_client(&bucket, s3, credentials, requests).map_err(invalid)?;
+                // The builder's error names settings, not keys.
+                let client = s3_client(&bucket, s3, credentials, requests)
+                    .map_err(|e| invalid(e.to_string()))?;
                 // A request may be retried for up to retry_timeout, each attempt taking
                 // up to timeout.
                 let call_timeout = requests.retry_timeout + requests.timeout;
@@ -296,49 +298,50 @@ impl DomainStorage {
     /// Whether `domain` may keep a table at `location`: under its configured root, or,
     /// for a domain without configured storage, on the local file system. The reason
     /// names the domain's root, which is platform configuration, not a secret.
-    pub fn check_location(&self, domain: &str, location: &Url) -> std::result::Result<(), String> {
+    pub fn check_location(
+        &self,
+        domain: &str,
+        location: &Url,
+    ) -> std::result::Result<(), LocationError> {
+        let refused = |why| {
+            Err(LocationError {
+                location: location.to_string(),
+                why,
+            })
+        };
         if has_dot_segments(location) {
-            return Err(format!(
-                "location {location} must not contain '.' or '..' segments"
-            ));
+            return refused(LocationRefusal::DotSegments);
         }
         match self.configured.get(domain) {
-            Some(settings) => {
-                if is_under(location, &settings.root) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "location {location} is outside the storage root of domain \
-                         '{domain}' ({})",
-                        settings.root
-                    ))
-                }
-            }
+            Some(settings) if is_under(location, &settings.root) => Ok(()),
+            Some(settings) => refused(LocationRefusal::OutsideRoot {
+                domain: domain.to_string(),
+                root: settings.root.to_string(),
+            }),
             None if location.scheme() == "file" => match self
                 .configured
                 .iter()
                 .find(|(_, settings)| is_under(location, &settings.root))
             {
-                Some((owner, _)) => Err(format!(
-                    "location {location} is under the storage root of domain '{owner}'"
-                )),
+                Some((owner, _)) => refused(LocationRefusal::UnderOtherRoot {
+                    owner: owner.clone(),
+                }),
                 None => Ok(()),
             },
-            None => Err(format!(
-                "domain '{domain}' has no storage configured for {}:// locations \
-                 (storage.{domain} in the gateway configuration)",
-                location.scheme()
-            )),
+            None => refused(LocationRefusal::NoStorage {
+                domain: domain.to_string(),
+                scheme: location.scheme().to_string(),
+            }),
         }
     }
 
     /// Resolves `location` of a table owned by `domain` to its domain-scoped store,
     /// refusing a location the domain may not use ([`Self::check_location`]).
     pub fn resolve(&self, domain: &str, table: &str, location: &Url) -> Result<ResolvedLocation> {
-        self.check_location(domain, location).map_err(|reason| {
+        self.check_location(domain, location).map_err(|source| {
             ConnectorError::OutsideStorageRoot {
                 table: table.to_string(),
-                reason,
+                source,
             }
         })?;
         let scheme = location.scheme();
@@ -374,10 +377,13 @@ impl DomainStorage {
         // and its store serves the table's location only: a log naming another
         // table's files (absolute, or `../` out of the table) reads nothing.
         let table_prefix =
-            object_store::path::Path::from_url_path(location.path()).map_err(|e| {
+            object_store::path::Path::from_url_path(location.path()).map_err(|_| {
                 ConnectorError::OutsideStorageRoot {
                     table: table.to_string(),
-                    reason: format!("location {location}: {e}"),
+                    source: LocationError {
+                        location: location.to_string(),
+                        why: LocationRefusal::Unusable,
+                    },
                 }
             })?;
         let declared_store: Arc<dyn ObjectStore> =
@@ -387,9 +393,12 @@ impl DomainStorage {
             self.delta_hosts.hash_one((domain, location.as_str()))
         };
         let delta_root = Url::parse(&format!("{DELTA_STORE_SCHEME}://{host}.t{key:016x}"))
-            .map_err(|e| ConnectorError::OutsideStorageRoot {
+            .map_err(|_| ConnectorError::OutsideStorageRoot {
                 table: table.to_string(),
-                reason: format!("no usable store URL for this location ({e})"),
+                source: LocationError {
+                    location: location.to_string(),
+                    why: LocationRefusal::Unusable,
+                },
             })?;
         let mut delta_url = delta_root.clone();
         delta_url.set_path(location.path());
@@ -442,7 +451,7 @@ fn s3_client(
     s3: &S3Config,
     credentials: Option<AwsCredentialProvider>,
     requests: &RequestConfig,
-) -> std::result::Result<Arc<dyn ObjectStore>, String> {
+) -> object_store::Result<Arc<dyn ObjectStore>> {
     let retry = RetryConfig {
         backoff: BackoffConfig {
             init_backoff: requests.backoff_initial,
@@ -471,7 +480,7 @@ fn s3_client(
         None => builder.with_skip_signature(true),
     };
     // The builder's error names settings, not keys.
-    Ok(Arc::new(builder.build().map_err(|e| e.to_string())?))
+    Ok(Arc::new(builder.build()?))
 }
 
 /// Whether `location` lies under the directory `root` (same scheme, bucket and path
@@ -541,7 +550,14 @@ mod tests {
         let refused = storage
             .check_location("clinical", &url("s3://mesh/clinical/x/"))
             .unwrap_err();
-        assert!(refused.contains("storage.clinical"), "{refused}");
+        assert!(
+            matches!(refused.why, LocationRefusal::NoStorage { .. }),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("storage.clinical"),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -574,7 +590,14 @@ mod tests {
         let outside = storage
             .check_location("clinical", &url("s3://mesh/billing/a/"))
             .unwrap_err();
-        assert!(outside.contains("outside the storage root"), "{outside}");
+        assert!(
+            matches!(outside.why, LocationRefusal::OutsideRoot { .. }),
+            "{outside}"
+        );
+        assert!(
+            outside.to_string().contains("outside the storage root"),
+            "{outside}"
+        );
         let resolved = storage
             .resolve("clinical", "clinical.p.t", &url("s3://mesh/clinical/a/"))
             .unwrap();

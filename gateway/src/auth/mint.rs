@@ -26,15 +26,35 @@ pub struct TokenRequest {
     pub key_id: Option<String>,
 }
 
+/// Why a token cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// The key material is not a key of the algorithm.
+    #[error("not a {algorithm:?} signing key: {source}")]
+    Key {
+        /// The algorithm asked for.
+        algorithm: Algorithm,
+        /// Why the material does not fit it.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// Signing failed.
+    #[error("cannot sign the token: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    /// The system clock is before 1970.
+    #[error("the system clock is before the Unix epoch")]
+    Clock,
+}
+
 /// Signs `request` with `key` under `algorithm`.
 pub fn mint(
     request: &TokenRequest,
     algorithm: Algorithm,
     key: &EncodingKey,
-) -> Result<String, String> {
+) -> Result<String, MintError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
+        .map_err(|_| MintError::Clock)?
         .as_secs();
     let mut claims = Map::new();
     for (name, value) in &request.attributes {
@@ -49,11 +69,11 @@ pub fn mint(
     claims.insert("exp".into(), json!(now + request.ttl.as_secs()));
     let mut header = Header::new(algorithm);
     header.kid = request.key_id.clone();
-    encode(&header, &Value::Object(claims), key).map_err(|e| format!("cannot sign the token: {e}"))
+    encode(&header, &Value::Object(claims), key).map_err(MintError::Sign)
 }
 
 /// The encoding key for `algorithm` from a secret (HS*) or a PEM private key.
-pub fn encoding_key(algorithm: Algorithm, material: &[u8]) -> Result<EncodingKey, String> {
+pub fn encoding_key(algorithm: Algorithm, material: &[u8]) -> Result<EncodingKey, MintError> {
     let key = match algorithm {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
             Ok(EncodingKey::from_secret(material))
@@ -67,5 +87,5 @@ pub fn encoding_key(algorithm: Algorithm, material: &[u8]) -> Result<EncodingKey
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(material),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(material),
     };
-    key.map_err(|e| format!("not a {algorithm:?} signing key: {e}"))
+    key.map_err(|source| MintError::Key { algorithm, source })
 }

@@ -7,5 +7,5 @@ mod verifier;
 
 pub use config::{AuthConfig, IssuerConfig, KeySource, MAX_LEEWAY};
 pub use layer::{AuthLayer, AuthService, principal_of};
-pub use mint::{TokenRequest, encoding_key, mint};
+pub use mint::{MintError, TokenRequest, encoding_key, mint};
 pub use verifier::{AuthConfigError, AuthError, Authenticator};

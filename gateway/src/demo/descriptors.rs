@@ -2,21 +2,19 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use super::{DemoError, Result, io_error};
 
 /// Writes `<mesh>/<domain>/<product>.yaml` for every demo product; table locations are
 /// absolute `file://` URLs under `data_root`.
 pub(super) fn write_all(mesh: &Path, data_root: &Path) -> Result<()> {
-    let data = url::Url::from_directory_path(data_root).map_err(|()| {
-        Error::Internal(format!("{} is not an absolute path", data_root.display()))
-    })?;
+    let data = url::Url::from_directory_path(data_root)
+        .map_err(|()| DemoError::Path(data_root.to_path_buf()))?;
     for (domain, product, text) in DESCRIPTORS {
         let dir = mesh.join(domain);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         let path = dir.join(format!("{product}.yaml"));
         std::fs::write(&path, text.replace("{data}", data.as_str()))
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+            .map_err(|e| io_error(&path, e))?;
     }
     Ok(())
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use meshgate_catalog::PlatformPolicy;
 
+use super::{DemoError, Result, io_error};
 use crate::auth::{IssuerConfig, KeySource, TokenRequest, encoding_key, mint};
-use crate::error::{Error, Result};
 
 /// Issuer of the demo's tokens.
 pub const DEMO_ISSUER: &str = "meshgate-demo";
@@ -65,17 +65,14 @@ pub fn demo_secret(dir: &Path) -> Result<PathBuf> {
     let path = dir.join(SECRET_FILE);
     if !path.exists() {
         let mut secret = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret)
-            .map_err(|_| Error::Internal("no randomness for the demo secret".into()))?;
+        aws_lc_rs::rand::fill(&mut secret).map_err(|_| DemoError::NoRandomness)?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&path)
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        let mut file = options.open(&path).map_err(|e| io_error(&path, e))?;
         file.write_all(hex::encode(secret).as_bytes())
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+            .map_err(|e| io_error(&path, e))?;
     }
     Ok(path)
 }
@@ -115,9 +112,8 @@ pub fn demo_token(
     attributes: BTreeMap<String, String>,
     ttl: Duration,
 ) -> Result<String> {
-    let secret = std::fs::read(secret_file)
-        .map_err(|e| Error::Internal(format!("{}: {e}", secret_file.display())))?;
-    let key = encoding_key(Algorithm::HS256, secret.trim_ascii()).map_err(Error::Internal)?;
+    let secret = std::fs::read(secret_file).map_err(|e| io_error(secret_file, e))?;
+    let key = encoding_key(Algorithm::HS256, secret.trim_ascii())?;
     mint(
         &TokenRequest {
             issuer: DEMO_ISSUER.into(),
@@ -131,7 +127,7 @@ pub fn demo_token(
         Algorithm::HS256,
         &key,
     )
-    .map_err(Error::Internal)
+    .map_err(DemoError::from)
 }
 
 /// A token for a persona.

@@ -31,7 +31,65 @@ pub use identity::{
     demo_secret, demo_token, persona_token,
 };
 
-use crate::error::{Error, Result};
+use crate::auth::MintError;
+
+/// Result of preparing the demo.
+type Result<T, E = DemoError> = std::result::Result<T, E>;
+
+/// Why the demo mesh cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The asked scale is out of range.
+    #[error("--scale must be in (0, 100], got {0}")]
+    Scale(f64),
+    /// The directory holds a demo mesh of another scale.
+    #[error("{} holds a demo mesh of scale {scale}; remove it or choose another --dir", dir.display())]
+    OtherScale {
+        /// The directory.
+        dir: PathBuf,
+        /// The scale it holds.
+        scale: String,
+    },
+    /// The directory holds something else.
+    #[error("{} exists and is not a demo mesh; choose an empty or absent --dir", .0.display())]
+    NotDemo(PathBuf),
+    /// A file or directory cannot be written or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Parquet file cannot be written.
+    #[error("{}: {source}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// The Delta table cannot be written.
+    #[error("writing the demo Delta table: {0}")]
+    Delta(#[source] deltalake::DeltaTableError),
+    /// A path that is not usable as a table location.
+    #[error("{} is not a usable path", .0.display())]
+    Path(PathBuf),
+    /// Generation stopped.
+    #[error("demo generation failed: {0}")]
+    Join(#[source] tokio::task::JoinError),
+    /// A generation thread panicked.
+    #[error("demo generation thread panicked")]
+    Panicked,
+    /// The system gave no randomness for the demo secret.
+    #[error("no randomness for the demo secret")]
+    NoRandomness,
+    /// A demo token cannot be signed.
+    #[error(transparent)]
+    Mint(#[from] MintError),
+}
 
 /// Marker file recording the scale a demo mesh was generated at.
 const MARKER: &str = ".meshgate-demo";
@@ -68,9 +126,7 @@ pub struct DemoMesh {
 /// another scale (remove it or pick another `--dir`).
 pub async fn ensure_demo_mesh(dir: &Path, scale: f64) -> Result<DemoMesh> {
     if !(scale > 0.0 && scale <= 100.0) {
-        return Err(Error::InvalidArgument(format!(
-            "--scale must be in (0, 100], got {scale}"
-        )));
+        return Err(DemoError::Scale(scale));
     }
     let size = DemoSize::at(scale);
     let rows = total_rows(&size);
@@ -85,21 +141,17 @@ pub async fn ensure_demo_mesh(dir: &Path, scale: f64) -> Result<DemoMesh> {
                 seconds: 0.0,
             });
         }
-        return Err(Error::InvalidArgument(format!(
-            "{} holds a demo mesh of scale {}; remove it or choose another --dir",
-            dir.display(),
-            recorded.trim()
-        )));
+        return Err(DemoError::OtherScale {
+            dir: dir.to_path_buf(),
+            scale: recorded.trim().to_string(),
+        });
     }
     if dir.exists()
         && std::fs::read_dir(dir)
             .map(|mut d| d.next().is_some())
             .unwrap_or(true)
     {
-        return Err(Error::InvalidArgument(format!(
-            "{} exists and is not a demo mesh; choose an empty or absent --dir",
-            dir.display()
-        )));
+        return Err(DemoError::NotDemo(dir.to_path_buf()));
     }
 
     let started = Instant::now();
@@ -148,9 +200,7 @@ async fn generate(staging: &Path, final_dir: &Path, size: &DemoSize) -> Result<(
     // Parquet tables are written on blocking threads while the Delta table is written here.
     let parquet = tokio::task::spawn_blocking(move || write_parquet_tables(&parquet_dir, &size));
     write_lab_results(&data_dir.join("clinical/labs/results"), &size).await?;
-    parquet
-        .await
-        .map_err(|e| Error::Internal(format!("demo generation failed: {e}")))??;
+    parquet.await.map_err(DemoError::Join)??;
     descriptors::write_all(staging, &final_dir.join("data"))
 }
 
@@ -199,10 +249,8 @@ fn write_parquet_tables(data: &Path, size: &DemoSize) -> Result<()> {
                 )
             }),
         ];
-        jobs.into_iter().try_for_each(|job| {
-            job.join()
-                .map_err(|_| Error::Internal("demo generation thread panicked".into()))?
-        })
+        jobs.into_iter()
+            .try_for_each(|job| job.join().map_err(|_| DemoError::Panicked)?)
     })
 }
 
@@ -270,15 +318,15 @@ fn write_file(path: &Path, batches: &[RecordBatch]) -> Result<()> {
     let schema = first.schema();
     let mut writer =
         ArrowWriter::try_new(file, Arc::clone(&schema), Some(writer_properties(&schema)))
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+            .map_err(|source| parquet_error(path, source))?;
     for batch in batches {
         writer
             .write(batch)
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+            .map_err(|source| parquet_error(path, source))?;
     }
     writer
         .close()
-        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        .map_err(|source| parquet_error(path, source))?;
     Ok(())
 }
 
@@ -286,14 +334,12 @@ async fn write_lab_results(dir: &Path, size: &DemoSize) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let url =
         url::Url::from_directory_path(std::path::absolute(dir).map_err(|e| io_error(dir, e))?)
-            .map_err(|()| Error::Internal(format!("{} is not a usable path", dir.display())))?;
+            .map_err(|()| DemoError::Path(dir.to_path_buf()))?;
     let schema = data::lab_results_schema();
     let batches = batches_of(1, size.lab_results, |first, n| {
         data::lab_results(&schema, size, first, n)
     });
-    let delta_err = |e: deltalake::DeltaTableError| {
-        Error::Internal(format!("writing the demo Delta table: {e}"))
-    };
+    let delta_err = DemoError::Delta;
     // A new table: build without loading (there is no log to read yet).
     let table: DeltaTable = deltalake::DeltaTableBuilder::from_url(url)
         .map_err(delta_err)?
@@ -309,6 +355,16 @@ async fn write_lab_results(dir: &Path, size: &DemoSize) -> Result<()> {
     Ok(())
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> Error {
-    Error::Internal(format!("{}: {e}", path.display()))
+fn parquet_error(path: &Path, source: parquet::errors::ParquetError) -> DemoError {
+    DemoError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> DemoError {
+    DemoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }

@@ -15,7 +15,7 @@ use meshgate_connectors::DomainStorage;
 use tokio::net::TcpListener;
 
 use super::Metrics;
-use crate::error::{Error, Result};
+use crate::error::StartupError;
 use crate::service::GatewayState;
 
 /// What the listener reports on.
@@ -40,10 +40,14 @@ impl OperatorListener {
         metrics: Arc<Metrics>,
         state: Arc<GatewayState>,
         storage: Option<Arc<DomainStorage>>,
-    ) -> Result<Self> {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Error::InvalidArgument(format!("cannot listen for metrics on {addr}: {e}"))
-        })?;
+    ) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Listen {
+                addr,
+                metrics: true,
+                source,
+            })?;
         Ok(Self {
             listener,
             sources: Sources {
@@ -55,10 +59,8 @@ impl OperatorListener {
     }
 
     /// The address actually bound.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.listener
-            .local_addr()
-            .map_err(|e| Error::Internal(e.to_string()))
+    pub fn local_addr(&self) -> Result<SocketAddr, StartupError> {
+        self.listener.local_addr().map_err(StartupError::LocalAddr)
     }
 
     /// Serves in the background for as long as the process runs (through the drain,

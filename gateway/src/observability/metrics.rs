@@ -20,8 +20,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::audit::AuditRecord;
-use crate::live::HealthState;
+use meshgate_engine::audit::{AuditRecord, AuditSink};
+use meshgate_engine::product::HealthState;
+
 use crate::service::GatewayState;
 
 /// Prefix of every RPC name that is a Flight RPC (as opposed to an unauthenticated
@@ -312,6 +313,13 @@ fn rpc_label(rpc: &str) -> String {
 
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The metrics follow the audit: every record counts.
+impl AuditSink for Metrics {
+    fn record(&self, record: &AuditRecord) {
+        self.observe(record);
+    }
 }
 
 #[cfg(test)]

@@ -8,4 +8,4 @@ mod otel;
 
 pub use http::OperatorListener;
 pub use metrics::Metrics;
-pub use otel::{SpanExport, continue_caller_trace};
+pub use otel::{SpanExport, SpanExportError, continue_caller_trace};

@@ -29,31 +29,42 @@ pub struct SpanExport {
     provider: SdkTracerProvider,
 }
 
+/// Span export cannot be set up as the environment asks.
+#[derive(Debug, thiserror::Error)]
+pub enum SpanExportError {
+    /// A protocol other than OTLP/gRPC.
+    #[error(
+        "OTEL_EXPORTER_OTLP_PROTOCOL={0}: meshgate exports spans over OTLP/gRPC only; set \
+         it to grpc (or leave it unset) and point the endpoint at the collector's gRPC \
+         port (4317 by default)"
+    )]
+    Protocol(String),
+    /// The exporter cannot be built.
+    #[error("cannot set up OTLP span export: {0}")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+}
+
 impl SpanExport {
     /// Starts exporting if the environment asks for it (see the module docs); `None`
     /// when it does not. Must be called within a Tokio runtime, which must outlive the
     /// export: the gRPC channel's connection runs on it.
-    pub fn from_env() -> Result<Option<Self>, String> {
+    pub fn from_env() -> Result<Option<Self>, SpanExportError> {
         Self::from_vars(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
 
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, SpanExportError> {
         if !export_enabled(&var) {
             return Ok(None);
         }
         let protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
         if let Some(protocol) = protocol.filter(|p| p != "grpc") {
-            return Err(format!(
-                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: meshgate exports spans over OTLP/gRPC \
-                 only; set it to grpc (or leave it unset) and point the endpoint at the \
-                 collector's gRPC port (4317 by default)"
-            ));
+            return Err(SpanExportError::Protocol(protocol));
         }
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
-            .map_err(|e| format!("cannot set up OTLP span export: {e}"))?;
+            .map_err(SpanExportError::Exporter)?;
         let mut resource = Resource::builder();
         let named = var("OTEL_SERVICE_NAME").is_some()
             || var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
@@ -157,6 +168,7 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ]))
         .unwrap_err();
-        assert!(error.contains("OTLP/gRPC only"), "{error}");
+        assert!(matches!(error, SpanExportError::Protocol(_)), "{error}");
+        assert!(error.to_string().contains("OTLP/gRPC only"), "{error}");
     }
 }

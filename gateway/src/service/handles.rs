@@ -293,7 +293,7 @@ impl<T: Clone> HandleStore<T> {
     }
 
     pub(super) fn unknown(&self) -> Error {
-        Error::UnknownHandle(format!(
+        Error::unknown_handle(format!(
             "{} handle is unknown or expired; plan the statement again",
             self.what
         ))
@@ -315,24 +315,28 @@ mod tests {
         let h = store.insert_at("iss|ann", 7, t);
         assert_eq!(h.len(), HANDLE_LEN);
         assert_eq!(store.get_at(&h, "iss|ann", at(t, 10)).unwrap(), 7);
-        assert!(matches!(
-            store.get(&h, "iss|bob"),
-            Err(Error::UnknownHandle(_))
-        ));
+        assert!(
+            store
+                .get(&h, "iss|bob")
+                .is_err_and(|e| e.is_unknown_handle())
+        );
         let mut forged = h.to_vec();
         forged[HANDLE_LEN - 1] ^= 1;
-        assert!(matches!(
-            store.get(&forged, "iss|ann"),
-            Err(Error::UnknownHandle(_))
-        ));
-        assert!(matches!(
-            store.get(b"short", "iss|ann"),
-            Err(Error::UnknownHandle(_))
-        ));
-        assert!(matches!(
-            store.get_at(&h, "iss|ann", at(t, 80)),
-            Err(Error::UnknownHandle(_))
-        ));
+        assert!(
+            store
+                .get(&forged, "iss|ann")
+                .is_err_and(|e| e.is_unknown_handle())
+        );
+        assert!(
+            store
+                .get(b"short", "iss|ann")
+                .is_err_and(|e| e.is_unknown_handle())
+        );
+        assert!(
+            store
+                .get_at(&h, "iss|ann", at(t, 80))
+                .is_err_and(|e| e.is_unknown_handle())
+        );
     }
 
     /// `start` plus `ms` milliseconds: tests run on a clock of their own.

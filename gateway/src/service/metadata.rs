@@ -11,9 +11,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::sql::metadata::{GetCatalogsBuilder, GetTablesBuilder};
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables};
 
-use super::stream::wire_schema;
 use crate::error::{Error, Result};
-use crate::session::{MeshCatalogList, SYSTEM_CATALOG};
+use meshgate_engine::query::wire_schema;
+use meshgate_engine::session::{MeshCatalogList, SYSTEM_CATALOG};
 
 /// Table type of data product tables.
 pub(super) const TABLE: &str = "TABLE";
@@ -136,6 +136,6 @@ pub(super) fn empty(schema: SchemaRef) -> RecordBatch {
 
 impl From<arrow_flight::error::FlightError> for Error {
     fn from(e: arrow_flight::error::FlightError) -> Self {
-        Error::Internal(e.to_string())
+        Error::internal(e.to_string())
     }
 }

@@ -1,26 +1,26 @@
-//! The Flight SQL service.
+//! The Flight SQL door.
 //!
 //! [`MeshFlightSqlService`] implements arrow-flight's `FlightSqlService`. Each method is
-//! a thin adapter: it calls the module that owns the command family (statements and
-//! prepared statements here, metadata in [`metadata`], server facts in [`sql_info`]) and
-//! converts [`crate::error::Error`] into a gRPC status in exactly one place
+//! a thin adapter: it verifies the caller, reads the request's options, and calls the
+//! module that owns the command family: [`statements`] (statements and prepared
+//! statements share its path through the engine), [`prepared`] (create, bind, close),
+//! [`metadata`] (catalogs, schemas, tables), [`actions`] (`CancelFlightInfo`), with
+//! server facts in [`sql_info`]. Planning and execution are the engine's
+//! ([`meshgate_engine::Engine`]); the door keeps handles, encodes results and converts
+//! [`crate::error::Error`] into a gRPC status in exactly one place
 //! (`From<Error> for Status`).
 
-mod admission;
-mod deadline;
-mod explain;
+mod actions;
+mod encode;
 mod handles;
 mod metadata;
-mod per_principal;
-mod planning;
+mod options;
 mod prepared;
-mod query;
 mod spans;
 mod sql_info;
 mod stall;
 mod state;
 mod statements;
-mod stream;
 
 use std::sync::Arc;
 
@@ -35,25 +35,21 @@ use arrow_flight::sql::{
     ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
-use prost::Message;
 use tonic::{Request, Response, Status};
 
-pub use deadline::{Deadline, TIMEOUT_HEADER};
 pub use handles::{HANDLE_LEN, HandleStore};
-pub use stream::{wire_schema, wire_type};
+pub use options::MAX_STALENESS_HEADER;
+pub use prepared::{MAX_PARAMETER_BYTES, MAX_PARAMETER_MESSAGES};
+pub use state::GatewayState;
 
-pub use state::{GatewayState, Load, RequestOptions};
-pub use statements::{MAX_PARAMETER_BYTES, MAX_PARAMETER_MESSAGES};
-
-use self::statements::Statement;
-
-use self::query::command_flight_info;
-use self::stream::{FlightDataStream, encode_batch};
 use std::time::Instant;
 
 use meshgate_catalog::Principal;
 
-use crate::audit::{self, AuditRecord};
+use self::encode::{FlightDataStream, command_flight_info, encode_batch};
+use self::options::query_options;
+use self::statements::Command;
+use crate::audit::{self, record_of};
 use crate::auth::principal_of;
 use crate::error::{Error, Result};
 
@@ -85,9 +81,8 @@ struct AuditScope {
 impl AuditScope {
     /// Writes the request's audit record and returns `result` unchanged.
     fn finish<T>(self, state: &GatewayState, result: Result<T, Status>) -> Result<T, Status> {
-        let record =
-            AuditRecord::new(self.rpc, Some(&self.principal), self.started).outcome(&result);
-        state.auditor.emit(record);
+        let record = record_of(self.rpc, &self.principal, self.started, &result);
+        state.engine.auditor().emit(record);
         result
     }
 }
@@ -97,12 +92,12 @@ impl MeshFlightSqlService {
     /// pool, which writes its audit record (even if the client goes away meanwhile).
     async fn get_flight_info_of(
         &self,
-        statement: Statement,
+        statement: Command,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         audit::name(&request, statement.rpc());
         let principal = principal_of(&request)?;
-        let options = RequestOptions::from_metadata(request.metadata())?;
+        let options = query_options(request.metadata())?;
         audit::claim(&request);
         let query_id = new_query_id();
         let span = spans::query_span(&query_id, &principal.subject, request.metadata().as_ref());
@@ -147,9 +142,6 @@ fn info_response(info: Result<FlightInfo>) -> Result<Response<FlightInfo>, Statu
     Ok(Response::new(info?))
 }
 
-/// The Flight action that cancels a query by its FlightInfo.
-const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
-
 /// The response header naming the query, for the user to quote and the operator to
 /// find in the logs and the audit.
 pub const QUERY_ID_HEADER: &str = "x-meshgate-query-id";
@@ -188,7 +180,7 @@ impl FlightSqlService for MeshFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.get_flight_info_of(Statement::Sql(query.query), request)
+        self.get_flight_info_of(Command::Sql(query.query), request)
             .await
     }
 
@@ -199,12 +191,13 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> DoGetResponse {
         audit::name(&request, "DoGet/TicketStatementQuery");
         let principal = principal_of(&request)?;
-        let options = RequestOptions::from_metadata(request.metadata())?;
-        // From here on, the ticket's audit record is written by the state.
+        let options = query_options(request.metadata())?;
+        // From here on, the ticket's audit record is written by the engine (or by the
+        // door, for an unknown ticket).
         audit::claim(&request);
         let (stream, query_id) = self
             .state
-            .redeem_ticket(&principal, &ticket.statement_handle, &options)
+            .redeem_ticket(&principal, &ticket.statement_handle, options)
             .await?;
         with_query_id(stream_response(stream), query_id.as_deref())
     }
@@ -216,7 +209,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         audit::name(&request, "DoAction/CreatePreparedStatement");
         let principal = principal_of(&request)?;
-        let options = RequestOptions::from_metadata(request.metadata())?;
+        let options = query_options(request.metadata())?;
         audit::claim(&request);
         Ok(self
             .state
@@ -244,7 +237,7 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = query.prepared_statement_handle;
-        self.get_flight_info_of(Statement::Prepared(handle), request)
+        self.get_flight_info_of(Command::Prepared(handle), request)
             .await
     }
 
@@ -252,7 +245,7 @@ impl FlightSqlService for MeshFlightSqlService {
         &self,
         request: Request<arrow_flight::Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        if request.get_ref().r#type != CANCEL_FLIGHT_INFO {
+        if request.get_ref().r#type != actions::CANCEL_FLIGHT_INFO {
             audit::name(&request, "DoAction");
             return Err(Status::invalid_argument(format!(
                 "unknown action '{}'",
@@ -261,39 +254,13 @@ impl FlightSqlService for MeshFlightSqlService {
         }
         audit::name(&request, "DoAction/CancelFlightInfo");
         let principal = principal_of(&request)?;
-        let cancel = arrow_flight::CancelFlightInfoRequest::decode(request.get_ref().body.clone())
-            .map_err(|_| Status::invalid_argument("CancelFlightInfo: malformed request"))?;
-        let mut cancelled = false;
-        for endpoint in cancel.info.map(|i| i.endpoint).unwrap_or_default() {
-            let Some(ticket) = endpoint.ticket else {
-                continue;
-            };
-            let handle = arrow_flight::sql::Any::decode(ticket.ticket)
-                .ok()
-                .and_then(|any| any.unpack::<TicketStatementQuery>().ok().flatten())
-                .map(|t| t.statement_handle);
-            if let Some(handle) = handle {
-                cancelled |= self.state.cancel_ticket(&principal, &handle)?;
-            }
-        }
-        let status = if cancelled {
-            arrow_flight::CancelStatus::Cancelled
-        } else {
-            // Unknown, finished or expired: nothing left to cancel.
-            arrow_flight::CancelStatus::NotCancellable
-        };
-        let result = arrow_flight::CancelFlightInfoResult {
-            status: status as i32,
-        };
-        let body = arrow_flight::Result {
-            body: result.encode_to_vec().into(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
+        let result = actions::cancel_flight_info(&self.state, &principal, request.get_ref())?;
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
         Some(vec![Ok(arrow_flight::ActionType {
-            r#type: CANCEL_FLIGHT_INFO.to_string(),
+            r#type: actions::CANCEL_FLIGHT_INFO.to_string(),
             description: "Cancel a query by its FlightInfo: its ticket is no longer redeemable \
                           and a running stream of it ends with CANCELLED"
                 .to_string(),
@@ -334,7 +301,9 @@ impl FlightSqlService for MeshFlightSqlService {
         let scope = self.scope("DoGet/CommandGetCatalogs", &request)?;
         let batch = self
             .state
+            .engine
             .catalogs_for(&scope.principal)
+            .map_err(Error::from)
             .and_then(|c| metadata::catalogs(&c));
         scope.finish(&self.state, batch_response(batch))
     }
@@ -358,7 +327,9 @@ impl FlightSqlService for MeshFlightSqlService {
         let scope = self.scope("DoGet/CommandGetDbSchemas", &request)?;
         let batch = self
             .state
+            .engine
             .catalogs_for(&scope.principal)
+            .map_err(Error::from)
             .and_then(|c| metadata::db_schemas(&c, query));
         scope.finish(&self.state, batch_response(batch))
     }
@@ -382,7 +353,9 @@ impl FlightSqlService for MeshFlightSqlService {
         let scope = self.scope("DoGet/CommandGetTables", &request)?;
         let batch = self
             .state
+            .engine
             .catalogs_for(&scope.principal)
+            .map_err(Error::from)
             .and_then(|c| metadata::tables(&c, query));
         scope.finish(&self.state, batch_response(batch))
     }

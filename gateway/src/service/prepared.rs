@@ -1,172 +1,134 @@
-//! Prepared statements: checked and described once, bound through DoPut, and planned
-//! again at each execution (GetFlightInfo + DoGet, like any statement).
-
-use std::sync::Arc;
+//! Prepared statements through the Flight door: created (checked and described by the
+//! engine, kept under a handle bound to the principal), bound through DoPut, closed.
+//! Executing one is GetFlightInfo of its handle, on the statements' path.
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::sql::{ActionCreatePreparedStatementResult, DoPutPreparedStatementResult};
 use arrow_flight::{IpcMessage, SchemaAsIpc};
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::LogicalPlan;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use meshgate_catalog::Principal;
+use meshgate_engine::admission::Deadline;
+use meshgate_engine::query::{QueryOptions, too_many_rows};
 
-use super::stream::wire_schema;
+use super::state::GatewayState;
 use crate::error::{Error, Result};
 
-/// A prepared statement: its SQL, the types of its placeholders and the values bound
-/// last. It holds no plan and no session: each execution plans the SQL again in the
-/// principal's session of that moment, so a policy tightened since the statement was
-/// prepared (a product no longer readable, a column newly hidden or masked) applies to
-/// its next execution, and so does the product's newest data.
-#[derive(Debug, Clone)]
-pub(super) struct PreparedStatement {
-    /// The statement as the client sent it.
-    pub sql: Arc<str>,
-    /// Types of `$1..$n`, where the planner could infer them when it was prepared.
-    pub parameter_types: Arc<Vec<Option<DataType>>>,
-    /// The values bound by the last DoPut, if any.
-    pub bound: Option<Arc<Vec<ScalarValue>>>,
-}
+/// Most bytes of parameter values one DoPut may bind (the one row of a query's
+/// placeholders); a stream sending more is refused as it arrives. A prepared statement
+/// keeps its bound values, so this times `handles.max_handles` bounds what all of them
+/// hold.
+pub const MAX_PARAMETER_BYTES: usize = 256 * 1024;
 
-/// The placeholder types of `plan`, by position; a gap in the numbering is an error.
-fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
-    let types = plan.get_parameter_types()?;
-    (1..=types.len())
-        .map(|position| {
-            types.get(&format!("${position}")).cloned().ok_or_else(|| {
-                Error::InvalidSql(
-                    "placeholders must be `?` or numbered `$1..$n` without gaps".into(),
-                )
-            })
-        })
-        .collect()
-}
+/// Most messages one DoPut of parameters may send (a schema, dictionaries, one batch).
+pub const MAX_PARAMETER_MESSAGES: usize = 16;
 
-impl PreparedStatement {
-    /// The statement `sql`, freshly planned as `plan`.
-    pub(super) fn new(sql: &str, plan: &LogicalPlan) -> Result<Self> {
-        Ok(Self {
-            sql: Arc::from(sql),
-            parameter_types: Arc::new(parameter_types(plan)?),
-            bound: None,
+impl GatewayState {
+    /// Checks `sql` for `principal` and keeps it as a prepared statement.
+    pub(super) async fn create_prepared(
+        &self,
+        principal: Principal,
+        sql: String,
+        options: QueryOptions,
+    ) -> Result<ActionCreatePreparedStatementResult> {
+        let owner = principal.fingerprint();
+        let prepared = self
+            .engine
+            .prepare(principal, sql, options, "DoAction/CreatePreparedStatement")
+            .await?;
+        let dataset_schema = schema_bytes(&prepared.dataset_schema)?;
+        let parameter_schema = schema_bytes(&prepared.parameter_schema)?;
+        let handle = self.prepared.insert(&owner, prepared.statement);
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle,
+            dataset_schema,
+            parameter_schema,
         })
     }
 
-    /// The result schema of `plan` (the statement's) as IPC bytes.
-    pub(super) fn dataset_schema(plan: &LogicalPlan) -> Result<bytes::Bytes> {
-        schema_bytes(&wire_schema(plan.schema().as_arrow()))
+    /// Binds the parameter row sent through DoPut. The stream is read as it arrives,
+    /// within the query time limit, and refused at its second row, past
+    /// [`MAX_PARAMETER_MESSAGES`] messages or past [`MAX_PARAMETER_BYTES`] of values, so
+    /// a client cannot make the gateway buffer what it sends.
+    pub(super) async fn bind_prepared(
+        &self,
+        principal: &Principal,
+        handle: &[u8],
+        data: PeekableFlightDataStream,
+    ) -> Result<DoPutPreparedStatementResult> {
+        let owner = principal.fingerprint();
+        let mut statement = self.prepared.get(handle, &owner)?;
+        let deadline = Deadline::starting_now(self.engine.query_timeout(), None);
+        let batches = deadline
+            .run(async { read_parameters(data).await.map_err(unwrap_engine) })
+            .await?;
+        statement.bind(&batches)?;
+        self.prepared.update(handle, &owner, statement)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(Bytes::copy_from_slice(handle)),
+        })
     }
 
-    /// The parameter schema as IPC bytes: one nullable field per placeholder, named by
-    /// position; a type the planner could not infer is sent as `Null` (any value binds).
-    pub(super) fn parameter_schema(&self) -> Result<bytes::Bytes> {
-        let fields: Vec<Field> = self
-            .parameter_types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                Field::new(
-                    format!("${}", i + 1),
-                    t.clone().unwrap_or(DataType::Null),
-                    true,
-                )
-            })
-            .collect();
-        schema_bytes(&Arc::new(Schema::new(fields)))
+    /// Closes a prepared statement; closing an unknown one is not an error.
+    pub(super) fn close_prepared(&self, principal: &Principal, handle: &[u8]) {
+        let _ = self.prepared.remove(handle, &principal.fingerprint());
     }
+}
 
-    /// Binds the single row of `batches` as the parameter values.
-    pub(super) fn bind(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows == 0 {
-            self.bound = None;
-            return Ok(());
+/// The engine's error inside `error` (the door's errors of parameter reading are all
+/// the engine's classes).
+fn unwrap_engine(error: Error) -> meshgate_engine::Error {
+    match error {
+        Error::Engine(e) => e,
+        other => meshgate_engine::Error::InvalidArgument(other.to_string()),
+    }
+}
+
+/// The batches of a parameter stream holding rows, read as they arrive within the
+/// bounds of [`GatewayState::bind_prepared`].
+async fn read_parameters(data: PeekableFlightDataStream) -> Result<Vec<RecordBatch>> {
+    let mut messages = 0usize;
+    let counted = data.map(move |message| {
+        messages += 1;
+        if messages > MAX_PARAMETER_MESSAGES {
+            return Err(FlightError::ProtocolError(format!(
+                "more than {MAX_PARAMETER_MESSAGES} messages"
+            )));
         }
+        message.map_err(FlightError::from)
+    });
+    let mut parameters = FlightRecordBatchStream::new_from_flight_data(counted).boxed();
+    let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+    let unreadable =
+        |e: FlightError| Error::invalid_argument(format!("cannot read the bound parameters: {e}"));
+    while let Some(batch) = parameters.try_next().await.map_err(unreadable)? {
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
         if rows > 1 {
-            return Err(too_many_rows(rows));
+            return Err(too_many_rows(rows).into());
         }
-        let batch = batches
-            .iter()
-            .find(|b| b.num_rows() == 1)
-            .ok_or_else(|| Error::Internal("parameter row vanished".into()))?;
-        if batch.num_columns() != self.parameter_types.len() {
-            return Err(Error::InvalidArgument(format!(
-                "{} parameter values were bound but the statement has {} placeholders",
-                batch.num_columns(),
-                self.parameter_types.len()
+        if bytes > MAX_PARAMETER_BYTES {
+            return Err(Error::invalid_argument(format!(
+                "the bound parameters take more than {MAX_PARAMETER_BYTES} bytes; \
+                 pass large values in the statement, not as parameters"
             )));
         }
-        let values = batch
-            .columns()
-            .iter()
-            .zip(self.parameter_types.iter())
-            .enumerate()
-            .map(|(i, (column, wanted))| {
-                cast_parameter(i, ScalarValue::try_from_array(column, 0)?, wanted.as_ref())
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.bound = Some(Arc::new(values));
-        Ok(())
-    }
-
-    /// `plan` (this statement's SQL, planned again now) with the bound values in place
-    /// of its placeholders, cast to the types the new plan expects.
-    pub(super) fn bind_to(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        let types = parameter_types(&plan)?;
-        if types.is_empty() {
-            return Ok(plan);
+        if batch.num_rows() > 0 {
+            batches.push(batch);
         }
-        let Some(bound) = &self.bound else {
-            return Err(Error::InvalidArgument(format!(
-                "the statement has {} placeholders but no parameters were bound",
-                types.len()
-            )));
-        };
-        if bound.len() != types.len() {
-            return Err(Error::InvalidArgument(format!(
-                "{} parameter values were bound but the statement has {} placeholders",
-                bound.len(),
-                types.len()
-            )));
-        }
-        let values = bound
-            .iter()
-            .zip(&types)
-            .enumerate()
-            .map(|(i, (value, wanted))| cast_parameter(i, value.clone(), wanted.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(plan.with_param_values(values)?)
     }
+    Ok(batches)
 }
 
-/// The error of a parameter stream of more than one row.
-pub(super) fn too_many_rows(rows: usize) -> Error {
-    Error::InvalidArgument(format!(
-        "{rows} parameter rows were bound; a query binds exactly one row"
-    ))
-}
-
-/// `value`, bound to placeholder `$index+1`, cast to `wanted` when known.
-fn cast_parameter(
-    index: usize,
-    value: ScalarValue,
-    wanted: Option<&DataType>,
-) -> Result<ScalarValue> {
-    match wanted {
-        Some(t) if &value.data_type() != t => value.cast_to(t).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "parameter ${} is {} but must be {t}",
-                index + 1,
-                value.data_type()
-            ))
-        }),
-        _ => Ok(value),
-    }
-}
-
-fn schema_bytes(schema: &SchemaRef) -> Result<bytes::Bytes> {
+/// `schema` as the IPC bytes Flight SQL sends it in.
+fn schema_bytes(schema: &SchemaRef) -> Result<Bytes> {
     let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e: arrow::error::ArrowError| Error::Internal(e.to_string()))?;
+        .map_err(|e: arrow::error::ArrowError| Error::internal(e.to_string()))?;
     Ok(message.0)
 }

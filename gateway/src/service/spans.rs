@@ -2,7 +2,8 @@
 //!
 //! GetFlightInfo of a statement is one `query` span: the query id, the subject, the
 //! tables read; it continues the caller's trace when the request has a `traceparent`
-//! header, and holds a `plan` child. DoGet is an `execute` span in the same trace (a
+//! header, and holds a `plan` child (made by the engine, which records the tables and
+//! failures on these spans). DoGet is an `execute` span in the same trace (a
 //! child of `query`, which has ended by then), open for as long as the result stream
 //! runs, with the rows and bytes sent. Failures set the span status to error and `code`
 //! to the gRPC code; error messages stay out of spans.
@@ -12,7 +13,6 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::error::Error;
 use crate::observability::continue_caller_trace;
 
 /// Where a query's spans sit in its trace, kept from planning for its execution (empty
@@ -32,11 +32,6 @@ pub(super) fn query_span(query_id: &str, subject: &str, headers: &http::HeaderMa
     );
     continue_caller_trace(&span, headers);
     span
-}
-
-/// Planning `query`.
-pub(super) fn plan_span(query: &Span) -> Span {
-    tracing::info_span!(parent: query, "plan", code = Empty, "otel.status_code" = Empty)
 }
 
 /// The trace position of `query`, for [`execute_span`].
@@ -63,22 +58,10 @@ pub(super) fn execute_span(query_id: &str, trace: &TraceContext) -> Span {
     span
 }
 
-/// Records on `query` the tables the plan reads (`domain.product.table`).
-pub(super) fn record_tables(query: &Span, tables: &[String]) {
-    query.record("tables", tables.join(",").as_str());
-}
-
-/// Marks `spans` as failed with `code` (a gRPC code name).
+/// Marks `spans` as failed with `code` (an error class name, as gRPC names its codes).
 pub(super) fn record_failure(spans: &[&Span], code: &str) {
     for span in spans {
         span.record("code", code);
         span.record("otel.status_code", "error");
-    }
-}
-
-/// Marks `spans` as failed with `error`, if there is one.
-pub(super) fn record_error<T>(spans: &[&Span], result: &Result<T, Error>) {
-    if let Err(e) = result {
-        record_failure(spans, e.code_name());
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tonic::Status;
 
-use super::stream::FlightDataStream;
+use super::encode::FlightDataStream;
 
 struct Shared {
     inner: Option<FlightDataStream>,

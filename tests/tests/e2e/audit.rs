@@ -1,28 +1,17 @@
 //! The audit log: one JSON line per request, with the principal, the statement, the
 //! tables and policy rules, rows and bytes, and the outcome; never a token.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use serde_json::Value;
 
 use crate::fixture::{client_with, query, server, token};
+use crate::support::audit_records;
 
 /// Audit records matching `pred`, waiting up to five seconds for the writer task.
 fn records_where(pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(&server().audit_file).unwrap_or_default();
-        let found: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|v| pred(v))
-            .collect();
-        if !found.is_empty() || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    audit_records(&server().audit_file, 1, Duration::from_secs(5), pred)
 }
 
 #[tokio::test]

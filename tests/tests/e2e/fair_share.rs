@@ -65,19 +65,7 @@ fn unbounded_plans() -> (OwnGateway, std::path::PathBuf) {
 /// The audit records of `path` matching `pred`, once at least `n` are there (waiting
 /// up to 20 s for the writer).
 fn records(path: &std::path::Path, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let found: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|v| pred(v))
-            .collect();
-        if found.len() >= n || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::audit_records(path, n, Duration::from_secs(20), pred)
 }
 
 fn statement_request(sql: &str, token: &str) -> tonic::Request<FlightDescriptor> {

@@ -132,10 +132,8 @@ fn check_data_reports_files_that_break_the_contract() {
         vec![Arc::new(Int64Array::from(vec![1, 2]))],
     )
     .unwrap();
-    let file = std::fs::File::create(dir.path().join("data/visits/part-0.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let file = dir.path().join("data/visits/part-0.parquet");
+    super::support::write_parquet(&file, &[batch], None);
 
     let mut out = Vec::new();
     let descriptors_only = lint(dir.path(), LintOptions::default(), &mut out).unwrap();

@@ -12,7 +12,6 @@ use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use meshgate_gateway::GatewayConfig;
 use meshgate_gateway::config::ReloadConfig;
-use parquet::arrow::ArrowWriter;
 use tonic::Code;
 
 use crate::own_gateway::{OwnGateway, temp_mesh};
@@ -148,15 +147,7 @@ fn write_rows(path: &Path, ids: &[i64]) {
 /// careful producer does.
 fn write_batch(path: &Path, batch: &RecordBatch) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_str().unwrap()
-    ));
-    let file = std::fs::File::create(&tmp).unwrap();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(batch).unwrap();
-    writer.close().unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    super::support::write_parquet_atomically(path, batch);
 }
 
 /// The `Int64` values of the first column, over all batches.

@@ -66,12 +66,8 @@ fn write_orders(mesh: &Path) {
             ],
         )
         .unwrap();
-        let dir = mesh.join(format!("data/orders/region={region}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = std::fs::File::create(dir.join("part-0.parquet")).unwrap();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
+        let file = mesh.join(format!("data/orders/region={region}/part-0.parquet"));
+        super::support::write_parquet(&file, &[batch], None);
     }
 }
 

@@ -12,7 +12,6 @@ use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use meshgate_gateway::GatewayConfig;
 use meshgate_gateway::config::QualityConfig;
-use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use crate::own_gateway::{OwnGateway, temp_mesh};
@@ -117,14 +116,10 @@ fn write_orders(
         ],
     )
     .unwrap();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let properties = WriterProperties::builder()
         .set_max_row_group_row_count(Some(rows_per_group))
         .build();
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    super::support::write_parquet(path, &[batch], Some(properties));
 }
 
 fn text<'a>(row: &'a BTreeMap<String, Option<String>>, column: &str) -> Option<&'a str> {

@@ -119,12 +119,8 @@ impl Labs {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         write_version(&results, rows(&[5, 6], &["north", "south"]), false).await;
 
-        std::fs::create_dir_all(mesh.join("data/notes")).unwrap();
-        let file = std::fs::File::create(mesh.join("data/notes/part-0.parquet")).unwrap();
-        let batch = rows(&[1], &["north"]);
-        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
+        let notes = mesh.join("data/notes/part-0.parquet");
+        super::support::write_parquet(&notes, &[rows(&[1], &["north"])], None);
 
         std::fs::create_dir_all(mesh.join("clinical")).unwrap();
         std::fs::write(mesh.join("clinical/labs.yaml"), LABS).unwrap();

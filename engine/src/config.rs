@@ -1,0 +1,134 @@
+//! The engine's settings: query limits, the quality agent, following the mesh. The
+//! gateway's configuration file holds them under `engine`, `quality` and `reload`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Query engine settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Rows per batch produced by scans and operators.
+    pub batch_size: usize,
+    /// Parallelism of one query; the number of cores when unset.
+    pub target_partitions: Option<usize>,
+    /// Evaluate filters inside the Parquet decoder (late materialization).
+    pub parquet_pushdown_filters: bool,
+    /// Memory all running queries may hold together, in bytes (a greedy pool).
+    pub memory_pool: usize,
+    /// Memory one query may hold, in bytes; beyond it, operators that can spill to disk
+    /// do, and the others fail the query with `RESOURCE_EXHAUSTED`.
+    pub query_memory_limit: usize,
+    /// Longest a query may run, planning and streaming included; a request may ask for
+    /// less with `x-meshgate-timeout`. Beyond it: `DEADLINE_EXCEEDED`, and it is stopped.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Queries streaming results at once, over all principals.
+    pub max_running_queries: usize,
+    /// Queries one principal may have streaming at once.
+    pub max_running_per_principal: usize,
+    /// Queries that may wait for a free slot; beyond, `RESOURCE_EXHAUSTED` at once.
+    pub max_queued_queries: usize,
+    /// Threads that plan statements (parse, resolve, optimize), apart from those that
+    /// serve requests and stream results; the number of cores (at least 2) when unset.
+    pub planning_threads: Option<usize>,
+    /// Most operators a statement's plan may hold once its views and common table
+    /// expressions are expanded; beyond, `INVALID_ARGUMENT` before it is optimized.
+    pub max_plan_nodes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 8192,
+            target_partitions: None,
+            parquet_pushdown_filters: false,
+            memory_pool: 4 * 1024 * 1024 * 1024,
+            query_memory_limit: 1024 * 1024 * 1024,
+            query_timeout: Duration::from_secs(300),
+            max_running_queries: 32,
+            max_running_per_principal: 8,
+            max_queued_queries: 64,
+            planning_threads: None,
+            max_plan_nodes: 10_000,
+        }
+    }
+}
+
+/// The quality agent: what it measures, how often, and within which limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// Run the agent.
+    pub enabled: bool,
+    /// Measure every table at least this often (a product's `quality.schedule` overrides
+    /// it), besides whenever its data changes.
+    #[serde(with = "humantime_serde")]
+    pub schedule: Duration,
+    /// Tables with at most this many rows are read in full; larger ones are sampled.
+    pub full_scan_rows: u64,
+    /// Rows sampled from a larger table (whole row groups, spread over its files).
+    pub sample_rows: u64,
+    /// Tables measured at once.
+    pub concurrency: usize,
+    /// Memory the agent's measurements may hold at once, in bytes.
+    pub memory_limit: usize,
+    /// A measurement running longer is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Measurements older than this are deleted from the history.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Run the agent's threads in the OS scheduler's idle class (Linux `SCHED_IDLE`), so
+    /// that they use only CPU that queries leave unused. Off, they compete as equals
+    /// (measurements then progress on a saturated machine, at the queries' expense).
+    pub idle_priority: bool,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: Duration::from_secs(3600),
+            full_scan_rows: 1_000_000,
+            sample_rows: 100_000,
+            concurrency: 1,
+            memory_limit: 256 * 1024 * 1024,
+            timeout: Duration::from_secs(600),
+            retention: Duration::from_secs(90 * 86_400),
+            idle_priority: true,
+        }
+    }
+}
+
+/// How the gateway follows its mesh directory while it runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Follow the mesh: apply added, changed and removed descriptors, and re-check data
+    /// against the contracts. Off, the mesh is read once at start.
+    pub watch: bool,
+    /// Quiet time after a file-system change before the mesh is refreshed, so that a
+    /// burst of writes causes one refresh.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+    /// How often every product's data is re-checked even without a change notice (data
+    /// outside the watched folders, file systems without notifications).
+    #[serde(with = "humantime_serde")]
+    pub recheck_interval: Duration,
+    /// How often descriptors are re-read when the file system gives no notifications.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: Duration::from_millis(300),
+            recheck_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}

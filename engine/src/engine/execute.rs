@@ -1,0 +1,167 @@
+//! Executing a planned query: a running slot, the deadline, the check that the
+//! principal still sees what the plan was made under, and the audit record written
+//! when the result stream ends, fails or is abandoned.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::execution::SendableRecordBatchStream;
+use meshgate_catalog::Principal;
+
+use super::Engine;
+use super::plan::record_failure;
+use crate::admission::Deadline;
+use crate::audit::{AuditRecord, Auditor, QueryAudit};
+use crate::error::{Error, Result};
+use crate::query::{PlannedQuery, QueryOptions, SentBytes, StreamEnd, observed};
+
+/// One execution of a planned query, as a door asks for it.
+#[derive(Debug)]
+pub struct Execution<'a> {
+    /// Who asks: the principal the query was planned for (the door checked that).
+    pub principal: &'a Principal,
+    /// The caller's bounds; a lower time limit than the plan's applies.
+    pub options: QueryOptions,
+    /// How the audit record names the request (`DoGet/TicketStatementQuery`).
+    pub rpc: &'static str,
+    /// The door's span of the execution: `rows`, `bytes`, `outcome`, `code` and
+    /// `otel.status_code` are recorded on it when the stream ends.
+    pub span: tracing::Span,
+    /// Where the door counts the bytes it sends of the results.
+    pub sent: SentBytes,
+}
+
+impl Engine {
+    /// Starts executing `planned` for `execution.principal`: waits for a running slot
+    /// (within the deadline), refuses with [`Error::ViewChanged`] when what the
+    /// principal sees changed since the query was planned (before and after the
+    /// wait), and returns the result stream. The request's audit record is written
+    /// here on refusal, else when the stream ends; until then the query holds its slot.
+    pub async fn execute(
+        &self,
+        planned: Arc<PlannedQuery>,
+        execution: Execution<'_>,
+    ) -> Result<SendableRecordBatchStream> {
+        let started = Instant::now();
+        let Execution {
+            principal,
+            options,
+            rpc,
+            span,
+            sent,
+        } = execution;
+        let refuse = |error: Error| {
+            record_failure(&[&span], error.code_name());
+            let record = planned
+                .audit
+                .apply(AuditRecord::new(rpc, Some(principal), started))
+                .failed(&error);
+            self.auditor.emit(record);
+            Err(error)
+        };
+        if planned.owner() != principal.fingerprint() {
+            // The door binds handles to their principal; this holds even if one did not.
+            return refuse(Error::UnknownHandle(
+                "this query is unknown or expired; plan the statement again".into(),
+            ));
+        }
+        if let Err(e) = self.still_seen(principal, &planned) {
+            return refuse(e);
+        }
+        // The deadline set when the query was planned, or sooner if this request asks.
+        let mut deadline = planned.deadline();
+        if let Some(asked) = options.timeout {
+            let sooner = Deadline::starting_now(asked, None);
+            if sooner.at < deadline.at {
+                deadline = sooner;
+            }
+        }
+        // Until its stream starts, a caller that leaves is recorded here.
+        let mut waiting = CancelledIfDropped {
+            auditor: Arc::clone(&self.auditor),
+            rpc,
+            principal: principal.clone(),
+            started,
+            audit: planned.audit.clone(),
+            armed: true,
+        };
+        let admitted = self
+            .admission
+            .admit(&principal.fingerprint(), &deadline)
+            .await;
+        // A policy may have changed while the query waited for its slot.
+        let started_stream = admitted.and_then(|admitted| {
+            self.still_seen(principal, &planned)?;
+            Ok((admitted, planned.start()?))
+        });
+        waiting.armed = false;
+        let (admitted, batches) = match started_stream {
+            Ok(started) => started,
+            Err(e) => return refuse(e),
+        };
+        let batches = deadline.limit_stream(batches, planned.cancellation());
+        let auditor = Arc::clone(&self.auditor);
+        let principal = principal.clone();
+        let on_end = move |end: StreamEnd| {
+            // The query's slot frees when its stream ends or is abandoned.
+            drop(admitted);
+            span.record("rows", end.rows);
+            span.record("bytes", end.bytes);
+            span.record("outcome", end.outcome);
+            if let Some(code) = end.code {
+                record_failure(&[&span], code);
+            }
+            let mut record = planned
+                .audit
+                .apply(AuditRecord::new(rpc, Some(&principal), started));
+            record.rows = Some(end.rows);
+            record.bytes = Some(end.bytes);
+            record.outcome = end.outcome;
+            record.detail = end.code.map(str::to_string);
+            auditor.emit(record);
+        };
+        Ok(observed(batches, sent, &self.in_flight, on_end))
+    }
+
+    /// Checks that what `principal` sees now is what it saw when `planned` was
+    /// planned; otherwise (a policy or contract changed since) the query is cancelled
+    /// and refused, and the caller plans the statement again under the policies of now.
+    fn still_seen(&self, principal: &Principal, planned: &PlannedQuery) -> Result<()> {
+        if self.sessions().view_fingerprint(principal)? == planned.view() {
+            return Ok(());
+        }
+        tracing::debug!(
+            subject = %principal.subject,
+            "a query planned under an earlier view of the principal is refused"
+        );
+        planned.cancel();
+        Err(Error::ViewChanged)
+    }
+}
+
+/// The audit record of an execution whose caller went away before its results
+/// started (while it waited for a running slot): written when dropped still armed.
+struct CancelledIfDropped {
+    auditor: Arc<Auditor>,
+    rpc: &'static str,
+    principal: Principal,
+    started: Instant,
+    audit: QueryAudit,
+    armed: bool,
+}
+
+impl Drop for CancelledIfDropped {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut record = self.audit.apply(AuditRecord::new(
+            self.rpc,
+            Some(&self.principal),
+            self.started,
+        ));
+        record.outcome = "cancelled";
+        record.detail = Some("the client went away before the results started".into());
+        self.auditor.emit(record);
+    }
+}

@@ -1,0 +1,120 @@
+//! [`Engine`]: what every door calls. It plans statements for a principal
+//! ([`Engine::plan`], [`Engine::prepare`]) and executes planned ones
+//! ([`Engine::execute`]), under the admission limits, deadlines and the session of the
+//! moment, and writes one audit record for each: the door passes in who asks and what,
+//! and gets back plans and Arrow streams, never a protocol message.
+
+mod execute;
+mod plan;
+
+pub use execute::Execution;
+pub use plan::Prepared;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshgate_catalog::Principal;
+
+use crate::admission::{Admission, PlanningPool};
+use crate::audit::Auditor;
+use crate::config::EngineConfig;
+use crate::error::Result;
+use crate::query::InFlight;
+use crate::session::{MeshCatalogList, SessionFactory, SessionPublisher};
+
+/// How busy the engine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Queries holding a running slot.
+    pub running: usize,
+    /// Queries waiting for one.
+    pub queued: usize,
+    /// Result streams being sent.
+    pub streams_open: usize,
+}
+
+/// The query engine over one live mesh.
+pub struct Engine {
+    sessions: SessionPublisher,
+    /// The longest a query may run (`engine.query_timeout`).
+    query_timeout: Duration,
+    /// How many queries run (and plan) at once.
+    admission: Admission,
+    /// The result streams running now.
+    in_flight: Arc<InFlight>,
+    auditor: Arc<Auditor>,
+    /// The threads that plan statements.
+    planning: PlanningPool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("load", &self.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine serving the sessions `sessions` publishes, within the limits of
+    /// `config`, writing its audit records to `auditor`.
+    pub fn new(
+        sessions: SessionPublisher,
+        config: &EngineConfig,
+        auditor: Arc<Auditor>,
+    ) -> Result<Self> {
+        let threads = config
+            .planning_threads
+            .unwrap_or_else(PlanningPool::default_threads);
+        Ok(Self {
+            sessions,
+            query_timeout: config.query_timeout,
+            admission: Admission::new(config),
+            in_flight: Arc::default(),
+            auditor,
+            planning: PlanningPool::new(threads)?,
+        })
+    }
+
+    /// The session factory in force.
+    pub fn sessions(&self) -> Arc<SessionFactory> {
+        self.sessions.current()
+    }
+
+    /// The channel the session factory is published on (the reloader publishes to it;
+    /// the quality agent follows it).
+    pub fn publisher(&self) -> &SessionPublisher {
+        &self.sessions
+    }
+
+    /// Where the engine's audit records go; doors write theirs there too.
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.auditor
+    }
+
+    /// The longest a query may run.
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
+    }
+
+    /// Queries running and waiting, and result streams open, now.
+    pub fn load(&self) -> Load {
+        Load {
+            running: self.admission.running(),
+            queued: self.admission.queued(),
+            streams_open: self.in_flight.len(),
+        }
+    }
+
+    /// At shutdown, once running queries had their time to finish: accounts every
+    /// result stream still running as cancelled (writing its audit record); returns
+    /// how many.
+    pub fn abandon_streams(&self) -> usize {
+        self.in_flight.abandon_all()
+    }
+
+    /// The catalogs `principal` may see (for metadata answers).
+    pub fn catalogs_for(&self, principal: &Principal) -> Result<Arc<MeshCatalogList>> {
+        self.sessions().catalogs_for(principal)
+    }
+}

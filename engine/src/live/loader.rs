@@ -1,0 +1,206 @@
+//! [`ProductLoader`]: turns a validated product into one the gateway can serve.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use datafusion::config::TableOptions;
+use datafusion::datasource::TableProvider;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::object_store::DefaultObjectStoreRegistry;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionState;
+use meshgate_catalog::Product;
+use meshgate_connectors::{
+    ConnectorError, DomainStorage, DomainStorageConfig, LocationError, StorageConfigError,
+    StoreLayer, TableOpener, contract_schema,
+};
+
+use crate::config::EngineConfig;
+use crate::product::{
+    Breakage, BrokenTable, CompiledProduct, Fault, PolicyCompileError, ProductHealth,
+    ProductUnavailable,
+};
+use crate::quality::{CheckLiteralError, check_literals};
+use crate::session::{RecordingRegistry, session_template};
+
+/// Opens products' tables, checks their data against the contract and compiles their
+/// policies, over one runtime (object stores, footer cache) shared by every session.
+#[derive(Debug)]
+pub struct ProductLoader {
+    template: SessionState,
+    opener: Arc<TableOpener>,
+}
+
+impl ProductLoader {
+    /// A loader whose sessions are configured by `engine`, reading local files only.
+    pub fn new(engine: &EngineConfig) -> Self {
+        let runtime = query_runtime(engine);
+        let storage = DomainStorage::new(Arc::clone(&runtime));
+        Self::assemble(engine, runtime, storage)
+    }
+
+    /// A loader whose sessions are configured by `engine`, reading each domain's
+    /// products through the storage `domains` configure (local files for the others),
+    /// every store wrapped by `layer` when given.
+    pub fn with_storage(
+        engine: &EngineConfig,
+        domains: &BTreeMap<String, DomainStorageConfig>,
+        layer: Option<Arc<dyn StoreLayer>>,
+    ) -> Result<Self, StorageConfigError> {
+        let runtime = query_runtime(engine);
+        let storage = DomainStorage::with_config(Arc::clone(&runtime), domains, layer)?;
+        Ok(Self::assemble(engine, runtime, storage))
+    }
+
+    fn assemble(engine: &EngineConfig, runtime: Arc<RuntimeEnv>, storage: DomainStorage) -> Self {
+        let template = session_template(engine, runtime);
+        // Scans take the session's Parquet settings (pushdown, page index, ...).
+        let parquet =
+            TableOptions::default_from_session_config(template.config().options()).parquet;
+        Self {
+            opener: Arc::new(TableOpener::new(Arc::new(storage)).with_parquet_options(parquet)),
+            template,
+        }
+    }
+
+    /// The storage every product is read through.
+    pub fn storage(&self) -> &Arc<DomainStorage> {
+        self.opener.storage()
+    }
+
+    /// The session template of this loader's runtime.
+    pub fn template(&self) -> &SessionState {
+        &self.template
+    }
+
+    /// Opens every table of `product` and compiles its policy.
+    ///
+    /// A table whose data breaks the contract, or whose storage cannot be read, makes the
+    /// product *broken*: it is returned, its health says why, and its tables fail every
+    /// scan. `Err` is a descriptor problem, which keeps the product out (closed, never
+    /// open): a table located outside its domain's storage, a quality check whose value
+    /// does not read as its column's type, or a policy that does not compile against
+    /// the contract.
+    pub async fn load(
+        &self,
+        product: Arc<Product>,
+        descriptor_modified: Option<SystemTime>,
+    ) -> Result<CompiledProduct, LoadError> {
+        check_literals(&product)?;
+        for table in &product.tables {
+            self.storage()
+                .check_location(&product.domain, &table.location)
+                .map_err(|source| LoadError::Location {
+                    table: table.name.clone(),
+                    source,
+                })?;
+        }
+        let mut tables: BTreeMap<String, Arc<dyn TableProvider>> = BTreeMap::new();
+        let mut snapshots = BTreeMap::new();
+        let mut violations = Vec::new();
+        let mut storage_fault = None;
+        for table in &product.tables {
+            match self.opener.open(&product, table).await {
+                Ok(opened) => {
+                    tables.insert(table.name.clone(), opened.provider);
+                    snapshots.insert(table.name.clone(), opened.snapshot);
+                }
+                Err(e) => {
+                    match e {
+                        ConnectorError::Contract {
+                            violations: found, ..
+                        } => violations.extend(found.into_iter().map(|v| (table.name.clone(), v))),
+                        other => {
+                            tracing::error!(
+                                product = %product.qualified_name(),
+                                table = %table.name,
+                                error = %other,
+                                "table storage cannot be read"
+                            );
+                            storage_fault.get_or_insert(Fault::Storage {
+                                table: table.name.clone(),
+                            });
+                        }
+                    }
+                    tables.insert(table.name.clone(), placeholder(table));
+                }
+            }
+        }
+        let fault = if violations.is_empty() {
+            storage_fault
+        } else {
+            Some(Fault::Contract(violations))
+        };
+        let health = ProductHealth {
+            fault,
+            descriptor_error: None,
+            descriptor_modified,
+            checked_at: SystemTime::now(),
+            tables: snapshots,
+        };
+        CompiledProduct::compile(product, Arc::new(health), tables, &self.template)
+            .map(|compiled| compiled.with_opener(Arc::clone(&self.opener)))
+            .map_err(LoadError::Policy)
+    }
+}
+
+/// Why a product is kept out of the mesh: its descriptor asks for what cannot be
+/// served (closed, never open). Its data breaking the contract is not a load error: the
+/// product then serves as broken.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A declared quality check cannot run on its column.
+    #[error(transparent)]
+    Check(#[from] CheckLiteralError),
+    /// A table is located where its domain may not keep tables.
+    #[error("table {table}: {source}")]
+    Location {
+        /// The table.
+        table: String,
+        /// Why its location is refused.
+        #[source]
+        source: LocationError,
+    },
+    /// The product's policy does not compile against its contract.
+    #[error("policy does not compile: {0}")]
+    Policy(#[source] PolicyCompileError),
+}
+
+/// Bytes of Parquet file listings the query runtime keeps.
+const LISTINGS_BYTES: usize = 32 * 1024 * 1024;
+
+/// The runtime every query shares: object stores, footer cache, file listings, and the
+/// memory pool bounded by `engine.memory_pool`.
+fn query_runtime(engine: &EngineConfig) -> Arc<RuntimeEnv> {
+    let pool = Arc::new(GreedyMemoryPool::new(engine.memory_pool));
+    // Parquet tables' listings are kept for queries between checks of their product
+    // (see `TableOpener::open`); room for some 100,000 files before tables are listed
+    // again by each query.
+    let caches = CacheManagerConfig::default().with_list_files_cache_limit(LISTINGS_BYTES);
+    // Stores taken while a query is planned note which table failed (see
+    // `crate::session::RecordingRegistry`).
+    let stores = RecordingRegistry::planning(Arc::new(DefaultObjectStoreRegistry::new()));
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(pool)
+        .with_cache_manager(caches)
+        .with_object_store_registry(Arc::new(stores))
+        .build_arc()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot build the query runtime; memory is unbounded");
+            Arc::new(RuntimeEnv::default())
+        })
+}
+
+/// The stand-in of a table that cannot serve; scans never reach it, because a broken
+/// product's tables are replaced per principal with the reason it may see.
+fn placeholder(table: &meshgate_catalog::Table) -> Arc<dyn TableProvider> {
+    Arc::new(BrokenTable::new(
+        contract_schema(table),
+        ProductUnavailable {
+            breakage: Breakage::Storage,
+            message: format!("table {} is unavailable", table.name),
+        },
+    ))
+}

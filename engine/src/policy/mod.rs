@@ -1,0 +1,177 @@
+//! Policy enforcement: turning a decision ([`meshgate_catalog::decide`]) into the tables
+//! one principal's session contains.
+//!
+//! Row filters are compiled once per table when the mesh loads (a filter that does not
+//! compile keeps its product out: closed, not open). Per request, [`PolicyEngine::view`]
+//! decides every product for the principal and wraps each restricted table in a
+//! [`SecuredTable`]; denied products are simply absent, exactly like products that do
+//! not exist.
+
+mod boundary;
+mod mask;
+mod secured_table;
+mod time_travel;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::datasource::TableProvider;
+use datafusion::logical_expr::{Expr, ScalarUDF};
+use meshgate_catalog::{
+    Access, ColumnEffect, PlatformPolicy, Principal, Product, TableAccess, decide,
+};
+
+use secured_table::SecuredTable;
+pub use time_travel::{TimeTravel, VersionedTable};
+
+use crate::product::{BrokenTable, CompiledProduct, CompiledTable, ProductHealth};
+
+/// What a principal may see of one product, ready to register in a session.
+#[derive(Debug)]
+pub struct ProductView {
+    /// The product.
+    pub product: Arc<Product>,
+    /// Tables by name (secured where restricted).
+    pub tables: BTreeMap<String, Arc<dyn TableProvider>>,
+    /// What the decision restricted, per table (for metadata and the audit).
+    pub access: BTreeMap<String, TableAccess>,
+    /// Whether the product serves, and why not.
+    pub health: Arc<ProductHealth>,
+    /// Resolves `table@version` names of this product for the principal (Delta time
+    /// travel, under the same policy).
+    pub time_travel: Option<Arc<TimeTravel>>,
+}
+
+impl ProductView {
+    /// What the principal sees of `column` in `table` (hidden for an unknown one).
+    pub fn effect(&self, table: &str, column: &str) -> ColumnEffect {
+        effect_in(&self.access, table, column)
+    }
+}
+
+fn effect_in(access: &BTreeMap<String, TableAccess>, table: &str, column: &str) -> ColumnEffect {
+    access
+        .get(table)
+        .and_then(|a| a.columns.iter().find(|(name, _)| name == column))
+        .map_or(ColumnEffect::Hidden, |(_, effect)| *effect)
+}
+
+/// Applies policies for principals.
+#[derive(Debug, Clone)]
+pub struct PolicyEngine {
+    platform: Vec<PlatformPolicy>,
+    mask_hash: Arc<ScalarUDF>,
+}
+
+impl PolicyEngine {
+    /// An engine with mesh-wide `platform` rules; `mask_key` keys the `hash` mask.
+    pub fn new(platform: Vec<PlatformPolicy>, mask_key: &[u8]) -> Self {
+        Self {
+            platform,
+            mask_hash: mask::MaskHash::udf(mask_key),
+        }
+    }
+
+    /// The products `principal` may read, each restricted as its policy says.
+    pub fn view<'a>(
+        &self,
+        principal: &Principal,
+        products: impl IntoIterator<Item = &'a CompiledProduct>,
+    ) -> Vec<ProductView> {
+        let mut views = Vec::new();
+        for compiled in products {
+            let Access::Granted(access) = decide(principal, &compiled.product, &self.platform)
+            else {
+                continue;
+            };
+            let qualified = compiled.product.qualified_name();
+            let unavailable = compiled
+                .health
+                .unavailable(&qualified, &|t, c| effect_in(&access.tables, t, c));
+            let mut tables = BTreeMap::new();
+            for (name, table) in &compiled.tables {
+                let Some(table_access) = access.tables.get(name) else {
+                    continue;
+                };
+                let storage = match &unavailable {
+                    Some(error) => {
+                        Arc::new(BrokenTable::new(table.provider.schema(), error.clone()))
+                            as Arc<dyn TableProvider>
+                    }
+                    None => Arc::clone(&table.provider),
+                };
+                tables.insert(
+                    name.clone(),
+                    self.secure(
+                        principal,
+                        &compiled.product,
+                        name,
+                        table,
+                        table_access,
+                        storage,
+                    ),
+                );
+            }
+            let time_travel = compiled.opener.as_ref().map(|opener| {
+                Arc::new(TimeTravel {
+                    product: Arc::clone(&compiled.product),
+                    opener: Arc::clone(opener),
+                    principal: principal.clone(),
+                    engine: self.clone(),
+                    tables: compiled
+                        .tables
+                        .iter()
+                        .filter_map(|(name, table)| {
+                            let table_access = access.tables.get(name)?;
+                            Some((name.clone(), (table.clone(), table_access.clone())))
+                        })
+                        .collect(),
+                    unavailable: unavailable.clone(),
+                })
+            });
+            views.push(ProductView {
+                product: Arc::clone(&compiled.product),
+                tables,
+                access: access.tables,
+                health: Arc::clone(&compiled.health),
+                time_travel,
+            });
+        }
+        views
+    }
+
+    /// `storage` (a table of `product`, or one of its versions) as `principal` may read
+    /// it: as is when unrestricted, else behind its row filters and column rules.
+    pub(crate) fn secure(
+        &self,
+        principal: &Principal,
+        product: &Product,
+        name: &str,
+        table: &CompiledTable,
+        table_access: &TableAccess,
+        storage: Arc<dyn TableProvider>,
+    ) -> Arc<dyn TableProvider> {
+        if table_access.is_unrestricted() {
+            return storage;
+        }
+        let filter = table_access
+            .row_filters
+            .iter()
+            .map(|sql| match table.row_filters.get(sql) {
+                Some(template) => template.bind(principal),
+                // Every filter was compiled at load; a missing one keeps no row.
+                None => datafusion::logical_expr::lit(false),
+            })
+            .reduce(Expr::and);
+        Arc::new(SecuredTable::new(
+            format!("{}.{}.{name}", product.domain, product.name),
+            storage,
+            &table_access.columns,
+            filter,
+            Arc::clone(&self.mask_hash),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! [`CompiledProduct`]: the central noun of the engine. A product as it serves: its
+//! descriptor, its tables opened, its row filters compiled, and its health.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::datasource::TableProvider;
+use datafusion::execution::session_state::SessionState;
+use meshgate_catalog::Product;
+use meshgate_connectors::TableOpener;
+
+use super::health::ProductHealth;
+use super::row_filter::{RowFilterError, RowFilterTemplate};
+
+/// A product's policy does not compile: a row filter of `table` does not.
+#[derive(Debug, thiserror::Error)]
+#[error("table {table}: {source}")]
+pub struct PolicyCompileError {
+    /// The table whose filter fails.
+    pub table: String,
+    /// Why.
+    #[source]
+    pub source: RowFilterError,
+}
+
+/// A product whose tables are open and whose row filters are compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledProduct {
+    /// The product.
+    pub product: Arc<Product>,
+    /// Whether it serves, and why not; a broken product's tables fail every scan.
+    pub health: Arc<ProductHealth>,
+    pub(crate) tables: BTreeMap<String, CompiledTable>,
+    /// Opens other versions of the product's tables (time travel).
+    pub(crate) opener: Option<Arc<TableOpener>>,
+}
+
+/// A table's provider and its compiled row filters.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledTable {
+    pub(crate) provider: Arc<dyn TableProvider>,
+    /// Filter SQL -> compiled template.
+    pub(crate) row_filters: BTreeMap<String, RowFilterTemplate>,
+}
+
+impl CompiledProduct {
+    /// Compiles the row filters of `product` against its open `tables` (the contract
+    /// schema, whether the tables serve or stand in for a broken product).
+    pub(crate) fn compile(
+        product: Arc<Product>,
+        health: Arc<ProductHealth>,
+        tables: BTreeMap<String, Arc<dyn TableProvider>>,
+        state: &SessionState,
+    ) -> Result<Self, PolicyCompileError> {
+        let mut compiled = BTreeMap::new();
+        for (name, provider) in tables {
+            let mut row_filters = BTreeMap::new();
+            if let Some(policy) = &product.policy {
+                for rule in &policy.rows {
+                    if rule.tables.is_empty() || rule.tables.contains(&name) {
+                        let template = RowFilterTemplate::compile(
+                            &rule.filter,
+                            provider.schema().as_ref(),
+                            state,
+                        )
+                        .map_err(|source| PolicyCompileError {
+                            table: name.clone(),
+                            source,
+                        })?;
+                        row_filters.insert(rule.filter.clone(), template);
+                    }
+                }
+            }
+            compiled.insert(
+                name,
+                CompiledTable {
+                    provider,
+                    row_filters,
+                },
+            );
+        }
+        Ok(Self {
+            product,
+            health,
+            tables: compiled,
+            opener: None,
+        })
+    }
+}
+
+impl CompiledProduct {
+    /// The unrestricted provider of `table` (for the platform's own work, such as
+    /// measuring quality; never handed to a principal).
+    pub fn provider(&self, table: &str) -> Option<Arc<dyn TableProvider>> {
+        self.tables.get(table).map(|t| Arc::clone(&t.provider))
+    }
+
+    /// The same product, able to open other versions of its tables through `opener`.
+    pub(crate) fn with_opener(mut self, opener: Arc<TableOpener>) -> Self {
+        self.opener = Some(opener);
+        self
+    }
+
+    /// The same product, its health saying that the descriptor on disk is not the one
+    /// serving because of `error` (`None`: it is).
+    pub(crate) fn with_descriptor_error(mut self, error: Option<String>) -> Self {
+        if self.health.descriptor_error != error {
+            let mut health = (*self.health).clone();
+            health.descriptor_error = error;
+            self.health = Arc::new(health);
+        }
+        self
+    }
+}

@@ -1,0 +1,23 @@
+//! Measured quality: what is measured of a table, and where it is kept. The agent that
+//! measures in the background is [`crate::agent`].
+//!
+//! - [`Measurer`] measures one table, from statistics where they answer and from a
+//!   bounded scan or a spread sample where they do not;
+//! - [`QualityStore`] keeps every measurement across restarts (redb, in the state
+//!   directory) for `mesh.meta.quality`, `mesh.meta.quality_checks` and
+//!   `mesh.meta.quality_history`.
+
+mod completeness;
+mod counting;
+mod measure;
+mod model;
+mod store;
+
+pub use completeness::measured_completeness;
+pub use counting::{ByteCounter, CountingRegistry};
+pub use measure::{Budget, Measurer};
+pub use measure::{CheckLiteralError, check_literals};
+pub use model::{
+    CheckOutcome, ColumnMeasurement, DataFingerprint, Method, TableMeasurement, Trigger,
+};
+pub use store::{QUALITY_DB_FILE, QualityStore, QualityStoreError};

@@ -1,0 +1,54 @@
+//! Statements as the engine takes them from a door, and what it gives back: a
+//! [`PlannedQuery`] to execute once, a [`PreparedStatement`] to plan again at each
+//! execution, and results in plain Arrow types.
+
+mod explain;
+mod planned;
+mod prepared;
+mod stream;
+
+use std::time::Duration;
+
+use meshgate_catalog::Principal;
+
+pub use planned::PlannedQuery;
+pub(crate) use planned::tables_in;
+pub use prepared::{PreparedStatement, too_many_rows};
+pub(crate) use stream::{InFlight, StreamEnd, observed};
+pub use stream::{SentBytes, wire_schema, wire_type};
+
+/// What a request asks of the statement it runs, beyond its SQL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryOptions {
+    /// The oldest data the caller accepts: every product read must hold newer data.
+    pub max_staleness: Option<Duration>,
+    /// The time limit the caller asks for, below the engine's (`engine.query_timeout`).
+    pub timeout: Option<Duration>,
+}
+
+/// A statement to plan.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// SQL text.
+    Sql(String),
+    /// A prepared statement, with the values bound to it.
+    Prepared(PreparedStatement),
+}
+
+/// One request to plan a statement, as a door passes it to [`crate::Engine::plan`].
+#[derive(Debug)]
+pub struct QueryRequest {
+    /// Who asks (verified by the door).
+    pub principal: Principal,
+    /// What to plan.
+    pub statement: Statement,
+    /// The caller's bounds on freshness and time.
+    pub options: QueryOptions,
+    /// The query's id, as the caller receives it.
+    pub query_id: String,
+    /// How the audit record names the request (`GetFlightInfo/CommandStatementQuery`).
+    pub rpc: &'static str,
+    /// The door's span of the query: planning is a child of it, and the tables read
+    /// are recorded on it (`tables`, `code` and `otel.status_code` fields).
+    pub span: tracing::Span,
+}

@@ -1,0 +1,189 @@
+//! [`PlannedQuery`]: a statement planned for one principal, ready to execute once.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+
+use super::stream::{plain, wire_schema};
+use crate::admission::Deadline;
+use crate::audit::QueryAudit;
+use crate::error::{Error, Result};
+use crate::policy::VersionedTable;
+use crate::session::{StorageFailures, ViewFingerprint, recording_task_context};
+
+/// A statement planned for one principal: its physical plan, result schema, deadline
+/// and audit facts.
+///
+/// The physical plan made when the statement was planned is what executes (plan once),
+/// and it executes once: the plan, its session and task context are released when its
+/// stream starts. What remains until the door drops it (the schema, the audit facts,
+/// the cancellation switch) is small, so a busy gateway does not hold thousands of
+/// sessions for the lifetime of its handles.
+pub struct PlannedQuery {
+    execution: Mutex<Option<Execution>>,
+    schema: SchemaRef,
+    /// When the query must be done, planning and streaming included.
+    deadline: Deadline,
+    /// Set by CancelFlightInfo; a running stream of the query ends when it is.
+    cancelled: tokio::sync::watch::Sender<bool>,
+    /// What the principal saw when the query was planned; the ticket is redeemable
+    /// only while the principal's view is still the same.
+    view: ViewFingerprint,
+    /// The fingerprint of the principal it was planned for: the only one that may run it.
+    owner: String,
+    /// What the audit records of this query say about it.
+    pub(crate) audit: QueryAudit,
+}
+
+/// What executing a planned query needs; taken by its one execution.
+struct Execution {
+    /// The session the query was planned in; released with the rest once execution
+    /// starts (the task context carries what execution needs).
+    _session: SessionContext,
+    explain: bool,
+    physical: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    /// Which table's storage failed first, as the task context's stores saw it.
+    failures: Arc<StorageFailures>,
+}
+
+impl std::fmt::Debug for PlannedQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedQuery")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlannedQuery {
+    /// Optimizes and physically plans `logical` in `session`.
+    pub(crate) async fn plan(
+        session: SessionContext,
+        logical: LogicalPlan,
+        audit: QueryAudit,
+        deadline: Deadline,
+        view: ViewFingerprint,
+        failures: Arc<StorageFailures>,
+        owner: String,
+    ) -> Result<Self> {
+        let state = session.state();
+        let physical = state.create_physical_plan(&logical).await?;
+        let schema = wire_schema(physical.schema().as_ref());
+        let explain = matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+        let task = recording_task_context(&state, &failures)?;
+        Ok(Self {
+            execution: Mutex::new(Some(Execution {
+                task: Arc::new(task),
+                failures,
+                _session: session,
+                explain,
+                physical,
+            })),
+            schema,
+            deadline,
+            cancelled: tokio::sync::watch::Sender::new(false),
+            view,
+            owner,
+            audit,
+        })
+    }
+
+    /// Cancels the query: a running stream of it ends with `CANCELLED`.
+    pub fn cancel(&self) {
+        self.cancelled.send_replace(true);
+    }
+
+    /// Notice of cancellation, for the stream.
+    pub(crate) fn cancellation(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.cancelled.subscribe()
+    }
+
+    /// When the query must be done.
+    pub fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// The schema of its results, in plain Arrow types.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The query's id, as its audit records name it.
+    pub fn query_id(&self) -> Option<&str> {
+        self.audit.query_id.as_deref()
+    }
+
+    /// The fingerprint of the principal it was planned for.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// What the principal saw when the query was planned.
+    pub(crate) fn view(&self) -> ViewFingerprint {
+        self.view
+    }
+
+    /// Starts executing the query; its results come in plain Arrow types. A query
+    /// executes once: again is `UnknownHandle`.
+    pub(crate) fn start(&self) -> Result<SendableRecordBatchStream> {
+        let execution = self
+            .execution
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                Error::UnknownHandle(
+                    "this ticket was already redeemed; get a new one with GetFlightInfo".into(),
+                )
+            })?;
+        let mut batches = execute_stream(execution.physical, execution.task)?;
+        if execution.explain {
+            batches = super::explain::sanitize_stream(batches);
+        }
+        // A storage failure names its table, even where a reader lost it on the way.
+        let failures = execution.failures;
+        let schema = batches.schema();
+        let named = batches.map_err(move |e| failures.attach(e));
+        let batches = Box::pin(RecordBatchStreamAdapter::new(schema, named));
+        Ok(plain(Arc::clone(&self.schema), batches))
+    }
+}
+
+/// `domain.product.table` of every table `plan` reads, subqueries included, sorted.
+/// The name the audit records for a scanned table: as written, except that a table read
+/// at a past version is named with the version actually read (`results@v3`), however
+/// the query asked for it.
+fn audited_name(scan: &datafusion::logical_expr::TableScan) -> String {
+    let version = datafusion::datasource::source_as_provider(&scan.source)
+        .ok()
+        .and_then(|p| {
+            p.downcast_ref::<VersionedTable>()
+                .and_then(VersionedTable::version)
+        });
+    let name = &scan.table_name;
+    match (version, name.catalog(), name.schema()) {
+        (Some(version), Some(catalog), Some(schema)) => {
+            let table = name.table();
+            let base = table.split_once('@').map_or(table, |(base, _)| base);
+            format!("{catalog}.{schema}.{base}@v{version}")
+        }
+        _ => name.to_string(),
+    }
+}
+
+pub(crate) fn tables_in(plan: &LogicalPlan) -> Vec<String> {
+    let mut tables = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.insert(audited_name(scan));
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    tables.into_iter().collect()
+}

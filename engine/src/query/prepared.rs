@@ -1,0 +1,163 @@
+//! Prepared statements: checked and described once, bound to one row of parameter
+//! values, and planned again at each execution, like any statement.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::LogicalPlan;
+
+use super::stream::wire_schema;
+use crate::error::{Error, Result};
+
+/// A prepared statement: its SQL, the types of its placeholders and the values bound
+/// last. It holds no plan and no session: each execution plans the SQL again in the
+/// principal's session of that moment, so a policy tightened since the statement was
+/// prepared (a product no longer readable, a column newly hidden or masked) applies to
+/// its next execution, and so does the product's newest data.
+#[derive(Debug, Clone)]
+pub struct PreparedStatement {
+    /// The statement as the client sent it.
+    pub(crate) sql: Arc<str>,
+    /// Types of `$1..$n`, where the planner could infer them when it was prepared.
+    pub(crate) parameter_types: Arc<Vec<Option<DataType>>>,
+    /// The values bound by the last DoPut, if any.
+    pub(crate) bound: Option<Arc<Vec<ScalarValue>>>,
+}
+
+/// The placeholder types of `plan`, by position; a gap in the numbering is an error.
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types()?;
+    (1..=types.len())
+        .map(|position| {
+            types.get(&format!("${position}")).cloned().ok_or_else(|| {
+                Error::InvalidSql(
+                    "placeholders must be `?` or numbered `$1..$n` without gaps".into(),
+                )
+            })
+        })
+        .collect()
+}
+
+impl PreparedStatement {
+    /// The statement `sql`, freshly planned as `plan`.
+    pub(crate) fn new(sql: &str, plan: &LogicalPlan) -> Result<Self> {
+        Ok(Self {
+            sql: Arc::from(sql),
+            parameter_types: Arc::new(parameter_types(plan)?),
+            bound: None,
+        })
+    }
+
+    /// The result schema of `plan` (the statement's), as clients receive it.
+    pub(crate) fn dataset_schema(plan: &LogicalPlan) -> SchemaRef {
+        wire_schema(plan.schema().as_arrow())
+    }
+
+    /// The parameter schema: one nullable field per placeholder, named by position; a
+    /// type the planner could not infer is `Null` (any value binds).
+    pub fn parameter_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .parameter_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                Field::new(
+                    format!("${}", i + 1),
+                    t.clone().unwrap_or(DataType::Null),
+                    true,
+                )
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Binds the single row of `batches` as the parameter values (no row: unbinds).
+    pub fn bind(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
+            self.bound = None;
+            return Ok(());
+        }
+        if rows > 1 {
+            return Err(too_many_rows(rows));
+        }
+        let batch = batches
+            .iter()
+            .find(|b| b.num_rows() == 1)
+            .ok_or_else(|| Error::Internal("parameter row vanished".into()))?;
+        if batch.num_columns() != self.parameter_types.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} parameter values were bound but the statement has {} placeholders",
+                batch.num_columns(),
+                self.parameter_types.len()
+            )));
+        }
+        let values = batch
+            .columns()
+            .iter()
+            .zip(self.parameter_types.iter())
+            .enumerate()
+            .map(|(i, (column, wanted))| {
+                cast_parameter(i, ScalarValue::try_from_array(column, 0)?, wanted.as_ref())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.bound = Some(Arc::new(values));
+        Ok(())
+    }
+
+    /// `plan` (this statement's SQL, planned again now) with the bound values in place
+    /// of its placeholders, cast to the types the new plan expects.
+    pub(crate) fn bind_to(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        let types = parameter_types(&plan)?;
+        if types.is_empty() {
+            return Ok(plan);
+        }
+        let Some(bound) = &self.bound else {
+            return Err(Error::InvalidArgument(format!(
+                "the statement has {} placeholders but no parameters were bound",
+                types.len()
+            )));
+        };
+        if bound.len() != types.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} parameter values were bound but the statement has {} placeholders",
+                bound.len(),
+                types.len()
+            )));
+        }
+        let values = bound
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .map(|(i, (value, wanted))| cast_parameter(i, value.clone(), wanted.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(plan.with_param_values(values)?)
+    }
+}
+
+/// The error of a parameter stream of more than one row.
+pub fn too_many_rows(rows: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "{rows} parameter rows were bound; a query binds exactly one row"
+    ))
+}
+
+/// `value`, bound to placeholder `$index+1`, cast to `wanted` when known.
+fn cast_parameter(
+    index: usize,
+    value: ScalarValue,
+    wanted: Option<&DataType>,
+) -> Result<ScalarValue> {
+    match wanted {
+        Some(t) if &value.data_type() != t => value.cast_to(t).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "parameter ${} is {} but must be {t}",
+                index + 1,
+                value.data_type()
+            ))
+        }),
+        _ => Ok(value),
+    }
+}

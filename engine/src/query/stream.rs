@@ -1,0 +1,286 @@
+//! Results as they leave the engine: in plain Arrow types, counted, and accounted for
+//! in the audit when their stream ends.
+//!
+//! Clients (ADBC's Go driver, JDBC, pyarrow, Postgres tools) all read plain Arrow types.
+//! View types and dictionaries are turned into their plain equivalents, which also
+//! avoids sending the whole shared buffers of sliced view arrays. The schema a planned
+//! query announces is [`wire_schema`] of its plan's schema, and its stream yields
+//! exactly that.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+
+use crate::error::Error;
+
+/// The plain type clients receive for `data_type`.
+pub fn wire_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::Dictionary(_, value) => wire_type(value),
+        DataType::List(f) => DataType::List(wire_field(f)),
+        DataType::LargeList(f) => DataType::LargeList(wire_field(f)),
+        DataType::ListView(f) => DataType::List(wire_field(f)),
+        DataType::LargeListView(f) => DataType::LargeList(wire_field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(wire_field(f), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(wire_field).collect()),
+        DataType::Map(f, sorted) => DataType::Map(wire_field(f), *sorted),
+        other => other.clone(),
+    }
+}
+
+fn wire_field(field: &FieldRef) -> FieldRef {
+    Arc::new(
+        Field::new(
+            field.name(),
+            wire_type(field.data_type()),
+            field.is_nullable(),
+        )
+        .with_metadata(field.metadata().clone()),
+    )
+}
+
+/// The schema clients receive for results of `schema`.
+pub fn wire_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new_with_metadata(
+        schema.fields().iter().map(wire_field).collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
+/// Casts the columns of `batch` whose type differs from `schema`.
+fn to_wire(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(schema.fields())
+        .all(|(a, b)| a.data_type() == b.data_type())
+    {
+        return Ok(RecordBatch::try_new(
+            Arc::clone(schema),
+            batch.columns().to_vec(),
+        )?);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// `batches` in the plain types of `schema` (its [`wire_schema`]); a panic inside the
+/// query (a task of it re-raises it here) ends the stream with an internal error
+/// instead of unwinding into the door.
+pub(crate) fn plain(
+    schema: SchemaRef,
+    batches: SendableRecordBatchStream,
+) -> SendableRecordBatchStream {
+    let wire = Arc::clone(&schema);
+    let batches = AssertUnwindSafe(batches).catch_unwind().map(move |caught| {
+        caught
+            .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+            .and_then(|b| to_wire(b, &wire))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
+/// Counts what a door sends of a query's results (bytes in its protocol's encoding),
+/// for the query's audit record.
+#[derive(Debug, Clone, Default)]
+pub struct SentBytes(Arc<AtomicU64>);
+
+impl SentBytes {
+    /// Adds `bytes` sent.
+    pub fn add(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// How a result stream ended, for its audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamEnd {
+    /// Rows the stream yielded.
+    pub(crate) rows: u64,
+    /// Bytes the door reported as sent.
+    pub(crate) bytes: u64,
+    /// `ok`, `error` or `cancelled`.
+    pub(crate) outcome: &'static str,
+    /// The class of the error that ended it, if one did.
+    pub(crate) code: Option<&'static str>,
+}
+
+type OnEnd = Box<dyn FnOnce(StreamEnd) + Send>;
+
+/// `batches`, reporting once to `on_end` how it ended: all yielded (`ok`), failed
+/// (`error`, with the class of the error), dropped early by a consumer that went away,
+/// or abandoned at shutdown (`cancelled`). While it runs it is listed in `in_flight`.
+pub(crate) fn observed(
+    batches: SendableRecordBatchStream,
+    sent: SentBytes,
+    in_flight: &Arc<InFlight>,
+    on_end: impl FnOnce(StreamEnd) + Send + 'static,
+) -> SendableRecordBatchStream {
+    struct Observer {
+        id: u64,
+        watch: Arc<Mutex<Watch>>,
+        in_flight: Arc<InFlight>,
+    }
+    impl Drop for Observer {
+        fn drop(&mut self) {
+            lock(&self.watch).finish(None);
+            self.in_flight.remove(self.id);
+        }
+    }
+    let schema = batches.schema();
+    let (id, watch) = in_flight.add(sent, Box::new(on_end));
+    let observer = Observer {
+        id,
+        watch,
+        in_flight: Arc::clone(in_flight),
+    };
+    let stream =
+        futures::stream::unfold((batches, observer), |(mut batches, observer)| async move {
+            match batches.next().await {
+                Some(Ok(batch)) => {
+                    lock(&observer.watch).rows += batch.num_rows() as u64;
+                    Some((Ok(batch), (batches, observer)))
+                }
+                Some(Err(error)) => {
+                    let mut watch = lock(&observer.watch);
+                    watch.outcome = "error";
+                    watch.code = Some(Error::class_of(&error).name());
+                    drop(watch);
+                    Some((Err(error), (batches, observer)))
+                }
+                None => {
+                    let mut watch = lock(&observer.watch);
+                    let outcome = if watch.outcome == "error" {
+                        "error"
+                    } else {
+                        "ok"
+                    };
+                    watch.finish(Some(outcome));
+                    None
+                }
+            }
+        });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+/// What is known of one running result stream.
+struct Watch {
+    rows: u64,
+    sent: SentBytes,
+    outcome: &'static str,
+    code: Option<&'static str>,
+    on_end: Option<OnEnd>,
+}
+
+impl Watch {
+    /// Reports the end once: with `outcome`, or the one recorded so far (`cancelled`
+    /// unless an error was seen).
+    fn finish(&mut self, outcome: Option<&'static str>) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(StreamEnd {
+                rows: self.rows,
+                bytes: self.sent.get(),
+                outcome: outcome.unwrap_or(self.outcome),
+                code: self.code.take(),
+            });
+        }
+    }
+}
+
+fn lock(watch: &Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
+    watch.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The result streams running now, so that shutdown can account for the ones it cuts.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    next: AtomicU64,
+    running: Mutex<std::collections::HashMap<u64, Arc<Mutex<Watch>>>>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").finish_non_exhaustive()
+    }
+}
+
+impl InFlight {
+    fn add(&self, sent: SentBytes, on_end: OnEnd) -> (u64, Arc<Mutex<Watch>>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let watch = Arc::new(Mutex::new(Watch {
+            rows: 0,
+            sent,
+            outcome: "cancelled",
+            code: None,
+            on_end: Some(on_end),
+        }));
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&watch));
+        (id, watch)
+    }
+
+    fn remove(&self, id: u64) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Streams running now.
+    pub(crate) fn len(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Reports every running stream as `cancelled` (their audit records are written
+    /// now); used when shutdown closes them.
+    pub(crate) fn abandon_all(&self) -> usize {
+        let running: Vec<_> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, watch)| watch)
+            .collect();
+        for watch in &running {
+            lock(watch).finish(Some("cancelled"));
+        }
+        running.len()
+    }
+}
+/// The error a caught panic of a query becomes; its message goes to the server log only.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> DataFusionError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    DataFusionError::Internal(format!("query execution panicked: {message}"))
+}

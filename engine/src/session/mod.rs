@@ -1,0 +1,399 @@
+//! Sessions: what one request plans and executes against.
+//!
+//! [`SessionFactory`] holds a template [`SessionState`] (configuration, functions,
+//! runtime, and the catalogs built from the mesh) and hands each request its own
+//! [`SessionContext`] cloned from it. Building the catalogs (opening every table) happens
+//! once, when the mesh is loaded, never per request; what one principal sees of them (its
+//! policy views, secured tables and `mesh` catalog) is built on its first request and
+//! kept for the next ones, as long as the factory serves.
+
+mod bounded_values;
+mod budget;
+mod catalog;
+mod columns;
+mod expansion;
+mod generated;
+mod memory;
+mod published;
+mod quality_tables;
+mod sql;
+mod storage_failures;
+mod system;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use meshgate_catalog::Principal;
+
+pub use budget::{MaxPlanNodes, PlanTooLarge, PlanningBudget, check_budget, ensure_plan_size};
+pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
+pub use generated::MAX_GENERATED_ROWS;
+pub use published::{SessionPublisher, WeakSessionPublisher};
+pub use sql::{
+    MAX_EXPRESSION_DEPTH, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, plan_sql, read_only_options,
+};
+pub(crate) use storage_failures::RecordingRegistry;
+pub(crate) use storage_failures::StorageFailures;
+pub use system::{META_SCHEMA, SYSTEM_CATALOG};
+
+use datafusion::optimizer::{Analyzer, Optimizer};
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+
+use crate::config::EngineConfig;
+use crate::error::Result;
+use crate::policy::{PolicyEngine, ProductView};
+use crate::product::{CompiledProduct, require_fresh};
+use crate::quality::QualityStore;
+use budget::BudgetCheck;
+use memory::{QueryMemoryLimit, QueryPool};
+
+/// A session for one principal, and the policy rules that restrict its tables.
+#[derive(Clone)]
+pub struct PrincipalSession {
+    /// The session.
+    pub context: SessionContext,
+    /// `domain.product.table` -> rules applied (restricted tables only).
+    pub access: Arc<BTreeMap<String, Vec<String>>>,
+    /// What the principal sees, summed up: a plan made in this session may run only
+    /// while the principal's current view has the same fingerprint.
+    pub view: ViewFingerprint,
+}
+
+/// A digest of what one principal sees of the mesh: the products and tables it may
+/// read, the schema of each as it sees it (hidden columns gone, masked ones retyped),
+/// the rules that restrict each (row filters, masks) and which of its past versions may
+/// be read. Data changes (new files, a
+/// new Delta version) leave it unchanged; a policy or contract change that alters what
+/// the principal sees changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewFingerprint([u8; 32]);
+
+impl ViewFingerprint {
+    fn of(views: &[ProductView]) -> Self {
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut part = |bytes: &[u8]| {
+            digest.update(&(bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        };
+        part(&(views.len() as u64).to_le_bytes());
+        for view in views {
+            part(view.product.qualified_name().as_bytes());
+            part(&(view.tables.len() as u64).to_le_bytes());
+            for (name, table) in &view.tables {
+                part(name.as_bytes());
+                part(format!("{:?}", table.schema().fields()).as_bytes());
+                part(format!("{:?}", view.access.get(name)).as_bytes());
+                // Which past versions may be read (`time_travel`, its `max_age`).
+                let versions = view.product.table(name).map(|t| t.time_travel);
+                part(format!("{versions:?}").as_bytes());
+            }
+        }
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.finish().as_ref());
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for PrincipalSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalSession")
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one principal sees of the mesh: its catalogs and the rules applied to them.
+struct PrincipalView {
+    /// The principal's session state (its catalogs, the shared runtime), cloned for
+    /// each request: cheaper than building one, which registers every function again.
+    state: SessionState,
+    catalogs: Arc<MeshCatalogList>,
+    access: Arc<BTreeMap<String, Vec<String>>>,
+    fingerprint: ViewFingerprint,
+    /// About how much memory the view holds, for the cache's budget.
+    bytes: u64,
+}
+
+impl std::fmt::Debug for PrincipalView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalView")
+            .field("access", &self.access)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Memory the kept principal views may hold together; the least recently used go first.
+///
+/// A view holds the principal's secured table wrappers and its `mesh.meta` tables
+/// (products, tables, columns): kilobytes for a small mesh, about a megabyte for one of
+/// thousands of tables. Never data.
+pub const PRINCIPAL_VIEWS_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a view is counted as beyond its `mesh.meta` tables, per table it can read (the
+/// secured wrapper, its rules and names).
+const VIEW_BYTES_PER_TABLE: u64 = 2048;
+
+/// What a view's session state is counted as (its maps of functions, rules, options).
+const VIEW_STATE_BYTES: u64 = 64 * 1024;
+
+/// Principal views by principal: the whole [`Principal`] (issuer, subject, roles,
+/// attributes) is the key, so two principals share a view only when every policy
+/// treats them alike.
+type PrincipalViews = quick_cache::sync::Cache<Principal, Arc<PrincipalView>, ViewWeight>;
+
+fn principal_views() -> PrincipalViews {
+    PrincipalViews::with_weighter(1024, PRINCIPAL_VIEWS_BYTES, ViewWeight)
+}
+
+#[derive(Debug, Clone)]
+struct ViewWeight;
+
+impl quick_cache::Weighter<Principal, Arc<PrincipalView>> for ViewWeight {
+    fn weight(&self, _: &Principal, view: &Arc<PrincipalView>) -> u64 {
+        view.bytes.max(1)
+    }
+}
+
+/// Hands out per-request, per-principal sessions over one loaded mesh.
+#[derive(Debug, Clone)]
+pub struct SessionFactory {
+    template: SessionState,
+    products: Arc<Vec<CompiledProduct>>,
+    policy: PolicyEngine,
+    quality: Option<Arc<QualityStore>>,
+    views: Arc<PrincipalViews>,
+}
+
+impl SessionFactory {
+    /// A factory serving `products` from sessions cloned from `template`.
+    pub fn new(
+        template: SessionState,
+        products: Vec<CompiledProduct>,
+        policy: PolicyEngine,
+    ) -> Self {
+        Self {
+            template,
+            products: Arc::new(products),
+            policy,
+            quality: None,
+            views: Arc::new(principal_views()),
+        }
+    }
+
+    /// The same factory, its `mesh.meta.quality*` tables reading `store`.
+    pub fn with_quality(mut self, store: Option<Arc<QualityStore>>) -> Self {
+        self.quality = store;
+        self.views = Arc::new(principal_views());
+        self
+    }
+
+    /// The products served.
+    pub fn products(&self) -> &[CompiledProduct] {
+        &self.products
+    }
+
+    /// The runtime (object stores, footer cache) the products are read through.
+    pub fn runtime(&self) -> Arc<RuntimeEnv> {
+        Arc::clone(self.template.runtime_env())
+    }
+
+    /// A fresh session for one request by `principal`: it contains only the products the
+    /// principal may read, each restricted by its policy.
+    ///
+    /// The session plans with the shared runtime; what executes its plans must take its
+    /// task context from [`query_task_context`], which gives the query its own share of
+    /// the memory pool.
+    pub fn session(&self, principal: &Principal) -> Result<PrincipalSession> {
+        let view = self.view_of(principal)?;
+        Ok(PrincipalSession {
+            context: SessionContext::new_with_state(view.state.clone()),
+            access: Arc::clone(&view.access),
+            view: view.fingerprint,
+        })
+    }
+
+    /// The fingerprint of what `principal` sees now (see [`ViewFingerprint`]).
+    pub fn view_fingerprint(&self, principal: &Principal) -> Result<ViewFingerprint> {
+        Ok(self.view_of(principal)?.fingerprint)
+    }
+
+    /// What `principal` sees: built on its first request, then kept (the products and
+    /// policies of a factory never change; a reload builds a new factory). Concurrent
+    /// first requests of one principal build it once; the others wait for it.
+    fn view_of(&self, principal: &Principal) -> Result<Arc<PrincipalView>> {
+        self.views
+            .get_or_insert_with(principal, || self.build_view(principal).map(Arc::new))
+    }
+
+    fn build_view(&self, principal: &Principal) -> Result<PrincipalView> {
+        let views = self.policy.view(principal, self.products.iter());
+        let mut access = BTreeMap::new();
+        for view in &views {
+            for (table, table_access) in &view.access {
+                if !table_access.applied.is_empty() {
+                    let name = format!("{}.{}.{table}", view.product.domain, view.product.name);
+                    access.insert(name, table_access.applied.clone());
+                }
+            }
+        }
+        let (catalogs, system_bytes) = self.catalogs_from(&views)?;
+        let tables: usize = views.iter().map(|v| v.tables.len()).sum();
+        let state = SessionStateBuilder::new_from_existing(self.template.clone())
+            .with_catalog_list(Arc::clone(&catalogs) as _)
+            .build();
+        Ok(PrincipalView {
+            state,
+            catalogs,
+            access: Arc::new(access),
+            fingerprint: ViewFingerprint::of(&views),
+            bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
+        })
+    }
+
+    /// The catalogs `principal` sees: its readable products and the `mesh` catalog
+    /// describing them.
+    pub fn catalogs_for(&self, principal: &Principal) -> Result<Arc<MeshCatalogList>> {
+        Ok(Arc::clone(&self.view_of(principal)?.catalogs))
+    }
+
+    /// The catalogs of `views`, and the bytes its `mesh` tables hold.
+    fn catalogs_from(&self, views: &[ProductView]) -> Result<(Arc<MeshCatalogList>, usize)> {
+        let mut catalogs: BTreeMap<String, BTreeMap<String, Arc<ReadOnlySchema>>> = BTreeMap::new();
+        for view in views {
+            catalogs
+                .entry(view.product.domain.clone())
+                .or_default()
+                .insert(
+                    view.product.name.clone(),
+                    Arc::new(
+                        ReadOnlySchema::new(view.tables.clone())
+                            .with_time_travel(view.time_travel.clone()),
+                    ),
+                );
+        }
+        let mut catalogs: BTreeMap<String, Arc<ReadOnlyCatalog>> = catalogs
+            .into_iter()
+            .map(|(domain, schemas)| (domain, Arc::new(ReadOnlyCatalog::new(schemas))))
+            .collect();
+        let (system, bytes) = system::system_catalog(views, self.quality.as_ref())?;
+        catalogs.insert(SYSTEM_CATALOG.to_string(), Arc::new(system));
+        Ok((Arc::new(MeshCatalogList::new(catalogs)), bytes))
+    }
+
+    /// Checks that every product among `tables` (`domain.product.table` names, as a
+    /// plan reads them) holds data no older than `bound`. System tables are always fresh.
+    pub fn require_fresh(&self, tables: &[String], bound: std::time::Duration) -> Result<()> {
+        let now = std::time::SystemTime::now();
+        let products: std::collections::BTreeSet<&str> = tables
+            .iter()
+            .filter_map(|t| t.rsplit_once('.').map(|(product, _)| product))
+            .collect();
+        for compiled in self.products.iter() {
+            let name = compiled.product.qualified_name();
+            if products.contains(name.as_str()) {
+                require_fresh(&name, &compiled.health, bound, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of products served.
+    pub fn product_count(&self) -> usize {
+        self.products.len()
+    }
+
+    /// Bytes the running queries hold in the shared memory pool, and its size when
+    /// bounded.
+    pub fn memory_pool(&self) -> (usize, Option<usize>) {
+        let pool = &self.template.runtime_env().memory_pool;
+        let limit = match pool.memory_limit() {
+            datafusion::execution::memory_pool::MemoryLimit::Finite(n) => Some(n),
+            _ => None,
+        };
+        (pool.reserved(), limit)
+    }
+}
+
+/// The task context to execute a plan made in `state`: the state's functions and
+/// configuration, and a runtime with the query's own share of the shared memory pool
+/// (`engine.query_memory_limit`), so that one query cannot take the whole pool.
+pub fn query_task_context(state: &SessionState) -> Result<TaskContext> {
+    recording_task_context(state, &Arc::new(StorageFailures::default()))
+}
+
+/// [`query_task_context`], its object stores noting in `failures` which table's storage
+/// fails first (see [`StorageFailures`]).
+pub(crate) fn recording_task_context(
+    state: &SessionState,
+    failures: &Arc<StorageFailures>,
+) -> Result<TaskContext> {
+    let task = TaskContext::from(state);
+    let shared = state.runtime_env();
+    let registry = RecordingRegistry::new(
+        Arc::clone(&shared.object_store_registry),
+        Arc::clone(failures),
+    );
+    let mut runtime =
+        RuntimeEnvBuilder::from_runtime_env(shared).with_object_store_registry(Arc::new(registry));
+    if let Some(limit) = state.config().get_extension::<QueryMemoryLimit>() {
+        let pool = QueryPool::new(Arc::clone(&shared.memory_pool), limit.0);
+        runtime = runtime.with_memory_pool(Arc::new(pool));
+    }
+    Ok(task.with_runtime(runtime.build_arc()?))
+}
+
+/// The session every request starts from: configuration, functions, `runtime` (object
+/// stores, caches), and an empty, read-only catalog list.
+pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) -> SessionState {
+    let mut state = SessionStateBuilder::new()
+        .with_config(session_config(engine))
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_table_function_list(generated::bounded(
+            datafusion::functions_table::all_default_table_functions(),
+        ))
+        .with_table_factories(Default::default())
+        .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
+        .with_analyzer_rules(budget::interleaved(
+            Analyzer::new().rules,
+            &(Arc::new(BudgetCheck) as _),
+        ))
+        .with_optimizer_rules(budget::interleaved(
+            Optimizer::new().rules,
+            &(Arc::new(BudgetCheck) as _),
+        ))
+        .with_physical_optimizer_rules(budget::interleaved(
+            PhysicalOptimizer::new().rules,
+            &(Arc::new(BudgetCheck) as _),
+        ))
+        .build();
+    generated::remove_unbounded_scalars(&mut state);
+    bounded_values::bound_value_builders(&mut state);
+    state
+}
+
+/// The DataFusion configuration every session starts from (public so that benchmarks
+/// can run in-process DataFusion with exactly the gateway's settings).
+pub fn session_config(engine: &EngineConfig) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_extension(Arc::new(QueryMemoryLimit(engine.query_memory_limit)))
+        .with_extension(Arc::new(MaxPlanNodes(engine.max_plan_nodes)))
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(SYSTEM_CATALOG, META_SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_batch_size(engine.batch_size);
+    if let Some(partitions) = engine.target_partitions {
+        config = config.with_target_partitions(partitions);
+    }
+    let options = config.options_mut();
+    // Strings leave the gateway as plain Utf8 (what every Flight SQL client reads, and
+    // what the IPC writer sends compactly); decode them as such rather than casting later.
+    options.execution.parquet.schema_force_view_types = false;
+    options.execution.parquet.pushdown_filters = engine.parquet_pushdown_filters;
+    config
+}

@@ -1,0 +1,105 @@
+//! Results on the Flight wire: Arrow IPC encoding of the engine's streams, and the
+//! FlightInfo answers whose tickets lead to them.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::{Any, ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Stream, TryStreamExt};
+use meshgate_engine::query::SentBytes;
+use prost::Message;
+use tonic::Status;
+
+use crate::error::{Error, Result};
+
+/// A stream of encoded Flight data, as DoGet returns it.
+pub(super) type FlightDataStream = std::pin::Pin<
+    Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>,
+>;
+
+/// Encodes `batches` (already in plain types) as Flight data, batch by batch: nothing
+/// is buffered beyond the batch being encoded, and HTTP/2 flow control paces the
+/// producer. The bytes of every message are added to `sent`.
+pub(super) fn encode(
+    batches: SendableRecordBatchStream,
+    max_flight_data_size: usize,
+    sent: SentBytes,
+) -> FlightDataStream {
+    let schema = batches.schema();
+    let batches = batches.map_err(|e| FlightError::ExternalError(Box::new(Error::from(e))));
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(max_flight_data_size)
+        .build(batches)
+        .inspect_ok(move |data| sent.add((data.data_header.len() + data.data_body.len()) as u64))
+        .map_err(flight_error_to_status);
+    Box::pin(encoded)
+}
+
+/// Encodes one in-memory batch (metadata answers).
+pub(super) fn encode_batch(batch: RecordBatch) -> FlightDataStream {
+    let schema = batch.schema();
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async move { Ok(batch) }))
+        .map_err(flight_error_to_status);
+    Box::pin(encoded)
+}
+
+fn flight_error_to_status(err: FlightError) -> Status {
+    match err {
+        FlightError::ExternalError(e) => match e.downcast::<Error>() {
+            Ok(e) => Status::from(*e),
+            Err(e) => Status::from(Error::internal(e.to_string())),
+        },
+        FlightError::Arrow(e) => Status::from(Error::from(e)),
+        FlightError::Tonic(status) => *status,
+        other => Status::from(Error::internal(other.to_string())),
+    }
+}
+
+/// A FlightInfo with one endpoint whose ticket is `TicketStatementQuery { handle }`.
+///
+/// The endpoint has no location: clients fetch from the server they asked, over the
+/// same channel, which is right behind load balancers and proxies too.
+pub(super) fn statement_flight_info(
+    schema: &SchemaRef,
+    handle: bytes::Bytes,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
+    let ticket = TicketStatementQuery {
+        statement_handle: handle,
+    };
+    flight_info(
+        schema,
+        Ticket::new(ticket.as_any().encode_to_vec()),
+        descriptor,
+    )
+}
+
+/// A FlightInfo for a metadata command: the ticket is the command itself, answered
+/// afresh (with the caller's session) in DoGet.
+pub(super) fn command_flight_info(
+    schema: &SchemaRef,
+    command: Any,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
+    flight_info(schema, Ticket::new(command.encode_to_vec()), descriptor)
+}
+
+fn flight_info(
+    schema: &SchemaRef,
+    ticket: Ticket,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema.as_ref())
+        .map_err(|e| Error::internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor)
+        .with_total_records(-1)
+        .with_total_bytes(-1))
+}
