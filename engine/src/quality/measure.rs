@@ -36,8 +36,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::{Column, Product, Table};
 use meshgate_connectors::{DataSnapshot, sample_row_groups};
 
+use super::column::ColumnBasis;
 use super::counting::{ByteCounter, CountingRegistry};
-use super::model::{CheckOutcome, ColumnMeasurement, Method, TableMeasurement, Trigger};
+use super::model::{CheckOutcome, Method, TableMeasurement, Trigger};
 
 /// How much a measurement may read.
 #[derive(Debug, Clone, Copy)]
@@ -205,14 +206,14 @@ impl Measurer {
 
 /// What one aggregation over the measured rows found, per column.
 #[derive(Debug, Default)]
-struct ColumnFacts {
-    non_null: u64,
-    approx_distinct: Option<u64>,
-    count_distinct: Option<u64>,
-    min: Option<ScalarValue>,
-    max: Option<ScalarValue>,
-    not_accepted: Option<u64>,
-    out_of_range: Option<u64>,
+pub(super) struct ColumnFacts {
+    pub(super) non_null: u64,
+    pub(super) approx_distinct: Option<u64>,
+    pub(super) count_distinct: Option<u64>,
+    pub(super) min: Option<ScalarValue>,
+    pub(super) max: Option<ScalarValue>,
+    pub(super) not_accepted: Option<u64>,
+    pub(super) out_of_range: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -286,175 +287,9 @@ async fn aggregate(ctx: &SessionContext, table: &Table, exact_unique: bool) -> R
 
 /// How often values recur in a sample: values seen once, and values seen more than once.
 #[derive(Debug, Clone, Copy)]
-struct Frequencies {
-    singletons: u64,
-    repeated: u64,
-}
-
-/// What one column is measured from: the table's statistics for it, what the scan or
-/// sample saw, and its value frequencies when sampled.
-struct ColumnBasis<'a> {
-    stat: Option<&'a datafusion::common::ColumnStatistics>,
-    seen: &'a ColumnFacts,
-    frequencies: Option<&'a Frequencies>,
-    /// Whether the facts come from a sample rather than a full scan.
-    sample: bool,
-    /// Rows scanned or sampled.
-    rows_read: u64,
-    /// Rows in the table (known, or as read).
-    total: u64,
-}
-
-/// A column's measurement, and the exact facts its checks still need.
-struct MeasuredColumn {
-    measurement: ColumnMeasurement,
-    null_count: Option<u64>,
-    nulls_exact: bool,
-    exact_min: Option<ScalarValue>,
-    exact_max: Option<ScalarValue>,
-}
-
-impl ColumnBasis<'_> {
-    /// Nulls, distinct values and bounds of `column`: exact from statistics or a full
-    /// scan, estimated from the sample otherwise.
-    fn measure(&self, column: &Column) -> MeasuredColumn {
-        let (seen, sample, rows) = (self.seen, self.sample, self.rows_read);
-        let exact_nulls = self.stat.and_then(|s| exact_u64(&s.null_count));
-        let exact_min = self.stat.and_then(|s| exact_scalar(&s.min_value));
-        let exact_max = self.stat.and_then(|s| exact_scalar(&s.max_value));
-        let (null_count, nulls_exact) = match (sample, exact_nulls) {
-            (false, _) => (Some(rows - seen.non_null), true),
-            (true, Some(n)) => (Some(n), true),
-            (true, None) => (Some(rows - seen.non_null), false),
-        };
-        let null_fraction = null_count.map(|n| {
-            let of = if nulls_exact { self.total } else { rows };
-            if of == 0 { 0.0 } else { n as f64 / of as f64 }
-        });
-        let distinct_estimate = match (self.frequencies, seen.approx_distinct) {
-            (Some(f), _) => Some(duj1_estimate(f, seen.non_null, self.total, null_fraction)),
-            // HyperLogLog may overshoot by a little; never more than the values counted.
-            (None, d) => d.map(|d| d.min(seen.non_null)),
-        };
-        let bounds_exact = !sample || (exact_min.is_some() && exact_max.is_some());
-        let (min_value, max_value) = if sample && bounds_exact {
-            (exact_min.clone(), exact_max.clone())
-        } else {
-            (seen.min.clone(), seen.max.clone())
-        };
-        MeasuredColumn {
-            measurement: ColumnMeasurement {
-                name: column.name.clone(),
-                null_count,
-                null_fraction,
-                distinct_estimate,
-                min: min_value.as_ref().and_then(display),
-                max: max_value.as_ref().and_then(display),
-                exact: nulls_exact && bounds_exact,
-            },
-            null_count,
-            nulls_exact,
-            exact_min,
-            exact_max,
-        }
-    }
-
-    /// What backs a check's verdict: the scan, the statistics, or the sample.
-    fn evidence(&self, exact: bool) -> String {
-        if !self.sample {
-            "scan".to_string()
-        } else if exact {
-            "statistics".to_string()
-        } else {
-            format!("sample of {} rows", self.rows_read)
-        }
-    }
-
-    /// The outcomes of the checks `column` declares, added to `checks`.
-    fn check(&self, column: &Column, measured: &MeasuredColumn, checks: &mut Vec<CheckOutcome>) {
-        let seen = self.seen;
-        let declared = &column.checks;
-        if declared.not_null {
-            let nulls = measured.null_count.unwrap_or_default();
-            checks.push(outcome(
-                column,
-                "not_null",
-                "no nulls".into(),
-                nulls == 0,
-                Some(nulls),
-                self.evidence(measured.nulls_exact),
-            ));
-        }
-        if declared.unique {
-            checks.push(self.uniqueness(column));
-        }
-        if !declared.accepted_values.is_empty() {
-            let failing = seen.not_accepted.unwrap_or_default();
-            checks.push(outcome(
-                column,
-                "accepted_values",
-                format!("in ({})", declared.accepted_values.join(", ")),
-                failing == 0,
-                Some(failing),
-                self.evidence(false),
-            ));
-        }
-        if let Some((lo, hi)) = &declared.range {
-            let expectation = range_text(lo.as_deref(), hi.as_deref());
-            let by_statistics = self
-                .sample
-                .then(|| {
-                    within(
-                        &column.data_type,
-                        lo,
-                        hi,
-                        measured.exact_min.as_ref(),
-                        measured.exact_max.as_ref(),
-                    )
-                })
-                .flatten();
-            checks.push(match by_statistics {
-                Some(ok) => outcome(column, "range", expectation, ok, None, self.evidence(true)),
-                None => {
-                    let failing = seen.out_of_range.unwrap_or_default();
-                    outcome(
-                        column,
-                        "range",
-                        expectation,
-                        failing == 0,
-                        Some(failing),
-                        self.evidence(false),
-                    )
-                }
-            });
-        }
-    }
-
-    /// The `unique` check: exact from a distinct count, estimated from the sample's
-    /// frequencies, or unknown (a sampled nested type).
-    fn uniqueness(&self, column: &Column) -> CheckOutcome {
-        let seen = self.seen;
-        let (duplicates, exact) = match (self.frequencies, seen.count_distinct) {
-            (_, Some(d)) => (Some(seen.non_null.saturating_sub(d)), true),
-            (Some(f), None) => (
-                Some(seen.non_null.saturating_sub(f.singletons + f.repeated)),
-                false,
-            ),
-            (None, None) => (None, false),
-        };
-        let mut check = outcome(
-            column,
-            "unique",
-            "no duplicate values".into(),
-            duplicates == Some(0),
-            duplicates,
-            self.evidence(exact),
-        );
-        if duplicates.is_none() {
-            check.passed = None;
-        }
-        check
-    }
+pub(super) struct Frequencies {
+    pub(super) singletons: u64,
+    pub(super) repeated: u64,
 }
 
 async fn value_frequencies(ctx: &SessionContext, column: &str) -> Result<Frequencies> {
@@ -485,7 +320,7 @@ async fn value_frequencies(ctx: &SessionContext, column: &str) -> Result<Frequen
 /// The Duj1 estimate of distinct non-null values in the table, from a sample holding
 /// `sample_non_null` non-null values with frequencies `f`, bounded by what is possible:
 /// no fewer than seen, no more than the non-null rows.
-fn duj1_estimate(
+pub(super) fn duj1_estimate(
     f: &Frequencies,
     sample_non_null: u64,
     rows: u64,
@@ -503,7 +338,7 @@ fn duj1_estimate(
 }
 
 /// `lo <= min && max <= hi` decided from exact bounds; `None` when they do not say.
-fn within(
+pub(super) fn within(
     data_type: &DataType,
     lo: &Option<String>,
     hi: &Option<String>,
@@ -591,7 +426,7 @@ pub fn check_literals(product: &Product) -> std::result::Result<(), CheckLiteral
     Ok(())
 }
 
-fn outcome(
+pub(super) fn outcome(
     column: &Column,
     check: &str,
     expectation: String,
@@ -609,7 +444,7 @@ fn outcome(
     }
 }
 
-fn range_text(lo: Option<&str>, hi: Option<&str>) -> String {
+pub(super) fn range_text(lo: Option<&str>, hi: Option<&str>) -> String {
     match (lo, hi) {
         (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
         (Some(lo), None) => format!(">= {lo}"),
@@ -646,14 +481,14 @@ fn distinct_supported(data_type: &DataType) -> bool {
             ))
 }
 
-fn exact_u64(p: &Precision<usize>) -> Option<u64> {
+pub(super) fn exact_u64(p: &Precision<usize>) -> Option<u64> {
     match p {
         Precision::Exact(n) => Some(*n as u64),
         _ => None,
     }
 }
 
-fn exact_scalar(p: &Precision<ScalarValue>) -> Option<ScalarValue> {
+pub(super) fn exact_scalar(p: &Precision<ScalarValue>) -> Option<ScalarValue> {
     match p {
         Precision::Exact(v) if !v.is_null() => Some(positive_zero(v.clone())),
         _ => None,
@@ -685,7 +520,7 @@ fn int(batch: &RecordBatch, name: &str) -> Option<u64> {
 }
 
 /// A value as Arrow displays it (ISO dates and times, decimals with their scale).
-fn display(value: &ScalarValue) -> Option<String> {
+pub(super) fn display(value: &ScalarValue) -> Option<String> {
     let array = value.to_array().ok()?;
     arrow::util::display::array_value_to_string(&array, 0).ok()
 }

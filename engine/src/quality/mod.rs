@@ -7,6 +7,7 @@
 //!   directory) for `mesh.meta.quality`, `mesh.meta.quality_checks` and
 //!   `mesh.meta.quality_history`.
 
+mod column;
 mod completeness;
 mod counting;
 mod measure;
