@@ -28,11 +28,10 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use meshgate_catalog::{Mesh, Principal};
-use meshgate_engine::agent::spawn_agent;
-use meshgate_engine::live::load_mesh;
-use meshgate_engine::policy::PolicyEngine;
-use meshgate_engine::quality::{Budget, Measurer, QualityStore, Trigger};
-use meshgate_engine::session::{SessionFactory, SessionPublisher, plan_sql};
+use meshgate_engine::{
+    Budget, Measurer, PolicyEngine, QualityStore, SessionFactory, SessionPublisher, Trigger,
+    load_mesh, plan_sql, spawn_agent,
+};
 use meshgate_gateway::config::{EngineConfig, QualityConfig};
 
 const FILES: i64 = 10;

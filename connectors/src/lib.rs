@@ -28,8 +28,9 @@ pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;
 pub use sample::{SampledPlan, sample_row_groups};
 pub use storage::{
-    DELTA_STORE_SCHEME, DomainStorage, DomainStorageConfig, MESH_STORE_SCHEME, RequestConfig,
-    ResolvedLocation, S3Config, S3CredentialsConfig, StorageConfigError, StoreCounters, StoreLayer,
+    DELTA_STORE_SCHEME, DomainStorage, DomainStorageConfig, MESH_STORE_SCHEME, ObservedRegistry,
+    ObserverPick, RequestConfig, ResolvedLocation, S3Config, S3CredentialsConfig,
+    StorageConfigError, StoreCounters, StoreLayer, StoreObserver,
 };
 
 /// A table ready to serve: its provider, and what its storage held when it was opened.

@@ -154,7 +154,7 @@ pub struct ProductUnavailable {
 
 /// Why a running query's stream was stopped, with the message for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryStopped {
+pub(crate) enum QueryStopped {
     /// Its deadline passed.
     #[error("{0}")]
     Deadline(String),

@@ -13,21 +13,53 @@
 //! `audit`, `product`, `quality`, `policy`, `session`, `live`, `agent`, `admission`,
 //! `query`, `engine`.
 
-pub mod admission;
-pub mod agent;
-pub mod audit;
-pub mod config;
+mod admission;
+mod agent;
+mod audit;
+mod config;
 mod engine;
-pub mod error;
-pub mod live;
-pub mod policy;
-pub mod product;
-pub mod quality;
-pub mod query;
-pub mod session;
+mod error;
+mod live;
+mod policy;
+mod product;
+mod quality;
+mod query;
+mod session;
 
+// The engine's API: what a door, the binary and the benchmarks call. Everything else
+// is the engine's own.
+
+// Planning and executing statements.
 pub use engine::{Engine, Execution, Load, Prepared};
-pub use error::{Error, ErrorClass, Result};
+pub use query::{
+    PlannedQuery, PreparedStatement, QueryOptions, QueryRequest, SentBytes, Statement,
+    too_many_rows, wire_schema,
+};
+
+// Errors, and how a door maps them to its protocol.
+pub use error::{Error, ErrorClass, PlanningStopped, Result};
+
+// Configuration.
+pub use config::{EngineConfig, QualityConfig, ReloadConfig};
+
+// The live mesh: loading, following the mesh directory, each principal's sessions.
+pub use live::{DataCheck, LoadError, MeshRegistry, ProductLoader, follow, load_mesh};
+pub use policy::PolicyEngine;
+pub use product::{HealthState, check_row_filters};
+pub use session::{
+    MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, MeshCatalogList,
+    SYSTEM_CATALOG, SessionFactory, SessionPublisher, plan_sql, query_task_context, session_config,
+};
+
+// The audit trail: one record per request, fanned out to sinks.
+pub use audit::{AuditRecord, AuditSink, Auditor, QueryAudit, StatementMode};
+
+// Admission: deadlines asked for by a request.
+pub use admission::{Deadline, TIMEOUT_HEADER};
+
+// Quality: the agent, its store and its measurements.
+pub use agent::spawn_agent;
+pub use quality::{Budget, Measurer, QualityStore, QualityStoreError, Trigger, check_literals};
 
 /// The engine's top-level modules from the bottom up: a module may use only the
 /// modules listed before it.

@@ -4,11 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use meshgate_catalog::{Mesh, Principal};
-use meshgate_engine::audit::Auditor;
-use meshgate_engine::live::load_mesh;
-use meshgate_engine::policy::PolicyEngine;
-use meshgate_engine::session::SessionPublisher;
-use meshgate_engine::Engine;
+use meshgate_engine::{Auditor, Engine, PolicyEngine, SessionPublisher, load_mesh};
 use meshgate_gateway::config::GatewayConfig;
 use meshgate_gateway::demo::{demo_platform_policies, ensure_demo_mesh};
 use meshgate_gateway::{GatewayState, MeshFlightSqlService};
@@ -36,8 +32,8 @@ pub fn fixture() -> &'static Fixture {
             let policy = PolicyEngine::new(demo_platform_policies(), b"fuzz-mask-key");
             let sessions = load_mesh(&load.mesh, &config.engine, policy).await;
             let publisher = SessionPublisher::new(sessions);
-            let engine = Engine::new(publisher, &config.engine, Arc::new(Auditor::default()))
-                .unwrap();
+            let engine =
+                Engine::new(publisher, &config.engine, Arc::new(Auditor::default())).unwrap();
             let state = GatewayState::new(Arc::new(engine), &config).unwrap();
             MeshFlightSqlService::new(Arc::new(state))
         });

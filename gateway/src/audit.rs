@@ -1,7 +1,7 @@
 //! The audit log (one JSON line per record, to a file and/or standard output) and the
 //! audit duty of each Flight request.
 //!
-//! Records are made by the engine and by the doors ([`meshgate_engine::audit`]); the
+//! Records are made by the engine and by the doors ([`meshgate_engine::AuditRecord`]); the
 //! [`AuditLog`] is one of their sinks, written by a background task, in order.
 
 use std::io::Write;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use meshgate_catalog::Principal;
-pub use meshgate_engine::audit::{AuditRecord, AuditSink, Auditor, QueryAudit, StatementMode};
+pub use meshgate_engine::{AuditRecord, AuditSink, Auditor, QueryAudit, StatementMode};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 

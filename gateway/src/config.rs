@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
 use crate::error::StartupError;
-pub use meshgate_engine::config::{EngineConfig, QualityConfig, ReloadConfig};
+pub use meshgate_engine::{EngineConfig, QualityConfig, ReloadConfig};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]

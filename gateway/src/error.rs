@@ -10,7 +10,7 @@
 use meshgate_engine::ErrorClass;
 use tonic::{Code, Status};
 
-pub use meshgate_engine::error::PlanningStopped;
+pub use meshgate_engine::PlanningStopped;
 
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +193,7 @@ pub enum StartupError {
     Storage(#[from] meshgate_connectors::StorageConfigError),
     /// The quality store cannot be opened.
     #[error(transparent)]
-    QualityStore(#[from] meshgate_engine::quality::QualityStoreError),
+    QualityStore(#[from] meshgate_engine::QualityStoreError),
     /// The quality agent's thread cannot start.
     #[error("cannot start the quality agent: {0}")]
     QualityAgent(#[source] std::io::Error),

@@ -3,14 +3,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use datafusion::execution::session_state::SessionStateBuilder;
 use std::sync::Arc;
 
 use meshgate_catalog::Mesh;
 
-use meshgate_engine::config::EngineConfig;
-use meshgate_engine::live::ProductLoader;
-use meshgate_engine::product::RowFilterTemplate;
+use meshgate_engine::{EngineConfig, ProductLoader};
 
 /// Outcome of linting a mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +94,7 @@ fn check_data(mesh: &Mesh) -> std::io::Result<Vec<String>> {
 fn check_quality_values(mesh: &Mesh) -> Vec<String> {
     mesh.products()
         .filter_map(|product| {
-            meshgate_engine::quality::check_literals(product)
+            meshgate_engine::check_literals(product)
                 .err()
                 .map(|e| format!("{}: quality: {e}", product.source.display()))
         })
@@ -108,28 +105,11 @@ fn check_quality_values(mesh: &Mesh) -> Vec<String> {
 /// gateway will at load: unknown columns, type errors and non-boolean filters are
 /// reported with the descriptor file.
 fn check_row_filters(mesh: &Mesh) -> Vec<String> {
-    let state = SessionStateBuilder::new().with_default_features().build();
-    let mut errors = Vec::new();
-    for product in mesh.products() {
-        let Some(policy) = &product.policy else {
-            continue;
-        };
-        for rule in &policy.rows {
-            for table in &product.tables {
-                if !rule.tables.is_empty() && !rule.tables.contains(&table.name) {
-                    continue;
-                }
-                if let Err(e) =
-                    RowFilterTemplate::compile(&rule.filter, &table.contract_schema(), &state)
-                {
-                    errors.push(format!(
-                        "{}: table {}: {e}",
-                        product.source.display(),
-                        table.name
-                    ));
-                }
-            }
-        }
-    }
-    errors
+    mesh.products()
+        .flat_map(|product| {
+            meshgate_engine::check_row_filters(product)
+                .into_iter()
+                .map(|e| format!("{}: {e}", product.source.display()))
+        })
+        .collect()
 }

@@ -3,13 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use meshgate_engine::Engine;
-use meshgate_engine::agent::spawn_agent;
-use meshgate_engine::live::{self, DataCheck, MeshRegistry, ProductLoader};
-use meshgate_engine::policy::PolicyEngine;
-use meshgate_engine::product::HealthState;
-use meshgate_engine::quality::QualityStore;
-use meshgate_engine::session::SessionPublisher;
+use meshgate_engine::{
+    DataCheck, Engine, HealthState, MeshRegistry, PolicyEngine, ProductLoader, QualityStore,
+    SessionPublisher, follow, spawn_agent,
+};
 
 use crate::audit::{AuditLog, Auditor};
 use crate::auth::Authenticator;
@@ -102,7 +99,7 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         None => None,
     };
     if config.reload.watch {
-        live::follow(registry, publisher.clone(), &config.reload);
+        follow(registry, publisher.clone(), &config.reload);
     }
     if config.quality.enabled {
         spawn_agent(&publisher, quality, &config.quality).map_err(StartupError::QualityAgent)?;

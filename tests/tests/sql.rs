@@ -14,13 +14,10 @@ use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::TryStreamExt;
 use meshgate_catalog::{Mesh, Principal};
-use meshgate_engine::audit::Auditor;
-use meshgate_engine::config::EngineConfig;
-use meshgate_engine::live::load_mesh;
-use meshgate_engine::policy::PolicyEngine;
-use meshgate_engine::query::{QueryOptions, QueryRequest, SentBytes, Statement};
-use meshgate_engine::session::SessionPublisher;
-use meshgate_engine::{Engine, Execution};
+use meshgate_engine::{
+    Auditor, Engine, EngineConfig, Execution, PolicyEngine, QueryOptions, QueryRequest, SentBytes,
+    SessionPublisher, Statement, load_mesh,
+};
 use meshgate_gateway::demo::{demo_platform_policies, ensure_demo_mesh};
 use sqllogictest::{DBOutput, DefaultColumnType};
 

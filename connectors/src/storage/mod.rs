@@ -14,6 +14,7 @@
 mod config;
 mod credentials;
 mod domain_store;
+mod observed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -31,6 +32,7 @@ use url::Url;
 
 pub use config::{DomainStorageConfig, RequestConfig, S3Config, S3CredentialsConfig};
 pub use domain_store::StoreCounters;
+pub use observed::{ObservedRegistry, ObserverPick, StoreObserver};
 
 use crate::error::{ConnectorError, LocationError, LocationRefusal, Result};
 use domain_store::DomainStore;

@@ -23,7 +23,7 @@ use crate::product::{
     ProductUnavailable,
 };
 use crate::quality::{CheckLiteralError, check_literals};
-use crate::session::{RecordingRegistry, session_template};
+use crate::session::{planning_registry, session_template};
 
 /// Opens products' tables, checks their data against the contract and compiles their
 /// policies, over one runtime (object stores, footer cache) shared by every session.
@@ -180,8 +180,8 @@ fn query_runtime(engine: &EngineConfig) -> Arc<RuntimeEnv> {
     // again by each query.
     let caches = CacheManagerConfig::default().with_list_files_cache_limit(LISTINGS_BYTES);
     // Stores taken while a query is planned note which table failed (see
-    // `crate::session::RecordingRegistry`).
-    let stores = RecordingRegistry::planning(Arc::new(DefaultObjectStoreRegistry::new()));
+    // `crate::session::StorageFailures`).
+    let stores = planning_registry(Arc::new(DefaultObjectStoreRegistry::new()));
     RuntimeEnvBuilder::new()
         .with_memory_pool(pool)
         .with_cache_manager(caches)

@@ -22,7 +22,7 @@ use meshgate_catalog::{
 };
 
 use secured_table::SecuredTable;
-pub use time_travel::{TimeTravel, VersionedTable};
+pub(crate) use time_travel::{TimeTravel, VersionedTable};
 
 use crate::product::{BrokenTable, CompiledProduct, CompiledTable, ProductHealth};
 

@@ -102,14 +102,14 @@ impl TimeTravel {
 
 /// A table read at a past version: behaves exactly as `inner`, and says which version.
 #[derive(Debug)]
-pub struct VersionedTable {
+pub(crate) struct VersionedTable {
     inner: Arc<dyn TableProvider>,
     version: Option<i64>,
 }
 
 impl VersionedTable {
     /// The Delta version read.
-    pub fn version(&self) -> Option<i64> {
+    pub(crate) fn version(&self) -> Option<i64> {
         self.version
     }
 }

@@ -15,18 +15,18 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-pub use crate::error::{Breakage, ProductUnavailable};
+pub(crate) use crate::error::{Breakage, ProductUnavailable};
 
 /// A table of a broken product: it has the contract's schema and fails every scan.
 #[derive(Debug)]
-pub struct BrokenTable {
+pub(crate) struct BrokenTable {
     schema: SchemaRef,
     error: ProductUnavailable,
 }
 
 impl BrokenTable {
     /// A table with `schema` whose scans fail with `error`.
-    pub fn new(schema: SchemaRef, error: ProductUnavailable) -> Self {
+    pub(crate) fn new(schema: SchemaRef, error: ProductUnavailable) -> Self {
         Self { schema, error }
     }
 }

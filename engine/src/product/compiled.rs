@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::datasource::TableProvider;
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use meshgate_catalog::Product;
 use meshgate_connectors::TableOpener;
 
@@ -111,4 +111,31 @@ impl CompiledProduct {
         }
         self
     }
+}
+
+/// Compiles every row filter of `product` against the contract of each table it applies
+/// to, as loading the product does: unknown columns, type errors and filters that are
+/// not predicates, one error per table and filter. Reads no data (for `meshgate lint`).
+pub fn check_row_filters(product: &Product) -> Vec<PolicyCompileError> {
+    let Some(policy) = &product.policy else {
+        return Vec::new();
+    };
+    let state = SessionStateBuilder::new().with_default_features().build();
+    let mut errors = Vec::new();
+    for rule in &policy.rows {
+        for table in &product.tables {
+            if !rule.tables.is_empty() && !rule.tables.contains(&table.name) {
+                continue;
+            }
+            if let Err(source) =
+                RowFilterTemplate::compile(&rule.filter, &table.contract_schema(), &state)
+            {
+                errors.push(PolicyCompileError {
+                    table: table.name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    errors
 }

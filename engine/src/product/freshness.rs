@@ -28,7 +28,7 @@ impl ProductHealth {
 }
 
 /// Checks that `product`, whose health is `health`, holds data no older than `bound`.
-pub fn require_fresh(
+pub(crate) fn require_fresh(
     product: &str,
     health: &ProductHealth,
     bound: Duration,

@@ -8,10 +8,13 @@ mod compiled;
 mod freshness;
 mod health;
 mod row_filter;
+#[cfg(test)]
+pub(crate) use row_filter::{RowFilterError, RowFilterTemplate};
 
-pub use broken::{Breakage, BrokenTable, ProductUnavailable};
+pub(crate) use broken::{Breakage, BrokenTable, ProductUnavailable};
 pub(crate) use compiled::CompiledTable;
-pub use compiled::{CompiledProduct, PolicyCompileError};
-pub use freshness::require_fresh;
-pub use health::{Fault, HealthState, ProductHealth};
-pub use row_filter::{RowFilterError, RowFilterTemplate};
+pub use compiled::check_row_filters;
+pub(crate) use compiled::{CompiledProduct, PolicyCompileError};
+pub(crate) use freshness::require_fresh;
+pub use health::HealthState;
+pub(crate) use health::{Fault, ProductHealth};

@@ -66,7 +66,7 @@ pub enum RowFilterError {
 
 /// A compiled row filter awaiting a principal.
 #[derive(Debug, Clone)]
-pub struct RowFilterTemplate {
+pub(crate) struct RowFilterTemplate {
     expr: Expr,
     /// Placeholder id -> (attribute name, inferred type).
     bindings: Vec<(String, String, Option<DataType>)>,
@@ -74,7 +74,7 @@ pub struct RowFilterTemplate {
 
 impl RowFilterTemplate {
     /// Compiles `sql` against the contract `schema`. The error says what to fix.
-    pub fn compile(
+    pub(crate) fn compile(
         sql: &str,
         schema: &Schema,
         state: &SessionState,

@@ -14,7 +14,7 @@ use super::store::QualityStore;
 /// period older; lacking one, with its oldest measurement if that is at least 1/24 of
 /// the period older (the growth then scaled to the period). `None` until every table
 /// has such a pair.
-pub fn measured_completeness(
+pub(crate) fn measured_completeness(
     store: &QualityStore,
     product: &Product,
     target: Completeness,

@@ -34,10 +34,10 @@ use datafusion::logical_expr::{Expr, col, ident, lit, when};
 use datafusion::physical_plan::{StatisticsArgs, StatisticsContext, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::{Column, Product, Table};
-use meshgate_connectors::{DataSnapshot, sample_row_groups};
+use meshgate_connectors::{DataSnapshot, ObservedRegistry, sample_row_groups};
 
 use super::column::ColumnBasis;
-use super::counting::{ByteCounter, CountingRegistry};
+use super::counting::ByteCounter;
 use super::model::{CheckOutcome, Method, TableMeasurement, Trigger};
 
 /// How much a measurement may read.
@@ -186,7 +186,7 @@ impl Measurer {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::clone(&self.pool))
             .with_cache_manager(cache)
-            .with_object_store_registry(Arc::new(CountingRegistry::new(
+            .with_object_store_registry(Arc::new(ObservedRegistry::new(
                 Arc::clone(&self.query_runtime.object_store_registry),
                 counter,
             )))

@@ -14,11 +14,10 @@ mod measure;
 mod model;
 mod store;
 
-pub use completeness::measured_completeness;
-pub use counting::{ByteCounter, CountingRegistry};
+pub(crate) use completeness::measured_completeness;
+pub(crate) use measure::CheckLiteralError;
+pub use measure::check_literals;
 pub use measure::{Budget, Measurer};
-pub use measure::{CheckLiteralError, check_literals};
-pub use model::{
-    CheckOutcome, ColumnMeasurement, DataFingerprint, Method, TableMeasurement, Trigger,
-};
-pub use store::{QUALITY_DB_FILE, QualityStore, QualityStoreError};
+pub use model::Trigger;
+pub(crate) use model::{DataFingerprint, TableMeasurement};
+pub use store::{QualityStore, QualityStoreError};

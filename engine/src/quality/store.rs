@@ -20,7 +20,7 @@ use super::model::TableMeasurement;
 const MEASUREMENTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("measurements");
 
 /// File name of the database inside the state directory.
-pub const QUALITY_DB_FILE: &str = "quality.redb";
+pub(crate) const QUALITY_DB_FILE: &str = "quality.redb";
 
 /// Measurements, latest per table and the history within the retention window.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ pub use planned::PlannedQuery;
 pub(crate) use planned::tables_in;
 pub use prepared::{PreparedStatement, too_many_rows};
 pub(crate) use stream::{InFlight, StreamEnd, observed};
-pub use stream::{SentBytes, wire_schema, wire_type};
+pub use stream::{SentBytes, wire_schema};
 
 /// What a request asks of the statement it runs, beyond its SQL.
 #[derive(Debug, Clone, Copy, Default)]

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use crate::error::Error;
 
 /// The plain type clients receive for `data_type`.
-pub fn wire_type(data_type: &DataType) -> DataType {
+pub(crate) fn wire_type(data_type: &DataType) -> DataType {
     match data_type {
         DataType::Utf8View => DataType::Utf8,
         DataType::BinaryView => DataType::Binary,
@@ -102,19 +102,38 @@ pub(crate) fn plain(
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 
-/// Counts what a door sends of a query's results (bytes in its protocol's encoding),
-/// for the query's audit record.
+/// What a door reports of delivering a query's results, for the query's audit record:
+/// the bytes it sent (in its protocol's encoding), and whether it failed to send them
+/// (an encoding error of its own, after the engine's stream yielded a batch).
 #[derive(Debug, Clone, Default)]
-pub struct SentBytes(Arc<AtomicU64>);
+pub struct SentBytes(Arc<Delivery>);
+
+#[derive(Debug, Default)]
+struct Delivery {
+    bytes: AtomicU64,
+    failed: std::sync::OnceLock<&'static str>,
+}
 
 impl SentBytes {
     /// Adds `bytes` sent.
     pub fn add(&self, bytes: u64) {
-        self.0.fetch_add(bytes, Ordering::Relaxed);
+        self.0.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Reports that the door could not deliver the results: its stream ended with an
+    /// error of class `code` (an [`crate::ErrorClass`] name). The audit record says
+    /// `error` with that class, not `cancelled`, unless the engine's stream had already
+    /// failed (its own error is kept). The first report counts.
+    pub fn fail(&self, code: &'static str) {
+        let _ = self.0.failed.set(code);
     }
 
     fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+
+    fn failure(&self) -> Option<&'static str> {
+        self.0.failed.get().copied()
     }
 }
 
@@ -200,16 +219,24 @@ struct Watch {
 
 impl Watch {
     /// Reports the end once: with `outcome`, or the one recorded so far (`cancelled`
-    /// unless an error was seen).
+    /// unless an error was seen, by the engine's stream or by the door delivering it).
     fn finish(&mut self, outcome: Option<&'static str>) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(StreamEnd {
-                rows: self.rows,
-                bytes: self.sent.get(),
-                outcome: outcome.unwrap_or(self.outcome),
-                code: self.code.take(),
-            });
+        let Some(on_end) = self.on_end.take() else {
+            return;
+        };
+        let mut end = StreamEnd {
+            rows: self.rows,
+            bytes: self.sent.get(),
+            outcome: outcome.unwrap_or(self.outcome),
+            code: self.code.take(),
+        };
+        if end.code.is_none()
+            && let Some(code) = self.sent.failure()
+        {
+            end.outcome = "error";
+            end.code = Some(code);
         }
+        on_end(end);
     }
 }
 
@@ -283,4 +310,67 @@ fn panicked(payload: &(dyn std::any::Any + Send)) -> DataFusionError {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_string());
     DataFusionError::Internal(format!("query execution panicked: {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Int32Array;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+    use super::*;
+
+    fn two_batches() -> SendableRecordBatchStream {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int32Array::from(vec![1]))])
+                .unwrap();
+        let batches = futures::stream::iter(vec![Ok(batch.clone()), Ok(batch)]);
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+    }
+
+    /// Runs `consume` over an observed stream and returns how it was reported to end.
+    async fn ended(
+        consume: impl AsyncFnOnce(SendableRecordBatchStream, SentBytes),
+    ) -> StreamEnd {
+        let in_flight = Arc::new(InFlight::default());
+        let end = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&end);
+        let sent = SentBytes::default();
+        let stream = observed(two_batches(), sent.clone(), &in_flight, move |e| {
+            *seen.lock().unwrap() = Some(e);
+        });
+        consume(stream, sent).await;
+        assert_eq!(in_flight.len(), 0);
+        end.lock().unwrap().take().expect("the end is reported")
+    }
+
+    #[tokio::test]
+    async fn a_stream_read_to_its_end_is_ok() {
+        let end = ended(async |mut s, sent| {
+            while s.next().await.is_some() {
+                sent.add(10);
+            }
+        })
+        .await;
+        assert_eq!((end.outcome, end.code, end.rows, end.bytes), ("ok", None, 2, 20));
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_leaves_early_is_cancelled() {
+        let end = ended(async |mut s, _| {
+            s.next().await;
+        })
+        .await;
+        assert_eq!((end.outcome, end.code, end.rows), ("cancelled", None, 1));
+    }
+
+    #[tokio::test]
+    async fn a_door_that_cannot_deliver_is_an_error_not_a_cancellation() {
+        let end = ended(async |mut s, sent| {
+            s.next().await;
+            sent.fail(crate::ErrorClass::Internal.name());
+        })
+        .await;
+        assert_eq!((end.outcome, end.code), ("error", Some("Internal")));
+    }
 }

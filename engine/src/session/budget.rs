@@ -31,14 +31,14 @@ tokio::task_local! {
 
 /// What the planning of one statement may spend.
 #[derive(Debug, Clone)]
-pub struct PlanningBudget {
+pub(crate) struct PlanningBudget {
     deadline: Instant,
     cancelled: CancellationToken,
 }
 
 impl PlanningBudget {
     /// A budget spent at `deadline`, or as soon as `cancelled` is.
-    pub fn new(deadline: Instant, cancelled: CancellationToken) -> Self {
+    pub(crate) fn new(deadline: Instant, cancelled: CancellationToken) -> Self {
         Self {
             deadline,
             cancelled,
@@ -47,7 +47,7 @@ impl PlanningBudget {
 
     /// Runs `planning` under this budget: every budget check inside it (between
     /// optimizer rules, after SQL planning) sees it.
-    pub async fn scope<F: std::future::Future>(self, planning: F) -> F::Output {
+    pub(crate) async fn scope<F: std::future::Future>(self, planning: F) -> F::Output {
         BUDGET.scope(self, planning).await
     }
 
@@ -64,7 +64,7 @@ impl PlanningBudget {
 
 /// Fails when the budget of the statement being planned is spent; planning outside a
 /// budget (tests, the quality agent) is never stopped.
-pub fn check_budget() -> Result<()> {
+pub(crate) fn check_budget() -> Result<()> {
     match BUDGET.try_with(PlanningBudget::spent) {
         Ok(Some(stopped)) => Err(DataFusionError::External(Box::new(stopped))),
         _ => Ok(()),
@@ -74,13 +74,13 @@ pub fn check_budget() -> Result<()> {
 /// The most operators a plan may have, as set by `engine.max_plan_nodes` (a session
 /// configuration extension).
 #[derive(Debug, Clone, Copy)]
-pub struct MaxPlanNodes(pub usize);
+pub(crate) struct MaxPlanNodes(pub usize);
 
 /// Refuses `plan` when it holds more than `max` operators, subqueries included and
 /// every shared subtree (a view, a common table expression referenced twice) counted
 /// as often as it is referenced. Stops counting at the limit, so the count is cheap
 /// however large the expansion.
-pub fn ensure_plan_size(plan: &LogicalPlan, max: usize) -> Result<(), PlanTooLarge> {
+pub(crate) fn ensure_plan_size(plan: &LogicalPlan, max: usize) -> Result<(), PlanTooLarge> {
     let mut nodes = 0usize;
     let _ = plan.apply_with_subqueries(|_| {
         nodes += 1;
@@ -104,7 +104,7 @@ pub fn ensure_plan_size(plan: &LogicalPlan, max: usize) -> Result<(), PlanTooLar
      counting every reference to a view or common table expression; simplify it or \
      split it"
 )]
-pub struct PlanTooLarge {
+pub(crate) struct PlanTooLarge {
     /// The limit passed.
     pub max: usize,
 }

@@ -29,16 +29,17 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::Principal;
 
-pub use budget::{MaxPlanNodes, PlanTooLarge, PlanningBudget, check_budget, ensure_plan_size};
-pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
+pub(crate) use budget::{MaxPlanNodes, PlanningBudget};
+pub use catalog::MeshCatalogList;
+pub(crate) use catalog::{ReadOnlyCatalog, ReadOnlySchema};
 pub use generated::MAX_GENERATED_ROWS;
-pub use published::{SessionPublisher, WeakSessionPublisher};
-pub use sql::{
-    MAX_EXPRESSION_DEPTH, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, plan_sql, read_only_options,
-};
-pub(crate) use storage_failures::RecordingRegistry;
+pub use published::SessionPublisher;
+pub(crate) use published::WeakSessionPublisher;
+pub use sql::{MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, plan_sql};
 pub(crate) use storage_failures::StorageFailures;
-pub use system::{META_SCHEMA, SYSTEM_CATALOG};
+pub(crate) use storage_failures::planning_registry;
+pub(crate) use system::META_SCHEMA;
+pub use system::SYSTEM_CATALOG;
 
 use datafusion::optimizer::{Analyzer, Optimizer};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -132,7 +133,7 @@ impl std::fmt::Debug for PrincipalView {
 /// A view holds the principal's secured table wrappers and its `mesh.meta` tables
 /// (products, tables, columns): kilobytes for a small mesh, about a megabyte for one of
 /// thousands of tables. Never data.
-pub const PRINCIPAL_VIEWS_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const PRINCIPAL_VIEWS_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What a view is counted as beyond its `mesh.meta` tables, per table it can read (the
 /// secured wrapper, its rules and names).
@@ -218,7 +219,7 @@ impl SessionFactory {
     }
 
     /// The fingerprint of what `principal` sees now (see [`ViewFingerprint`]).
-    pub fn view_fingerprint(&self, principal: &Principal) -> Result<ViewFingerprint> {
+    pub(crate) fn view_fingerprint(&self, principal: &Principal) -> Result<ViewFingerprint> {
         Ok(self.view_of(principal)?.fingerprint)
     }
 
@@ -334,7 +335,7 @@ pub(crate) fn recording_task_context(
 ) -> Result<TaskContext> {
     let task = TaskContext::from(state);
     let shared = state.runtime_env();
-    let registry = RecordingRegistry::new(
+    let registry = storage_failures::recording_registry(
         Arc::clone(&shared.object_store_registry),
         Arc::clone(failures),
     );

@@ -31,7 +31,7 @@ pub const MAX_SQL_BYTES: usize = 256 * 1024;
 /// Deepest nesting of expressions accepted (a chain `a OR b OR c ...` nests one level per
 /// operator). Far beyond what people and BI tools write; pathological statements get
 /// `INVALID_ARGUMENT` before planning, whose passes recurse over the expression tree.
-pub const MAX_EXPRESSION_DEPTH: usize = 1000;
+pub(crate) const MAX_EXPRESSION_DEPTH: usize = 1000;
 
 /// Most operators (`+`, `=`, `AND`, ...) accepted in one statement, counted on its tokens
 /// before it is parsed: a parsed chain of operators nests one level per operator, and
@@ -110,7 +110,7 @@ fn ensure_tables_exist(state: &SessionState, statement: &DFStatement) -> Result<
 }
 
 /// The options every plan is verified against: no DDL, no DML, no `SET`-like statements.
-pub fn read_only_options() -> SQLOptions {
+pub(crate) fn read_only_options() -> SQLOptions {
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)

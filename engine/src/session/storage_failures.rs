@@ -4,29 +4,17 @@
 //! A domain's store names the table of every failed request in a
 //! [`TableStorageError`]. Most readers keep that error on their chain of sources; some
 //! do not (Parquet's metadata fetch re-raises it as a message). So stores are handed out
-//! through a [`RecordingRegistry`], whose stores note the first table that failed in the
+//! observed ([`recording_registry`]): they note the first table that failed in the
 //! query's [`StorageFailures`], and the query's result stream attaches it to a storage
 //! failure that lost it ([`StorageFailures::attach`]). A query's task context names its
 //! sink; stores taken while the query is planned (delta-rs keeps those it takes then)
 //! find it in the planning task ([`StorageFailures::scope`]).
 
-use std::fmt;
-use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
-use meshgate_connectors::TableStorageError;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
-use url::Url;
+use meshgate_connectors::{ObservedRegistry, StoreObserver, TableStorageError};
 
 use crate::error::Error;
 
@@ -97,161 +85,28 @@ fn names_a_table(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A registry whose stores note their failures: in the sink it names, or else in the
-/// sink of the query being planned on the calling task (none: stores as they are).
-#[derive(Debug)]
-pub(crate) struct RecordingRegistry {
+impl StoreObserver for StorageFailures {
+    fn failed(&self, err: &object_store::Error) {
+        self.note(err);
+    }
+}
+
+/// `inner`, its stores' failures noted in `failures`.
+pub(crate) fn recording_registry(
     inner: Arc<dyn ObjectStoreRegistry>,
-    failures: Option<Arc<StorageFailures>>,
-}
-
-impl RecordingRegistry {
-    /// `inner`, its stores' failures noted in `failures`.
-    pub(crate) fn new(inner: Arc<dyn ObjectStoreRegistry>, failures: Arc<StorageFailures>) -> Self {
-        Self {
-            inner,
-            failures: Some(failures),
-        }
-    }
-
-    /// `inner`, its stores' failures noted in the sink of the query being planned.
-    pub(crate) fn planning(inner: Arc<dyn ObjectStoreRegistry>) -> Self {
-        Self {
-            inner,
-            failures: None,
-        }
-    }
-}
-
-impl ObjectStoreRegistry for RecordingRegistry {
-    fn register_store(
-        &self,
-        url: &Url,
-        store: Arc<dyn ObjectStore>,
-    ) -> Option<Arc<dyn ObjectStore>> {
-        self.inner.register_store(url, store)
-    }
-
-    fn deregister_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        self.inner.deregister_store(url)
-    }
-
-    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        let store = self.inner.get_store(url)?;
-        let failures = match &self.failures {
-            Some(failures) => Some(Arc::clone(failures)),
-            None => PLANNING.try_with(Arc::clone).ok(),
-        };
-        Ok(match failures {
-            Some(failures) => Arc::new(RecordingStore {
-                inner: store,
-                failures,
-            }),
-            None => store,
-        })
-    }
-}
-
-/// A store that notes the table of each failure.
-#[derive(Debug)]
-struct RecordingStore {
-    inner: Arc<dyn ObjectStore>,
     failures: Arc<StorageFailures>,
+) -> ObservedRegistry {
+    ObservedRegistry::new(inner, failures)
 }
 
-impl fmt::Display for RecordingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl RecordingStore {
-    fn noted<T>(&self, result: object_store::Result<T>) -> object_store::Result<T> {
-        if let Err(e) = &result {
-            self.failures.note(e);
-        }
-        result
-    }
-
-    fn noted_stream<T: Send + 'static>(
-        &self,
-        stream: BoxStream<'static, object_store::Result<T>>,
-    ) -> BoxStream<'static, object_store::Result<T>> {
-        let failures = Arc::clone(&self.failures);
-        stream.inspect_err(move |e| failures.note(e)).boxed()
-    }
-}
-
-#[async_trait]
-impl ObjectStore for RecordingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.noted(self.inner.put_opts(location, payload, opts).await)
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.noted(self.inner.put_multipart_opts(location, opts).await)
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let mut result = self.noted(self.inner.get_opts(location, options).await)?;
-        if let GetResultPayload::Stream(stream) = result.payload {
-            result.payload = GetResultPayload::Stream(self.noted_stream(stream));
-        }
-        Ok(result)
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.noted(self.inner.get_ranges(location, ranges).await)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.noted_stream(self.inner.delete_stream(locations))
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.noted_stream(self.inner.list(prefix))
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.noted_stream(self.inner.list_with_offset(prefix, offset))
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.noted(self.inner.list_with_delimiter(prefix).await)
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.noted(self.inner.copy_opts(from, to, options).await)
-    }
+/// `inner`, its stores' failures noted in the sink of the query being planned on the
+/// task that takes them (none: stores as they are).
+pub(crate) fn planning_registry(inner: Arc<dyn ObjectStoreRegistry>) -> ObservedRegistry {
+    ObservedRegistry::picking(inner, || {
+        PLANNING
+            .try_with(|failures| Arc::clone(failures) as Arc<dyn StoreObserver>)
+            .ok()
+    })
 }
 
 #[cfg(test)]

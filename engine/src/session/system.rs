@@ -30,7 +30,7 @@ use crate::quality::{QualityStore, measured_completeness};
 /// Name of the system catalog.
 pub const SYSTEM_CATALOG: &str = "mesh";
 /// Name of the schema holding the metadata tables.
-pub const META_SCHEMA: &str = "meta";
+pub(crate) const META_SCHEMA: &str = "meta";
 
 /// Builds the `mesh` catalog describing what one principal may read: the products of
 /// `views`, their tables, and their columns minus those hidden from the principal.

@@ -20,8 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use meshgate_engine::audit::{AuditRecord, AuditSink};
-use meshgate_engine::product::HealthState;
+use meshgate_engine::{AuditRecord, AuditSink, HealthState};
 
 use crate::service::GatewayState;
 

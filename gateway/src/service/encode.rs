@@ -8,8 +8,8 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::{Any, ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::execution::SendableRecordBatchStream;
-use futures::{Stream, TryStreamExt};
-use meshgate_engine::query::SentBytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use meshgate_engine::{ErrorClass, SentBytes};
 use prost::Message;
 use tonic::Status;
 
@@ -22,7 +22,9 @@ pub(super) type FlightDataStream = std::pin::Pin<
 
 /// Encodes `batches` (already in plain types) as Flight data, batch by batch: nothing
 /// is buffered beyond the batch being encoded, and HTTP/2 flow control paces the
-/// producer. The bytes of every message are added to `sent`.
+/// producer. The bytes of every message are added to `sent`; an error of the encoder's
+/// own (not one of the engine's stream, which the engine records) is reported there, so
+/// the audit record says the query failed rather than that its client went away.
 pub(super) fn encode(
     batches: SendableRecordBatchStream,
     max_flight_data_size: usize,
@@ -34,8 +36,22 @@ pub(super) fn encode(
         .with_schema(schema)
         .with_max_flight_data_size(max_flight_data_size)
         .build(batches)
-        .inspect_ok(move |data| sent.add((data.data_header.len() + data.data_body.len()) as u64))
-        .map_err(flight_error_to_status);
+        .map(move |data| match data {
+            Ok(data) => {
+                sent.add((data.data_header.len() + data.data_body.len()) as u64);
+                Ok(data)
+            }
+            Err(e) => Err(match flight_error(e) {
+                Ok(error) => {
+                    sent.fail(error.code_name());
+                    Status::from(error)
+                }
+                Err(status) => {
+                    sent.fail(ErrorClass::Internal.name());
+                    status
+                }
+            }),
+        });
     Box::pin(encoded)
 }
 
@@ -50,15 +66,20 @@ pub(super) fn encode_batch(batch: RecordBatch) -> FlightDataStream {
 }
 
 fn flight_error_to_status(err: FlightError) -> Status {
-    match err {
+    flight_error(err).map_or_else(|status| status, Status::from)
+}
+
+/// The gateway error `err` stands for, or the status it already is.
+fn flight_error(err: FlightError) -> Result<Error, Status> {
+    Ok(match err {
         FlightError::ExternalError(e) => match e.downcast::<Error>() {
-            Ok(e) => Status::from(*e),
-            Err(e) => Status::from(Error::internal(e.to_string())),
+            Ok(e) => *e,
+            Err(e) => Error::internal(e.to_string()),
         },
-        FlightError::Arrow(e) => Status::from(Error::from(e)),
-        FlightError::Tonic(status) => *status,
-        other => Status::from(Error::internal(other.to_string())),
-    }
+        FlightError::Arrow(e) => Error::from(e),
+        FlightError::Tonic(status) => return Err(*status),
+        other => Error::internal(other.to_string()),
+    })
 }
 
 /// A FlightInfo with one endpoint whose ticket is `TicketStatementQuery { handle }`.

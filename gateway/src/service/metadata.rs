@@ -12,8 +12,7 @@ use arrow_flight::sql::metadata::{GetCatalogsBuilder, GetTablesBuilder};
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables};
 
 use crate::error::{Error, Result};
-use meshgate_engine::query::wire_schema;
-use meshgate_engine::session::{MeshCatalogList, SYSTEM_CATALOG};
+use meshgate_engine::{MeshCatalogList, SYSTEM_CATALOG, wire_schema};
 
 /// Table type of data product tables.
 pub(super) const TABLE: &str = "TABLE";

@@ -2,10 +2,10 @@
 //!
 //! [`MeshFlightSqlService`] implements arrow-flight's `FlightSqlService`. Each method is
 //! a thin adapter: it verifies the caller, reads the request's options, and calls the
-//! module that owns the command family: [`statements`] (statements and prepared
-//! statements share its path through the engine), [`prepared`] (create, bind, close),
-//! [`metadata`] (catalogs, schemas, tables), [`actions`] (`CancelFlightInfo`), with
-//! server facts in [`sql_info`]. Planning and execution are the engine's
+//! module that owns the command family: `statements` (statements and prepared
+//! statements share its path through the engine), `prepared` (create, bind, close),
+//! `metadata` (catalogs, schemas, tables), `actions` (`CancelFlightInfo`), with
+//! server facts in `sql_info`. Planning and execution are the engine's
 //! ([`meshgate_engine::Engine`]); the door keeps handles, encodes results and converts
 //! [`crate::error::Error`] into a gRPC status in exactly one place
 //! (`From<Error> for Status`).

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use meshgate_engine::admission::TIMEOUT_HEADER;
-use meshgate_engine::query::QueryOptions;
+use meshgate_engine::{QueryOptions, TIMEOUT_HEADER};
 use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};

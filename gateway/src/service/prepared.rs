@@ -13,8 +13,7 @@ use arrow_flight::{IpcMessage, SchemaAsIpc};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use meshgate_catalog::Principal;
-use meshgate_engine::admission::Deadline;
-use meshgate_engine::query::{QueryOptions, too_many_rows};
+use meshgate_engine::{Deadline, QueryOptions, too_many_rows};
 
 use super::state::GatewayState;
 use crate::error::{Error, Result};

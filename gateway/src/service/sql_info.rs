@@ -10,7 +10,7 @@ use arrow_flight::sql::{
 };
 
 use crate::error::Result;
-use meshgate_engine::session::MAX_SQL_BYTES;
+use meshgate_engine::MAX_SQL_BYTES;
 
 /// The GetSqlInfo answers of this server.
 pub(super) fn sql_info() -> Result<SqlInfoData> {

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
-use meshgate_engine::query::{PlannedQuery, PreparedStatement};
-use meshgate_engine::session::SessionFactory;
-use meshgate_engine::{Engine, Load};
+use meshgate_engine::{Engine, Load, PlannedQuery, PreparedStatement, SessionFactory};
 
 use super::handles::HandleStore;
 use super::spans::TraceContext;

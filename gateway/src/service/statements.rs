@@ -9,8 +9,9 @@ use std::time::Instant;
 use arrow_flight::{FlightDescriptor, FlightInfo};
 use bytes::Bytes;
 use meshgate_catalog::Principal;
-use meshgate_engine::query::{QueryOptions, QueryRequest, SentBytes, Statement};
-use meshgate_engine::{Error as EngineError, Execution};
+use meshgate_engine::{
+    Error as EngineError, Execution, QueryOptions, QueryRequest, SentBytes, Statement,
+};
 
 use super::encode::{FlightDataStream, encode, statement_flight_info};
 use super::spans;
@@ -84,7 +85,12 @@ impl GatewayState {
                 trace,
             },
         );
-        statement_flight_info(&schema, handle, descriptor)
+        // The schema is plain Arrow (the engine's wire schema), so encoding it does not
+        // fail; if it ever did, the ticket goes and the client gets INTERNAL, while the
+        // planning's audit record (written by the engine) stands as planned.
+        statement_flight_info(&schema, handle.clone(), descriptor).inspect_err(|_| {
+            let _ = self.tickets.remove(&handle, &owner);
+        })
     }
 
     /// Executes the statement behind a ticket issued to `principal`; its audit record

@@ -6,7 +6,7 @@
 
 use arrow_flight::FlightDescriptor;
 use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
-use meshgate_engine::session::{MAX_OPERATORS, MAX_RELATIONS};
+use meshgate_engine::{MAX_OPERATORS, MAX_RELATIONS};
 use prost::Message;
 use tonic::Code;
 
@@ -128,7 +128,7 @@ async fn generating_table_functions_are_bounded() {
         assert!(
             status.message().contains(&format!(
                 "at most {} rows",
-                meshgate_engine::session::MAX_GENERATED_ROWS
+                meshgate_engine::MAX_GENERATED_ROWS
             )),
             "{sql}: {status:?}"
         );
