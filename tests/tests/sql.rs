@@ -223,3 +223,52 @@ async fn sql_surface() {
         failures.join("\n")
     );
 }
+
+/// The futures a door awaits for a statement stay small: a door's handler future holds
+/// them, and the server moves that future into a box for every request, so a planning
+/// future laid out inline (DataFusion's planner and optimizer state) would be copied
+/// whole, kilobytes per request.
+#[tokio::test]
+async fn engine_futures_stay_small() {
+    let engine = engine().await;
+    let principal = principal("admin");
+    let request = QueryRequest {
+        principal: principal.clone(),
+        statement: Statement::Sql("SELECT 1".to_string()),
+        options: QueryOptions::default(),
+        query_id: "size".to_string(),
+        rpc: "size",
+        span: tracing::Span::none(),
+    };
+    let plan = std::mem::size_of_val(&engine.plan(request));
+    let prepare = std::mem::size_of_val(&engine.prepare(
+        principal.clone(),
+        "SELECT 1".to_string(),
+        QueryOptions::default(),
+        "size",
+    ));
+    let planned = Arc::new(
+        engine
+            .plan(QueryRequest {
+                principal: principal.clone(),
+                statement: Statement::Sql("SELECT 1".to_string()),
+                options: QueryOptions::default(),
+                query_id: "size".to_string(),
+                rpc: "size",
+                span: tracing::Span::none(),
+            })
+            .await
+            .expect("SELECT 1 plans"),
+    );
+    let execution = Execution {
+        principal: &principal,
+        options: QueryOptions::default(),
+        rpc: "size",
+        span: tracing::Span::none(),
+        sent: SentBytes::default(),
+    };
+    let execute = std::mem::size_of_val(&engine.execute(planned, execution));
+    for (name, bytes) in [("plan", plan), ("prepare", prepare), ("execute", execute)] {
+        assert!(bytes <= 2048, "Engine::{name}'s future is {bytes} bytes");
+    }
+}

@@ -52,7 +52,9 @@ impl Engine {
         let (stop, _stop_when_dropped) = stop_on_drop();
         let engine = Arc::clone(self);
         let instrument = request.span.clone();
-        let work = async move { engine.plan_and_audit(request, stop).await };
+        // Boxed: planning's state (DataFusion's planner and optimizer) is large, and
+        // every future that awaits this one would otherwise hold it inline.
+        let work = Box::pin(async move { engine.plan_and_audit(request, stop).await });
         self.planning.run(work.instrument(instrument)).await
     }
 
@@ -226,7 +228,7 @@ impl Engine {
     ) -> Result<Prepared> {
         let (stop, _stop_when_dropped) = stop_on_drop();
         let engine = Arc::clone(self);
-        let work = async move {
+        let work = Box::pin(async move {
             let started = Instant::now();
             let mut audit = QueryAudit::default();
             let deadline = Deadline::starting_now(engine.query_timeout, options.timeout);
@@ -246,7 +248,7 @@ impl Engine {
                 .await;
             engine.audit_result(rpc, &principal, started, &audit, result.as_ref().err());
             result
-        };
+        });
         self.planning.run(work).await
     }
 }

@@ -321,17 +321,17 @@ mod tests {
 
     fn two_batches() -> SendableRecordBatchStream {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
-        let batch =
-            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int32Array::from(vec![1]))])
-                .unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int32Array::from(vec![1]))],
+        )
+        .unwrap();
         let batches = futures::stream::iter(vec![Ok(batch.clone()), Ok(batch)]);
         Box::pin(RecordBatchStreamAdapter::new(schema, batches))
     }
 
     /// Runs `consume` over an observed stream and returns how it was reported to end.
-    async fn ended(
-        consume: impl AsyncFnOnce(SendableRecordBatchStream, SentBytes),
-    ) -> StreamEnd {
+    async fn ended(consume: impl AsyncFnOnce(SendableRecordBatchStream, SentBytes)) -> StreamEnd {
         let in_flight = Arc::new(InFlight::default());
         let end = Arc::new(Mutex::new(None));
         let seen = Arc::clone(&end);
@@ -352,7 +352,10 @@ mod tests {
             }
         })
         .await;
-        assert_eq!((end.outcome, end.code, end.rows, end.bytes), ("ok", None, 2, 20));
+        assert_eq!(
+            (end.outcome, end.code, end.rows, end.bytes),
+            ("ok", None, 2, 20)
+        );
     }
 
     #[tokio::test]
