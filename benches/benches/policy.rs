@@ -21,7 +21,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use datafusion::physical_plan::collect;
 use meshgate_catalog::{Mesh, Principal};
-use meshgate_engine::{PolicyEngine, SessionFactory, load_mesh, plan_sql, query_task_context};
+use meshgate_engine::internals::{plan_sql, query_task_context};
+use meshgate_engine::{PolicyEngine, SessionFactory, load_mesh};
 use meshgate_gateway::auth::{AuthConfig, Authenticator};
 use meshgate_gateway::config::EngineConfig;
 use meshgate_gateway::demo::{

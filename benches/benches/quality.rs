@@ -28,9 +28,9 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use meshgate_catalog::{Mesh, Principal};
+use meshgate_engine::internals::{Budget, Measurer, Trigger, plan_sql};
 use meshgate_engine::{
-    Budget, Measurer, PolicyEngine, QualityStore, SessionFactory, SessionPublisher, Trigger,
-    load_mesh, plan_sql, spawn_agent,
+    PolicyEngine, QualityStore, SessionFactory, SessionPublisher, load_mesh, spawn_agent,
 };
 use meshgate_gateway::config::{EngineConfig, QualityConfig};
 

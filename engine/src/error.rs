@@ -141,7 +141,7 @@ pub enum Breakage {
 }
 
 /// The error a scan of a broken product's table fails with (the stand-in tables of
-/// [`crate::product`] raise it).
+/// `product` raise it).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ProductUnavailable {

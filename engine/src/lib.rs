@@ -37,18 +37,24 @@ pub use query::{
 };
 
 // Errors, and how a door maps them to its protocol.
-pub use error::{Error, ErrorClass, PlanningStopped, Result};
+pub use error::{Breakage, Error, ErrorClass, PlanningStopped, ProductUnavailable, Result};
 
 // Configuration.
 pub use config::{EngineConfig, QualityConfig, ReloadConfig};
 
 // The live mesh: loading, following the mesh directory, each principal's sessions.
-pub use live::{DataCheck, LoadError, MeshRegistry, ProductLoader, follow, load_mesh};
+pub use live::{
+    DataCheck, LoadError, MeshRegistry, ProductLoader, RefreshReport, follow, load_mesh,
+};
 pub use policy::PolicyEngine;
-pub use product::{HealthState, check_row_filters};
+pub use product::{
+    CompiledProduct, Fault, HealthState, PolicyCompileError, ProductHealth, RowFilterError,
+    check_row_filters,
+};
 pub use session::{
     MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, MeshCatalogList,
-    SYSTEM_CATALOG, SessionFactory, SessionPublisher, plan_sql, query_task_context, session_config,
+    PrincipalSession, ReadOnlyCatalog, ReadOnlySchema, SYSTEM_CATALOG, SessionFactory,
+    SessionPublisher,
 };
 
 // The audit trail: one record per request, fanned out to sinks.
@@ -57,9 +63,20 @@ pub use audit::{AuditRecord, AuditSink, Auditor, QueryAudit, StatementMode};
 // Admission: deadlines asked for by a request.
 pub use admission::{Deadline, TIMEOUT_HEADER};
 
-// Quality: the agent, its store and its measurements.
+// Quality: the agent and its store.
 pub use agent::spawn_agent;
-pub use quality::{Budget, Measurer, QualityStore, QualityStoreError, Trigger, check_literals};
+pub use quality::{CheckLiteralError, QualityStore, QualityStoreError, check_literals};
+
+/// Lower-level pieces for benchmarks and tests: planning and executing a statement in a
+/// principal's session, and measuring a table, outside admission, deadlines and the
+/// audit (policies still hold: they are inside the plan). Doors call [`Engine`].
+pub mod internals {
+    pub use crate::quality::{
+        Budget, CheckOutcome, ColumnMeasurement, DataFingerprint, Measurer, Method,
+        TableMeasurement, Trigger,
+    };
+    pub use crate::session::{plan_sql, query_task_context, session_config};
+}
 
 /// The engine's top-level modules from the bottom up: a module may use only the
 /// modules listed before it.

@@ -232,7 +232,7 @@ async fn sql_surface() {
 async fn engine_futures_stay_small() {
     let engine = engine().await;
     let principal = principal("admin");
-    let request = QueryRequest {
+    let select_one = || QueryRequest {
         principal: principal.clone(),
         statement: Statement::Sql("SELECT 1".to_string()),
         options: QueryOptions::default(),
@@ -240,26 +240,14 @@ async fn engine_futures_stay_small() {
         rpc: "size",
         span: tracing::Span::none(),
     };
-    let plan = std::mem::size_of_val(&engine.plan(request));
+    let plan = std::mem::size_of_val(&engine.plan(select_one()));
     let prepare = std::mem::size_of_val(&engine.prepare(
         principal.clone(),
         "SELECT 1".to_string(),
         QueryOptions::default(),
         "size",
     ));
-    let planned = Arc::new(
-        engine
-            .plan(QueryRequest {
-                principal: principal.clone(),
-                statement: Statement::Sql("SELECT 1".to_string()),
-                options: QueryOptions::default(),
-                query_id: "size".to_string(),
-                rpc: "size",
-                span: tracing::Span::none(),
-            })
-            .await
-            .expect("SELECT 1 plans"),
-    );
+    let planned = Arc::new(engine.plan(select_one()).await.expect("SELECT 1 plans"));
     let execution = Execution {
         principal: &principal,
         options: QueryOptions::default(),

@@ -25,7 +25,7 @@ pub(crate) async fn context(mesh: &TpchMesh, engine: &EngineConfig) -> SessionCo
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(engine.memory_pool)))
         .build_arc()
         .unwrap();
-    let config = meshgate_engine::session_config(engine);
+    let config = meshgate_engine::internals::session_config(engine);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     for table in TABLES {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use meshgate_catalog::Mesh;
 
 pub use loader::{LoadError, ProductLoader};
-pub use registry::{DataCheck, MeshRegistry};
+pub use registry::{DataCheck, MeshRegistry, RefreshReport};
 pub use watch::follow;
 
 use crate::config::EngineConfig;

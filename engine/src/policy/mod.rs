@@ -28,7 +28,7 @@ use crate::product::{BrokenTable, CompiledProduct, CompiledTable, ProductHealth}
 
 /// What a principal may see of one product, ready to register in a session.
 #[derive(Debug)]
-pub struct ProductView {
+pub(crate) struct ProductView {
     /// The product.
     pub product: Arc<Product>,
     /// Tables by name (secured where restricted).
@@ -44,7 +44,7 @@ pub struct ProductView {
 
 impl ProductView {
     /// What the principal sees of `column` in `table` (hidden for an unknown one).
-    pub fn effect(&self, table: &str, column: &str) -> ColumnEffect {
+    pub(crate) fn effect(&self, table: &str, column: &str) -> ColumnEffect {
         effect_in(&self.access, table, column)
     }
 }
@@ -73,7 +73,7 @@ impl PolicyEngine {
     }
 
     /// The products `principal` may read, each restricted as its policy says.
-    pub fn view<'a>(
+    pub(crate) fn view<'a>(
         &self,
         principal: &Principal,
         products: impl IntoIterator<Item = &'a CompiledProduct>,

@@ -27,7 +27,7 @@ use crate::product::{Breakage, ProductUnavailable};
 
 /// Resolves versioned table names of one product for one principal.
 #[derive(Debug)]
-pub struct TimeTravel {
+pub(crate) struct TimeTravel {
     pub(super) product: Arc<Product>,
     pub(super) opener: Arc<TableOpener>,
     pub(super) principal: Principal,
@@ -42,7 +42,7 @@ impl TimeTravel {
     /// The provider of `name` (`table@v3`, `table@2024-06-01T00:00:00Z`), secured for
     /// the principal; `None` when `name` has no suffix or names a table the principal
     /// cannot read (indistinguishable from one that does not exist).
-    pub async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+    pub(crate) async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let Some(parsed) = split_as_of(name) else {
             return Ok(None);
         };

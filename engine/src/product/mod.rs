@@ -8,13 +8,12 @@ mod compiled;
 mod freshness;
 mod health;
 mod row_filter;
+pub use row_filter::RowFilterError;
 #[cfg(test)]
-pub(crate) use row_filter::{RowFilterError, RowFilterTemplate};
+pub(crate) use row_filter::RowFilterTemplate;
 
 pub(crate) use broken::{Breakage, BrokenTable, ProductUnavailable};
 pub(crate) use compiled::CompiledTable;
-pub use compiled::check_row_filters;
-pub(crate) use compiled::{CompiledProduct, PolicyCompileError};
+pub use compiled::{CompiledProduct, PolicyCompileError, check_row_filters};
 pub(crate) use freshness::require_fresh;
-pub use health::HealthState;
-pub(crate) use health::{Fault, ProductHealth};
+pub use health::{Fault, HealthState, ProductHealth};

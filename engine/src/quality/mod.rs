@@ -15,9 +15,9 @@ mod model;
 mod store;
 
 pub(crate) use completeness::measured_completeness;
-pub(crate) use measure::CheckLiteralError;
-pub use measure::check_literals;
 pub use measure::{Budget, Measurer};
-pub use model::Trigger;
-pub(crate) use model::{DataFingerprint, TableMeasurement};
+pub use measure::{CheckLiteralError, check_literals};
+pub use model::{
+    CheckOutcome, ColumnMeasurement, DataFingerprint, Method, TableMeasurement, Trigger,
+};
 pub use store::{QualityStore, QualityStoreError};

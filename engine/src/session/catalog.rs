@@ -112,7 +112,7 @@ impl ReadOnlySchema {
     }
 
     /// The same schema, resolving names with a version suffix through `time_travel`.
-    pub fn with_time_travel(mut self, time_travel: Option<Arc<TimeTravel>>) -> Self {
+    pub(crate) fn with_time_travel(mut self, time_travel: Option<Arc<TimeTravel>>) -> Self {
         self.time_travel = time_travel;
         self
     }

@@ -30,8 +30,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_catalog::Principal;
 
 pub(crate) use budget::{MaxPlanNodes, PlanningBudget};
-pub use catalog::MeshCatalogList;
-pub(crate) use catalog::{ReadOnlyCatalog, ReadOnlySchema};
+pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
 pub use generated::MAX_GENERATED_ROWS;
 pub use published::SessionPublisher;
 pub(crate) use published::WeakSessionPublisher;
@@ -61,7 +60,7 @@ pub struct PrincipalSession {
     pub access: Arc<BTreeMap<String, Vec<String>>>,
     /// What the principal sees, summed up: a plan made in this session may run only
     /// while the principal's current view has the same fingerprint.
-    pub view: ViewFingerprint,
+    pub(crate) view: ViewFingerprint,
 }
 
 /// A digest of what one principal sees of the mesh: the products and tables it may
@@ -71,7 +70,7 @@ pub struct PrincipalSession {
 /// new Delta version) leave it unchanged; a policy or contract change that alters what
 /// the principal sees changes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ViewFingerprint([u8; 32]);
+pub(crate) struct ViewFingerprint([u8; 32]);
 
 impl ViewFingerprint {
     fn of(views: &[ProductView]) -> Self {

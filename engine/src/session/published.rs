@@ -41,7 +41,7 @@ impl SessionPublisher {
 
     /// A subscription that does not keep the channel open (for background work that
     /// must stop once the engine is gone).
-    pub fn downgrade(&self) -> WeakSessionPublisher {
+    pub(crate) fn downgrade(&self) -> WeakSessionPublisher {
         WeakSessionPublisher {
             sender: Arc::downgrade(&self.sender),
         }
@@ -50,13 +50,13 @@ impl SessionPublisher {
 
 /// A [`SessionPublisher`] that does not keep the channel alive.
 #[derive(Debug, Clone)]
-pub struct WeakSessionPublisher {
+pub(crate) struct WeakSessionPublisher {
     sender: std::sync::Weak<watch::Sender<Arc<SessionFactory>>>,
 }
 
 impl WeakSessionPublisher {
     /// The publisher, while one is alive.
-    pub fn upgrade(&self) -> Option<SessionPublisher> {
+    pub(crate) fn upgrade(&self) -> Option<SessionPublisher> {
         self.sender
             .upgrade()
             .map(|sender| SessionPublisher { sender })

@@ -2,7 +2,9 @@
 //!
 //! Every HTTP/2 request, whatever its path (a Flight RPC, a Flight SQL command, a
 //! method that does not exist yet), must carry `authorization: Bearer <JWT>` that the
-//! [`Authenticator`] accepts. Accepted requests continue with the verified
+//! [`Authenticator`] accepts; the Flight handshake alone may carry HTTP basic
+//! credentials whose password is the JWT (BI tools' user and password fields), and
+//! answers with the bearer token. Accepted requests continue with the verified
 //! [`Principal`] in their extensions; all others end here with `UNAUTHENTICATED` and a
 //! short reason. Handlers never check tokens themselves: they read the principal.
 
@@ -15,9 +17,19 @@ use meshgate_catalog::Principal;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::verifier::AuthError;
-use super::verifier::Authenticator;
+use super::verifier::{AuthError, Authenticator, basic_token};
 use crate::audit::{AuditRecord, AuditSlot, Auditor, PendingRecord};
+
+/// The path of the Flight handshake: the one request that may carry HTTP basic
+/// credentials (`user:token`) instead of a bearer token; it answers with the bearer.
+pub(crate) const HANDSHAKE_PATH: &str = "/arrow.flight.protocol.FlightService/Handshake";
+
+/// `Bearer <token>` as a header value (a token that is not a valid header value is
+/// not a token).
+fn bearer_header(token: &str) -> Result<http::HeaderValue, AuthError> {
+    http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| AuthError("malformed token"))
+}
 
 /// Adds [`AuthService`] in front of a service.
 #[derive(Debug, Clone)]
@@ -79,8 +91,27 @@ where
         let auditor = Arc::clone(&self.auditor);
         Box::pin(async move {
             let started = std::time::Instant::now();
+            let handshake = request.uri().path() == HANDSHAKE_PATH;
             let verified = match single_authorization(request.headers()) {
-                Ok(header) => authenticator.verify_header(header.as_deref()).await,
+                Ok(header) => match header
+                    .as_deref()
+                    .filter(|_| handshake)
+                    .and_then(basic_token)
+                {
+                    // The handshake answers with the bearer token (see `do_handshake`),
+                    // which it reads back from the request.
+                    Some(Ok(token)) => match authenticator.verify(&token).await {
+                        Ok(principal) => bearer_header(&token).map(|bearer| {
+                            request
+                                .headers_mut()
+                                .insert(http::header::AUTHORIZATION, bearer);
+                            principal
+                        }),
+                        Err(reason) => Err(reason),
+                    },
+                    Some(Err(reason)) => Err(reason),
+                    None => authenticator.verify_header(header.as_deref()).await,
+                },
                 Err(reason) => Err(reason),
             };
             match verified {

@@ -22,6 +22,39 @@ use super::config::{AuthConfig, IssuerConfig, KeySource, MAX_LEEWAY};
 #[error("{0}")]
 pub struct AuthError(pub &'static str);
 
+/// The token of an `authorization: Bearer <token>` header value.
+pub(crate) fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
+    let header = header.ok_or(AuthError("missing bearer token"))?;
+    Ok(header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or(AuthError("authorization must be `Bearer <token>`"))?
+        .trim())
+}
+
+/// The token in an `authorization: Basic <base64(user:password)>` header value whose
+/// password is the token, as BI tools send a user name and password to the Flight
+/// handshake. The user name is ignored: the token alone says who calls (the audit
+/// names its subject). `None` when the value is not basic credentials.
+pub(crate) fn basic_token(header: &str) -> Option<Result<String, AuthError>> {
+    use base64::Engine as _;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let malformed = AuthError("malformed basic credentials: send `user:token`, base64-encoded");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    Some(match decoded {
+        Some(pair) => match pair.split_once(':') {
+            Some((_user, token)) if !token.is_empty() => Ok(token.to_string()),
+            _ => Err(malformed),
+        },
+        None => Err(malformed),
+    })
+}
+
 /// Why the authentication configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("auth configuration: {0}")]
@@ -99,15 +132,9 @@ impl Authenticator {
         })
     }
 
-    /// Verifies the value of an `authorization` header.
+    /// Verifies the value of an `authorization` header (`Bearer <token>`).
     pub async fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
-        let header = header.ok_or(AuthError("missing bearer token"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(AuthError("authorization must be `Bearer <token>`"))?
-            .trim();
-        self.verify(token).await
+        self.verify(bearer_token(header)?).await
     }
 
     /// Verifies a JWT and maps its claims to a principal.

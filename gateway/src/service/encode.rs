@@ -22,9 +22,10 @@ pub(super) type FlightDataStream = std::pin::Pin<
 
 /// Encodes `batches` (already in plain types) as Flight data, batch by batch: nothing
 /// is buffered beyond the batch being encoded, and HTTP/2 flow control paces the
-/// producer. The bytes of every message are added to `sent`; an error of the encoder's
-/// own (not one of the engine's stream, which the engine records) is reported there, so
-/// the audit record says the query failed rather than that its client went away.
+/// producer. The bytes of every message are added to `sent`. An error of the encoder's
+/// own (the engine's stream's errors are the engine's to record) is `INTERNAL`, and is
+/// reported to `sent`, so the audit record says the query failed rather than that its
+/// client went away.
 pub(super) fn encode(
     batches: SendableRecordBatchStream,
     max_flight_data_size: usize,
@@ -41,16 +42,17 @@ pub(super) fn encode(
                 sent.add((data.data_header.len() + data.data_body.len()) as u64);
                 Ok(data)
             }
-            Err(e) => Err(match flight_error(e) {
-                Ok(error) => {
-                    sent.fail(error.code_name());
-                    Status::from(error)
-                }
-                Err(status) => {
-                    sent.fail(ErrorClass::Internal.name());
-                    status
-                }
-            }),
+            // The engine's stream failed: the engine records its error.
+            Err(FlightError::ExternalError(e)) if e.is::<Error>() => {
+                Err(flight_error_to_status(FlightError::ExternalError(e)))
+            }
+            // The door could not deliver what the engine yielded.
+            Err(e) => {
+                sent.fail(ErrorClass::Internal.name());
+                Err(Status::from(Error::internal(format!(
+                    "encoding the results as Flight data failed: {e}"
+                ))))
+            }
         });
     Box::pin(encoded)
 }
@@ -66,20 +68,15 @@ pub(super) fn encode_batch(batch: RecordBatch) -> FlightDataStream {
 }
 
 fn flight_error_to_status(err: FlightError) -> Status {
-    flight_error(err).map_or_else(|status| status, Status::from)
-}
-
-/// The gateway error `err` stands for, or the status it already is.
-fn flight_error(err: FlightError) -> Result<Error, Status> {
-    Ok(match err {
+    match err {
         FlightError::ExternalError(e) => match e.downcast::<Error>() {
-            Ok(e) => *e,
-            Err(e) => Error::internal(e.to_string()),
+            Ok(e) => Status::from(*e),
+            Err(e) => Status::from(Error::internal(e.to_string())),
         },
-        FlightError::Arrow(e) => Error::from(e),
-        FlightError::Tonic(status) => return Err(*status),
-        other => Error::internal(other.to_string()),
-    })
+        FlightError::Arrow(e) => Status::from(Error::from(e)),
+        FlightError::Tonic(status) => *status,
+        other => Status::from(Error::internal(other.to_string())),
+    }
 }
 
 /// A FlightInfo with one endpoint whose ticket is `TicketStatementQuery { handle }`.

@@ -47,6 +47,11 @@ use std::time::Instant;
 use meshgate_catalog::Principal;
 
 use self::encode::{FlightDataStream, command_flight_info, encode_batch};
+
+/// The answer stream of the Flight handshake.
+type HandshakeStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<arrow_flight::HandshakeResponse, Status>> + Send>,
+>;
 use self::options::query_options;
 use self::statements::Command;
 use crate::audit::{self, record_of};
@@ -175,6 +180,32 @@ fn with_query_id<T>(
 impl FlightSqlService for MeshFlightSqlService {
     type FlightService = MeshFlightSqlService;
 
+    /// The Flight handshake, as BI tools' drivers (JDBC, ODBC) and `pyarrow`'s
+    /// `authenticate_basic_token` use it: the authentication layer verified the
+    /// credentials (HTTP basic with the JWT as password, or a bearer token); the answer
+    /// carries `authorization: Bearer <token>` for the calls that follow, and one empty
+    /// handshake message. meshgate keeps no session and stores no password.
+    async fn do_handshake(
+        &self,
+        request: Request<tonic::Streaming<arrow_flight::HandshakeRequest>>,
+    ) -> Result<Response<HandshakeStream>, Status> {
+        audit::name(&request, "Handshake");
+        principal_of(&request)?;
+        let bearer = request
+            .metadata()
+            .get("authorization")
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let answer = arrow_flight::HandshakeResponse {
+            protocol_version: 0,
+            payload: Default::default(),
+        };
+        let mut response =
+            Response::new(Box::pin(futures::stream::iter([Ok(answer)])) as HandshakeStream);
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
+    }
+
     async fn get_flight_info_statement(
         &self,
         query: CommandStatementQuery,
@@ -247,8 +278,8 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         if request.get_ref().r#type != actions::CANCEL_FLIGHT_INFO {
             audit::name(&request, "DoAction");
-            return Err(Status::invalid_argument(format!(
-                "unknown action '{}'",
+            return Err(Status::unimplemented(format!(
+                "unknown action '{}' (ListActions lists those offered)",
                 request.get_ref().r#type
             )));
         }

@@ -636,3 +636,26 @@ async fn pem_public_keys_verify_es256_and_eddsa_tokens() {
             .contains("bad.pem")
     );
 }
+
+/// arrow-flight's Flight SQL client, as Rust services use it: `handshake(user, password)`
+/// with the JWT as the password takes the bearer token from the answer and sends it
+/// from then on; a wrong password is UNAUTHENTICATED and leaves the client without one.
+#[tokio::test]
+async fn the_handshake_turns_basic_credentials_into_the_bearer_token() {
+    let jwt = token("handshaker", ADMIN, None);
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel().await);
+    client
+        .handshake("whoever", &jwt)
+        .await
+        .expect("the handshake accepts the token as password");
+    assert_eq!(client.token(), Some(&jwt));
+    assert_eq!(single_i64(&query(&mut client, "SELECT 41 + 1").await), 42);
+
+    let mut refused = arrow_flight::sql::client::FlightSqlServiceClient::new(channel().await);
+    let err = refused
+        .handshake("whoever", "not-a-jwt")
+        .await
+        .expect_err("a password that is not a token is refused");
+    assert!(err.to_string().contains("Unauthenticated"), "{err}");
+    assert_eq!(refused.token(), None);
+}
