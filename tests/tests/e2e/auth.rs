@@ -656,6 +656,10 @@ async fn the_handshake_turns_basic_credentials_into_the_bearer_token() {
         .handshake("whoever", "not-a-jwt")
         .await
         .expect_err("a password that is not a token is refused");
-    assert!(err.to_string().contains("Unauthenticated"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not have valid authentication credentials"),
+        "{err}"
+    );
     assert_eq!(refused.token(), None);
 }
