@@ -1,12 +1,19 @@
-//! Flight actions beyond Flight SQL's own: `CancelFlightInfo`.
+//! Cancelling a query by its FlightInfo: Flight's `CancelFlightInfo` action, and Flight
+//! SQL's older `CancelQuery`, which older JDBC and ODBC drivers send.
 
-use arrow_flight::sql::TicketStatementQuery;
-use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus};
+use arrow_flight::sql::{ActionCancelQueryRequest, ActionCancelQueryResult, TicketStatementQuery};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
+};
 use meshgate_catalog::Principal;
 use prost::Message;
 
 use super::state::GatewayState;
 use crate::error::{Error, Result};
+
+/// `ActionCancelQueryResult.CancelResult` values (arrow-flight does not export the enum).
+const CANCEL_RESULT_CANCELLED: i32 = 1;
+const CANCEL_RESULT_NOT_CANCELLABLE: i32 = 3;
 
 /// The Flight action that cancels a query by its FlightInfo.
 pub(super) const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
@@ -22,20 +29,7 @@ pub(super) fn cancel_flight_info(
 ) -> Result<arrow_flight::Result> {
     let cancel = CancelFlightInfoRequest::decode(action.body.clone())
         .map_err(|_| Error::invalid_argument("CancelFlightInfo: malformed request"))?;
-    let mut cancelled = false;
-    for endpoint in cancel.info.map(|i| i.endpoint).unwrap_or_default() {
-        let Some(ticket) = endpoint.ticket else {
-            continue;
-        };
-        let handle = arrow_flight::sql::Any::decode(ticket.ticket)
-            .ok()
-            .and_then(|any| any.unpack::<TicketStatementQuery>().ok().flatten())
-            .map(|t| t.statement_handle);
-        if let Some(handle) = handle {
-            cancelled |= state.cancel_ticket(principal, &handle)?;
-        }
-    }
-    let status = if cancelled {
+    let status = if cancel_info(state, principal, cancel.info)? {
         CancelStatus::Cancelled
     } else {
         // Unknown, finished or expired: nothing left to cancel.
@@ -47,4 +41,44 @@ pub(super) fn cancel_flight_info(
     Ok(arrow_flight::Result {
         body: result.encode_to_vec().into(),
     })
+}
+
+/// Flight SQL's `CancelQuery`: the same as [`cancel_flight_info`], for the serialized
+/// FlightInfo the request carries.
+pub(super) fn cancel_query(
+    state: &GatewayState,
+    principal: &Principal,
+    query: &ActionCancelQueryRequest,
+) -> Result<ActionCancelQueryResult> {
+    let info = FlightInfo::decode(query.info.clone())
+        .map_err(|_| Error::invalid_argument("CancelQuery: malformed FlightInfo"))?;
+    let result = if cancel_info(state, principal, Some(info))? {
+        CANCEL_RESULT_CANCELLED
+    } else {
+        CANCEL_RESULT_NOT_CANCELLABLE
+    };
+    Ok(ActionCancelQueryResult { result })
+}
+
+/// Cancels the queries behind the tickets of `info` issued to `principal`; whether
+/// there was one.
+fn cancel_info(
+    state: &GatewayState,
+    principal: &Principal,
+    info: Option<FlightInfo>,
+) -> Result<bool> {
+    let mut cancelled = false;
+    for endpoint in info.map(|i| i.endpoint).unwrap_or_default() {
+        let Some(ticket) = endpoint.ticket else {
+            continue;
+        };
+        let handle = arrow_flight::sql::Any::decode(ticket.ticket)
+            .ok()
+            .and_then(|any| any.unpack::<TicketStatementQuery>().ok().flatten())
+            .map(|t| t.statement_handle);
+        if let Some(handle) = handle {
+            cancelled |= state.cancel_ticket(principal, &handle)?;
+        }
+    }
+    Ok(cancelled)
 }

@@ -12,8 +12,9 @@ use arrow_flight::sql::{
 use crate::error::Result;
 use meshgate_engine::MAX_SQL_BYTES;
 
-/// The GetSqlInfo answers of this server.
-pub(super) fn sql_info() -> Result<SqlInfoData> {
+/// The GetSqlInfo answers of this server, whose unused prepared statements are kept for
+/// `prepared_ttl` (each use restarts it, as the protocol's statement timeout means).
+pub(super) fn sql_info(prepared_ttl: std::time::Duration) -> Result<SqlInfoData> {
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "meshgate");
     b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -25,10 +26,11 @@ pub(super) fn sql_info() -> Result<SqlInfoData> {
         SqlInfo::FlightSqlServerTransaction,
         SqlSupportedTransaction::None as i32,
     );
-    b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.append(SqlInfo::FlightSqlServerCancel, true);
     b.append(SqlInfo::FlightSqlServerBulkIngestion, false);
     b.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, false);
-    b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
+    let prepared_ttl_ms = i32::try_from(prepared_ttl.as_millis()).unwrap_or(i32::MAX);
+    b.append(SqlInfo::FlightSqlServerStatementTimeout, prepared_ttl_ms);
     b.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
     b.append(SqlInfo::SqlDdlCatalog, false);
     b.append(SqlInfo::SqlDdlSchema, false);

@@ -65,7 +65,7 @@ impl GatewayState {
                 config.handles.max_handles,
                 config.handles.max_handles_per_principal,
             ),
-            sql_info: sql_info::sql_info()?,
+            sql_info: sql_info::sql_info(config.handles.prepared_ttl)?,
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
             stream_idle_timeout: config.transport.stream_idle_timeout,

@@ -309,16 +309,20 @@ async fn sql_info_is_truthful() {
         .get_sql_info(vec![
             SqlInfo::FlightSqlServerName,
             SqlInfo::FlightSqlServerReadOnly,
+            SqlInfo::FlightSqlServerStatementTimeout,
         ])
         .await
         .expect("sql info");
     let batches = fetch(&mut c, info).await;
-    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
     let text = arrow::util::pretty::pretty_format_batches(&batches)
         .expect("format")
         .to_string();
     assert!(text.contains("meshgate"), "{text}");
     assert!(text.contains("true"), "{text}");
+    // The statement timeout is how long an unused prepared statement is kept, in
+    // milliseconds (`handles.prepared_ttl`, 1 h by default).
+    assert!(text.contains("3600000"), "{text}");
 }
 
 #[tokio::test]
@@ -339,4 +343,48 @@ async fn the_mesh_describes_itself() {
         .await,
     );
     assert_eq!(pii, 4);
+}
+
+/// Flight SQL's `CancelQuery` (what older JDBC and ODBC drivers send) cancels like
+/// `CancelFlightInfo`: the ticket is void afterwards, a second cancel finds nothing to
+/// cancel, and another principal cannot cancel someone else's query.
+#[tokio::test]
+async fn cancel_query_voids_the_ticket_of_its_own_principal_only() {
+    use arrow_flight::sql::{ActionCancelQueryRequest, ActionCancelQueryResult};
+    use futures::StreamExt;
+
+    async fn cancel(
+        client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+        info: &arrow_flight::FlightInfo,
+    ) -> i32 {
+        let request = ActionCancelQueryRequest {
+            info: info.encode_to_vec().into(),
+        };
+        let action = arrow_flight::Action::new("CancelQuery", request.as_any().encode_to_vec());
+        let mut results = client.do_action(action).await.expect("CancelQuery");
+        let result = results.next().await.expect("one result").expect("a result");
+        let any = arrow_flight::sql::Any::decode(result.body).expect("an Any");
+        any.unpack::<ActionCancelQueryResult>()
+            .expect("a CancelQuery result")
+            .expect("a CancelQuery result")
+            .result
+    }
+    const CANCELLED: i32 = 1;
+    const NOT_CANCELLABLE: i32 = 3;
+
+    let mut owner = client().await;
+    let info = owner
+        .execute("SELECT 1 AS one".to_string(), None)
+        .await
+        .expect("plans");
+    let mut stranger = crate::fixture::client_with(&token("stranger", ADMIN, None)).await;
+    assert_eq!(cancel(&mut stranger, &info).await, NOT_CANCELLABLE);
+    assert_eq!(cancel(&mut owner, &info).await, CANCELLED);
+    assert_eq!(cancel(&mut owner, &info).await, NOT_CANCELLABLE);
+    let ticket = info.endpoint[0].ticket.clone().expect("a ticket");
+    let status = owner.do_get(ticket).await.expect_err("the ticket is void");
+    assert!(
+        status.to_string().contains("NotFound") || status.to_string().contains("not found"),
+        "{status}"
+    );
 }
