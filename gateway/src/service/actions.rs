@@ -60,6 +60,10 @@ pub(super) fn cancel_query(
     Ok(ActionCancelQueryResult { result })
 }
 
+/// Most endpoints a FlightInfo to cancel may list: this server's have one, so a
+/// request listing more is not about its queries, and is refused before any work.
+const MAX_CANCEL_ENDPOINTS: usize = 16;
+
 /// Cancels the queries behind the tickets of `info` issued to `principal`; whether
 /// there was one.
 fn cancel_info(
@@ -67,8 +71,15 @@ fn cancel_info(
     principal: &Principal,
     info: Option<FlightInfo>,
 ) -> Result<bool> {
+    let endpoints = info.map(|i| i.endpoint).unwrap_or_default();
+    if endpoints.len() > MAX_CANCEL_ENDPOINTS {
+        return Err(Error::invalid_argument(format!(
+            "the FlightInfo to cancel lists {} endpoints; this server's have one",
+            endpoints.len()
+        )));
+    }
     let mut cancelled = false;
-    for endpoint in info.map(|i| i.endpoint).unwrap_or_default() {
+    for endpoint in endpoints {
         let Some(ticket) = endpoint.ticket else {
             continue;
         };
