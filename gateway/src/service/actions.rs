@@ -9,6 +9,7 @@ use meshgate_catalog::Principal;
 use prost::Message;
 
 use super::state::GatewayState;
+use super::wire_scan;
 use crate::error::{Error, Result};
 
 /// `ActionCancelQueryResult.CancelResult` values (arrow-flight does not export the enum).
@@ -27,8 +28,13 @@ pub(super) fn cancel_flight_info(
     principal: &Principal,
     action: &Action,
 ) -> Result<arrow_flight::Result> {
+    const WHAT: &str = "CancelFlightInfo: malformed request";
+    let info = wire_scan::nested(&action.body, 1).map_err(|_| Error::invalid_argument(WHAT))?;
+    if let Some(info) = info {
+        ensure_few_endpoints(info, WHAT)?;
+    }
     let cancel = CancelFlightInfoRequest::decode(action.body.clone())
-        .map_err(|_| Error::invalid_argument("CancelFlightInfo: malformed request"))?;
+        .map_err(|_| Error::invalid_argument(WHAT))?;
     let status = if cancel_info(state, principal, cancel.info)? {
         CancelStatus::Cancelled
     } else {
@@ -50,8 +56,9 @@ pub(super) fn cancel_query(
     principal: &Principal,
     query: &ActionCancelQueryRequest,
 ) -> Result<ActionCancelQueryResult> {
-    let info = FlightInfo::decode(query.info.clone())
-        .map_err(|_| Error::invalid_argument("CancelQuery: malformed FlightInfo"))?;
+    const WHAT: &str = "CancelQuery: malformed FlightInfo";
+    ensure_few_endpoints(&query.info, WHAT)?;
+    let info = FlightInfo::decode(query.info.clone()).map_err(|_| Error::invalid_argument(WHAT))?;
     let result = if cancel_info(state, principal, Some(info))? {
         CANCEL_RESULT_CANCELLED
     } else {
@@ -61,8 +68,22 @@ pub(super) fn cancel_query(
 }
 
 /// Most endpoints a FlightInfo to cancel may list: this server's have one, so a
-/// request listing more is not about its queries, and is refused before any work.
+/// request listing more is not about its queries. It is refused on its wire bytes,
+/// before decoding (which allocates per endpoint).
 const MAX_CANCEL_ENDPOINTS: usize = 16;
+
+/// Refuses the FlightInfo in `bytes` if it lists more than [`MAX_CANCEL_ENDPOINTS`],
+/// or with `malformed` if it is not a protobuf message.
+fn ensure_few_endpoints(bytes: &[u8], malformed: &str) -> Result<()> {
+    let endpoints =
+        wire_scan::count_field(bytes, 3).map_err(|_| Error::invalid_argument(malformed))?;
+    if endpoints > MAX_CANCEL_ENDPOINTS {
+        return Err(Error::invalid_argument(format!(
+            "the FlightInfo to cancel lists {endpoints} endpoints; this server's have one"
+        )));
+    }
+    Ok(())
+}
 
 /// Cancels the queries behind the tickets of `info` issued to `principal`; whether
 /// there was one.
@@ -71,15 +92,8 @@ fn cancel_info(
     principal: &Principal,
     info: Option<FlightInfo>,
 ) -> Result<bool> {
-    let endpoints = info.map(|i| i.endpoint).unwrap_or_default();
-    if endpoints.len() > MAX_CANCEL_ENDPOINTS {
-        return Err(Error::invalid_argument(format!(
-            "the FlightInfo to cancel lists {} endpoints; this server's have one",
-            endpoints.len()
-        )));
-    }
     let mut cancelled = false;
-    for endpoint in endpoints {
+    for endpoint in info.map(|i| i.endpoint).unwrap_or_default() {
         let Some(ticket) = endpoint.ticket else {
             continue;
         };

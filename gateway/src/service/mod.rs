@@ -21,6 +21,7 @@ mod sql_info;
 mod stall;
 mod state;
 mod statements;
+mod wire_scan;
 
 use std::sync::Arc;
 

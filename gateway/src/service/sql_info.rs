@@ -29,7 +29,10 @@ pub(super) fn sql_info(prepared_ttl: std::time::Duration) -> Result<SqlInfoData>
     b.append(SqlInfo::FlightSqlServerCancel, true);
     b.append(SqlInfo::FlightSqlServerBulkIngestion, false);
     b.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, false);
-    let prepared_ttl_ms = i32::try_from(prepared_ttl.as_millis()).unwrap_or(i32::MAX);
+    // 0 would mean "no timeout": a TTL under a millisecond is reported as 1 ms.
+    let prepared_ttl_ms = i32::try_from(prepared_ttl.as_millis())
+        .unwrap_or(i32::MAX)
+        .max(1);
     b.append(SqlInfo::FlightSqlServerStatementTimeout, prepared_ttl_ms);
     b.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
     b.append(SqlInfo::SqlDdlCatalog, false);
