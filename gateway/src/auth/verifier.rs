@@ -22,37 +22,87 @@ use super::config::{AuthConfig, IssuerConfig, KeySource, MAX_LEEWAY};
 #[error("{0}")]
 pub struct AuthError(pub &'static str);
 
+/// The credentials of an `authorization` header value with scheme `scheme` (matched
+/// without regard to case, as HTTP schemes are), if it has that scheme.
+fn credentials<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, credentials) = header.split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then_some(credentials.trim())
+}
+
 /// The token of an `authorization: Bearer <token>` header value.
 pub(crate) fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
     let header = header.ok_or(AuthError("missing bearer token"))?;
-    Ok(header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .ok_or(AuthError("authorization must be `Bearer <token>`"))?
-        .trim())
+    credentials(header, "Bearer").ok_or(AuthError("authorization must be `Bearer <token>`"))
 }
 
 /// The token in an `authorization: Basic <base64(user:password)>` header value whose
 /// password is the token, as BI tools send a user name and password to the Flight
-/// handshake. The user name is ignored: the token alone says who calls (the audit
-/// names its subject). `None` when the value is not basic credentials.
+/// handshake. The user name is ignored (any bytes): the token alone says who calls (the
+/// audit names its subject). `None` when the value is not basic credentials.
 pub(crate) fn basic_token(header: &str) -> Option<Result<String, AuthError>> {
     use base64::Engine as _;
-    let encoded = header
-        .strip_prefix("Basic ")
-        .or_else(|| header.strip_prefix("basic "))?;
+    let encoded = credentials(header, "Basic")?;
     let malformed = AuthError("malformed basic credentials: send `user:token`, base64-encoded");
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok());
-    Some(match decoded {
-        Some(pair) => match pair.split_once(':') {
-            Some((_user, token)) if !token.is_empty() => Ok(token.to_string()),
-            _ => Err(malformed),
-        },
-        None => Err(malformed),
+        .decode(encoded)
+        .ok();
+    // RFC 7617: the user name ends at the first colon; the rest is the password.
+    let token = decoded.and_then(|pair| {
+        let colon = pair.iter().position(|&b| b == b':')?;
+        String::from_utf8(pair[colon + 1..].to_vec()).ok()
+    });
+    Some(match token {
+        Some(token) if !token.is_empty() => Ok(token),
+        _ => Err(malformed),
     })
+}
+
+#[cfg(test)]
+mod header_tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn basic(pair: &[u8]) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+
+    #[test]
+    fn schemes_match_without_regard_to_case() {
+        for header in ["Bearer t.k.n", "bearer t.k.n", "BEARER  t.k.n"] {
+            assert_eq!(bearer_token(Some(header)).map_err(|e| e.0), Ok("t.k.n"));
+        }
+        assert!(bearer_token(Some("Bearert.k.n")).is_err());
+        assert!(bearer_token(Some("Token t.k.n")).is_err());
+        let upper = basic(b"ana:t.k.n").replacen("Basic", "BASIC", 1);
+        assert_eq!(
+            basic_token(&upper).map(|r| r.map_err(|e| e.0)),
+            Some(Ok("t.k.n".into()))
+        );
+    }
+
+    #[test]
+    fn basic_credentials_yield_the_password_whatever_the_user_name() {
+        let token = |pair: &[u8]| basic_token(&basic(pair)).map(|r| r.map_err(|e| e.0));
+        assert_eq!(token(b":t.k.n"), Some(Ok("t.k.n".into())));
+        assert_eq!(
+            token(b"\xff\xfe:t.k.n"),
+            Some(Ok("t.k.n".into())),
+            "a user name in any bytes"
+        );
+        assert!(matches!(token(b"ana"), Some(Err(_))), "no colon");
+        assert!(matches!(token(b"ana:"), Some(Err(_))), "no password");
+        assert!(
+            matches!(basic_token("Basic !!!"), Some(Err(_))),
+            "not base64"
+        );
+        assert_eq!(basic_token("Bearer t.k.n").map(|r| r.is_ok()), None);
+    }
 }
 
 /// Why the authentication configuration cannot be used.
