@@ -431,6 +431,8 @@ impl Gateway {
                 .arg("--metrics-listen")
                 .arg(metrics.to_string())
                 .env_remove("RUST_LOG")
+                // By environment, which binaries without an HTTP door ignore (A/B runs).
+                .env("MESHGATE_HTTP_LISTEN", "127.0.0.1:0")
                 .stderr(Stdio::null()),
             Duration::from_secs(300),
         );

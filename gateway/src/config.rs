@@ -53,6 +53,8 @@ pub struct GatewayConfig {
     pub quality: QualityConfig,
     /// The operator's HTTP listener (metrics, health, readiness).
     pub observability: ObservabilityConfig,
+    /// The HTTP door: queries and discovery over plain HTTP.
+    pub http: HttpDoorConfig,
     /// Each domain's storage, by domain name: its root, S3 endpoint and credentials,
     /// request limits and retries. Domains not named read local files only.
     pub storage: BTreeMap<String, DomainStorageConfig>,
@@ -69,6 +71,32 @@ pub struct ObservabilityConfig {
     /// Address to serve them on; none, no listener. Bind it where only the platform
     /// reaches: it has no authentication.
     pub listen: Option<SocketAddr>,
+}
+
+/// The HTTP door (`POST /v1/query`, `GET /v1/products`): off unless `listen` is set.
+/// It serves TLS with the Flight listener's certificate, or plaintext where
+/// `plaintext` is set, like the Flight listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpDoorConfig {
+    /// Address to serve it on; none, no HTTP door.
+    pub listen: Option<SocketAddr>,
+    /// The longest a client may take to send a request (headers and body) and, with
+    /// TLS, to complete its handshake.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpDoorConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// The key of the `hash` mask: from a file or an environment variable. Without one, a
@@ -112,6 +140,7 @@ impl Default for GatewayConfig {
             state_dir: None,
             quality: QualityConfig::default(),
             observability: ObservabilityConfig::default(),
+            http: HttpDoorConfig::default(),
             storage: BTreeMap::new(),
             store_layer: None,
             plaintext: false,

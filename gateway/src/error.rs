@@ -90,24 +90,31 @@ pub fn code_of(class: ErrorClass) -> Code {
     }
 }
 
-impl From<Error> for Status {
-    fn from(err: Error) -> Self {
-        let code = code_of(err.class());
-        let message = match &err {
-            Error::Engine(e) if e.is_server_fault() => {
-                tracing::error!(code = ?code, error = ?err, "request failed");
+impl Error {
+    /// What the client is told, the same through every door; logs the error in full
+    /// (server faults at error level, refusals at debug).
+    pub(crate) fn client_message(&self) -> String {
+        let code = self.code_name();
+        match self {
+            Self::Engine(e) if e.is_server_fault() => {
+                tracing::error!(code, error = ?self, "request failed");
                 e.client_message()
             }
-            Error::Engine(e) => {
-                tracing::debug!(code = ?code, error = ?err, "request refused");
+            Self::Engine(e) => {
+                tracing::debug!(code, error = ?self, "request refused");
                 e.client_message()
             }
-            Error::Unsupported(message) => {
-                tracing::debug!(code = ?code, error = ?err, "request refused");
+            Self::Unsupported(message) => {
+                tracing::debug!(code, error = ?self, "request refused");
                 message.clone()
             }
-        };
-        Status::new(code, message)
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        Status::new(code_of(err.class()), err.client_message())
     }
 }
 
@@ -145,12 +152,12 @@ pub enum StartupError {
     #[error("TLS configuration: {0}")]
     Tls(#[source] tonic::transport::Error),
     /// A listener cannot bind its address.
-    #[error("cannot listen{} on {addr}: {source}", if *.metrics { " for metrics" } else { "" })]
+    #[error("cannot listen for {door} on {addr}: {source}")]
     Listen {
         /// The address.
         addr: std::net::SocketAddr,
-        /// The operator's listener (metrics) rather than Flight SQL.
-        metrics: bool,
+        /// Which listener: `Flight SQL`, `metrics`, `HTTP`.
+        door: &'static str,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -227,6 +234,18 @@ pub enum StartupError {
     /// The demo mesh cannot be prepared.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// The HTTP door's TLS material does not make a server configuration.
+    #[error("TLS configuration of the HTTP door: {0}")]
+    HttpTls(#[source] rustls::Error),
+    /// A PEM file of the HTTP door's TLS material does not parse.
+    #[error("TLS: {}: {source}", path.display())]
+    Pem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
     /// The server stopped with a transport failure.
     #[error("server failed: {0}")]
     Serve(#[source] tonic::transport::Error),

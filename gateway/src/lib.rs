@@ -7,11 +7,14 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod http_door;
 pub mod lint;
 pub mod observability;
+mod options;
 pub mod run;
 pub mod server;
 pub mod service;
+mod stall;
 
 pub use config::GatewayConfig;
 pub use error::{Error, Result};

@@ -79,6 +79,10 @@ enum Command {
         /// (overrides the config file).
         #[arg(long, env = "MESHGATE_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// Address of the HTTP door: POST /v1/query, GET /v1/products (overrides the
+        /// config file; off unless set).
+        #[arg(long, env = "MESHGATE_HTTP_LISTEN")]
+        http_listen: Option<SocketAddr>,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -99,6 +103,9 @@ enum Command {
         /// Address of the operator's HTTP listener: /metrics, /health, /ready.
         #[arg(long, env = "MESHGATE_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// Address of the HTTP door: POST /v1/query, GET /v1/products.
+        #[arg(long, env = "MESHGATE_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+        http_listen: SocketAddr,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -310,12 +317,16 @@ async fn serve(command: Command) -> Result<(), CliError> {
             config,
             state_dir,
             metrics_listen,
+            http_listen,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
             tls.apply(&mut config);
             if metrics_listen.is_some() {
                 config.observability.listen = metrics_listen;
+            }
+            if http_listen.is_some() {
+                config.http.listen = http_listen;
             }
             if state_dir.is_some() {
                 config.state_dir = state_dir;
@@ -334,10 +345,12 @@ async fn serve(command: Command) -> Result<(), CliError> {
             scale,
             config,
             metrics_listen,
+            http_listen,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
             config.listen = listen;
+            config.http.listen = Some(http_listen);
             if metrics_listen.is_some() {
                 config.observability.listen = metrics_listen;
             }
@@ -378,11 +391,15 @@ async fn serve(command: Command) -> Result<(), CliError> {
     };
     let server = run::start(&mesh, config).await?;
     let addr = server.local_addr()?;
+    let http = server.http_url();
     if let Some(secret) = &demo_dir {
-        print_demo_help(addr, &mesh, secret)?;
+        print_demo_help(addr, http.as_deref(), &mesh, secret)?;
     }
     if let Some(operator) = server.operator_addr() {
         eprintln!("meshgate: metrics on http://{operator}/metrics (also /health, /ready)");
+    }
+    if let Some(http) = &http {
+        println!("{}{http}", meshgate_gateway::http_door::READY_PREFIX);
     }
     println!("{}", server.ready_line()?);
     let _ = std::io::stdout().flush();
@@ -399,6 +416,7 @@ fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig, StartupE
 
 fn print_demo_help(
     addr: SocketAddr,
+    http: Option<&str>,
     dir: &std::path::Path,
     secret: &std::path::Path,
 ) -> Result<(), CliError> {
@@ -445,6 +463,16 @@ BI tools (Flight SQL JDBC): jdbc:arrow-flight-sql://{host}?useEncryption=false&t
 Discover products: SELECT * FROM mesh.meta.products
 "#
     );
+    if let Some(http) = http {
+        println!(
+            r#"From a shell (HTTP door):
+
+    curl -s {http}/v1/products -H "Authorization: Bearer $MESHGATE_TOKEN_BEN"
+    curl -s {http}/v1/query -H "Authorization: Bearer $MESHGATE_TOKEN_BEN" \
+        -H 'Accept: text/csv' --data 'SELECT * FROM billing.claims.claims LIMIT 5'
+"#
+        );
+    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use crate::audit::{AuditLog, Auditor};
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::StartupError;
+use crate::http_door::HttpDoor;
 
 /// Result of starting the gateway.
 type Result<T, E = StartupError> = std::result::Result<T, E>;
@@ -104,10 +105,19 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     if config.quality.enabled {
         spawn_agent(&publisher, quality, &config.quality).map_err(StartupError::QualityAgent)?;
     }
+    let authenticator = Arc::new(authenticator);
+    let http = HttpDoor::bind(
+        &config,
+        Arc::clone(state.engine()),
+        Arc::clone(&authenticator),
+        Arc::clone(&auditor),
+    )
+    .await?;
     Ok(
-        BoundServer::bind(state, Arc::new(authenticator), auditor, audit_log, config)
+        BoundServer::bind(state, authenticator, auditor, audit_log, config)
             .await?
-            .with_operator_listener(operator),
+            .with_operator_listener(operator)
+            .with_http_door(http),
     )
 }
 

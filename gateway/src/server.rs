@@ -16,6 +16,8 @@ use crate::audit::{AuditLog, Auditor};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{GatewayConfig, TlsConfig};
 use crate::error::StartupError;
+use crate::http_door::HttpDoor;
+use tokio_util::sync::CancellationToken;
 
 /// Result of binding and serving.
 type Result<T, E = StartupError> = std::result::Result<T, E>;
@@ -39,6 +41,7 @@ pub struct BoundServer {
     tls: Option<ServerTlsConfig>,
     config: GatewayConfig,
     operator: Option<OperatorListener>,
+    http: Option<HttpDoor>,
 }
 
 impl BoundServer {
@@ -63,7 +66,7 @@ impl BoundServer {
                 .await
                 .map_err(|source| StartupError::Listen {
                     addr: config.listen,
-                    metrics: false,
+                    door: "Flight SQL",
                     source,
                 })?;
         Ok(Self {
@@ -75,6 +78,7 @@ impl BoundServer {
             tls,
             config,
             operator: None,
+            http: None,
         })
     }
 
@@ -82,6 +86,17 @@ impl BoundServer {
     pub fn with_operator_listener(mut self, operator: Option<OperatorListener>) -> Self {
         self.operator = operator;
         self
+    }
+
+    /// Serves the HTTP door alongside, until shutdown.
+    pub fn with_http_door(mut self, http: Option<HttpDoor>) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// The HTTP door's base URL, if there is one.
+    pub fn http_url(&self) -> Option<String> {
+        self.http.as_ref().and_then(|h| h.url().ok())
     }
 
     /// The address of the operator's HTTP listener, if there is one.
@@ -120,12 +135,19 @@ impl BoundServer {
             operator.spawn();
         }
         let sweeper = self.state.spawn_handle_sweeper();
+        let http_shutdown = CancellationToken::new();
+        let http = self
+            .http
+            .take()
+            .map(|http| http.spawn(http_shutdown.clone()));
         let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
         let ready = Arc::clone(&self.state);
+        let stop_http = http_shutdown.clone();
         let shutdown = async move {
             shutdown.await;
             // Orchestrators stop sending traffic while running queries drain.
             ready.set_ready(false);
+            stop_http.cancel();
             let _ = fired.send(());
         };
         let drain_timeout = self.config.transport.drain_timeout;
@@ -148,6 +170,11 @@ impl BoundServer {
             }
         };
         sweeper.abort();
+        http_shutdown.cancel();
+        if let Some(http) = http {
+            // It drains within the same timeout; past it, its streams were abandoned.
+            let _ = tokio::time::timeout(drain_timeout, http).await;
+        }
         if let Some(log) = audit_log {
             log.flush().await;
         }

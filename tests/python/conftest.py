@@ -90,7 +90,10 @@ class Demo:
 def demo(tmp_path_factory, meshgate_bin) -> Demo:
     root = tmp_path_factory.mktemp("demo")
     mesh_dir = root / "mesh"
-    argv = [meshgate_bin, "demo", "--dir", mesh_dir, "--scale", DEMO_SCALE, "--listen", "127.0.0.1:0"]
+    argv = [
+        meshgate_bin, "demo", "--dir", mesh_dir, "--scale", DEMO_SCALE,
+        "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+    ]
     srv = _start_or_fail(argv, "demo")
     try:
         yield Demo(mesh_dir=mesh_dir, server=srv)

@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 
 READY_PREFIX = "meshgate: serving Flight SQL on grpc://"
+HTTP_READY_PREFIX = "meshgate: serving HTTP on "
 
 # --------------------------------------------------------------------------
 # Demo mesh contract
@@ -161,6 +162,7 @@ class ServerProcess:
         self.env = env
         self.proc: subprocess.Popen[str] | None = None
         self.address: str | None = None  # "HOST:PORT"
+        self.http_url: str | None = None  # "http://HOST:PORT", when the HTTP door is on
         self._lines: collections.deque[str] = collections.deque(maxlen=20000)
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -210,6 +212,8 @@ class ServerProcess:
                 line = raw.rstrip("\r\n")
                 with self._lock:
                     self._lines.append(line)
+                if self.http_url is None and line.startswith(HTTP_READY_PREFIX):
+                    self.http_url = line[len(HTTP_READY_PREFIX):].strip()
                 if self.address is None and line.startswith(READY_PREFIX):
                     rest = line[len(READY_PREFIX):].strip()
                     self.address = rest.split()[0] if rest else ""

@@ -50,6 +50,18 @@ impl PreparedStatement {
         })
     }
 
+    /// The statement `sql` with `values` bound to its placeholders `$1..$n`, to be
+    /// planned once without being prepared first (doors whose protocol sends the SQL
+    /// and its parameters together: HTTP, Postgres' extended query). Each value is
+    /// cast to the type its placeholder takes when the statement is planned.
+    pub fn with_parameters(sql: &str, values: Vec<ScalarValue>) -> Self {
+        Self {
+            sql: Arc::from(sql),
+            parameter_types: Arc::new(vec![None; values.len()]),
+            bound: (!values.is_empty()).then(|| Arc::new(values)),
+        }
+    }
+
     /// The result schema of `plan` (the statement's), as clients receive it.
     pub(crate) fn dataset_schema(plan: &LogicalPlan) -> SchemaRef {
         wire_schema(plan.schema().as_arrow())
@@ -111,7 +123,7 @@ impl PreparedStatement {
     /// of its placeholders, cast to the types the new plan expects.
     pub(crate) fn bind_to(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
         let types = parameter_types(&plan)?;
-        if types.is_empty() {
+        if types.is_empty() && self.bound.as_ref().is_none_or(|b| b.is_empty()) {
             return Ok(plan);
         }
         let Some(bound) = &self.bound else {

@@ -45,7 +45,7 @@ impl OperatorListener {
             .await
             .map_err(|source| StartupError::Listen {
                 addr,
-                metrics: true,
+                door: "metrics",
                 source,
             })?;
         Ok(Self {

@@ -14,11 +14,9 @@ mod actions;
 mod encode;
 mod handles;
 mod metadata;
-mod options;
 mod prepared;
 mod spans;
 mod sql_info;
-mod stall;
 mod state;
 mod statements;
 mod wire_scan;
@@ -38,8 +36,8 @@ use arrow_flight::sql::{
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use tonic::{Request, Response, Status};
 
+pub use crate::options::MAX_STALENESS_HEADER;
 pub use handles::{HANDLE_LEN, HandleStore};
-pub use options::MAX_STALENESS_HEADER;
 pub use prepared::{MAX_PARAMETER_BYTES, MAX_PARAMETER_MESSAGES};
 pub use state::GatewayState;
 
@@ -53,11 +51,11 @@ use self::encode::{FlightDataStream, command_flight_info, encode_batch};
 type HandshakeStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<arrow_flight::HandshakeResponse, Status>> + Send>,
 >;
-use self::options::query_options;
 use self::statements::Command;
 use crate::audit::{self, record_of};
 use crate::auth::principal_of;
 use crate::error::{Error, Result};
+use crate::options::query_options;
 
 /// The Flight SQL service of the gateway.
 #[derive(Debug, Clone)]
@@ -103,7 +101,7 @@ impl MeshFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         audit::name(&request, statement.rpc());
         let principal = principal_of(&request)?;
-        let options = query_options(request.metadata())?;
+        let options = query_options(request.metadata().as_ref())?;
         audit::claim(&request);
         let query_id = new_query_id();
         let span = spans::query_span(&query_id, &principal.subject, request.metadata().as_ref());
@@ -223,7 +221,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> DoGetResponse {
         audit::name(&request, "DoGet/TicketStatementQuery");
         let principal = principal_of(&request)?;
-        let options = query_options(request.metadata())?;
+        let options = query_options(request.metadata().as_ref())?;
         // From here on, the ticket's audit record is written by the engine (or by the
         // door, for an unknown ticket).
         audit::claim(&request);
@@ -241,7 +239,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         audit::name(&request, "DoAction/CreatePreparedStatement");
         let principal = principal_of(&request)?;
-        let options = query_options(request.metadata())?;
+        let options = query_options(request.metadata().as_ref())?;
         audit::claim(&request);
         Ok(self
             .state

@@ -15,10 +15,10 @@ use meshgate_engine::{
 
 use super::encode::{FlightDataStream, encode, statement_flight_info};
 use super::spans;
-use super::stall::close_when_stalled;
 use super::state::{GatewayState, IssuedTicket};
 use crate::audit::AuditRecord;
 use crate::error::{Error, Result};
+use crate::stall::close_when_stalled;
 
 /// What GetFlightInfo asks to plan.
 #[derive(Debug, Clone)]
@@ -130,7 +130,14 @@ impl GatewayState {
             Err(e) => return Err(e.into()),
         };
         let stream = encode(batches, self.max_flight_data_size, sent);
-        let stream = close_when_stalled(stream, self.stream_idle_timeout, query_id.clone());
+        let stream =
+            close_when_stalled(stream, self.stream_idle_timeout, query_id.clone(), |idle| {
+                Err(tonic::Status::cancelled(format!(
+                    "the result stream was closed: its client read nothing for {} \
+                     (transport.stream_idle_timeout)",
+                    humantime::format_duration(idle)
+                )))
+            });
         Ok((stream, query_id))
     }
 

@@ -1,7 +1,7 @@
 //! Result streams whose client stops reading.
 //!
-//! HTTP/2 flow control already bounds what a slow client costs: once its window is
-//! full the stream is no longer polled, so the query pauses with only its buffers held.
+//! Flow control (HTTP/2's windows, TCP's for HTTP/1.1) already bounds what a slow
+//! client costs: once its window is full the stream is no longer polled, so the query pauses with only its buffers held.
 //! A client that stops reading altogether (but keeps its connection alive) would hold
 //! those buffers and its running-query slot forever. [`close_when_stalled`] notices a
 //! stream that delivered a message and was not asked for the next one within the idle
@@ -13,42 +13,43 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tonic::Status;
+use futures::{Stream, StreamExt};
 
-use super::encode::FlightDataStream;
+/// A result stream as a door sends it.
+pub(crate) type BoxedStream<I> = std::pin::Pin<Box<dyn Stream<Item = I> + Send + 'static>>;
 
-struct Shared {
-    inner: Option<FlightDataStream>,
+struct Shared<I> {
+    inner: Option<BoxedStream<I>>,
     /// When the last message was handed out, while the next one has not been asked for.
     delivered_at: Option<Instant>,
     /// Closed by the watchdog; the error is still to be sent.
     stalled: bool,
 }
 
-/// `stream`, closed with `CANCELLED` (and everything behind it dropped) when its
-/// consumer asks for nothing for `idle` after a message.
-pub(super) fn close_when_stalled(
-    stream: FlightDataStream,
+/// `stream`, closed (and everything behind it dropped) when its consumer asks for
+/// nothing for `idle` after a message; the consumer then gets `stalled(idle)` as its
+/// last item, if it ever asks again.
+pub(crate) fn close_when_stalled<I: Send + 'static>(
+    stream: BoxedStream<I>,
     idle: Duration,
     query_id: Option<String>,
-) -> FlightDataStream {
+    stalled: impl FnOnce(Duration) -> I + Send + 'static,
+) -> BoxedStream<I> {
     let shared = Arc::new(Mutex::new(Shared {
         inner: Some(stream),
         delivered_at: None,
         stalled: false,
     }));
     spawn_watchdog(Arc::downgrade(&shared), idle, query_id);
+    let mut last = Some(stalled);
     Box::pin(futures::stream::poll_fn(move |cx| {
         let mut state = lock(&shared);
         state.delivered_at = None;
         let Some(inner) = state.inner.as_mut() else {
-            if std::mem::take(&mut state.stalled) {
-                return Poll::Ready(Some(Err(Status::cancelled(format!(
-                    "the result stream was closed: its client read nothing for {} \
-                     (transport.stream_idle_timeout)",
-                    humantime::format_duration(idle)
-                )))));
+            if std::mem::take(&mut state.stalled)
+                && let Some(stalled) = last.take()
+            {
+                return Poll::Ready(Some(stalled(idle)));
             }
             return Poll::Ready(None);
         };
@@ -68,8 +69,8 @@ pub(super) fn close_when_stalled(
 
 /// Checks the stream a few times per idle period until it ends or stalls; the stream
 /// being dropped (its client gone) ends the watchdog too.
-fn spawn_watchdog(
-    shared: std::sync::Weak<Mutex<Shared>>,
+fn spawn_watchdog<I: Send + 'static>(
+    shared: std::sync::Weak<Mutex<Shared<I>>>,
     idle: Duration,
     query_id: Option<String>,
 ) {
@@ -112,6 +113,6 @@ fn spawn_watchdog(
     });
 }
 
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+fn lock<I>(shared: &Mutex<Shared<I>>) -> std::sync::MutexGuard<'_, Shared<I>> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }

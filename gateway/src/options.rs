@@ -1,10 +1,11 @@
-//! What a Flight request asks of its statement through headers: a freshness bound
+//! What a request asks of its statement through headers, the same on every door that
+//! speaks HTTP (Flight's gRPC metadata, the HTTP door): a freshness bound
 //! (`x-meshgate-max-staleness`) and a lower time limit (`x-meshgate-timeout`).
 
 use std::time::Duration;
 
+use http::HeaderMap;
 use meshgate_engine::{QueryOptions, TIMEOUT_HEADER};
-use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
 
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 pub const MAX_STALENESS_HEADER: &str = "x-meshgate-max-staleness";
 
 /// The options carried by `metadata`; malformed values are `INVALID_ARGUMENT`.
-pub(crate) fn query_options(metadata: &MetadataMap) -> Result<QueryOptions> {
+pub(crate) fn query_options(metadata: &HeaderMap) -> Result<QueryOptions> {
     Ok(QueryOptions {
         max_staleness: max_staleness(metadata)?,
         timeout: requested_timeout(metadata)?,
@@ -21,7 +22,7 @@ pub(crate) fn query_options(metadata: &MetadataMap) -> Result<QueryOptions> {
 
 /// The freshness bound a request asks for, if any. A malformed value is an
 /// `INVALID_ARGUMENT`: a caller who asked for fresh data must not get old data by typo.
-fn max_staleness(metadata: &MetadataMap) -> Result<Option<Duration>> {
+fn max_staleness(metadata: &HeaderMap) -> Result<Option<Duration>> {
     let Some(value) = metadata.get(MAX_STALENESS_HEADER) else {
         return Ok(None);
     };
@@ -37,7 +38,7 @@ fn max_staleness(metadata: &MetadataMap) -> Result<Option<Duration>> {
 }
 
 /// The time limit a request asks for, if any; malformed values are `INVALID_ARGUMENT`.
-fn requested_timeout(metadata: &MetadataMap) -> Result<Option<Duration>> {
+fn requested_timeout(metadata: &HeaderMap) -> Result<Option<Duration>> {
     let Some(value) = metadata.get(TIMEOUT_HEADER) else {
         return Ok(None);
     };
@@ -60,7 +61,7 @@ mod tests {
 
     #[test]
     fn the_bounds_are_parsed_from_the_headers() {
-        let mut metadata = MetadataMap::new();
+        let mut metadata = HeaderMap::new();
         let none = query_options(&metadata).unwrap();
         assert_eq!((none.max_staleness, none.timeout), (None, None));
         metadata.insert(MAX_STALENESS_HEADER, "1h".parse().unwrap());

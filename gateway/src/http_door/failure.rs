@@ -1,0 +1,98 @@
+//! Errors on the HTTP door: the status code of each error class (the same classes as
+//! Flight's gRPC codes), and a JSON body naming the class, what the client may know and
+//! the query id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use meshgate_engine::ErrorClass;
+
+use crate::error::Error;
+
+/// The HTTP status of an error class.
+pub(crate) fn status_of(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorClass::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        ErrorClass::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // Data older than the caller accepts, a product not in a state to serve.
+        ErrorClass::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        ErrorClass::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        // Cancelled by the server (shutting down): retry elsewhere.
+        ErrorClass::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A failed request as the HTTP door answers it.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    query_id: Option<String>,
+    /// `WWW-Authenticate` for 401s.
+    challenge: bool,
+}
+
+impl Failure {
+    /// The answer to `error`, for the query `query_id` if it got one.
+    pub(crate) fn of(error: Error, query_id: Option<&str>) -> Self {
+        Self {
+            status: status_of(error.class()),
+            code: error.code_name(),
+            message: error.client_message(),
+            query_id: query_id.map(str::to_string),
+            challenge: false,
+        }
+    }
+
+    /// A request without valid credentials.
+    pub(crate) fn unauthenticated(reason: &str) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "Unauthenticated",
+            message: reason.to_string(),
+            query_id: None,
+            challenge: true,
+        }
+    }
+
+    /// A request the door cannot take as sent (its body, its headers).
+    pub(crate) fn bad_request(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: ErrorClass::InvalidArgument.name(),
+            message: message.into(),
+            query_id: None,
+            challenge: false,
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "query_id": self.query_id,
+            }
+        });
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        if self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"meshgate\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,181 @@
+//! The HTTP door: queries and discovery for clients with nothing but HTTP (shell
+//! scripts, web pages, services), over the same engine as Flight SQL, so the same
+//! policies, limits, audit records and error classes hold.
+//!
+//! - `POST /v1/query`: SQL (or JSON with `sql` and positional `parameters`) in; results
+//!   streamed as Arrow IPC (`application/vnd.apache.arrow.stream`, the default),
+//!   NDJSON (`application/x-ndjson`) or CSV (`text/csv`), as `Accept` asks.
+//! - `GET /v1/products`: the products the caller may see, as JSON.
+//!
+//! Every request carries `Authorization: Bearer <JWT>`. Errors are answered with the
+//! status of their class (400, 401, 403, 404, 412, 429, 503, 504, 500) and a JSON body
+//! `{"error": {"code", "message", "query_id"}}`. The door is off unless
+//! `http.listen` (`--http-listen`) is set; it serves TLS with the Flight listener's
+//! certificate, or plaintext only where the gateway is set to plaintext.
+
+mod caller;
+mod failure;
+mod format;
+mod listener;
+mod products;
+mod query;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use meshgate_engine::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use query::QUERY_ID_HEADER;
+
+use crate::audit::Auditor;
+use crate::auth::Authenticator;
+use crate::config::{GatewayConfig, TlsConfig};
+use crate::error::StartupError;
+
+/// The line printed once the HTTP door accepts connections, before its URL.
+pub const READY_PREFIX: &str = "meshgate: serving HTTP on ";
+
+/// What the door's handlers share.
+pub(crate) struct Door {
+    engine: Arc<Engine>,
+    authenticator: Arc<Authenticator>,
+    auditor: Arc<Auditor>,
+    /// The longest a client may take to send its request.
+    request_timeout: Duration,
+    /// A result stream whose client reads nothing for this long is closed.
+    stream_idle_timeout: Duration,
+}
+
+/// A bound, not yet serving, HTTP door.
+pub struct HttpDoor {
+    listener: TcpListener,
+    door: Arc<Door>,
+    serving: listener::Serving,
+    drain: Duration,
+}
+
+impl std::fmt::Debug for HttpDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpDoor")
+            .field("addr", &self.listener.local_addr().ok())
+            .field("tls", &self.serving.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpDoor {
+    /// Binds `config.http.listen`, if set (port 0 picks a free port); reads the TLS
+    /// material of `config.tls` when there is one.
+    pub async fn bind(
+        config: &GatewayConfig,
+        engine: Arc<Engine>,
+        authenticator: Arc<Authenticator>,
+        auditor: Arc<Auditor>,
+    ) -> Result<Option<Self>, StartupError> {
+        let Some(addr) = config.http.listen else {
+            return Ok(None);
+        };
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Listen {
+                addr,
+                door: "HTTP",
+                source,
+            })?;
+        Ok(Some(Self {
+            listener,
+            door: Arc::new(Door {
+                engine,
+                authenticator,
+                auditor,
+                request_timeout: config.http.request_timeout,
+                stream_idle_timeout: config.transport.stream_idle_timeout,
+            }),
+            serving: listener::Serving {
+                tls,
+                request_timeout: config.http.request_timeout,
+                max_connections: config.http.max_connections,
+            },
+            drain: config.transport.drain_timeout,
+        }))
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> Result<SocketAddr, StartupError> {
+        self.listener.local_addr().map_err(StartupError::LocalAddr)
+    }
+
+    /// The door's base URL (`http://` or `https://`).
+    pub fn url(&self) -> Result<String, StartupError> {
+        let scheme = if self.serving.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(format!("{scheme}://{}", self.local_addr()?))
+    }
+
+    /// Serves in the background until `shutdown` is cancelled, then drains.
+    pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let router = Router::new()
+            .route("/v1/query", post(query::post_query))
+            .route("/v1/products", get(products::get_products))
+            .with_state(self.door);
+        tokio::spawn(listener::serve(
+            self.listener,
+            router,
+            self.serving,
+            shutdown,
+            self.drain,
+        ))
+    }
+}
+
+/// The TLS acceptor of the door, from the same files as the Flight listener's (client
+/// certificates required when a client CA is configured).
+fn tls_acceptor(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, StartupError> {
+    let pem_error = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| StartupError::Pem { path, source }
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(pem_error(&tls.cert))?
+        .collect::<Result<_, _>>()
+        .map_err(pem_error(&tls.cert))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(pem_error(&tls.key))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(StartupError::HttpTls)?;
+    let builder = match &tls.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).map_err(pem_error(ca))? {
+                roots
+                    .add(cert.map_err(pem_error(ca))?)
+                    .map_err(StartupError::HttpTls)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| StartupError::HttpTls(rustls::Error::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(StartupError::HttpTls)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
