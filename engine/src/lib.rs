@@ -52,7 +52,7 @@ pub use product::{
     check_row_filters,
 };
 pub use session::{
-    MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, MeshCatalogList,
+    MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, MeshCatalogList, NameDefaults,
     PrincipalSession, ReadOnlyCatalog, ReadOnlySchema, SYSTEM_CATALOG, SessionFactory,
     SessionPublisher,
 };

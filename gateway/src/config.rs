@@ -173,7 +173,11 @@ pub struct HandleConfig {
     /// How long an unused prepared statement is kept.
     #[serde(with = "humantime_serde")]
     pub prepared_ttl: Duration,
-    /// Most tickets and prepared statements held at once (each store).
+    /// How long an unused Flight SQL session (the options set by `SetSessionOptions`)
+    /// is kept.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Most tickets, prepared statements and sessions held at once (each store).
     pub max_handles: usize,
     /// Most tickets, and most prepared statements, one principal may hold at once:
     /// past it, its own least recently used handle goes, never another principal's.
@@ -185,6 +189,7 @@ impl Default for HandleConfig {
         Self {
             ticket_ttl: Duration::from_secs(300),
             prepared_ttl: Duration::from_secs(3600),
+            session_ttl: Duration::from_secs(8 * 3600),
             max_handles: 10_000,
             max_handles_per_principal: 1_000,
         }

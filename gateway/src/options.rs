@@ -17,6 +17,7 @@ pub(crate) fn query_options(metadata: &HeaderMap) -> Result<QueryOptions> {
     Ok(QueryOptions {
         max_staleness: max_staleness(metadata)?,
         timeout: requested_timeout(metadata)?,
+        ..QueryOptions::default()
     })
 }
 

@@ -208,6 +208,7 @@ impl Engine {
         audit.statement_sha256 = statement_sha256;
         let sessions = self.sessions();
         let session = sessions.session(principal)?;
+        session.resolve_names_in(&options.names);
         let plan = plan_sql(&session.context, sql).await?;
         audit.tables = tables_in(&plan);
         audit.policy = applied_rules(&audit.tables, &session);

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use meshgate_catalog::Principal;
 
+use crate::session::NameDefaults;
+
 pub use planned::PlannedQuery;
 pub(crate) use planned::tables_in;
 pub use prepared::{PreparedStatement, too_many_rows};
@@ -18,12 +20,15 @@ pub(crate) use stream::{InFlight, StreamEnd, observed};
 pub use stream::{SentBytes, wire_schema};
 
 /// What a request asks of the statement it runs, beyond its SQL.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct QueryOptions {
     /// The oldest data the caller accepts: every product read must hold newer data.
     pub max_staleness: Option<Duration>,
     /// The time limit the caller asks for, below the engine's (`engine.query_timeout`).
     pub timeout: Option<Duration>,
+    /// Where names that are not fully qualified resolve: a domain (`catalog`) and a
+    /// product (`schema`), as a client's session sets them. Unset, `mesh.meta`.
+    pub names: NameDefaults,
 }
 
 /// A statement to plan.

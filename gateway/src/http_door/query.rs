@@ -138,7 +138,7 @@ impl Door {
             let request = QueryRequest {
                 principal: principal.clone(),
                 statement: statement.clone(),
-                options,
+                options: options.clone(),
                 query_id: query_id.clone(),
                 rpc: rpcs.0,
                 span: span.clone(),
@@ -147,7 +147,7 @@ impl Door {
             let sent = SentBytes::default();
             let execution = Execution {
                 principal: &principal,
-                options,
+                options: options.clone(),
                 rpc: rpcs.1,
                 span,
                 sent: sent.clone(),

@@ -15,6 +15,8 @@ mod encode;
 mod handles;
 mod metadata;
 mod prepared;
+mod session_messages;
+mod sessions;
 mod spans;
 mod sql_info;
 mod state;
@@ -55,7 +57,6 @@ use self::statements::Command;
 use crate::audit::{self, record_of};
 use crate::auth::principal_of;
 use crate::error::{Error, Result};
-use crate::options::query_options;
 
 /// The Flight SQL service of the gateway.
 #[derive(Debug, Clone)]
@@ -101,7 +102,9 @@ impl MeshFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         audit::name(&request, statement.rpc());
         let principal = principal_of(&request)?;
-        let options = query_options(request.metadata().as_ref())?;
+        let options = self
+            .state
+            .call_options(&principal, request.metadata().as_ref())?;
         audit::claim(&request);
         let query_id = new_query_id();
         let span = spans::query_span(&query_id, &principal.subject, request.metadata().as_ref());
@@ -221,7 +224,9 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> DoGetResponse {
         audit::name(&request, "DoGet/TicketStatementQuery");
         let principal = principal_of(&request)?;
-        let options = query_options(request.metadata().as_ref())?;
+        let options = self
+            .state
+            .call_options(&principal, request.metadata().as_ref())?;
         // From here on, the ticket's audit record is written by the engine (or by the
         // door, for an unknown ticket).
         audit::claim(&request);
@@ -239,7 +244,9 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         audit::name(&request, "DoAction/CreatePreparedStatement");
         let principal = principal_of(&request)?;
-        let options = query_options(request.metadata().as_ref())?;
+        let options = self
+            .state
+            .call_options(&principal, request.metadata().as_ref())?;
         audit::claim(&request);
         Ok(self
             .state
@@ -275,26 +282,75 @@ impl FlightSqlService for MeshFlightSqlService {
         &self,
         request: Request<arrow_flight::Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        if request.get_ref().r#type != actions::CANCEL_FLIGHT_INFO {
-            audit::name(&request, "DoAction");
-            return Err(Status::unimplemented(format!(
-                "unknown action '{}' (ListActions lists those offered)",
-                request.get_ref().r#type
-            )));
-        }
-        audit::name(&request, "DoAction/CancelFlightInfo");
+        let action = request.get_ref().r#type.as_str();
+        let rpc = match action {
+            actions::CANCEL_FLIGHT_INFO => "DoAction/CancelFlightInfo",
+            sessions::SET_SESSION_OPTIONS => "DoAction/SetSessionOptions",
+            sessions::GET_SESSION_OPTIONS => "DoAction/GetSessionOptions",
+            sessions::CLOSE_SESSION => "DoAction/CloseSession",
+            _ => {
+                audit::name(&request, "DoAction");
+                return Err(Status::unimplemented(format!(
+                    "unknown action '{action}' (ListActions lists those offered)"
+                )));
+            }
+        };
+        audit::name(&request, rpc);
         let principal = principal_of(&request)?;
-        let result = actions::cancel_flight_info(&self.state, &principal, request.get_ref())?;
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+        let headers = request.metadata().as_ref();
+        let body = &request.get_ref().body;
+        let (result, set_cookie) = match rpc {
+            "DoAction/SetSessionOptions" => {
+                let answer = self.state.set_session_options(&principal, headers, body)?;
+                (answer.result, answer.set_cookie)
+            }
+            "DoAction/GetSessionOptions" => {
+                (self.state.get_session_options(&principal, headers)?, None)
+            }
+            "DoAction/CloseSession" => {
+                let answer = self.state.close_session(&principal, headers)?;
+                (answer.result, answer.set_cookie)
+            }
+            _ => (
+                actions::cancel_flight_info(&self.state, &principal, request.get_ref())?,
+                None,
+            ),
+        };
+        let mut response: Response<<Self as FlightService>::DoActionStream> =
+            Response::new(Box::pin(futures::stream::iter([Ok(result)])));
+        if let Some(cookie) = set_cookie {
+            let value = cookie
+                .parse()
+                .map_err(|_| Status::internal("the session cookie is not a header value"))?;
+            response.metadata_mut().insert("set-cookie", value);
+        }
+        Ok(response)
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
-        Some(vec![Ok(arrow_flight::ActionType {
-            r#type: actions::CANCEL_FLIGHT_INFO.to_string(),
-            description: "Cancel a query by its FlightInfo: its ticket is no longer redeemable \
-                          and a running stream of it ends with CANCELLED"
-                .to_string(),
-        })])
+        let action = |name: &str, description: &str| {
+            Ok(arrow_flight::ActionType {
+                r#type: name.to_string(),
+                description: description.to_string(),
+            })
+        };
+        Some(vec![
+            action(
+                actions::CANCEL_FLIGHT_INFO,
+                "Cancel a query by its FlightInfo: its ticket is no longer redeemable \
+                 and a running stream of it ends with CANCELLED",
+            ),
+            action(
+                sessions::SET_SESSION_OPTIONS,
+                "Set session options (catalog, schema, max_staleness, timeout); the \
+                 session is named by the arrow_flight_session_id cookie",
+            ),
+            action(sessions::GET_SESSION_OPTIONS, "The session's options"),
+            action(
+                sessions::CLOSE_SESSION,
+                "Forget the session and its options",
+            ),
+        ])
     }
 
     async fn do_action_cancel_query(

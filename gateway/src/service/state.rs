@@ -10,6 +10,7 @@ use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use meshgate_engine::{Engine, Load, PlannedQuery, PreparedStatement, SessionFactory};
 
 use super::handles::HandleStore;
+use super::sessions::SessionValues;
 use super::spans::TraceContext;
 use super::sql_info;
 use crate::config::GatewayConfig;
@@ -31,6 +32,7 @@ pub struct GatewayState {
     pub(super) engine: Arc<Engine>,
     pub(super) tickets: HandleStore<IssuedTicket>,
     pub(super) prepared: HandleStore<PreparedStatement>,
+    pub(super) sessions: HandleStore<SessionValues>,
     pub(super) sql_info: SqlInfoData,
     pub(super) xdbc_type_info: XdbcTypeInfoData,
     pub(super) max_flight_data_size: usize,
@@ -65,6 +67,12 @@ impl GatewayState {
                 config.handles.max_handles,
                 config.handles.max_handles_per_principal,
             ),
+            sessions: HandleStore::new(
+                "session",
+                config.handles.session_ttl,
+                config.handles.max_handles,
+                config.handles.max_handles_per_principal,
+            ),
             sql_info: sql_info::sql_info(config.handles.prepared_ttl)?,
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
@@ -73,7 +81,7 @@ impl GatewayState {
         })
     }
 
-    /// Frees, every 30 s, the tickets and prepared statements unused
+    /// Frees, every 30 s, the tickets, prepared statements and sessions unused
     /// for their time-to-live (with the plans and audit facts they hold), so an idle
     /// gateway gives their memory back. `BoundServer::serve` runs it
     /// while it serves; it also stops by itself when the state is dropped.
@@ -87,7 +95,9 @@ impl GatewayState {
                 let Some(state) = state.upgrade() else {
                     return;
                 };
-                let dropped = state.tickets.drop_expired() + state.prepared.drop_expired();
+                let dropped = state.tickets.drop_expired()
+                    + state.prepared.drop_expired()
+                    + state.sessions.drop_expired();
                 if dropped > 0 {
                     tracing::debug!(dropped, "expired handles dropped");
                 }
