@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// Result of binding and serving.
 type Result<T, E = StartupError> = std::result::Result<T, E>;
 use crate::observability::OperatorListener;
-use crate::service::{GatewayState, MeshFlightSqlService};
+use crate::service::{GatewayState, MeshFlightService, MeshFlightSqlService};
 
 /// The line printed once the server accepts connections; scripts wait for it.
 pub const READY_PREFIX: &str = "meshgate: serving Flight SQL on grpc://";
@@ -184,9 +184,11 @@ impl BoundServer {
 
     async fn serve_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let transport = &self.config.transport;
-        let service = FlightServiceServer::new(MeshFlightSqlService::new(self.state))
-            .max_decoding_message_size(transport.max_decoding_message_size)
-            .max_encoding_message_size(usize::MAX);
+        let service = FlightServiceServer::new(MeshFlightService::new(MeshFlightSqlService::new(
+            self.state,
+        )))
+        .max_decoding_message_size(transport.max_decoding_message_size)
+        .max_encoding_message_size(usize::MAX);
         // The builder's TCP settings do not reach a listener bound here: set them on
         // the accepted connections. Without TCP_NODELAY, small responses wait for
         // delayed ACKs (tens of milliseconds per query).

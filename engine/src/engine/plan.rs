@@ -22,7 +22,8 @@ use crate::admission::Deadline;
 use crate::audit::{AuditRecord, QueryAudit};
 use crate::error::{Error, Result};
 use crate::query::{
-    PlannedQuery, PreparedStatement, QueryOptions, QueryRequest, Statement, tables_in,
+    ColumnOrigin, PlannedQuery, PreparedStatement, QueryOptions, QueryRequest, Statement,
+    column_origins, tables_in,
 };
 use crate::session::{PlanningBudget, PrincipalSession, StorageFailures, plan_sql};
 
@@ -35,6 +36,8 @@ pub struct Prepared {
     pub dataset_schema: SchemaRef,
     /// One field per placeholder (`$1..$n`).
     pub parameter_schema: SchemaRef,
+    /// Where each result column comes from (by position), where it is a table's column.
+    pub column_origins: Arc<[Option<ColumnOrigin>]>,
 }
 
 /// The request's part in a planning task: dropping it (the caller went away) tells the
@@ -234,13 +237,14 @@ impl Engine {
             let mut audit = QueryAudit::default();
             let deadline = Deadline::starting_now(engine.query_timeout, options.timeout);
             let planning = async {
-                let (_, plan) = engine
+                let (session, plan) = engine
                     .plan_sql_for(&principal, &sql, &options, &mut audit)
                     .await?;
                 let statement = PreparedStatement::new(&sql, &plan)?;
                 Ok(Prepared {
                     dataset_schema: PreparedStatement::dataset_schema(&plan),
                     parameter_schema: statement.parameter_schema(),
+                    column_origins: column_origins(&plan, &session.context.state()),
                     statement,
                 })
             };

@@ -3,6 +3,7 @@
 //! execution, and results in plain Arrow types.
 
 mod explain;
+mod origins;
 mod planned;
 mod prepared;
 mod stream;
@@ -13,6 +14,8 @@ use meshgate_catalog::Principal;
 
 use crate::session::NameDefaults;
 
+pub use origins::ColumnOrigin;
+pub(crate) use origins::column_origins;
 pub use planned::PlannedQuery;
 pub(crate) use planned::tables_in;
 pub use prepared::{PreparedStatement, too_many_rows};

@@ -10,6 +10,7 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
+use super::origins::{ColumnOrigin, column_origins};
 use super::stream::{plain, wire_schema};
 use crate::admission::Deadline;
 use crate::audit::QueryAudit;
@@ -28,6 +29,8 @@ use crate::session::{StorageFailures, ViewFingerprint, recording_task_context};
 pub struct PlannedQuery {
     execution: Mutex<Option<Execution>>,
     schema: SchemaRef,
+    /// Where each result column comes from, where it is a table's column.
+    origins: Arc<[Option<ColumnOrigin>]>,
     /// When the query must be done, planning and streaming included.
     deadline: Deadline,
     /// Set by CancelFlightInfo; a running stream of the query ends when it is.
@@ -75,6 +78,7 @@ impl PlannedQuery {
         let state = session.state();
         let physical = state.create_physical_plan(&logical).await?;
         let schema = wire_schema(physical.schema().as_ref());
+        let origins = column_origins(&logical, &state);
         let explain = matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         let task = recording_task_context(&state, &failures)?;
         Ok(Self {
@@ -86,6 +90,7 @@ impl PlannedQuery {
                 physical,
             })),
             schema,
+            origins,
             deadline,
             cancelled: tokio::sync::watch::Sender::new(false),
             view,
@@ -112,6 +117,11 @@ impl PlannedQuery {
     /// The schema of its results, in plain Arrow types.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// Where each result column comes from (by position), where it is a table's column.
+    pub fn column_origins(&self) -> &[Option<ColumnOrigin>] {
+        &self.origins
     }
 
     /// The query's id, as its audit records name it.

@@ -11,10 +11,12 @@
 //! (`From<Error> for Status`).
 
 mod actions;
+mod column_metadata;
 mod encode;
 mod handles;
 mod metadata;
 mod prepared;
+mod served;
 mod session_messages;
 mod sessions;
 mod spans;
@@ -41,6 +43,7 @@ use tonic::{Request, Response, Status};
 pub use crate::options::MAX_STALENESS_HEADER;
 pub use handles::{HANDLE_LEN, HandleStore};
 pub use prepared::{MAX_PARAMETER_BYTES, MAX_PARAMETER_MESSAGES};
+pub use served::MeshFlightService;
 pub use state::GatewayState;
 
 use std::time::Instant;

@@ -15,6 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use meshgate_catalog::Principal;
 use meshgate_engine::{Deadline, QueryOptions, too_many_rows};
 
+use super::column_metadata::described;
 use super::state::GatewayState;
 use crate::error::{Error, Result};
 
@@ -40,7 +41,10 @@ impl GatewayState {
             .engine
             .prepare(principal, sql, options, "DoAction/CreatePreparedStatement")
             .await?;
-        let dataset_schema = schema_bytes(&prepared.dataset_schema)?;
+        let dataset_schema = schema_bytes(&described(
+            &prepared.dataset_schema,
+            &prepared.column_origins,
+        ))?;
         let parameter_schema = schema_bytes(&prepared.parameter_schema)?;
         let handle = self.prepared.insert(&owner, prepared.statement);
         Ok(ActionCreatePreparedStatementResult {

@@ -25,6 +25,9 @@ const HANDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 pub(super) struct IssuedTicket {
     pub(super) query: Arc<PlannedQuery>,
     pub(super) trace: TraceContext,
+    /// The result schema as announced (with Flight SQL's column metadata); the
+    /// stream carries it too.
+    pub(super) schema: arrow::datatypes::SchemaRef,
 }
 
 /// Shared state of the Flight door.

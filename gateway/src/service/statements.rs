@@ -13,6 +13,7 @@ use meshgate_engine::{
     Error as EngineError, Execution, QueryOptions, QueryRequest, SentBytes, Statement,
 };
 
+use super::column_metadata::described;
 use super::encode::{FlightDataStream, encode, statement_flight_info};
 use super::spans;
 use super::state::{GatewayState, IssuedTicket};
@@ -77,12 +78,13 @@ impl GatewayState {
         };
         let owner = request.principal.fingerprint();
         let planned = Arc::new(self.engine.plan(request).await?);
-        let schema = Arc::clone(planned.schema());
+        let schema = described(planned.schema(), planned.column_origins());
         let handle = self.tickets.insert(
             &owner,
             IssuedTicket {
                 query: planned,
                 trace,
+                schema: Arc::clone(&schema),
             },
         );
         // The schema is plain Arrow (the engine's wire schema), so encoding it does not
@@ -129,7 +131,11 @@ impl GatewayState {
             }
             Err(e) => return Err(e.into()),
         };
-        let stream = encode(batches, self.max_flight_data_size, sent);
+        let stream = encode(
+            announced(batches, ticket.schema),
+            self.max_flight_data_size,
+            sent,
+        );
         let stream =
             close_when_stalled(stream, self.stream_idle_timeout, query_id.clone(), |idle| {
                 Err(tonic::Status::cancelled(format!(
@@ -173,4 +179,17 @@ impl GatewayState {
         self.engine.auditor().emit(record);
         error
     }
+}
+
+/// `batches` under the schema their FlightInfo announced (the same fields, with Flight
+/// SQL's column metadata), so that the stream's schema is the announced one.
+fn announced(
+    batches: datafusion::execution::SendableRecordBatchStream,
+    schema: arrow::datatypes::SchemaRef,
+) -> datafusion::execution::SendableRecordBatchStream {
+    use futures::StreamExt;
+    let relabel = Arc::clone(&schema);
+    let relabelled =
+        batches.map(move |batch| batch.and_then(|b| Ok(b.with_schema(Arc::clone(&relabel))?)));
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, relabelled))
 }

@@ -397,3 +397,81 @@ async fn cancel_query_voids_the_ticket_of_its_own_principal_only() {
         "{status}"
     );
 }
+
+/// A request carrying the test principal's bearer token, for the raw Flight client.
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("tester", ADMIN, None))
+            .parse()
+            .unwrap(),
+    );
+    request
+}
+
+/// `PollFlightInfo` plans like `GetFlightInfo` and is complete at once (progress 1, no
+/// descriptor to poll again); its ticket returns the rows.
+#[tokio::test]
+async fn poll_flight_info_is_complete_with_a_redeemable_ticket() {
+    let mut c = client().await;
+    let cmd = CommandStatementQuery {
+        query: "SELECT 7 AS seven".to_string(),
+        transaction_id: None,
+    };
+    let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    let poll = c
+        .inner_mut()
+        .poll_flight_info(authorized(descriptor))
+        .await
+        .expect("PollFlightInfo")
+        .into_inner();
+    assert_eq!(poll.progress, Some(1.0));
+    assert!(
+        poll.flight_descriptor.is_none(),
+        "complete: nothing to poll"
+    );
+    let info = poll.info.expect("the FlightInfo");
+    assert_eq!(single_i64(&fetch(&mut c, info).await), 7);
+}
+
+/// `ListActions` lists what works, and nothing a read-only gateway refuses.
+#[tokio::test]
+async fn list_actions_is_truthful() {
+    use futures::TryStreamExt;
+    let mut c = client().await;
+    let actions: Vec<String> = c
+        .inner_mut()
+        .list_actions(authorized(arrow_flight::Empty {}))
+        .await
+        .expect("ListActions")
+        .into_inner()
+        .map_ok(|a| a.r#type)
+        .try_collect()
+        .await
+        .expect("actions");
+    for offered in [
+        "CreatePreparedStatement",
+        "ClosePreparedStatement",
+        "CancelQuery",
+        "CancelFlightInfo",
+        "SetSessionOptions",
+        "GetSessionOptions",
+        "CloseSession",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == offered),
+            "{offered}: {actions:?}"
+        );
+    }
+    for refused in [
+        "BeginTransaction",
+        "CreatePreparedSubstraitPlan",
+        "BeginSavepoint",
+    ] {
+        assert!(
+            !actions.iter().any(|a| a == refused),
+            "{refused}: {actions:?}"
+        );
+    }
+}
