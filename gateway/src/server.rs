@@ -172,8 +172,17 @@ impl BoundServer {
         sweeper.abort();
         http_shutdown.cancel();
         if let Some(http) = http {
-            // It drains within the same timeout; past it, its streams were abandoned.
+            // It drains within the same timeout (it began when shutdown fired).
             let _ = tokio::time::timeout(drain_timeout, http).await;
+        }
+        // Streams still running (the HTTP door's, when the Flight listener drained
+        // first) are accounted as cancelled before the audit log is flushed.
+        let cut = state.abandon_streams();
+        if cut > 0 {
+            tracing::warn!(
+                streams = cut,
+                "closing the streams still running at shutdown"
+            );
         }
         if let Some(log) = audit_log {
             log.flush().await;

@@ -195,7 +195,7 @@ def test_a_session_is_its_principals_alone(server, admin_token, mint):
         other.get()
 
 
-def test_a_closed_session_is_gone(server, admin_token):
+def test_a_closed_session_is_gone_and_a_new_one_can_start(server, admin_token):
     session = Session(server, admin_token)
     session.set(catalog="reference", schema="regions")
     old = session.jar.cookie
@@ -205,6 +205,22 @@ def test_a_closed_session_is_gone(server, admin_token):
     session.jar.cookie = old
     with pytest.raises(pa.ArrowKeyError, match="session is unknown or expired"):
         session.count("SELECT count(*) FROM regions")
+    # Setting options with the stale cookie starts a new session (as after expiry).
+    assert session.set(catalog="reference", schema="regions") == {}
+    assert session.jar.cookie and session.jar.cookie != old
+    assert session.count("SELECT count(*) FROM regions") > 0
+
+
+def test_short_names_are_held_to_the_freshness_bound(server, admin_token):
+    """A table named through the session's catalog and schema is the product's table:
+    the freshness bound holds for it as for its full name."""
+    session = Session(server, admin_token)
+    session.set(catalog="clinical", schema="labs", max_staleness="1ms")
+    with pytest.raises(pa.ArrowException, match="staler") as refused:
+        session.count("SELECT count(*) FROM results")
+    assert "clinical.labs" in str(refused.value)
+    session.set(max_staleness="3650days")
+    assert session.count("SELECT count(*) FROM results") > 0
 
 
 def test_list_actions_names_the_session_actions(flight_client):

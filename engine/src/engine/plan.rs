@@ -180,6 +180,15 @@ impl Engine {
             Statement::Sql(sql) => (Arc::from(sql.as_str()), None),
             Statement::Prepared(prepared) => (Arc::clone(&prepared.sql), Some(prepared)),
         };
+        // A prepared statement's names resolve as when it was prepared.
+        let fixed = prepared
+            .as_ref()
+            .and_then(|p| p.names.clone())
+            .map(|names| QueryOptions {
+                names,
+                ..options.clone()
+            });
+        let options = fixed.as_ref().unwrap_or(options);
         let (session, plan) = self.plan_sql_for(principal, &sql, options, audit).await?;
         span.record("tables", audit.tables.join(",").as_str());
         let plan = match prepared {
@@ -213,7 +222,7 @@ impl Engine {
         let session = sessions.session(principal)?;
         session.resolve_names_in(&options.names);
         let plan = plan_sql(&session.context, sql).await?;
-        audit.tables = tables_in(&plan);
+        audit.tables = tables_in(&plan, &options.names);
         audit.policy = applied_rules(&audit.tables, &session);
         if let Some(bound) = options.max_staleness {
             sessions.require_fresh(&audit.tables, bound)?;
@@ -240,7 +249,7 @@ impl Engine {
                 let (session, plan) = engine
                     .plan_sql_for(&principal, &sql, &options, &mut audit)
                     .await?;
-                let statement = PreparedStatement::new(&sql, &plan)?;
+                let statement = PreparedStatement::new(&sql, &plan, options.names.clone())?;
                 Ok(Prepared {
                     dataset_schema: PreparedStatement::dataset_schema(&plan),
                     parameter_schema: statement.parameter_schema(),

@@ -1,6 +1,6 @@
 //! Where each result column comes from: the table whose column it passes through
-//! (under any alias), so that doors can describe result columns (Flight SQL's column
-//! metadata, Postgres' row descriptions) the way BI tools show them.
+//! (under any alias), so that a door can describe result columns the way BI tools
+//! show them.
 
 use std::sync::Arc;
 
@@ -76,12 +76,16 @@ fn origins(plan: &LogicalPlan, state: &SessionState) -> Origins {
             out.resize(width, None);
             out
         }
-        LogicalPlan::Union(_) | LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => unknown(),
-        // Filters, sorts, limits, aliases, DISTINCT, repartitions: the input's columns.
-        other => match other.inputs().as_slice() {
-            [input] => origins(input, state),
-            _ => unknown(),
-        },
+        // Nodes that pass their input's columns through unchanged.
+        LogicalPlan::Filter(filter) => origins(&filter.input, state),
+        LogicalPlan::Sort(sort) => origins(&sort.input, state),
+        LogicalPlan::Limit(limit) => origins(&limit.input, state),
+        LogicalPlan::SubqueryAlias(alias) => origins(&alias.input, state),
+        LogicalPlan::Repartition(repartition) => origins(&repartition.input, state),
+        LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(input)) => {
+            origins(input, state)
+        }
+        _ => unknown(),
     };
     if passed.len() == width {
         passed

@@ -16,7 +16,7 @@ use crate::admission::Deadline;
 use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
 use crate::policy::VersionedTable;
-use crate::session::{StorageFailures, ViewFingerprint, recording_task_context};
+use crate::session::{NameDefaults, StorageFailures, ViewFingerprint, recording_task_context};
 
 /// A statement planned for one principal: its physical plan, result schema, deadline
 /// and audit facts.
@@ -165,33 +165,36 @@ impl PlannedQuery {
     }
 }
 
-/// `domain.product.table` of every table `plan` reads, subqueries included, sorted.
-/// The name the audit records for a scanned table: as written, except that a table read
-/// at a past version is named with the version actually read (`results@v3`), however
-/// the query asked for it.
-fn audited_name(scan: &datafusion::logical_expr::TableScan) -> String {
+/// The name the audit records for a scanned table: whole (`domain.product.table`, as
+/// `names` resolve a partly qualified one), with the version actually read when a
+/// table is read at a past version (`results@v3`), however the query asked for it.
+fn audited_name(scan: &datafusion::logical_expr::TableScan, names: &NameDefaults) -> String {
     let version = datafusion::datasource::source_as_provider(&scan.source)
         .ok()
         .and_then(|p| {
             p.downcast_ref::<VersionedTable>()
                 .and_then(VersionedTable::version)
         });
-    let name = &scan.table_name;
-    match (version, name.catalog(), name.schema()) {
-        (Some(version), Some(catalog), Some(schema)) => {
-            let table = name.table();
-            let base = table.split_once('@').map_or(table, |(base, _)| base);
-            format!("{catalog}.{schema}.{base}@v{version}")
+    let name = names.resolve(&scan.table_name);
+    match version {
+        Some(version) => {
+            let base = name
+                .table
+                .split_once('@')
+                .map_or(name.table.as_ref(), |(base, _)| base);
+            format!("{}.{}.{base}@v{version}", name.catalog, name.schema)
         }
-        _ => name.to_string(),
+        None => name.to_string(),
     }
 }
 
-pub(crate) fn tables_in(plan: &LogicalPlan) -> Vec<String> {
+/// `domain.product.table` of every table `plan` reads, subqueries included, sorted;
+/// partly qualified names resolved as `names` say.
+pub(crate) fn tables_in(plan: &LogicalPlan, names: &NameDefaults) -> Vec<String> {
     let mut tables = std::collections::BTreeSet::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
-            tables.insert(audited_name(scan));
+            tables.insert(audited_name(scan, names));
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });

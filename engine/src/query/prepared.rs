@@ -10,6 +10,7 @@ use datafusion::logical_expr::LogicalPlan;
 
 use super::stream::wire_schema;
 use crate::error::{Error, Result};
+use crate::session::NameDefaults;
 
 /// A prepared statement: its SQL, the types of its placeholders and the values bound
 /// last. It holds no plan and no session: each execution plans the SQL again in the
@@ -24,6 +25,9 @@ pub struct PreparedStatement {
     pub(crate) parameter_types: Arc<Vec<Option<DataType>>>,
     /// The values bound by the last DoPut, if any.
     pub(crate) bound: Option<Arc<Vec<ScalarValue>>>,
+    /// Where its partly qualified names resolve, fixed when it was prepared (none: as
+    /// the request that runs it says).
+    pub(crate) names: Option<NameDefaults>,
 }
 
 /// The placeholder types of `plan`, by position; a gap in the numbering is an error.
@@ -41,24 +45,26 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
 }
 
 impl PreparedStatement {
-    /// The statement `sql`, freshly planned as `plan`.
-    pub(crate) fn new(sql: &str, plan: &LogicalPlan) -> Result<Self> {
+    /// The statement `sql`, freshly planned as `plan` with `names`.
+    pub(crate) fn new(sql: &str, plan: &LogicalPlan, names: NameDefaults) -> Result<Self> {
         Ok(Self {
             sql: Arc::from(sql),
             parameter_types: Arc::new(parameter_types(plan)?),
             bound: None,
+            names: Some(names),
         })
     }
 
     /// The statement `sql` with `values` bound to its placeholders `$1..$n`, to be
-    /// planned once without being prepared first (doors whose protocol sends the SQL
-    /// and its parameters together: HTTP, Postgres' extended query). Each value is
-    /// cast to the type its placeholder takes when the statement is planned.
+    /// planned once without being prepared first (for protocols that send a statement
+    /// and its parameters together). Each value is cast to the type its placeholder
+    /// takes when the statement is planned.
     pub fn with_parameters(sql: &str, values: Vec<ScalarValue>) -> Self {
         Self {
             sql: Arc::from(sql),
             parameter_types: Arc::new(vec![None; values.len()]),
             bound: (!values.is_empty()).then(|| Arc::new(values)),
+            names: None,
         }
     }
 

@@ -1,6 +1,9 @@
 //! Where partly qualified names resolve, as a client's session sets it.
 
-use super::PrincipalSession;
+use datafusion::common::{ResolvedTableReference, TableReference};
+
+use super::system::META_SCHEMA;
+use super::{PrincipalSession, SYSTEM_CATALOG};
 
 /// The catalog (domain) and schema (product) that partly qualified names resolve in:
 /// with `clinical` and `encounters`, `visits` is `clinical.encounters.visits` and
@@ -12,6 +15,16 @@ pub struct NameDefaults {
     pub catalog: Option<String>,
     /// The schema of names without one (`table`).
     pub schema: Option<String>,
+}
+
+impl NameDefaults {
+    /// `reference` made whole, as a session with these defaults resolves it.
+    pub(crate) fn resolve(&self, reference: &TableReference) -> ResolvedTableReference {
+        reference.clone().resolve(
+            self.catalog.as_deref().unwrap_or(SYSTEM_CATALOG),
+            self.schema.as_deref().unwrap_or(META_SCHEMA),
+        )
+    }
 }
 
 impl PrincipalSession {

@@ -44,6 +44,17 @@ impl Door {
     }
 }
 
+impl Door {
+    /// Writes the audit record of a request of `principal` refused by the door before
+    /// it reached the engine (its format, headers or body).
+    pub(crate) fn refused(&self, rpc: &str, principal: &Principal, failure: &Failure) {
+        let mut record = AuditRecord::new(rpc, Some(principal), Instant::now());
+        record.outcome = "error";
+        record.detail = Some(failure.code().to_string());
+        self.auditor.emit(record);
+    }
+}
+
 /// The one `authorization` header of a request, as text.
 fn single_authorization(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();

@@ -32,7 +32,8 @@ pub(crate) struct Failure {
     status: StatusCode,
     code: &'static str,
     message: String,
-    query_id: Option<String>,
+    /// The query the failure ended, if it got so far.
+    pub(crate) query_id: Option<String>,
     /// `WWW-Authenticate` for 401s.
     challenge: bool,
 }
@@ -69,6 +70,13 @@ impl Failure {
             query_id: None,
             challenge: false,
         }
+    }
+}
+
+impl Failure {
+    /// The error class name, for the audit record.
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
     }
 }
 

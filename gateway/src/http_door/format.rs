@@ -2,7 +2,7 @@
 //! encoders: each batch is encoded as it comes, so nothing is buffered beyond one batch.
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
@@ -34,13 +34,16 @@ pub(crate) struct NotAcceptable(pub(crate) String);
 
 impl ResultFormat {
     /// The format `accept` prefers among those offered: the highest `q` first, the
-    /// order of the header among equals; wildcards and no header mean Arrow.
+    /// order of the header among equals; a wildcard means the first offered format it
+    /// covers (Arrow, NDJSON, CSV) that the header does not refuse with `q=0`; no
+    /// header means Arrow.
     pub(crate) fn negotiate(accept: Option<&str>) -> Result<Self, NotAcceptable> {
         let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else {
             return Ok(Self::ArrowStream);
         };
-        let mut ranges: Vec<(f32, Option<Self>)> = accept
+        let mut ranges: Vec<(f32, &[Self])> = accept
             .split(',')
+            .take(64)
             .map(|range| {
                 let mut parts = range.split(';');
                 let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -48,25 +51,67 @@ impl ResultFormat {
                     .filter_map(|p| p.trim().strip_prefix("q="))
                     .find_map(|q| q.trim().parse::<f32>().ok())
                     .unwrap_or(1.0);
-                (q, Self::of_media_type(&media))
+                (q, Self::covered_by(&media))
             })
-            .filter(|(q, _)| *q > 0.0)
             .collect();
+        let refused: Vec<Self> = ranges
+            .iter()
+            .filter(|(q, formats)| *q <= 0.0 && formats.len() == 1)
+            .flat_map(|(_, formats)| formats.iter().copied())
+            .collect();
+        ranges.retain(|(q, _)| *q > 0.0);
         // Stable: among equal weights the header's order stands.
         ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
         ranges
-            .into_iter()
-            .find_map(|(_, format)| format)
+            .iter()
+            .flat_map(|(_, formats)| formats.iter())
+            .find(|format| !refused.contains(format))
+            .copied()
             .ok_or_else(|| NotAcceptable(accept.chars().take(200).collect()))
     }
 
-    fn of_media_type(media: &str) -> Option<Self> {
+    /// The formats a media range covers, in order of preference.
+    fn covered_by(media: &str) -> &'static [Self] {
+        const ALL: &[ResultFormat] = &[
+            ResultFormat::ArrowStream,
+            ResultFormat::NdJson,
+            ResultFormat::Csv,
+        ];
         match media {
-            ARROW_STREAM | "*/*" | "application/*" => Some(Self::ArrowStream),
-            NDJSON | JSONL => Some(Self::NdJson),
-            CSV | "text/*" => Some(Self::Csv),
-            _ => None,
+            "*/*" => ALL,
+            "application/*" => &ALL[..2],
+            ARROW_STREAM => &ALL[..1],
+            NDJSON | JSONL => &ALL[1..2],
+            CSV | "text/*" => &ALL[2..],
+            _ => &[],
         }
+    }
+
+    /// The first column of `schema` this format cannot hold, with why.
+    pub(crate) fn unfit_column(self, schema: &SchemaRef) -> Option<String> {
+        if self != Self::Csv {
+            return None;
+        }
+        schema.fields().iter().find_map(|field| {
+            let nested = matches!(
+                field.data_type(),
+                DataType::List(_)
+                    | DataType::LargeList(_)
+                    | DataType::ListView(_)
+                    | DataType::LargeListView(_)
+                    | DataType::FixedSizeList(..)
+                    | DataType::Struct(_)
+                    | DataType::Map(..)
+                    | DataType::Union(..)
+            );
+            nested.then(|| {
+                format!(
+                    "CSV cannot hold column `{}` ({}); ask for {ARROW_STREAM} or {NDJSON}",
+                    field.name(),
+                    field.data_type()
+                )
+            })
+        })
     }
 
     /// The `Content-Type` of a response in this format.
@@ -186,6 +231,12 @@ mod tests {
             Some(ResultFormat::ArrowStream)
         );
         assert_eq!(pick(Some("text/csv;q=0, application/json")), None);
+        assert_eq!(
+            pick(Some("application/vnd.apache.arrow.stream;q=0, */*")),
+            Some(ResultFormat::NdJson),
+            "a wildcard does not bring back what q=0 refused"
+        );
+        assert_eq!(pick(Some("text/*")), Some(ResultFormat::Csv));
         assert_eq!(pick(Some("application/json")), None);
     }
 

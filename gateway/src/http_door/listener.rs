@@ -86,7 +86,10 @@ pub(super) async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(serving.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap finished connections, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
             permit = Arc::clone(&permits).acquire_owned() => match permit {
@@ -110,7 +113,7 @@ pub(super) async fn serve(
         let serving = serving.clone();
         let router = router.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
             let Some(connection) = open(tcp, peer, &serving).await else {
                 return;
@@ -133,9 +136,12 @@ pub(super) async fn serve(
     {
         tracing::warn!(
             ?drain,
-            "HTTP connections still open after the drain timeout"
+            "HTTP connections still open after the drain timeout; closing them"
         );
     }
+    // Dropping a connection drops its result stream: the query stops and its audit
+    // record is written.
+    connections.shutdown().await;
 }
 
 /// The connection as the door speaks on it: the TLS handshake done, when configured.

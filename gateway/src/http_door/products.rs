@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use futures::StreamExt;
 use meshgate_engine::{QueryOptions, Statement};
 
 use super::Door;
@@ -49,25 +49,34 @@ impl Door {
             .await?;
         let query_id = started.query_id.clone();
         let fail = |e: Error| Failure::of(e, Some(&query_id));
-        let mut batches: Vec<_> = started.first.into_iter().collect();
-        let rest: Vec<_> = started
-            .batches
-            .try_collect()
-            .await
-            .map_err(|e| fail(e.into()))?;
-        batches.extend(rest);
         let mut writer = arrow::json::WriterBuilder::new()
             .with_explicit_nulls(true)
             .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-        for batch in &batches {
-            writer.write(batch).map_err(|e| fail(e.into()))?;
+        let mut batches = started.batches;
+        let mut next = started.first.map(Ok);
+        // Bytes are counted as each batch is written, before the stream's end writes
+        // the audit record.
+        let mut counted = 0;
+        loop {
+            let batch = match next.take() {
+                Some(batch) => batch,
+                None => match batches.next().await {
+                    Some(batch) => batch,
+                    None => break,
+                },
+            };
+            writer
+                .write(&batch.map_err(|e| fail(e.into()))?)
+                .map_err(|e| fail(e.into()))?;
+            let written = writer.get_ref().len();
+            started.sent.add((written - counted) as u64);
+            counted = written;
         }
         writer.finish().map_err(|e| fail(e.into()))?;
         let mut body = writer.into_inner();
         if body.is_empty() {
             body = b"[]".to_vec();
         }
-        started.sent.add(body.len() as u64);
         let mut response = (
             [(
                 header::CONTENT_TYPE,

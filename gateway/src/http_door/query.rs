@@ -78,16 +78,27 @@ pub(crate) struct Started {
 impl Door {
     async fn query(self: &Arc<Self>, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
         let principal = self.caller(headers, QUERY_RPC).await?;
-        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-        let format = ResultFormat::negotiate(accept)
-            .map_err(|e| Failure::bad_request(StatusCode::NOT_ACCEPTABLE, e.to_string()))?;
-        let options = query_options(headers).map_err(|e| Failure::of(e, None))?;
-        let body = self.read_body(headers, body).await?;
-        let statement = statement_of(headers, &body)?;
+        let request = async {
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            let format = ResultFormat::negotiate(accept)
+                .map_err(|e| Failure::bad_request(StatusCode::NOT_ACCEPTABLE, e.to_string()))?;
+            let options = query_options(headers).map_err(|e| Failure::of(e, None))?;
+            let body = self.read_body(headers, body).await?;
+            Ok::<_, Failure>((format, options, statement_of(headers, &body)?))
+        };
+        let (format, options, statement) = request
+            .await
+            .inspect_err(|failure| self.refused(QUERY_RPC, &principal, failure))?;
         let started = self
             .start(principal, statement, options, (QUERY_RPC, RESULTS_RPC))
             .await?;
         let query_id = started.query_id.clone();
+        if let Some(why) = format.unfit_column(&started.batches.schema()) {
+            // Dropping the started stream stops the query (audited as cancelled).
+            let mut failure = Failure::bad_request(StatusCode::NOT_ACCEPTABLE, why);
+            failure.query_id = Some(query_id);
+            return Err(failure);
+        }
         let idle = self.stream_idle_timeout;
         let body = encoded(started, format).map_err(|e| Failure::of(e, Some(&query_id)))?;
         let body = close_when_stalled(body, idle, Some(query_id.clone()), move |idle| {
@@ -119,11 +130,12 @@ impl Door {
         options: QueryOptions,
         rpcs: (&'static str, &'static str),
     ) -> Result<Started, Failure> {
-        let query_id = uuid::Uuid::new_v4().to_string();
-        let fail = |e: EngineError| Failure::of(Error::from(e), Some(&query_id));
         let mut attempts = 0;
-        let (mut batches, sent) = loop {
+        let (mut batches, sent, query_id) = loop {
             attempts += 1;
+            // Each attempt is its own query, with its own id and audit records.
+            let query_id = uuid::Uuid::new_v4().to_string();
+            let fail = |e: EngineError| Failure::of(Error::from(e), Some(&query_id));
             let span = tracing::info_span!(
                 "http_query",
                 query_id = %query_id,
@@ -153,11 +165,12 @@ impl Door {
                 sent: sent.clone(),
             };
             match self.engine.execute(planned, execution).await {
-                Ok(batches) => break (batches, sent),
+                Ok(batches) => break (batches, sent, query_id),
                 Err(EngineError::ViewChanged) if attempts < 2 => continue,
                 Err(e) => return Err(fail(e)),
             }
         };
+        let fail = |e: EngineError| Failure::of(Error::from(e), Some(&query_id));
         let first = match batches.next().await {
             Some(Ok(batch)) => Some(batch),
             Some(Err(e)) => return Err(fail(e.into())),

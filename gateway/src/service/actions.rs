@@ -29,10 +29,9 @@ pub(super) fn cancel_flight_info(
     action: &Action,
 ) -> Result<arrow_flight::Result> {
     const WHAT: &str = "CancelFlightInfo: malformed request";
-    let info = wire_scan::nested(&action.body, 1).map_err(|_| Error::invalid_argument(WHAT))?;
-    if let Some(info) = info {
-        ensure_few_endpoints(info, WHAT)?;
-    }
+    let endpoints =
+        wire_scan::count_nested(&action.body, 1, 3).map_err(|_| Error::invalid_argument(WHAT))?;
+    refuse_many_endpoints(endpoints)?;
     let cancel = CancelFlightInfoRequest::decode(action.body.clone())
         .map_err(|_| Error::invalid_argument(WHAT))?;
     let status = if cancel_info(state, principal, cancel.info)? {
@@ -77,6 +76,11 @@ const MAX_CANCEL_ENDPOINTS: usize = 16;
 fn ensure_few_endpoints(bytes: &[u8], malformed: &str) -> Result<()> {
     let endpoints =
         wire_scan::count_field(bytes, 3).map_err(|_| Error::invalid_argument(malformed))?;
+    refuse_many_endpoints(endpoints)
+}
+
+/// Refuses a FlightInfo of more than [`MAX_CANCEL_ENDPOINTS`] endpoints.
+fn refuse_many_endpoints(endpoints: usize) -> Result<()> {
     if endpoints > MAX_CANCEL_ENDPOINTS {
         return Err(Error::invalid_argument(format!(
             "the FlightInfo to cancel lists {endpoints} endpoints; this server's have one"

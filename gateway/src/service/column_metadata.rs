@@ -11,6 +11,8 @@ use meshgate_engine::ColumnOrigin;
 
 const CATALOG_NAME: &str = "ARROW:FLIGHT:SQL:CATALOG_NAME";
 const DB_SCHEMA_NAME: &str = "ARROW:FLIGHT:SQL:DB_SCHEMA_NAME";
+/// The key the Java implementation (and so the JDBC driver) reads for the schema.
+const SCHEMA_NAME: &str = "ARROW:FLIGHT:SQL:SCHEMA_NAME";
 const TABLE_NAME: &str = "ARROW:FLIGHT:SQL:TABLE_NAME";
 const TYPE_NAME: &str = "ARROW:FLIGHT:SQL:TYPE_NAME";
 const PRECISION: &str = "ARROW:FLIGHT:SQL:PRECISION";
@@ -31,6 +33,7 @@ pub(super) fn described(schema: &SchemaRef, origins: &[Option<ColumnOrigin>]) ->
             if let Some(Some(origin)) = origins.get(i) {
                 metadata.insert(CATALOG_NAME.into(), origin.catalog.clone());
                 metadata.insert(DB_SCHEMA_NAME.into(), origin.schema.clone());
+                metadata.insert(SCHEMA_NAME.into(), origin.schema.clone());
                 metadata.insert(TABLE_NAME.into(), origin.table.clone());
             }
             metadata.insert(TYPE_NAME.into(), sql_type_name(field.data_type()));

@@ -166,7 +166,8 @@ impl GatewayState {
     }
 
     /// `SetSessionOptions`: sets what it can, reports per option what it cannot, and
-    /// makes the session (with its cookie) on first use.
+    /// makes the session (with its cookie) on first use, or when the cookie names no
+    /// live session of the principal (expired: the client starts afresh).
     pub(super) fn set_session_options(
         &self,
         principal: &Principal,
@@ -182,15 +183,18 @@ impl GatewayState {
             )));
         }
         let owner = principal.fingerprint();
-        let existing = session_cookie(headers);
-        let mut values = match &existing {
-            Some(handle) => self.session(principal, handle)?,
-            None => SessionValues::default(),
+        let live = session_cookie(headers)
+            .and_then(|handle| Some((self.session(principal, &handle).ok()?, handle)));
+        let (mut values, existing) = match live {
+            Some((values, handle)) => (values, Some(handle)),
+            None => (SessionValues::default(), None),
         };
         let mut errors = HashMap::new();
         for (name, value) in &request.session_options {
             if let Err(code) = values.set(name, value.option_value.as_ref()) {
-                errors.insert(name.clone(), SetSessionOptionError { value: code });
+                // Names are echoed back; an overlong one is not worth echoing whole.
+                let name: String = name.chars().take(MAX_VALUE_LEN).collect();
+                errors.insert(name, SetSessionOptionError { value: code });
             }
         }
         let set_cookie = match existing {

@@ -1,5 +1,5 @@
 //! Looking into a protobuf message's wire bytes before decoding it: how many times a
-//! field occurs, and the bytes of a nested message, without building anything.
+//! field occurs, alone or inside the occurrences of a nested message, without building anything.
 //!
 //! Decoding a repeated message field allocates per element (an empty `FlightEndpoint`
 //! is 2 bytes on the wire and over 100 in memory), so a request that is small on the
@@ -69,17 +69,18 @@ pub(super) fn count_field(bytes: &[u8], number: u64) -> Result<usize, Malformed>
     Ok(count)
 }
 
-/// The content of the last occurrence of length-delimited field `number` (as a
-/// decoder keeps the last of a singular field), if it occurs.
-pub(super) fn nested(bytes: &[u8], number: u64) -> Result<Option<&[u8]>, Malformed> {
-    let mut found = None;
+/// How many times field `inner` occurs in the messages of field `outer` of the message
+/// in `bytes`, all occurrences of `outer` together (a decoder merges the occurrences of
+/// a singular message field, so their repeated fields add up).
+pub(super) fn count_nested(bytes: &[u8], outer: u64, inner: u64) -> Result<usize, Malformed> {
+    let mut count = 0;
     for field in fields(bytes) {
         let (n, value) = field?;
-        if n == number {
-            found = Some(value);
+        if n == outer {
+            count += count_field(value, inner)?;
         }
     }
-    Ok(found)
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -111,11 +112,15 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_flight_info_inside_a_cancel_request() {
+    fn counts_the_endpoints_inside_a_cancel_request_across_repeated_infos() {
         let request = CancelFlightInfoRequest::new(info(3)).encode_to_vec();
-        let inner = nested(&request, 1).unwrap().expect("the info");
-        assert_eq!(count_field(inner, 3), Ok(3));
-        assert_eq!(nested(&[], 1), Ok(None));
+        assert_eq!(count_nested(&request, 1, 3), Ok(3));
+        assert_eq!(count_nested(&[], 1, 3), Ok(0));
+        // The info sent twice: a decoder merges the two, endpoints and all.
+        let twice = [request.clone(), request].concat();
+        assert_eq!(count_nested(&twice, 1, 3), Ok(6));
+        let decoded = CancelFlightInfoRequest::decode(twice.as_slice()).unwrap();
+        assert_eq!(decoded.info.unwrap().endpoint.len(), 6);
     }
 
     #[test]
