@@ -56,6 +56,10 @@ struct Args {
     /// Where to write the results.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
+    /// Also send a fifth of the mixed actions through the HTTP door (small queries,
+    /// large streams, bad SQL); the gateway binary must have one.
+    #[arg(long)]
+    http: bool,
     /// cargo bench passes --bench; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -70,6 +74,9 @@ enum Kind {
     Cancelled,
     BadToken,
     BadSql,
+    HttpSmall,
+    HttpLarge,
+    HttpBadSql,
 }
 
 impl Kind {
@@ -81,13 +88,24 @@ impl Kind {
             Kind::Cancelled => "CancelFlightInfo mid-stream",
             Kind::BadToken => "bad token",
             Kind::BadSql => "bad SQL",
+            Kind::HttpSmall => "HTTP: small query",
+            Kind::HttpLarge => "HTTP: large stream (Arrow IPC, read whole)",
+            Kind::HttpBadSql => "HTTP: bad SQL (400)",
         }
     }
 
-    /// A random action, by the mix's weights (small queries only in a `small` phase).
-    fn draw(rng: &mut impl Rng, small_only: bool) -> Self {
+    /// A random action, by the mix's weights (small queries only in a `small` phase;
+    /// a fifth through the HTTP door with `http`).
+    fn draw(rng: &mut impl Rng, small_only: bool, http: bool) -> Self {
         if small_only {
             return Kind::Small;
+        }
+        if http && rng.random_range(0..5) == 0 {
+            return match rng.random_range(0..100) {
+                0..70 => Kind::HttpSmall,
+                70..85 => Kind::HttpLarge,
+                _ => Kind::HttpBadSql,
+            };
         }
         match rng.random_range(0..100) {
             0..70 => Kind::Small,
@@ -112,6 +130,8 @@ struct Tally {
 
 fn main() {
     let args = Args::parse();
+    // reqwest's rustls takes the process's crypto provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let phases = parse_phases(&args.phases);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -158,6 +178,7 @@ fn main() {
         let started_rss = rss.samples().len();
         let tally = runtime.block_on(run_phase(
             gateway.addr,
+            args.http.then_some(gateway.http),
             clients,
             duration,
             small_only,
@@ -215,6 +236,7 @@ fn small_sql(template: &str, id: u64) -> String {
 
 async fn run_phase(
     addr: SocketAddr,
+    http: Option<SocketAddr>,
     clients: usize,
     duration: Duration,
     small_only: bool,
@@ -229,12 +251,22 @@ async fn run_phase(
         let tally = Arc::clone(&tally);
         tasks.push(tokio::spawn(async move {
             let mut client = connect(addr, &token).await;
+            let door = http.map(|http| HttpDoor {
+                client: reqwest::Client::new(),
+                url: format!("http://{http}/v1/query"),
+                token: token.clone(),
+            });
             let mut rng = rand::rngs::StdRng::from_os_rng();
             while Instant::now() < until {
-                let kind = Kind::draw(&mut rng, small_only);
+                let kind = Kind::draw(&mut rng, small_only, door.is_some());
                 let small = rng.random_range(0..SMALL.len());
                 let started = Instant::now();
-                let outcome = act(&mut client, addr, kind, small, &mut rng, large_rows).await;
+                let outcome = match &door {
+                    Some(door) if kind >= Kind::HttpSmall => {
+                        door.act(kind, small, &mut rng, large_rows).await
+                    }
+                    _ => act(&mut client, addr, kind, small, &mut rng, large_rows).await,
+                };
                 let seconds = started.elapsed().as_secs_f64();
                 let mut tally = tally.lock().unwrap();
                 match outcome {
@@ -320,6 +352,69 @@ async fn act(
             Err(e) if tonic_code(&e) == Some(Code::InvalidArgument) => Ok(()),
             other => Err(format!("bad SQL: {other:?}")),
         },
+        Kind::HttpSmall | Kind::HttpLarge | Kind::HttpBadSql => {
+            Err("an HTTP action without the HTTP door".into())
+        }
+    }
+}
+
+/// A client of the HTTP door.
+struct HttpDoor {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl HttpDoor {
+    /// One HTTP action; `Err` is an unexpected outcome.
+    async fn act(
+        &self,
+        kind: Kind,
+        small: usize,
+        rng: &mut impl Rng,
+        large_rows: u64,
+    ) -> Result<(), String> {
+        match kind {
+            Kind::HttpSmall => {
+                let sql = small_sql(SMALL[small], rng.random_range(1..2_000));
+                match self.query(&sql).await? {
+                    (200, _) => Ok(()),
+                    (status, _) => Err(format!("status {status}")),
+                }
+            }
+            Kind::HttpLarge => match self.query(LARGE).await? {
+                (200, rows) if rows == large_rows => Ok(()),
+                (status, rows) => Err(format!("status {status}, {rows} rows of {large_rows}")),
+            },
+            _ => match self.query("SELEKT nothing").await? {
+                (400, _) => Ok(()),
+                (status, _) => Err(format!("bad SQL answered {status}")),
+            },
+        }
+    }
+
+    /// The status of `sql` and, when 200, the rows of its Arrow IPC stream.
+    async fn query(&self, sql: &str) -> Result<(u16, u64), String> {
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .body(sql.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Ok((status, 0));
+        }
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+            .map_err(|e| e.to_string())?;
+        let mut rows = 0;
+        for batch in reader {
+            rows += batch.map_err(|e| e.to_string())?.num_rows() as u64;
+        }
+        Ok((status, rows))
     }
 }
 
@@ -412,11 +507,14 @@ struct Gateway {
     child: Child,
     addr: SocketAddr,
     metrics: SocketAddr,
+    /// The HTTP door's address.
+    http: SocketAddr,
 }
 
 impl Gateway {
     fn start(binary: &Path, dir: &Path, scale: f64) -> Self {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let (child, addr) = ready::spawn_until_ready(
             Command::new(binary)
                 .args([
@@ -432,7 +530,7 @@ impl Gateway {
                 .arg(metrics.to_string())
                 .env_remove("RUST_LOG")
                 // By environment, which binaries without an HTTP door ignore (A/B runs).
-                .env("MESHGATE_HTTP_LISTEN", "127.0.0.1:0")
+                .env("MESHGATE_HTTP_LISTEN", http.to_string())
                 .stderr(Stdio::null()),
             Duration::from_secs(300),
         );
@@ -440,6 +538,7 @@ impl Gateway {
             child,
             addr,
             metrics,
+            http,
         }
     }
 
