@@ -16,6 +16,13 @@ const JSONL: &str = "application/jsonl";
 /// Comma-separated values with a header line.
 const CSV: &str = "text/csv";
 
+/// The formats offered, in order of preference.
+const ALL: &[ResultFormat] = &[
+    ResultFormat::ArrowStream,
+    ResultFormat::NdJson,
+    ResultFormat::Csv,
+];
+
 /// A result format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ResultFormat {
@@ -33,15 +40,16 @@ pub(crate) enum ResultFormat {
 pub(crate) struct NotAcceptable(pub(crate) String);
 
 impl ResultFormat {
-    /// The format `accept` prefers among those offered: the highest `q` first, the
-    /// order of the header among equals; a wildcard means the first offered format it
-    /// covers (Arrow, NDJSON, CSV) that the header does not refuse with `q=0`; no
-    /// header means Arrow.
+    /// The format `accept` prefers among those offered. Each format takes the weight
+    /// (`q`) of the most specific media range that covers it (`text/csv` over `text/*`
+    /// over `*/*`, as HTTP says); the heaviest wins, then the one named first, then
+    /// Arrow, NDJSON, CSV in that order. `q=0` refuses; no header means Arrow.
     pub(crate) fn negotiate(accept: Option<&str>) -> Result<Self, NotAcceptable> {
         let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else {
             return Ok(Self::ArrowStream);
         };
-        let mut ranges: Vec<(f32, &[Self])> = accept
+        // (q, specificity, formats covered) of each media range, in header order.
+        let ranges: Vec<(f32, u8, &[Self])> = accept
             .split(',')
             .take(64)
             .map(|range| {
@@ -51,32 +59,42 @@ impl ResultFormat {
                     .filter_map(|p| p.trim().strip_prefix("q="))
                     .find_map(|q| q.trim().parse::<f32>().ok())
                     .unwrap_or(1.0);
-                (q, Self::covered_by(&media))
+                let specificity = match media.as_str() {
+                    "*/*" => 0,
+                    m if m.ends_with("/*") => 1,
+                    _ => 2,
+                };
+                (q, specificity, Self::covered_by(&media))
             })
             .collect();
-        let refused: Vec<Self> = ranges
-            .iter()
-            .filter(|(q, formats)| *q <= 0.0 && formats.len() == 1)
-            .flat_map(|(_, formats)| formats.iter().copied())
-            .collect();
-        ranges.retain(|(q, _)| *q > 0.0);
-        // Stable: among equal weights the header's order stands.
-        ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
-        ranges
-            .iter()
-            .flat_map(|(_, formats)| formats.iter())
-            .find(|format| !refused.contains(format))
-            .copied()
+        let mut weighed: Vec<(f32, usize, usize, Self)> =
+            ALL.iter()
+                .enumerate()
+                .filter_map(|(order, format)| {
+                    // The most specific ranges covering the format; among them (aliases,
+                    // repeats) the heaviest, then the first.
+                    let covering = || {
+                        ranges
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, (_, _, formats))| formats.contains(format))
+                    };
+                    let specificity = covering().map(|(_, (_, s, _))| *s).max()?;
+                    let (position, (q, _, _)) = covering()
+                        .filter(|(_, (_, s, _))| *s == specificity)
+                        .reduce(|best, next| if next.1.0 > best.1.0 { next } else { best })?;
+                    (*q > 0.0).then_some((*q, position, order, *format))
+                })
+                .collect();
+        weighed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        weighed
+            .first()
+            .map(|w| w.3)
             .ok_or_else(|| NotAcceptable(accept.chars().take(200).collect()))
     }
 
     /// The formats a media range covers, in order of preference.
     fn covered_by(media: &str) -> &'static [Self] {
-        const ALL: &[ResultFormat] = &[
-            ResultFormat::ArrowStream,
-            ResultFormat::NdJson,
-            ResultFormat::Csv,
-        ];
         match media {
             "*/*" => ALL,
             "application/*" => &ALL[..2],
@@ -237,6 +255,20 @@ mod tests {
             "a wildcard does not bring back what q=0 refused"
         );
         assert_eq!(pick(Some("text/*")), Some(ResultFormat::Csv));
+        assert_eq!(
+            pick(Some("text/*;q=0, text/csv")),
+            Some(ResultFormat::Csv),
+            "the more specific range wins"
+        );
+        assert_eq!(
+            pick(Some("application/*;q=0, */*")),
+            Some(ResultFormat::Csv)
+        );
+        assert_eq!(
+            pick(Some("application/x-ndjson;q=0, application/jsonl")),
+            Some(ResultFormat::NdJson),
+            "equally specific aliases: the heaviest"
+        );
         assert_eq!(pick(Some("application/json")), None);
     }
 
