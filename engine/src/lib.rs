@@ -32,8 +32,8 @@ mod session;
 // Planning and executing statements.
 pub use engine::{Engine, Execution, Load, Prepared};
 pub use query::{
-    ColumnOrigin, PlannedQuery, PreparedStatement, QueryOptions, QueryRequest, SentBytes,
-    Statement, too_many_rows, wire_schema,
+    ColumnOrigin, PlannedQuery, PlanningRecord, PreparedStatement, QueryOptions, QueryRequest,
+    SentBytes, Statement, too_many_rows, wire_schema,
 };
 
 // Errors, and how a door maps them to its protocol.

@@ -91,6 +91,21 @@ def _send(request) -> Answer:
         return Answer(error.code, error.headers, error.read())
 
 
+def raw_connection(url: str) -> socket.socket:
+    """A plain socket to the door, for requests urllib would not send."""
+    parsed = urllib.parse.urlparse(url)
+    return socket.create_connection((parsed.hostname, parsed.port), timeout=TIMEOUT_S)
+
+
+def raw_query_head(url: str, token: str, content_length: int, accept: str = ARROW) -> bytes:
+    """The head of a `POST /v1/query` with a declared body length."""
+    host = urllib.parse.urlparse(url).netloc
+    return (
+        f"POST /v1/query HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"Accept: {accept}\r\nContent-Type: text/plain\r\nContent-Length: {content_length}\r\n\r\n"
+    ).encode()
+
+
 def assert_error(answer: Answer, status: int, code: str, *, with_query_id: bool = True) -> dict:
     assert answer.status == status, (answer.status, answer.body[:500])
     assert answer.headers["Content-Type"] == "application/json"
@@ -266,13 +281,8 @@ def test_unoffered_formats_are_406_and_empty_bodies_400(server, http_url, admin_
 def test_an_oversized_body_is_413_before_it_is_sent(server, http_url, admin_token):
     """A body declared larger than the limit is refused on its headers: the door does
     not read (or wait for) a megabyte it would refuse."""
-    parsed = urllib.parse.urlparse(http_url)
-    head = (
-        f"POST /v1/query HTTP/1.1\r\nHost: {parsed.netloc}\r\nAuthorization: Bearer {admin_token}\r\n"
-        f"Content-Type: text/plain\r\nContent-Length: {4 * 1024 * 1024}\r\n\r\nSELECT 1 --"
-    ).encode()
-    with socket.create_connection((parsed.hostname, parsed.port), timeout=TIMEOUT_S) as conn:
-        conn.sendall(head)
+    with raw_connection(http_url) as conn:
+        conn.sendall(raw_query_head(http_url, admin_token, 4 * 1024 * 1024) + b"SELECT 1 --")
         answer = conn.recv(4096)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
@@ -280,8 +290,7 @@ def test_an_oversized_body_is_413_before_it_is_sent(server, http_url, admin_toke
 def test_a_half_sent_request_does_not_hold_the_door(server, http_url, admin_token):
     """A client that sends half a request (dropped when `http.request_timeout` passes)
     does not keep other clients waiting."""
-    parsed = urllib.parse.urlparse(http_url)
-    with socket.create_connection((parsed.hostname, parsed.port), timeout=TIMEOUT_S) as slow:
+    with raw_connection(http_url) as slow:
         slow.sendall(b"POST /v1/query HTTP/1.1\r\nHost: x\r\n")
         assert post(http_url, admin_token, "SELECT 1 AS one").status == 200
 
@@ -305,13 +314,8 @@ def _audit_records(mesh_dir, query_id: str) -> list[dict]:
 def test_a_client_that_disconnects_stops_its_query(server, http_url, admin_token, mesh_dir):
     sql = ("SELECT a.encounter_id, b.encounter_id FROM clinical.encounters.visits a "
            "CROSS JOIN clinical.encounters.visits b")
-    parsed = urllib.parse.urlparse(http_url)
-    request = (
-        f"POST /v1/query HTTP/1.1\r\nHost: {parsed.netloc}\r\nAuthorization: Bearer {admin_token}\r\n"
-        f"Accept: text/csv\r\nContent-Type: text/plain\r\nContent-Length: {len(sql)}\r\n\r\n{sql}"
-    ).encode()
-    with socket.create_connection((parsed.hostname, parsed.port), timeout=TIMEOUT_S) as conn:
-        conn.sendall(request)
+    with raw_connection(http_url) as conn:
+        conn.sendall(raw_query_head(http_url, admin_token, len(sql), accept="text/csv") + sql.encode())
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = conn.recv(4096)
@@ -332,3 +336,20 @@ def test_a_client_that_disconnects_stops_its_query(server, http_url, admin_token
     assert results, f"no audit record of the results of {query_id}"
     assert results[0]["outcome"] == "cancelled", results[0]
     assert post(http_url, admin_token, "SELECT 1 AS one").status == 200
+
+
+def test_a_query_ends_in_exactly_one_audit_record(server, http_url, admin_token, mesh_dir):
+    answer = post(http_url, admin_token, "SELECT count(*) AS n FROM reference.regions.regions")
+    assert answer.status == 200
+    query_id = answer.headers["x-meshgate-query-id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _audit_records(mesh_dir, query_id):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    records = _audit_records(mesh_dir, query_id)
+    assert len(records) == 1, records
+    assert records[0]["outcome"] == "ok" and records[0]["tables"] == ["reference.regions.regions"], records[0]
+    refused = post(http_url, admin_token, "SELECT * FROM nowhere.nothing.none")
+    missing_id = refused.json()["error"]["query_id"]
+    time.sleep(0.5)
+    assert len(_audit_records(mesh_dir, missing_id)) == 1

@@ -15,8 +15,8 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::TryStreamExt;
 use meshgate_catalog::{Mesh, Principal};
 use meshgate_engine::{
-    Auditor, Engine, EngineConfig, Execution, PolicyEngine, QueryOptions, QueryRequest, SentBytes,
-    SessionPublisher, Statement, load_mesh,
+    Auditor, Engine, EngineConfig, Execution, PlanningRecord, PolicyEngine, QueryOptions,
+    QueryRequest, SentBytes, SessionPublisher, Statement, load_mesh,
 };
 use meshgate_gateway::demo::{demo_platform_policies, ensure_demo_mesh};
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -90,6 +90,7 @@ impl sqllogictest::AsyncDB for Connection {
             query_id: "slt".to_string(),
             rpc: "sqllogictest",
             span: tracing::Span::none(),
+            planning_record: PlanningRecord::Always,
         };
         let planned = Arc::new(self.engine.plan(request).await?);
         let execution = Execution {
@@ -239,6 +240,7 @@ async fn engine_futures_stay_small() {
         query_id: "size".to_string(),
         rpc: "size",
         span: tracing::Span::none(),
+        planning_record: PlanningRecord::Always,
     };
     let plan = std::mem::size_of_val(&engine.plan(select_one()));
     let prepare = std::mem::size_of_val(&engine.prepare(

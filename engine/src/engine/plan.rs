@@ -22,8 +22,8 @@ use crate::admission::Deadline;
 use crate::audit::{AuditRecord, QueryAudit};
 use crate::error::{Error, Result};
 use crate::query::{
-    ColumnOrigin, PlannedQuery, PreparedStatement, QueryOptions, QueryRequest, Statement,
-    column_origins, tables_in,
+    ColumnOrigin, PlannedQuery, PlanningRecord, PreparedStatement, QueryOptions, QueryRequest,
+    Statement, column_origins, tables_in,
 };
 use crate::session::{PlanningBudget, PrincipalSession, StorageFailures, plan_sql};
 
@@ -74,6 +74,7 @@ impl Engine {
             query_id,
             rpc,
             span,
+            planning_record,
         } = request;
         let mut audit = QueryAudit {
             query_id: Some(query_id),
@@ -103,7 +104,9 @@ impl Engine {
         if let Err(e) = &result {
             record_failure(&[&span, &plan_span], e.code_name());
         }
-        self.audit_result(rpc, &principal, started, &audit, result.as_ref().err());
+        if result.is_err() || planning_record == PlanningRecord::Always {
+            self.audit_result(rpc, &principal, started, &audit, result.as_ref().err());
+        }
         result
     }
 

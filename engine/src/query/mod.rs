@@ -59,4 +59,17 @@ pub struct QueryRequest {
     /// The door's span of the query: planning is a child of it, and the tables read
     /// are recorded on it (`tables`, `code` and `otel.status_code` fields).
     pub span: tracing::Span,
+    /// Whether planning writes an audit record of its own.
+    pub planning_record: PlanningRecord,
+}
+
+/// When planning writes an audit record. The execution's record carries everything
+/// planning learnt (statement, tables, rules), so a door whose one request both plans
+/// and executes records planning only when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanningRecord {
+    /// Always: planning is a request of its own (Flight's GetFlightInfo).
+    Always,
+    /// Only when planning fails: the execution that follows writes the request's record.
+    OnFailure,
 }

@@ -17,7 +17,7 @@ use meshgate_catalog::Principal;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::verifier::{AuthError, Authenticator, basic_token};
+use super::verifier::{AuthError, Authenticator, basic_token, single_authorization};
 use crate::audit::{AuditRecord, AuditSlot, Auditor, PendingRecord};
 
 /// The path of the Flight handshake: the one request that may carry HTTP basic
@@ -92,28 +92,29 @@ where
         Box::pin(async move {
             let started = std::time::Instant::now();
             let handshake = request.uri().path() == HANDSHAKE_PATH;
-            let verified = match single_authorization(request.headers()) {
-                Ok(header) => match header
-                    .as_deref()
-                    .filter(|_| handshake)
-                    .and_then(basic_token)
-                {
-                    // The handshake answers with the bearer token (see `do_handshake`),
-                    // which it reads back from the request.
-                    Some(Ok(token)) => match authenticator.verify(&token).await {
-                        Ok(principal) => bearer_header(&token).map(|bearer| {
-                            request
-                                .headers_mut()
-                                .insert(http::header::AUTHORIZATION, bearer);
-                            principal
-                        }),
-                        Err(reason) => Err(reason),
+            let verified =
+                match single_authorization(request.headers()).map(|h| h.map(str::to_string)) {
+                    Ok(header) => match header
+                        .as_deref()
+                        .filter(|_| handshake)
+                        .and_then(basic_token)
+                    {
+                        // The handshake answers with the bearer token (see `do_handshake`),
+                        // which it reads back from the request.
+                        Some(Ok(token)) => match authenticator.verify(&token).await {
+                            Ok(principal) => bearer_header(&token).map(|bearer| {
+                                request
+                                    .headers_mut()
+                                    .insert(http::header::AUTHORIZATION, bearer);
+                                principal
+                            }),
+                            Err(reason) => Err(reason),
+                        },
+                        Some(Err(reason)) => Err(reason),
+                        None => authenticator.verify_header(header.as_deref()).await,
                     },
-                    Some(Err(reason)) => Err(reason),
-                    None => authenticator.verify_header(header.as_deref()).await,
-                },
-                Err(reason) => Err(reason),
-            };
+                    Err(reason) => Err(reason),
+                };
             match verified {
                 Ok(principal) => {
                     tracing::debug!(subject = %principal.subject, path = request.uri().path(), "authenticated");
@@ -150,20 +151,6 @@ where
             }
         })
     }
-}
-
-/// The one `authorization` header of a request (`None` when it has none); a request
-/// with several is refused, whichever would verify: ambiguous credentials are no
-/// credentials.
-fn single_authorization(headers: &http::HeaderMap) -> Result<Option<String>, AuthError> {
-    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let first = values.next();
-    if values.next().is_some() {
-        return Err(AuthError(
-            "more than one authorization header: send exactly one `Bearer <token>`",
-        ));
-    }
-    Ok(first.and_then(|v| v.to_str().ok()).map(str::to_string))
 }
 
 /// The gRPC status a response carries in its headers (a refusal); `Ok` for one that

@@ -31,6 +31,20 @@ fn credentials<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
         .then_some(credentials.trim())
 }
 
+/// The one `authorization` header of a request (`None` when it has none, or when it is
+/// not text); a request with several is refused, whichever would verify: ambiguous
+/// credentials are no credentials. Every door reads its credentials through this.
+pub(crate) fn single_authorization(headers: &http::HeaderMap) -> Result<Option<&str>, AuthError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(AuthError(
+            "more than one authorization header: send exactly one `Bearer <token>`",
+        ));
+    }
+    Ok(first.and_then(|v| v.to_str().ok()))
+}
+
 /// The token of an `authorization: Bearer <token>` header value.
 pub(crate) fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
     let header = header.ok_or(AuthError("missing bearer token"))?;

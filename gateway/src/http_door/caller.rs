@@ -4,14 +4,14 @@
 
 use std::time::Instant;
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use meshgate_catalog::Principal;
 
 use super::Door;
 use super::failure::Failure;
 use crate::audit::AuditRecord;
 use crate::auth::AuthError;
-use crate::auth::{basic_token, bearer_token};
+use crate::auth::{basic_token, bearer_token, single_authorization};
 
 impl Door {
     /// The principal of a request to `rpc`, or the 401 that answers it.
@@ -53,21 +53,4 @@ impl Door {
         record.detail = Some(failure.code().to_string());
         self.auditor.emit(record);
     }
-}
-
-/// The one `authorization` header of a request, as text.
-fn single_authorization(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let first = values.next();
-    if values.next().is_some() {
-        return Err(AuthError(
-            "more than one authorization header: send exactly one `Bearer <token>`",
-        ));
-    }
-    first
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| AuthError("malformed authorization header"))
-        })
-        .transpose()
 }

@@ -23,8 +23,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use meshgate_catalog::Principal;
 use meshgate_engine::{
-    Error as EngineError, ErrorClass, Execution, MAX_SQL_BYTES, PreparedStatement, QueryOptions,
-    QueryRequest, SentBytes, Statement,
+    Error as EngineError, ErrorClass, Execution, MAX_SQL_BYTES, PlanningRecord, PreparedStatement,
+    QueryOptions, QueryRequest, SentBytes, Statement,
 };
 use serde::Deserialize;
 
@@ -154,6 +154,7 @@ impl Door {
                 query_id: query_id.clone(),
                 rpc: rpcs.0,
                 span: span.clone(),
+                planning_record: PlanningRecord::OnFailure,
             };
             let planned = Arc::new(self.engine.plan(request).await.map_err(fail)?);
             let sent = SentBytes::default();

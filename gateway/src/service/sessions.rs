@@ -231,11 +231,12 @@ impl GatewayState {
         principal: &Principal,
         headers: &HeaderMap,
     ) -> Result<SessionAnswer> {
-        let closed = session_cookie(headers).is_some();
-        if let Some(handle) = session_cookie(headers) {
+        let handle = session_cookie(headers);
+        if let Some(handle) = &handle {
             // Unknown or another principal's: nothing of this caller's to close.
-            let _ = self.sessions.remove(&handle, &principal.fingerprint());
+            let _ = self.sessions.remove(handle, &principal.fingerprint());
         }
+        let closed = handle.is_some();
         Ok(SessionAnswer {
             result: encoded(&CloseSessionResult { status: CLOSED }),
             set_cookie: closed.then(|| format!("{SESSION_COOKIE}=; Max-Age=0")),

@@ -10,7 +10,8 @@ use arrow_flight::{FlightDescriptor, FlightInfo};
 use bytes::Bytes;
 use meshgate_catalog::Principal;
 use meshgate_engine::{
-    Error as EngineError, Execution, QueryOptions, QueryRequest, SentBytes, Statement,
+    Error as EngineError, Execution, PlanningRecord, QueryOptions, QueryRequest, SentBytes,
+    Statement,
 };
 
 use super::column_metadata::described;
@@ -75,6 +76,7 @@ impl GatewayState {
             query_id,
             rpc,
             span,
+            planning_record: PlanningRecord::Always,
         };
         let owner = request.principal.fingerprint();
         let planned = Arc::new(self.engine.plan(request).await?);

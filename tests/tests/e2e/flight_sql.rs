@@ -21,14 +21,11 @@ async fn status_of(sql: &str) -> Code {
         transaction_id: None,
     };
     let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
-    let mut request = tonic::Request::new(descriptor);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", token("tester", ADMIN, None))
-            .parse()
-            .unwrap(),
-    );
-    match client.inner_mut().get_flight_info(request).await {
+    match client
+        .inner_mut()
+        .get_flight_info(authorized(descriptor))
+        .await
+    {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
