@@ -37,6 +37,10 @@ pub enum Error {
     #[error("{0}")]
     ResourcesExhausted(String),
 
+    /// The gateway is running and queueing as many queries as it takes: retry shortly.
+    #[error("{0}")]
+    Overloaded(String),
+
     /// A Flight or Flight SQL feature the gateway does not offer.
     #[error("{0}")]
     Unsupported(String),
@@ -243,7 +247,7 @@ impl Error {
             Self::InvalidSql(_) | Self::InvalidArgument(_) => ErrorClass::InvalidArgument,
             Self::ReadOnly(_) => ErrorClass::PermissionDenied,
             Self::NotFound(_) | Self::UnknownHandle(_) | Self::ViewChanged => ErrorClass::NotFound,
-            Self::ResourcesExhausted(_) => ErrorClass::ResourceExhausted,
+            Self::ResourcesExhausted(_) | Self::Overloaded(_) => ErrorClass::ResourceExhausted,
             Self::Unsupported(_) => ErrorClass::Unimplemented,
             Self::FailedPrecondition(_) => ErrorClass::FailedPrecondition,
             Self::DeadlineExceeded(_) => ErrorClass::DeadlineExceeded,

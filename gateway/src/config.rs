@@ -55,6 +55,8 @@ pub struct GatewayConfig {
     pub observability: ObservabilityConfig,
     /// The HTTP door: queries and discovery over plain HTTP.
     pub http: HttpDoorConfig,
+    /// The Postgres door: the PostgreSQL wire protocol, for psql and BI tools.
+    pub postgres: PostgresDoorConfig,
     /// Each domain's storage, by domain name: its root, S3 endpoint and credentials,
     /// request limits and retries. Domains not named read local files only.
     pub storage: BTreeMap<String, DomainStorageConfig>,
@@ -95,6 +97,31 @@ impl Default for HttpDoorConfig {
             listen: None,
             request_timeout: Duration::from_secs(30),
             max_connections: 1024,
+        }
+    }
+}
+
+/// The Postgres door (the PostgreSQL wire protocol): off unless `listen` is set. It
+/// serves TLS with the Flight listener's certificate. The password is the caller's JWT,
+/// so a plaintext connection is refused unless the gateway is set to `plaintext` and
+/// the client connects over loopback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresDoorConfig {
+    /// Address to serve it on; none, no Postgres door.
+    pub listen: Option<SocketAddr>,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Cursors (`DECLARE`) one connection may hold open at once.
+    pub max_cursors: usize,
+}
+
+impl Default for PostgresDoorConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            max_connections: 512,
+            max_cursors: 16,
         }
     }
 }
@@ -141,6 +168,7 @@ impl Default for GatewayConfig {
             quality: QualityConfig::default(),
             observability: ObservabilityConfig::default(),
             http: HttpDoorConfig::default(),
+            postgres: PostgresDoorConfig::default(),
             storage: BTreeMap::new(),
             store_layer: None,
             plaintext: false,

@@ -234,9 +234,9 @@ pub enum StartupError {
     /// The demo mesh cannot be prepared.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
-    /// The HTTP door's TLS material does not make a server configuration.
-    #[error("TLS configuration of the HTTP door: {0}")]
-    HttpTls(#[source] rustls::Error),
+    /// The TLS material does not make a server configuration for the HTTP or Postgres door.
+    #[error("TLS configuration of a door: {0}")]
+    DoorTls(#[source] rustls::Error),
     /// A PEM file of the HTTP door's TLS material does not parse.
     #[error("TLS: {}: {source}", path.display())]
     Pem {

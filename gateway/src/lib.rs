@@ -1,4 +1,4 @@
-//! meshgate's gateway: the doors in front of the engine (Flight SQL today), their
+//! meshgate's gateway: the doors in front of the engine (Flight SQL, Postgres, HTTP), their
 //! authentication, configuration, observability, the demo mesh, the descriptor linter
 //! and the command-line entry points.
 
@@ -6,11 +6,13 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
+mod door_tls;
 pub mod error;
 pub mod http_door;
 pub mod lint;
 pub mod observability;
 mod options;
+pub mod pg_door;
 pub mod run;
 pub mod server;
 pub mod service;

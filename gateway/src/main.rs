@@ -83,6 +83,10 @@ enum Command {
         /// config file; off unless set).
         #[arg(long, env = "MESHGATE_HTTP_LISTEN")]
         http_listen: Option<SocketAddr>,
+        /// Address of the Postgres door (the PostgreSQL wire protocol; overrides the
+        /// config file; off unless set).
+        #[arg(long, env = "MESHGATE_PG_LISTEN")]
+        pg_listen: Option<SocketAddr>,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -106,6 +110,9 @@ enum Command {
         /// Address of the HTTP door: POST /v1/query, GET /v1/products.
         #[arg(long, env = "MESHGATE_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
         http_listen: SocketAddr,
+        /// Address of the Postgres door (psql, psycopg, BI tools).
+        #[arg(long, env = "MESHGATE_PG_LISTEN", default_value = "127.0.0.1:55432")]
+        pg_listen: SocketAddr,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -318,6 +325,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             state_dir,
             metrics_listen,
             http_listen,
+            pg_listen,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
@@ -327,6 +335,9 @@ async fn serve(command: Command) -> Result<(), CliError> {
             }
             if http_listen.is_some() {
                 config.http.listen = http_listen;
+            }
+            if pg_listen.is_some() {
+                config.postgres.listen = pg_listen;
             }
             if state_dir.is_some() {
                 config.state_dir = state_dir;
@@ -346,11 +357,13 @@ async fn serve(command: Command) -> Result<(), CliError> {
             config,
             metrics_listen,
             http_listen,
+            pg_listen,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
             config.listen = listen;
             config.http.listen = Some(http_listen);
+            config.postgres.listen = Some(pg_listen);
             if metrics_listen.is_some() {
                 config.observability.listen = metrics_listen;
             }
@@ -392,14 +405,23 @@ async fn serve(command: Command) -> Result<(), CliError> {
     let server = run::start(&mesh, config).await?;
     let addr = server.local_addr()?;
     let http = server.http_url();
+    let pg = server.pg_addr();
     if let Some(secret) = &demo_dir {
-        print_demo_help(addr, http.as_deref(), &mesh, secret)?;
+        let doors = DemoDoors {
+            flight: addr,
+            http: http.as_deref(),
+            pg,
+        };
+        print_demo_help(&doors, &mesh, secret)?;
     }
     if let Some(operator) = server.operator_addr() {
         eprintln!("meshgate: metrics on http://{operator}/metrics (also /health, /ready)");
     }
     if let Some(http) = &http {
         println!("{}{http}", meshgate_gateway::http_door::READY_PREFIX);
+    }
+    if let Some((pg, _)) = pg {
+        println!("{}{pg}", meshgate_gateway::pg_door::READY_PREFIX);
     }
     println!("{}", server.ready_line()?);
     let _ = std::io::stdout().flush();
@@ -414,17 +436,30 @@ fn load_config(path: Option<&std::path::Path>) -> Result<GatewayConfig, StartupE
     }
 }
 
+/// The doors the demo serves, for its help text.
+struct DemoDoors<'a> {
+    flight: SocketAddr,
+    http: Option<&'a str>,
+    /// The Postgres door, and whether it takes TLS.
+    pg: Option<(SocketAddr, bool)>,
+}
+
+/// `addr` as a client connects to it (a wildcard address as loopback).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
 fn print_demo_help(
-    addr: SocketAddr,
-    http: Option<&str>,
+    doors: &DemoDoors<'_>,
     dir: &std::path::Path,
     secret: &std::path::Path,
 ) -> Result<(), CliError> {
-    let host = if addr.ip().is_unspecified() {
-        format!("127.0.0.1:{}", addr.port())
-    } else {
-        addr.to_string()
-    };
+    let host = reachable(doors.flight).to_string();
+    let http = doors.http;
     println!(
         "\nDemo personas (tokens valid for 24 hours; mint more with `meshgate token --demo-dir {}`):",
         dir.display()
@@ -442,6 +477,29 @@ fn print_demo_help(
             persona.sees,
             persona.subject.to_uppercase()
         );
+        let variable = format!("$MESHGATE_TOKEN_{}", persona.subject.to_uppercase());
+        if let Some((pg, tls)) = doors.pg {
+            let pg = reachable(pg);
+            let sslmode = if tls { "require" } else { "disable" };
+            println!(
+                "  psql:    PGPASSWORD={variable} psql \"host={} port={} dbname=mesh user={} sslmode={sslmode}\"",
+                pg.ip(),
+                pg.port(),
+                persona.subject
+            );
+            println!(
+                "  psycopg: psycopg.connect(\"host={} port={} dbname=mesh user={} sslmode={sslmode}\", password=os.environ[\"MESHGATE_TOKEN_{}\"])",
+                pg.ip(),
+                pg.port(),
+                persona.subject,
+                persona.subject.to_uppercase()
+            );
+        }
+        if let Some(http) = http {
+            println!(
+                "  curl:    curl -s {http}/v1/products -H \"Authorization: Bearer {variable}\""
+            );
+        }
     }
     println!(
         r#"
@@ -460,6 +518,8 @@ Connect from Python (pip install adbc-driver-flightsql pyarrow):
     print(cur.fetch_arrow_table())
 
 BI tools (Flight SQL JDBC): jdbc:arrow-flight-sql://{host}?useEncryption=false&token=$MESHGATE_TOKEN_BEN
+BI tools speaking Postgres (Metabase, Grafana, DBeaver's PostgreSQL driver): the Postgres door,
+database `mesh`, any user name, the token as the password; products are schemas `domain.product`.
 Discover products: SELECT * FROM mesh.meta.products
 "#
     );

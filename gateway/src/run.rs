@@ -13,6 +13,7 @@ use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::StartupError;
 use crate::http_door::HttpDoor;
+use crate::pg_door::PgDoor;
 
 /// Result of starting the gateway.
 type Result<T, E = StartupError> = std::result::Result<T, E>;
@@ -113,11 +114,19 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         Arc::clone(&auditor),
     )
     .await?;
+    let pg = PgDoor::bind(
+        &config,
+        Arc::clone(state.engine()),
+        Arc::clone(&authenticator),
+        Arc::clone(&auditor),
+    )
+    .await?;
     Ok(
         BoundServer::bind(state, authenticator, auditor, audit_log, config)
             .await?
             .with_operator_listener(operator)
-            .with_http_door(http),
+            .with_http_door(http)
+            .with_pg_door(pg),
     )
 }
 

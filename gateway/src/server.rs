@@ -17,6 +17,7 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{GatewayConfig, TlsConfig};
 use crate::error::StartupError;
 use crate::http_door::HttpDoor;
+use crate::pg_door::PgDoor;
 use tokio_util::sync::CancellationToken;
 
 /// Result of binding and serving.
@@ -42,6 +43,7 @@ pub struct BoundServer {
     config: GatewayConfig,
     operator: Option<OperatorListener>,
     http: Option<HttpDoor>,
+    pg: Option<PgDoor>,
 }
 
 impl BoundServer {
@@ -79,6 +81,7 @@ impl BoundServer {
             config,
             operator: None,
             http: None,
+            pg: None,
         })
     }
 
@@ -92,6 +95,19 @@ impl BoundServer {
     pub fn with_http_door(mut self, http: Option<HttpDoor>) -> Self {
         self.http = http;
         self
+    }
+
+    /// The same server, also serving the Postgres door when there is one.
+    pub fn with_pg_door(mut self, pg: Option<PgDoor>) -> Self {
+        self.pg = pg;
+        self
+    }
+
+    /// The Postgres door's address, and whether it requires TLS, if it is served.
+    pub fn pg_addr(&self) -> Option<(std::net::SocketAddr, bool)> {
+        self.pg
+            .as_ref()
+            .and_then(|pg| pg.local_addr().ok().map(|addr| (addr, pg.tls())))
     }
 
     /// The HTTP door's base URL, if there is one.
@@ -140,6 +156,7 @@ impl BoundServer {
             .http
             .take()
             .map(|http| http.spawn(http_shutdown.clone()));
+        let pg = self.pg.take().map(|pg| pg.spawn(http_shutdown.clone()));
         let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
         let ready = Arc::clone(&self.state);
         let stop_http = http_shutdown.clone();
@@ -171,9 +188,9 @@ impl BoundServer {
         };
         sweeper.abort();
         http_shutdown.cancel();
-        if let Some(http) = http {
-            // It drains within the same timeout (it began when shutdown fired).
-            let _ = tokio::time::timeout(drain_timeout, http).await;
+        // The other doors drain within the same timeout (it began when shutdown fired).
+        for door in http.into_iter().chain(pg) {
+            let _ = tokio::time::timeout(drain_timeout, door).await;
         }
         // Streams still running (the HTTP door's, when the Flight listener drained
         // first) are accounted as cancelled before the audit log is flushed.

@@ -93,6 +93,7 @@ def demo(tmp_path_factory, meshgate_bin) -> Demo:
     argv = [
         meshgate_bin, "demo", "--dir", mesh_dir, "--scale", DEMO_SCALE,
         "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+        "--pg-listen", "127.0.0.1:0",
     ]
     srv = _start_or_fail(argv, "demo")
     try:

@@ -66,7 +66,7 @@ impl Admission {
         }
         if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::ResourcesExhausted(format!(
+            return Err(Error::Overloaded(format!(
                 "the gateway is at its limit of running queries ({} overall, {} per \
                  principal, engine.max_running_queries / max_running_per_principal) and \
                  {} are waiting (engine.max_queued_queries); retry shortly",

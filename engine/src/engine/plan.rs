@@ -25,7 +25,7 @@ use crate::query::{
     ColumnOrigin, PlannedQuery, PlanningRecord, PreparedStatement, QueryOptions, QueryRequest,
     Statement, column_origins, tables_in,
 };
-use crate::session::{PlanningBudget, PrincipalSession, StorageFailures, plan_sql};
+use crate::session::{PlanningBudget, PrincipalSession, StorageFailures, plan_sql_in};
 
 /// A statement checked and kept for later executions, and what it returns and takes.
 #[derive(Debug)]
@@ -222,9 +222,12 @@ impl Engine {
         audit.statement = statement;
         audit.statement_sha256 = statement_sha256;
         let sessions = self.sessions();
-        let session = sessions.session(principal)?;
+        let mut session = sessions.session(principal)?;
+        if let Some(dialect) = &options.dialect {
+            session.context = dialect.extend(principal, session.context)?;
+        }
         session.resolve_names_in(&options.names);
-        let plan = plan_sql(&session.context, sql).await?;
+        let plan = plan_sql_in(&session.context, sql, options.dialect.as_deref()).await?;
         audit.tables = tables_in(&plan, &options.names);
         audit.policy = applied_rules(&audit.tables, &session);
         if let Some(bound) = options.max_staleness {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use meshgate_catalog::Principal;
 
-use crate::session::NameDefaults;
+use std::sync::Arc;
+
+use crate::session::{NameDefaults, SqlDialect};
 
 pub use origins::ColumnOrigin;
 pub(crate) use origins::column_origins;
@@ -32,6 +34,8 @@ pub struct QueryOptions {
     /// Where names that are not fully qualified resolve: a domain (`catalog`) and a
     /// product (`schema`), as a client's session sets them. Unset, `mesh.meta`.
     pub names: NameDefaults,
+    /// The door's dialect of SQL (Postgres clients' catalog queries), if it has one.
+    pub dialect: Option<Arc<dyn SqlDialect>>,
 }
 
 /// A statement to plan.

@@ -22,6 +22,7 @@ use std::ops::ControlFlow;
 
 use super::budget::{MaxPlanNodes, check_budget, ensure_plan_size};
 use super::catalog::ReadOnlySchema;
+use super::dialect::SqlDialect;
 use super::expansion::ensure_bounded_expansion;
 use crate::error::{Error, Result};
 
@@ -44,6 +45,16 @@ pub const MAX_RELATIONS: usize = 256;
 
 /// Parses, checks and plans `sql` in `ctx`.
 pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
+    plan_sql_in(ctx, sql, None).await
+}
+
+/// Parses `sql` as `dialect` writes it (the engine's own SQL without one), then checks
+/// and plans it in `ctx` like any statement.
+pub(crate) async fn plan_sql_in(
+    ctx: &SessionContext,
+    sql: &str,
+    dialect: Option<&dyn SqlDialect>,
+) -> Result<LogicalPlan> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(Error::InvalidArgument(format!(
             "statement is {} bytes; the limit is {MAX_SQL_BYTES}",
@@ -52,8 +63,13 @@ pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     }
     ensure_few_operators(sql)?;
     let state = ctx.state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    let mut statement = match dialect {
+        None => {
+            let dialect = state.config().options().sql_parser.dialect;
+            state.sql_to_statement(sql, &dialect)?
+        }
+        Some(dialect) => one_statement(dialect.parse(sql)?)?,
+    };
     ensure_read_only(&statement, sql)?;
     ensure_shallow(&statement)?;
     let max_nodes = state
@@ -73,6 +89,17 @@ pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
         .verify_plan(&plan)
         .map_err(|e| Error::ReadOnly(format!("{e}; meshgate is a read-only gateway")))?;
     Ok(plan)
+}
+
+/// The one statement of a dialect's parse.
+fn one_statement(mut statements: Vec<Statement>) -> Result<DFStatement> {
+    match (statements.pop(), statements.is_empty()) {
+        (Some(statement), true) => Ok(DFStatement::Statement(Box::new(statement))),
+        (None, _) => Err(Error::InvalidSql("no statement to run".into())),
+        (Some(_), false) => Err(Error::InvalidSql(
+            "exactly one statement is accepted per query; send them one at a time".into(),
+        )),
+    }
 }
 
 /// Refuses a statement that names a table the session does not hold (missing, or not

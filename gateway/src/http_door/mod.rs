@@ -27,8 +27,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use meshgate_engine::Engine;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +34,8 @@ pub use query::QUERY_ID_HEADER;
 
 use crate::audit::Auditor;
 use crate::auth::Authenticator;
-use crate::config::{GatewayConfig, TlsConfig};
+use crate::config::GatewayConfig;
+use crate::door_tls;
 use crate::error::StartupError;
 
 /// The line printed once the HTTP door accepts connections, before its URL.
@@ -82,7 +81,11 @@ impl HttpDoor {
         let Some(addr) = config.http.listen else {
             return Ok(None);
         };
-        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| door_tls::acceptor(tls, b"http/1.1"))
+            .transpose()?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Listen {
@@ -137,45 +140,4 @@ impl HttpDoor {
             self.drain,
         ))
     }
-}
-
-/// The TLS acceptor of the door, from the same files as the Flight listener's (client
-/// certificates required when a client CA is configured).
-fn tls_acceptor(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, StartupError> {
-    let pem_error = |path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| StartupError::Pem { path, source }
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
-        .map_err(pem_error(&tls.cert))?
-        .collect::<Result<_, _>>()
-        .map_err(pem_error(&tls.cert))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(pem_error(&tls.key))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(StartupError::HttpTls)?;
-    let builder = match &tls.client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(pem_error(ca))? {
-                roots
-                    .add(cert.map_err(pem_error(ca))?)
-                    .map_err(StartupError::HttpTls)?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| StartupError::HttpTls(rustls::Error::General(e.to_string())))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(StartupError::HttpTls)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
