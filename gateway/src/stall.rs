@@ -35,9 +35,31 @@ pub(crate) fn close_when_stalled<I: Send + 'static>(
     query_id: Option<String>,
     stalled: impl FnOnce(Duration) -> I + Send + 'static,
 ) -> BoxedStream<I> {
+    guard(stream, idle, query_id, stalled, None)
+}
+
+/// [`close_when_stalled`], counting the idle time from now: for a stream whose
+/// consumer may never ask for its first item (a cursor declared and never fetched),
+/// which would otherwise hold its query (and its running slot) forever.
+pub(crate) fn close_when_unread<I: Send + 'static>(
+    stream: BoxedStream<I>,
+    idle: Duration,
+    query_id: Option<String>,
+    stalled: impl FnOnce(Duration) -> I + Send + 'static,
+) -> BoxedStream<I> {
+    guard(stream, idle, query_id, stalled, Some(Instant::now()))
+}
+
+fn guard<I: Send + 'static>(
+    stream: BoxedStream<I>,
+    idle: Duration,
+    query_id: Option<String>,
+    stalled: impl FnOnce(Duration) -> I + Send + 'static,
+    delivered_at: Option<Instant>,
+) -> BoxedStream<I> {
     let shared = Arc::new(Mutex::new(Shared {
         inner: Some(stream),
-        delivered_at: None,
+        delivered_at,
         stalled: false,
     }));
     spawn_watchdog(Arc::downgrade(&shared), idle, query_id);

@@ -236,3 +236,57 @@ def test_differential_over_postgres(server, pg, persona_tokens, persona_oracles,
         rows = cur.fetchall()
     assert_rows_equal(rows, persona_oracles[persona].query(sql), ordered=True,
                       context=f"[{persona}] {qid} over Postgres: ")
+
+
+# -- bounds and protocol details -----------------------------------------------
+
+
+def test_statements_of_one_query_run_in_turn(server, pg, admin_token):
+    # One simple query: the cursor's first FETCH leaves the rest for the second.
+    done = psql(pg, admin_token, "-A", "-t", "-c",
+                "BEGIN; DECLARE c CURSOR FOR SELECT claim_id FROM billing.claims.claims ORDER BY claim_id; "
+                "FETCH 2 FROM c; FETCH 2 FROM c; COMMIT")
+    assert done.returncode == 0, done.stderr
+    assert [int(v) for v in done.stdout.split() if v.isdigit()] == [1, 2, 3, 4], done.stdout
+
+
+def test_a_server_side_cursor_binds_parameters(server, pg, admin_token, oracle):
+    with connect(pg, admin_token) as conn:
+        with conn.cursor(name="bound") as cur:
+            cur.execute("SELECT claim_id FROM billing.claims.claims WHERE payer = %s ORDER BY claim_id",
+                        ("mutual-a",))
+            got = [r[0] for r in cur.fetchall()]
+        conn.rollback()
+    want = [r["claim_id"] for r in oracle.query(
+        "SELECT claim_id FROM billing.claims.claims WHERE payer = 'mutual-a' ORDER BY claim_id").to_pylist()]
+    assert got == want
+
+
+def test_an_oversized_message_before_login_is_refused(server, pg):
+    import socket
+    import struct
+
+    host, port = pg
+    with socket.create_connection((host, port), timeout=30) as raw:
+        # A startup packet (protocol 3.0, user and database), answered with a request
+        # for the password...
+        params = b"user\0anyone\0database\0mesh\0\0"
+        raw.sendall(struct.pack("!II", 8 + len(params), 196608) + params)
+        assert raw.recv(64)[:1] == b"R"
+        # ... then, instead, a query announcing 100 MB: refused once its header is read.
+        raw.sendall(b"Q" + struct.pack("!I", 100_000_000) + b"\0" * 1024)
+        answer = b""
+        while True:
+            chunk = raw.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer[:1] == b"E" and b"54000" in answer, answer
+
+
+def test_multiple_statements_cannot_be_prepared(server, pg, admin_token):
+    with connect(pg, admin_token, autocommit=True) as conn, conn.cursor() as cur:
+        with pytest.raises(psycopg.errors.SyntaxError, match="multiple commands"):
+            cur.execute("SELECT 1; SELECT %s", (2,))
+        cur.execute("SELECT 3")
+        assert cur.fetchone() == (3,)

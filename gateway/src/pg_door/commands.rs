@@ -13,7 +13,7 @@ use pgwire::error::PgWireError;
 
 use super::connection::Settings;
 use super::dialect::SERVER_VERSION;
-use super::split::byte_offset;
+use super::split::Locator;
 use super::sqlstate::{
     FEATURE_NOT_SUPPORTED, INVALID_PARAMETER_VALUE, UNDEFINED_OBJECT, user_error,
 };
@@ -38,8 +38,11 @@ pub(crate) enum Command {
     Fetch { name: String, count: Option<usize> },
     /// `CLOSE name` (`None`: `CLOSE ALL`).
     Close(Option<String>),
-    /// Accepted and answered with this tag, nothing to do (`DISCARD ALL`,
-    /// `DEALLOCATE`, `SET TRANSACTION ...`).
+    /// `DISCARD ALL`: settings back to their defaults, cursors closed.
+    Discard,
+    /// `DEALLOCATE [PREPARE] name` (`None`: `ALL`): prepared statements dropped.
+    Deallocate(Option<String>),
+    /// Accepted and answered with this tag, nothing to do (`SET TRANSACTION ...`).
     Nothing(&'static str),
 }
 
@@ -77,14 +80,33 @@ pub(crate) fn recognize(sql: &str) -> Option<Result<Command, PgWireError>> {
         Keyword::FETCH => fetch(&tokens[1..]),
         Keyword::CLOSE => Ok(Command::Close(match tokens.get(1).map(|t| &t.token) {
             Some(Token::Word(w)) if w.keyword == Keyword::ALL && w.quote_style.is_none() => None,
-            Some(Token::Word(w)) => Some(w.value.clone()),
+            Some(Token::Word(w)) => Some(identifier(w)),
             _ => return Some(Err(syntax("CLOSE takes a cursor name or ALL"))),
         })),
-        Keyword::DISCARD => Ok(Command::Nothing("DISCARD ALL")),
-        Keyword::DEALLOCATE => Ok(Command::Nothing("DEALLOCATE")),
+        Keyword::DISCARD => Ok(Command::Discard),
+        Keyword::DEALLOCATE => {
+            let rest: Vec<&Token> = tokens[1..]
+                .iter()
+                .map(|t| &t.token)
+                .filter(|t| !is_word(t, Keyword::PREPARE) && **t != Token::SemiColon)
+                .collect();
+            match rest.as_slice() {
+                [all] if is_word(all, Keyword::ALL) => Ok(Command::Deallocate(None)),
+                [Token::Word(w)] => Ok(Command::Deallocate(Some(identifier(w)))),
+                _ => Err(syntax("DEALLOCATE takes a statement name or ALL")),
+            }
+        }
         _ => return None,
     };
     Some(command)
+}
+
+/// A name as Postgres reads it: folded to lower case unless quoted.
+fn identifier(word: &datafusion::sql::sqlparser::tokenizer::Word) -> String {
+    match word.quote_style {
+        Some(_) => word.value.clone(),
+        None => word.value.to_lowercase(),
+    }
 }
 
 fn is_word(token: &Token, keyword: Keyword) -> bool {
@@ -191,7 +213,7 @@ fn reset(tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> {
 /// WITHOUT} HOLD] FOR query`.
 fn declare(sql: &str, tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> {
     let name = match tokens.get(1).map(|t| &t.token) {
-        Some(Token::Word(w)) => w.value.clone(),
+        Some(Token::Word(w)) => identifier(w),
         _ => return Err(syntax("DECLARE takes a cursor name")),
     };
     let Some(at) = tokens.iter().position(|t| is_word(&t.token, Keyword::FOR)) else {
@@ -206,7 +228,7 @@ fn declare(sql: &str, tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> 
     let Some(query) = tokens.get(at + 1) else {
         return Err(syntax("DECLARE ... CURSOR FOR takes a query"));
     };
-    let start = byte_offset(sql, query.span.start.line, query.span.start.column);
+    let start = Locator::new(sql).offset(query.span.start.line, query.span.start.column);
     Ok(Command::Declare {
         name,
         query: sql[start..].trim().trim_end_matches(';').to_string(),
@@ -248,7 +270,7 @@ fn fetch(tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> {
                     )
                 })?);
             }
-            Token::Word(w) => name = Some(w.value.clone()),
+            Token::Word(w) => name = Some(identifier(w)),
             Token::SemiColon => {}
             _ => return Err(syntax("FETCH takes a count and a cursor name")),
         }
@@ -313,7 +335,7 @@ pub(crate) fn apply_set(
                 Some(v) => {
                     let timeout = parse_duration(v)
                         .ok_or_else(|| bad(format!("invalid value for statement_timeout: {v}")))?;
-                    (!timeout.is_zero()).then_some(timeout)
+                    (!timeout.is_zero() && timeout <= LONGEST_TIMEOUT).then_some(timeout)
                 }
             };
         }
@@ -364,14 +386,18 @@ fn parse_duration(value: &str) -> Option<Duration> {
     let (number, unit) = value.split_at(split);
     let number: u64 = number.parse().ok()?;
     let ms = match unit.trim() {
-        "ms" => number,
-        "s" => number * 1000,
-        "min" => number * 60_000,
-        "h" => number * 3_600_000,
+        "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "min" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
         _ => return None,
-    };
+    }?;
     Some(Duration::from_millis(ms))
 }
+
+/// The longest `statement_timeout` taken as given; longer ones mean "no limit of my
+/// own" (the engine's `query_timeout` bounds every statement anyway).
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The value `SHOW name` answers, or `None` for an unknown setting.
 pub(crate) fn show(settings: &Settings, name: &str) -> Option<String> {
@@ -473,6 +499,16 @@ mod tests {
             }
         );
         assert_eq!(command("CLOSE ALL"), Command::Close(None));
+        assert_eq!(
+            command("close MyCursor"),
+            Command::Close(Some("mycursor".into()))
+        );
+        assert_eq!(command("DISCARD ALL"), Command::Discard);
+        assert_eq!(
+            command("DEALLOCATE PREPARE \"S_1\""),
+            Command::Deallocate(Some("S_1".into()))
+        );
+        assert_eq!(command("deallocate all"), Command::Deallocate(None));
     }
 
     #[test]
@@ -494,5 +530,20 @@ mod tests {
         assert!(apply_set(&mut settings, "work_mem", Some("1GB")).is_err());
         apply_set(&mut settings, "statement_timeout", Some("5s")).unwrap();
         assert_eq!(settings.timeout, Some(Duration::from_secs(5)));
+        apply_set(
+            &mut settings,
+            "statement_timeout",
+            Some("18446744073709551615"),
+        )
+        .unwrap();
+        assert_eq!(settings.timeout, None);
+        assert!(
+            apply_set(
+                &mut settings,
+                "statement_timeout",
+                Some("99999999999999999h")
+            )
+            .is_err()
+        );
     }
 }

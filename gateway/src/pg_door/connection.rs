@@ -37,6 +37,8 @@ pub(crate) struct Connection {
     running: Arc<Mutex<CancellationToken>>,
     /// The names of the cursors open now.
     cursors: Mutex<BTreeSet<String>>,
+    /// The names of the statements and portals the client keeps (extended protocol).
+    named: Mutex<Named>,
     /// Unregisters the connection from cancel requests when it closes.
     _registered: Registered,
 }
@@ -99,12 +101,6 @@ impl Connection {
         }
     }
 
-    /// The token of a cursor's query: its rows are fetched by later statements, which
-    /// a cancel request stops on their own.
-    pub(crate) fn cursor_token(&self) -> CancellationToken {
-        CancellationToken::new()
-    }
-
     /// A fresh token for the statement starting now; a cancel request cancels it.
     pub(crate) fn start_statement(&self) -> CancellationToken {
         let token = CancellationToken::new();
@@ -113,11 +109,77 @@ impl Connection {
     }
 }
 
-/// Running connections by process id, for cancel requests.
+/// Named statements and portals one connection may keep at once (drivers cache a few
+/// hundred prepared statements at most).
+pub(crate) const MAX_NAMED: usize = 1024;
+
+/// The names a client gave its statements and portals.
 #[derive(Debug, Default)]
+struct Named {
+    statements: BTreeSet<String>,
+    portals: BTreeSet<String>,
+}
+
+/// Which kind of named object of the extended protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NamedKind {
+    Statement,
+    Portal,
+}
+
+impl Connection {
+    /// Notes a statement or portal named `name` (replacing one of that name is free),
+    /// within [`MAX_NAMED`] of each kind.
+    pub(crate) fn keep_named(&self, kind: NamedKind, name: &str) -> Result<(), PgWireError> {
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        let set = match kind {
+            NamedKind::Statement => &mut named.statements,
+            NamedKind::Portal => &mut named.portals,
+        };
+        if !set.contains(name) && set.len() >= MAX_NAMED {
+            return Err(user_error(
+                INSUFFICIENT_RESOURCES,
+                format!(
+                    "a connection may keep {MAX_NAMED} named statements and {MAX_NAMED} named \
+                     portals; close some first"
+                ),
+            ));
+        }
+        set.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Forgets every named statement, returning their names.
+    pub(crate) fn forget_statements(&self) -> Vec<String> {
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut named.statements).into_iter().collect()
+    }
+
+    /// Forgets the statement or portal named `name`.
+    pub(crate) fn forget_named(&self, kind: NamedKind, name: &str) {
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        match kind {
+            NamedKind::Statement => named.statements.remove(name),
+            NamedKind::Portal => named.portals.remove(name),
+        };
+    }
+}
+
+/// Running connections by process id, for cancel requests.
+#[derive(Default)]
 pub(crate) struct Cancels {
     next_pid: AtomicI32,
     by_pid: Mutex<HashMap<i32, Registration>>,
+}
+
+impl std::fmt::Debug for Cancels {
+    /// Never the keys: they let whoever holds one cancel a connection's queries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let connections = self.by_pid.lock().map(|m| m.len()).unwrap_or_default();
+        f.debug_struct("Cancels")
+            .field("connections", &connections)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a cancel request must match (the key), and the token it cancels.
@@ -171,6 +233,7 @@ impl Cancels {
             settings: Mutex::new(Settings::default()),
             running,
             cursors: Mutex::new(BTreeSet::new()),
+            named: Mutex::new(Named::default()),
             _registered: Registered {
                 pid,
                 cancels: Arc::clone(self),

@@ -34,7 +34,8 @@ use super::catalog::{DATABASE, MeshAsPostgres, PG_CATALOG, WithPgCatalog};
 pub(crate) const SERVER_VERSION: &str = "16.6";
 
 /// Principals whose Postgres session state is kept (their `pg_catalog` and functions).
-const KEPT_SESSIONS: usize = 256;
+/// Each keeps its principal's view alive beside the engine's own view cache, so few.
+const KEPT_SESSIONS: usize = 64;
 
 /// One principal's Postgres session, kept while its view of the mesh is the same.
 struct KeptSession {

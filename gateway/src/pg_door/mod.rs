@@ -15,10 +15,12 @@
 //! - **Errors**: SQLSTATE codes by error class (see [`sqlstate`]); cancel requests
 //!   stop the running statement (`57014`).
 
+mod answer;
 mod catalog;
 mod commands;
 mod connection;
 mod dialect;
+mod handlers;
 mod listener;
 mod query;
 mod split;
@@ -31,7 +33,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use meshgate_engine::{Engine, SqlDialect};
-use pgwire::api::PgWireServerHandlers;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::messages::cancel::CancelRequest;
 use tokio::net::TcpListener;
@@ -44,7 +45,7 @@ use crate::door_tls;
 use crate::error::StartupError;
 use connection::Cancels;
 use dialect::PostgresDialect;
-use query::{Parser, Queries};
+use handlers::{Parser, Queries};
 use startup::Startup;
 
 /// The line printed once the Postgres door accepts connections, before its address.
@@ -81,30 +82,12 @@ impl Door {
     }
 }
 
-/// The handlers pgwire calls for each connection.
+/// The handlers each connection's messages go to.
 #[derive(Debug)]
 struct Handlers {
     startup: Arc<Startup>,
     queries: Arc<Queries>,
     cancels: Arc<CancelRequests>,
-}
-
-impl PgWireServerHandlers for Handlers {
-    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
-        Arc::clone(&self.queries)
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
-        Arc::clone(&self.queries)
-    }
-
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::clone(&self.startup)
-    }
-
-    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        Arc::clone(&self.cancels)
-    }
 }
 
 /// Cancel requests: they name a connection by its process id and secret key.
