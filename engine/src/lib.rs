@@ -54,7 +54,7 @@ pub use product::{
 pub use session::{
     MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, MeshCatalogList, NameDefaults,
     PrincipalSession, ReadOnlyCatalog, ReadOnlySchema, SYSTEM_CATALOG, SessionFactory,
-    SessionPublisher, SqlDialect,
+    SessionPublisher, SqlDialect, VersionPins,
 };
 
 // The audit trail: one record per request, fanned out to sinks.

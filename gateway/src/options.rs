@@ -1,24 +1,41 @@
 //! What a request asks of its statement through headers, the same on every door that
 //! speaks HTTP (Flight's gRPC metadata, the HTTP door): a freshness bound
-//! (`x-meshgate-max-staleness`) and a lower time limit (`x-meshgate-timeout`).
+//! (`x-meshgate-max-staleness`), a lower time limit (`x-meshgate-timeout`) and tables
+//! pinned to a version (`x-meshgate-versions`).
 
 use std::time::Duration;
 
 use http::HeaderMap;
-use meshgate_engine::{QueryOptions, TIMEOUT_HEADER};
+use meshgate_engine::{QueryOptions, TIMEOUT_HEADER, VersionPins};
 
 use crate::error::{Error, Result};
 
 /// The request header by which a caller bounds the age of the data it reads.
 pub const MAX_STALENESS_HEADER: &str = "x-meshgate-max-staleness";
 
+/// The request header by which a caller pins tables to a version
+/// (`domain.product.table@v3, ...`).
+pub(crate) const VERSIONS_HEADER: &str = "x-meshgate-versions";
+
 /// The options carried by `metadata`; malformed values are `INVALID_ARGUMENT`.
 pub(crate) fn query_options(metadata: &HeaderMap) -> Result<QueryOptions> {
     Ok(QueryOptions {
         max_staleness: max_staleness(metadata)?,
         timeout: requested_timeout(metadata)?,
+        versions: versions(metadata)?,
         ..QueryOptions::default()
     })
+}
+
+/// The versions a request pins, if any.
+fn versions(metadata: &HeaderMap) -> Result<VersionPins> {
+    let Some(value) = metadata.get(VERSIONS_HEADER) else {
+        return Ok(VersionPins::default());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Error::invalid_argument(format!("{VERSIONS_HEADER}: not text")))?;
+    Ok(VersionPins::parse(text)?)
 }
 
 /// The freshness bound a request asks for, if any. A malformed value is an

@@ -290,3 +290,21 @@ def test_multiple_statements_cannot_be_prepared(server, pg, admin_token):
             cur.execute("SELECT 1; SELECT %s", (2,))
         cur.execute("SELECT 3")
         assert cur.fetchone() == (3,)
+
+
+def test_versions_pinned_for_the_session(server, pg, admin_token, oracle):
+    with connect(pg, admin_token, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SET meshgate.versions = 'clinical.labs.results@v0'")
+        cur.execute("SHOW meshgate.versions")
+        assert cur.fetchone() == ("clinical.labs.results@v0",)
+        cur.execute("SELECT count(*) FROM clinical.labs.results")
+        assert cur.fetchone() == (oracle.scalar("SELECT count(*) FROM clinical.labs.results"),)
+        # A table whose owner allows no time travel cannot be pinned into reading one.
+        cur.execute("SET meshgate.versions = 'billing.claims.claims@v0'")
+        with pytest.raises(psycopg.Error):
+            cur.execute("SELECT count(*) FROM billing.claims.claims")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            cur.execute("SET meshgate.versions = 'claims@v0'")
+        cur.execute("RESET meshgate.versions")
+        cur.execute("SELECT count(*) FROM billing.claims.claims")
+        assert cur.fetchone()[0] > 0

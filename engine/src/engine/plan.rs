@@ -227,7 +227,13 @@ impl Engine {
             session.context = dialect.extend(principal, session.context)?;
         }
         session.resolve_names_in(&options.names);
-        let plan = plan_sql_in(&session.context, sql, options.dialect.as_deref()).await?;
+        let plan = plan_sql_in(
+            &session.context,
+            sql,
+            options.dialect.as_deref(),
+            &options.versions,
+        )
+        .await?;
         audit.tables = tables_in(&plan, &options.names);
         audit.policy = applied_rules(&audit.tables, &session);
         if let Some(bound) = options.max_staleness {

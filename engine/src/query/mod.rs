@@ -14,7 +14,7 @@ use meshgate_catalog::Principal;
 
 use std::sync::Arc;
 
-use crate::session::{NameDefaults, SqlDialect};
+use crate::session::{NameDefaults, SqlDialect, VersionPins};
 
 pub use origins::ColumnOrigin;
 pub(crate) use origins::column_origins;
@@ -34,6 +34,8 @@ pub struct QueryOptions {
     /// Where names that are not fully qualified resolve: a domain (`catalog`) and a
     /// product (`schema`), as a client's session sets them. Unset, `mesh.meta`.
     pub names: NameDefaults,
+    /// Tables the caller's session pinned to a version: its statements read them there.
+    pub versions: VersionPins,
     /// The door's dialect of SQL (Postgres clients' catalog queries), if it has one.
     pub dialect: Option<Arc<dyn SqlDialect>>,
 }

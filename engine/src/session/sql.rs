@@ -24,6 +24,7 @@ use super::budget::{MaxPlanNodes, check_budget, ensure_plan_size};
 use super::catalog::ReadOnlySchema;
 use super::dialect::SqlDialect;
 use super::expansion::ensure_bounded_expansion;
+use super::pins::VersionPins;
 use crate::error::{Error, Result};
 
 /// Largest SQL text accepted, in bytes.
@@ -45,15 +46,17 @@ pub const MAX_RELATIONS: usize = 256;
 
 /// Parses, checks and plans `sql` in `ctx`.
 pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
-    plan_sql_in(ctx, sql, None).await
+    plan_sql_in(ctx, sql, None, &VersionPins::default()).await
 }
 
-/// Parses `sql` as `dialect` writes it (the engine's own SQL without one), then checks
-/// and plans it in `ctx` like any statement.
+/// Parses `sql` as `dialect` writes it (the engine's own SQL without one), gives the
+/// tables pinned in `pins` their version, then checks and plans it in `ctx` like any
+/// statement.
 pub(crate) async fn plan_sql_in(
     ctx: &SessionContext,
     sql: &str,
     dialect: Option<&dyn SqlDialect>,
+    pins: &VersionPins,
 ) -> Result<LogicalPlan> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(Error::InvalidArgument(format!(
@@ -81,6 +84,12 @@ pub(crate) async fn plan_sql_in(
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
     }
     number_placeholders(&mut statement);
+    let defaults = &state.config_options().catalog;
+    pins.apply(
+        &mut statement,
+        &defaults.default_catalog,
+        &defaults.default_schema,
+    );
     ensure_tables_exist(&state, &statement)?;
     let plan = state.statement_to_plan(statement).await?;
     ensure_plan_size(&plan, max_nodes).map_err(|e| Error::InvalidArgument(e.to_string()))?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
-use meshgate_engine::NameDefaults;
+use meshgate_engine::{NameDefaults, VersionPins};
 use pgwire::error::PgWireError;
 
 use super::connection::Settings;
@@ -124,23 +124,37 @@ fn syntax(message: &str) -> PgWireError {
     user_error(super::sqlstate::SYNTAX_ERROR, message)
 }
 
-/// The setting named by `tokens` (`TIME ZONE`, `TRANSACTION ISOLATION LEVEL`, a name).
+/// The setting named by `tokens` (`TIME ZONE`, `TRANSACTION ISOLATION LEVEL`, a name,
+/// a dotted name such as `meshgate.versions`).
 fn setting_name(tokens: &[TokenWithSpan]) -> String {
-    let words: Vec<String> = tokens
-        .iter()
-        .map_while(|t| match &t.token {
-            Token::Word(w) => Some(w.value.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect();
-    match words.as_slice() {
-        [time, zone, ..] if time == "time" && zone == "zone" => "timezone".to_string(),
-        [transaction, isolation, ..]
+    named_setting(tokens).0
+}
+
+/// The setting named at the start of `tokens`, and how many tokens name it.
+fn named_setting(tokens: &[TokenWithSpan]) -> (String, usize) {
+    let word = |i: usize| match tokens.get(i).map(|t| &t.token) {
+        Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    };
+    match (word(0), word(1)) {
+        (Some(time), Some(zone)) if time == "time" && zone == "zone" => ("timezone".into(), 2),
+        (Some(transaction), Some(isolation))
             if transaction == "transaction" && isolation == "isolation" =>
         {
-            "transaction_isolation".to_string()
+            ("transaction_isolation".into(), 4)
         }
-        _ => words.first().cloned().unwrap_or_default(),
+        (Some(first), _) => {
+            let mut name = first;
+            let mut used = 1;
+            while matches!(tokens.get(used).map(|t| &t.token), Some(Token::Period))
+                && let Some(part) = word(used + 1)
+            {
+                name = format!("{name}.{part}");
+                used += 2;
+            }
+            (name, used)
+        }
+        (None, _) => (String::new(), 0),
     }
 }
 
@@ -157,15 +171,10 @@ fn set(tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> {
     {
         return Ok(Command::Nothing("SET"));
     }
-    let name = setting_name(rest);
+    let (name, skip) = named_setting(rest);
     if name.is_empty() {
         return Err(syntax("SET takes a setting name"));
     }
-    let skip = if is_word(&rest[0].token, Keyword::TIME) {
-        2
-    } else {
-        1
-    };
     let mut values = &rest[skip.min(rest.len())..];
     if let Some(t) = values.first()
         && (is_word(&t.token, Keyword::TO) || matches!(t.token, Token::Eq))
@@ -301,6 +310,7 @@ const ACCEPTED: &[&str] = &[
     "lc_numeric",
     "lc_time",
     "lock_timeout",
+    "meshgate.versions",
     "search_path",
     "standard_conforming_strings",
     "statement_timeout",
@@ -337,6 +347,12 @@ pub(crate) fn apply_set(
                         .ok_or_else(|| bad(format!("invalid value for statement_timeout: {v}")))?;
                     (!timeout.is_zero() && timeout <= LONGEST_TIMEOUT).then_some(timeout)
                 }
+            };
+        }
+        ("meshgate.versions", value) => {
+            settings.versions = match value {
+                None => VersionPins::default(),
+                Some(v) => VersionPins::parse(v).map_err(|e| bad(e.to_string()))?,
             };
         }
         ("client_encoding", Some(v))
@@ -409,6 +425,7 @@ pub(crate) fn show(settings: &Settings, name: &str) -> Option<String> {
             (Some(domain), Some(product)) => format!("\"{domain}.{product}\""),
             _ => "\"$user\", public".to_string(),
         },
+        "meshgate.versions" => settings.versions.to_text(),
         "statement_timeout" => settings
             .timeout
             .map_or("0".to_string(), |t| format!("{}ms", t.as_millis())),
@@ -466,6 +483,17 @@ mod tests {
         assert_eq!(
             command("SHOW TRANSACTION ISOLATION LEVEL"),
             Command::Show("transaction_isolation".into())
+        );
+        assert_eq!(
+            command("SET meshgate.versions = 'clinical.labs.results@v3'"),
+            Command::Set {
+                name: "meshgate.versions".into(),
+                value: Some("clinical.labs.results@v3".into())
+            }
+        );
+        assert_eq!(
+            command("SHOW meshgate.versions"),
+            Command::Show("meshgate.versions".into())
         );
         assert_eq!(command("BEGIN"), Command::Begin);
         assert_eq!(command("commit;"), Command::Commit);

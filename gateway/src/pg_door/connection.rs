@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use meshgate_catalog::Principal;
-use meshgate_engine::{NameDefaults, QueryOptions, SqlDialect};
+use meshgate_engine::{NameDefaults, QueryOptions, SqlDialect, VersionPins};
 use pgwire::error::PgWireError;
 use pgwire::messages::startup::SecretKey;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) names: NameDefaults,
     /// `statement_timeout`, when set.
     pub(crate) timeout: Option<Duration>,
+    /// `meshgate.versions`: tables read at a pinned version.
+    pub(crate) versions: VersionPins,
     /// Other settings accepted and shown by `SHOW` (lower-case names).
     pub(crate) others: HashMap<String, String>,
 }
@@ -58,6 +60,7 @@ impl Connection {
         QueryOptions {
             timeout: settings.timeout,
             names: settings.names.clone(),
+            versions: settings.versions.clone(),
             dialect: Some(Arc::clone(dialect)),
             ..QueryOptions::default()
         }

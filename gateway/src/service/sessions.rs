@@ -13,7 +13,8 @@
 //! Options: `catalog` and `schema` (a domain and a product: `visits` is then
 //! `<catalog>.<schema>.visits`), `max_staleness` and `timeout` (durations such as
 //! `30m`, as the `x-meshgate-*` headers take them; a header on a call wins over the
-//! session's value). Unknown options get the protocol's `INVALID_NAME` and bad values
+//! session's value), and `versions` (`domain.product.table@v3, ...`: those tables are
+//! read at that version by every call of the session, for repeatable reads). Unknown options get the protocol's `INVALID_NAME` and bad values
 //! `INVALID_VALUE`, per option; the others are still set.
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use meshgate_catalog::Principal;
-use meshgate_engine::{NameDefaults, QueryOptions};
+use meshgate_engine::{NameDefaults, QueryOptions, VersionPins};
 use prost::Message;
 
 use super::session_messages::{
@@ -41,7 +42,7 @@ pub(super) const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
 pub(super) const CLOSE_SESSION: &str = "CloseSession";
 
 /// The longest option value accepted.
-const MAX_VALUE_LEN: usize = 256;
+const MAX_VALUE_LEN: usize = 4096;
 /// Most options one request may set: there are four, so this only bounds what a
 /// request makes the server answer.
 const MAX_OPTIONS_PER_REQUEST: usize = 32;
@@ -53,6 +54,7 @@ pub(super) struct SessionValues {
     schema: Option<String>,
     max_staleness: Option<(Duration, String)>,
     timeout: Option<(Duration, String)>,
+    versions: Option<(VersionPins, String)>,
 }
 
 /// What a session action answers: its result, and the cookie to set, if a session was
@@ -90,6 +92,15 @@ impl SessionValues {
             "schema" => self.schema = text.map(identifier).transpose()?,
             "max_staleness" => self.max_staleness = text.map(|t| duration(t, false)).transpose()?,
             "timeout" => self.timeout = text.map(|t| duration(t, true)).transpose()?,
+            "versions" => {
+                self.versions = text
+                    .map(|t| {
+                        let pins = VersionPins::parse(t).map_err(|_| INVALID_VALUE)?;
+                        Ok::<_, i32>((pins.clone(), pins.to_text()))
+                    })
+                    .transpose()?
+                    .filter(|(pins, _)| !pins.is_empty());
+            }
             _ => return Err(INVALID_NAME),
         }
         Ok(())
@@ -109,6 +120,7 @@ impl SessionValues {
                 self.max_staleness.as_ref().map(|d| d.1.as_str()),
             ),
             ("timeout", self.timeout.as_ref().map(|d| d.1.as_str())),
+            ("versions", self.versions.as_ref().map(|v| v.1.as_str())),
         ] {
             if let Some(value) = value {
                 options.insert(name.to_string(), text(value));
@@ -147,6 +159,11 @@ impl GatewayState {
         let session = self.session(principal, &handle)?;
         options.max_staleness = options.max_staleness.or(session.max_staleness.map(|d| d.0));
         options.timeout = options.timeout.or(session.timeout.map(|d| d.0));
+        if options.versions.is_empty()
+            && let Some((pins, _)) = session.versions
+        {
+            options.versions = pins;
+        }
         options.names = NameDefaults {
             catalog: session.catalog,
             schema: session.schema,
@@ -178,7 +195,7 @@ impl GatewayState {
             .map_err(|_| Error::invalid_argument("SetSessionOptions: malformed request"))?;
         if request.session_options.len() > MAX_OPTIONS_PER_REQUEST {
             return Err(Error::invalid_argument(format!(
-                "SetSessionOptions: {} options in one request; the server has four",
+                "SetSessionOptions: {} options in one request; the server has five",
                 request.session_options.len()
             )));
         }
