@@ -308,3 +308,33 @@ def test_versions_pinned_for_the_session(server, pg, admin_token, oracle):
         cur.execute("RESET meshgate.versions")
         cur.execute("SELECT count(*) FROM billing.claims.claims")
         assert cur.fetchone()[0] > 0
+
+
+# -- COPY and ADBC ---------------------------------------------------------------
+
+
+def test_copy_to_stdout_as_csv_and_copy_from_refused(server, pg, admin_token, oracle):
+    done = psql(pg, admin_token, "-c",
+                "COPY (SELECT claim_id, payer FROM billing.claims.claims ORDER BY claim_id LIMIT 3) "
+                "TO STDOUT WITH (FORMAT csv, HEADER)")
+    assert done.returncode == 0, done.stderr
+    want = oracle.query("SELECT claim_id, payer FROM billing.claims.claims ORDER BY claim_id LIMIT 3").to_pylist()
+    assert done.stdout.splitlines() == ["claim_id,payer"] + [f"{w['claim_id']},{w['payer']}" for w in want]
+    done = psql(pg, admin_token, "-c", "COPY billing.claims.claims FROM STDIN")
+    assert done.returncode != 0 and "ERROR:  42501" in done.stderr, done.stderr
+
+
+def test_adbc_postgres_driver_reads_arrow(server, pg, persona_tokens, persona_oracles):
+    import adbc_driver_postgresql.dbapi as adbc_pg
+
+    host, port = pg
+    token = persona_tokens["cara"]
+    sql = "SELECT claim_id, payer, submitted_on FROM billing.claims.claims ORDER BY claim_id LIMIT 50"
+    with adbc_pg.connect(f"postgresql://cara:{quote(token, safe='')}@{host}:{port}/mesh?sslmode=disable") as conn:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            table = cur.fetch_arrow_table()
+        with conn.cursor() as cur, pytest.raises(Exception, match="not found"):
+            cur.execute("SELECT * FROM patients.registry.patients")
+    assert table.column_names == ["claim_id", "payer", "submitted_on"]
+    assert_rows_equal(table, persona_oracles["cara"].query(sql), ordered=True)

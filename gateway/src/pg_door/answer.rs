@@ -128,6 +128,17 @@ impl Door {
                     "DEALLOCATE ALL"
                 }))
             }
+            Command::CopyOut { query, format } => {
+                let run = Run {
+                    connection,
+                    statement: statement_of(query, values),
+                    format: &Format::UnifiedText,
+                    cancel,
+                    described: None,
+                    cursor: false,
+                };
+                self.copy_out(run, *format).await?
+            }
             Command::Nothing(tag) => Response::Execution(Tag::new(tag)),
         })
     }

@@ -38,12 +38,25 @@ pub(crate) enum Command {
     Fetch { name: String, count: Option<usize> },
     /// `CLOSE name` (`None`: `CLOSE ALL`).
     Close(Option<String>),
+    /// `COPY (query) TO STDOUT` or `COPY table TO STDOUT`, in `format`.
+    CopyOut { query: String, format: CopyFormat },
     /// `DISCARD ALL`: settings back to their defaults, cursors closed.
     Discard,
     /// `DEALLOCATE [PREPARE] name` (`None`: `ALL`): prepared statements dropped.
     Deallocate(Option<String>),
     /// Accepted and answered with this tag, nothing to do (`SET TRANSACTION ...`).
     Nothing(&'static str),
+}
+
+/// The format of `COPY ... TO STDOUT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyFormat {
+    /// Tab-separated text, `\N` for null.
+    Text,
+    /// Comma-separated values, with a header line when asked.
+    Csv { header: bool },
+    /// PGCOPY binary (what ADBC's Postgres driver reads).
+    Binary,
 }
 
 /// The command `sql` is, if it is one the connection answers itself.
@@ -84,6 +97,7 @@ pub(crate) fn recognize(sql: &str) -> Option<Result<Command, PgWireError>> {
             _ => return Some(Err(syntax("CLOSE takes a cursor name or ALL"))),
         })),
         Keyword::DISCARD => Ok(Command::Discard),
+        Keyword::COPY => copy(sql, &tokens),
         Keyword::DEALLOCATE => {
             let rest: Vec<&Token> = tokens[1..]
                 .iter()
@@ -242,6 +256,125 @@ fn declare(sql: &str, tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> 
         name,
         query: sql[start..].trim().trim_end_matches(';').to_string(),
     })
+}
+
+/// `COPY (query) TO STDOUT [WITH] [(FORMAT f, HEADER h)]`, `COPY table [(columns)] TO
+/// STDOUT ...`, and the older `BINARY`, `CSV [HEADER]` spellings. `COPY ... FROM` writes.
+fn copy(sql: &str, tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> {
+    let mut at = 1;
+    let query = if matches!(tokens.get(at).map(|t| &t.token), Some(Token::LParen)) {
+        let mut depth = 0usize;
+        let close = tokens[at..].iter().position(|t| {
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                _ => {}
+            }
+            depth == 0
+        });
+        let Some(close) = close.map(|c| c + at) else {
+            return Err(syntax("COPY (query): the parenthesis is not closed"));
+        };
+        let mut locator = Locator::new(sql);
+        let open_at = locator.offset(tokens[at].span.start.line, tokens[at].span.start.column);
+        let close_at = locator.offset(
+            tokens[close].span.start.line,
+            tokens[close].span.start.column,
+        );
+        at = close + 1;
+        sql[open_at + 1..close_at].trim().to_string()
+    } else {
+        let mut name = String::new();
+        while let Some(token) = tokens.get(at) {
+            match &token.token {
+                Token::Word(w)
+                    if !is_word(&token.token, Keyword::TO)
+                        && !is_word(&token.token, Keyword::FROM) =>
+                {
+                    name.push_str(&w.to_string())
+                }
+                Token::Period => name.push('.'),
+                _ => break,
+            }
+            at += 1;
+        }
+        if name.is_empty() {
+            return Err(syntax("COPY takes a table or a (query)"));
+        }
+        let mut columns = "*".to_string();
+        if matches!(tokens.get(at).map(|t| &t.token), Some(Token::LParen)) {
+            let names: Vec<String> = tokens[at + 1..]
+                .iter()
+                .take_while(|t| t.token != Token::RParen)
+                .filter_map(|t| match &t.token {
+                    Token::Word(w) => Some(w.to_string()),
+                    _ => None,
+                })
+                .collect();
+            at += names.len() * 2 + 1;
+            columns = names.join(", ");
+        }
+        format!("SELECT {columns} FROM {name}")
+    };
+    match tokens.get(at).map(|t| &t.token) {
+        Some(t) if is_word(t, Keyword::TO) => {}
+        Some(t) if is_word(t, Keyword::FROM) => {
+            return Err(user_error(
+                super::sqlstate::INSUFFICIENT_PRIVILEGE,
+                "COPY ... FROM statements are not allowed: meshgate is a read-only gateway",
+            ));
+        }
+        _ => return Err(syntax("COPY takes TO STDOUT")),
+    }
+    if !tokens
+        .get(at + 1)
+        .is_some_and(|t| is_word(&t.token, Keyword::STDOUT))
+    {
+        return Err(unsupported("COPY to a file or program (only TO STDOUT)"));
+    }
+    let mut format = CopyFormat::Text;
+    let mut header = false;
+    let words: Vec<String> = tokens[at + 2..]
+        .iter()
+        .filter_map(|t| match &t.token {
+            Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+            Token::SingleQuotedString(s) => Some(s.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let mut words = words.iter().map(String::as_str).peekable();
+    while let Some(word) = words.next() {
+        match word {
+            "with" => {}
+            "format" => match words.next() {
+                Some("text") => format = CopyFormat::Text,
+                Some("csv") => format = CopyFormat::Csv { header },
+                Some("binary") => format = CopyFormat::Binary,
+                other => {
+                    return Err(syntax(&format!(
+                        "COPY format {} is not known (text, csv, binary)",
+                        other.unwrap_or("")
+                    )));
+                }
+            },
+            "binary" => format = CopyFormat::Binary,
+            "csv" => format = CopyFormat::Csv { header },
+            "header" => {
+                header = !matches!(words.peek(), Some(&("false" | "off" | "0")));
+                if matches!(
+                    words.peek(),
+                    Some(&("true" | "false" | "on" | "off" | "0" | "1"))
+                ) {
+                    words.next();
+                }
+            }
+            other => return Err(unsupported(&format!("COPY option {other}"))),
+        }
+    }
+    if let CopyFormat::Csv { .. } = format {
+        format = CopyFormat::Csv { header };
+    }
+    Ok(Command::CopyOut { query, format })
 }
 
 /// `FETCH [NEXT | FORWARD [n | ALL] | n | ALL] [FROM | IN] name`.
@@ -532,6 +665,23 @@ mod tests {
             Command::Close(Some("mycursor".into()))
         );
         assert_eq!(command("DISCARD ALL"), Command::Discard);
+        assert_eq!(
+            command("COPY (SELECT a, (b) FROM t) TO STDOUT (FORMAT binary)"),
+            Command::CopyOut {
+                query: "SELECT a, (b) FROM t".into(),
+                format: CopyFormat::Binary
+            }
+        );
+        assert_eq!(
+            command(
+                "copy billing.claims.claims (claim_id, payer) to stdout with (format csv, header true)"
+            ),
+            Command::CopyOut {
+                query: "SELECT claim_id, payer FROM billing.claims.claims".into(),
+                format: CopyFormat::Csv { header: true }
+            }
+        );
+        assert!(recognize("COPY t FROM STDIN").expect("a command").is_err());
         assert_eq!(
             command("DEALLOCATE PREPARE \"S_1\""),
             Command::Deallocate(Some("S_1".into()))

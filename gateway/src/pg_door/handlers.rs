@@ -32,6 +32,7 @@ use super::Door;
 use super::answer::{cursor_fields, no_cursor, text_field};
 use super::commands::{Command, recognize};
 use super::connection::{Connection, NamedKind};
+use super::copy_out::send_copy_out;
 use super::query::{
     MAX_ROWS_PER_EXECUTE, PARSE_RPC, PgStatement, Run, bound_values, fields_of, parameter_types,
     portal_store, statement_of,
@@ -224,8 +225,12 @@ impl SimpleQueryHandler for Queries {
                     status = status.to_error_state();
                     break;
                 }
-                Ok(Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_)) => {
-                    return Err(user_error(FEATURE_NOT_SUPPORTED, "COPY is not supported"));
+                Ok(Response::CopyOut(data)) => send_copy_out(client, data).await?,
+                Ok(Response::CopyIn(_) | Response::CopyBoth(_)) => {
+                    return Err(user_error(
+                        FEATURE_NOT_SUPPORTED,
+                        "COPY FROM is not supported",
+                    ));
                 }
                 Err(e) => {
                     // Like Postgres, the statements after a failing one are not run.
@@ -439,8 +444,12 @@ impl ExtendedQueryHandler for Queries {
                     client.portal_store().rm_portal(DEFAULT_NAME);
                 }
                 Response::Error(e) => return Err(PgWireError::UserError(e)),
-                Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => {
-                    return Err(user_error(FEATURE_NOT_SUPPORTED, "COPY is not supported"));
+                Response::CopyOut(data) => send_copy_out(client, data).await?,
+                Response::CopyIn(_) | Response::CopyBoth(_) => {
+                    return Err(user_error(
+                        FEATURE_NOT_SUPPORTED,
+                        "COPY FROM is not supported",
+                    ));
                 }
             }
         } else {

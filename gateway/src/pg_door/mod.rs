@@ -19,6 +19,7 @@ mod answer;
 mod catalog;
 mod commands;
 mod connection;
+mod copy_out;
 mod dialect;
 mod handlers;
 mod listener;

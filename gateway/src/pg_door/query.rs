@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
@@ -46,8 +47,15 @@ pub(crate) struct Run<'a> {
     pub(crate) cursor: bool,
 }
 
+/// A started statement: its batches, their schema, and what watches them.
+pub(crate) struct Begun {
+    pub(crate) batches: SendableRecordBatchStream,
+    pub(crate) schema: SchemaRef,
+    pub(crate) watch: Watch,
+}
+
 /// What watches a result stream: its byte count, its query, its cancel token.
-struct Watch {
+pub(crate) struct Watch {
     sent: SentBytes,
     query_id: String,
     cancel: CancellationToken,
@@ -117,14 +125,14 @@ impl Door {
         Ok(connection)
     }
 
-    /// Plans and starts a statement (see [`Run`]); the rows stream as the engine
+    /// Plans and starts a statement (see [`Run`]); its batches stream as the engine
     /// produces them. A query planned under a view that changed before it started is
     /// planned once more.
-    pub(crate) async fn start(&self, run: Run<'_>) -> PgWireResult<(QueryResponse, SchemaRef)> {
+    pub(crate) async fn begin(&self, run: Run<'_>) -> PgWireResult<Begun> {
         let Run {
             connection,
             statement,
-            format,
+            format: _,
             cancel,
             described,
             cursor,
@@ -190,26 +198,50 @@ impl Door {
                  since it was prepared (a policy or contract changed); prepare it again",
             ));
         }
-        let fields = Arc::new(fields_of(&schema, format)?);
         let watch = Watch {
             sent,
             query_id,
             cancel,
             cursor,
         };
-        let rows = self.rows(batches, Arc::clone(&fields), watch);
-        Ok((QueryResponse::new(fields, rows), schema))
+        Ok(Begun {
+            batches,
+            schema,
+            watch,
+        })
     }
 
-    /// The rows of `batches`, encoded batch by batch; ended with `57014` when the
-    /// watch's token fires, and closed when the client reads nothing for the stream
-    /// idle timeout (for a cursor, counted from its declaration).
-    fn rows(
+    /// Starts a statement (see [`Run`]) whose rows go out as `DataRow`s in the run's
+    /// format.
+    pub(crate) async fn start(&self, run: Run<'_>) -> PgWireResult<(QueryResponse, SchemaRef)> {
+        let format = run.format.clone();
+        let begun = self.begin(run).await?;
+        let fields = Arc::new(fields_of(&begun.schema, &format)?);
+        let encode_fields = Arc::clone(&fields);
+        let rows = self.encoded(begun.batches, begun.watch, move |batch| {
+            let rows: Vec<PgWireResult<DataRow>> =
+                arrow_pg::datatypes::encode_recordbatch(Arc::clone(&encode_fields), batch)
+                    .collect();
+            let bytes = rows.iter().flatten().map(|r| r.data.len()).sum();
+            (rows, bytes)
+        });
+        Ok((QueryResponse::new(fields, rows), begun.schema))
+    }
+
+    /// `batches`, each encoded by `encode` (into messages, and the bytes they take)
+    /// as it comes; ended with `57014` when the watch's token fires, and closed when
+    /// the client reads nothing for the stream idle timeout (for a cursor, counted
+    /// from its declaration).
+    pub(crate) fn encoded<T, F>(
         &self,
         batches: SendableRecordBatchStream,
-        fields: Arc<Vec<FieldInfo>>,
         watch: Watch,
-    ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+        encode: F,
+    ) -> impl Stream<Item = PgWireResult<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnMut(RecordBatch) -> (Vec<PgWireResult<T>>, usize) + Send + 'static,
+    {
         let Watch {
             sent,
             query_id,
@@ -232,16 +264,16 @@ impl Door {
                 ))))
             },
         );
-        struct Sending<S> {
+        struct Sending<S, F> {
             batches: S,
-            fields: Arc<Vec<FieldInfo>>,
+            encode: F,
             sent: SentBytes,
             cancel: CancellationToken,
             done: bool,
         }
         let state = Sending {
             batches,
-            fields,
+            encode,
             sent,
             cancel,
             done: false,
@@ -260,12 +292,9 @@ impl Door {
             };
             match next {
                 Some(Ok(batch)) => {
-                    let rows: Vec<PgWireResult<DataRow>> =
-                        arrow_pg::datatypes::encode_recordbatch(Arc::clone(&s.fields), batch)
-                            .collect();
-                    let bytes: usize = rows.iter().flatten().map(|r| r.data.len()).sum();
+                    let (messages, bytes) = (s.encode)(batch);
                     s.sent.add(bytes as u64);
-                    Some((rows, s))
+                    Some((messages, s))
                 }
                 Some(Err(e)) => {
                     s.done = true;
