@@ -334,6 +334,10 @@ def test_adbc_postgres_driver_reads_arrow(server, pg, persona_tokens, persona_or
         with conn.cursor() as cur:
             cur.execute(sql)
             table = cur.fetch_arrow_table()
+        with conn.cursor() as cur:
+            # An empty result is a well-formed (header and trailer) binary COPY.
+            cur.execute("SELECT claim_id FROM billing.claims.claims WHERE claim_id < 0")
+            assert cur.fetch_arrow_table().num_rows == 0
         with conn.cursor() as cur, pytest.raises(Exception, match="not found"):
             cur.execute("SELECT * FROM patients.registry.patients")
     assert table.column_names == ["claim_id", "payer", "submitted_on"]

@@ -10,7 +10,9 @@ use std::ops::ControlFlow;
 
 use datafusion::common::TableReference;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, visit_relations_mut};
+use datafusion::sql::sqlparser::ast::{
+    Ident, ObjectNamePart, TableAlias, TableFactor, VisitMut, VisitorMut,
+};
 use meshgate_catalog::{AsOf, split_as_of};
 
 use crate::error::{Error, Result};
@@ -42,7 +44,7 @@ impl VersionPins {
             if table.split('.').count() != 3 || table.split('.').any(str::is_empty) {
                 return Err(bad("name the table in full"));
             }
-            pins.insert(table.to_string(), as_of);
+            pins.insert(table.to_lowercase(), as_of);
         }
         if pins.len() > MAX_PINNED_TABLES {
             return Err(Error::InvalidArgument(format!(
@@ -68,7 +70,9 @@ impl VersionPins {
     }
 
     /// Gives every table of `statement` that is pinned (named without a version, as
-    /// resolved with `catalog` and `schema` by default) its pinned version.
+    /// resolved with `catalog` and `schema` by default) its pinned version. A table
+    /// without an alias keeps its own name as one, so `results.id` still names its
+    /// columns.
     pub(crate) fn apply(&self, statement: &mut DFStatement, catalog: &str, schema: &str) {
         if self.0.is_empty() {
             return;
@@ -76,31 +80,71 @@ impl VersionPins {
         let DFStatement::Statement(statement) = statement else {
             return;
         };
-        let _ = visit_relations_mut(statement.as_mut(), |name: &mut ObjectName| {
-            let parts: Option<Vec<&Ident>> = name.0.iter().map(ObjectNamePart::as_ident).collect();
-            let reference = match parts.as_deref() {
-                Some([t]) => TableReference::bare(t.value.as_str()),
-                Some([s, t]) => TableReference::partial(s.value.as_str(), t.value.as_str()),
-                Some([c, s, t]) => {
-                    TableReference::full(c.value.as_str(), s.value.as_str(), t.value.as_str())
-                }
-                _ => return ControlFlow::<()>::Continue(()),
-            };
-            let resolved = reference.resolve(catalog, schema);
-            let whole = format!(
-                "{}.{}.{}",
-                resolved.catalog, resolved.schema, resolved.table
-            );
-            if let Some(as_of) = self.0.get(&whole)
-                && !resolved.table.contains('@')
-            {
-                let versioned = format!("{}@{as_of}", resolved.table);
-                if let Some(ObjectNamePart::Identifier(last)) = name.0.last_mut() {
-                    *last = Ident::with_quote('"', versioned);
-                }
-            }
-            ControlFlow::Continue(())
-        });
+        let mut pinning = Pinning {
+            pins: self,
+            catalog,
+            schema,
+        };
+        let _ = statement.as_mut().visit(&mut pinning);
+    }
+}
+
+/// The walk that pins the tables of one statement.
+struct Pinning<'a> {
+    pins: &'a VersionPins,
+    catalog: &'a str,
+    schema: &'a str,
+}
+
+/// An identifier as SQL resolves it: folded to lower case unless quoted.
+fn normalized(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+impl VisitorMut for Pinning<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table { name, alias, .. } = factor else {
+            return ControlFlow::Continue(());
+        };
+        let parts: Option<Vec<String>> = name
+            .0
+            .iter()
+            .map(|part| part.as_ident().map(normalized))
+            .collect();
+        let reference = match parts.as_deref() {
+            Some([t]) => TableReference::bare(t.as_str()),
+            Some([s, t]) => TableReference::partial(s.as_str(), t.as_str()),
+            Some([c, s, t]) => TableReference::full(c.as_str(), s.as_str(), t.as_str()),
+            _ => return ControlFlow::Continue(()),
+        };
+        let resolved = reference.resolve(self.catalog, self.schema);
+        let whole = format!(
+            "{}.{}.{}",
+            resolved.catalog, resolved.schema, resolved.table
+        );
+        let Some(as_of) = self.pins.0.get(&whole) else {
+            return ControlFlow::Continue(());
+        };
+        if resolved.table.contains('@') {
+            return ControlFlow::Continue(());
+        }
+        if alias.is_none() {
+            *alias = Some(TableAlias {
+                explicit: true,
+                name: Ident::with_quote('"', resolved.table.as_ref()),
+                columns: Vec::new(),
+                at: None,
+            });
+        }
+        if let Some(ObjectNamePart::Identifier(last)) = name.0.last_mut() {
+            *last = Ident::with_quote('"', format!("{}@{as_of}", resolved.table));
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -120,5 +164,32 @@ mod tests {
         assert!(VersionPins::parse("results@v3").is_err());
         assert!(VersionPins::parse("clinical.labs.results").is_err());
         assert!(VersionPins::parse("clinical.labs.results@yesterday").is_err());
+    }
+
+    fn pinned(sql: &str) -> String {
+        use datafusion::sql::parser::DFParser;
+        let pins = VersionPins::parse("clinical.labs.results@v1").expect("valid");
+        let mut statement = DFParser::parse_sql(sql)
+            .expect("parses")
+            .pop_front()
+            .expect("one");
+        pins.apply(&mut statement, "clinical", "labs");
+        statement.to_string()
+    }
+
+    #[test]
+    fn pinned_tables_keep_their_name_as_alias() {
+        assert_eq!(
+            pinned("SELECT results.id FROM Results"),
+            "SELECT results.id FROM \"results@v1\" AS \"results\""
+        );
+        assert_eq!(
+            pinned("SELECT r.id FROM clinical.labs.results r"),
+            "SELECT r.id FROM clinical.labs.\"results@v1\" r"
+        );
+        assert_eq!(
+            pinned("SELECT id FROM clinical.labs.\"results@v0\""),
+            "SELECT id FROM clinical.labs.\"results@v0\""
+        );
     }
 }

@@ -115,6 +115,15 @@ pub(crate) fn recognize(sql: &str) -> Option<Result<Command, PgWireError>> {
     Some(command)
 }
 
+/// A word as SQL writes it again: a quoted identifier stays quoted (its quotes
+/// doubled), so that it cannot end early.
+fn quoted(word: &datafusion::sql::sqlparser::tokenizer::Word) -> String {
+    match word.quote_style {
+        Some(_) => format!("\"{}\"", word.value.replace('"', "\"\"")),
+        None => word.value.clone(),
+    }
+}
+
 /// A name as Postgres reads it: folded to lower case unless quoted.
 fn identifier(word: &datafusion::sql::sqlparser::tokenizer::Word) -> String {
     match word.quote_style {
@@ -285,33 +294,48 @@ fn copy(sql: &str, tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> {
         sql[open_at + 1..close_at].trim().to_string()
     } else {
         let mut name = String::new();
+        let mut expect_word = true;
         while let Some(token) = tokens.get(at) {
             match &token.token {
                 Token::Word(w)
-                    if !is_word(&token.token, Keyword::TO)
+                    if expect_word
+                        && !is_word(&token.token, Keyword::TO)
                         && !is_word(&token.token, Keyword::FROM) =>
                 {
-                    name.push_str(&w.to_string())
+                    name.push_str(&quoted(w));
                 }
-                Token::Period => name.push('.'),
+                Token::Period if !expect_word => name.push('.'),
                 _ => break,
             }
+            expect_word = !expect_word;
             at += 1;
         }
-        if name.is_empty() {
+        if name.is_empty() || expect_word {
             return Err(syntax("COPY takes a table or a (query)"));
         }
         let mut columns = "*".to_string();
         if matches!(tokens.get(at).map(|t| &t.token), Some(Token::LParen)) {
-            let names: Vec<String> = tokens[at + 1..]
-                .iter()
-                .take_while(|t| t.token != Token::RParen)
-                .filter_map(|t| match &t.token {
-                    Token::Word(w) => Some(w.to_string()),
-                    _ => None,
-                })
-                .collect();
-            at += names.len() * 2 + 1;
+            let mut names = Vec::new();
+            at += 1;
+            loop {
+                match (
+                    tokens.get(at).map(|t| &t.token),
+                    tokens.get(at + 1).map(|t| &t.token),
+                ) {
+                    (Some(Token::Word(w)), Some(Token::Comma)) => names.push(quoted(w)),
+                    (Some(Token::Word(w)), Some(Token::RParen)) => {
+                        names.push(quoted(w));
+                        at += 2;
+                        break;
+                    }
+                    _ => {
+                        return Err(syntax(
+                            "COPY table (columns): write column names, separated by commas",
+                        ));
+                    }
+                }
+                at += 2;
+            }
             columns = names.join(", ");
         }
         format!("SELECT {columns} FROM {name}")
@@ -339,6 +363,7 @@ fn copy(sql: &str, tokens: &[TokenWithSpan]) -> Result<Command, PgWireError> {
         .filter_map(|t| match &t.token {
             Token::Word(w) => Some(w.value.to_ascii_lowercase()),
             Token::SingleQuotedString(s) => Some(s.to_ascii_lowercase()),
+            Token::Number(n, _) => Some(n.clone()),
             _ => None,
         })
         .collect();
@@ -682,6 +707,26 @@ mod tests {
             }
         );
         assert!(recognize("COPY t FROM STDIN").expect("a command").is_err());
+        assert_eq!(
+            command("COPY \"a\"\" UNION SELECT 1 --\" TO STDOUT"),
+            Command::CopyOut {
+                query: "SELECT * FROM \"a\"\" UNION SELECT 1 --\"".into(),
+                format: CopyFormat::Text
+            }
+        );
+        assert!(recognize("COPY a b TO STDOUT").expect("a command").is_err());
+        assert!(
+            recognize("COPY t (a b, , c) TO STDOUT")
+                .expect("a command")
+                .is_err()
+        );
+        assert_eq!(
+            command("COPY t TO STDOUT (FORMAT csv, HEADER 0)"),
+            Command::CopyOut {
+                query: "SELECT * FROM t".into(),
+                format: CopyFormat::Csv { header: false }
+            }
+        );
         assert_eq!(
             command("DEALLOCATE PREPARE \"S_1\""),
             Command::Deallocate(Some("S_1".into()))

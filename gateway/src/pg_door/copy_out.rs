@@ -19,6 +19,7 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use super::Door;
 use super::commands::CopyFormat;
 use super::query::{Run, fields_of};
+use super::sqlstate::user_error;
 
 impl Door {
     /// Starts `run` and answers with its rows as COPY data in `format`.
@@ -42,7 +43,16 @@ impl Door {
                 CopyEncoder::new_csv(Arc::clone(&fields), CopyCsvOptions::default())
             }
         };
-        // A CSV header goes out with the first row (each COPY message is one row).
+        let columns = begun.schema.fields().len();
+        if columns > MAX_COPY_COLUMNS {
+            return Err(user_error(
+                "54011",
+                format!("COPY of {columns} columns; at most {MAX_COPY_COLUMNS} are taken"),
+            ));
+        }
+        // A CSV header goes out with the first row (each COPY message is one row), and
+        // so does the PGCOPY header (pgwire's encoder writes it before the first row);
+        // an empty result sends either alone.
         let mut header = match format {
             CopyFormat::Csv { header: true } => Some(csv_header(&begun.schema)),
             _ => None,
@@ -81,19 +91,42 @@ impl Door {
             }
             (out, bytes)
         });
-        let columns = begun.schema.fields().len();
         let code = i8::from(format == CopyFormat::Binary);
         // An empty result still has its header line.
         let any = Arc::new(AtomicBool::new(false));
         let seen = Arc::clone(&any);
-        let alone = futures::stream::iter(header_alone.map(|h| Ok(CopyData::new(h))))
-            .take_while(move |_| futures::future::ready(!seen.load(Ordering::Relaxed)));
+        let binary = format == CopyFormat::Binary;
+        // After the rows: a CSV header alone if there were none; for binary, the
+        // trailer, with the PGCOPY header in the same message if there were no rows
+        // (readers such as ADBC's take the header and what follows from one message).
+        let last = futures::stream::once(async move {
+            let empty = !seen.load(Ordering::Relaxed);
+            match (binary, empty) {
+                (true, true) => Some(Bytes::from([PGCOPY_HEADER.as_slice(), &TRAILER].concat())),
+                (true, false) => Some(Bytes::from_static(&TRAILER)),
+                (false, true) => header_alone,
+                (false, false) => None,
+            }
+        })
+        .filter_map(|last| futures::future::ready(last.map(|b| Ok(CopyData::new(b)))));
         let data = data
             .inspect(move |_| any.store(true, Ordering::Relaxed))
-            .chain(alone);
-        Ok(Response::CopyOut(CopyResponse::new(code, columns, data)))
+            .chain(last);
+        // Built as text so that pgwire adds no trailer of its own; then marked binary.
+        let mut response = CopyResponse::new(0, columns, data);
+        response.format = code;
+        Ok(Response::CopyOut(response))
     }
 }
+
+/// The most columns a COPY sends (Postgres's own limit on a table's columns).
+const MAX_COPY_COLUMNS: usize = 1664;
+
+/// The PGCOPY binary header: signature, flags, header extension length (19 bytes).
+const PGCOPY_HEADER: &[u8; 19] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The PGCOPY trailer: a tuple with -1 fields.
+const TRAILER: [u8; 2] = [0xFF, 0xFF];
 
 /// The header line of CSV output: the column names, quoted where CSV needs it.
 fn csv_header(schema: &Schema) -> Bytes {
@@ -137,9 +170,14 @@ where
     let mut rows = 0usize;
     while let Some(data) = data_stream.next().await {
         let data = data?;
-        // The binary trailer is not a row (nor is a CSV header line sent alone, which
-        // only an empty result has: it is counted, the one miscount).
-        rows += usize::from(data.data.as_ref() != [0xFF, 0xFF]);
+        // Neither the binary trailer nor a binary header with it is a row (a CSV
+        // header line sent alone, which only an empty result has, is counted: the one
+        // miscount).
+        let bytes = data.data.as_ref();
+        let empty_binary = bytes.len() == PGCOPY_HEADER.len() + TRAILER.len()
+            && bytes.starts_with(PGCOPY_HEADER)
+            && bytes.ends_with(&TRAILER);
+        rows += usize::from(bytes != TRAILER && !empty_binary);
         client.feed(PgWireBackendMessage::CopyData(data)).await?;
     }
     client

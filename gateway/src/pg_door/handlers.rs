@@ -200,50 +200,37 @@ impl SimpleQueryHandler for Queries {
                 .await?;
         }
         for sql in statements {
-            match self.simple_statement(client, &connection, sql).await {
-                Ok(Response::Query(results)) => send_query_response(client, results, true).await?,
-                Ok(Response::Execution(tag)) => send_execution_response(client, tag).await?,
+            let answered = match self.simple_statement(client, &connection, sql).await {
+                Ok(Response::Query(results)) => send_query_response(client, results, true).await,
+                Ok(Response::CopyOut(data)) => send_copy_out(client, data).await,
+                Ok(Response::Execution(tag)) => send_execution_response(client, tag).await,
                 Ok(Response::TransactionStart(tag)) => {
-                    send_execution_response(client, tag).await?;
                     status = status.to_in_transaction_state();
+                    send_execution_response(client, tag).await
                 }
                 Ok(Response::TransactionEnd(tag)) => {
-                    send_execution_response(client, tag).await?;
                     status = status.to_idle_state();
+                    send_execution_response(client, tag).await
                 }
-                Ok(Response::EmptyQuery) => {
-                    client
-                        .feed(PgWireBackendMessage::EmptyQueryResponse(
-                            EmptyQueryResponse::new(),
-                        ))
-                        .await?;
-                }
-                Ok(Response::Error(e)) => {
-                    client
-                        .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
-                        .await?;
-                    status = status.to_error_state();
-                    break;
-                }
-                Ok(Response::CopyOut(data)) => send_copy_out(client, data).await?,
-                Ok(Response::CopyIn(_) | Response::CopyBoth(_)) => {
-                    return Err(user_error(
-                        FEATURE_NOT_SUPPORTED,
-                        "COPY FROM is not supported",
-                    ));
-                }
-                Err(e) => {
-                    // Like Postgres, the statements after a failing one are not run.
-                    let info = ErrorInfo::from(e);
-                    if info.is_fatal() {
-                        return Err(PgWireError::UserError(Box::new(info)));
-                    }
-                    client
-                        .feed(PgWireBackendMessage::ErrorResponse(info.into()))
-                        .await?;
-                    status = status.to_error_state();
-                    break;
-                }
+                Ok(Response::EmptyQuery) => client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await
+                    .map_err(PgWireError::from),
+                Ok(Response::Error(e)) => Err(PgWireError::UserError(e)),
+                Ok(Response::CopyIn(_) | Response::CopyBoth(_)) => Err(user_error(
+                    FEATURE_NOT_SUPPORTED,
+                    "COPY FROM is not supported",
+                )),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = answered {
+                // Like Postgres, the statements after a failing one are not run; the
+                // connection answers the error, in the status the statements before
+                // left (a transaction becomes failed).
+                client.set_transaction_status(status);
+                return Err(e);
             }
         }
         client.set_state(PgWireConnectionState::ReadyForQuery);
