@@ -342,3 +342,19 @@ def test_adbc_postgres_driver_reads_arrow(server, pg, persona_tokens, persona_or
             cur.execute("SELECT * FROM patients.registry.patients")
     assert table.column_names == ["claim_id", "payer", "submitted_on"]
     assert_rows_equal(table, persona_oracles["cara"].query(sql), ordered=True)
+
+
+def test_a_freshness_bound_for_the_session(server, pg, admin_token):
+    with connect(pg, admin_token, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SET meshgate.max_staleness = '30days'")
+        cur.execute("SHOW meshgate.max_staleness")
+        assert cur.fetchone() == ("30days",)
+        cur.execute("SET meshgate.max_staleness = '3650days'")
+        cur.execute("SELECT count(*) FROM billing.claims.claims")
+        assert cur.fetchone()[0] > 0
+        # Nothing is fresher than a nanosecond: the product is refused, as through Flight.
+        cur.execute("SET meshgate.max_staleness = '1ns'")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            cur.execute("SELECT count(*) FROM billing.claims.claims")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            cur.execute("SET meshgate.max_staleness = 'soon'")

@@ -468,6 +468,7 @@ const ACCEPTED: &[&str] = &[
     "lc_numeric",
     "lc_time",
     "lock_timeout",
+    "meshgate.max_staleness",
     "meshgate.versions",
     "search_path",
     "standard_conforming_strings",
@@ -505,6 +506,16 @@ pub(crate) fn apply_set(
                         .ok_or_else(|| bad(format!("invalid value for statement_timeout: {v}")))?;
                     (!timeout.is_zero() && timeout <= LONGEST_TIMEOUT).then_some(timeout)
                 }
+            };
+        }
+        ("meshgate.max_staleness", value) => {
+            settings.max_staleness = match value {
+                None => None,
+                Some(v) => Some(humantime::parse_duration(v.trim()).map_err(|_| {
+                    bad(format!(
+                        "invalid value for meshgate.max_staleness: {v} (a duration such as 30m)"
+                    ))
+                })?),
             };
         }
         ("meshgate.versions", value) => {
@@ -584,6 +595,9 @@ pub(crate) fn show(settings: &Settings, name: &str) -> Option<String> {
             _ => "\"$user\", public".to_string(),
         },
         "meshgate.versions" => settings.versions.to_text(),
+        "meshgate.max_staleness" => settings
+            .max_staleness
+            .map_or(String::new(), |d| humantime::format_duration(d).to_string()),
         "statement_timeout" => settings
             .timeout
             .map_or("0".to_string(), |t| format!("{}ms", t.as_millis())),

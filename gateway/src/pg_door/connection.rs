@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) names: NameDefaults,
     /// `statement_timeout`, when set.
     pub(crate) timeout: Option<Duration>,
+    /// `meshgate.max_staleness`: the oldest data the session accepts.
+    pub(crate) max_staleness: Option<Duration>,
     /// `meshgate.versions`: tables read at a pinned version.
     pub(crate) versions: VersionPins,
     /// Other settings accepted and shown by `SHOW` (lower-case names).
@@ -59,10 +61,10 @@ impl Connection {
         let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         QueryOptions {
             timeout: settings.timeout,
+            max_staleness: settings.max_staleness,
             names: settings.names.clone(),
             versions: settings.versions.clone(),
             dialect: Some(Arc::clone(dialect)),
-            ..QueryOptions::default()
         }
     }
 
