@@ -16,9 +16,10 @@ use pgwire::error::PgWireResult;
 use tokio_util::sync::CancellationToken;
 
 use super::Door;
-use super::commands::{Command, apply_set, show};
+use super::commands::Command;
 use super::connection::{Connection, NamedKind, Settings};
 use super::query::{PgStatement, Run, statement_of};
+use super::settings::{apply_set, show};
 use super::sqlstate::{INVALID_CURSOR_NAME, QUERY_CANCELED, UNDEFINED_OBJECT, user_error};
 
 impl Door {
@@ -69,14 +70,7 @@ impl Door {
             }
             Command::Declare { name, query } => {
                 connection.open_cursor(name, self.max_cursors)?;
-                let run = Run {
-                    connection,
-                    statement: statement_of(query, values),
-                    format: &Format::UnifiedText,
-                    cancel,
-                    described: None,
-                    cursor: true,
-                };
+                let run = command_query(connection, query, values, cancel, true);
                 let (response, schema) = match self.start(run).await {
                     Ok(started) => started,
                     Err(e) => {
@@ -129,18 +123,30 @@ impl Door {
                 }))
             }
             Command::CopyOut { query, format } => {
-                let run = Run {
-                    connection,
-                    statement: statement_of(query, values),
-                    format: &Format::UnifiedText,
-                    cancel,
-                    described: None,
-                    cursor: false,
-                };
+                let run = command_query(connection, query, values, cancel, false);
                 self.copy_out(run, *format).await?
             }
             Command::Nothing(tag) => Response::Execution(Tag::new(tag)),
         })
+    }
+}
+
+/// The query inside a command (a cursor's, a COPY's), with `values` bound, read in
+/// text format; `cursor` when later statements fetch its rows.
+fn command_query<'a>(
+    connection: &'a Connection,
+    query: &str,
+    values: Vec<ScalarValue>,
+    cancel: CancellationToken,
+    cursor: bool,
+) -> Run<'a> {
+    Run {
+        connection,
+        statement: statement_of(query, values),
+        format: &Format::UnifiedText,
+        cancel,
+        described: None,
+        cursor,
     }
 }
 

@@ -17,7 +17,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 
 use super::Door;
-use super::commands::CopyFormat;
+use super::copy_command::CopyFormat;
 use super::query::{Run, fields_of};
 use super::sqlstate::user_error;
 
