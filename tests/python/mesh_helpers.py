@@ -116,6 +116,11 @@ DELTA_TABLES = {"clinical.labs.results"}
 # Parquet tables that are hive partitioned, with their partition columns.
 HIVE_PARTITIONS = {"clinical.encounters.visits": ["admit_month"]}
 
+# Seconds of work in little memory: every pair of claims, compared. Tests of deadlines and
+# cancellation use it, so a fast machine cannot finish it before the deadline passes.
+SLOW_QUERY = ("SELECT count(*) FROM billing.claims.claims a, billing.claims.claims b "
+              "WHERE a.amount + b.amount > a.claim_id")
+
 DOMAINS = sorted({name.split(".")[0] for name in TABLES})
 
 

@@ -22,7 +22,7 @@ import urllib.request
 import pyarrow as pa
 import pytest
 
-from mesh_helpers import Oracle, adbc_query, assert_rows_equal
+from mesh_helpers import SLOW_QUERY, Oracle, adbc_query, assert_rows_equal
 from policy_model import PERSONAS, can_read, oracle_view, visible_products
 from test_zero_trust import DIFF_PARAMS, referenced_tables
 
@@ -266,9 +266,7 @@ def test_refusals_have_their_status_and_the_server_keeps_serving(server, http_ur
 
 
 def test_a_deadline_is_504(server, http_url, admin_token):
-    sql = ("SELECT count(*) FROM clinical.encounters.visits a "
-           "JOIN clinical.encounters.visits b ON a.encounter_id % 7 = b.encounter_id % 7")
-    answer = post(http_url, admin_token, sql, headers={"x-meshgate-timeout": "50ms"})
+    answer = post(http_url, admin_token, SLOW_QUERY, headers={"x-meshgate-timeout": "50ms"})
     assert_error(answer, 504, "DeadlineExceeded")
 
 

@@ -18,14 +18,12 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from mesh_helpers import Oracle, assert_rows_equal
+from mesh_helpers import SLOW_QUERY, Oracle, assert_rows_equal
 from policy_model import PERSONAS, can_read, oracle_view
 from test_zero_trust import DIFF_PARAMS, referenced_tables
 
 TIMEOUT_S = 120
-# Seconds of work in little memory: every pair of claims, compared.
-SLOW = ("SELECT count(*) FROM billing.claims.claims a, billing.claims.claims b "
-        "WHERE a.amount + b.amount > a.claim_id")
+SLOW = SLOW_QUERY
 
 
 @pytest.fixture(scope="module")

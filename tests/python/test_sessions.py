@@ -14,6 +14,7 @@ import pytest
 
 import adbc_driver_manager as adm
 from mesh_helpers import (
+    SLOW_QUERY,
     _len_field,
     adbc_query,
     bearer,
@@ -73,8 +74,7 @@ def test_a_session_timeout_applies_to_its_queries(server, admin_token):
     try:
         conn.adbc_connection.set_options(**{SESSION_OPTION + "timeout": "50ms"})
         with pytest.raises(adm.Error) as late:
-            adbc_query(conn, "SELECT count(*) FROM clinical.encounters.visits a "
-                             "JOIN clinical.encounters.visits b ON a.encounter_id % 7 = b.encounter_id % 7")
+            adbc_query(conn, SLOW_QUERY)
         assert late.value.status_code == adm.AdbcStatusCode.TIMEOUT, late.value
         assert adbc_query(conn, "SELECT 1 AS one").column("one").to_pylist() == [1]
     finally:
