@@ -13,11 +13,18 @@
 //! abandoned after the first batch, 5% cancelled with CancelFlightInfo, 5% bad tokens,
 //! 5% bad SQL.
 //!
+//! With `--http` and `--postgres`, a fifth of the mixed actions each go through the HTTP
+//! door (small queries, large Arrow IPC streams, bad SQL) and the Postgres door (small
+//! queries over the extended protocol, large reads over the simple protocol, cancel
+//! requests, bad passwords, bad SQL), each client with its own connection to each door.
+//!
 //! Run with `bash benches/load.sh` (builds the release binary first); results go to
 //! `benches/results/load-<time>.{json,md}` and `benches/results/load-latest.md`.
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/load_postgres.rs"]
+mod load_postgres;
 #[path = "support/ready.rs"]
 mod ready;
 use std::collections::BTreeMap;
@@ -32,6 +39,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::{Action, CancelFlightInfoRequest, FlightInfo};
 use clap::Parser;
 use futures::StreamExt;
+use load_postgres::{PgAction, PgDoor};
 use meshgate_gateway::demo::demo_token;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
@@ -60,9 +68,28 @@ struct Args {
     /// large streams, bad SQL); the gateway binary must have one.
     #[arg(long)]
     http: bool,
+    /// Also send a fifth of the mixed actions through the Postgres door (small queries,
+    /// large reads, cancel requests, bad passwords, bad SQL); the gateway binary must
+    /// have one.
+    #[arg(long)]
+    postgres: bool,
     /// cargo bench passes --bench; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+impl Args {
+    /// The doors the mixed phases go through, for the report.
+    fn doors(&self) -> String {
+        let mut doors = vec!["Flight SQL"];
+        if self.http {
+            doors.push("HTTP");
+        }
+        if self.postgres {
+            doors.push("Postgres");
+        }
+        doors.join(", ")
+    }
 }
 
 /// What one client action turned out to be.
@@ -77,6 +104,7 @@ enum Kind {
     HttpSmall,
     HttpLarge,
     HttpBadSql,
+    Pg(PgAction),
 }
 
 impl Kind {
@@ -91,21 +119,38 @@ impl Kind {
             Kind::HttpSmall => "HTTP: small query",
             Kind::HttpLarge => "HTTP: large stream (Arrow IPC, read whole)",
             Kind::HttpBadSql => "HTTP: bad SQL (400)",
+            Kind::Pg(PgAction::Small) => "Postgres: small query (extended protocol)",
+            Kind::Pg(PgAction::Large) => "Postgres: large read (simple protocol, read whole)",
+            Kind::Pg(PgAction::Cancelled) => "Postgres: cancel request mid-stream",
+            Kind::Pg(PgAction::BadToken) => "Postgres: bad password (28P01)",
+            Kind::Pg(PgAction::BadSql) => "Postgres: bad SQL (42601)",
         }
     }
 
     /// A random action, by the mix's weights (small queries only in a `small` phase;
-    /// a fifth through the HTTP door with `http`).
-    fn draw(rng: &mut impl Rng, small_only: bool, http: bool) -> Self {
+    /// a fifth through each of the other doors the run serves).
+    fn draw(rng: &mut impl Rng, small_only: bool, http: bool, postgres: bool) -> Self {
         if small_only {
             return Kind::Small;
         }
-        if http && rng.random_range(0..5) == 0 {
-            return match rng.random_range(0..100) {
-                0..70 => Kind::HttpSmall,
-                70..85 => Kind::HttpLarge,
-                _ => Kind::HttpBadSql,
-            };
+        match rng.random_range(0..5) {
+            0 if http => {
+                return match rng.random_range(0..100) {
+                    0..70 => Kind::HttpSmall,
+                    70..85 => Kind::HttpLarge,
+                    _ => Kind::HttpBadSql,
+                };
+            }
+            1 if postgres => {
+                return Kind::Pg(match rng.random_range(0..100) {
+                    0..65 => PgAction::Small,
+                    65..80 => PgAction::Large,
+                    80..85 => PgAction::Cancelled,
+                    85..90 => PgAction::BadToken,
+                    _ => PgAction::BadSql,
+                });
+            }
+            _ => {}
         }
         match rng.random_range(0..100) {
             0..70 => Kind::Small,
@@ -176,14 +221,13 @@ fn main() {
             }
         );
         let started_rss = rss.samples().len();
+        let doors = Doors {
+            flight: gateway.addr,
+            http: args.http.then_some(gateway.http),
+            postgres: args.postgres.then_some(gateway.postgres),
+        };
         let tally = runtime.block_on(run_phase(
-            gateway.addr,
-            args.http.then_some(gateway.http),
-            clients,
-            duration,
-            small_only,
-            large_rows,
-            &token,
+            doors, clients, duration, small_only, large_rows, &token,
         ));
         if let Some(status) = gateway.exited() {
             panic!("the gateway exited during the load: {status}");
@@ -234,9 +278,16 @@ fn small_sql(template: &str, id: u64) -> String {
     template.replace("{id}", &id.to_string())
 }
 
-async fn run_phase(
-    addr: SocketAddr,
+/// The addresses of the doors a phase goes through.
+#[derive(Debug, Clone, Copy)]
+struct Doors {
+    flight: SocketAddr,
     http: Option<SocketAddr>,
+    postgres: Option<SocketAddr>,
+}
+
+async fn run_phase(
+    doors: Doors,
     clients: usize,
     duration: Duration,
     small_only: bool,
@@ -247,22 +298,32 @@ async fn run_phase(
     let until = Instant::now() + duration;
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let token = token(&format!("load-{i}"));
+        let user = format!("load-{i}");
+        let token = token(&user);
         let tally = Arc::clone(&tally);
         tasks.push(tokio::spawn(async move {
+            let addr = doors.flight;
             let mut client = connect(addr, &token).await;
-            let door = http.map(|http| HttpDoor {
+            let pg = match doors.postgres {
+                Some(pg) => Some(PgDoor::connect(pg, &user, &token).await.unwrap()),
+                None => None,
+            };
+            let door = doors.http.map(|http| HttpDoor {
                 client: reqwest::Client::new(),
                 url: format!("http://{http}/v1/query"),
                 token: token.clone(),
             });
             let mut rng = rand::rngs::StdRng::from_os_rng();
             while Instant::now() < until {
-                let kind = Kind::draw(&mut rng, small_only, door.is_some());
+                let kind = Kind::draw(&mut rng, small_only, door.is_some(), pg.is_some());
                 let small = rng.random_range(0..SMALL.len());
                 let started = Instant::now();
-                let outcome = match &door {
-                    Some(door) if kind >= Kind::HttpSmall => {
+                let outcome = match (kind, &door, &pg) {
+                    (Kind::Pg(action), _, Some(pg)) => {
+                        let sql = small_sql(SMALL[small], rng.random_range(1..2_000));
+                        pg.act(action, &sql, LARGE, large_rows).await
+                    }
+                    (Kind::HttpSmall | Kind::HttpLarge | Kind::HttpBadSql, Some(door), _) => {
                         door.act(kind, small, &mut rng, large_rows).await
                     }
                     _ => act(&mut client, addr, kind, small, &mut rng, large_rows).await,
@@ -352,8 +413,8 @@ async fn act(
             Err(e) if tonic_code(&e) == Some(Code::InvalidArgument) => Ok(()),
             other => Err(format!("bad SQL: {other:?}")),
         },
-        Kind::HttpSmall | Kind::HttpLarge | Kind::HttpBadSql => {
-            Err("an HTTP action without the HTTP door".into())
+        Kind::HttpSmall | Kind::HttpLarge | Kind::HttpBadSql | Kind::Pg(_) => {
+            Err("an action of another door without its client".into())
         }
     }
 }
@@ -509,12 +570,15 @@ struct Gateway {
     metrics: SocketAddr,
     /// The HTTP door's address.
     http: SocketAddr,
+    /// The Postgres door's address.
+    postgres: SocketAddr,
 }
 
 impl Gateway {
     fn start(binary: &Path, dir: &Path, scale: f64) -> Self {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let postgres: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let (child, addr) = ready::spawn_until_ready(
             Command::new(binary)
                 .args([
@@ -531,6 +595,7 @@ impl Gateway {
                 .env_remove("RUST_LOG")
                 // By environment, which binaries without an HTTP door ignore (A/B runs).
                 .env("MESHGATE_HTTP_LISTEN", http.to_string())
+                .env("MESHGATE_PG_LISTEN", postgres.to_string())
                 .stderr(Stdio::null()),
             Duration::from_secs(300),
         );
@@ -539,6 +604,7 @@ impl Gateway {
             addr,
             metrics,
             http,
+            postgres,
         }
     }
 
@@ -720,10 +786,12 @@ impl Report {
     fn markdown(&self, args: &Args) -> String {
         let mut md = String::new();
         md.push_str(&format!(
-            "# Load and soak\n\n`meshgate demo --scale {}` (release) on loopback; the large \
-             stream is `{LARGE}` ({} rows). Each client has its own principal and \
-             connection. {} cores.\n\n",
+            "# Load and soak\n\n`meshgate demo --scale {}` (`{}`) on loopback, through {}; the \
+             large stream is `{LARGE}` ({} rows). Each client has its own principal and \
+             connection to each door. {} cores.\n\n",
             args.scale,
+            args.gateway.display(),
+            args.doors(),
             self.large_rows,
             std::thread::available_parallelism().map_or(0, |n| n.get())
         ));
@@ -792,6 +860,8 @@ impl Report {
     fn json(&self, args: &Args) -> serde_json::Value {
         serde_json::json!({
             "scale": args.scale,
+            "gateway": args.gateway,
+            "doors": args.doors(),
             "phases": args.phases,
             "large_rows": self.large_rows,
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
