@@ -7,18 +7,22 @@
 #      domain storage on S3);
 #   4. runs the Python end-to-end suite (pyarrow, ADBC, flightsql-dbapi/SQLAlchemy,
 #      psql, psycopg, DuckDB as the independent oracle), on local files and on S3.
-# Debian's postgresql-client (psql) is installed with apt-get when missing.
+# Debian's postgresql-client (psql) and haproxy (the load balancer in front of the
+# replica tests) are installed with apt-get when missing.
 # Extra arguments go to pytest.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 
-if ! command -v psql >/dev/null 2>&1; then
+missing=()
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+if [ "${#missing[@]}" -gt 0 ]; then
     sudo_cmd=""
     if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql-client >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 cargo build --workspace --bins --locked

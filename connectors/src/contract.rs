@@ -133,6 +133,9 @@ impl TableProvider for ContractTable {
             .inner
             .scan(state, Some(&inner_projection), &filters, limit)
             .await?;
+        if let Some(scanned) = state.config().get_extension::<crate::ScannedFiles>() {
+            scanned.record(&plan);
+        }
 
         let needs_cast = wanted.iter().any(|&i| self.sources[i].needs_cast);
         let names_match = plan

@@ -12,6 +12,7 @@ mod inspect;
 mod parquet;
 mod pushdown;
 mod sample;
+mod scanned;
 mod storage;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use error::{
 pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;
 pub use sample::{SampledPlan, sample_row_groups};
+pub use scanned::{ScannedFile, ScannedFiles};
 pub use storage::{
     DELTA_STORE_SCHEME, DomainStorage, DomainStorageConfig, MESH_STORE_SCHEME, ObservedRegistry,
     ObserverPick, RequestConfig, ResolvedLocation, S3Config, S3CredentialsConfig,

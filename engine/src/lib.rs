@@ -32,8 +32,9 @@ mod session;
 // Planning and executing statements.
 pub use engine::{Engine, Execution, Load, Prepared};
 pub use query::{
-    ColumnOrigin, PlannedQuery, PlanningRecord, PreparedStatement, QueryOptions, QueryRequest,
-    SentBytes, Statement, too_many_rows, wire_schema,
+    ColumnOrigin, PLAN_SNAPSHOT_LEN, PlanSnapshot, PlannedQuery, PlanningRecord, PreparedParts,
+    PreparedStatement, QueryOptions, QueryRequest, SentBytes, Statement, too_many_rows,
+    wire_schema,
 };
 
 // Errors, and how a door maps them to its protocol.

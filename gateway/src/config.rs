@@ -210,6 +210,12 @@ pub struct HandleConfig {
     /// Most tickets, and most prepared statements, one principal may hold at once:
     /// past it, its own least recently used handle goes, never another principal's.
     pub max_handles_per_principal: usize,
+    /// File of the keys that seal handles, shared by the replicas (`<id> <64 hex
+    /// digits>` per line; the first seals, all open). Without it (or `keys_env`), a
+    /// key of the process's own: its handles open nowhere else.
+    pub keys_file: Option<PathBuf>,
+    /// Environment variable holding the keys, as the file would.
+    pub keys_env: Option<String>,
 }
 
 impl Default for HandleConfig {
@@ -220,6 +226,8 @@ impl Default for HandleConfig {
             session_ttl: Duration::from_secs(8 * 3600),
             max_handles: 10_000,
             max_handles_per_principal: 1_000,
+            keys_file: None,
+            keys_env: None,
         }
     }
 }

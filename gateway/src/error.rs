@@ -207,6 +207,9 @@ pub enum StartupError {
     /// The audit file cannot be opened.
     #[error(transparent)]
     AuditLog(#[from] crate::audit::AuditLogError),
+    /// The handle keys cannot be loaded.
+    #[error(transparent)]
+    HandleKeys(#[from] crate::handle_keys::HandleKeysError),
     /// The masking key file cannot be read.
     #[error("masking key file {}: {source}", path.display())]
     MaskingKeyFile {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 mod door_tls;
 pub mod error;
+pub mod handle_keys;
 pub mod http_door;
 pub mod lint;
 pub mod observability;

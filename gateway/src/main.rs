@@ -394,6 +394,10 @@ async fn serve(command: Command) -> Result<(), CliError> {
             if config.masking.key_file.is_none() && config.masking.key_env.is_none() {
                 config.masking.key_file = Some(secret.clone());
             }
+            // Demos on the same directory are replicas: they share the handle keys.
+            if config.handles.keys_file.is_none() && config.handles.keys_env.is_none() {
+                config.handles.keys_file = Some(demo::demo_handle_keys(&dir)?);
+            }
             // Hidden, so that the mesh watcher ignores the agent's writes.
             config.state_dir.get_or_insert_with(|| dir.join(".state"));
             (dir, config, Some(secret))

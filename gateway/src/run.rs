@@ -12,6 +12,7 @@ use crate::audit::{AuditLog, Auditor};
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
 use crate::error::StartupError;
+use crate::handle_keys::HandleKeys;
 use crate::http_door::HttpDoor;
 use crate::pg_door::PgDoor;
 
@@ -93,7 +94,8 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         &config.engine,
         Arc::clone(&auditor),
     )?);
-    let state = Arc::new(GatewayState::new(engine, &config)?);
+    let keys = Arc::new(handle_keys(&config.handles)?);
+    let state = Arc::new(GatewayState::new(engine, &config, keys)?);
     let operator = match config.observability.listen {
         Some(addr) => {
             Some(OperatorListener::bind(addr, metrics, Arc::clone(&state), Some(storage)).await?)
@@ -134,12 +136,41 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
 fn open_quality_store(config: &GatewayConfig) -> Result<Arc<QualityStore>> {
     let retention = config.quality.retention;
     match &config.state_dir {
-        Some(dir) => Ok(Arc::new(QualityStore::open(dir, retention)?)),
+        Some(dir) => match QualityStore::open(dir, retention) {
+            Ok(store) => Ok(Arc::new(store)),
+            // Two processes on one state directory: the second is a replica started
+            // beside the first (as two demos on one directory are).
+            Err(e) if e.is_held_elsewhere() => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "another process holds the state directory: this one keeps its \
+                     quality history in memory only (give each replica its own state_dir)"
+                );
+                Ok(Arc::new(QualityStore::in_memory(retention)))
+            }
+            Err(e) => Err(e.into()),
+        },
         None => {
             tracing::warn!("no state directory configured: quality history is kept in memory only");
             Ok(Arc::new(QualityStore::in_memory(retention)))
         }
     }
+}
+
+/// The keys that seal handles: configured (shared by replicas), or the process's own.
+fn handle_keys(config: &crate::config::HandleConfig) -> Result<HandleKeys> {
+    let keys = match (&config.keys_file, &config.keys_env) {
+        (Some(file), _) => HandleKeys::from_file(file)?,
+        (None, Some(var)) => HandleKeys::from_env(var)?,
+        (None, None) => {
+            tracing::info!(
+                "no handle keys configured (handles.keys_file): tickets and prepared \
+                 statements are redeemable only on this process"
+            );
+            HandleKeys::random()?
+        }
+    };
+    Ok(keys)
 }
 
 fn masking_key(config: &MaskingConfig) -> Result<Vec<u8>> {

@@ -60,6 +60,20 @@ pub enum QualityStoreError {
     Write(#[source] redb::Error),
 }
 
+impl QualityStoreError {
+    /// Whether the database is held by another process (another replica on the same
+    /// state directory).
+    pub fn is_held_elsewhere(&self) -> bool {
+        matches!(
+            self,
+            Self::Database {
+                source: redb::Error::DatabaseAlreadyOpen,
+                ..
+            }
+        )
+    }
+}
+
 impl QualityStore {
     /// A store that keeps measurements in memory only.
     pub fn in_memory(retention: Duration) -> Self {

@@ -6,6 +6,7 @@ mod explain;
 mod origins;
 mod planned;
 mod prepared;
+mod snapshot;
 mod stream;
 
 use std::time::Duration;
@@ -20,7 +21,8 @@ pub use origins::ColumnOrigin;
 pub(crate) use origins::column_origins;
 pub use planned::PlannedQuery;
 pub(crate) use planned::tables_in;
-pub use prepared::{PreparedStatement, too_many_rows};
+pub use prepared::{PreparedParts, PreparedStatement, too_many_rows};
+pub use snapshot::{PLAN_SNAPSHOT_LEN, PlanSnapshot};
 pub(crate) use stream::{InFlight, StreamEnd, observed};
 pub use stream::{SentBytes, wire_schema};
 

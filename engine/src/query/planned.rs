@@ -11,6 +11,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use super::origins::{ColumnOrigin, column_origins};
+use super::snapshot::PlanSnapshot;
 use super::stream::{plain, wire_schema};
 use crate::admission::Deadline;
 use crate::audit::QueryAudit;
@@ -38,6 +39,8 @@ pub struct PlannedQuery {
     /// What the principal saw when the query was planned; the ticket is redeemable
     /// only while the principal's view is still the same.
     view: ViewFingerprint,
+    /// The view and the data files it reads, summed up.
+    snapshot: PlanSnapshot,
     /// The fingerprint of the principal it was planned for: the only one that may run it.
     owner: String,
     /// What the audit records of this query say about it.
@@ -81,6 +84,10 @@ impl PlannedQuery {
         let origins = column_origins(&logical, &state);
         let explain = matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         let task = recording_task_context(&state, &failures)?;
+        let scanned = state
+            .config()
+            .get_extension::<meshgate_connectors::ScannedFiles>();
+        let snapshot = PlanSnapshot::of(view, scanned.as_deref(), &physical);
         Ok(Self {
             execution: Mutex::new(Some(Execution {
                 task: Arc::new(task),
@@ -94,6 +101,7 @@ impl PlannedQuery {
             deadline,
             cancelled: tokio::sync::watch::Sender::new(false),
             view,
+            snapshot,
             owner,
             audit,
         })
@@ -129,6 +137,12 @@ impl PlannedQuery {
         self.audit.query_id.as_deref()
     }
 
+    /// What it reads and shows, summed up: a statement planned again with the same
+    /// snapshot answers from the same data under the same rules.
+    pub fn snapshot(&self) -> PlanSnapshot {
+        self.snapshot
+    }
+
     /// The fingerprint of the principal it was planned for.
     pub(crate) fn owner(&self) -> &str {
         &self.owner
@@ -137,6 +151,14 @@ impl PlannedQuery {
     /// What the principal saw when the query was planned.
     pub(crate) fn view(&self) -> ViewFingerprint {
         self.view
+    }
+
+    /// Whether its one execution has started (it cannot run again).
+    pub fn is_spent(&self) -> bool {
+        self.execution
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 
     /// Starts executing the query; its results come in plain Arrow types. A query

@@ -30,6 +30,23 @@ pub struct PreparedStatement {
     pub(crate) names: Option<NameDefaults>,
 }
 
+/// A prepared statement as plain data, so that a door can carry it in a handle of its
+/// own making and restore it in any process serving the same mesh
+/// ([`PreparedStatement::from_parts`]). It holds the statement as the client sent it and
+/// the values bound to it: nothing that grants anything (the statement is checked and
+/// planned again, for the principal of the moment, at each execution).
+#[derive(Debug, Clone)]
+pub struct PreparedParts {
+    /// The statement as the client sent it.
+    pub sql: String,
+    /// One field per placeholder, `$1..$n`, of the type it takes (`Null`: not inferred).
+    pub parameter_schema: SchemaRef,
+    /// The values bound last, as one row (fields `$1..$n` of the values' own types).
+    pub bound: Option<RecordBatch>,
+    /// Where its partly qualified names resolve, if fixed when it was prepared.
+    pub names: Option<NameDefaults>,
+}
+
 /// The placeholder types of `plan`, by position; a gap in the numbering is an error.
 fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     let types = plan.get_parameter_types()?;
@@ -89,6 +106,65 @@ impl PreparedStatement {
             })
             .collect();
         Arc::new(Schema::new(fields))
+    }
+
+    /// Whether values are bound to it.
+    pub fn has_bound_values(&self) -> bool {
+        self.bound.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    /// The statement as plain data.
+    pub fn to_parts(&self) -> Result<PreparedParts> {
+        let bound = match &self.bound {
+            Some(values) if !values.is_empty() => {
+                let fields: Vec<Field> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Field::new(format!("${}", i + 1), v.data_type(), true))
+                    .collect();
+                let columns = values
+                    .iter()
+                    .map(ScalarValue::to_array)
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                Some(RecordBatch::try_new(
+                    Arc::new(Schema::new(fields)),
+                    columns,
+                )?)
+            }
+            _ => None,
+        };
+        Ok(PreparedParts {
+            sql: self.sql.to_string(),
+            parameter_schema: self.parameter_schema(),
+            bound,
+            names: self.names.clone(),
+        })
+    }
+
+    /// The statement `parts` describe, as [`PreparedStatement::to_parts`] gave them.
+    pub fn from_parts(parts: PreparedParts) -> Result<Self> {
+        let parameter_types = parts
+            .parameter_schema
+            .fields()
+            .iter()
+            .map(|f| (f.data_type() != &DataType::Null).then(|| f.data_type().clone()))
+            .collect();
+        let bound = match &parts.bound {
+            Some(row) if row.num_rows() == 1 => Some(Arc::new(
+                row.columns()
+                    .iter()
+                    .map(|column| ScalarValue::try_from_array(column, 0))
+                    .collect::<datafusion::common::Result<Vec<_>>>()?,
+            )),
+            Some(row) if row.num_rows() > 1 => return Err(too_many_rows(row.num_rows())),
+            _ => None,
+        };
+        Ok(Self {
+            sql: Arc::from(parts.sql),
+            parameter_types: Arc::new(parameter_types),
+            bound,
+            names: parts.names,
+        })
     }
 
     /// Binds the single row of `batches` as the parameter values (no row: unbinds).

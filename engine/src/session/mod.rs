@@ -80,6 +80,11 @@ pub struct PrincipalSession {
 pub(crate) struct ViewFingerprint([u8; 32]);
 
 impl ViewFingerprint {
+    /// The fingerprint as bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn of(views: &[ProductView]) -> Self {
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut part = |bytes: &[u8]| {
@@ -217,8 +222,13 @@ impl SessionFactory {
     /// the memory pool.
     pub fn session(&self, principal: &Principal) -> Result<PrincipalSession> {
         let view = self.view_of(principal)?;
+        // Each request's scans record the files they read (for its plan's snapshot).
+        let mut state = view.state.clone();
+        state
+            .config_mut()
+            .set_extension(Arc::new(meshgate_connectors::ScannedFiles::default()));
         Ok(PrincipalSession {
-            context: SessionContext::new_with_state(view.state.clone()),
+            context: SessionContext::new_with_state(state),
             access: Arc::clone(&view.access),
             view: view.fingerprint,
         })

@@ -18,6 +18,8 @@ pub const DEMO_ISSUER: &str = "meshgate-demo";
 pub const DEMO_AUDIENCE: &str = "meshgate";
 /// Name of the secret file inside the demo directory.
 const SECRET_FILE: &str = ".meshgate-demo-secret";
+/// Name of the handle keys file inside the demo directory.
+const HANDLE_KEYS_FILE: &str = ".meshgate-demo-handle-keys";
 
 /// A demo user and what the token says about them.
 #[derive(Debug, Clone)]
@@ -62,19 +64,35 @@ pub const PERSONAS: [Persona; 4] = [
 
 /// The demo's signing secret, created (0600) on first use.
 pub fn demo_secret(dir: &Path) -> Result<PathBuf> {
-    let path = dir.join(SECRET_FILE);
+    let mut secret = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut secret).map_err(|_| DemoError::NoRandomness)?;
+    write_once(&dir.join(SECRET_FILE), hex::encode(secret).as_bytes())
+}
+
+/// The handle keys file in `dir`, created with one fresh key if missing: every demo
+/// started on the same directory seals and opens handles with the same key, so they
+/// serve as replicas of each other.
+pub fn demo_handle_keys(dir: &Path) -> Result<PathBuf> {
+    let keys =
+        crate::handle_keys::HandleKeys::generate("demo").map_err(|_| DemoError::NoRandomness)?;
+    write_once(&dir.join(HANDLE_KEYS_FILE), keys.as_bytes())
+}
+
+/// `path`, written with `contents` (readable by the owner only) unless it exists; a
+/// demo starting beside another on the same directory keeps what the other wrote.
+fn write_once(path: &Path, contents: &[u8]) -> Result<PathBuf> {
     if !path.exists() {
-        let mut secret = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret).map_err(|_| DemoError::NoRandomness)?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path).map_err(|e| io_error(&path, e))?;
-        file.write_all(hex::encode(secret).as_bytes())
-            .map_err(|e| io_error(&path, e))?;
+        match options.open(path) {
+            Ok(mut file) => file.write_all(contents).map_err(|e| io_error(path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(path, e)),
+        }
     }
-    Ok(path)
+    Ok(path.to_path_buf())
 }
 
 /// The issuer the gateway trusts for demo tokens.

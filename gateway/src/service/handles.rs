@@ -1,10 +1,12 @@
-//! Server-side handles: what a ticket or a prepared-statement handle stands for.
+//! What this process keeps of the handles it gave out: the plan behind a ticket, the
+//! prepared statement behind its handle, so that a handle redeemed where it was issued
+//! needs no planning again.
 //!
-//! A handle is 16 random bytes of id followed by a 16-byte HMAC-SHA256 tag over the id
-//! and the principal that created it, under a key that never leaves this process. It
-//! carries no SQL and no authority: redeeming it requires the same principal (checked
-//! on the tag, then on the entry), within its time-to-live. Any failure, whether
-//! unknown, expired, forged or presented by another principal, looks the same to the
+//! Entries are named by the 16 random bytes of id a sealed handle carries
+//! ([`super::sealed`]); the handle itself is what any replica can open, so an entry
+//! lost here (evicted, expired, or held by another replica) only costs planning again.
+//! An entry is found only for the principal that made it, within its time-to-live; any
+//! failure, whether unknown, expired or another principal's, looks the same to the
 //! caller. The store holds a bounded number of entries, and each principal a bounded
 //! share of them: each insert drops the expired ones; a principal at its share then
 //! loses its own least recently used handle, and a full store takes the least recently
@@ -18,17 +20,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::{constant_time, hmac, rand};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
-const ID_LEN: usize = 16;
-const TAG_LEN: usize = 16;
-/// Length of a handle in bytes.
-pub const HANDLE_LEN: usize = ID_LEN + TAG_LEN;
+/// Length of an entry's id in bytes.
+pub(super) const ID_LEN: usize = 16;
 
-type Id = [u8; ID_LEN];
+/// An entry's id.
+pub(super) type Id = [u8; ID_LEN];
 
 #[derive(Debug)]
 struct Entry<T> {
@@ -136,13 +136,12 @@ impl<T> Entries<T> {
     }
 }
 
-/// A bounded, expiring, principal-bound map from opaque handles to values.
+/// A bounded, expiring, principal-bound map from handle ids to values.
 pub struct HandleStore<T> {
     what: &'static str,
     ttl: Duration,
     capacity: usize,
     per_owner: usize,
-    key: hmac::Key,
     entries: Mutex<Entries<T>>,
 }
 
@@ -158,33 +157,19 @@ impl<T> std::fmt::Debug for HandleStore<T> {
 }
 
 impl<T: Clone> HandleStore<T> {
-    /// A store of `what` (used in error messages) with a fresh key, holding at most
-    /// `capacity` entries, and at most `per_owner` of them for one owner.
+    /// A store of `what` (used in error messages) holding at most `capacity` entries,
+    /// and at most `per_owner` of them for one owner.
     pub fn new(what: &'static str, ttl: Duration, capacity: usize, per_owner: usize) -> Self {
-        let mut key = [0u8; 32];
-        // The system RNG does not fail on supported platforms; a zero key would still
-        // bind handles to their owner through the entry check below.
-        let _ = rand::fill(&mut key);
         Self {
             what,
             ttl,
             capacity: capacity.max(1),
             per_owner: per_owner.clamp(1, capacity.max(1)),
-            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             entries: Mutex::new(Entries::new()),
         }
     }
 
-    fn tag(&self, id: &Id, owner: &str) -> [u8; TAG_LEN] {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(id);
-        ctx.update(owner.as_bytes());
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&ctx.sign().as_ref()[..TAG_LEN]);
-        tag
-    }
-
-    /// Stores `value` for `owner` under a new handle.
+    /// Stores `value` for `owner` under a new id.
     pub fn insert(&self, owner: &str, value: T) -> Bytes {
         self.insert_at(owner, value, Instant::now())
     }
@@ -192,9 +177,21 @@ impl<T: Clone> HandleStore<T> {
     fn insert_at(&self, owner: &str, value: T, now: Instant) -> Bytes {
         let mut id: Id = [0u8; ID_LEN];
         id.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        self.put_at(id, owner, value, now);
+        Bytes::copy_from_slice(&id)
+    }
+
+    /// Stores `value` for `owner` under `id` (a handle opened here that another
+    /// process issued), replacing what `id` held.
+    pub fn put(&self, id: Id, owner: &str, value: T) {
+        self.put_at(id, owner, value, Instant::now());
+    }
+
+    fn put_at(&self, id: Id, owner: &str, value: T, now: Instant) {
         let _freed_unlocked = {
             let mut entries = self.lock();
             let mut freed = entries.take_expired(now, self.ttl);
+            freed.extend(entries.remove(&id));
             if entries.held_by(owner) >= self.per_owner {
                 freed.extend(entries.evict_oldest_of(owner));
             } else if entries.by_id.len() >= self.capacity {
@@ -203,10 +200,6 @@ impl<T: Clone> HandleStore<T> {
             entries.insert(id, Arc::from(owner), value, now);
             freed
         };
-        let mut handle = BytesMut::with_capacity(HANDLE_LEN);
-        handle.put_slice(&id);
-        handle.put_slice(&self.tag(&id, owner));
-        handle.freeze()
     }
 
     /// The value behind `handle` for `owner`, refreshing its time-to-live.
@@ -281,15 +274,9 @@ impl<T: Clone> HandleStore<T> {
         self.len() == 0
     }
 
-    fn verify(&self, handle: &[u8], owner: &str) -> Result<Id> {
-        if handle.len() != HANDLE_LEN {
-            return Err(self.unknown());
-        }
-        let mut id: Id = [0u8; ID_LEN];
-        id.copy_from_slice(&handle[..ID_LEN]);
-        constant_time::verify_slices_are_equal(&handle[ID_LEN..], &self.tag(&id, owner))
-            .map_err(|_| self.unknown())?;
-        Ok(id)
+    /// The id `handle` holds; whose it is, the entry says.
+    fn verify(&self, handle: &[u8], _owner: &str) -> Result<Id> {
+        handle.try_into().map_err(|_| self.unknown())
     }
 
     pub(super) fn unknown(&self) -> Error {
@@ -313,7 +300,7 @@ mod tests {
         let t = Instant::now();
         let store = HandleStore::new("ticket", Duration::from_millis(50), 10, 10);
         let h = store.insert_at("iss|ann", 7, t);
-        assert_eq!(h.len(), HANDLE_LEN);
+        assert_eq!(h.len(), ID_LEN);
         assert_eq!(store.get_at(&h, "iss|ann", at(t, 10)).unwrap(), 7);
         assert!(
             store
@@ -321,7 +308,7 @@ mod tests {
                 .is_err_and(|e| e.is_unknown_handle())
         );
         let mut forged = h.to_vec();
-        forged[HANDLE_LEN - 1] ^= 1;
+        forged[ID_LEN - 1] ^= 1;
         assert!(
             store
                 .get(&forged, "iss|ann")

@@ -16,6 +16,7 @@ mod encode;
 mod handles;
 mod metadata;
 mod prepared;
+mod sealed;
 mod served;
 mod session_messages;
 mod sessions;
@@ -41,7 +42,7 @@ use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use tonic::{Request, Response, Status};
 
 pub use crate::options::MAX_STALENESS_HEADER;
-pub use handles::{HANDLE_LEN, HandleStore};
+pub use handles::HandleStore;
 pub use prepared::{MAX_PARAMETER_BYTES, MAX_PARAMETER_MESSAGES};
 pub use served::MeshFlightService;
 pub use state::GatewayState;

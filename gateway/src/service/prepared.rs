@@ -1,6 +1,13 @@
 //! Prepared statements through the Flight door: created (checked and described by the
-//! engine, kept under a handle bound to the principal), bound through DoPut, closed.
-//! Executing one is GetFlightInfo of its handle, on the statements' path.
+//! engine), bound through DoPut, closed. Executing one is GetFlightInfo of its handle,
+//! on the statements' path.
+//!
+//! The handle is sealed and self-contained ([`super::sealed`]): it carries the
+//! statement, its parameter types and the values bound to it, so any replica can run
+//! it. Binding answers with a new handle carrying the new values (Flight SQL's
+//! `DoPutPreparedStatementResult`), which clients send from then on; the process that
+//! bound them also keeps them under the handle's id, for clients that keep sending the
+//! first handle.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -16,8 +23,13 @@ use meshgate_catalog::Principal;
 use meshgate_engine::{Deadline, QueryOptions, too_many_rows};
 
 use super::column_metadata::described;
+use super::handles::Id;
+use super::sealed::{self, PreparedBody};
 use super::state::GatewayState;
 use crate::error::{Error, Result};
+use crate::handle_keys::HandlePurpose;
+use meshgate_engine::PreparedStatement;
+use prost::Message;
 
 /// Most bytes of parameter values one DoPut may bind (the one row of a query's
 /// placeholders); a stream sending more is refused as it arrives. A prepared statement
@@ -46,7 +58,9 @@ impl GatewayState {
             &prepared.column_origins,
         ))?;
         let parameter_schema = schema_bytes(&prepared.parameter_schema)?;
-        let handle = self.prepared.insert(&owner, prepared.statement);
+        let body = PreparedBody::of(&prepared.statement)?;
+        let id = self.prepared.insert(&owner, prepared.statement);
+        let handle = self.seal_prepared(&id, &owner, body);
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle,
             dataset_schema,
@@ -65,21 +79,64 @@ impl GatewayState {
         data: PeekableFlightDataStream,
     ) -> Result<DoPutPreparedStatementResult> {
         let owner = principal.fingerprint();
-        let mut statement = self.prepared.get(handle, &owner)?;
+        let (id, mut statement) = self.prepared_statement(handle, &owner)?;
         let deadline = Deadline::starting_now(self.engine.query_timeout(), None);
         let batches = deadline
             .run(async { read_parameters(data).await.map_err(unwrap_engine) })
             .await?;
         statement.bind(&batches)?;
-        self.prepared.update(handle, &owner, statement)?;
+        let body = PreparedBody::of(&statement)?;
+        self.prepared.put(id, &owner, statement);
         Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(Bytes::copy_from_slice(handle)),
+            prepared_statement_handle: Some(self.seal_prepared(&id, &owner, body)),
         })
     }
 
-    /// Closes a prepared statement; closing an unknown one is not an error.
+    /// Closes a prepared statement; closing an unknown one is not an error. (Its
+    /// handle stays valid on other replicas until it expires: it needs nothing kept.)
     pub(super) fn close_prepared(&self, principal: &Principal, handle: &[u8]) {
-        let _ = self.prepared.remove(handle, &principal.fingerprint());
+        let owner = principal.fingerprint();
+        if let Some(opened) =
+            sealed::open(&self.keys, HandlePurpose::PreparedStatement, handle, &owner)
+        {
+            let _ = self.prepared.remove(&opened.id, &owner);
+        }
+    }
+
+    /// The prepared statement behind `handle`, if it is `owner`'s and unexpired: with
+    /// the values the handle carries, else with those bound here last.
+    pub(super) fn prepared_statement(
+        &self,
+        handle: &[u8],
+        owner: &str,
+    ) -> Result<(Id, PreparedStatement)> {
+        let opened = sealed::open(&self.keys, HandlePurpose::PreparedStatement, handle, owner)
+            .ok_or_else(|| self.prepared.unknown())?;
+        let carried = PreparedBody::decode(opened.body.as_slice())
+            .ok()
+            .and_then(|body| body.statement())
+            .ok_or_else(|| self.prepared.unknown())?;
+        // Values the handle carries are the ones to use (bound wherever); a handle
+        // without values may be the first one of a statement bound here since.
+        if !carried.has_bound_values()
+            && let Ok(kept) = self.prepared.get(&opened.id, owner)
+        {
+            return Ok((opened.id, kept));
+        }
+        self.prepared.put(opened.id, owner, carried.clone());
+        Ok((opened.id, carried))
+    }
+
+    /// A handle of the prepared statement `body` describes.
+    fn seal_prepared(&self, id: &[u8], owner: &str, body: PreparedBody) -> Bytes {
+        sealed::seal(
+            &self.keys,
+            HandlePurpose::PreparedStatement,
+            id,
+            owner,
+            self.ttls.prepared,
+            body.encode_to_vec(),
+        )
     }
 }
 

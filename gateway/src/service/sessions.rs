@@ -5,10 +5,17 @@
 //! A session is named by the `arrow_flight_session_id` cookie, which the answer to the
 //! first `SetSessionOptions` sets (clients send it back with their cookie middleware:
 //! the JDBC driver always, ADBC with `adbc.flight.sql.rpc.with_cookie_middleware`).
-//! Sessions belong to the principal that made them (another principal's cookie names
-//! no session), expire when unused for `handles.session_ttl`, are bounded like other
-//! handles, and carry no authority: every call is still authenticated by its token,
-//! and a session's catalog only says where partly qualified names resolve.
+//! The cookie is the session: its options, sealed with the replicas' handle keys
+//! ([`super::sealed`]), so any replica serves it and none keeps anything. Each
+//! `SetSessionOptions` answers with a new cookie; a session expires
+//! `handles.session_ttl` after its options were last set. Sessions belong to the
+//! principal that made them (another principal's cookie names no session), hold at most
+//! [`MAX_SESSION_BYTES`] of options (so the cookie fits in a request's headers), and
+//! carry no authority: every call is still authenticated by its token, and a session's
+//! catalog only says where partly qualified names resolve. `CloseSession` asks the
+//! client to forget its cookie, and the replica that closed it refuses it from then
+//! on; another replica cannot know, and serves it (for its principal only) until it
+//! expires.
 //!
 //! Options: `catalog` and `schema` (a domain and a product: `visits` is then
 //! `<catalog>.<schema>.visits`), `max_staleness` and `timeout` (durations such as
@@ -20,18 +27,21 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use meshgate_catalog::Principal;
 use meshgate_engine::{NameDefaults, QueryOptions, VersionPins};
 use prost::Message;
 
+use super::sealed;
 use super::session_messages::{
     CLOSED, CloseSessionResult, GetSessionOptionsResult, INVALID_NAME, INVALID_VALUE, OptionValue,
     SessionOptionValue, SetSessionOptionError, SetSessionOptionsRequest, SetSessionOptionsResult,
 };
 use super::state::GatewayState;
 use crate::error::{Error, Result};
+use crate::handle_keys::HandlePurpose;
 use crate::options::query_options;
 
 /// The cookie naming a session (the name Arrow's own session middlewares use).
@@ -46,6 +56,24 @@ const MAX_VALUE_LEN: usize = 4096;
 /// Most options one request may set: there are four, so this only bounds what a
 /// request makes the server answer.
 const MAX_OPTIONS_PER_REQUEST: usize = 32;
+/// Most bytes a session's options take together: the cookie carries them, and headers
+/// are bounded (gRPC clients refuse past 8 KiB of metadata).
+pub(super) const MAX_SESSION_BYTES: usize = 3 * 1024;
+
+/// A session's options as its cookie carries them: the text of each, as set.
+#[derive(Clone, PartialEq, Message)]
+struct SessionBody {
+    #[prost(string, optional, tag = "1")]
+    catalog: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    schema: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    max_staleness: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    timeout: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    versions: Option<String>,
+}
 
 /// A session's options, as set (their text is kept to answer `GetSessionOptions`).
 #[derive(Debug, Clone, Default)]
@@ -106,6 +134,34 @@ impl SessionValues {
         Ok(())
     }
 
+    /// The options as a cookie carries them.
+    fn body(&self) -> SessionBody {
+        SessionBody {
+            catalog: self.catalog.clone(),
+            schema: self.schema.clone(),
+            max_staleness: self.max_staleness.as_ref().map(|d| d.1.clone()),
+            timeout: self.timeout.as_ref().map(|d| d.1.clone()),
+            versions: self.versions.as_ref().map(|v| v.1.clone()),
+        }
+    }
+
+    /// The options a cookie carried; `None` if they no longer parse.
+    fn from_body(body: SessionBody) -> Option<Self> {
+        let mut values = Self::default();
+        for (name, text) in [
+            ("catalog", body.catalog),
+            ("schema", body.schema),
+            ("max_staleness", body.max_staleness),
+            ("timeout", body.timeout),
+            ("versions", body.versions),
+        ] {
+            if let Some(text) = text {
+                values.set(name, Some(&OptionValue::String(text))).ok()?;
+            }
+        }
+        Some(values)
+    }
+
     /// The options as `GetSessionOptions` reports them.
     fn reported(&self) -> HashMap<String, SessionOptionValue> {
         let text = |value: &str| SessionOptionValue {
@@ -139,7 +195,8 @@ fn session_cookie(headers: &HeaderMap) -> Option<Vec<u8>> {
         .flat_map(|value| value.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name.trim() == SESSION_COOKIE).then(|| hex::decode(value.trim()).unwrap_or_default())
+            (name.trim() == SESSION_COOKIE)
+                .then(|| URL_SAFE_NO_PAD.decode(value.trim()).unwrap_or_default())
         })
 }
 
@@ -171,15 +228,23 @@ impl GatewayState {
         Ok(options)
     }
 
-    fn session(&self, principal: &Principal, handle: &[u8]) -> Result<SessionValues> {
-        self.sessions
-            .get(handle, &principal.fingerprint())
-            .map_err(|_| {
+    fn session(&self, principal: &Principal, cookie: &[u8]) -> Result<SessionValues> {
+        self.open_session(principal, cookie)
+            .and_then(|opened| SessionBody::decode(opened.body.as_slice()).ok())
+            .and_then(SessionValues::from_body)
+            .ok_or_else(|| {
                 Error::unknown_handle(
                     "the Flight SQL session is unknown or expired (handles.session_ttl): \
-                     set its options again, or reconnect",
+                 set its options again, or reconnect",
                 )
             })
+    }
+
+    /// The session cookie `cookie` opened for `principal`, unless it was closed here.
+    fn open_session(&self, principal: &Principal, cookie: &[u8]) -> Option<sealed::Opened> {
+        let owner = principal.fingerprint();
+        sealed::open(&self.keys, HandlePurpose::Session, cookie, &owner)
+            .filter(|opened| self.closed_sessions.get(&opened.id, &owner).is_err())
     }
 
     /// `SetSessionOptions`: sets what it can, reports per option what it cannot, and
@@ -200,30 +265,39 @@ impl GatewayState {
             )));
         }
         let owner = principal.fingerprint();
-        let live = session_cookie(headers)
-            .and_then(|handle| Some((self.session(principal, &handle).ok()?, handle)));
-        let (mut values, existing) = match live {
-            Some((values, handle)) => (values, Some(handle)),
-            None => (SessionValues::default(), None),
-        };
+        let mut values = session_cookie(headers)
+            .and_then(|cookie| self.session(principal, &cookie).ok())
+            .unwrap_or_default();
         let mut errors = HashMap::new();
         for (name, value) in &request.session_options {
-            if let Err(code) = values.set(name, value.option_value.as_ref()) {
+            let before = values.clone();
+            let set = values
+                .set(name, value.option_value.as_ref())
+                .and_then(|()| {
+                    // Too much to carry in a cookie: this option is refused, as too long.
+                    if values.body().encoded_len() > MAX_SESSION_BYTES {
+                        values = before;
+                        return Err(INVALID_VALUE);
+                    }
+                    Ok(())
+                });
+            if let Err(code) = set {
                 // Names are echoed back; an overlong one is not worth echoing whole.
                 let name: String = name.chars().take(MAX_VALUE_LEN).collect();
                 errors.insert(name, SetSessionOptionError { value: code });
             }
         }
-        let set_cookie = match existing {
-            Some(handle) => {
-                self.sessions.update(&handle, &owner, values)?;
-                None
-            }
-            None => Some(cookie(&self.sessions.insert(&owner, values))),
-        };
+        let sealed = sealed::seal(
+            &self.keys,
+            HandlePurpose::Session,
+            uuid::Uuid::new_v4().as_bytes(),
+            &owner,
+            self.ttls.session,
+            values.body().encode_to_vec(),
+        );
         Ok(SessionAnswer {
             result: encoded(&SetSessionOptionsResult { errors }),
-            set_cookie,
+            set_cookie: Some(cookie(&sealed)),
         })
     }
 
@@ -248,12 +322,17 @@ impl GatewayState {
         principal: &Principal,
         headers: &HeaderMap,
     ) -> Result<SessionAnswer> {
-        let handle = session_cookie(headers);
-        if let Some(handle) = &handle {
-            // Unknown or another principal's: nothing of this caller's to close.
-            let _ = self.sessions.remove(handle, &principal.fingerprint());
+        // The cookie holds the whole session: forgetting it is closing it. (Another
+        // principal's cookie opens no session of the caller's: nothing to close.)
+        let cookie = session_cookie(headers);
+        if let Some(opened) = cookie
+            .as_deref()
+            .and_then(|c| self.open_session(principal, c))
+        {
+            self.closed_sessions
+                .put(opened.id, &principal.fingerprint(), ());
         }
-        let closed = handle.is_some();
+        let closed = cookie.is_some();
         Ok(SessionAnswer {
             result: encoded(&CloseSessionResult { status: CLOSED }),
             set_cookie: closed.then(|| format!("{SESSION_COOKIE}=; Max-Age=0")),
@@ -261,8 +340,8 @@ impl GatewayState {
     }
 }
 
-fn cookie(handle: &Bytes) -> String {
-    format!("{SESSION_COOKIE}={}", hex::encode(handle))
+fn cookie(sealed: &[u8]) -> String {
+    format!("{SESSION_COOKIE}={}", URL_SAFE_NO_PAD.encode(sealed))
 }
 
 fn encoded(message: &impl Message) -> arrow_flight::Result {
@@ -314,7 +393,7 @@ mod tests {
         assert_eq!(session_cookie(&headers), None);
         headers.insert(
             http::header::COOKIE,
-            format!("a=b; {SESSION_COOKIE}=0aff; c=d").parse().unwrap(),
+            format!("a=b; {SESSION_COOKIE}=Cv8; c=d").parse().unwrap(),
         );
         assert_eq!(session_cookie(&headers), Some(vec![0x0a, 0xff]));
     }

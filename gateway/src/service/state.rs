@@ -10,11 +10,11 @@ use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use meshgate_engine::{Engine, Load, PlannedQuery, PreparedStatement, SessionFactory};
 
 use super::handles::HandleStore;
-use super::sessions::SessionValues;
 use super::spans::TraceContext;
 use super::sql_info;
 use crate::config::GatewayConfig;
 use crate::error::Result;
+use crate::handle_keys::HandleKeys;
 
 /// How often expired tickets and prepared statements are dropped when no insert does it.
 const HANDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -30,12 +30,28 @@ pub(super) struct IssuedTicket {
     pub(super) schema: arrow::datatypes::SchemaRef,
 }
 
+/// How long each kind of handle opens after it was issued.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HandleTtls {
+    pub(super) ticket: Duration,
+    pub(super) prepared: Duration,
+    pub(super) session: Duration,
+}
+
 /// Shared state of the Flight door.
 pub struct GatewayState {
     pub(super) engine: Arc<Engine>,
+    /// The keys that seal and open handles (shared by the replicas).
+    pub(super) keys: Arc<HandleKeys>,
+    pub(super) ttls: HandleTtls,
+    /// The plans behind the tickets issued here, by the tickets' ids.
     pub(super) tickets: HandleStore<IssuedTicket>,
+    /// Tickets cancelled here (CancelFlightInfo), until they would have expired.
+    pub(super) cancelled: HandleStore<()>,
+    /// Sessions closed here (CloseSession), until they would have expired.
+    pub(super) closed_sessions: HandleStore<()>,
+    /// The prepared statements whose handles were issued or bound here.
     pub(super) prepared: HandleStore<PreparedStatement>,
-    pub(super) sessions: HandleStore<SessionValues>,
     pub(super) sql_info: SqlInfoData,
     pub(super) xdbc_type_info: XdbcTypeInfoData,
     pub(super) max_flight_data_size: usize,
@@ -54,10 +70,29 @@ impl std::fmt::Debug for GatewayState {
 }
 
 impl GatewayState {
-    /// The Flight door's state over `engine`, with the limits of `config`.
-    pub fn new(engine: Arc<Engine>, config: &GatewayConfig) -> Result<Self> {
+    /// The Flight door's state over `engine`, with the limits of `config`, sealing
+    /// handles with `keys`.
+    pub fn new(engine: Arc<Engine>, config: &GatewayConfig, keys: Arc<HandleKeys>) -> Result<Self> {
         Ok(Self {
             engine,
+            keys,
+            ttls: HandleTtls {
+                ticket: config.handles.ticket_ttl,
+                prepared: config.handles.prepared_ttl,
+                session: config.handles.session_ttl,
+            },
+            cancelled: HandleStore::new(
+                "ticket",
+                config.handles.ticket_ttl,
+                config.handles.max_handles,
+                config.handles.max_handles_per_principal,
+            ),
+            closed_sessions: HandleStore::new(
+                "session",
+                config.handles.session_ttl,
+                config.handles.max_handles,
+                config.handles.max_handles_per_principal,
+            ),
             tickets: HandleStore::new(
                 "ticket",
                 config.handles.ticket_ttl,
@@ -70,12 +105,6 @@ impl GatewayState {
                 config.handles.max_handles,
                 config.handles.max_handles_per_principal,
             ),
-            sessions: HandleStore::new(
-                "session",
-                config.handles.session_ttl,
-                config.handles.max_handles,
-                config.handles.max_handles_per_principal,
-            ),
             sql_info: sql_info::sql_info(config.handles.prepared_ttl)?,
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
@@ -84,7 +113,7 @@ impl GatewayState {
         })
     }
 
-    /// Frees, every 30 s, the tickets, prepared statements and sessions unused
+    /// Frees, every 30 s, the tickets, prepared statements and closed sessions unused
     /// for their time-to-live (with the plans and audit facts they hold), so an idle
     /// gateway gives their memory back. `BoundServer::serve` runs it
     /// while it serves; it also stops by itself when the state is dropped.
@@ -99,8 +128,9 @@ impl GatewayState {
                     return;
                 };
                 let dropped = state.tickets.drop_expired()
-                    + state.prepared.drop_expired()
-                    + state.sessions.drop_expired();
+                    + state.cancelled.drop_expired()
+                    + state.closed_sessions.drop_expired()
+                    + state.prepared.drop_expired();
                 if dropped > 0 {
                     tracing::debug!(dropped, "expired handles dropped");
                 }

@@ -2,6 +2,15 @@
 //! plans through the engine and issues a ticket; DoGet redeems the ticket by executing
 //! the planned query; CancelFlightInfo cancels it. The engine writes the audit record
 //! of each; the door writes only those of requests refused before reaching it.
+//!
+//! A ticket is sealed ([`super::sealed`]) and self-contained: redeemed where it was
+//! issued, the plan made for it runs; redeemed on another replica (or again, or after
+//! this process dropped the plan), the statement is planned again from the ticket, and
+//! runs only if its snapshot (the principal's view, the data files read) is the one the
+//! ticket was planned on; otherwise the ticket is unknown (`NOT_FOUND`) and the client
+//! plans again. So a ticket may be redeemed more than once within its time-to-live,
+//! always for the same answer. A cancelled ticket is refused by the replica that
+//! cancelled it; another replica cannot know of the cancellation.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,16 +19,19 @@ use arrow_flight::{FlightDescriptor, FlightInfo};
 use bytes::Bytes;
 use meshgate_catalog::Principal;
 use meshgate_engine::{
-    Error as EngineError, Execution, PlanningRecord, QueryOptions, QueryRequest, SentBytes,
-    Statement,
+    Error as EngineError, Execution, PlannedQuery, PlanningRecord, QueryOptions, QueryRequest,
+    SentBytes, Statement, VersionPins,
 };
+use prost::Message;
 
 use super::column_metadata::described;
 use super::encode::{FlightDataStream, encode, statement_flight_info};
+use super::sealed::{self, TicketBody};
 use super::spans;
 use super::state::{GatewayState, IssuedTicket};
 use crate::audit::AuditRecord;
 use crate::error::{Error, Result};
+use crate::handle_keys::HandlePurpose;
 use crate::stall::close_when_stalled;
 
 /// What GetFlightInfo asks to plan.
@@ -56,18 +68,25 @@ impl GatewayState {
         span: tracing::Span,
     ) -> Result<FlightInfo> {
         let rpc = command.rpc();
+        let owner = principal.fingerprint();
         let statement = match command {
             Command::Sql(sql) => Statement::Sql(sql),
-            Command::Prepared(handle) => {
-                match self.prepared.get(&handle, &principal.fingerprint()) {
-                    Ok(prepared) => Statement::Prepared(prepared),
-                    Err(e) => {
-                        spans::record_failure(&[&span], e.code_name());
-                        return Err(self.refused(rpc, &principal, Some(&query_id), e));
-                    }
+            Command::Prepared(handle) => match self.prepared_statement(&handle, &owner) {
+                Ok((_, prepared)) => Statement::Prepared(prepared),
+                Err(e) => {
+                    spans::record_failure(&[&span], e.code_name());
+                    return Err(self.refused(rpc, &principal, Some(&query_id), e));
                 }
-            }
+            },
         };
+        // What the ticket carries, to plan the statement again elsewhere.
+        let sealing = (
+            statement.clone(),
+            options.names.clone(),
+            options.versions.to_text(),
+            options.max_staleness,
+            query_id.clone(),
+        );
         let trace = spans::trace_of(&span);
         let request = QueryRequest {
             principal,
@@ -78,10 +97,22 @@ impl GatewayState {
             span,
             planning_record: PlanningRecord::Always,
         };
-        let owner = request.principal.fingerprint();
         let planned = Arc::new(self.engine.plan(request).await?);
         let schema = described(planned.schema(), planned.column_origins());
-        let handle = self.tickets.insert(
+        let (statement, names, versions, max_staleness, query_id) = sealing;
+        let body = TicketBody::new(
+            &statement,
+            &names,
+            versions,
+            max_staleness,
+            planned
+                .deadline()
+                .at
+                .saturating_duration_since(tokio::time::Instant::now()),
+            planned.snapshot().as_bytes(),
+            query_id,
+        )?;
+        let id = self.tickets.insert(
             &owner,
             IssuedTicket {
                 query: planned,
@@ -89,11 +120,19 @@ impl GatewayState {
                 schema: Arc::clone(&schema),
             },
         );
+        let handle = sealed::seal(
+            &self.keys,
+            HandlePurpose::Ticket,
+            &id,
+            &owner,
+            self.ttls.ticket,
+            body.encode_to_vec(),
+        );
         // The schema is plain Arrow (the engine's wire schema), so encoding it does not
         // fail; if it ever did, the ticket goes and the client gets INTERNAL, while the
         // planning's audit record (written by the engine) stands as planned.
-        statement_flight_info(&schema, handle.clone(), descriptor).inspect_err(|_| {
-            let _ = self.tickets.remove(&handle, &owner);
+        statement_flight_info(&schema, handle, descriptor).inspect_err(|_| {
+            let _ = self.tickets.remove(&id, &owner);
         })
     }
 
@@ -106,9 +145,18 @@ impl GatewayState {
         options: QueryOptions,
     ) -> Result<(FlightDataStream, Option<String>)> {
         let owner = principal.fingerprint();
-        let ticket = match self.tickets.get(handle, &owner) {
-            Ok(ticket) => ticket,
-            Err(e) => return Err(self.refused(REDEEM_RPC, principal, None, e)),
+        let opened = sealed::open(&self.keys, HandlePurpose::Ticket, handle, &owner)
+            .filter(|opened| self.cancelled.get(&opened.id, &owner).is_err());
+        let Some(opened) = opened else {
+            return Err(self.refused(REDEEM_RPC, principal, None, self.tickets.unknown()));
+        };
+        let ticket = match self.tickets.get(&opened.id, &owner) {
+            Ok(ticket) if !ticket.query.is_spent() => ticket,
+            // Planned elsewhere, redeemed before, or dropped here: plan it again.
+            _ => match self.replan_ticket(principal, &opened.body).await {
+                Ok(ticket) => ticket,
+                Err(e) => return Err(self.refused(REDEEM_RPC, principal, None, e)),
+            },
         };
         let query_id = ticket.query.query_id().map(str::to_string);
         let span = spans::execute_span(query_id.as_deref().unwrap_or_default(), &ticket.trace);
@@ -128,7 +176,7 @@ impl GatewayState {
             Ok(batches) => batches,
             // Planned under an earlier view: the ticket goes, as if it had expired.
             Err(EngineError::ViewChanged) => {
-                let _ = self.tickets.remove(handle, &owner);
+                let _ = self.tickets.remove(&opened.id, &owner);
                 return Err(self.tickets.unknown());
             }
             Err(e) => return Err(e.into()),
@@ -154,15 +202,69 @@ impl GatewayState {
     /// with `CANCELLED`. Returns whether there was such a ticket.
     pub(super) fn cancel_ticket(&self, principal: &Principal, handle: &[u8]) -> Result<bool> {
         let owner = principal.fingerprint();
-        match self.tickets.get(handle, &owner) {
+        let Some(opened) = sealed::open(&self.keys, HandlePurpose::Ticket, handle, &owner) else {
+            return Ok(false);
+        };
+        if self.cancelled.get(&opened.id, &owner).is_ok() {
+            return Ok(false);
+        }
+        self.cancelled.put(opened.id, &owner, ());
+        match self.tickets.get(&opened.id, &owner) {
             Ok(ticket) => {
                 ticket.query.cancel();
-                self.tickets.remove(handle, &owner)?;
+                self.tickets.remove(&opened.id, &owner)?;
                 Ok(true)
             }
-            Err(e) if e.is_unknown_handle() => Ok(false),
+            // Issued elsewhere, or dropped here: it can no longer be redeemed here.
+            Err(e) if e.is_unknown_handle() => Ok(true),
             Err(e) => Err(e),
         }
+    }
+
+    /// Plans again the statement a ticket carries, for `principal`, and keeps the plan
+    /// only if it reads the snapshot the ticket was planned on. The planning writes an
+    /// audit record only if it fails; the execution's record follows.
+    async fn replan_ticket(&self, principal: &Principal, body: &[u8]) -> Result<IssuedTicket> {
+        let contents = TicketBody::contents(body).ok_or_else(|| self.tickets.unknown())?;
+        if contents.time_left.is_zero() {
+            return Err(EngineError::DeadlineExceeded(
+                "the ticket's query is past its time limit (engine.query_timeout, or \
+                 lower with x-meshgate-timeout); plan the statement again"
+                    .into(),
+            )
+            .into());
+        }
+        let options = QueryOptions {
+            max_staleness: contents.max_staleness,
+            timeout: Some(contents.time_left),
+            names: contents.names,
+            versions: VersionPins::parse(&contents.versions)?,
+            dialect: None,
+        };
+        let query_id = contents.query_id;
+        let span = spans::execute_span(&query_id, &spans::TraceContext::default());
+        let request = QueryRequest {
+            principal: principal.clone(),
+            statement: contents.statement,
+            options,
+            query_id,
+            rpc: REDEEM_RPC,
+            span: span.clone(),
+            planning_record: PlanningRecord::OnFailure,
+        };
+        let planned: Arc<PlannedQuery> = Arc::new(self.engine.plan(request).await?);
+        if planned.snapshot().as_bytes()[..] != contents.snapshot[..] {
+            return Err(Error::unknown_handle(
+                "the data or the policy changed since this ticket was issued; \
+                 plan the statement again",
+            ));
+        }
+        let schema = described(planned.schema(), planned.column_origins());
+        Ok(IssuedTicket {
+            query: planned,
+            trace: spans::trace_of(&span),
+            schema,
+        })
     }
 
     /// Writes the audit record of a statement request refused by the door before it

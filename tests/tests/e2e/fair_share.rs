@@ -187,7 +187,7 @@ async fn client_with_at(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_principal_over_its_handle_share_evicts_only_its_own() {
+async fn a_principal_over_its_handle_share_costs_no_one_a_handle() {
     let (dir, _mesh) = temp_mesh();
     let config = GatewayConfig {
         handles: HandleConfig {
@@ -215,14 +215,12 @@ async fn a_principal_over_its_handle_share_evicts_only_its_own() {
         kept.execute().await.is_ok(),
         "another principal's handle survived"
     );
+    // The gateway keeps three of the greedy principal's statements (its share); the
+    // others were dropped from memory, yet their handles carry the statement, so each
+    // is planned again from its handle.
     for (i, prepared) in handles.iter_mut().enumerate() {
         let result = prepared.execute().await;
-        if i < 17 {
-            let status = tonic::Status::from(result.unwrap_err());
-            assert_eq!(status.code(), Code::NotFound, "{i}: {status:?}");
-        } else {
-            assert!(result.is_ok(), "{i}: the newest three are kept");
-        }
+        assert!(result.is_ok(), "{i}: {result:?}");
     }
 }
 

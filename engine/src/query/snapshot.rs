@@ -1,0 +1,69 @@
+//! [`PlanSnapshot`]: a digest of what a planned query would read and show, so that a
+//! statement planned again (on another replica, or after its first execution) can be
+//! checked to answer from the same data under the same policy as when it was first
+//! planned.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::physical_plan::ExecutionPlan;
+use meshgate_connectors::{ScannedFile, ScannedFiles};
+
+use crate::session::ViewFingerprint;
+
+/// Length of a [`PlanSnapshot`] in bytes.
+pub const PLAN_SNAPSHOT_LEN: usize = 32;
+
+/// What a planned query reads and shows, summed up: the principal's view of the mesh
+/// (products, schemas as seen, rules, time travel), and every data file its scans read
+/// (path, size and modification time, however the files are split among partitions, and
+/// also where the optimizer answers from file statistics without a scan), so a new
+/// Parquet file, a rewritten one or another Delta version gives another digest. Tables held in
+/// memory (`mesh.meta`) are not part of it: they answer as of the process that runs the
+/// query.
+///
+/// Two plans with equal snapshots read the same bytes of the same files under the same
+/// rules. It is a digest (SHA-256), not the list, so it reveals neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlanSnapshot([u8; PLAN_SNAPSHOT_LEN]);
+
+impl PlanSnapshot {
+    /// The snapshot of a plan made under `view`, whose scans recorded `scanned`, and
+    /// whose physical plan is `physical` (its file scans count too).
+    pub(crate) fn of(
+        view: ViewFingerprint,
+        scanned: Option<&ScannedFiles>,
+        physical: &Arc<dyn ExecutionPlan>,
+    ) -> Self {
+        let in_plan = ScannedFiles::default();
+        in_plan.record(physical);
+        let mut files: BTreeSet<ScannedFile> = in_plan.files().into_iter().collect();
+        files.extend(scanned.map(ScannedFiles::files).unwrap_or_default());
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut part = |bytes: &[u8]| {
+            digest.update(&(bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        };
+        part(view.as_bytes());
+        part(&(files.len() as u64).to_le_bytes());
+        for (store, path, size, modified) in &files {
+            part(store.as_bytes());
+            part(path.as_bytes());
+            part(&size.to_le_bytes());
+            part(&modified.to_le_bytes());
+        }
+        let mut bytes = [0u8; PLAN_SNAPSHOT_LEN];
+        bytes.copy_from_slice(digest.finish().as_ref());
+        Self(bytes)
+    }
+
+    /// The snapshot as bytes (to carry it in a handle).
+    pub fn as_bytes(&self) -> &[u8; PLAN_SNAPSHOT_LEN] {
+        &self.0
+    }
+
+    /// The snapshot of these bytes; `None` unless there are [`PLAN_SNAPSHOT_LEN`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self(bytes.try_into().ok()?))
+    }
+}

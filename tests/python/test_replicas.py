@@ -1,0 +1,369 @@
+"""Replicas that share nothing: `meshgate demo` started a second and a third time on the
+demo's directory shares its handle keys and masking key, so a ticket, a prepared
+statement or a session made on one replica is served by the others, and results agree.
+Then the same replicas behind HAProxy (TCP, round robin): the clients pass through it,
+and a replica killed with SIGKILL mid-load costs only the queries running on it, each
+with a clear error (never a short result), while retried queries succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from conftest import DEMO_SCALE, start_server
+from mesh_helpers import (
+    ServerProcess,
+    _len_field,
+    adbc_query,
+    bearer,
+    command_prepared_statement_query,
+    command_statement_query,
+    data_dir,
+    flight_call_options,
+    pack_any,
+)
+from policy_model import PERSONAS
+from test_sessions import CookieJar, _fields, session_conn
+
+VISITS = "SELECT encounter_id, patient_id, diagnosis_code FROM clinical.encounters.visits ORDER BY encounter_id"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _replica_argv(meshgate_bin, mesh_dir: Path, port: int = 0) -> list:
+    return [
+        meshgate_bin, "demo", "--dir", mesh_dir, "--scale", DEMO_SCALE, "--listen", f"127.0.0.1:{port}",
+        "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0",
+    ]
+
+
+@pytest.fixture(scope="module")
+def replica(demo, meshgate_bin) -> ServerProcess:
+    """A second demo on the first one's directory: a replica of it."""
+    srv = start_server(_replica_argv(meshgate_bin, demo.mesh_dir), "replica")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def persona_tokens(mint) -> dict[str, str]:
+    return {name: mint(*p.mint_args()) for name, p in PERSONAS.items()}
+
+
+def _client(server) -> flight.FlightClient:
+    return flight.connect(server.uri)
+
+
+def _plan(client, token: str, sql: str) -> flight.FlightInfo:
+    descriptor = flight.FlightDescriptor.for_command(command_statement_query(sql))
+    return client.get_flight_info(descriptor, flight_call_options(bearer(token)))
+
+
+def _read(client, token: str, ticket: flight.Ticket) -> pa.Table:
+    return client.do_get(ticket, flight_call_options(bearer(token))).read_all()
+
+
+# -- tickets -------------------------------------------------------------------
+
+
+def test_a_ticket_from_one_replica_is_redeemed_by_another(server, replica, admin_token):
+    a, b = _client(server), _client(replica)
+    info = _plan(a, admin_token, VISITS)
+    ticket = info.endpoints[0].ticket
+    on_b = _read(b, admin_token, ticket)
+    on_a = _read(a, admin_token, ticket)
+    assert on_b.num_rows > 0
+    assert on_b.equals(on_a), "the replicas answered the same ticket differently"
+    assert on_b.schema.equals(info.schema, check_metadata=True)
+    # Redeemed again, on either replica: the same answer (idempotent re-reads).
+    assert _read(b, admin_token, ticket).equals(on_a)
+    assert _read(a, admin_token, ticket).equals(on_a)
+
+
+@pytest.mark.parametrize("persona", sorted(PERSONAS))
+def test_every_persona_gets_the_same_answer_from_every_replica(server, replica, persona_tokens, persona):
+    """Row filters and masks (hash masks under the shared masking key) agree."""
+    token = persona_tokens[persona]
+    a, b = _client(server), _client(replica)
+    try:
+        info = _plan(a, token, VISITS)
+    except pa.ArrowKeyError:
+        pytest.skip(f"{persona} may not read visits")
+    on_b = _read(b, token, info.endpoints[0].ticket)
+    fresh_b = _read(b, token, _plan(b, token, VISITS).endpoints[0].ticket)
+    assert on_b.equals(fresh_b)
+
+
+def test_a_ticket_is_its_principals_alone_on_every_replica(server, replica, admin_token, persona_tokens):
+    info = _plan(_client(server), admin_token, VISITS)
+    with pytest.raises(pa.ArrowKeyError):
+        _read(_client(replica), persona_tokens["dev"], info.endpoints[0].ticket)
+
+
+def test_an_altered_ticket_is_unknown_everywhere(server, replica, admin_token):
+    info = _plan(_client(server), admin_token, "SELECT 1 AS one")
+    raw = bytearray(info.endpoints[0].ticket.ticket)
+    # Within the sealed handle (the ticket's last bytes; its start is the Any wrapper).
+    for position in (len(raw) - 60, len(raw) - 17, len(raw) - 1):
+        altered = bytearray(raw)
+        altered[position] ^= 0x01
+        for srv in (server, replica):
+            with pytest.raises(pa.ArrowKeyError):
+                _read(_client(srv), admin_token, flight.Ticket(bytes(altered)))
+
+
+def test_a_ticket_says_nothing_of_its_statement(server, admin_token):
+    marker = "needle_in_the_ticket"
+    info = _plan(_client(server), admin_token, f"SELECT 1 AS {marker}")
+    assert marker.encode() not in info.endpoints[0].ticket.ticket
+
+
+def test_a_ticket_whose_data_changed_is_unknown_on_another_replica(server, replica, admin_token, mesh_dir):
+    """A new file lands in a Parquet product after planning: the replica that did not
+    plan it cannot answer the same snapshot, and says so rather than answer another."""
+    sql = "SELECT count(*) AS n FROM reference.regions.regions"
+    files = sorted(data_dir(mesh_dir, "reference.regions.regions").rglob("*.parquet"))
+    assert files, "no Parquet files in reference.regions.regions"
+
+    def count(srv) -> int:
+        info = _plan(_client(srv), admin_token, sql)
+        return _read(_client(srv), admin_token, info.endpoints[0].ticket).column("n")[0].as_py()
+
+    def until_counted(srv, wanted, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not wanted(count(srv)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{srv.name} never counted {what}")
+            time.sleep(0.5)
+
+    before = count(server)
+    info = _plan(_client(server), admin_token, sql)
+    extra = files[0].with_name("zz-replica-test.parquet")
+    shutil.copy(files[0], extra)
+    try:
+        until_counted(replica, lambda n: n > before, "the new file's rows")
+        with pytest.raises(pa.ArrowKeyError, match="changed since this ticket was issued"):
+            _read(_client(replica), admin_token, info.endpoints[0].ticket)
+    finally:
+        extra.unlink()
+        for srv in (server, replica):  # the suite goes on with the mesh as it was
+            until_counted(srv, lambda n: n == before, f"{before} rows again")
+
+
+# -- prepared statements and sessions --------------------------------------------
+
+
+def _create_prepared(client, token: str, sql: str) -> bytes:
+    body = pack_any("ActionCreatePreparedStatementRequest", _len_field(1, sql.encode()))
+    results = list(client.do_action(flight.Action("CreatePreparedStatement", body),
+                                    flight_call_options(bearer(token))))
+    value = dict(_fields(results[0].body.to_pybytes()))[2]
+    return dict(_fields(value))[1]
+
+
+def _bind(client, token: str, handle: bytes, row: pa.RecordBatch) -> bytes:
+    descriptor = flight.FlightDescriptor.for_command(command_prepared_statement_query(handle))
+    writer, reader = client.do_put(descriptor, row.schema, flight_call_options(bearer(token)))
+    writer.write_batch(row)
+    writer.done_writing()
+    metadata = reader.read()
+    writer.close()
+    return dict(_fields(metadata.to_pybytes()))[1]
+
+
+def _execute_prepared(client, token: str, handle: bytes) -> pa.Table:
+    descriptor = flight.FlightDescriptor.for_command(command_prepared_statement_query(handle))
+    info = client.get_flight_info(descriptor, flight_call_options(bearer(token)))
+    return _read(client, token, info.endpoints[0].ticket)
+
+
+def test_a_prepared_statement_moves_between_replicas_with_its_parameters(server, replica, admin_token):
+    a, b = _client(server), _client(replica)
+    handle = _create_prepared(a, admin_token, "SELECT $1 + 1 AS next, $2 AS word")
+    row = pa.record_batch([pa.array([41], pa.int64()), pa.array(["hi"])], names=["$1", "$2"])
+    bound = _bind(b, admin_token, handle, row)
+    assert bound != handle, "binding answers with a handle carrying the values"
+    for client in (a, b):
+        answer = _execute_prepared(client, admin_token, bound)
+        assert answer.to_pydict() == {"next": [42], "word": ["hi"]}
+    # The replica that bound the values also keeps them under the first handle.
+    assert _execute_prepared(b, admin_token, handle).to_pydict() == {"next": [42], "word": ["hi"]}
+
+
+def test_a_session_set_on_one_replica_holds_on_another(server, replica, admin_token):
+    jar = CookieJar()
+    a = flight.connect(server.uri, middleware=[jar])
+    b = flight.connect(replica.uri, middleware=[jar])
+    options = flight_call_options(bearer(admin_token))
+    request = _len_field(1, _len_field(1, b"catalog") + _len_field(2, _len_field(1, b"reference")))
+    request += _len_field(1, _len_field(1, b"schema") + _len_field(2, _len_field(1, b"regions")))
+    list(a.do_action(flight.Action("SetSessionOptions", request), options))
+    assert jar.cookie, "the session's cookie was set"
+    assert "arrow_flight_session_id" in jar.cookie
+    descriptor = flight.FlightDescriptor.for_command(command_statement_query("SELECT count(*) AS n FROM regions"))
+    info = b.get_flight_info(descriptor, options)
+    assert b.do_get(info.endpoints[0].ticket, options).read_all().column("n")[0].as_py() > 0
+
+
+# -- behind a load balancer --------------------------------------------------------
+
+
+HAPROXY_CONFIG = """\
+global
+    maxconn 512
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 120s
+    timeout server 120s
+    retries 3
+    option redispatch
+frontend flight
+    bind 127.0.0.1:{port}
+    default_backend replicas
+backend replicas
+    balance roundrobin
+{servers}
+"""
+
+
+class Balanced:
+    def __init__(self, port: int, replicas: dict[str, ServerProcess], ports: dict[str, int]):
+        self.port, self.replicas, self.ports = port, replicas, ports
+
+    @property
+    def uri(self) -> str:
+        return f"grpc://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def balanced(demo, meshgate_bin, tmp_path_factory):
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(haproxy).exists():
+        pytest.fail("haproxy is not installed (tests/run.sh installs Debian's haproxy)", pytrace=False)
+    ports = {name: _free_port() for name in ("r1", "r2", "r3")}
+    replicas = {
+        name: start_server(_replica_argv(meshgate_bin, demo.mesh_dir, port), name)
+        for name, port in ports.items()
+    }
+    port = _free_port()
+    servers = "\n".join(
+        f"    server {name} 127.0.0.1:{p} check inter 300ms fall 1 rise 2" for name, p in ports.items()
+    )
+    config = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers))
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"haproxy did not start: {proc.stdout.read() if proc.stdout else ''}",
+                            pytrace=False)
+            time.sleep(0.1)
+        yield Balanced(port, replicas, ports)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for srv in replicas.values():
+            srv.stop()
+
+
+def test_clients_through_the_balancer(balanced, admin_token):
+    """Connections land on different replicas (round robin); each serves statements,
+    prepared statements with parameters and session options."""
+    for _ in range(6):
+        conn = session_conn(balanced, admin_token)
+        try:
+            assert adbc_query(conn, "SELECT 1 AS one").column("one").to_pylist() == [1]
+            assert adbc_query(conn, "SELECT $1 * 2 AS twice", [21]).column("twice").to_pylist() == [42]
+            conn.adbc_connection.set_options(**{
+                "adbc.flight.sql.session.option.catalog": "reference",
+                "adbc.flight.sql.session.option.schema": "regions",
+            })
+            assert adbc_query(conn, "SELECT count(*) AS n FROM regions").column("n")[0].as_py() > 0
+        finally:
+            conn.close()
+
+
+def test_a_replica_killed_mid_load_costs_only_its_own_queries(balanced, admin_token, tmp_path):
+    """Clients read a large table through the balancer while one replica is killed
+    (SIGKILL) and restarted: every answer is whole or a clear error, a retry succeeds."""
+    sql = "SELECT * FROM clinical.encounters.visits"
+    expected_rows = _read(_client(balanced), admin_token,
+                          _plan(_client(balanced), admin_token, sql).endpoints[0].ticket).num_rows
+    counts = {"whole": 0, "failed": 0, "short": 0, "retried_ok": 0, "retry_failed": 0}
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def once() -> int:
+        client = flight.connect(balanced.uri)
+        try:
+            info = _plan(client, admin_token, sql)
+            return _read(client, admin_token, info.endpoints[0].ticket).num_rows
+        finally:
+            client.close()
+
+    def worker():
+        while not stop.is_set():
+            try:
+                rows = once()
+            except Exception as exc:  # a clear error: counted, then retried
+                with lock:
+                    counts["failed"] += 1
+                    errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                for attempt in range(20):
+                    try:
+                        rows = once()
+                        with lock:
+                            counts["retried_ok"] += 1
+                        break
+                    except Exception:
+                        time.sleep(0.25)
+                else:
+                    with lock:
+                        counts["retry_failed"] += 1
+                    continue
+            with lock:
+                counts["whole" if rows == expected_rows else "short"] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    victim = balanced.replicas["r2"]
+    victim.proc.kill()
+    victim.proc.wait(timeout=10)
+    time.sleep(2)
+    restarted = start_server(victim.argv, "r2-restarted")
+    balanced.replicas["r2"] = restarted
+    time.sleep(4)
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    report = {**counts, "errors": errors[:10]}
+    (tmp_path / "replica-kill.json").write_text(json.dumps(report, indent=2))
+    print("replica kill:", json.dumps(report))
+    assert counts["short"] == 0, report
+    assert counts["retry_failed"] == 0, report
+    assert counts["whole"] > 20, report
+    assert counts["failed"] <= 6 * 2, report
+    for srv in balanced.replicas.values():
+        assert srv.alive(), srv.describe_death()
