@@ -10,8 +10,10 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::ExecutionPlan;
 
-/// One data file a scan reads: its store, path, size and modification time (micros).
-pub type ScannedFile = (String, String, u64, i64);
+/// One data file a scan reads: its path in its store, size and modification time
+/// (micros). The store's URL is left out: Delta tables get a store URL of the process's
+/// own making, so it would differ between replicas reading the same files.
+pub type ScannedFile = (String, u64, i64);
 
 /// The data files a query's scans read; one per query session (a session config
 /// extension), filled in as its tables are scanned.
@@ -29,7 +31,6 @@ impl ScannedFiles {
                 for file in config.file_groups.iter().flat_map(|group| group.iter()) {
                     let meta = &file.object_meta;
                     files.insert((
-                        config.object_store_url.as_str().to_string(),
                         meta.location.to_string(),
                         meta.size,
                         meta.last_modified.timestamp_micros(),

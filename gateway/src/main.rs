@@ -118,6 +118,13 @@ enum Command {
     },
     /// Mint a JWT for development (production tokens come from your identity provider).
     Token(TokenArgs),
+    /// Print a new handle key line (`<id> <64 hex digits>`) for `handles.keys_file`:
+    /// replicas sharing the file serve each other's tickets and prepared statements.
+    HandleKey {
+        /// The key's id (letters, digits, '-' or '_'); rotation keeps ids apart.
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
     /// Validate every descriptor of a mesh directory; exits non-zero on any error.
     Lint {
         /// Mesh directory.
@@ -250,6 +257,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Token(_) | Command::Lint { .. }) {
         init_tracing(None);
+    }
+    if let Command::HandleKey { id } = &cli.command {
+        let line = meshgate_gateway::handle_keys::HandleKeys::generate(id).and_then(|line| {
+            // Checked as the gateway will read it (the id's characters and length).
+            meshgate_gateway::handle_keys::HandleKeys::parse(&line).map(|_| line)
+        });
+        return match line {
+            Ok(line) => {
+                print!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meshgate: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     if let Command::Token(args) = cli.command {
         return match token(args) {
@@ -402,7 +425,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             config.state_dir.get_or_insert_with(|| dir.join(".state"));
             (dir, config, Some(secret))
         }
-        Command::Lint { .. } | Command::Token(_) => {
+        Command::Lint { .. } | Command::Token(_) | Command::HandleKey { .. } => {
             return Err(CliError::Usage("this command does not serve"));
         }
     };

@@ -96,6 +96,18 @@ def test_a_ticket_from_one_replica_is_redeemed_by_another(server, replica, admin
     assert _read(a, admin_token, ticket).equals(on_a)
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM clinical.labs.results ORDER BY 1, 2",  # Delta
+    "SELECT count(*) AS n, max(encounter_id) AS last FROM clinical.encounters.visits",  # statistics
+    "SELECT domain, product FROM mesh.meta.products ORDER BY 1, 2",  # the catalog's own
+])
+def test_tickets_of_every_kind_of_table_move_between_replicas(server, replica, admin_token, sql):
+    info = _plan(_client(server), admin_token, sql)
+    on_b = _read(_client(replica), admin_token, info.endpoints[0].ticket)
+    assert on_b.num_rows > 0
+    assert on_b.equals(_read(_client(server), admin_token, info.endpoints[0].ticket))
+
+
 @pytest.mark.parametrize("persona", sorted(PERSONAS))
 def test_every_persona_gets_the_same_answer_from_every_replica(server, replica, persona_tokens, persona):
     """Row filters and masks (hash masks under the shared masking key) agree."""
@@ -367,3 +379,16 @@ def test_a_replica_killed_mid_load_costs_only_its_own_queries(balanced, admin_to
     assert counts["failed"] <= 6 * 2, report
     for srv in balanced.replicas.values():
         assert srv.alive(), srv.describe_death()
+
+
+def test_handle_key_prints_a_key_line_the_gateway_reads(meshgate_bin):
+    made = subprocess.run([str(meshgate_bin), "handle-key", "--id", "k2026-12"],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    key_id, key = made.stdout.split()
+    assert key_id == "k2026-12" and len(bytes.fromhex(key)) == 32
+    again = subprocess.run([str(meshgate_bin), "handle-key"], capture_output=True, text=True, timeout=60)
+    assert again.stdout.split()[1] != key, "every key is fresh"
+    bad = subprocess.run([str(meshgate_bin), "handle-key", "--id", "not a key id!"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "handle keys" in bad.stderr and bad.stdout == ""

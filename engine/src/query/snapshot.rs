@@ -46,8 +46,7 @@ impl PlanSnapshot {
         };
         part(view.as_bytes());
         part(&(files.len() as u64).to_le_bytes());
-        for (store, path, size, modified) in &files {
-            part(store.as_bytes());
+        for (path, size, modified) in &files {
             part(path.as_bytes());
             part(&size.to_le_bytes());
             part(&modified.to_le_bytes());
