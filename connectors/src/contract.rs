@@ -37,9 +37,18 @@ pub struct ContractTable {
     contract: SchemaRef,
     inner: Arc<dyn TableProvider>,
     sources: Vec<ColumnSource>,
+    /// The table's name and the version it reads, for a versioned (Delta) table.
+    version: Option<(String, i64)>,
 }
 
 impl ContractTable {
+    /// The same table, known to read `table` at `version` (Delta): plans that scan it
+    /// record that version.
+    pub fn reading_version(mut self, table: &str, version: Option<i64>) -> Self {
+        self.version = version.map(|v| (table.to_string(), v));
+        self
+    }
+
     /// Wraps `inner` so that it exposes `contract`.
     ///
     /// Fails with [`ConnectorError::Contract`] when a declared column is missing from
@@ -72,6 +81,7 @@ impl ContractTable {
             contract,
             inner,
             sources,
+            version: None,
         })
     }
 
@@ -135,6 +145,9 @@ impl TableProvider for ContractTable {
             .await?;
         if let Some(scanned) = state.config().get_extension::<crate::ScannedFiles>() {
             scanned.record(&plan);
+            if let Some((table, version)) = &self.version {
+                scanned.record_version(table, *version);
+            }
         }
 
         let needs_cast = wanted.iter().any(|&i| self.sources[i].needs_cast);

@@ -125,11 +125,10 @@ impl TableOpener {
             }
             TableFormat::Delta => delta::delta_table(&qualified, table, &location, as_of).await?,
         };
-        let provider = Arc::new(ContractTable::try_new(
-            &qualified,
-            contract_schema(table),
-            inner,
-        )?);
+        let provider = Arc::new(
+            ContractTable::try_new(&qualified, contract_schema(table), inner)?
+                .reading_version(&qualified, snapshot.version),
+        );
         Ok(OpenedTable { provider, snapshot })
     }
 }

@@ -10,10 +10,14 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::ExecutionPlan;
 
-/// One data file a scan reads: its path in its store, size and modification time
-/// (micros). The store's URL is left out: Delta tables get a store URL of the process's
-/// own making, so it would differ between replicas reading the same files.
-pub type ScannedFile = (String, u64, i64);
+/// One data file a scan reads: its path in its store, size, modification time (micros),
+/// and the store's entity tag and object version where it gives them (a file rewritten
+/// within the same second, at the same size, still differs). The store's URL is left
+/// out: Delta tables get a store URL of the process's own making, so it would differ
+/// between replicas reading the same files. A table read at a version (Delta) is
+/// recorded too, as a path of its own (`<table>@v<version>`): a version may change rows
+/// without changing files (deletion vectors).
+pub type ScannedFile = (String, u64, i64, Option<String>, Option<String>);
 
 /// The data files a query's scans read; one per query session (a session config
 /// extension), filled in as its tables are scanned.
@@ -34,11 +38,19 @@ impl ScannedFiles {
                         meta.location.to_string(),
                         meta.size,
                         meta.last_modified.timestamp_micros(),
+                        meta.e_tag.clone(),
+                        meta.version.clone(),
                     ));
                 }
             }
             Ok(TreeNodeRecursion::Continue)
         });
+    }
+
+    /// Records that `table` was read at `version`.
+    pub fn record_version(&self, table: &str, version: i64) {
+        let mut files = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        files.insert((format!("{table}@v{version}"), 0, 0, None, None));
     }
 
     /// The files recorded, in order.

@@ -49,6 +49,11 @@ pub struct GatewayConfig {
     /// Where the gateway keeps state across restarts (the quality history). Without
     /// one, history is kept in memory only.
     pub state_dir: Option<PathBuf>,
+    /// Whether another process may hold `state_dir` (demos started on one directory
+    /// as replicas): this one then keeps its quality history in memory. Set by the
+    /// demo, never by a file; a production replica needs a state directory of its own.
+    #[serde(skip)]
+    pub state_dir_may_be_shared: bool,
     /// The quality agent.
     pub quality: QualityConfig,
     /// The operator's HTTP listener (metrics, health, readiness).
@@ -165,6 +170,7 @@ impl Default for GatewayConfig {
             tls: None,
             reload: ReloadConfig::default(),
             state_dir: None,
+            state_dir_may_be_shared: false,
             quality: QualityConfig::default(),
             observability: ObservabilityConfig::default(),
             http: HttpDoorConfig::default(),

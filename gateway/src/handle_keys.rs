@@ -4,9 +4,10 @@
 //!
 //! Keys come from `handles.keys_file` or `handles.keys_env`: one key per line, `<id>
 //! <64 hex digits>` (32 bytes), `#` comments and blank lines ignored. The first key
-//! seals; every key listed opens. To rotate without dropping handles in flight, put the
-//! new key first on every replica, keep the old one listed for the longest handle
-//! time-to-live (`handles.session_ttl`), then remove it. Without configured keys, a
+//! seals; every key listed opens. To rotate without dropping handles in flight: add the
+//! new key second on every replica (all open it), then move it first on every replica
+//! (all seal with it), and remove the old one after the longest handle time-to-live
+//! (`handles.session_ttl`). Without configured keys, a
 //! process draws a key of its own at start: its handles open nowhere else, and not
 //! after a restart.
 
@@ -19,6 +20,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub const KEY_LEN: usize = 32;
 /// Longest key id.
 pub const MAX_KEY_ID_LEN: usize = 32;
+/// Longest sealed handle opened: a statement (at most 256 KiB of SQL), its bound values
+/// (at most 256 KiB) and the rest fit well within it; a longer one is refused before it
+/// is copied or decrypted.
+pub const MAX_HANDLE_LEN: usize = 1024 * 1024;
 /// The envelope format's version (first byte of every sealed handle).
 const FORMAT: u8 = 1;
 /// Bytes of the AEAD tag at the end of every sealed handle.
@@ -66,6 +71,9 @@ pub enum HandleKeysError {
     /// The system gave no randomness.
     #[error("no randomness for {0}")]
     NoRandomness(&'static str),
+    /// A handle could not be sealed.
+    #[error("a handle could not be sealed")]
+    Sealing,
 }
 
 /// One key and its id.
@@ -165,31 +173,35 @@ impl HandleKeys {
     }
 
     /// `plaintext`, sealed for `purpose` with the first key: readable and alterable by
-    /// no one without a key, and opened only as the same purpose.
-    pub fn seal(&self, purpose: HandlePurpose, plaintext: &[u8]) -> Bytes {
+    /// no one without a key, and opened only as the same purpose. Fails (rather than
+    /// risk a repeated nonce) when the system gives no randomness.
+    pub fn seal(&self, purpose: HandlePurpose, plaintext: &[u8]) -> Result<Bytes, HandleKeysError> {
         let key = &self.keys[0];
         let header = header(purpose, &key.id);
         let mut nonce = [0u8; NONCE_LEN];
-        // Without randomness a nonce could repeat; the system RNG does not fail on
-        // supported platforms, and `random()` already drew from it at start.
-        let _ = aws_lc_rs::rand::fill(&mut nonce);
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| HandleKeysError::NoRandomness("a handle's nonce"))?;
         let mut sealed = BytesMut::with_capacity(header.len() + NONCE_LEN + plaintext.len() + 16);
         sealed.put_slice(&header);
         sealed.put_slice(&nonce);
         let mut body = plaintext.to_vec();
-        // Sealing fails only for inputs larger than GCM allows (64 GiB).
-        let _ = key.key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&header[..]),
-            &mut body,
-        );
+        key.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&header[..]),
+                &mut body,
+            )
+            .map_err(|_| HandleKeysError::Sealing)?;
         sealed.put_slice(&body);
-        sealed.freeze()
+        Ok(sealed.freeze())
     }
 
     /// The plaintext of `sealed`, if one of the keys sealed it for `purpose` and it is
     /// unaltered; `None` otherwise (whatever the reason: the caller cannot tell).
     pub fn open(&self, purpose: HandlePurpose, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() > MAX_HANDLE_LEN {
+            return None;
+        }
         let (&format, rest) = sealed.split_first()?;
         let (&kind, rest) = rest.split_first()?;
         let (&id_len, rest) = rest.split_first()?;
@@ -247,7 +259,7 @@ mod tests {
     #[test]
     fn a_sealed_handle_opens_only_as_itself() {
         let keys = HandleKeys::parse(OLD).unwrap();
-        let sealed = keys.seal(HandlePurpose::Ticket, b"the statement");
+        let sealed = keys.seal(HandlePurpose::Ticket, b"the statement").unwrap();
         assert_eq!(
             keys.open(HandlePurpose::Ticket, &sealed).as_deref(),
             Some(&b"the statement"[..])
@@ -273,14 +285,16 @@ mod tests {
     fn rotation_keeps_old_handles_open_and_seals_with_the_new_key() {
         let before = HandleKeys::parse(OLD).unwrap();
         let rotated = HandleKeys::parse(&format!("# rotated\n{NEW}\n\n{OLD}\n")).unwrap();
-        let old_handle = before.seal(HandlePurpose::PreparedStatement, b"x");
+        let old_handle = before.seal(HandlePurpose::PreparedStatement, b"x").unwrap();
         assert!(
             rotated
                 .open(HandlePurpose::PreparedStatement, &old_handle)
                 .is_some()
         );
         assert_eq!(rotated.sealing_key_id(), "new");
-        let new_handle = rotated.seal(HandlePurpose::PreparedStatement, b"y");
+        let new_handle = rotated
+            .seal(HandlePurpose::PreparedStatement, b"y")
+            .unwrap();
         assert_eq!(
             before.open(HandlePurpose::PreparedStatement, &new_handle),
             None

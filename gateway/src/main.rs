@@ -423,6 +423,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             }
             // Hidden, so that the mesh watcher ignores the agent's writes.
             config.state_dir.get_or_insert_with(|| dir.join(".state"));
+            config.state_dir_may_be_shared = true;
             (dir, config, Some(secret))
         }
         Command::Lint { .. } | Command::Token(_) | Command::HandleKey { .. } => {

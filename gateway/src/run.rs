@@ -140,11 +140,11 @@ fn open_quality_store(config: &GatewayConfig) -> Result<Arc<QualityStore>> {
             Ok(store) => Ok(Arc::new(store)),
             // Two processes on one state directory: the second is a replica started
             // beside the first (as two demos on one directory are).
-            Err(e) if e.is_held_elsewhere() => {
+            Err(e) if e.is_held_elsewhere() && config.state_dir_may_be_shared => {
                 tracing::warn!(
                     dir = %dir.display(),
-                    "another process holds the state directory: this one keeps its \
-                     quality history in memory only (give each replica its own state_dir)"
+                    "another demo holds the state directory: this one keeps its quality \
+                     history in memory only"
                 );
                 Ok(Arc::new(QualityStore::in_memory(retention)))
             }

@@ -61,15 +61,29 @@ fn effect_in(access: &BTreeMap<String, TableAccess>, table: &str, column: &str) 
 pub struct PolicyEngine {
     platform: Vec<PlatformPolicy>,
     mask_hash: Arc<ScalarUDF>,
+    /// Names the masking key without revealing it (HMAC of a fixed label under it), so
+    /// that what a principal sees differs wherever hashed values would.
+    mask_key_id: [u8; 32],
 }
 
 impl PolicyEngine {
     /// An engine with mesh-wide `platform` rules; `mask_key` keys the `hash` mask.
     pub fn new(platform: Vec<PlatformPolicy>, mask_key: &[u8]) -> Self {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, mask_key);
+        let mut mask_key_id = [0u8; 32];
+        mask_key_id.copy_from_slice(
+            aws_lc_rs::hmac::sign(&key, b"meshgate: the masking key's id").as_ref(),
+        );
         Self {
             platform,
             mask_hash: mask::MaskHash::udf(mask_key),
+            mask_key_id,
         }
+    }
+
+    /// An id of the masking key (not the key).
+    pub(crate) fn mask_key_id(&self) -> &[u8; 32] {
+        &self.mask_key_id
     }
 
     /// The products `principal` may read, each restricted as its policy says.

@@ -17,7 +17,9 @@ use crate::admission::Deadline;
 use crate::audit::QueryAudit;
 use crate::error::{Error, Result};
 use crate::policy::VersionedTable;
-use crate::session::{NameDefaults, StorageFailures, ViewFingerprint, recording_task_context};
+use crate::session::{
+    NameDefaults, SYSTEM_CATALOG, StorageFailures, ViewFingerprint, recording_task_context,
+};
 
 /// A statement planned for one principal: its physical plan, result schema, deadline
 /// and audit facts.
@@ -87,7 +89,11 @@ impl PlannedQuery {
         let scanned = state
             .config()
             .get_extension::<meshgate_connectors::ScannedFiles>();
-        let snapshot = PlanSnapshot::of(view, scanned.as_deref(), &physical);
+        let reads_process_tables = audit
+            .tables
+            .iter()
+            .any(|t| t.starts_with(&format!("{SYSTEM_CATALOG}.")));
+        let snapshot = PlanSnapshot::of(view, scanned.as_deref(), &physical, reads_process_tables);
         Ok(Self {
             execution: Mutex::new(Some(Execution {
                 task: Arc::new(task),

@@ -23,7 +23,10 @@ pub const PLAN_SNAPSHOT_LEN: usize = 32;
 /// query.
 ///
 /// Two plans with equal snapshots read the same bytes of the same files under the same
-/// rules. It is a digest (SHA-256), not the list, so it reveals neither.
+/// rules. It is a digest (SHA-256), not the list, so it reveals neither. A plan that
+/// reads the `mesh` catalog's own tables (held in memory, filled by this process: quality
+/// history, freshness) also digests a number drawn once per process, so that only the
+/// process that planned it answers it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PlanSnapshot([u8; PLAN_SNAPSHOT_LEN]);
 
@@ -34,6 +37,7 @@ impl PlanSnapshot {
         view: ViewFingerprint,
         scanned: Option<&ScannedFiles>,
         physical: &Arc<dyn ExecutionPlan>,
+        reads_process_tables: bool,
     ) -> Self {
         let in_plan = ScannedFiles::default();
         in_plan.record(physical);
@@ -45,11 +49,16 @@ impl PlanSnapshot {
             digest.update(bytes);
         };
         part(view.as_bytes());
+        if reads_process_tables {
+            part(process_nonce());
+        }
         part(&(files.len() as u64).to_le_bytes());
-        for (path, size, modified) in &files {
+        for (path, size, modified, e_tag, version) in &files {
             part(path.as_bytes());
             part(&size.to_le_bytes());
             part(&modified.to_le_bytes());
+            part(e_tag.as_deref().unwrap_or_default().as_bytes());
+            part(version.as_deref().unwrap_or_default().as_bytes());
         }
         let mut bytes = [0u8; PLAN_SNAPSHOT_LEN];
         bytes.copy_from_slice(digest.finish().as_ref());
@@ -65,4 +74,18 @@ impl PlanSnapshot {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Some(Self(bytes.try_into().ok()?))
     }
+}
+
+/// A number drawn once per process.
+fn process_nonce() -> &'static [u8; 16] {
+    static NONCE: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let mut nonce = [0u8; 16];
+        // The system RNG does not fail on supported platforms; the process id still
+        // tells processes of one host apart if it ever did.
+        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+            nonce[..8].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
+        }
+        nonce
+    })
 }

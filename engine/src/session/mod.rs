@@ -72,7 +72,7 @@ pub struct PrincipalSession {
 
 /// A digest of what one principal sees of the mesh: the products and tables it may
 /// read, the schema of each as it sees it (hidden columns gone, masked ones retyped),
-/// the rules that restrict each (row filters, masks) and which of its past versions may
+/// the rules that restrict each (row filters, masks), the masking key's id, and which of its past versions may
 /// be read. Data changes (new files, a
 /// new Delta version) leave it unchanged; a policy or contract change that alters what
 /// the principal sees changes it.
@@ -85,12 +85,13 @@ impl ViewFingerprint {
         &self.0
     }
 
-    fn of(views: &[ProductView]) -> Self {
+    fn of(views: &[ProductView], mask_key_id: &[u8; 32]) -> Self {
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut part = |bytes: &[u8]| {
             digest.update(&(bytes.len() as u64).to_le_bytes());
             digest.update(bytes);
         };
+        part(mask_key_id);
         part(&(views.len() as u64).to_le_bytes());
         for view in views {
             part(view.product.qualified_name().as_bytes());
@@ -267,7 +268,7 @@ impl SessionFactory {
             state,
             catalogs,
             access: Arc::new(access),
-            fingerprint: ViewFingerprint::of(&views),
+            fingerprint: ViewFingerprint::of(&views, self.policy.mask_key_id()),
             bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
         })
     }

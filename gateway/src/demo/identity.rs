@@ -79,20 +79,28 @@ pub fn demo_handle_keys(dir: &Path) -> Result<PathBuf> {
 }
 
 /// `path`, written with `contents` (readable by the owner only) unless it exists; a
-/// demo starting beside another on the same directory keeps what the other wrote.
+/// demo starting beside another on the same directory keeps what the other wrote. The
+/// file appears whole (written aside, then linked into place), so a demo starting at
+/// the same moment never reads it half-written.
 fn write_once(path: &Path, contents: &[u8]) -> Result<PathBuf> {
-    if !path.exists() {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(path) {
-            Ok(mut file) => file.write_all(contents).map_err(|e| io_error(path, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_error(path, e)),
-        }
+    if path.exists() {
+        return Ok(path.to_path_buf());
     }
-    Ok(path.to_path_buf())
+    let aside = path.with_extension(format!("{}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(&aside)
+        .and_then(|mut file| file.write_all(contents).and_then(|()| file.sync_all()))
+        .and_then(|()| std::fs::hard_link(&aside, path));
+    let _ = std::fs::remove_file(&aside);
+    match written {
+        Ok(()) => Ok(path.to_path_buf()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(path.to_path_buf()),
+        Err(e) => Err(io_error(path, e)),
+    }
 }
 
 /// The issuer the gateway trusts for demo tokens.

@@ -7,7 +7,11 @@
 //! it. Binding answers with a new handle carrying the new values (Flight SQL's
 //! `DoPutPreparedStatementResult`), which clients send from then on; the process that
 //! bound them also keeps them under the handle's id, for clients that keep sending the
-//! first handle.
+//! first handle (across replicas, such a client runs with the values bound where its
+//! statement runs, or none). A handle opens for `handles.prepared_ttl` after it was
+//! made; where it is kept (the replica that made or bound it), it lives on while used.
+//! A statement closed here is refused here from then on; another replica cannot know,
+//! and serves its handle (to its principal only) until it expires.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -60,7 +64,7 @@ impl GatewayState {
         let parameter_schema = schema_bytes(&prepared.parameter_schema)?;
         let body = PreparedBody::of(&prepared.statement)?;
         let id = self.prepared.insert(&owner, prepared.statement);
-        let handle = self.seal_prepared(&id, &owner, body);
+        let handle = self.seal_prepared(&id, &owner, body)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle,
             dataset_schema,
@@ -88,30 +92,39 @@ impl GatewayState {
         let body = PreparedBody::of(&statement)?;
         self.prepared.put(id, &owner, statement);
         Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(self.seal_prepared(&id, &owner, body)),
+            prepared_statement_handle: Some(self.seal_prepared(&id, &owner, body)?),
         })
     }
 
-    /// Closes a prepared statement; closing an unknown one is not an error. (Its
-    /// handle stays valid on other replicas until it expires: it needs nothing kept.)
+    /// Closes a prepared statement; closing an unknown one is not an error. This
+    /// replica refuses its handles from then on; others serve them until they expire.
     pub(super) fn close_prepared(&self, principal: &Principal, handle: &[u8]) {
         let owner = principal.fingerprint();
         if let Some(opened) =
-            sealed::open(&self.keys, HandlePurpose::PreparedStatement, handle, &owner)
+            sealed::open_even_expired(&self.keys, HandlePurpose::PreparedStatement, handle, &owner)
         {
             let _ = self.prepared.remove(&opened.id, &owner);
+            self.closed_prepared.put(opened.id, &owner, ());
         }
     }
 
-    /// The prepared statement behind `handle`, if it is `owner`'s and unexpired: with
-    /// the values the handle carries, else with those bound here last.
+    /// The prepared statement behind `handle`, if it is `owner`'s, not closed here, and
+    /// unexpired (or kept here): with the values the handle carries, else with those
+    /// bound here last.
     pub(super) fn prepared_statement(
         &self,
         handle: &[u8],
         owner: &str,
     ) -> Result<(Id, PreparedStatement)> {
-        let opened = sealed::open(&self.keys, HandlePurpose::PreparedStatement, handle, owner)
-            .ok_or_else(|| self.prepared.unknown())?;
+        let opened =
+            sealed::open_even_expired(&self.keys, HandlePurpose::PreparedStatement, handle, owner)
+                .filter(|opened| self.closed_prepared.get(&opened.id, owner).is_err())
+                .ok_or_else(|| self.prepared.unknown())?;
+        if opened.expired {
+            // Past its expiry, a handle lives on only where it is kept and used.
+            let kept = self.prepared.get(&opened.id, owner)?;
+            return Ok((opened.id, kept));
+        }
         let carried = PreparedBody::decode(opened.body.as_slice())
             .ok()
             .and_then(|body| body.statement())
@@ -128,7 +141,7 @@ impl GatewayState {
     }
 
     /// A handle of the prepared statement `body` describes.
-    fn seal_prepared(&self, id: &[u8], owner: &str, body: PreparedBody) -> Bytes {
+    fn seal_prepared(&self, id: &[u8], owner: &str, body: PreparedBody) -> Result<Bytes> {
         sealed::seal(
             &self.keys,
             HandlePurpose::PreparedStatement,

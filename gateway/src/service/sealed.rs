@@ -29,9 +29,10 @@ struct Envelope {
     /// The id of what the issuing process keeps of the handle.
     #[prost(bytes = "vec", tag = "1")]
     id: Vec<u8>,
-    /// The fingerprint of the principal it was issued to.
-    #[prost(string, tag = "2")]
-    owner: String,
+    /// SHA-256 of the fingerprint of the principal it was issued to (a digest keeps
+    /// handles small whatever the principal's roles and attributes).
+    #[prost(bytes = "vec", tag = "2")]
+    owner: Vec<u8>,
     /// When it was issued (milliseconds since the Unix epoch).
     #[prost(uint64, tag = "3")]
     issued_ms: u64,
@@ -43,11 +44,19 @@ struct Envelope {
     body: Vec<u8>,
 }
 
-/// A handle opened: the id of its entry where it was issued, and its body.
-#[derive(Debug)]
+/// A handle opened: the id of its entry where it was issued, its body, and whether it
+/// is past its expiry.
 pub(super) struct Opened {
     pub(super) id: Id,
     pub(super) body: Vec<u8>,
+    pub(super) expired: bool,
+}
+
+/// The digest of an owner's fingerprint that handles carry.
+fn owner_digest(owner: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, owner.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -65,17 +74,18 @@ pub(super) fn seal(
     owner: &str,
     ttl: Duration,
     body: Vec<u8>,
-) -> Bytes {
+) -> Result<Bytes> {
     let issued_ms = now_ms();
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     let envelope = Envelope {
         id: id.to_vec(),
-        owner: owner.to_string(),
+        owner: owner_digest(owner),
         issued_ms,
         expires_ms: issued_ms.saturating_add(ttl_ms),
         body,
     };
     keys.seal(purpose, &envelope.encode_to_vec())
+        .map_err(|e| Error::internal(e.to_string()))
 }
 
 /// The handle `sealed` opened for `owner`, if it opens, is `owner`'s and has not
@@ -86,15 +96,27 @@ pub(super) fn open(
     sealed: &[u8],
     owner: &str,
 ) -> Option<Opened> {
+    open_even_expired(keys, purpose, sealed, owner).filter(|opened| !opened.expired)
+}
+
+/// The handle `sealed` opened for `owner`, if it opens and is `owner`'s, expired or not
+/// (for handles whose entry, kept where they were issued, lives on while in use).
+pub(super) fn open_even_expired(
+    keys: &HandleKeys,
+    purpose: HandlePurpose,
+    sealed: &[u8],
+    owner: &str,
+) -> Option<Opened> {
     let plaintext = keys.open(purpose, sealed)?;
     let envelope = Envelope::decode(plaintext.as_slice()).ok()?;
-    if envelope.owner != owner || now_ms() >= envelope.expires_ms {
+    if envelope.owner != owner_digest(owner) {
         return None;
     }
     let id: Id = envelope.id.as_slice().try_into().ok()?;
     Some(Opened {
         id,
         body: envelope.body,
+        expired: now_ms() >= envelope.expires_ms,
     })
 }
 
@@ -192,7 +214,6 @@ pub(super) struct TicketBody {
 }
 
 /// What a ticket stands for, opened.
-#[derive(Debug)]
 pub(super) struct TicketContents {
     pub(super) statement: Statement,
     pub(super) names: NameDefaults,
@@ -303,7 +324,8 @@ mod tests {
             "ann",
             Duration::from_secs(60),
             b"body".to_vec(),
-        );
+        )
+        .unwrap();
         let opened = open(&keys, HandlePurpose::Ticket, &sealed, "ann").unwrap();
         assert_eq!((opened.id, opened.body.as_slice()), (id, &b"body"[..]));
         assert!(open(&keys, HandlePurpose::Ticket, &sealed, "bob").is_none());
@@ -315,7 +337,8 @@ mod tests {
             "ann",
             Duration::ZERO,
             Vec::new(),
-        );
+        )
+        .unwrap();
         assert!(open(&keys, HandlePurpose::Ticket, &expired, "ann").is_none());
     }
 

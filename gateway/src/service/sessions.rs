@@ -265,9 +265,16 @@ impl GatewayState {
             )));
         }
         let owner = principal.fingerprint();
-        let mut values = session_cookie(headers)
-            .and_then(|cookie| self.session(principal, &cookie).ok())
-            .unwrap_or_default();
+        // A live session keeps its id across settings, so closing it closes every
+        // cookie it had.
+        let live = session_cookie(headers).and_then(|cookie| {
+            let opened = self.open_session(principal, &cookie)?;
+            Some((opened.id, self.session(principal, &cookie).ok()?))
+        });
+        let (id, mut values) = match live {
+            Some((id, values)) => (id, values),
+            None => (*uuid::Uuid::new_v4().as_bytes(), SessionValues::default()),
+        };
         let mut errors = HashMap::new();
         for (name, value) in &request.session_options {
             let before = values.clone();
@@ -290,11 +297,11 @@ impl GatewayState {
         let sealed = sealed::seal(
             &self.keys,
             HandlePurpose::Session,
-            uuid::Uuid::new_v4().as_bytes(),
+            &id,
             &owner,
             self.ttls.session,
             values.body().encode_to_vec(),
-        );
+        )?;
         Ok(SessionAnswer {
             result: encoded(&SetSessionOptionsResult { errors }),
             set_cookie: Some(cookie(&sealed)),

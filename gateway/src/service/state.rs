@@ -50,6 +50,8 @@ pub struct GatewayState {
     pub(super) cancelled: HandleStore<()>,
     /// Sessions closed here (CloseSession), until they would have expired.
     pub(super) closed_sessions: HandleStore<()>,
+    /// Prepared statements closed here, until their handles would have expired.
+    pub(super) closed_prepared: HandleStore<()>,
     /// The prepared statements whose handles were issued or bound here.
     pub(super) prepared: HandleStore<PreparedStatement>,
     pub(super) sql_info: SqlInfoData,
@@ -93,6 +95,12 @@ impl GatewayState {
                 config.handles.max_handles,
                 config.handles.max_handles_per_principal,
             ),
+            closed_prepared: HandleStore::new(
+                "prepared statement",
+                config.handles.prepared_ttl,
+                config.handles.max_handles,
+                config.handles.max_handles_per_principal,
+            ),
             tickets: HandleStore::new(
                 "ticket",
                 config.handles.ticket_ttl,
@@ -130,6 +138,7 @@ impl GatewayState {
                 let dropped = state.tickets.drop_expired()
                     + state.cancelled.drop_expired()
                     + state.closed_sessions.drop_expired()
+                    + state.closed_prepared.drop_expired()
                     + state.prepared.drop_expired();
                 if dropped > 0 {
                     tracing::debug!(dropped, "expired handles dropped");

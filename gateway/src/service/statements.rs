@@ -127,7 +127,7 @@ impl GatewayState {
             &owner,
             self.ttls.ticket,
             body.encode_to_vec(),
-        );
+        )?;
         // The schema is plain Arrow (the engine's wire schema), so encoding it does not
         // fail; if it ever did, the ticket goes and the client gets INTERNAL, while the
         // planning's audit record (written by the engine) stands as planned.
@@ -152,11 +152,13 @@ impl GatewayState {
         };
         let ticket = match self.tickets.get(&opened.id, &owner) {
             Ok(ticket) if !ticket.query.is_spent() => ticket,
-            // Planned elsewhere, redeemed before, or dropped here: plan it again.
-            _ => match self.replan_ticket(principal, &opened.body).await {
-                Ok(ticket) => ticket,
-                Err(e) => return Err(self.refused(REDEEM_RPC, principal, None, e)),
-            },
+            // Planned elsewhere, redeemed before, or dropped here: plan it again, and
+            // keep the plan, so that CancelFlightInfo reaches its stream.
+            _ => {
+                let ticket = self.replan_ticket(principal, &opened.body).await?;
+                self.tickets.put(opened.id, &owner, ticket.clone());
+                ticket
+            }
         };
         let query_id = ticket.query.query_id().map(str::to_string);
         let span = spans::execute_span(query_id.as_deref().unwrap_or_default(), &ticket.trace);
@@ -222,30 +224,39 @@ impl GatewayState {
     }
 
     /// Plans again the statement a ticket carries, for `principal`, and keeps the plan
-    /// only if it reads the snapshot the ticket was planned on. The planning writes an
-    /// audit record only if it fails; the execution's record follows.
+    /// only if it reads the snapshot the ticket was planned on. Every refusal is
+    /// audited once, under the ticket's query id (a planning that fails, by the engine);
+    /// on success the execution's record follows.
     async fn replan_ticket(&self, principal: &Principal, body: &[u8]) -> Result<IssuedTicket> {
-        let contents = TicketBody::contents(body).ok_or_else(|| self.tickets.unknown())?;
+        let Some(contents) = TicketBody::contents(body) else {
+            return Err(self.refused(REDEEM_RPC, principal, None, self.tickets.unknown()));
+        };
+        let refuse =
+            |error: Error| self.refused(REDEEM_RPC, principal, Some(&contents.query_id), error);
         if contents.time_left.is_zero() {
-            return Err(EngineError::DeadlineExceeded(
-                "the ticket's query is past its time limit (engine.query_timeout, or \
-                 lower with x-meshgate-timeout); plan the statement again"
-                    .into(),
-            )
-            .into());
+            return Err(refuse(
+                EngineError::DeadlineExceeded(
+                    "the ticket's query is past its time limit (engine.query_timeout, or \
+                     lower with x-meshgate-timeout); plan the statement again"
+                        .into(),
+                )
+                .into(),
+            ));
         }
+        let versions = VersionPins::parse(&contents.versions).map_err(|e| refuse(e.into()))?;
+        let expected = contents.snapshot.clone();
+        let query_id = contents.query_id.clone();
         let options = QueryOptions {
             max_staleness: contents.max_staleness,
             timeout: Some(contents.time_left),
-            names: contents.names,
-            versions: VersionPins::parse(&contents.versions)?,
+            names: contents.names.clone(),
+            versions,
             dialect: None,
         };
-        let query_id = contents.query_id;
         let span = spans::execute_span(&query_id, &spans::TraceContext::default());
         let request = QueryRequest {
             principal: principal.clone(),
-            statement: contents.statement,
+            statement: contents.statement.clone(),
             options,
             query_id,
             rpc: REDEEM_RPC,
@@ -253,11 +264,11 @@ impl GatewayState {
             planning_record: PlanningRecord::OnFailure,
         };
         let planned: Arc<PlannedQuery> = Arc::new(self.engine.plan(request).await?);
-        if planned.snapshot().as_bytes()[..] != contents.snapshot[..] {
-            return Err(Error::unknown_handle(
+        if planned.snapshot().as_bytes()[..] != expected[..] {
+            return Err(refuse(Error::unknown_handle(
                 "the data or the policy changed since this ticket was issued; \
                  plan the statement again",
-            ));
+            )));
         }
         let schema = described(planned.schema(), planned.column_origins());
         Ok(IssuedTicket {
