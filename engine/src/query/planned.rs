@@ -89,11 +89,14 @@ impl PlannedQuery {
         let scanned = state
             .config()
             .get_extension::<meshgate_connectors::ScannedFiles>();
-        let reads_process_tables = audit
-            .tables
-            .iter()
-            .any(|t| t.starts_with(&format!("{SYSTEM_CATALOG}.")));
-        let snapshot = PlanSnapshot::of(view, scanned.as_deref(), &physical, reads_process_tables);
+        // Tables the process fills as it goes, and EXPLAIN: their answers are the
+        // moment's, so such a plan runs once.
+        let single_use = explain
+            || audit.tables.iter().any(|t| {
+                t.starts_with(&format!("{SYSTEM_CATALOG}."))
+                    || t.split('.').nth(1) == Some("information_schema")
+            });
+        let snapshot = PlanSnapshot::of(view, scanned.as_deref(), &physical, single_use);
         Ok(Self {
             execution: Mutex::new(Some(Execution {
                 task: Arc::new(task),

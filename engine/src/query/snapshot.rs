@@ -24,9 +24,11 @@ pub const PLAN_SNAPSHOT_LEN: usize = 32;
 ///
 /// Two plans with equal snapshots read the same bytes of the same files under the same
 /// rules. It is a digest (SHA-256), not the list, so it reveals neither. A plan that
-/// reads the `mesh` catalog's own tables (held in memory, filled by this process: quality
-/// history, freshness) also digests a number drawn once per process, so that only the
-/// process that planned it answers it again.
+/// reads tables whose content is made by the process as it goes (the `mesh` catalog's:
+/// quality history, freshness, status; `information_schema`, which shows settings) or
+/// that explains itself also digests a number drawn for that plan alone: it runs once,
+/// where it was planned, and never again elsewhere. Volatile functions (`now()`,
+/// `random()`) are evaluated at each execution, as in any database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PlanSnapshot([u8; PLAN_SNAPSHOT_LEN]);
 
@@ -37,7 +39,7 @@ impl PlanSnapshot {
         view: ViewFingerprint,
         scanned: Option<&ScannedFiles>,
         physical: &Arc<dyn ExecutionPlan>,
-        reads_process_tables: bool,
+        single_use: bool,
     ) -> Self {
         let in_plan = ScannedFiles::default();
         in_plan.record(physical);
@@ -49,8 +51,8 @@ impl PlanSnapshot {
             digest.update(bytes);
         };
         part(view.as_bytes());
-        if reads_process_tables {
-            part(process_nonce());
+        if single_use {
+            part(&plan_nonce());
         }
         part(&(files.len() as u64).to_le_bytes());
         for (path, size, modified, e_tag, version) in &files {
@@ -76,16 +78,16 @@ impl PlanSnapshot {
     }
 }
 
-/// A number drawn once per process.
-fn process_nonce() -> &'static [u8; 16] {
-    static NONCE: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
-    NONCE.get_or_init(|| {
-        let mut nonce = [0u8; 16];
-        // The system RNG does not fail on supported platforms; the process id still
-        // tells processes of one host apart if it ever did.
-        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
-            nonce[..8].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
-        }
-        nonce
-    })
+/// A number drawn for one plan.
+fn plan_nonce() -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    // The system RNG does not fail on supported platforms; a counter still tells the
+    // plans of this process apart if it ever did.
+    if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+        static PLANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PLANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        nonce[..8].copy_from_slice(&n.to_le_bytes());
+        nonce[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    nonce
 }

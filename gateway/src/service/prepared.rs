@@ -120,10 +120,10 @@ impl GatewayState {
             sealed::open_even_expired(&self.keys, HandlePurpose::PreparedStatement, handle, owner)
                 .filter(|opened| self.closed_prepared.get(&opened.id, owner).is_err())
                 .ok_or_else(|| self.prepared.unknown())?;
-        if opened.expired {
-            // Past its expiry, a handle lives on only where it is kept and used.
-            let kept = self.prepared.get(&opened.id, owner)?;
-            return Ok((opened.id, kept));
+        // Past its expiry, a handle lives on only where it is kept and used.
+        let kept = self.prepared.get(&opened.id, owner);
+        if opened.expired && kept.is_err() {
+            return Err(self.prepared.unknown());
         }
         let carried = PreparedBody::decode(opened.body.as_slice())
             .ok()
@@ -132,7 +132,7 @@ impl GatewayState {
         // Values the handle carries are the ones to use (bound wherever); a handle
         // without values may be the first one of a statement bound here since.
         if !carried.has_bound_values()
-            && let Ok(kept) = self.prepared.get(&opened.id, owner)
+            && let Ok(kept) = kept
         {
             return Ok((opened.id, kept));
         }

@@ -157,6 +157,12 @@ impl GatewayState {
             _ => {
                 let ticket = self.replan_ticket(principal, &opened.body).await?;
                 self.tickets.put(opened.id, &owner, ticket.clone());
+                // Cancelled while it was planned again: it does not run.
+                if self.cancelled.get(&opened.id, &owner).is_ok() {
+                    ticket.query.cancel();
+                    let _ = self.tickets.remove(&opened.id, &owner);
+                    return Err(self.tickets.unknown());
+                }
                 ticket
             }
         };
