@@ -33,6 +33,7 @@ from mesh_helpers import (
     pack_any,
 )
 from policy_model import PERSONAS
+from test_jdbc import driver_jar, run_jdbc  # noqa: F401  (driver_jar is a fixture)
 from test_sessions import CookieJar, _fields, session_conn
 
 VISITS = "SELECT encounter_id, patient_id, diagnosis_code FROM clinical.encounters.visits ORDER BY encounter_id"
@@ -323,6 +324,10 @@ class Balanced:
     def uri(self) -> str:
         return f"grpc://127.0.0.1:{self.port}"
 
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
 
 @pytest.fixture(scope="module")
 def balanced(demo, meshgate_bin, tmp_path_factory):
@@ -372,6 +377,17 @@ def test_clients_through_the_balancer(balanced, admin_token):
             assert adbc_query(conn, "SELECT count(*) AS n FROM regions").column("n")[0].as_py() > 0
         finally:
             conn.close()
+
+
+def test_jdbc_through_the_balancer(balanced, driver_jar, admin_token, oracle):
+    """The Flight SQL JDBC driver (BI tools' path), three connections in turn: round robin
+    puts them on different replicas; each queries, prepares and uses the catalog property."""
+    for _ in range(3):
+        out = run_jdbc(driver_jar, balanced, admin_token, "query")
+        assert int(out["total"]) == oracle.count("clinical.encounters.visits")
+        assert int(out["prepared"]) == oracle.count("reference.regions.regions", "region = 'north'")
+    out = run_jdbc(driver_jar, balanced, admin_token, "catalog")
+    assert int(out["short"]) == oracle.count("clinical.encounters.visits")
 
 
 def test_a_replica_killed_mid_load_costs_only_its_own_queries(balanced, admin_token, tmp_path):
