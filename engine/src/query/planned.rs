@@ -96,7 +96,7 @@ impl PlannedQuery {
                 t.starts_with(&format!("{SYSTEM_CATALOG}."))
                     || t.split('.').nth(1) == Some("information_schema")
             });
-        let snapshot = PlanSnapshot::of(view, scanned.as_deref(), &physical, single_use);
+        let snapshot = PlanSnapshot::of(view, scanned.as_deref(), single_use);
         Ok(Self {
             execution: Mutex::new(Some(Execution {
                 task: Arc::new(task),

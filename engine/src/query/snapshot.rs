@@ -3,10 +3,6 @@
 //! checked to answer from the same data under the same policy as when it was first
 //! planned.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-
-use datafusion::physical_plan::ExecutionPlan;
 use meshgate_connectors::{ScannedFile, ScannedFiles};
 
 use crate::session::ViewFingerprint;
@@ -33,18 +29,14 @@ pub const PLAN_SNAPSHOT_LEN: usize = 32;
 pub struct PlanSnapshot([u8; PLAN_SNAPSHOT_LEN]);
 
 impl PlanSnapshot {
-    /// The snapshot of a plan made under `view`, whose scans recorded `scanned`, and
-    /// whose physical plan is `physical` (its file scans count too).
+    /// The snapshot of a plan made under `view`, whose table scans recorded `scanned`
+    /// (every file table is scanned through its contract, which records its files).
     pub(crate) fn of(
         view: ViewFingerprint,
         scanned: Option<&ScannedFiles>,
-        physical: &Arc<dyn ExecutionPlan>,
         single_use: bool,
     ) -> Self {
-        let in_plan = ScannedFiles::default();
-        in_plan.record(physical);
-        let mut files: BTreeSet<ScannedFile> = in_plan.files().into_iter().collect();
-        files.extend(scanned.map(ScannedFiles::files).unwrap_or_default());
+        let files: Vec<ScannedFile> = scanned.map(ScannedFiles::files).unwrap_or_default();
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut part = |bytes: &[u8]| {
             digest.update(&(bytes.len() as u64).to_le_bytes());

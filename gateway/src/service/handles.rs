@@ -208,7 +208,7 @@ impl<T: Clone> HandleStore<T> {
     }
 
     fn get_at(&self, handle: &[u8], owner: &str, now: Instant) -> Result<T> {
-        let id = self.verify(handle, owner)?;
+        let id = self.verify(handle)?;
         let mut entries = self.lock();
         let (live, value) = match entries.by_id.get(&id) {
             Some(entry) if &*entry.owner == owner => (
@@ -232,7 +232,7 @@ impl<T: Clone> HandleStore<T> {
     }
 
     fn update_at(&self, handle: &[u8], owner: &str, value: T, now: Instant) -> Result<()> {
-        let id = self.verify(handle, owner)?;
+        let id = self.verify(handle)?;
         let mut entries = self.lock();
         match entries.by_id.get_mut(&id) {
             Some(entry) if &*entry.owner == owner => entry.value = value,
@@ -244,7 +244,7 @@ impl<T: Clone> HandleStore<T> {
 
     /// Forgets `handle` of `owner`; returns whether it existed.
     pub fn remove(&self, handle: &[u8], owner: &str) -> Result<bool> {
-        let id = self.verify(handle, owner)?;
+        let id = self.verify(handle)?;
         let mut entries = self.lock();
         if entries.by_id.get(&id).is_some_and(|e| &*e.owner == owner) {
             entries.remove(&id);
@@ -275,7 +275,7 @@ impl<T: Clone> HandleStore<T> {
     }
 
     /// The id `handle` holds; whose it is, the entry says.
-    fn verify(&self, handle: &[u8], _owner: &str) -> Result<Id> {
+    fn verify(&self, handle: &[u8]) -> Result<Id> {
         handle.try_into().map_err(|_| self.unknown())
     }
 

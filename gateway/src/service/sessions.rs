@@ -34,6 +34,7 @@ use meshgate_catalog::Principal;
 use meshgate_engine::{NameDefaults, QueryOptions, VersionPins};
 use prost::Message;
 
+use super::handles::Id;
 use super::sealed;
 use super::session_messages::{
     CLOSED, CloseSessionResult, GetSessionOptionsResult, INVALID_NAME, INVALID_VALUE, OptionValue,
@@ -229,9 +230,8 @@ impl GatewayState {
     }
 
     fn session(&self, principal: &Principal, cookie: &[u8]) -> Result<SessionValues> {
-        self.open_session(principal, cookie)
-            .and_then(|opened| SessionBody::decode(opened.body.as_slice()).ok())
-            .and_then(SessionValues::from_body)
+        self.live_session(principal, cookie)
+            .map(|(_, values)| values)
             .ok_or_else(|| {
                 Error::unknown_handle(
                     "the Flight SQL session is unknown or expired (handles.session_ttl): \
@@ -240,11 +240,14 @@ impl GatewayState {
             })
     }
 
-    /// The session cookie `cookie` opened for `principal`, unless it was closed here.
-    fn open_session(&self, principal: &Principal, cookie: &[u8]) -> Option<sealed::Opened> {
+    /// The id and options of the session `cookie` names for `principal`, unless it is
+    /// not one, expired or was closed here.
+    fn live_session(&self, principal: &Principal, cookie: &[u8]) -> Option<(Id, SessionValues)> {
         let owner = principal.fingerprint();
-        sealed::open(&self.keys, HandlePurpose::Session, cookie, &owner)
-            .filter(|opened| self.closed_sessions.get(&opened.id, &owner).is_err())
+        let opened = sealed::open(&self.keys, HandlePurpose::Session, cookie, &owner)
+            .filter(|opened| self.closed_sessions.get(&opened.id, &owner).is_err())?;
+        let values = SessionValues::from_body(SessionBody::decode(opened.body.as_slice()).ok()?)?;
+        Some((opened.id, values))
     }
 
     /// `SetSessionOptions`: sets what it can, reports per option what it cannot, and
@@ -267,10 +270,7 @@ impl GatewayState {
         let owner = principal.fingerprint();
         // A live session keeps its id across settings, so closing it closes every
         // cookie it had.
-        let live = session_cookie(headers).and_then(|cookie| {
-            let opened = self.open_session(principal, &cookie)?;
-            Some((opened.id, self.session(principal, &cookie).ok()?))
-        });
+        let live = session_cookie(headers).and_then(|cookie| self.live_session(principal, &cookie));
         let (id, mut values) = match live {
             Some((id, values)) => (id, values),
             None => (*uuid::Uuid::new_v4().as_bytes(), SessionValues::default()),
@@ -332,12 +332,11 @@ impl GatewayState {
         // The cookie holds the whole session: forgetting it is closing it. (Another
         // principal's cookie opens no session of the caller's: nothing to close.)
         let cookie = session_cookie(headers);
-        if let Some(opened) = cookie
+        if let Some((id, _)) = cookie
             .as_deref()
-            .and_then(|c| self.open_session(principal, c))
+            .and_then(|c| self.live_session(principal, c))
         {
-            self.closed_sessions
-                .put(opened.id, &principal.fingerprint(), ());
+            self.closed_sessions.put(id, &principal.fingerprint(), ());
         }
         let closed = cookie.is_some();
         Ok(SessionAnswer {

@@ -75,6 +75,19 @@ impl GatewayState {
     /// The Flight door's state over `engine`, with the limits of `config`, sealing
     /// handles with `keys`.
     pub fn new(engine: Arc<Engine>, config: &GatewayConfig, keys: Arc<HandleKeys>) -> Result<Self> {
+        // Every store has the same bounds; what it holds and for how long differ.
+        fn store<T: Clone>(
+            what: &'static str,
+            ttl: Duration,
+            config: &GatewayConfig,
+        ) -> HandleStore<T> {
+            HandleStore::new(
+                what,
+                ttl,
+                config.handles.max_handles,
+                config.handles.max_handles_per_principal,
+            )
+        }
         Ok(Self {
             engine,
             keys,
@@ -83,36 +96,11 @@ impl GatewayState {
                 prepared: config.handles.prepared_ttl,
                 session: config.handles.session_ttl,
             },
-            cancelled: HandleStore::new(
-                "ticket",
-                config.handles.ticket_ttl,
-                config.handles.max_handles,
-                config.handles.max_handles_per_principal,
-            ),
-            closed_sessions: HandleStore::new(
-                "session",
-                config.handles.session_ttl,
-                config.handles.max_handles,
-                config.handles.max_handles_per_principal,
-            ),
-            closed_prepared: HandleStore::new(
-                "prepared statement",
-                config.handles.prepared_ttl,
-                config.handles.max_handles,
-                config.handles.max_handles_per_principal,
-            ),
-            tickets: HandleStore::new(
-                "ticket",
-                config.handles.ticket_ttl,
-                config.handles.max_handles,
-                config.handles.max_handles_per_principal,
-            ),
-            prepared: HandleStore::new(
-                "prepared statement",
-                config.handles.prepared_ttl,
-                config.handles.max_handles,
-                config.handles.max_handles_per_principal,
-            ),
+            cancelled: store("ticket", config.handles.ticket_ttl, config),
+            closed_sessions: store("session", config.handles.session_ttl, config),
+            closed_prepared: store("prepared statement", config.handles.prepared_ttl, config),
+            tickets: store("ticket", config.handles.ticket_ttl, config),
+            prepared: store("prepared statement", config.handles.prepared_ttl, config),
             sql_info: sql_info::sql_info(config.handles.prepared_ttl)?,
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
