@@ -11,6 +11,10 @@ token minted with `meshgate token --demo-dir` for a principal with roles admin
 and pii_reader, who sees every product unfiltered and unmasked, so results
 compare equal to the unrestricted oracle.  test_zero_trust.py uses the
 personas (policy_model.PERSONAS) instead.
+
+With MESHGATE_TEST_BALANCED=1 the `server` fixture is the demo and two replicas of it
+behind HAProxy (TCP, round robin): every Flight client of the tests connects through
+the balancer, so consecutive connections of one test land on different replicas.
 """
 
 from __future__ import annotations
@@ -27,19 +31,23 @@ import pytest
 from mesh_helpers import (
     DEMO_SECRET_FILE,
     FlightConn,
+    HAProxyError,
     Oracle,
     ServerProcess,
     ServerStartError,
     TokenMintError,
     adbc_connect,
     adbc_query,
+    free_port,
     hermetic_env,
     mint_token,
+    start_haproxy,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SCALE = os.environ.get("MESHGATE_TEST_SCALE", "0.02")
 START_TIMEOUT_S = float(os.environ.get("MESHGATE_START_TIMEOUT", "120"))
+BALANCED = os.environ.get("MESHGATE_TEST_BALANCED") == "1"
 
 _started: list[ServerProcess] = []
 
@@ -107,10 +115,77 @@ def mesh_dir(demo) -> Path:
     return demo.mesh_dir
 
 
+class BalancedDemo:
+    """The demo and its replicas behind HAProxy, as the tests' clients see a server: its
+    Flight address is the balancer's; everything else (the HTTP and Postgres doors, the
+    output) is the demo process's."""
+
+    def __init__(self, demo: ServerProcess, replicas: list[ServerProcess], port: int):
+        self.demo, self.replicas, self.port = demo, replicas, port
+
+    host = "127.0.0.1"
+
+    @property
+    def uri(self) -> str:
+        return f"grpc://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.demo.alive() and all(r.alive() for r in self.replicas)
+
+    def describe_death(self) -> str:
+        dead = [s for s in [self.demo, *self.replicas] if not s.alive()]
+        return "; ".join(s.describe_death() for s in dead)
+
+    def __getattr__(self, name):
+        return getattr(self.demo, name)
+
+
+@pytest.fixture(scope="session")
+def balanced_demo(demo, meshgate_bin, tmp_path_factory):
+    """Two replicas of the demo (on its directory: shared keys) and HAProxy over the
+    three."""
+    ports = {"r2": free_port(), "r3": free_port()}
+    replicas = [
+        _start_or_fail(
+            [
+                meshgate_bin, "demo", "--dir", demo.mesh_dir, "--scale", DEMO_SCALE,
+                "--listen", f"127.0.0.1:{port}", "--http-listen", "127.0.0.1:0",
+                "--pg-listen", "127.0.0.1:0",
+            ],
+            name,
+        )
+        for name, port in ports.items()
+    ]
+    try:
+        try:
+            proc, port = start_haproxy({"r1": demo.server.port, **ports}, tmp_path_factory.mktemp("lb"))
+        except HAProxyError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield BalancedDemo(demo.server, replicas, port)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        for srv in replicas:
+            srv.stop()
+
+
+@pytest.fixture(scope="session")
+def front(request, demo):
+    """Where the tests' Flight clients connect: the demo server, or with
+    MESHGATE_TEST_BALANCED=1 the demo and its replicas behind HAProxy."""
+    return request.getfixturevalue("balanced_demo") if BALANCED else demo.server
+
+
 @pytest.fixture
-def server(demo) -> ServerProcess:
-    """The demo server, checked to be alive before and after the test."""
-    srv = demo.server
+def server(front) -> ServerProcess:
+    """The [`front`] server, checked to be alive before and after the test."""
+    srv = front
     if not srv.alive():
         pytest.fail(srv.describe_death(), pytrace=False)
     yield srv

@@ -26,9 +26,12 @@ import decimal
 import json
 import math
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -881,3 +884,61 @@ def flatten_objects(objects: pa.Table | Iterable[dict]) -> dict:
                     "raw_columns": cols,
                 }
     return tree
+
+
+# --------------------------------------------------------------------------
+# A real load balancer: HAProxy in TCP mode, round robin
+# --------------------------------------------------------------------------
+
+HAPROXY_CONFIG = """\
+global
+    maxconn 512
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 120s
+    timeout server 120s
+    retries 3
+    option redispatch
+frontend flight
+    bind 127.0.0.1:{port}
+    default_backend replicas
+backend replicas
+    balance roundrobin
+{servers}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HAProxyError(RuntimeError):
+    pass
+
+
+def start_haproxy(backends: dict[str, int], workdir: Path) -> tuple[subprocess.Popen, int]:
+    """HAProxy balancing TCP connections round robin over `backends` (name -> port on
+    loopback), health-checked every 300 ms; returns the process and its port."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(haproxy).exists():
+        raise HAProxyError("haproxy is not installed (tests/run.sh installs Debian's haproxy)")
+    port = free_port()
+    servers = "\n".join(
+        f"    server {name} 127.0.0.1:{p} check inter 300ms fall 1 rise 2" for name, p in backends.items()
+    )
+    config = workdir / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers))
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise HAProxyError(f"haproxy did not start: {proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.1)

@@ -7,6 +7,9 @@
 #   MESHGATE_BIN    server binary (default: <repo>/target/debug/meshgate)
 #   MESHGATE_VENV   virtualenv to create/use (default: <repo>/.venv)
 #   PYTHON          interpreter used to create the venv (default: python3)
+#
+# Without arguments, the client suites run a second time through HAProxy over three
+# replicas (MESHGATE_TEST_BALANCED=1; see conftest.py).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,5 +23,17 @@ cd "$repo"
 set +e
 "$MESHGATE_VENV/bin/python" -m pytest -q tests/python "$@"
 rc=$?
+# The client suites once more, through a real load balancer: the
+# demo and two replicas behind HAProxy, every Flight connection round robin.
+if [ "$#" -eq 0 ] && [ "$rc" -eq 0 ]; then
+  echo "== the client suites again, through HAProxy over three replicas"
+  MESHGATE_TEST_BALANCED=1 "$MESHGATE_VENV/bin/python" -m pytest -q \
+    tests/python/test_queries.py tests/python/test_prepared.py tests/python/test_sessions.py \
+    tests/python/test_streaming.py tests/python/test_column_metadata.py \
+    tests/python/test_handshake.py tests/python/test_zero_trust.py \
+    tests/python/test_discovery.py tests/python/test_data_products.py \
+    tests/python/test_jdbc.py tests/python/test_errors.py
+  rc=$?
+fi
 set -e
 exit "$rc"

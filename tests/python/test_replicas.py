@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from conftest import DEMO_SCALE, start_server
 from mesh_helpers import (
+    HAProxyError,
     ServerProcess,
     _len_field,
     adbc_query,
@@ -30,19 +30,15 @@ from mesh_helpers import (
     command_statement_query,
     data_dir,
     flight_call_options,
+    free_port,
     pack_any,
+    start_haproxy,
 )
 from policy_model import PERSONAS
 from test_jdbc import driver_jar, run_jdbc  # noqa: F401  (driver_jar is a fixture)
 from test_sessions import CookieJar, _fields, session_conn
 
 VISITS = "SELECT encounter_id, patient_id, diagnosis_code FROM clinical.encounters.visits ORDER BY encounter_id"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _replica_argv(meshgate_bin, mesh_dir: Path, port: int = 0) -> list:
@@ -297,25 +293,6 @@ def test_a_session_set_on_one_replica_holds_on_another(server, replica, admin_to
 # -- behind a load balancer --------------------------------------------------------
 
 
-HAPROXY_CONFIG = """\
-global
-    maxconn 512
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 120s
-    timeout server 120s
-    retries 3
-    option redispatch
-frontend flight
-    bind 127.0.0.1:{port}
-    default_backend replicas
-backend replicas
-    balance roundrobin
-{servers}
-"""
-
-
 class Balanced:
     def __init__(self, port: int, replicas: dict[str, ServerProcess], ports: dict[str, int]):
         self.port, self.replicas, self.ports = port, replicas, ports
@@ -331,33 +308,22 @@ class Balanced:
 
 @pytest.fixture(scope="module")
 def balanced(demo, meshgate_bin, tmp_path_factory):
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not Path(haproxy).exists():
-        pytest.fail("haproxy is not installed (tests/run.sh installs Debian's haproxy)", pytrace=False)
-    ports = {name: _free_port() for name in ("r1", "r2", "r3")}
+    ports = {name: free_port() for name in ("r1", "r2", "r3")}
     replicas = {
         name: start_server(_replica_argv(meshgate_bin, demo.mesh_dir, port), name)
         for name, port in ports.items()
     }
-    port = _free_port()
-    servers = "\n".join(
-        f"    server {name} 127.0.0.1:{p} check inter 300ms fall 1 rise 2" for name, p in ports.items()
-    )
-    config = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(port=port, servers=servers))
-    proc = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"haproxy did not start: {proc.stdout.read() if proc.stdout else ''}",
-                            pytrace=False)
-            time.sleep(0.1)
-        yield Balanced(port, replicas, ports)
+        try:
+            proc, port = start_haproxy(ports, tmp_path_factory.mktemp("haproxy"))
+        except HAProxyError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield Balanced(port, replicas, ports)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
         for srv in replicas.values():
             srv.stop()
 

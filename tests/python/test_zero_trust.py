@@ -94,9 +94,9 @@ def tokens(mint) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def conns(demo, tokens):
+def conns(front, tokens):
     """One ADBC connection per persona (module-wide; the gateway keeps no state per connection)."""
-    opened = {name: adbc_connect(demo.server.uri, tok) for name, tok in tokens.items()}
+    opened = {name: adbc_connect(front.uri, tok) for name, tok in tokens.items()}
     try:
         yield opened
     finally:
@@ -730,7 +730,7 @@ def test_hash_preserves_equality_structure(ben_hashes):
     assert all(len(v) == 1 for v in by_hash.values()), "different codes got the same hash"
 
 
-def test_sql_sees_the_hash(conns, ben_hashes, oracle, demo, tokens):
+def test_sql_sees_the_hash(conns, ben_hashes, oracle, front, tokens):
     """WHERE compares the masked value; the same value is served to another connection."""
     code_to_hash = {raw: h for h, raw in ben_hashes.values() if raw is not None}
     h = code_to_hash["E11.9"]
@@ -738,7 +738,7 @@ def test_sql_sees_the_hash(conns, ben_hashes, oracle, demo, tokens):
     assert adbc_query(conns["ben"], sql, [h]).column("n")[0].as_py() == oracle.count(
         "clinical.encounters.visits", "diagnosis_code = 'E11.9'"
     )
-    other = adbc_connect(demo.server.uri, tokens["ben"])
+    other = adbc_connect(front.uri, tokens["ben"])
     try:
         again = adbc_query(other, "SELECT DISTINCT diagnosis_code AS d FROM clinical.encounters.visits WHERE diagnosis_code IS NOT NULL")
     finally:
