@@ -58,4 +58,10 @@ impl ScannedFiles {
         let files = self.0.lock().unwrap_or_else(|e| e.into_inner());
         files.iter().cloned().collect()
     }
+
+    /// The bytes of the files recorded, summed.
+    pub fn total_bytes(&self) -> u64 {
+        let files = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        files.iter().map(|(_, size, ..)| *size).sum()
+    }
 }

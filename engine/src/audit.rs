@@ -68,6 +68,9 @@ pub struct AuditRecord {
     /// The query's id, as the client received it (`x-meshgate-query-id`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_id: Option<String>,
+    /// Which part of a result served in parts this execution sent (`2/4`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
 }
 
 impl AuditRecord {
@@ -91,6 +94,7 @@ impl AuditRecord {
             outcome: "ok",
             detail: None,
             query_id: None,
+            part: None,
         }
     }
 

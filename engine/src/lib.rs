@@ -32,9 +32,9 @@ mod session;
 // Planning and executing statements.
 pub use engine::{Engine, Execution, Load, Prepared};
 pub use query::{
-    ColumnOrigin, PLAN_SNAPSHOT_LEN, PlanSnapshot, PlannedQuery, PlanningRecord, PreparedParts,
-    PreparedStatement, QueryOptions, QueryRequest, SentBytes, Statement, too_many_rows,
-    wire_schema,
+    ColumnOrigin, PARTS_LAYOUT_LEN, PLAN_SNAPSHOT_LEN, PartsRequest, PlanSnapshot, PlannedQuery,
+    PlanningRecord, PreparedParts, PreparedStatement, QueryOptions, QueryRequest, ResultParts,
+    SentBytes, Statement, too_many_rows, wire_schema,
 };
 
 // Errors, and how a door maps them to its protocol.

@@ -102,8 +102,10 @@ impl AuditLog {
                         continue;
                     }
                 };
+                // One write of the whole line: processes appending to one file (the
+                // demo's replicas) never interleave within a record.
                 if let Some(file) = file.as_mut()
-                    && let Err(e) = writeln!(file, "{line}")
+                    && let Err(e) = file.write_all(format!("{line}\n").as_bytes())
                 {
                     tracing::error!(error = %e, "cannot write the audit file");
                 }

@@ -267,6 +267,15 @@ pub struct TransportConfig {
     /// query stopped (its memory and running-query slot released).
     #[serde(with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
+    /// Most endpoints (parallel streams) a statement's FlightInfo may list: a result
+    /// whose plan reads files in independent partitions (a scan, filtered and projected)
+    /// is split into up to this many, so clients that read endpoints in parallel (ADBC,
+    /// Spark, Dask) use several streams; each may be redeemed on any replica. 1 serves
+    /// every result as one stream.
+    pub max_endpoints: usize,
+    /// A result is split into endpoints only when the files its plan reads total at
+    /// least this many bytes.
+    pub endpoints_min_scan_bytes: u64,
 }
 
 impl Default for TransportConfig {
@@ -281,6 +290,8 @@ impl Default for TransportConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             stream_idle_timeout: Duration::from_secs(120),
+            max_endpoints: 8,
+            endpoints_min_scan_bytes: 64 * 1024 * 1024,
         }
     }
 }

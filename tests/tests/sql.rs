@@ -99,6 +99,7 @@ impl sqllogictest::AsyncDB for Connection {
             rpc: "sqllogictest",
             span: tracing::Span::none(),
             sent: SentBytes::default(),
+            part: 0,
         };
         let batches: Vec<RecordBatch> = self
             .engine
@@ -256,6 +257,7 @@ async fn engine_futures_stay_small() {
         rpc: "size",
         span: tracing::Span::none(),
         sent: SentBytes::default(),
+        part: 0,
     };
     let execute = std::mem::size_of_val(&engine.execute(planned, execution));
     for (name, bytes) in [("plan", plan), ("prepare", prepare), ("execute", execute)] {

@@ -29,6 +29,9 @@ pub struct Execution<'a> {
     pub span: tracing::Span,
     /// Where the door counts the bytes it sends of the results.
     pub sent: SentBytes,
+    /// Which part of the result to execute, when the query is served in parts (see
+    /// [`PlannedQuery::parts`]); 0 when it is served whole.
+    pub part: usize,
 }
 
 impl Engine {
@@ -49,13 +52,18 @@ impl Engine {
             rpc,
             span,
             sent,
+            part,
         } = execution;
+        let part_name = planned
+            .parts()
+            .map(|parts| format!("{}/{}", part + 1, parts.parts));
         let refuse = |error: Error| {
             record_failure(&[&span], error.code_name());
-            let record = planned
+            let mut record = planned
                 .audit
                 .apply(AuditRecord::new(rpc, Some(principal), started))
                 .failed(&error);
+            record.part.clone_from(&part_name);
             self.auditor.emit(record);
             Err(error)
         };
@@ -92,7 +100,7 @@ impl Engine {
         // A policy may have changed while the query waited for its slot.
         let started_stream = admitted.and_then(|admitted| {
             self.still_seen(principal, &planned)?;
-            Ok((admitted, planned.start()?))
+            Ok((admitted, planned.start(part)?))
         });
         waiting.armed = false;
         let (admitted, batches) = match started_stream {
@@ -118,6 +126,7 @@ impl Engine {
             record.bytes = Some(end.bytes);
             record.outcome = end.outcome;
             record.detail = end.code.map(str::to_string);
+            record.part = part_name;
             auditor.emit(record);
         };
         Ok(observed(batches, sent, &self.in_flight, on_end))

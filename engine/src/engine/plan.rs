@@ -202,7 +202,7 @@ impl Engine {
             session.context,
             plan,
             audit.clone(),
-            deadline,
+            (deadline, &options.parts),
             session.view,
             failures,
             principal.fingerprint(),
@@ -227,6 +227,9 @@ impl Engine {
             session.context = dialect.extend(principal, session.context)?;
         }
         session.resolve_names_in(&options.names);
+        if let Some(partitions) = options.parts.target_partitions {
+            session.use_target_partitions(partitions);
+        }
         let plan = plan_sql_in(
             &session.context,
             sql,

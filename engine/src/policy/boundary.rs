@@ -42,6 +42,11 @@ impl PolicyBoundaryExec {
             table,
         }
     }
+
+    /// The secured sub-plan it executes.
+    pub(crate) fn secured(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
 }
 
 impl DisplayAs for PolicyBoundaryExec {

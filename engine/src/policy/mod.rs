@@ -21,6 +21,7 @@ use meshgate_catalog::{
     Access, ColumnEffect, PlatformPolicy, Principal, Product, TableAccess, decide,
 };
 
+pub(crate) use boundary::PolicyBoundaryExec;
 use secured_table::SecuredTable;
 pub(crate) use time_travel::{TimeTravel, VersionedTable};
 

@@ -4,6 +4,7 @@
 
 mod explain;
 mod origins;
+mod parts;
 mod planned;
 mod prepared;
 mod snapshot;
@@ -19,6 +20,7 @@ use crate::session::{NameDefaults, SqlDialect, VersionPins};
 
 pub use origins::ColumnOrigin;
 pub(crate) use origins::column_origins;
+pub use parts::{PARTS_LAYOUT_LEN, PartsRequest, ResultParts};
 pub use planned::PlannedQuery;
 pub(crate) use planned::tables_in;
 pub use prepared::{PreparedParts, PreparedStatement, too_many_rows};
@@ -40,6 +42,8 @@ pub struct QueryOptions {
     pub versions: VersionPins,
     /// The door's dialect of SQL (Postgres clients' catalog queries), if it has one.
     pub dialect: Option<Arc<dyn SqlDialect>>,
+    /// Whether the result may be served in parts (parallel streams), and how.
+    pub parts: PartsRequest,
 }
 
 /// A statement to plan.

@@ -1,4 +1,5 @@
-//! [`PlannedQuery`]: a statement planned for one principal, ready to execute once.
+//! [`PlannedQuery`]: a statement planned for one principal, ready to execute once (or
+//! once per part, when its result is served in parts).
 
 use std::sync::{Arc, Mutex};
 
@@ -8,9 +9,11 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use meshgate_connectors::ScannedFiles;
 
 use super::origins::{ColumnOrigin, column_origins};
+use super::parts::{PartsRequest, ResultParts, result_parts};
 use super::snapshot::PlanSnapshot;
 use super::stream::{plain, wire_schema};
 use crate::admission::Deadline;
@@ -26,7 +29,8 @@ use crate::session::{
 ///
 /// The physical plan made when the statement was planned is what executes (plan once),
 /// and it executes once: the plan, its session and task context are released when its
-/// stream starts. What remains until the door drops it (the schema, the audit facts,
+/// stream starts (served in parts, when the last part's stream starts; each part
+/// executes once). What remains until the door drops it (the schema, the audit facts,
 /// the cancellation switch) is small, so a busy gateway does not hold thousands of
 /// sessions for the lifetime of its handles.
 pub struct PlannedQuery {
@@ -43,6 +47,8 @@ pub struct PlannedQuery {
     view: ViewFingerprint,
     /// The view and the data files it reads, summed up.
     snapshot: PlanSnapshot,
+    /// How its result is served in parts, if it is.
+    parts: Option<ResultParts>,
     /// The fingerprint of the principal it was planned for: the only one that may run it.
     owner: String,
     /// What the audit records of this query say about it.
@@ -59,6 +65,8 @@ struct Execution {
     task: Arc<TaskContext>,
     /// Which table's storage failed first, as the task context's stores saw it.
     failures: Arc<StorageFailures>,
+    /// Which parts have started (one entry when served whole).
+    started: Vec<bool>,
 }
 
 impl std::fmt::Debug for PlannedQuery {
@@ -70,12 +78,13 @@ impl std::fmt::Debug for PlannedQuery {
 }
 
 impl PlannedQuery {
-    /// Optimizes and physically plans `logical` in `session`.
+    /// Optimizes and physically plans `logical` in `session`, to be done by `deadline`
+    /// and served in parts as `parts_request` allows.
     pub(crate) async fn plan(
         session: SessionContext,
         logical: LogicalPlan,
         audit: QueryAudit,
-        deadline: Deadline,
+        (deadline, parts_request): (Deadline, &PartsRequest),
         view: ViewFingerprint,
         failures: Arc<StorageFailures>,
         owner: String,
@@ -85,7 +94,6 @@ impl PlannedQuery {
         let schema = wire_schema(physical.schema().as_ref());
         let origins = column_origins(&logical, &state);
         let explain = matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
-        let task = recording_task_context(&state, &failures)?;
         let scanned = state
             .config()
             .get_extension::<meshgate_connectors::ScannedFiles>();
@@ -97,6 +105,21 @@ impl PlannedQuery {
                     || t.split('.').nth(1) == Some("information_schema")
             });
         let snapshot = PlanSnapshot::of(view, scanned.as_deref(), single_use);
+        let scan_bytes = scanned.as_deref().map_or(0, ScannedFiles::total_bytes);
+        let target_partitions = state.config_options().execution.target_partitions;
+        let parts = (!explain)
+            .then(|| result_parts(&physical, parts_request, target_partitions, scan_bytes))
+            .flatten();
+        let mut task = recording_task_context(&state, &failures)?;
+        if parts.is_some() {
+            // Each part reads only its own partitions' files (see `super::parts`).
+            let mut config = task.session_config().clone();
+            config
+                .options_mut()
+                .execution
+                .enable_file_stream_work_stealing = false;
+            task = task.with_session_config(config);
+        }
         Ok(Self {
             execution: Mutex::new(Some(Execution {
                 task: Arc::new(task),
@@ -104,7 +127,9 @@ impl PlannedQuery {
                 _session: session,
                 explain,
                 physical,
+                started: vec![false; parts.map_or(1, |p| p.parts)],
             })),
+            parts,
             schema,
             origins,
             deadline,
@@ -162,38 +187,71 @@ impl PlannedQuery {
         self.view
     }
 
-    /// Whether its one execution has started (it cannot run again).
-    pub fn is_spent(&self) -> bool {
+    /// How its result is served in parts, if it is (else it is served whole, as part 0).
+    pub fn parts(&self) -> Option<ResultParts> {
+        self.parts
+    }
+
+    /// Whether the execution of `part` has started (it cannot run again); a part the
+    /// query does not have is spent.
+    pub fn is_spent(&self, part: usize) -> bool {
         self.execution
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_none()
+            .as_ref()
+            .is_none_or(|execution| execution.started.get(part).is_none_or(|started| *started))
     }
 
-    /// Starts executing the query; its results come in plain Arrow types. A query
-    /// executes once: again is `UnknownHandle`.
-    pub(crate) fn start(&self) -> Result<SendableRecordBatchStream> {
-        let execution = self
-            .execution
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or_else(|| {
-                Error::UnknownHandle(
-                    "this ticket was already redeemed; get a new one with GetFlightInfo".into(),
-                )
-            })?;
-        let mut batches = execute_stream(execution.physical, execution.task)?;
-        if execution.explain {
+    /// Starts executing `part` of the query (0 when it is served whole); its results
+    /// come in plain Arrow types. Each part executes once: again is `UnknownHandle`.
+    pub(crate) fn start(&self, part: usize) -> Result<SendableRecordBatchStream> {
+        let already = || {
+            Error::UnknownHandle(
+                "this ticket was already redeemed; get a new one with GetFlightInfo".into(),
+            )
+        };
+        let mut guard = self.execution.lock().unwrap_or_else(|e| e.into_inner());
+        let execution = guard.as_mut().ok_or_else(already)?;
+        match execution.started.get_mut(part) {
+            Some(started) if !*started => *started = true,
+            _ => return Err(already()),
+        }
+        let (physical, task) = (Arc::clone(&execution.physical), Arc::clone(&execution.task));
+        let (explain, failures) = (execution.explain, Arc::clone(&execution.failures));
+        // The last part to start releases the plan and its session.
+        if execution.started.iter().all(|started| *started) {
+            *guard = None;
+        }
+        drop(guard);
+        let mut batches = match self.parts {
+            None => execute_stream(physical, task)?,
+            Some(parts) => part_stream(&physical, &task, parts.partitions_of(part))?,
+        };
+        if explain {
             batches = super::explain::sanitize_stream(batches);
         }
         // A storage failure names its table, even where a reader lost it on the way.
-        let failures = execution.failures;
         let schema = batches.schema();
         let named = batches.map_err(move |e| failures.attach(e));
         let batches = Box::pin(RecordBatchStreamAdapter::new(schema, named));
         Ok(plain(Arc::clone(&self.schema), batches))
     }
+}
+
+/// The output partitions `partitions` of `physical`, one after the other.
+fn part_stream(
+    physical: &Arc<dyn ExecutionPlan>,
+    task: &Arc<TaskContext>,
+    partitions: impl Iterator<Item = usize>,
+) -> Result<SendableRecordBatchStream> {
+    let streams = partitions
+        .map(|partition| physical.execute(partition, Arc::clone(task)))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let chained = futures::stream::iter(streams).flatten();
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        physical.schema(),
+        chained,
+    )))
 }
 
 /// The name the audit records for a scanned table: whole (`domain.product.table`, as

@@ -415,3 +415,18 @@ pub fn session_config(engine: &EngineConfig) -> SessionConfig {
     options.execution.parquet.pushdown_filters = engine.parquet_pushdown_filters;
     config
 }
+
+/// The most target partitions a request may plan with (a ticket planned again keeps its
+/// issuer's count; a sealed ticket cannot be forged, but the bound holds regardless).
+const MAX_TARGET_PARTITIONS: usize = 256;
+
+impl PrincipalSession {
+    /// Plans this request with `partitions` target partitions (at most
+    /// [`MAX_TARGET_PARTITIONS`]) instead of the engine's.
+    pub(crate) fn use_target_partitions(&self, partitions: usize) {
+        let state = self.context.state_ref();
+        let mut state = state.write();
+        state.config_mut().options_mut().execution.target_partitions =
+            partitions.clamp(1, MAX_TARGET_PARTITIONS);
+    }
+}

@@ -164,6 +164,7 @@ impl Door {
                 rpc: rpcs.1,
                 span,
                 sent: sent.clone(),
+                part: 0,
             };
             match self.engine.execute(planned, execution).await {
                 Ok(batches) => break (batches, sent, query_id),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use meshgate_catalog::Principal;
-use meshgate_engine::{NameDefaults, QueryOptions, SqlDialect, VersionPins};
+use meshgate_engine::{NameDefaults, PartsRequest, QueryOptions, SqlDialect, VersionPins};
 use pgwire::error::PgWireError;
 use pgwire::messages::startup::SecretKey;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,7 @@ impl Connection {
             names: settings.names.clone(),
             versions: settings.versions.clone(),
             dialect: Some(Arc::clone(dialect)),
+            parts: PartsRequest::default(),
         }
     }
 

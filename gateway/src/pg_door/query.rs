@@ -176,6 +176,7 @@ impl Door {
                 rpc: RESULTS_RPC,
                 span,
                 sent: sent.clone(),
+                part: 0,
             };
             let started = tokio::select! {
                 started = self.engine.execute(planned, execution) => started,

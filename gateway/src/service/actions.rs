@@ -8,7 +8,7 @@ use arrow_flight::{
 use meshgate_catalog::Principal;
 use prost::Message;
 
-use super::state::GatewayState;
+use super::state::{GatewayState, MAX_ENDPOINTS};
 use super::wire_scan;
 use crate::error::{Error, Result};
 
@@ -66,10 +66,10 @@ pub(super) fn cancel_query(
     Ok(ActionCancelQueryResult { result })
 }
 
-/// Most endpoints a FlightInfo to cancel may list: this server's have one, so a
-/// request listing more is not about its queries. It is refused on its wire bytes,
-/// before decoding (which allocates per endpoint).
-const MAX_CANCEL_ENDPOINTS: usize = 16;
+/// Most endpoints a FlightInfo to cancel may list: this server's have at most
+/// [`MAX_ENDPOINTS`], so a request listing more is not about its queries. It is refused
+/// on its wire bytes, before decoding (which allocates per endpoint).
+const MAX_CANCEL_ENDPOINTS: usize = MAX_ENDPOINTS;
 
 /// Refuses the FlightInfo in `bytes` if it lists more than [`MAX_CANCEL_ENDPOINTS`],
 /// or with `malformed` if it is not a protobuf message.
@@ -83,7 +83,8 @@ fn ensure_few_endpoints(bytes: &[u8], malformed: &str) -> Result<()> {
 fn refuse_many_endpoints(endpoints: usize) -> Result<()> {
     if endpoints > MAX_CANCEL_ENDPOINTS {
         return Err(Error::invalid_argument(format!(
-            "the FlightInfo to cancel lists {endpoints} endpoints; this server's have one"
+            "the FlightInfo to cancel lists {endpoints} endpoints; this server's have at \
+             most {MAX_CANCEL_ENDPOINTS}"
         )));
     }
     Ok(())

@@ -79,23 +79,24 @@ fn flight_error_to_status(err: FlightError) -> Status {
     }
 }
 
-/// A FlightInfo with one endpoint whose ticket is `TicketStatementQuery { handle }`.
+/// A FlightInfo with one endpoint per handle, each with the ticket
+/// `TicketStatementQuery { handle }`: a result served in parts has several, which
+/// together are the whole result (in no order among them).
 ///
-/// The endpoint has no location: clients fetch from the server they asked, over the
+/// The endpoints have no location: clients fetch from the server they asked, over the
 /// same channel, which is right behind load balancers and proxies too.
 pub(super) fn statement_flight_info(
     schema: &SchemaRef,
-    handle: bytes::Bytes,
+    handles: Vec<bytes::Bytes>,
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
-    let ticket = TicketStatementQuery {
-        statement_handle: handle,
-    };
-    flight_info(
-        schema,
-        Ticket::new(ticket.as_any().encode_to_vec()),
-        descriptor,
-    )
+    let tickets = handles.into_iter().map(|handle| {
+        let ticket = TicketStatementQuery {
+            statement_handle: handle,
+        };
+        Ticket::new(ticket.as_any().encode_to_vec())
+    });
+    flight_info(schema, tickets, descriptor)
 }
 
 /// A FlightInfo for a metadata command: the ticket is the command itself, answered
@@ -105,18 +106,25 @@ pub(super) fn command_flight_info(
     command: Any,
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
-    flight_info(schema, Ticket::new(command.encode_to_vec()), descriptor)
+    flight_info(
+        schema,
+        std::iter::once(Ticket::new(command.encode_to_vec())),
+        descriptor,
+    )
 }
 
 fn flight_info(
     schema: &SchemaRef,
-    ticket: Ticket,
+    tickets: impl Iterator<Item = Ticket>,
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
-    Ok(FlightInfo::new()
+    let mut info = FlightInfo::new()
         .try_with_schema(schema.as_ref())
-        .map_err(|e| Error::internal(e.to_string()))?
-        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    for ticket in tickets {
+        info = info.with_endpoint(FlightEndpoint::new().with_ticket(ticket));
+    }
+    Ok(info
         .with_descriptor(descriptor)
         .with_total_records(-1)
         .with_total_bytes(-1))

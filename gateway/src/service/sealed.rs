@@ -16,7 +16,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
-use meshgate_engine::{NameDefaults, PreparedParts, PreparedStatement, Statement};
+use meshgate_engine::{NameDefaults, PreparedParts, PreparedStatement, ResultParts, Statement};
 use prost::Message;
 
 use super::handles::Id;
@@ -211,6 +211,24 @@ pub(super) struct TicketBody {
     /// The query's id, as its first planning's audit record names it.
     #[prost(string, tag = "9")]
     query_id: String,
+    /// Which part of a result served in parts the ticket redeems.
+    #[prost(message, optional, tag = "10")]
+    part: Option<PartBody>,
+}
+
+/// One part of a result served in parts, and how the plan was split (`ResultParts`).
+#[derive(Clone, PartialEq, Message)]
+struct PartBody {
+    #[prost(uint32, tag = "1")]
+    part: u32,
+    #[prost(uint32, tag = "2")]
+    parts: u32,
+    #[prost(uint32, tag = "3")]
+    partitions: u32,
+    #[prost(uint32, tag = "4")]
+    target_partitions: u32,
+    #[prost(bytes = "vec", tag = "5")]
+    layout: Vec<u8>,
 }
 
 /// What a ticket stands for, opened.
@@ -223,6 +241,9 @@ pub(super) struct TicketContents {
     pub(super) time_left: Duration,
     pub(super) snapshot: Vec<u8>,
     pub(super) query_id: String,
+    /// The part it redeems (0 when the result is served whole), and how the result was
+    /// split into parts.
+    pub(super) part: (usize, Option<ResultParts>),
 }
 
 impl TicketBody {
@@ -251,7 +272,23 @@ impl TicketBody {
             deadline_ms: now_ms().saturating_add(millis(time_left)),
             snapshot: snapshot.to_vec(),
             query_id,
+            part: None,
         })
+    }
+
+    /// The body of the ticket of part `part` of a result served as `parts`.
+    pub(super) fn for_part(&self, part: usize, parts: &ResultParts) -> Self {
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            part: Some(PartBody {
+                part: small(part),
+                parts: small(parts.parts),
+                partitions: small(parts.partitions),
+                target_partitions: small(parts.target_partitions),
+                layout: parts.layout.to_vec(),
+            }),
+            ..self.clone()
+        }
     }
 
     /// The contents of an opened ticket; `None` if they do not decode.
@@ -273,6 +310,18 @@ impl TicketBody {
             time_left: Duration::from_millis(body.deadline_ms.saturating_sub(now_ms())),
             snapshot: body.snapshot,
             query_id: body.query_id,
+            part: match body.part {
+                None => (0, None),
+                Some(part) => (
+                    part.part as usize,
+                    Some(ResultParts {
+                        parts: part.parts as usize,
+                        partitions: part.partitions as usize,
+                        target_partitions: part.target_partitions as usize,
+                        layout: part.layout.try_into().ok()?,
+                    }),
+                ),
+            },
         })
     }
 }

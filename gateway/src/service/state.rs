@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
-use meshgate_engine::{Engine, Load, PlannedQuery, PreparedStatement, SessionFactory};
+use meshgate_engine::{
+    Engine, Load, PartsRequest, PlannedQuery, PreparedStatement, SessionFactory,
+};
 
 use super::handles::HandleStore;
 use super::spans::TraceContext;
@@ -17,6 +19,10 @@ use crate::error::Result;
 use crate::handle_keys::HandleKeys;
 
 /// How often expired tickets and prepared statements are dropped when no insert does it.
+/// Most endpoints a statement's FlightInfo lists (`transport.max_endpoints` is capped
+/// at it).
+pub(super) const MAX_ENDPOINTS: usize = 64;
+
 const HANDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What a statement ticket stands for: the planned query, and the trace its planning
@@ -58,6 +64,8 @@ pub struct GatewayState {
     pub(super) xdbc_type_info: XdbcTypeInfoData,
     pub(super) max_flight_data_size: usize,
     pub(super) stream_idle_timeout: Duration,
+    /// How statements' results are split into endpoints.
+    pub(super) parts: PartsRequest,
     /// Serving queries: set when the server starts, cleared when shutdown begins.
     ready: AtomicBool,
 }
@@ -105,6 +113,11 @@ impl GatewayState {
             xdbc_type_info: sql_info::xdbc_type_info()?,
             max_flight_data_size: config.transport.max_flight_data_size,
             stream_idle_timeout: config.transport.stream_idle_timeout,
+            parts: PartsRequest {
+                max_parts: config.transport.max_endpoints.clamp(1, MAX_ENDPOINTS),
+                min_scan_bytes: config.transport.endpoints_min_scan_bytes,
+                target_partitions: None,
+            },
             ready: AtomicBool::new(false),
         })
     }

@@ -19,14 +19,14 @@ use arrow_flight::{FlightDescriptor, FlightInfo};
 use bytes::Bytes;
 use meshgate_catalog::Principal;
 use meshgate_engine::{
-    Error as EngineError, Execution, PlannedQuery, PlanningRecord, QueryOptions, QueryRequest,
-    SentBytes, Statement, VersionPins,
+    Error as EngineError, Execution, PartsRequest, PlannedQuery, PlanningRecord, QueryOptions,
+    QueryRequest, SentBytes, Statement, VersionPins,
 };
 use prost::Message;
 
 use super::column_metadata::described;
 use super::encode::{FlightDataStream, encode, statement_flight_info};
-use super::sealed::{self, TicketBody};
+use super::sealed::{self, TicketBody, TicketContents};
 use super::spans;
 use super::state::{GatewayState, IssuedTicket};
 use crate::audit::AuditRecord;
@@ -91,7 +91,10 @@ impl GatewayState {
         let request = QueryRequest {
             principal,
             statement,
-            options,
+            options: QueryOptions {
+                parts: self.parts,
+                ..options
+            },
             query_id,
             rpc,
             span,
@@ -99,6 +102,7 @@ impl GatewayState {
         };
         let planned = Arc::new(self.engine.plan(request).await?);
         let schema = described(planned.schema(), planned.column_origins());
+        let parts = planned.parts();
         let (statement, names, versions, max_staleness, query_id) = sealing;
         let body = TicketBody::new(
             &statement,
@@ -120,18 +124,30 @@ impl GatewayState {
                 schema: Arc::clone(&schema),
             },
         );
-        let handle = sealed::seal(
-            &self.keys,
-            HandlePurpose::Ticket,
-            &id,
-            &owner,
-            self.ttls.ticket,
-            body.encode_to_vec(),
-        )?;
+        // One ticket per part, all naming the one plan kept here.
+        let bodies = match parts {
+            None => vec![body],
+            Some(parts) => (0..parts.parts)
+                .map(|part| body.for_part(part, &parts))
+                .collect(),
+        };
+        let handles = bodies
+            .into_iter()
+            .map(|body| {
+                sealed::seal(
+                    &self.keys,
+                    HandlePurpose::Ticket,
+                    &id,
+                    &owner,
+                    self.ttls.ticket,
+                    body.encode_to_vec(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         // The schema is plain Arrow (the engine's wire schema), so encoding it does not
         // fail; if it ever did, the ticket goes and the client gets INTERNAL, while the
         // planning's audit record (written by the engine) stands as planned.
-        statement_flight_info(&schema, handle, descriptor).inspect_err(|_| {
+        statement_flight_info(&schema, handles, descriptor).inspect_err(|_| {
             let _ = self.tickets.remove(&id, &owner);
         })
     }
@@ -150,12 +166,16 @@ impl GatewayState {
         let Some(opened) = opened else {
             return Err(self.refused(REDEEM_RPC, principal, None, self.tickets.unknown()));
         };
+        let Some(contents) = TicketBody::contents(&opened.body) else {
+            return Err(self.refused(REDEEM_RPC, principal, None, self.tickets.unknown()));
+        };
+        let part = contents.part.0;
         let ticket = match self.tickets.get(&opened.id, &owner) {
-            Ok(ticket) if !ticket.query.is_spent() => ticket,
+            Ok(ticket) if !ticket.query.is_spent(part) => ticket,
             // Planned elsewhere, redeemed before, or dropped here: plan it again, and
             // keep the plan, so that CancelFlightInfo reaches its stream.
             _ => {
-                let ticket = self.replan_ticket(principal, &opened.body).await?;
+                let ticket = self.replan_ticket(principal, contents).await?;
                 self.tickets.put(opened.id, &owner, ticket.clone());
                 // Cancelled while it was planned again: it does not run.
                 if self.cancelled.get(&opened.id, &owner).is_ok() {
@@ -175,6 +195,7 @@ impl GatewayState {
             rpc: REDEEM_RPC,
             span,
             sent: sent.clone(),
+            part,
         };
         let batches = match self
             .engine
@@ -233,10 +254,11 @@ impl GatewayState {
     /// only if it reads the snapshot the ticket was planned on. Every refusal is
     /// audited once, under the ticket's query id (a planning that fails, by the engine);
     /// on success the execution's record follows.
-    async fn replan_ticket(&self, principal: &Principal, body: &[u8]) -> Result<IssuedTicket> {
-        let Some(contents) = TicketBody::contents(body) else {
-            return Err(self.refused(REDEEM_RPC, principal, None, self.tickets.unknown()));
-        };
+    async fn replan_ticket(
+        &self,
+        principal: &Principal,
+        contents: TicketContents,
+    ) -> Result<IssuedTicket> {
         let refuse =
             |error: Error| self.refused(REDEEM_RPC, principal, Some(&contents.query_id), error);
         if contents.time_left.is_zero() {
@@ -251,6 +273,14 @@ impl GatewayState {
         }
         let versions = VersionPins::parse(&contents.versions).map_err(|e| refuse(e.into()))?;
         let expected = contents.snapshot.clone();
+        // A part is planned as its issuer split the result, and served only if the
+        // plan's partitions read what the issuer's did.
+        let (_, expected_parts) = contents.part;
+        let parts = expected_parts.map_or_else(PartsRequest::default, |p| PartsRequest {
+            max_parts: p.parts,
+            min_scan_bytes: 0,
+            target_partitions: Some(p.target_partitions),
+        });
         let query_id = contents.query_id.clone();
         let options = QueryOptions {
             max_staleness: contents.max_staleness,
@@ -258,6 +288,7 @@ impl GatewayState {
             names: contents.names.clone(),
             versions,
             dialect: None,
+            parts,
         };
         let span = spans::execute_span(&query_id, &spans::TraceContext::default());
         let request = QueryRequest {
@@ -270,7 +301,7 @@ impl GatewayState {
             planning_record: PlanningRecord::OnFailure,
         };
         let planned: Arc<PlannedQuery> = Arc::new(self.engine.plan(request).await?);
-        if planned.snapshot().as_bytes()[..] != expected[..] {
+        if planned.snapshot().as_bytes()[..] != expected[..] || planned.parts() != expected_parts {
             return Err(refuse(Error::unknown_handle(
                 "the data or the policy changed since this ticket was issued; \
                  plan the statement again",
