@@ -31,8 +31,8 @@ pub use sample::{SampledPlan, sample_row_groups};
 pub use scanned::{ScannedFile, ScannedFiles};
 pub use storage::{
     DELTA_STORE_SCHEME, DomainStorage, DomainStorageConfig, MESH_STORE_SCHEME, ObservedRegistry,
-    ObserverPick, RequestConfig, ResolvedLocation, S3Config, S3CredentialsConfig,
-    StorageConfigError, StoreCounters, StoreLayer, StoreObserver,
+    ObserverPick, RequestConfig, ResolvedLocation, ResolvingRegistry, S3Config,
+    S3CredentialsConfig, StorageConfigError, StoreCounters, StoreLayer, StoreObserver,
 };
 
 /// A table ready to serve: its provider, and what its storage held when it was opened.

@@ -36,6 +36,27 @@ pub struct EngineConfig {
     /// Most operators a statement's plan may hold once its views and common table
     /// expressions are expanded; beyond, `INVALID_ARGUMENT` before it is optimized.
     pub max_plan_nodes: usize,
+    /// A cluster (Apache DataFusion Ballista) that large queries run on; unset, every
+    /// query runs in this process.
+    pub distributed: Option<DistributedConfig>,
+}
+
+/// Where large queries run: a Ballista scheduler, and which queries go there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// The scheduler's `host:port`.
+    pub scheduler: String,
+    /// Queries whose plans read at least this many bytes of files run on the cluster
+    /// (0: every query that can); smaller ones run here.
+    #[serde(default = "DistributedConfig::default_min_scan_bytes")]
+    pub min_scan_bytes: u64,
+}
+
+impl DistributedConfig {
+    fn default_min_scan_bytes() -> u64 {
+        256 * 1024 * 1024
+    }
 }
 
 impl Default for EngineConfig {
@@ -52,6 +73,7 @@ impl Default for EngineConfig {
             max_queued_queries: 64,
             planning_threads: None,
             max_plan_nodes: 10_000,
+            distributed: None,
         }
     }
 }

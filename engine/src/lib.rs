@@ -10,12 +10,13 @@
 //!
 //! Modules, from the bottom up (each uses only those before it; the `architecture`
 //! test in `tests/` checks this order, declared in [`LAYERS`]): `error`, `config`,
-//! `audit`, `product`, `quality`, `policy`, `session`, `live`, `agent`, `admission`,
+//! `audit`, `product`, `quality`, `policy`, `cluster`, `session`, `live`, `agent`, `admission`,
 //! `query`, `engine`.
 
 mod admission;
 mod agent;
 mod audit;
+mod cluster;
 mod config;
 mod engine;
 mod error;
@@ -41,13 +42,16 @@ pub use query::{
 pub use error::{Breakage, Error, ErrorClass, PlanningStopped, ProductUnavailable, Result};
 
 // Configuration.
-pub use config::{EngineConfig, QualityConfig, ReloadConfig};
+pub use config::{DistributedConfig, EngineConfig, QualityConfig, ReloadConfig};
+
+// Scale-out: a cluster that large queries run on, and the codec of its plans.
+pub use cluster::{Cluster, ClusterRoute, MeshPhysicalCodec};
 
 // The live mesh: loading, following the mesh directory, each principal's sessions.
 pub use live::{
     DataCheck, LoadError, MeshRegistry, ProductLoader, RefreshReport, follow, load_mesh,
 };
-pub use policy::PolicyEngine;
+pub use policy::{MaskHash, PolicyEngine};
 pub use product::{
     CompiledProduct, Fault, HealthState, PolicyCompileError, ProductHealth, RowFilterError,
     check_row_filters,
@@ -88,6 +92,7 @@ pub const LAYERS: &[&str] = &[
     "product",
     "quality",
     "policy",
+    "cluster",
     "session",
     "live",
     "agent",

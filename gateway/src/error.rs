@@ -249,6 +249,12 @@ pub enum StartupError {
         #[source]
         source: rustls::pki_types::pem::Error,
     },
+    /// A cluster's scheduler or executor cannot run, or its address is malformed.
+    #[error(transparent)]
+    Cluster(#[from] meshgate_cluster::ClusterError),
+    /// A runtime for the cluster's tasks cannot be built.
+    #[error("cannot build the executor's runtime: {0}")]
+    ClusterRuntime(#[source] datafusion::error::DataFusionError),
     /// The server stopped with a transport failure.
     #[error("server failed: {0}")]
     Serve(#[source] tonic::transport::Error),

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cluster_roles;
 pub mod config;
 pub mod demo;
 mod door_tls;

@@ -125,6 +125,45 @@ enum Command {
         #[arg(long, default_value = "k1")]
         id: String,
     },
+    /// Run a cluster's scheduler (Apache DataFusion Ballista) for gateways whose
+    /// `engine.distributed` names it; it holds no credential and no key. Its port must be
+    /// reachable only by the gateways and the executors (it authenticates no one).
+    Scheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        listen: SocketAddr,
+        /// Host name the executors reach it at (the listen address's, if unset).
+        #[arg(long)]
+        external_host: Option<String>,
+    },
+    /// Run a cluster's executor: it reads the domains' storage with the credentials of
+    /// the configuration file (`storage`) and masks with its masking key (`masking`).
+    Executor {
+        /// Gateway configuration file (YAML): its `storage` and `masking` apply.
+        #[arg(long, env = "MESHGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The scheduler's host:port.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        scheduler: String,
+        /// Host to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind_host: String,
+        /// Host name the scheduler and gateways reach it at (the bind host, if unset).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Port of its Flight service (results and shuffle data).
+        #[arg(long, default_value_t = 50052)]
+        flight_port: u16,
+        /// Port of its gRPC service (tasks, cancellation).
+        #[arg(long, default_value_t = 50053)]
+        grpc_port: u16,
+        /// Tasks it runs at once (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        slots: usize,
+        /// Directory for shuffle and spill files.
+        #[arg(long, default_value = "./meshgate-executor")]
+        work_dir: PathBuf,
+    },
     /// Validate every descriptor of a mesh directory; exits non-zero on any error.
     Lint {
         /// Mesh directory.
@@ -341,6 +380,42 @@ fn main() -> ExitCode {
 
 async fn serve(command: Command) -> Result<(), CliError> {
     let (mesh, config, demo_dir) = match command {
+        Command::Scheduler {
+            listen,
+            external_host,
+        } => {
+            let settings = meshgate_cluster::SchedulerSettings {
+                listen,
+                external_host,
+            };
+            meshgate_cluster::run_scheduler(settings)
+                .await
+                .map_err(StartupError::from)?;
+            return Ok(());
+        }
+        Command::Executor {
+            config,
+            scheduler,
+            bind_host,
+            external_host,
+            flight_port,
+            grpc_port,
+            slots,
+            work_dir,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let args = meshgate_gateway::cluster_roles::ExecutorArgs {
+                scheduler,
+                bind_host,
+                external_host,
+                flight_port,
+                grpc_port,
+                slots,
+                work_dir,
+            };
+            meshgate_gateway::cluster_roles::executor(&config, args).await?;
+            return Ok(());
+        }
         Command::Serve {
             mesh,
             listen,

@@ -89,11 +89,11 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     }
     let auditor = Arc::new(auditor);
     let publisher = SessionPublisher::new(sessions);
-    let engine = Arc::new(Engine::new(
-        publisher.clone(),
-        &config.engine,
-        Arc::clone(&auditor),
-    )?);
+    let mut engine = Engine::new(publisher.clone(), &config.engine, Arc::clone(&auditor))?;
+    if let Some(distributed) = &config.engine.distributed {
+        engine = engine.with_cluster(crate::cluster_roles::route(distributed));
+    }
+    let engine = Arc::new(engine);
     let keys = Arc::new(handle_keys(&config.handles)?);
     let state = Arc::new(GatewayState::new(engine, &config, keys)?);
     let operator = match config.observability.listen {
@@ -173,7 +173,7 @@ fn handle_keys(config: &crate::config::HandleConfig) -> Result<HandleKeys> {
     Ok(keys)
 }
 
-fn masking_key(config: &MaskingConfig) -> Result<Vec<u8>> {
+pub(crate) fn masking_key(config: &MaskingConfig) -> Result<Vec<u8>> {
     if let Some(path) = &config.key_file {
         return std::fs::read(path).map_err(|source| StartupError::MaskingKeyFile {
             path: path.clone(),

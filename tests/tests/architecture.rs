@@ -1,7 +1,8 @@
 //! The architecture, checked: every arrow between crates and between the engine's
 //! modules runs one way.
 //!
-//! - Crates: `catalog <- connectors <- engine <- gateway`. The catalog knows neither
+//! - Crates: `catalog <- connectors <- engine <- cluster <- gateway` (the cluster crate:
+//!   Ballista's scheduler and executor, and the engine's cluster client). The catalog knows neither
 //!   DataFusion nor any protocol; the engine knows no protocol (no tonic, no
 //!   arrow-flight, not even through a dependency); nothing depends on the gateway but
 //!   the test and benchmark crates.
@@ -97,9 +98,15 @@ fn crates_depend_one_way() {
         ours("meshgate-engine"),
         set(&["meshgate-catalog", "meshgate-connectors"])
     );
+    assert_eq!(ours("meshgate-cluster"), set(&["meshgate-engine"]));
     assert_eq!(
         ours("meshgate-gateway"),
-        set(&["meshgate-catalog", "meshgate-connectors", "meshgate-engine"])
+        set(&[
+            "meshgate-catalog",
+            "meshgate-connectors",
+            "meshgate-engine",
+            "meshgate-cluster"
+        ])
     );
     for (package, deps) in &graph {
         if deps.contains("meshgate-gateway") {

@@ -36,10 +36,31 @@ pub(crate) struct Gateway {
 impl Gateway {
     /// Starts `binary` over `mesh`, with its configuration written into `work`.
     pub(crate) fn start(binary: &Path, mesh: &TpchMesh, work: &Path, pushdown: bool) -> Self {
+        Self::start_with(binary, mesh, work, pushdown, None)
+    }
+
+    /// Starts `binary` over `mesh`, sending every query it can to the Ballista
+    /// scheduler at `scheduler` when given.
+    pub(crate) fn start_with(
+        binary: &Path,
+        mesh: &TpchMesh,
+        work: &Path,
+        pushdown: bool,
+        scheduler: Option<&str>,
+    ) -> Self {
         let secret = work.join("issuer-secret");
         std::fs::write(&secret, "tpch-benchmark-issuer-secret-0123456789abcdef").unwrap();
         let config = work.join("gateway.yaml");
-        std::fs::write(&config, gateway_config(&secret, work, pushdown)).unwrap();
+        let mut text = gateway_config(&secret, work, pushdown);
+        if let Some(scheduler) = scheduler {
+            text = text.replace(
+                "engine:\n",
+                &format!(
+                    "engine:\n  distributed: {{ scheduler: \"{scheduler}\", min_scan_bytes: 0 }}\n"
+                ),
+            );
+        }
+        std::fs::write(&config, text).unwrap();
         let (child, addr) = crate::ready::spawn_until_ready(
             Command::new(binary)
                 .arg("serve")

@@ -15,6 +15,7 @@ mod config;
 mod credentials;
 mod domain_store;
 mod observed;
+mod resolving;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -33,6 +34,7 @@ use url::Url;
 pub use config::{DomainStorageConfig, RequestConfig, S3Config, S3CredentialsConfig};
 pub use domain_store::StoreCounters;
 pub use observed::{ObservedRegistry, ObserverPick, StoreObserver};
+pub use resolving::ResolvingRegistry;
 
 use crate::error::{ConnectorError, LocationError, LocationRefusal, Result};
 use domain_store::DomainStore;
@@ -417,6 +419,36 @@ impl DomainStorage {
             declared: location.clone(),
             delta_url,
         })
+    }
+
+    /// The store registered (by [`Self::resolve`]) under the domain-scoped URL `url`
+    /// (`meshgate://<domain>.<bucket>.<scheme>`), built from this registry's own
+    /// configuration: what a process that runs plans made elsewhere (an executor of a
+    /// cluster) reads a scan's files through. `None` for a URL of another scheme, or of a
+    /// domain, bucket or scheme this configuration does not give the domain.
+    pub fn store_at(&self, url: &Url) -> Option<Arc<dyn ObjectStore>> {
+        if url.scheme() != MESH_STORE_SCHEME {
+            return None;
+        }
+        let host = url.host_str()?;
+        let (domain, rest) = host.split_once('.')?;
+        let (bucket, scheme) = rest.rsplit_once('.')?;
+        let store = match self.configured.get(domain) {
+            Some(settings) => {
+                let root_bucket = settings.root.host_str().unwrap_or("local");
+                if settings.root.scheme() != scheme || root_bucket != bucket {
+                    return None;
+                }
+                if scheme == "s3" {
+                    settings.store.namespaced(bucket)
+                } else {
+                    settings.store.clone()
+                }
+            }
+            None if scheme == "file" && bucket == "local" => self.local_store(domain),
+            None => return None,
+        };
+        Some(Arc::new(store))
     }
 
     /// The local-file store of a domain without configured storage.

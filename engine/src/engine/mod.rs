@@ -17,6 +17,7 @@ use meshgate_catalog::Principal;
 
 use crate::admission::{Admission, PlanningPool};
 use crate::audit::Auditor;
+use crate::cluster::ClusterRoute;
 use crate::config::EngineConfig;
 use crate::error::Result;
 use crate::query::InFlight;
@@ -45,6 +46,8 @@ pub struct Engine {
     auditor: Arc<Auditor>,
     /// The threads that plan statements.
     planning: PlanningPool,
+    /// The cluster large queries run on, if any.
+    cluster: Option<ClusterRoute>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -73,7 +76,14 @@ impl Engine {
             in_flight: Arc::default(),
             auditor,
             planning: PlanningPool::new(threads)?,
+            cluster: None,
         })
+    }
+
+    /// The engine running large queries on `route`'s cluster.
+    pub fn with_cluster(mut self, route: ClusterRoute) -> Self {
+        self.cluster = Some(route);
+        self
     }
 
     /// The session factory in force.

@@ -23,7 +23,7 @@ use crate::audit::{AuditRecord, QueryAudit};
 use crate::error::{Error, Result};
 use crate::query::{
     ColumnOrigin, PlannedQuery, PlanningRecord, PreparedStatement, QueryOptions, QueryRequest,
-    Statement, column_origins, tables_in,
+    Serving, Statement, column_origins, tables_in,
 };
 use crate::session::{PlanningBudget, PrincipalSession, StorageFailures, plan_sql_in};
 
@@ -202,7 +202,11 @@ impl Engine {
             session.context,
             plan,
             audit.clone(),
-            (deadline, &options.parts),
+            Serving {
+                deadline,
+                parts: &options.parts,
+                cluster: self.cluster.as_ref(),
+            },
             session.view,
             failures,
             principal.fingerprint(),

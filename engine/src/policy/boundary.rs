@@ -15,6 +15,11 @@
 //! picks shows in any plan), so a principal could binary-search values it may not see.
 //! The cost is measured: joins of restricted tables are planned without sizes (TPC-H
 //! Q11 takes about 2x the admin's time for a principal with a row filter).
+//!
+//! A plan sent to a cluster carries its boundaries *opened*: the same node with the
+//! secured sub-plan as its child, so that the cluster's scheduler can give each task
+//! its own share of the files. The plan is optimized before it is opened, and the
+//! cluster does not optimize it again, so nothing crosses the boundary there either.
 
 use std::sync::Arc;
 
@@ -24,12 +29,14 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
-/// An opaque leaf that executes the secured sub-plan.
+/// An opaque leaf that executes the secured sub-plan (or, opened for a cluster, a node
+/// with it as its child).
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyBoundaryExec {
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
     table: String,
+    opened: bool,
 }
 
 impl PolicyBoundaryExec {
@@ -40,7 +47,26 @@ impl PolicyBoundaryExec {
             input,
             properties,
             table,
+            opened: false,
         }
+    }
+
+    /// The boundary of `table` opened for a cluster: `input` is its child.
+    pub(crate) fn opened(table: String, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            opened: true,
+            ..Self::new(table, input)
+        }
+    }
+
+    /// Whether it is opened (for a cluster).
+    pub(crate) fn is_opened(&self) -> bool {
+        self.opened
+    }
+
+    /// The table it secures.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
     }
 
     /// The secured sub-plan it executes.
@@ -65,7 +91,11 @@ impl ExecutionPlan for PolicyBoundaryExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
+        if self.opened {
+            vec![&self.input]
+        } else {
+            Vec::new()
+        }
     }
 
     fn apply_expressions(
@@ -79,10 +109,14 @@ impl ExecutionPlan for PolicyBoundaryExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !children.is_empty() {
-            return datafusion::common::internal_err!("PolicyBoundaryExec is a leaf");
+        match (self.opened, <[_; 1]>::try_from(children)) {
+            (true, Ok([input])) => Ok(Arc::new(Self::opened(self.table.clone(), input))),
+            (false, Err(children)) if children.is_empty() => Ok(self),
+            _ => datafusion::common::internal_err!(
+                "a policy boundary has its secured scan as its only child when opened, \
+                 and no child otherwise"
+            ),
         }
-        Ok(self)
     }
 
     fn execute(

@@ -73,32 +73,69 @@ pub(crate) fn mask_expr(
 }
 
 /// `mask_hash(value)`: HMAC-SHA256 of the value's text under the masking key, as hex.
-#[derive(Debug)]
-pub(crate) struct MaskHash {
-    key: hmac::Key,
+///
+/// It is known by its key's id (an HMAC of a fixed label under the key), which reveals
+/// nothing of the key: a plan sent to a cluster names the key by it, and only a process
+/// holding the same key runs it. A reference to a key (a process that passes plans on
+/// without running them) has the id and no key.
+pub struct MaskHash {
+    key: Option<hmac::Key>,
+    key_id: [u8; 32],
     signature: Signature,
+}
+
+impl std::fmt::Debug for MaskHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskHash")
+            .field("keyed", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl MaskHash {
     /// The function, keyed with `key`.
-    pub(crate) fn udf(key: &[u8]) -> Arc<ScalarUDF> {
+    pub fn udf(key: &[u8]) -> Arc<ScalarUDF> {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+        let mut key_id = [0u8; 32];
+        key_id.copy_from_slice(hmac::sign(&key, b"meshgate: the masking key's id").as_ref());
+        Self::with(Some(key), key_id)
+    }
+
+    /// A reference to the function keyed with the key of id `key_id`: it stands in a
+    /// plan, and fails if run.
+    pub fn reference(key_id: [u8; 32]) -> Arc<ScalarUDF> {
+        Self::with(None, key_id)
+    }
+
+    fn with(key: Option<hmac::Key>, key_id: [u8; 32]) -> Arc<ScalarUDF> {
         Arc::new(ScalarUDF::new_from_impl(Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            key,
+            key_id,
             signature: Signature::any(1, Volatility::Immutable),
         }))
+    }
+
+    /// The id of its key.
+    pub fn key_id(&self) -> [u8; 32] {
+        self.key_id
+    }
+
+    /// Whether it holds its key (it can run).
+    pub fn is_keyed(&self) -> bool {
+        self.key.is_some()
     }
 }
 
 impl PartialEq for MaskHash {
-    fn eq(&self, _other: &Self) -> bool {
-        // One key per gateway; two instances are the same function.
-        true
+    fn eq(&self, other: &Self) -> bool {
+        self.key_id == other.key_id
     }
 }
 impl Eq for MaskHash {}
 impl std::hash::Hash for MaskHash {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         "mask_hash".hash(state);
+        self.key_id.hash(state);
     }
 }
 
@@ -116,6 +153,11 @@ impl ScalarUDFImpl for MaskHash {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(key) = &self.key else {
+            return datafusion::common::exec_err!(
+                "mask_hash cannot run in this process: it does not hold the masking key"
+            );
+        };
         let rows = args.number_rows;
         let input = args.args[0].clone().into_array(rows)?;
         let text: ArrayRef = cast(&input, &DataType::Utf8)?;
@@ -130,9 +172,7 @@ impl ScalarUDFImpl for MaskHash {
         let mut out = StringBuilder::with_capacity(rows, rows * 64);
         for value in text.iter() {
             match value {
-                Some(v) => {
-                    out.append_value(hex::encode(hmac::sign(&self.key, v.as_bytes()).as_ref()))
-                }
+                Some(v) => out.append_value(hex::encode(hmac::sign(key, v.as_bytes()).as_ref())),
                 None => out.append_null(),
             }
         }

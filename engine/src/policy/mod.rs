@@ -22,6 +22,7 @@ use meshgate_catalog::{
 };
 
 pub(crate) use boundary::PolicyBoundaryExec;
+pub use mask::MaskHash;
 use secured_table::SecuredTable;
 pub(crate) use time_travel::{TimeTravel, VersionedTable};
 
@@ -70,14 +71,15 @@ pub struct PolicyEngine {
 impl PolicyEngine {
     /// An engine with mesh-wide `platform` rules; `mask_key` keys the `hash` mask.
     pub fn new(platform: Vec<PlatformPolicy>, mask_key: &[u8]) -> Self {
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, mask_key);
-        let mut mask_key_id = [0u8; 32];
-        mask_key_id.copy_from_slice(
-            aws_lc_rs::hmac::sign(&key, b"meshgate: the masking key's id").as_ref(),
-        );
+        let mask_hash = MaskHash::udf(mask_key);
+        let mask_key_id = mask_hash
+            .inner()
+            .downcast_ref::<MaskHash>()
+            .map(MaskHash::key_id)
+            .unwrap_or_default();
         Self {
             platform,
-            mask_hash: mask::MaskHash::udf(mask_key),
+            mask_hash,
             mask_key_id,
         }
     }

@@ -22,6 +22,7 @@ pub use origins::ColumnOrigin;
 pub(crate) use origins::column_origins;
 pub use parts::{PARTS_LAYOUT_LEN, PartsRequest, ResultParts};
 pub use planned::PlannedQuery;
+pub(crate) use planned::Serving;
 pub(crate) use planned::tables_in;
 pub use prepared::{PreparedParts, PreparedStatement, too_many_rows};
 pub use snapshot::{PLAN_SNAPSHOT_LEN, PlanSnapshot};

@@ -18,6 +18,7 @@ use super::snapshot::PlanSnapshot;
 use super::stream::{plain, wire_schema};
 use crate::admission::Deadline;
 use crate::audit::QueryAudit;
+use crate::cluster::{Cluster, ClusterRoute, for_cluster};
 use crate::error::{Error, Result};
 use crate::policy::VersionedTable;
 use crate::session::{
@@ -67,6 +68,19 @@ struct Execution {
     failures: Arc<StorageFailures>,
     /// Which parts have started (one entry when served whole).
     started: Vec<bool>,
+    /// The cluster it runs on, and the plan as the cluster runs it.
+    remote: Option<(Arc<dyn Cluster>, Arc<dyn ExecutionPlan>)>,
+}
+
+/// How a planned query is to be served: by when, in parts or whole, and where.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Serving<'a> {
+    /// When it must be done.
+    pub(crate) deadline: Deadline,
+    /// Whether it may be served in parts.
+    pub(crate) parts: &'a PartsRequest,
+    /// The cluster large queries run on, if any.
+    pub(crate) cluster: Option<&'a ClusterRoute>,
 }
 
 impl std::fmt::Debug for PlannedQuery {
@@ -78,13 +92,13 @@ impl std::fmt::Debug for PlannedQuery {
 }
 
 impl PlannedQuery {
-    /// Optimizes and physically plans `logical` in `session`, to be done by `deadline`
-    /// and served in parts as `parts_request` allows.
+    /// Optimizes and physically plans `logical` in `session`, to be served as
+    /// `serving` says.
     pub(crate) async fn plan(
         session: SessionContext,
         logical: LogicalPlan,
         audit: QueryAudit,
-        (deadline, parts_request): (Deadline, &PartsRequest),
+        serving: Serving<'_>,
         view: ViewFingerprint,
         failures: Arc<StorageFailures>,
         owner: String,
@@ -108,8 +122,15 @@ impl PlannedQuery {
         let scan_bytes = scanned.as_deref().map_or(0, ScannedFiles::total_bytes);
         let target_partitions = state.config_options().execution.target_partitions;
         let parts = (!explain)
-            .then(|| result_parts(&physical, parts_request, target_partitions, scan_bytes))
+            .then(|| result_parts(&physical, serving.parts, target_partitions, scan_bytes))
             .flatten();
+        // Large enough, whole, and made only of what a cluster can run: it runs there.
+        let remote = match (serving.cluster, parts) {
+            (Some(route), None) if !single_use && scan_bytes >= route.min_scan_bytes => {
+                for_cluster(&physical, &route.codec).map(|plan| (Arc::clone(&route.cluster), plan))
+            }
+            _ => None,
+        };
         let mut task = recording_task_context(&state, &failures)?;
         if parts.is_some() {
             // Each part reads only its own partitions' files (see `super::parts`).
@@ -128,11 +149,12 @@ impl PlannedQuery {
                 explain,
                 physical,
                 started: vec![false; parts.map_or(1, |p| p.parts)],
+                remote,
             })),
             parts,
             schema,
             origins,
-            deadline,
+            deadline: serving.deadline,
             cancelled: tokio::sync::watch::Sender::new(false),
             view,
             snapshot,
@@ -217,15 +239,20 @@ impl PlannedQuery {
             _ => return Err(already()),
         }
         let (physical, task) = (Arc::clone(&execution.physical), Arc::clone(&execution.task));
+        let remote = execution.remote.clone();
         let (explain, failures) = (execution.explain, Arc::clone(&execution.failures));
         // The last part to start releases the plan and its session.
         if execution.started.iter().all(|started| *started) {
             *guard = None;
         }
         drop(guard);
-        let mut batches = match self.parts {
-            None => execute_stream(physical, task)?,
-            Some(parts) => part_stream(&physical, &task, parts.partitions_of(part))?,
+        let mut batches = match (self.parts, remote) {
+            (_, Some((cluster, plan))) => {
+                tracing::info!(query_id = self.query_id(), "the query runs on the cluster");
+                on_cluster(cluster, plan, &task)
+            }
+            (None, None) => execute_stream(physical, task)?,
+            (Some(parts), None) => part_stream(&physical, &task, parts.partitions_of(part))?,
         };
         if explain {
             batches = super::explain::sanitize_stream(batches);
@@ -236,6 +263,20 @@ impl PlannedQuery {
         let batches = Box::pin(RecordBatchStreamAdapter::new(schema, named));
         Ok(plain(Arc::clone(&self.schema), batches))
     }
+}
+
+/// The results of `plan` run on `cluster` with the query's session configuration;
+/// dropped before its end, the cluster's job stops.
+fn on_cluster(
+    cluster: Arc<dyn Cluster>,
+    plan: Arc<dyn ExecutionPlan>,
+    task: &TaskContext,
+) -> SendableRecordBatchStream {
+    let schema = plan.schema();
+    let config = task.session_config().clone();
+    let batches =
+        futures::stream::once(async move { cluster.execute(plan, config).await }).try_flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 
 /// The output partitions `partitions` of `physical`, one after the other.

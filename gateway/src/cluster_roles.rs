@@ -1,0 +1,91 @@
+//! The cluster's processes as `meshgate` subcommands: `meshgate scheduler` and
+//! `meshgate executor` (see `meshgate_cluster`), and the cluster a gateway's engine
+//! sends large queries to (`engine.distributed`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use meshgate_cluster::{BallistaCluster, ExecutorSettings, cluster_codec, run_executor};
+use meshgate_connectors::{DomainStorage, ResolvingRegistry};
+use meshgate_engine::{ClusterRoute, DistributedConfig, MeshPhysicalCodec};
+
+use crate::config::GatewayConfig;
+use crate::error::StartupError;
+
+type Result<T> = std::result::Result<T, StartupError>;
+
+/// Where an executor listens and finds its scheduler, besides what the gateway
+/// configuration file says (storage and masking key).
+#[derive(Debug, Clone)]
+pub struct ExecutorArgs {
+    /// The scheduler's `host:port`.
+    pub scheduler: String,
+    /// The host to listen on.
+    pub bind_host: String,
+    /// The host the scheduler and gateways reach it at (the bind host, if unset).
+    pub external_host: Option<String>,
+    /// Its Flight port (results, shuffle data) and gRPC port (tasks).
+    pub flight_port: u16,
+    pub grpc_port: u16,
+    /// Tasks at once (0: one per core).
+    pub slots: usize,
+    /// Where it keeps shuffle and spill files.
+    pub work_dir: PathBuf,
+}
+
+/// Runs an executor with the storage and masking key of `config` until stopped.
+pub async fn executor(config: &GatewayConfig, args: ExecutorArgs) -> Result<()> {
+    let mask_key = crate::run::masking_key(&config.masking)?;
+    // The storage registry's own runtime is only where it would register stores for
+    // tables; the executor resolves them by URL instead.
+    let scratch = RuntimeEnvBuilder::new()
+        .build_arc()
+        .map_err(StartupError::ClusterRuntime)?;
+    let storage = DomainStorage::with_config(scratch, &config.storage, None)?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(ResolvingRegistry::new(Arc::new(storage))))
+        .with_temp_file_path(&args.work_dir)
+        .build_arc()
+        .map_err(StartupError::ClusterRuntime)?;
+    let (scheduler_host, scheduler_port) = split_host_port(&args.scheduler)?;
+    run_executor(ExecutorSettings {
+        scheduler_host,
+        scheduler_port,
+        bind_host: args.bind_host,
+        external_host: args.external_host,
+        flight_port: args.flight_port,
+        grpc_port: args.grpc_port,
+        slots: args.slots,
+        work_dir: args.work_dir,
+        runtime,
+        codec: MeshPhysicalCodec::keyed(&mask_key),
+    })
+    .await?;
+    Ok(())
+}
+
+/// The route of large queries to the cluster `config` names.
+pub(crate) fn route(config: &DistributedConfig) -> ClusterRoute {
+    let cluster = BallistaCluster::new(
+        &config.scheduler,
+        cluster_codec(MeshPhysicalCodec::passing_through()),
+    );
+    ClusterRoute {
+        cluster: Arc::new(cluster),
+        min_scan_bytes: config.min_scan_bytes,
+        codec: Arc::new(MeshPhysicalCodec::passing_through()),
+    }
+}
+
+fn split_host_port(address: &str) -> Result<(String, u16)> {
+    address
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)))
+        .ok_or_else(|| {
+            meshgate_cluster::ClusterError::Address {
+                address: address.to_string(),
+            }
+            .into()
+        })
+}
