@@ -11,10 +11,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+// Shared with the TPC-H harness; this one uses part of them.
 #[path = "tpch/data.rs"]
 mod data;
+#[allow(dead_code)]
 #[path = "tpch/flight.rs"]
 mod flight;
+#[allow(dead_code)]
 #[path = "tpch/queries.rs"]
 mod queries;
 #[path = "support/ready.rs"]
@@ -106,10 +109,22 @@ impl Cluster {
             let dir = work.join(format!("executor-{i}"));
             let mut command = Command::new(binary);
             command
-                .args(["executor", "--scheduler", &scheduler, "--slots", &slots.to_string()])
-                .args(["--flight-port", &flight.to_string(), "--grpc-port", &grpc.to_string()])
+                .args([
+                    "executor",
+                    "--scheduler",
+                    &scheduler,
+                    "--slots",
+                    &slots.to_string(),
+                ])
+                .args([
+                    "--flight-port",
+                    &flight.to_string(),
+                    "--grpc-port",
+                    &grpc.to_string(),
+                ])
                 .arg("--work-dir")
-                .arg(&dir);
+                .arg(&dir)
+                .arg("--allow-local-domains");
             quiet(&mut command);
             processes.push(Process(command.spawn().unwrap()));
             wait_for_port(flight);
@@ -128,6 +143,9 @@ impl Cluster {
         let mut bytes = 0;
         for dir in &self.work_dirs {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_name() == "spill" {
+                    continue;
+                }
                 jobs.insert(entry.file_name().to_string_lossy().to_string());
                 bytes += size_of_tree(&entry.path());
             }
@@ -165,7 +183,11 @@ fn median(mut times: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let (sf, runs) = if args.smoke { (0.01, 1) } else { (args.sf, args.runs) };
+    let (sf, runs) = if args.smoke {
+        (0.01, 1)
+    } else {
+        (args.sf, args.runs)
+    };
     let binary = PathBuf::from(std::env::var("MESHGATE_BIN").expect("MESHGATE_BIN"));
     let cache = PathBuf::from(std::env::var("MESHGATE_BENCH_DATA").expect("MESHGATE_BENCH_DATA"));
     let mesh = data::ensure_mesh(&cache, sf).await;
@@ -173,7 +195,11 @@ async fn main() {
     let one = Cluster::start(&binary, &work.path().join("one"), 1, args.slots);
     let two = Cluster::start(&binary, &work.path().join("two"), 2, args.slots);
     let mut gateways = Vec::new();
-    for (name, cluster) in [("local", None), ("1 executor", Some(&one)), ("2 executors", Some(&two))] {
+    for (name, cluster) in [
+        ("local", None),
+        ("1 executor", Some(&one)),
+        ("2 executors", Some(&two)),
+    ] {
         let dir = work.path().join(name.replace(' ', "-"));
         std::fs::create_dir_all(&dir).unwrap();
         let scheduler = cluster.map(|c| c.scheduler.as_str());
@@ -188,7 +214,11 @@ async fn main() {
     let queries: Vec<_> = queries::all(sf)
         .into_iter()
         .filter(|q| q.tpch)
-        .filter(|q| wanted.as_ref().is_none_or(|w| w.iter().any(|n| q.name.contains(n.as_str()))))
+        .filter(|q| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|n| q.name.contains(n.as_str())))
+        })
         .collect();
     let mut rows = Vec::new();
     let mut ratios = [Vec::new(), Vec::new()];
@@ -200,7 +230,10 @@ async fn main() {
         for (_, _, client, cluster) in gateways.iter_mut() {
             let cluster = *cluster;
             let before = cluster.map(Cluster::jobs);
-            let fetched = client.query(&query.sql).await.unwrap_or_else(|e| panic!("{}: {e}", query.name));
+            let fetched = client
+                .query(&query.sql)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", query.name));
             answers.push(answer(&fetched.batches));
             if let (Some(cluster), Some((jobs, bytes))) = (cluster, before) {
                 let (after, after_bytes) = cluster.jobs();
@@ -208,7 +241,11 @@ async fn main() {
                 written.push(after_bytes.saturating_sub(bytes));
             }
         }
-        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{}: the paths disagree", query.name);
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "{}: the paths disagree",
+            query.name
+        );
         let mut times = vec![Vec::new(); gateways.len()];
         for run in 0..runs {
             for k in 0..gateways.len() {
@@ -233,7 +270,11 @@ async fn main() {
             medians[2],
             r1,
             r2,
-            if on_cluster.iter().all(|c| *c) { "yes" } else { "no (runs in the gateway)" },
+            if on_cluster.iter().all(|c| *c) {
+                "yes"
+            } else {
+                "no (runs in the gateway)"
+            },
             written.last().copied().unwrap_or(0) as f64 / 1e6,
         ));
         eprintln!("{}", rows.last().unwrap());

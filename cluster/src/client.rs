@@ -24,11 +24,10 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::physical_plan::{AsExecutionPlan, PhysicalExtensionCodec};
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use futures::{StreamExt, TryStreamExt};
-use meshgate_engine::Cluster;
+use meshgate_engine::{Cluster, ClusterFailure};
 use tonic::transport::Channel;
 
-/// Largest gRPC message to or from the scheduler and executors.
-const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+use crate::MAX_MESSAGE_SIZE;
 
 /// A Ballista cluster, reached through its scheduler.
 #[derive(Debug)]
@@ -50,22 +49,29 @@ impl BallistaCluster {
     }
 
     async fn scheduler(&self) -> Result<SchedulerGrpcClient<Channel>> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            failure(
+                "its scheduler cannot be reached",
+                &format!("{}: {e}", self.scheduler_url),
+            )
+        };
         let channel = Channel::from_shared(self.scheduler_url.clone())
-            .map_err(|e| unreachable(&self.scheduler_url, &e))?
+            .map_err(|e| unreachable(&e))?
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| unreachable(&self.scheduler_url, &e))?;
+            .map_err(|e| unreachable(&e))?;
         Ok(SchedulerGrpcClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE))
     }
 }
 
-fn unreachable(url: &str, error: &dyn std::fmt::Display) -> DataFusionError {
-    DataFusionError::Execution(format!(
-        "the cluster's scheduler at {url} cannot be reached: {error}"
-    ))
+/// The error the engine reports for a failed `step` (`UNAVAILABLE`, naming the step
+/// only); `detail` (addresses, paths, the cluster's message) goes to the log.
+fn failure(step: &'static str, detail: &str) -> DataFusionError {
+    tracing::warn!(step, detail, "a query failed on the cluster");
+    DataFusionError::External(Box::new(ClusterFailure { step }))
 }
 
 #[async_trait]
@@ -107,7 +113,7 @@ impl Cluster for BallistaCluster {
         let mut statuses = scheduler
             .execute_query_push(request)
             .await
-            .map_err(|status| cluster_error("submitting the query", &status))?
+            .map_err(|status| failure("the scheduler refused the query", status.message()))?
             .into_inner();
         // From here on, a job that does not end is cancelled when its stream goes.
         let mut job = RunningJob {
@@ -116,23 +122,21 @@ impl Cluster for BallistaCluster {
         };
         let (locations, proxy) = loop {
             let Some(update) = statuses.next().await else {
-                return Err(DataFusionError::Execution(
-                    "the cluster's scheduler closed the job's status stream".into(),
+                return Err(failure(
+                    "the job's status was lost",
+                    "the status stream ended",
                 ));
             };
             let GetJobStatusResult {
                 status,
                 flight_proxy,
-            } = update.map_err(|status| cluster_error("running the query", &status))?;
+            } = update.map_err(|status| failure("the job's status was lost", status.message()))?;
             let Some(status) = status else { continue };
             job.id.get_or_insert_with(|| status.job_id.clone());
             match status.status {
                 Some(job_status::Status::Failed(failed)) => {
                     job.id = None;
-                    return Err(DataFusionError::Execution(format!(
-                        "the cluster failed the query: {}",
-                        failed.error
-                    )));
+                    return Err(failure("the job failed", &failed.error));
                 }
                 Some(job_status::Status::Successful(SuccessfulJob {
                     partition_location, ..
@@ -143,7 +147,13 @@ impl Cluster for BallistaCluster {
         let scheduler_url = self.scheduler_url.clone();
         let parts = futures::stream::iter(locations)
             .then(move |location| fetch(location, proxy.clone(), scheduler_url.clone()))
-            .try_flatten();
+            .try_flatten()
+            .map_err(|e| match e {
+                DataFusionError::External(e) if e.is::<ClusterFailure>() => {
+                    DataFusionError::External(e)
+                }
+                other => failure("its results could not be read", &other.to_string()),
+            });
         // The job's results stay on the executors until the stream ends; the job is
         // done, so nothing is cancelled then.
         job.id = None;
@@ -179,8 +189,9 @@ async fn fetch(
 ) -> Result<SendableRecordBatchStream> {
     let layout = location.layout();
     let (Some(executor), Some(partition)) = (location.executor_meta, location.partition_id) else {
-        return Err(DataFusionError::Execution(
-            "the cluster named a result partition without its executor".into(),
+        return Err(failure(
+            "its results could not be read",
+            "a result partition without its executor",
         ));
     };
     let (host, port) = match proxy {
@@ -192,9 +203,10 @@ async fn fetch(
         BallistaClient::try_new(&host, port, MAX_MESSAGE_SIZE, false, None, 3, 100, 0, 0)
             .await
             .map_err(|e| {
-                DataFusionError::Execution(format!(
-                    "the cluster's executor at {host}:{port} cannot be reached: {e}"
-                ))
+                failure(
+                    "its results could not be read",
+                    &format!("{host}:{port}: {e}"),
+                )
             })?;
     client
         .fetch_partition_proxied(
@@ -212,15 +224,9 @@ async fn fetch(
 
 fn split(address: &str) -> Result<(String, u16)> {
     let url = url::Url::parse(address)
-        .map_err(|e| DataFusionError::Execution(format!("bad cluster address {address}: {e}")))?;
+        .map_err(|e| failure("its results could not be read", &format!("{address}: {e}")))?;
     match (url.host_str(), url.port()) {
         (Some(host), Some(port)) => Ok((host.to_string(), port)),
-        _ => Err(DataFusionError::Execution(format!(
-            "bad cluster address {address}: no host or port"
-        ))),
+        _ => Err(failure("its results could not be read", address)),
     }
-}
-
-fn cluster_error(doing: &str, status: &tonic::Status) -> DataFusionError {
-    DataFusionError::Execution(format!("the cluster failed {doing}: {}", status.message()))
 }

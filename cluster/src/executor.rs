@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use datafusion::execution::SessionStateDefaults;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use meshgate_engine::MeshPhysicalCodec;
 
@@ -45,7 +46,14 @@ pub async fn run_executor(settings: ExecutorSettings) -> Result<(), ClusterError
         path: settings.work_dir.clone(),
         source,
     })?;
+    // DataFusion's functions as a gateway has them (nested ones included), and the
+    // keyed mask.
     let mut functions = BallistaFunctionRegistry::default();
+    functions.scalar_functions.extend(
+        SessionStateDefaults::default_scalar_functions()
+            .into_iter()
+            .map(|f| (f.name().to_string(), f)),
+    );
     if let Some(mask_hash) = settings.codec.mask_hash() {
         functions
             .scalar_functions

@@ -16,6 +16,10 @@ pub use codec::cluster_codec;
 pub use executor::{ExecutorSettings, run_executor};
 pub use scheduler::{SchedulerSettings, run_scheduler};
 
+/// Largest gRPC message between a gateway, the scheduler and the executors (a plan
+/// naming many files is large).
+const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
 /// Why a scheduler or an executor could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

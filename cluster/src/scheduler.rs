@@ -87,6 +87,10 @@ pub async fn run_scheduler(settings: SchedulerSettings) -> Result<(), ClusterErr
         // elsewhere: a killed executor costs seconds, not Ballista's default minutes.
         executor_timeout_seconds: EXECUTOR_TIMEOUT.as_secs(),
         expire_dead_executor_interval_seconds: 2,
+        // Plans naming many files are large: as large as the gateway may send.
+        grpc_server_max_decoding_message_size: crate::MAX_MESSAGE_SIZE as u32,
+        grpc_server_max_encoding_message_size: crate::MAX_MESSAGE_SIZE as u32,
+        grpc_client_max_message_size: crate::MAX_MESSAGE_SIZE as u32,
         no_executors_grace_period_seconds: EXECUTOR_TIMEOUT.as_secs(),
         ..SchedulerConfig::default()
     };

@@ -156,6 +156,17 @@ pub struct ProductUnavailable {
     pub message: String,
 }
 
+/// A cluster's failure to run a query (its scheduler unreachable, the job failed, its
+/// results lost), as a [`crate::Cluster`] reports it: `UNAVAILABLE`, the client told
+/// only which step failed. The detail (addresses, paths, the cluster's own message)
+/// goes to the log of the process that saw it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the cluster could not run the query: {step}; try again, or see the gateway's log")]
+pub struct ClusterFailure {
+    /// The step that failed (`its scheduler cannot be reached`, `the job failed`, ...).
+    pub step: &'static str,
+}
+
 /// Why a running query's stream was stopped, with the message for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum QueryStopped {
@@ -347,6 +358,8 @@ fn external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Class {
             Breakage::Contract => Error::FailedPrecondition(message),
             Breakage::Storage => Error::Unavailable(message),
         })
+    } else if let Some(failure) = e.downcast_ref::<ClusterFailure>() {
+        E(Error::Unavailable(failure.to_string()))
     } else if let Some(stopped) = e.downcast_ref::<PlanningStopped>() {
         E(match stopped {
             PlanningStopped::Deadline => Error::DeadlineExceeded(stopped.to_string()),

@@ -39,7 +39,9 @@ pub use query::{
 };
 
 // Errors, and how a door maps them to its protocol.
-pub use error::{Breakage, Error, ErrorClass, PlanningStopped, ProductUnavailable, Result};
+pub use error::{
+    Breakage, ClusterFailure, Error, ErrorClass, PlanningStopped, ProductUnavailable, Result,
+};
 
 // Configuration.
 pub use config::{DistributedConfig, EngineConfig, QualityConfig, ReloadConfig};

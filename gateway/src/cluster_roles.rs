@@ -30,8 +30,11 @@ pub struct ExecutorArgs {
     pub grpc_port: u16,
     /// Tasks at once (0: one per core).
     pub slots: usize,
-    /// Where it keeps shuffle and spill files.
+    /// Where it keeps shuffle files (and spill files, under `spill/`).
     pub work_dir: PathBuf,
+    /// Whether domains without configured storage read local files, as on a gateway
+    /// (the demo's); off, only configured domains' roots are readable.
+    pub local_domains: bool,
 }
 
 /// Runs an executor with the storage and masking key of `config` until stopped.
@@ -43,9 +46,17 @@ pub async fn executor(config: &GatewayConfig, args: ExecutorArgs) -> Result<()> 
         .build_arc()
         .map_err(StartupError::ClusterRuntime)?;
     let storage = DomainStorage::with_config(scratch, &config.storage, None)?;
+    let spill = args.work_dir.join("spill");
+    std::fs::create_dir_all(&spill).map_err(|source| meshgate_cluster::ClusterError::WorkDir {
+        path: spill.clone(),
+        source,
+    })?;
     let runtime = RuntimeEnvBuilder::new()
-        .with_object_store_registry(Arc::new(ResolvingRegistry::new(Arc::new(storage))))
-        .with_temp_file_path(&args.work_dir)
+        .with_object_store_registry(Arc::new(ResolvingRegistry::new(
+            Arc::new(storage),
+            args.local_domains,
+        )))
+        .with_temp_file_path(&spill)
         .build_arc()
         .map_err(StartupError::ClusterRuntime)?;
     let (scheduler_host, scheduler_port) = split_host_port(&args.scheduler)?;

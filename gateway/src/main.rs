@@ -163,6 +163,10 @@ enum Command {
         /// Directory for shuffle and spill files.
         #[arg(long, default_value = "./meshgate-executor")]
         work_dir: PathBuf,
+        /// Let domains without configured storage read local files, as a gateway
+        /// does (the demo's domains); without it, only configured roots are readable.
+        #[arg(long)]
+        allow_local_domains: bool,
     },
     /// Validate every descriptor of a mesh directory; exits non-zero on any error.
     Lint {
@@ -402,6 +406,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             grpc_port,
             slots,
             work_dir,
+            allow_local_domains,
         } => {
             let config = load_config(config.as_deref())?;
             let args = meshgate_gateway::cluster_roles::ExecutorArgs {
@@ -412,6 +417,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
                 grpc_port,
                 slots,
                 work_dir,
+                local_domains: allow_local_domains,
             };
             meshgate_gateway::cluster_roles::executor(&config, args).await?;
             return Ok(());

@@ -37,8 +37,8 @@ def _wait_for_port(port: int, proc: subprocess.Popen, name: str, timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"{name} exited with {proc.returncode}:\n{out[-4000:]}", pytrace=False)
+            pytest.fail(f"{name} exited with {proc.returncode} (see its .log in the test's directory)",
+                        pytrace=False)
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -53,8 +53,9 @@ class Cluster:
         self.work_dirs = work_dirs
 
     def jobs(self) -> set[str]:
-        """The jobs whose data the executors keep (a directory per job id)."""
-        return {p.name for d in self.work_dirs if d.is_dir() for p in d.iterdir()}
+        """The jobs whose data the executors keep (a directory per job id; spill files
+        go under `spill/`)."""
+        return {p.name for d in self.work_dirs if d.is_dir() for p in d.iterdir() if p.name != "spill"}
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,11 @@ def cluster(demo, meshgate_bin, tmp_path_factory):
     procs: list[subprocess.Popen] = []
 
     def spawn(argv, name):
-        proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=hermetic_env(), start_new_session=True)
+        # Output to a file: a pipe nobody reads would stall a chatty process.
+        log = open(work / f"{name.replace(' ', '-')}.log", "w")
+        proc = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
+                                env=hermetic_env(), start_new_session=True)
+        log.close()
         procs.append(proc)
         return proc
 
@@ -83,10 +87,11 @@ def cluster(demo, meshgate_bin, tmp_path_factory):
                 meshgate_bin, "executor", "--config", executor_config,
                 "--scheduler", f"127.0.0.1:{scheduler_port}", "--bind-host", "127.0.0.1",
                 "--flight-port", flight_port, "--grpc-port", grpc_port, "--slots", "2",
-                "--work-dir", work / f"executor-{i}",
+                "--work-dir", work / f"executor-{i}", "--allow-local-domains",
             ], f"executor {i}")
             work_dirs.append(work / f"executor-{i}")
             _wait_for_port(flight_port, proc, f"executor {i}")
+            _wait_for_port(grpc_port, proc, f"executor {i}")
             executors.append(proc)
         gateway_config = work / "gateway.yaml"
         gateway_config.write_text(
@@ -178,6 +183,15 @@ def test_tables_the_cluster_cannot_read_run_on_the_gateway(server, cluster, admi
     for sql in ["SELECT count(*) AS n, sum(value) AS total FROM clinical.labs.results",
                 "SELECT domain, product FROM mesh.meta.products"]:
         assert _rows(_query(cluster.gateway, admin_token, sql)) == _rows(_query(server, admin_token, sql))
+
+
+def test_functions_bounded_in_the_gateway_keep_their_queries_there(server, cluster, admin_token):
+    """`repeat` is bounded in the gateway's sessions (values within limits); an
+    executor has DataFusion's own: a plan calling it runs in the gateway."""
+    sql = "SELECT repeat(diagnosis_code, 3) AS r, count(*) AS n FROM clinical.encounters.visits GROUP BY 1"
+    before = cluster.jobs()
+    assert _rows(_query(cluster.gateway, admin_token, sql)) == _rows(_query(server, admin_token, sql))
+    assert not cluster.jobs() - before, "a bounded function ran on the cluster"
 
 
 def test_bad_sql_and_missing_tables_fail_as_on_the_gateway(cluster, admin_token):

@@ -56,7 +56,7 @@ impl RoundTrip {
         let scratch = RuntimeEnvBuilder::new().build_arc()?;
         let storage = Arc::new(DomainStorage::new(scratch));
         let runtime = RuntimeEnvBuilder::new()
-            .with_object_store_registry(Arc::new(ResolvingRegistry::new(storage)))
+            .with_object_store_registry(Arc::new(ResolvingRegistry::new(storage, true)))
             .build_arc()?;
         let context = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         if let Some(mask_hash) = self.executor.mask_hash() {

@@ -424,9 +424,12 @@ impl DomainStorage {
     /// The store registered (by [`Self::resolve`]) under the domain-scoped URL `url`
     /// (`meshgate://<domain>.<bucket>.<scheme>`), built from this registry's own
     /// configuration: what a process that runs plans made elsewhere (an executor of a
-    /// cluster) reads a scan's files through. `None` for a URL of another scheme, or of a
-    /// domain, bucket or scheme this configuration does not give the domain.
-    pub fn store_at(&self, url: &Url) -> Option<Arc<dyn ObjectStore>> {
+    /// cluster) reads a scan's files through. A configured domain's store serves its
+    /// root only. A domain without configured storage reads local files only when
+    /// `local_domains` allows it (as a gateway does for such domains), else it has no
+    /// store. `None` for a URL of another scheme, or of a domain, bucket or scheme this
+    /// configuration does not give the domain.
+    pub fn store_at(&self, url: &Url, local_domains: bool) -> Option<Arc<dyn ObjectStore>> {
         if url.scheme() != MESH_STORE_SCHEME {
             return None;
         }
@@ -439,13 +442,16 @@ impl DomainStorage {
                 if settings.root.scheme() != scheme || root_bucket != bucket {
                     return None;
                 }
+                let root = object_store::path::Path::from_url_path(settings.root.path()).ok()?;
                 if scheme == "s3" {
-                    settings.store.namespaced(bucket)
+                    settings.store.namespaced(bucket).restricted_to(root)
                 } else {
-                    settings.store.clone()
+                    settings.store.restricted_to(root)
                 }
             }
-            None if scheme == "file" && bucket == "local" => self.local_store(domain),
+            None if local_domains && scheme == "file" && bucket == "local" => {
+                self.local_store(domain)
+            }
             None => return None,
         };
         Some(Arc::new(store))

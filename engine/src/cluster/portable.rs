@@ -1,16 +1,22 @@
 //! Whether a physical plan can run on a cluster, and its form for the cluster.
 
-use std::sync::Arc;
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::SessionStateDefaults;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use meshgate_connectors::MESH_STORE_SCHEME;
 
 use super::MeshPhysicalCodec;
-use crate::policy::PolicyBoundaryExec;
+use crate::policy::{MaskHash, PolicyBoundaryExec};
 
 /// `plan` as a cluster runs it (every policy boundary opened, so that the cluster's
 /// scheduler can give each task its own files), or `None` when it reads no file (it is
@@ -39,6 +45,9 @@ fn portable(plan: &Arc<dyn ExecutionPlan>, scans: &mut usize) -> Option<Arc<dyn 
             secured,
         )));
     }
+    if !functions_travel(plan.as_ref()) {
+        return None;
+    }
     if let Some(source) = plan.downcast_ref::<DataSourceExec>() {
         let files = source.data_source().downcast_ref::<FileScanConfig>()?;
         // The domains' stores, which every executor resolves from its own storage
@@ -61,4 +70,45 @@ fn portable(plan: &Arc<dyn ExecutionPlan>, scans: &mut usize) -> Option<Arc<dyn 
         .collect::<Option<Vec<_>>>()?;
     let recompute = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
     Arc::clone(plan).replace_children(children, recompute).ok()
+}
+
+/// Whether every function `plan`'s own expressions call is one an executor has as this
+/// process has it: DataFusion's own (found by name there) or the `hash` mask (by its
+/// key's id). The session's bounded wrappers of DataFusion's functions (`repeat`,
+/// `lpad`, ... within value limits) are not: a plan calling them runs here, within
+/// those limits.
+fn functions_travel(plan: &dyn ExecutionPlan) -> bool {
+    let mut travel = true;
+    let _ = plan.apply_expressions(&mut |expr| {
+        expr.apply(|node| {
+            if let Some(call) = node.downcast_ref::<ScalarFunctionExpr>()
+                && !travels(call.fun())
+            {
+                travel = false;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+    });
+    travel
+}
+
+fn travels(function: &ScalarUDF) -> bool {
+    static DATAFUSION: OnceLock<HashMap<String, TypeId>> = OnceLock::new();
+    if function.inner().downcast_ref::<MaskHash>().is_some() {
+        return true;
+    }
+    let own = DATAFUSION.get_or_init(|| {
+        SessionStateDefaults::default_scalar_functions()
+            .into_iter()
+            .map(|f| (f.name().to_string(), implementation(&f)))
+            .collect()
+    });
+    own.get(function.name()) == Some(&implementation(function))
+}
+
+/// The type implementing `function`.
+fn implementation(function: &ScalarUDF) -> TypeId {
+    let any: &dyn std::any::Any = function.inner().as_ref();
+    any.type_id()
 }

@@ -18,16 +18,21 @@
 //!
 //! A plan sent to a cluster carries its boundaries *opened*: the same node with the
 //! secured sub-plan as its child, so that the cluster's scheduler can give each task
-//! its own share of the files. The plan is optimized before it is opened, and the
-//! cluster does not optimize it again, so nothing crosses the boundary there either.
+//! its own share of the files. The plan is optimized before it is opened; the
+//! scheduler's own rules (distribution requirements, join selection, statistics
+//! answers) add exchanges and pick joins, but move no filter or projection, and still
+//! get no statistics from the boundary.
 
 use std::sync::Arc;
 
+use datafusion::common::Statistics;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs,
+};
 
 /// An opaque leaf that executes the secured sub-plan (or, opened for a cluster, a node
 /// with it as its child).
@@ -117,6 +122,24 @@ impl ExecutionPlan for PolicyBoundaryExec {
                  and no child otherwise"
             ),
         }
+    }
+
+    /// Unknown, whatever the secured sub-plan could tell (see the module's doc): also
+    /// opened, where a cluster's scheduler asks for statistics to pick joins.
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::new(Statistics::new_unknown(&self.schema())))
+    }
+
+    fn child_stats_requests(&self, _partition: Option<usize>) -> Vec<ChildStats> {
+        self.children().iter().map(|_| ChildStats::Skip).collect()
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true; self.children().len()]
     }
 
     fn execute(

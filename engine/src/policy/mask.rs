@@ -119,11 +119,6 @@ impl MaskHash {
     pub fn key_id(&self) -> [u8; 32] {
         self.key_id
     }
-
-    /// Whether it holds its key (it can run).
-    pub fn is_keyed(&self) -> bool {
-        self.key.is_some()
-    }
 }
 
 impl PartialEq for MaskHash {
