@@ -17,7 +17,8 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 profile="${MESHGATE_BENCH_PROFILE:-release}"
 dir="$profile"
 [ "$profile" = "dev" ] && dir=debug
-cargo build --profile "$profile" --locked --bin meshgate
+# The whole workspace, as the tests build it: the same features, so a built tree is reused.
+cargo build --profile "$profile" --locked --workspace --bins
 MESHGATE_BIN="$target/$dir/meshgate" \
 MESHGATE_BENCH_PROFILE="$profile" \
 MESHGATE_BENCH_DATA="${MESHGATE_BENCH_DATA:-$HOME/.cache/meshgate/tpch}" \

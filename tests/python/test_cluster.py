@@ -194,6 +194,35 @@ def test_functions_bounded_in_the_gateway_keep_their_queries_there(server, clust
     assert not cluster.jobs() - before, "a bounded function ran on the cluster"
 
 
+def test_scalar_subqueries_stay_in_the_gateway(server, cluster, admin_token):
+    """Ballista cuts a stage between a scalar subquery and its uses (its executors
+    cannot decode that): such a plan runs in the gateway."""
+    sql = ("SELECT region, count(*) AS n FROM clinical.encounters.visits GROUP BY region "
+           "HAVING count(*) > (SELECT count(*) / 10 FROM clinical.encounters.visits)")
+    before = cluster.jobs()
+    assert _rows(_query(cluster.gateway, admin_token, sql)) == _rows(_query(server, admin_token, sql))
+    assert not cluster.jobs() - before
+
+
+def test_a_cluster_that_cannot_be_reached_costs_nothing_but_time(demo, meshgate_bin, server, admin_token,
+                                                                 tmp_path):
+    """A gateway whose scheduler is gone runs its queries itself: same answers."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"engine:\n  distributed:\n    scheduler: 127.0.0.1:{free_port()}\n    min_scan_bytes: 0\n")
+    gateway = start_server(
+        [
+            meshgate_bin, "demo", "--dir", demo.mesh_dir, "--scale", DEMO_SCALE, "--config", config,
+            "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0",
+        ],
+        "gateway of a lost cluster",
+    )
+    try:
+        for sql in QUERIES[:3]:
+            assert _rows(_query(gateway, admin_token, sql)) == _rows(_query(server, admin_token, sql))
+    finally:
+        gateway.stop()
+
+
 def test_bad_sql_and_missing_tables_fail_as_on_the_gateway(cluster, admin_token):
     with pytest.raises(pa.ArrowInvalid) as bad:
         _query(cluster.gateway, admin_token, "SELEC 1")

@@ -3,7 +3,7 @@
 //! the plan's domain-scoped URLs; its own copy of the masking key) and runs it here.
 //! Answers equal the engine's own for principals with row filters and masks; the bytes
 //! hold neither the masking key nor anything the executor could not rebuild itself; an
-//! executor with another masking key refuses the plan.
+//! executor with another masking key refuses the plan (and the engine runs it itself).
 
 #![allow(clippy::unwrap_used)]
 
@@ -37,6 +37,8 @@ struct RoundTrip {
     /// The executor's codec (keyed with its masking key).
     executor: MeshPhysicalCodec,
     sent: Mutex<Vec<Vec<u8>>>,
+    /// Why the executor refused plans.
+    refused: Mutex<Vec<String>>,
 }
 
 impl RoundTrip {
@@ -44,6 +46,7 @@ impl RoundTrip {
         Self {
             executor: MeshPhysicalCodec::keyed(executor_key),
             sent: Mutex::default(),
+            refused: Mutex::default(),
         }
     }
 
@@ -81,7 +84,9 @@ impl Cluster for RoundTrip {
         let gateway = MeshPhysicalCodec::passing_through();
         let bytes = PhysicalPlanNode::try_from_physical_plan(plan, &gateway)?.encode_to_vec();
         self.sent.lock().unwrap().push(bytes.clone());
-        let (plan, task) = self.decode(&bytes)?;
+        let (plan, task) = self
+            .decode(&bytes)
+            .inspect_err(|e| self.refused.lock().unwrap().push(e.to_string()))?;
         execute_stream(plan, task)
     }
 }
@@ -225,15 +230,26 @@ async fn plans_through_the_codec_answer_as_the_engine_alone() {
 async fn an_executor_with_another_masking_key_refuses_a_masked_plan() {
     let mesh = engines(b"another key").await;
     let analyst = Principal::new("test", "ben", ["analyst"]);
-    let error = run(&mesh.distributed, &analyst, QUERIES[0])
+    // Refused by the executor; the engine then runs it itself, with its own key: the
+    // hashes the analyst gets are the gateway's, never another key's.
+    let answer = run(&mesh.distributed, &analyst, QUERIES[0])
         .await
-        .expect_err("the executor's key differs");
-    assert!(error.to_string().contains("masking key"), "{error}");
-    // Without a mask, the plan runs: the key matters only where a hash is computed.
+        .expect("answered");
+    assert_eq!(
+        answer,
+        run(&mesh.local, &analyst, QUERIES[0])
+            .await
+            .expect("answered")
+    );
+    let refused = mesh.cluster.refused.lock().unwrap().clone();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("masking key"), "{}", refused[0]);
+    // Without a mask, the plan runs there: the key matters only where a hash is computed.
     let admin = Principal::new("test", "ada", ["admin"]);
     run(&mesh.distributed, &admin, QUERIES[0])
         .await
         .expect("no mask, no key needed");
+    assert_eq!(mesh.cluster.refused.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

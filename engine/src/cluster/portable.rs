@@ -58,6 +58,11 @@ fn portable(plan: &Arc<dyn ExecutionPlan>, scans: &mut usize) -> Option<Arc<dyn 
         *scans += 1;
         return (domain_store && parquet).then(|| Arc::clone(plan));
     }
+    // Ballista cuts a plan into stages between a scalar subquery and its uses, which
+    // its executors then cannot decode.
+    if plan.name() == "ScalarSubqueryExec" {
+        return None;
+    }
     let children = plan.children();
     if children.is_empty() {
         // Leaves that read nothing; any other leaf holds data or a source of this

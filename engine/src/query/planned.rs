@@ -249,7 +249,7 @@ impl PlannedQuery {
         let mut batches = match (self.parts, remote) {
             (_, Some((cluster, plan))) => {
                 tracing::info!(query_id = self.query_id(), "the query runs on the cluster");
-                on_cluster(cluster, plan, &task)
+                on_cluster(cluster, plan, physical, task)
             }
             (None, None) => execute_stream(physical, task)?,
             (Some(parts), None) => part_stream(&physical, &task, parts.partitions_of(part))?,
@@ -266,16 +266,27 @@ impl PlannedQuery {
 }
 
 /// The results of `plan` run on `cluster` with the query's session configuration;
-/// dropped before its end, the cluster's job stops.
+/// dropped before its end, the cluster's job stops. A job the cluster cannot run (it
+/// fails before any result comes back: a plan an executor cannot decode, executors
+/// lost) runs here instead, as `local`: the caller sees the answer, not the cluster.
 fn on_cluster(
     cluster: Arc<dyn Cluster>,
     plan: Arc<dyn ExecutionPlan>,
-    task: &TaskContext,
+    local: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
 ) -> SendableRecordBatchStream {
     let schema = plan.schema();
     let config = task.session_config().clone();
-    let batches =
-        futures::stream::once(async move { cluster.execute(plan, config).await }).try_flatten();
+    let batches = futures::stream::once(async move {
+        match cluster.execute(plan, config).await {
+            Ok(batches) => Ok(batches),
+            Err(e) => {
+                tracing::warn!(error = %e, "the cluster could not run a query: it runs here");
+                execute_stream(local, task)
+            }
+        }
+    })
+    .try_flatten();
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }
 
