@@ -134,6 +134,9 @@ def _rows(table: pa.Table) -> Counter:
     return Counter(zip(*(table.column(i).to_pylist() for i in range(table.num_columns))))
 
 
+# What the gateway logs when a job fails on the cluster and runs in the gateway.
+FALLBACK = "the cluster could not run a query"
+
 QUERIES = [
     "SELECT count(*) AS n FROM clinical.encounters.visits WHERE diagnosis_code LIKE 'E%'",
     "SELECT region, count(*) AS n, min(encounter_id) AS first FROM clinical.encounters.visits GROUP BY region",
@@ -156,6 +159,7 @@ def test_the_cluster_answers_as_the_gateway_alone(server, cluster, admin_token, 
     assert _rows(distributed) == _rows(local)
     assert distributed.num_rows > 0
     assert cluster.jobs() - before, "the query did not run on the cluster"
+    assert FALLBACK not in cluster.gateway.output(), "a job failed and ran in the gateway"
 
 
 @pytest.mark.parametrize("persona", ["ana", "ben", "cara"])
@@ -175,6 +179,7 @@ def test_policies_travel_with_the_plan(server, cluster, mint, persona):
     before = cluster.jobs()
     assert _rows(_query(cluster.gateway, token, sql)) == _rows(local)
     assert cluster.jobs() - before, "the query did not run on the cluster"
+    assert FALLBACK not in cluster.gateway.output(), "a job failed and ran in the gateway"
 
 
 def test_tables_the_cluster_cannot_read_run_on_the_gateway(server, cluster, admin_token):

@@ -446,7 +446,11 @@ impl DomainStorage {
                 if scheme == "s3" {
                     settings.store.namespaced(bucket).restricted_to(root)
                 } else {
-                    settings.store.restricted_to(root)
+                    let store = settings.store.restricted_to(root.clone());
+                    // Local files: a symbolic link under the root leading out of it is
+                    // refused, as a table's own links are on a gateway.
+                    store.name_table(&root, domain);
+                    store
                 }
             }
             None if local_domains && scheme == "file" && bucket == "local" => {
