@@ -16,25 +16,34 @@ use crate::error::StartupError;
 type Result<T> = std::result::Result<T, StartupError>;
 
 /// Where an executor listens and finds its scheduler, besides what the gateway
-/// configuration file says (storage and masking key).
-#[derive(Debug, Clone)]
+/// configuration file says (storage and masking key): the `meshgate executor` flags.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ExecutorArgs {
-    /// The scheduler's `host:port`.
+    /// The scheduler's host:port.
+    #[arg(long, default_value = "127.0.0.1:50050")]
     pub scheduler: String,
-    /// The host to listen on.
+    /// Host to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
     pub bind_host: String,
-    /// The host the scheduler and gateways reach it at (the bind host, if unset).
+    /// Host name the scheduler and gateways reach it at (the bind host, if unset).
+    #[arg(long)]
     pub external_host: Option<String>,
-    /// Its Flight port (results, shuffle data) and gRPC port (tasks).
+    /// Port of its Flight service (results and shuffle data).
+    #[arg(long, default_value_t = 50052)]
     pub flight_port: u16,
+    /// Port of its gRPC service (tasks, cancellation).
+    #[arg(long, default_value_t = 50053)]
     pub grpc_port: u16,
-    /// Tasks at once (0: one per core).
+    /// Tasks it runs at once (0: one per core).
+    #[arg(long, default_value_t = 0)]
     pub slots: usize,
-    /// Where it keeps shuffle files (and spill files, under `spill/`).
+    /// Directory for shuffle files (and spill files, under `spill/`).
+    #[arg(long, default_value = "./meshgate-executor")]
     pub work_dir: PathBuf,
-    /// Whether domains without configured storage read local files, as on a gateway
-    /// (the demo's); off, only configured domains' roots are readable.
-    pub local_domains: bool,
+    /// Let domains without configured storage read local files, as a gateway does
+    /// (the demo's domains); without it, only configured roots are readable.
+    #[arg(long)]
+    pub allow_local_domains: bool,
 }
 
 /// Runs an executor with the storage and masking key of `config` until stopped.
@@ -54,7 +63,7 @@ pub async fn executor(config: &GatewayConfig, args: ExecutorArgs) -> Result<()> 
     let runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(ResolvingRegistry::new(
             Arc::new(storage),
-            args.local_domains,
+            args.allow_local_domains,
         )))
         .with_temp_file_path(&spill)
         .build_arc()

@@ -142,31 +142,8 @@ enum Command {
         /// Gateway configuration file (YAML): its `storage` and `masking` apply.
         #[arg(long, env = "MESHGATE_CONFIG")]
         config: Option<PathBuf>,
-        /// The scheduler's host:port.
-        #[arg(long, default_value = "127.0.0.1:50050")]
-        scheduler: String,
-        /// Host to listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        bind_host: String,
-        /// Host name the scheduler and gateways reach it at (the bind host, if unset).
-        #[arg(long)]
-        external_host: Option<String>,
-        /// Port of its Flight service (results and shuffle data).
-        #[arg(long, default_value_t = 50052)]
-        flight_port: u16,
-        /// Port of its gRPC service (tasks, cancellation).
-        #[arg(long, default_value_t = 50053)]
-        grpc_port: u16,
-        /// Tasks it runs at once (0: one per core).
-        #[arg(long, default_value_t = 0)]
-        slots: usize,
-        /// Directory for shuffle and spill files.
-        #[arg(long, default_value = "./meshgate-executor")]
-        work_dir: PathBuf,
-        /// Let domains without configured storage read local files, as a gateway
-        /// does (the demo's domains); without it, only configured roots are readable.
-        #[arg(long)]
-        allow_local_domains: bool,
+        #[command(flatten)]
+        args: meshgate_gateway::cluster_roles::ExecutorArgs,
     },
     /// Validate every descriptor of a mesh directory; exits non-zero on any error.
     Lint {
@@ -397,28 +374,8 @@ async fn serve(command: Command) -> Result<(), CliError> {
                 .map_err(StartupError::from)?;
             return Ok(());
         }
-        Command::Executor {
-            config,
-            scheduler,
-            bind_host,
-            external_host,
-            flight_port,
-            grpc_port,
-            slots,
-            work_dir,
-            allow_local_domains,
-        } => {
+        Command::Executor { config, args } => {
             let config = load_config(config.as_deref())?;
-            let args = meshgate_gateway::cluster_roles::ExecutorArgs {
-                scheduler,
-                bind_host,
-                external_host,
-                flight_port,
-                grpc_port,
-                slots,
-                work_dir,
-                local_domains: allow_local_domains,
-            };
             meshgate_gateway::cluster_roles::executor(&config, args).await?;
             return Ok(());
         }
