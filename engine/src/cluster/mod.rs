@@ -22,12 +22,12 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 
 pub use codec::MeshPhysicalCodec;
-pub(crate) use portable::for_cluster;
+pub(crate) use portable::{plan_for_cluster, without_dynamic_filters};
 
 /// A cluster that executes physical plans.
 #[async_trait]
 pub trait Cluster: Send + Sync + std::fmt::Debug {
-    /// Submits `plan` (made by [`for_cluster`]) to run with the query's session `config`
+    /// Submits `plan` (made by [`plan_for_cluster`]) to run with the query's session `config`
     /// and streams its results. Dropping the stream before its end stops the job.
     async fn execute(
         &self,

@@ -7,10 +7,12 @@ use std::sync::{Arc, OnceLock};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::SessionStateDefaults;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::error::Result;
+use datafusion::execution::{SessionState, SessionStateBuilder, SessionStateDefaults};
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use datafusion::prelude::SessionConfig;
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use meshgate_connectors::MESH_STORE_SCHEME;
@@ -18,11 +20,40 @@ use meshgate_connectors::MESH_STORE_SCHEME;
 use super::MeshPhysicalCodec;
 use crate::policy::{MaskHash, PolicyBoundaryExec};
 
+/// `logical` planned for a cluster, as `state` plans it but without dynamic filters
+/// (see [`without_dynamic_filters`]), in the form [`for_cluster`] gives; `None` when it
+/// cannot run there.
+pub(crate) async fn plan_for_cluster(
+    state: &SessionState,
+    logical: &LogicalPlan,
+    codec: &MeshPhysicalCodec,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mut config = state.config().clone();
+    without_dynamic_filters(&mut config);
+    let state = SessionStateBuilder::new_from_existing(state.clone())
+        .with_config(config)
+        .build();
+    let physical = state.create_physical_plan(logical).await?;
+    Ok(for_cluster(&physical, codec))
+}
+
+/// Turns off dynamic filters (a join's build side, a top-k or an aggregate narrowing
+/// the scans beneath it as it runs): they join operators that a cluster runs in
+/// different stages and processes, and Ballista's scheduler re-plans joins (swapping
+/// their inputs), which a join holding a dynamic filter refuses.
+pub(crate) fn without_dynamic_filters(config: &mut SessionConfig) {
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.enable_dynamic_filter_pushdown = false;
+    optimizer.enable_join_dynamic_filter_pushdown = false;
+    optimizer.enable_topk_dynamic_filter_pushdown = false;
+    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+}
+
 /// `plan` as a cluster runs it (every policy boundary opened, so that the cluster's
 /// scheduler can give each task its own files), or `None` when it reads no file (it is
 /// answered from statistics or constants: nothing to spread), or some part of it cannot
 /// run elsewhere, or it does not encode with `codec`.
-pub(crate) fn for_cluster(
+fn for_cluster(
     plan: &Arc<dyn ExecutionPlan>,
     codec: &MeshPhysicalCodec,
 ) -> Option<Arc<dyn ExecutionPlan>> {
@@ -46,6 +77,10 @@ fn portable(plan: &Arc<dyn ExecutionPlan>, scans: &mut usize) -> Option<Arc<dyn 
         )));
     }
     if !functions_travel(plan.as_ref()) {
+        tracing::debug!(
+            node = plan.name(),
+            "a plan runs here: it calls a function of this process's own"
+        );
         return None;
     }
     if let Some(source) = plan.downcast_ref::<DataSourceExec>() {
@@ -56,18 +91,32 @@ fn portable(plan: &Arc<dyn ExecutionPlan>, scans: &mut usize) -> Option<Arc<dyn 
         let domain_store = scheme.is_some_and(|(scheme, _)| scheme == MESH_STORE_SCHEME);
         let parquet = files.file_source().file_type() == "parquet";
         *scans += 1;
-        return (domain_store && parquet).then(|| Arc::clone(plan));
+        if !(domain_store && parquet) {
+            tracing::debug!(
+                "a plan runs here: it reads a source other than a domain's Parquet files"
+            );
+            return None;
+        }
+        return Some(Arc::clone(plan));
     }
     // Ballista cuts a plan into stages between a scalar subquery and its uses, which
     // its executors then cannot decode.
     if plan.name() == "ScalarSubqueryExec" {
+        tracing::debug!("a plan runs here: it holds a scalar subquery");
         return None;
     }
     let children = plan.children();
     if children.is_empty() {
         // Leaves that read nothing; any other leaf holds data or a source of this
         // process's own.
-        return matches!(plan.name(), "EmptyExec" | "PlaceholderRowExec").then(|| Arc::clone(plan));
+        let portable = matches!(plan.name(), "EmptyExec" | "PlaceholderRowExec");
+        if !portable {
+            tracing::debug!(
+                node = plan.name(),
+                "a plan runs here: it holds data of this process's own"
+            );
+        }
+        return portable.then(|| Arc::clone(plan));
     }
     let children = children
         .into_iter()
@@ -89,6 +138,10 @@ fn functions_travel(plan: &dyn ExecutionPlan) -> bool {
             if let Some(call) = node.downcast_ref::<ScalarFunctionExpr>()
                 && !travels(call.fun())
             {
+                tracing::debug!(
+                    function = call.fun().name(),
+                    "a function that does not travel"
+                );
                 travel = false;
                 return Ok(TreeNodeRecursion::Stop);
             }

@@ -18,7 +18,7 @@ use super::snapshot::PlanSnapshot;
 use super::stream::{plain, wire_schema};
 use crate::admission::Deadline;
 use crate::audit::QueryAudit;
-use crate::cluster::{Cluster, ClusterRoute, for_cluster};
+use crate::cluster::{Cluster, ClusterRoute, plan_for_cluster, without_dynamic_filters};
 use crate::error::{Error, Result};
 use crate::policy::VersionedTable;
 use crate::session::{
@@ -127,7 +127,9 @@ impl PlannedQuery {
         // Large enough, whole, and made only of what a cluster can run: it runs there.
         let remote = match (serving.cluster, parts) {
             (Some(route), None) if !single_use && scan_bytes >= route.min_scan_bytes => {
-                for_cluster(&physical, &route.codec).map(|plan| (Arc::clone(&route.cluster), plan))
+                plan_for_cluster(&state, &logical, &route.codec)
+                    .await?
+                    .map(|plan| (Arc::clone(&route.cluster), plan))
             }
             _ => None,
         };
@@ -276,7 +278,8 @@ fn on_cluster(
     task: Arc<TaskContext>,
 ) -> SendableRecordBatchStream {
     let schema = plan.schema();
-    let config = task.session_config().clone();
+    let mut config = task.session_config().clone();
+    without_dynamic_filters(&mut config);
     let batches = futures::stream::once(async move {
         match cluster.execute(plan, config).await {
             Ok(batches) => Ok(batches),
