@@ -22,12 +22,18 @@ use crate::policy::{MaskHash, PolicyBoundaryExec};
 
 /// `logical` planned for a cluster, as `state` plans it but without dynamic filters
 /// (see [`without_dynamic_filters`]), in the form [`for_cluster`] gives; `None` when it
-/// cannot run there.
+/// cannot run there. `local`, its plan for this process, is looked at first: what
+/// cannot run there is not planned again.
 pub(crate) async fn plan_for_cluster(
     state: &SessionState,
     logical: &LogicalPlan,
+    local: &Arc<dyn ExecutionPlan>,
     codec: &MeshPhysicalCodec,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mut scans = 0;
+    if portable(local, &mut scans).is_none() || scans == 0 {
+        return Ok(None);
+    }
     let mut config = state.config().clone();
     without_dynamic_filters(&mut config);
     let state = SessionStateBuilder::new_from_existing(state.clone())
