@@ -17,6 +17,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::per_principal::PerPrincipal;
 use crate::error::{Error, Result};
 
+/// Stack of each planning thread. Planning recurses through the statement's tree (parser,
+/// analyzer, optimizer, physical planner): the statement limits
+/// ([`crate::MAX_OPERATORS`], [`crate::MAX_RELATIONS`]) are set so that the deepest
+/// statement they admit plans within it, in a debug build too, with room to spare
+/// (tokio's default of 2 MiB left almost none).
+const PLANNING_STACK_BYTES: usize = 8 * 1024 * 1024;
+
 /// A runtime whose threads do nothing but plan statements, and how many of them one
 /// principal may use at once.
 #[derive(Debug)]
@@ -34,6 +41,7 @@ impl PlanningPool {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("meshgate-planning")
+            .thread_stack_size(PLANNING_STACK_BYTES)
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the planning threads: {e}")))?;

@@ -127,7 +127,8 @@ impl PlannedQuery {
         // Large enough, whole, and made only of what a cluster can run: it runs there.
         let remote = match (serving.cluster, parts) {
             (Some(route), None) if !single_use && scan_bytes >= route.min_scan_bytes => {
-                plan_for_cluster(&state, &logical, &physical, &route.codec)
+                // Boxed: planning runs on a thread whose stack deep plans need whole.
+                Box::pin(plan_for_cluster(&state, &logical, &physical, &route.codec))
                     .await?
                     .map(|plan| (Arc::clone(&route.cluster), plan))
             }
