@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::ReferenceDescriptor;
+
 use crate::policy::PolicyDescriptor;
 use crate::quality::{ColumnChecksDescriptor, ProductQualityDescriptor, TableQualityDescriptor};
 
@@ -106,6 +108,12 @@ pub struct TableDescriptor {
     /// Lets consumers read past versions (Delta tables only); absent, they cannot.
     #[serde(default)]
     pub time_travel: Option<TimeTravelDescriptor>,
+    /// The columns identifying a row (none declared: empty).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// This table's columns that reference other products' tables.
+    #[serde(default)]
+    pub references: Vec<ReferenceDescriptor>,
 }
 
 /// `time_travel:` of a Delta table: past versions are readable, back to `max_age`.

@@ -5,6 +5,7 @@
 mod as_of;
 mod descriptor;
 mod error;
+mod keys;
 mod mesh;
 mod policy;
 mod principal;
@@ -18,6 +19,7 @@ pub use descriptor::{
     TimeTravelDescriptor,
 };
 pub use error::{CatalogError, Problem, Result};
+pub use keys::{Cardinality, Reference, ReferenceDescriptor, TableName};
 pub use mesh::{
     Mesh, MeshLoad, descriptor_files, parse_descriptor, product_from_text, read_product,
 };

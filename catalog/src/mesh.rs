@@ -126,6 +126,48 @@ impl Mesh {
         Some((product, table))
     }
 
+    /// References that do not lead to a table of this mesh with matching columns, as
+    /// (`domain.product.table` of the referencing table, what is wrong). Such a
+    /// reference is kept (its target may be fixed or published later) but never shown.
+    pub fn dangling_references(&self) -> Vec<(String, String)> {
+        let mut dangling = Vec::new();
+        for product in self.products() {
+            for table in &product.tables {
+                let from = format!("{}.{}", product.qualified_name(), table.name);
+                for reference in &table.references {
+                    let target = &reference.table;
+                    let Some((_, to)) =
+                        self.resolve(&target.domain, &target.product, &target.table)
+                    else {
+                        dangling.push((
+                            from.clone(),
+                            format!("references {target}, which this mesh does not publish"),
+                        ));
+                        continue;
+                    };
+                    for (column, to_column) in reference.columns.iter().zip(&reference.to) {
+                        let ours = table.column(column).map(|c| &c.data_type);
+                        match to.column(to_column) {
+                            None => dangling.push((
+                                from.clone(),
+                                format!("references {target}({to_column}), which is not a column of it"),
+                            )),
+                            Some(theirs) if Some(&theirs.data_type) != ours => dangling.push((
+                                from.clone(),
+                                format!(
+                                    "{column} references {target}({to_column}) of another type ({} there)",
+                                    theirs.data_type
+                                ),
+                            )),
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+        dangling
+    }
+
     /// Number of valid products.
     pub fn len(&self) -> usize {
         self.products.values().map(BTreeMap::len).sum()

@@ -11,6 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 use url::Url;
 
 pub use crate::descriptor::TableFormat;
+use crate::keys::Reference;
 use crate::policy::PolicyDescriptor;
 use crate::quality::ColumnChecks;
 
@@ -83,6 +84,10 @@ pub struct Table {
     pub min_rows: Option<u64>,
     /// Whether past versions may be read, and how far back (Delta tables only).
     pub time_travel: Option<TimeTravel>,
+    /// The columns identifying a row, in key order (empty: none declared).
+    pub primary_key: Vec<String>,
+    /// References from this table's columns to other tables.
+    pub references: Vec<Reference>,
 }
 
 /// How far back past versions of a table may be read.

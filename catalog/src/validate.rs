@@ -14,6 +14,7 @@ use url::Url;
 use crate::descriptor::TableFormat;
 use crate::descriptor::{ColumnDescriptor, ProductDescriptor, TableDescriptor};
 use crate::error::Problem;
+use crate::keys::validate_keys;
 use crate::policy::{PolicyDescriptor, ReadRule};
 use crate::product::{Column, Product, Sla, Table, TimeTravel};
 use crate::quality::{parse_completeness, validate_checks, validate_schedule};
@@ -311,6 +312,13 @@ fn validate_table(
     }
 
     let time_travel = validate_time_travel(at, table, problems);
+    let (primary_key, references) = validate_keys(
+        at,
+        &table.primary_key,
+        &table.references,
+        &columns,
+        problems,
+    );
     if problems.len() != before {
         return None;
     }
@@ -323,6 +331,8 @@ fn validate_table(
         columns,
         min_rows: table.quality.as_ref().and_then(|q| q.min_rows),
         time_travel,
+        primary_key,
+        references,
     })
 }
 

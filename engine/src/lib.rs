@@ -59,9 +59,9 @@ pub use product::{
     check_row_filters,
 };
 pub use session::{
-    MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, MeshCatalogList, NameDefaults,
-    PrincipalSession, ReadOnlyCatalog, ReadOnlySchema, SYSTEM_CATALOG, SessionFactory,
-    SessionPublisher, SqlDialect, VersionPins,
+    MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, MeshCatalogList, MeshKeys,
+    NameDefaults, PrimaryKey, PrincipalSession, ReadOnlyCatalog, ReadOnlySchema, Relationship,
+    SYSTEM_CATALOG, SessionFactory, SessionPublisher, SqlDialect, VersionPins,
 };
 
 // The audit trail: one record per request, fanned out to sinks.

@@ -47,6 +47,12 @@ pub fn lint(
     }
     let mut filter_errors = check_row_filters(&load.mesh);
     filter_errors.extend(check_quality_values(&load.mesh));
+    filter_errors.extend(
+        load.mesh
+            .dangling_references()
+            .into_iter()
+            .map(|(table, problem)| format!("{table}: {problem}")),
+    );
     if options.check_data {
         filter_errors.extend(check_data(&load.mesh)?);
     }

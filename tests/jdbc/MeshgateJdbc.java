@@ -8,6 +8,7 @@
 // message on a failure.
 
 import java.sql.Connection;
+import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -34,6 +35,7 @@ public class MeshgateJdbc {
             switch (mode) {
                 case "query": query(conn); break;
                 case "catalog": catalog(conn); break;
+                case "keys": keys(conn); break;
                 default: throw new IllegalArgumentException(mode);
             }
         } catch (SQLException e) {
@@ -89,6 +91,30 @@ public class MeshgateJdbc {
              ResultSet rs = st.executeQuery("SELECT count(*) AS n FROM encounters.visits")) {
             rs.next();
             System.out.println("short=" + rs.getLong(1));
+        }
+    }
+
+    /** DatabaseMetaData's key calls, as a BI tool makes them to join tables itself. */
+    static void keys(Connection conn) throws SQLException {
+        DatabaseMetaData md = conn.getMetaData();
+        try (ResultSet rs = md.getPrimaryKeys("clinical", "encounters", "visits")) {
+            while (rs.next()) {
+                System.out.println("pk." + rs.getString("COLUMN_NAME") + "=" + rs.getString("PK_NAME")
+                    + "/" + rs.getShort("KEY_SEQ"));
+            }
+        }
+        try (ResultSet rs = md.getImportedKeys("clinical", "encounters", "visits")) {
+            while (rs.next()) {
+                System.out.println("imported." + rs.getString("FKCOLUMN_NAME") + "="
+                    + rs.getString("PKTABLE_CAT") + "." + rs.getString("PKTABLE_SCHEM") + "."
+                    + rs.getString("PKTABLE_NAME") + "." + rs.getString("PKCOLUMN_NAME"));
+            }
+        }
+        try (ResultSet rs = md.getExportedKeys("patients", "registry", "patients")) {
+            while (rs.next()) {
+                System.out.println("exported." + rs.getString("FKTABLE_CAT") + "." + rs.getString("FKTABLE_SCHEM")
+                    + "." + rs.getString("FKTABLE_NAME") + "=" + rs.getString("FK_NAME"));
+            }
         }
     }
 }

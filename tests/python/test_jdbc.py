@@ -57,6 +57,24 @@ def test_jdbc_catalog_property_resolves_short_names(server, driver_jar, admin_to
     assert int(out["short"]) == oracle.count("clinical.encounters.visits")
 
 
+def test_jdbc_reads_keys_and_relationships(server, driver_jar, admin_token):
+    """DatabaseMetaData.getPrimaryKeys / getImportedKeys / getExportedKeys, which BI tools
+    read to join tables without being told how."""
+    out = run_jdbc(driver_jar, server, admin_token, "keys")
+    assert out["pk.encounter_id"] == "visits_pkey/1"
+    assert {k: v for k, v in out.items() if k.startswith("imported.")} == {
+        "imported.patient_id": "patients.registry.patients.patient_id",
+        "imported.facility_id": "reference.facilities.facilities.facility_id",
+        "imported.region": "reference.regions.regions.region",
+    }
+    exported = {k: v for k, v in out.items() if k.startswith("exported.")}
+    assert exported == {
+        "exported.billing.claims.claims": "claims_patient_id_fkey",
+        "exported.clinical.encounters.visits": "visits_patient_id_fkey",
+        "exported.clinical.labs.results": "results_patient_id_fkey",
+    }
+
+
 def test_jdbc_wrong_password_is_refused(server, driver_jar):
     done = subprocess.run(
         ["java", "--add-opens=java.base/java.nio=ALL-UNNAMED", "-cp", str(driver_jar), str(PROGRAM),

@@ -21,7 +21,7 @@ use crate::cluster::ClusterRoute;
 use crate::config::EngineConfig;
 use crate::error::Result;
 use crate::query::InFlight;
-use crate::session::{MeshCatalogList, SessionFactory, SessionPublisher};
+use crate::session::{MeshCatalogList, MeshKeys, SessionFactory, SessionPublisher};
 
 /// How busy the engine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,5 +126,10 @@ impl Engine {
     /// The catalogs `principal` may see (for metadata answers).
     pub fn catalogs_for(&self, principal: &Principal) -> Result<Arc<MeshCatalogList>> {
         self.sessions().catalogs_for(principal)
+    }
+
+    /// The primary keys and relationships `principal` may see (for metadata answers).
+    pub fn keys_for(&self, principal: &Principal) -> Result<Arc<MeshKeys>> {
+        self.sessions().keys_for(principal)
     }
 }

@@ -14,6 +14,7 @@ mod columns;
 mod dialect;
 mod expansion;
 mod generated;
+mod keys;
 mod memory;
 mod names;
 mod pins;
@@ -36,6 +37,7 @@ pub(crate) use budget::{MaxPlanNodes, PlanningBudget};
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
 pub use dialect::SqlDialect;
 pub use generated::MAX_GENERATED_ROWS;
+pub use keys::{MeshKeys, PrimaryKey, Relationship};
 pub use names::NameDefaults;
 pub use pins::VersionPins;
 pub use published::SessionPublisher;
@@ -125,6 +127,7 @@ struct PrincipalView {
     /// each request: cheaper than building one, which registers every function again.
     state: SessionState,
     catalogs: Arc<MeshCatalogList>,
+    keys: Arc<MeshKeys>,
     access: Arc<BTreeMap<String, Vec<String>>>,
     fingerprint: ViewFingerprint,
     /// About how much memory the view holds, for the cache's budget.
@@ -259,7 +262,8 @@ impl SessionFactory {
                 }
             }
         }
-        let (catalogs, system_bytes) = self.catalogs_from(&views)?;
+        let keys = Arc::new(MeshKeys::of(&views));
+        let (catalogs, system_bytes) = self.catalogs_from(&views, &keys)?;
         let tables: usize = views.iter().map(|v| v.tables.len()).sum();
         let state = SessionStateBuilder::new_from_existing(self.template.clone())
             .with_catalog_list(Arc::clone(&catalogs) as _)
@@ -267,6 +271,7 @@ impl SessionFactory {
         Ok(PrincipalView {
             state,
             catalogs,
+            keys,
             access: Arc::new(access),
             fingerprint: ViewFingerprint::of(&views, self.policy.mask_key_id()),
             bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
@@ -279,8 +284,18 @@ impl SessionFactory {
         Ok(Arc::clone(&self.view_of(principal)?.catalogs))
     }
 
-    /// The catalogs of `views`, and the bytes its `mesh` tables hold.
-    fn catalogs_from(&self, views: &[ProductView]) -> Result<(Arc<MeshCatalogList>, usize)> {
+    /// The primary keys and relationships `principal` sees.
+    pub fn keys_for(&self, principal: &Principal) -> Result<Arc<MeshKeys>> {
+        Ok(Arc::clone(&self.view_of(principal)?.keys))
+    }
+
+    /// The catalogs of `views` (whose keys are `keys`), and the bytes its `mesh` tables
+    /// hold.
+    fn catalogs_from(
+        &self,
+        views: &[ProductView],
+        keys: &MeshKeys,
+    ) -> Result<(Arc<MeshCatalogList>, usize)> {
         let mut catalogs: BTreeMap<String, BTreeMap<String, Arc<ReadOnlySchema>>> = BTreeMap::new();
         for view in views {
             catalogs
@@ -298,7 +313,7 @@ impl SessionFactory {
             .into_iter()
             .map(|(domain, schemas)| (domain, Arc::new(ReadOnlyCatalog::new(schemas))))
             .collect();
-        let (system, bytes) = system::system_catalog(views, self.quality.as_ref())?;
+        let (system, bytes) = system::system_catalog(views, keys, self.quality.as_ref())?;
         catalogs.insert(SYSTEM_CATALOG.to_string(), Arc::new(system));
         Ok((Arc::new(MeshCatalogList::new(catalogs)), bytes))
     }

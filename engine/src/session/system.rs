@@ -2,7 +2,8 @@
 //!
 //! `mesh.meta.products` (with each product's status: ok, degraded or broken, and why),
 //! `mesh.meta.tables` (with what the storage held at the last check),
-//! `mesh.meta.columns`, `mesh.meta.slas` and the quality agent's measurements
+//! `mesh.meta.columns`, `mesh.meta.primary_keys`, `mesh.meta.relationships` (the context
+//! map: see [`super::keys`]), `mesh.meta.slas` and the quality agent's measurements
 //! (`mesh.meta.quality`, `quality_checks`, `quality_history`) list what the session can see. Storage locations are deliberately absent: they are the domain's
 //! business, not the consumer's.
 
@@ -22,6 +23,7 @@ use meshgate_catalog::{ColumnEffect, Product, mask_name, parse_completeness};
 
 use super::catalog::{ReadOnlyCatalog, ReadOnlySchema};
 use super::columns::{strings, timestamp_field, timestamps, utf8};
+use super::keys::MeshKeys;
 use super::quality_tables::{LazyTable, quality_tables};
 use crate::policy::ProductView;
 use crate::product::ProductHealth;
@@ -37,6 +39,7 @@ pub(crate) const META_SCHEMA: &str = "meta";
 /// Also returns the bytes its in-memory tables hold.
 pub(super) fn system_catalog(
     views: &[ProductView],
+    keys: &MeshKeys,
     quality: Option<&Arc<QualityStore>>,
 ) -> Result<(ReadOnlyCatalog, usize)> {
     let mut bytes = 0;
@@ -51,6 +54,11 @@ pub(super) fn system_catalog(
     tables.insert("products".into(), mem_table(products_batch(views)?)?);
     tables.insert("tables".into(), mem_table(tables_batch(views)?)?);
     tables.insert("columns".into(), mem_table(columns_batch(views)?)?);
+    tables.insert("primary_keys".into(), mem_table(primary_keys_batch(keys)?)?);
+    tables.insert(
+        "relationships".into(),
+        mem_table(relationships_batch(keys)?)?,
+    );
     tables.insert("slas".into(), slas_table(views, quality));
     for (name, table) in quality_tables(views, quality) {
         tables.insert(name.into(), table);
@@ -64,14 +72,10 @@ pub(super) fn system_catalog(
 }
 
 fn tags_field() -> Field {
-    Field::new(
-        "tags",
-        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-        false,
-    )
+    list_field("tags")
 }
 
-fn tags_array<'a>(rows: impl Iterator<Item = &'a [String]>) -> ArrayRef {
+fn string_lists<'a>(rows: impl Iterator<Item = &'a [String]>) -> ArrayRef {
     let mut builder = ListBuilder::new(StringBuilder::new());
     for tags in rows {
         for tag in tags {
@@ -107,7 +111,7 @@ fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
         strings(products.iter().map(|p| p.description.as_str())),
         strings(products.iter().map(|p| p.owner_team.as_str())),
         strings(products.iter().map(|p| p.owner_contact.as_str())),
-        tags_array(products.iter().map(|p| p.tags.as_slice())),
+        string_lists(products.iter().map(|p| p.tags.as_slice())),
         Arc::new(StringArray::from_iter(products.iter().map(|p| {
             p.sla
                 .freshness
@@ -368,8 +372,68 @@ fn columns_batch(views: &[ProductView]) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter(
             rows.iter().map(|(_, _, _, c, ..)| c.description.clone()),
         )),
-        tags_array(rows.iter().map(|(_, _, _, c, ..)| c.tags.as_slice())),
+        string_lists(rows.iter().map(|(_, _, _, c, ..)| c.tags.as_slice())),
         strings(rows.iter().map(|(_, _, _, _, shown, _)| shown.as_str())),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
+fn list_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        false,
+    )
+}
+
+/// `mesh.meta.primary_keys`: one row per key the principal sees.
+fn primary_keys_batch(keys: &MeshKeys) -> Result<RecordBatch> {
+    let rows = &keys.primary_keys;
+    let schema = Schema::new(vec![
+        utf8("domain", false),
+        utf8("product", false),
+        utf8("table_name", false),
+        list_field("columns"),
+        utf8("key_name", false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        strings(rows.iter().map(|k| k.table.domain.as_str())),
+        strings(rows.iter().map(|k| k.table.product.as_str())),
+        strings(rows.iter().map(|k| k.table.table.as_str())),
+        string_lists(rows.iter().map(|k| k.columns.as_slice())),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|k| k.name()))),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
+/// `mesh.meta.relationships`: one row per relationship the principal sees.
+fn relationships_batch(keys: &MeshKeys) -> Result<RecordBatch> {
+    let rows = &keys.relationships;
+    let schema = Schema::new(vec![
+        utf8("domain", false),
+        utf8("product", false),
+        utf8("table_name", false),
+        list_field("columns"),
+        utf8("references_domain", false),
+        utf8("references_product", false),
+        utf8("references_table", false),
+        list_field("references_columns"),
+        utf8("cardinality", false),
+        utf8("name", false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        strings(rows.iter().map(|r| r.from.domain.as_str())),
+        strings(rows.iter().map(|r| r.from.product.as_str())),
+        strings(rows.iter().map(|r| r.from.table.as_str())),
+        string_lists(rows.iter().map(|r| r.from_columns.as_slice())),
+        strings(rows.iter().map(|r| r.to.domain.as_str())),
+        strings(rows.iter().map(|r| r.to.product.as_str())),
+        strings(rows.iter().map(|r| r.to.table.as_str())),
+        string_lists(rows.iter().map(|r| r.to_columns.as_slice())),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.cardinality.to_string()),
+        )),
+        strings(rows.iter().map(|r| r.name.as_str())),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }

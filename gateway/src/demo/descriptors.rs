@@ -40,6 +40,7 @@ tables:
     description: One row per health region.
     format: parquet
     location: {data}reference/regions/regions/
+    primary_key: [region]
     columns:
       - { name: region, type: Utf8, nullable: false, description: Region code used by every domain }
       - { name: name, type: Utf8, nullable: false, description: Display name }
@@ -60,6 +61,9 @@ tables:
     description: One row per facility.
     format: parquet
     location: {data}reference/facilities/facilities/
+    primary_key: [facility_id]
+    references:
+      - { columns: [region], table: reference.regions.regions }
     columns:
       - { name: facility_id, type: Int32, nullable: false, description: Facility key }
       - { name: name, type: Utf8, nullable: false, description: Display name }
@@ -82,6 +86,9 @@ tables:
     description: One row per patient.
     format: parquet
     location: {data}patients/registry/patients/
+    primary_key: [patient_id]
+    references:
+      - { columns: [region], table: reference.regions.regions }
     quality: { min_rows: 1 }
     columns:
       - { name: patient_id, type: Int64, nullable: false, description: Patient key used across the mesh, checks: { unique: true } }
@@ -112,6 +119,11 @@ tables:
     description: One row per encounter, partitioned by month of admission.
     format: parquet
     location: {data}clinical/encounters/visits/
+    primary_key: [encounter_id]
+    references:
+      - { columns: [patient_id], table: patients.registry.patients }
+      - { columns: [facility_id], table: reference.facilities.facilities }
+      - { columns: [region], table: reference.regions.regions }
     partition_columns: [admit_month]
     columns:
       - { name: encounter_id, type: Int64, nullable: false, description: Encounter key, checks: { unique: true } }
@@ -143,6 +155,10 @@ tables:
     description: One row per lab result.
     format: delta
     location: {data}clinical/labs/results/
+    primary_key: [result_id]
+    references:
+      - { columns: [encounter_id], table: clinical.encounters.visits }
+      - { columns: [patient_id], table: patients.registry.patients }
     time_travel: { max_age: 30days }
     columns:
       - { name: result_id, type: Int64, nullable: false, checks: { unique: true } }
@@ -172,6 +188,10 @@ tables:
     description: One row per claim.
     format: parquet
     location: {data}billing/claims/claims/
+    primary_key: [claim_id]
+    references:
+      - { columns: [encounter_id], table: clinical.encounters.visits }
+      - { columns: [patient_id], table: patients.registry.patients }
     columns:
       - { name: claim_id, type: Int64, nullable: false }
       - { name: encounter_id, type: Int64, nullable: false, description: Key into clinical.encounters.visits }

@@ -1,13 +1,12 @@
-//! Flight SQL metadata commands: catalogs, schemas, tables, table types, keys.
+//! Flight SQL metadata commands: catalogs, schemas, tables, table types (keys: see
+//! [`super::keys`]).
 //!
 //! Answers come from the session's catalog list, so a caller sees exactly what it can
 //! query. `information_schema` stays queryable in SQL but is not listed here; the
 //! `mesh` system catalog is listed, with table type `SYSTEM TABLE`.
 
-use std::sync::Arc;
-
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow_flight::sql::metadata::{GetCatalogsBuilder, GetTablesBuilder};
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables};
 
@@ -95,42 +94,6 @@ pub(super) fn table_types(query: CommandGetTableTypes) -> Result<RecordBatch> {
 /// Schema of the GetTableTypes answer.
 pub(super) fn table_types_schema() -> SchemaRef {
     CommandGetTableTypes::default().into_builder().schema()
-}
-
-/// Schema of GetPrimaryKeys answers (the mesh declares no keys yet: always empty).
-pub(super) fn primary_keys_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("catalog_name", DataType::Utf8, true),
-        Field::new("db_schema_name", DataType::Utf8, true),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("column_name", DataType::Utf8, false),
-        Field::new("key_name", DataType::Utf8, true),
-        Field::new("key_sequence", DataType::Int32, false),
-    ]))
-}
-
-/// Schema of GetExportedKeys / GetImportedKeys / GetCrossReference answers (empty).
-pub(super) fn foreign_keys_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("pk_catalog_name", DataType::Utf8, true),
-        Field::new("pk_db_schema_name", DataType::Utf8, true),
-        Field::new("pk_table_name", DataType::Utf8, false),
-        Field::new("pk_column_name", DataType::Utf8, false),
-        Field::new("fk_catalog_name", DataType::Utf8, true),
-        Field::new("fk_db_schema_name", DataType::Utf8, true),
-        Field::new("fk_table_name", DataType::Utf8, false),
-        Field::new("fk_column_name", DataType::Utf8, false),
-        Field::new("key_sequence", DataType::Int32, false),
-        Field::new("fk_key_name", DataType::Utf8, true),
-        Field::new("pk_key_name", DataType::Utf8, true),
-        Field::new("update_rule", DataType::UInt8, false),
-        Field::new("delete_rule", DataType::UInt8, false),
-    ]))
-}
-
-/// An empty, well-formed answer with `schema`.
-pub(super) fn empty(schema: SchemaRef) -> RecordBatch {
-    RecordBatch::new_empty(schema)
 }
 
 impl From<arrow_flight::error::FlightError> for Error {

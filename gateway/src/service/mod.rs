@@ -14,6 +14,7 @@ mod actions;
 mod column_metadata;
 mod encode;
 mod handles;
+mod keys;
 mod metadata;
 mod prepared;
 mod sealed;
@@ -544,7 +545,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let scope = self.scope("GetFlightInfo/CommandGetPrimaryKeys", &request)?;
         let info = command_flight_info(
-            &metadata::primary_keys_schema(),
+            &keys::primary_keys_schema(),
             query.as_any(),
             request.into_inner(),
         );
@@ -553,14 +554,17 @@ impl FlightSqlService for MeshFlightSqlService {
 
     async fn do_get_primary_keys(
         &self,
-        _query: CommandGetPrimaryKeys,
+        query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> DoGetResponse {
         let scope = self.scope("DoGet/CommandGetPrimaryKeys", &request)?;
-        scope.finish(
-            &self.state,
-            batch_response(Ok(metadata::empty(metadata::primary_keys_schema()))),
-        )
+        let batch = self
+            .state
+            .engine
+            .keys_for(&scope.principal)
+            .map_err(Error::from)
+            .and_then(|k| keys::primary_keys(&k, &query));
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn get_flight_info_exported_keys(
@@ -570,7 +574,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let scope = self.scope("GetFlightInfo/CommandGetExportedKeys", &request)?;
         let info = command_flight_info(
-            &metadata::foreign_keys_schema(),
+            &keys::foreign_keys_schema(),
             query.as_any(),
             request.into_inner(),
         );
@@ -579,14 +583,17 @@ impl FlightSqlService for MeshFlightSqlService {
 
     async fn do_get_exported_keys(
         &self,
-        _query: CommandGetExportedKeys,
+        query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> DoGetResponse {
         let scope = self.scope("DoGet/CommandGetExportedKeys", &request)?;
-        scope.finish(
-            &self.state,
-            batch_response(Ok(metadata::empty(metadata::foreign_keys_schema()))),
-        )
+        let batch = self
+            .state
+            .engine
+            .keys_for(&scope.principal)
+            .map_err(Error::from)
+            .and_then(|k| keys::exported_keys(&k, &query));
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn get_flight_info_imported_keys(
@@ -596,7 +603,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let scope = self.scope("GetFlightInfo/CommandGetImportedKeys", &request)?;
         let info = command_flight_info(
-            &metadata::foreign_keys_schema(),
+            &keys::foreign_keys_schema(),
             query.as_any(),
             request.into_inner(),
         );
@@ -605,14 +612,17 @@ impl FlightSqlService for MeshFlightSqlService {
 
     async fn do_get_imported_keys(
         &self,
-        _query: CommandGetImportedKeys,
+        query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> DoGetResponse {
         let scope = self.scope("DoGet/CommandGetImportedKeys", &request)?;
-        scope.finish(
-            &self.state,
-            batch_response(Ok(metadata::empty(metadata::foreign_keys_schema()))),
-        )
+        let batch = self
+            .state
+            .engine
+            .keys_for(&scope.principal)
+            .map_err(Error::from)
+            .and_then(|k| keys::imported_keys(&k, &query));
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn get_flight_info_cross_reference(
@@ -622,7 +632,7 @@ impl FlightSqlService for MeshFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let scope = self.scope("GetFlightInfo/CommandGetCrossReference", &request)?;
         let info = command_flight_info(
-            &metadata::foreign_keys_schema(),
+            &keys::foreign_keys_schema(),
             query.as_any(),
             request.into_inner(),
         );
@@ -631,14 +641,17 @@ impl FlightSqlService for MeshFlightSqlService {
 
     async fn do_get_cross_reference(
         &self,
-        _query: CommandGetCrossReference,
+        query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> DoGetResponse {
         let scope = self.scope("DoGet/CommandGetCrossReference", &request)?;
-        scope.finish(
-            &self.state,
-            batch_response(Ok(metadata::empty(metadata::foreign_keys_schema()))),
-        )
+        let batch = self
+            .state
+            .engine
+            .keys_for(&scope.principal)
+            .map_err(Error::from)
+            .and_then(|k| keys::cross_reference(&k, &query));
+        scope.finish(&self.state, batch_response(batch))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -150,3 +150,44 @@ fn check_data_reports_files_that_break_the_contract() {
         "{out}"
     );
 }
+
+#[test]
+fn keys_and_references_are_checked_in_the_descriptor_and_across_the_mesh() {
+    let keyed = |keys: &str| {
+        PRODUCT.replace(
+            "      - { name: region, type: Utf8 }\n",
+            &format!("      - {{ name: region, type: Utf8 }}\n{keys}"),
+        )
+    };
+    // A key on a nullable column, and a reference naming an undeclared column.
+    let (outcome, out) = lint_text(&keyed(
+        "    primary_key: [encounter_id]\n    references:\n      - { columns: [patient], table: patients.registry.patients }\n",
+    ));
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(
+        out.contains("primary_key: 'encounter_id' may hold nulls"),
+        "{out}"
+    );
+    assert!(
+        out.contains("references[0].columns: 'patient' is not a declared column"),
+        "{out}"
+    );
+    // Well formed, but the referenced table is not in this mesh, or of another type.
+    let (outcome, out) = lint_text(&keyed(
+        "    references:\n      - { columns: [region], table: reference.regions.regions }\n",
+    ));
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(
+        out.contains("clinical.encounters.visits: references reference.regions.regions, which this mesh does not publish"),
+        "{out}"
+    );
+    let (outcome, out) = lint_text(&keyed(
+        "    references:\n      - { columns: [region], table: clinical.encounters.visits, to: [encounter_id] }\n",
+    ));
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(out.contains("of another type (Int64 there)"), "{out}");
+    let (outcome, out) = lint_text(&keyed(
+        "    references:\n      - { columns: [region], table: clinical.encounters.visits }\n",
+    ));
+    assert_eq!(outcome, LintOutcome::Clean, "{out}");
+}

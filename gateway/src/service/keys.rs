@@ -1,0 +1,200 @@
+//! Flight SQL key commands (`GetPrimaryKeys`, `GetImportedKeys`, `GetExportedKeys`,
+//! `GetCrossReference`) answered from the context map the caller sees
+//! ([`MeshKeys`]): what BI tools read to join tables by themselves.
+//!
+//! Names match exactly (these commands take names, not patterns); an absent catalog or
+//! schema matches any. Rows come in the order JDBC's `DatabaseMetaData` documents: by
+//! column name for primary keys, by the other table's name and key sequence for
+//! foreign keys. The mesh is read-only: update and delete rules are `NO ACTION`.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray, UInt8Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_flight::sql::{
+    CommandGetCrossReference, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+};
+use meshgate_catalog::TableName;
+use meshgate_engine::{MeshKeys, Relationship};
+
+use crate::error::Result;
+
+/// `NO ACTION`, the Flight SQL code of a rule that does nothing.
+const NO_ACTION: u8 = 3;
+
+/// Schema of GetPrimaryKeys answers.
+pub(super) fn primary_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// Schema of GetExportedKeys / GetImportedKeys / GetCrossReference answers.
+pub(super) fn foreign_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pk_catalog_name", DataType::Utf8, true),
+        Field::new("pk_db_schema_name", DataType::Utf8, true),
+        Field::new("pk_table_name", DataType::Utf8, false),
+        Field::new("pk_column_name", DataType::Utf8, false),
+        Field::new("fk_catalog_name", DataType::Utf8, true),
+        Field::new("fk_db_schema_name", DataType::Utf8, true),
+        Field::new("fk_table_name", DataType::Utf8, false),
+        Field::new("fk_column_name", DataType::Utf8, false),
+        Field::new("key_sequence", DataType::Int32, false),
+        Field::new("fk_key_name", DataType::Utf8, true),
+        Field::new("pk_key_name", DataType::Utf8, true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ]))
+}
+
+/// Whether `table` is the one `catalog`, `schema` and `name` ask for.
+fn is(table: &TableName, catalog: Option<&str>, schema: Option<&str>, name: &str) -> bool {
+    table.table == name
+        && catalog.is_none_or(|c| c == table.domain)
+        && schema.is_none_or(|s| s == table.product)
+}
+
+/// The primary key of the table the command names.
+pub(super) fn primary_keys(keys: &MeshKeys, query: &CommandGetPrimaryKeys) -> Result<RecordBatch> {
+    let (catalog, schema) = (query.catalog.as_deref(), query.db_schema.as_deref());
+    let mut rows: Vec<(&TableName, &str, i32, String)> = Vec::new();
+    for key in &keys.primary_keys {
+        if is(&key.table, catalog, schema, &query.table) {
+            for (i, column) in key.columns.iter().enumerate() {
+                rows.push((&key.table, column, i as i32 + 1, key.name()));
+            }
+        }
+    }
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.domain.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.product.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.table.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.3.as_str()),
+        )),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.2))),
+    ];
+    Ok(RecordBatch::try_new(primary_keys_schema(), columns)?)
+}
+
+/// The foreign keys of the table the command names (the keys it imports).
+pub(super) fn imported_keys(
+    keys: &MeshKeys,
+    query: &CommandGetImportedKeys,
+) -> Result<RecordBatch> {
+    let (catalog, schema) = (query.catalog.as_deref(), query.db_schema.as_deref());
+    let mut found: Vec<&Relationship> = keys
+        .relationships
+        .iter()
+        .filter(|r| is(&r.from, catalog, schema, &query.table))
+        .collect();
+    found.sort_by(|a, b| (&a.to, &a.name).cmp(&(&b.to, &b.name)));
+    foreign_keys(keys, &found)
+}
+
+/// The foreign keys referencing the table the command names (the keys it exports).
+pub(super) fn exported_keys(
+    keys: &MeshKeys,
+    query: &CommandGetExportedKeys,
+) -> Result<RecordBatch> {
+    let (catalog, schema) = (query.catalog.as_deref(), query.db_schema.as_deref());
+    let mut found: Vec<&Relationship> = keys
+        .relationships
+        .iter()
+        .filter(|r| is(&r.to, catalog, schema, &query.table))
+        .collect();
+    found.sort_by(|a, b| (&a.from, &a.name).cmp(&(&b.from, &b.name)));
+    foreign_keys(keys, &found)
+}
+
+/// The foreign keys of one table that reference another.
+pub(super) fn cross_reference(
+    keys: &MeshKeys,
+    query: &CommandGetCrossReference,
+) -> Result<RecordBatch> {
+    let mut found: Vec<&Relationship> = keys
+        .relationships
+        .iter()
+        .filter(|r| {
+            is(
+                &r.to,
+                query.pk_catalog.as_deref(),
+                query.pk_db_schema.as_deref(),
+                &query.pk_table,
+            ) && is(
+                &r.from,
+                query.fk_catalog.as_deref(),
+                query.fk_db_schema.as_deref(),
+                &query.fk_table,
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    foreign_keys(keys, &found)
+}
+
+/// One row per column pair of each relationship of `found`, in order.
+fn foreign_keys(keys: &MeshKeys, found: &[&Relationship]) -> Result<RecordBatch> {
+    struct Row<'a> {
+        r: &'a Relationship,
+        pk_column: &'a str,
+        fk_column: &'a str,
+        sequence: i32,
+        pk_name: Option<String>,
+    }
+    let mut rows = Vec::new();
+    for r in found {
+        // The referenced key's name, when the relationship references a declared key.
+        let pk_name = keys
+            .primary_keys
+            .iter()
+            .find(|k| k.table == r.to && k.columns == r.to_columns)
+            .map(|k| k.name());
+        for (i, (fk_column, pk_column)) in r.from_columns.iter().zip(&r.to_columns).enumerate() {
+            rows.push(Row {
+                r,
+                pk_column,
+                fk_column,
+                sequence: i as i32 + 1,
+                pk_name: pk_name.clone(),
+            });
+        }
+    }
+    fn text<'a, R: 'a>(rows: &'a [R], f: impl Fn(&'a R) -> &'a str) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    }
+    let columns: Vec<ArrayRef> = vec![
+        text(&rows, |row| row.r.to.domain.as_str()),
+        text(&rows, |row| row.r.to.product.as_str()),
+        text(&rows, |row| row.r.to.table.as_str()),
+        text(&rows, |row| row.pk_column),
+        text(&rows, |row| row.r.from.domain.as_str()),
+        text(&rows, |row| row.r.from.product.as_str()),
+        text(&rows, |row| row.r.from.table.as_str()),
+        text(&rows, |row| row.fk_column),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|row| row.sequence),
+        )),
+        text(&rows, |row| row.r.name.as_str()),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|row| row.pk_name.clone()),
+        )),
+        Arc::new(UInt8Array::from_iter_values(rows.iter().map(|_| NO_ACTION))),
+        Arc::new(UInt8Array::from_iter_values(rows.iter().map(|_| NO_ACTION))),
+    ];
+    Ok(RecordBatch::try_new(foreign_keys_schema(), columns)?)
+}
