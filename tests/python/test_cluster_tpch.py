@@ -161,4 +161,4 @@ def test_tpch_answers_the_same_distributed_and_local(tpch, name, persona):
     assert_rows_equal(distributed, local, context=f"{name} as {persona}: ")
     ran_there = cluster_runs(tpch.distributed) > before
     assert ran_there == (name not in IN_THE_GATEWAY), f"{name} on the cluster: {ran_there}"
-    assert FALLBACK not in tpch.distributed.output(), "a job failed and ran in the gateway"
+    assert FALLBACK not in tpch.distributed.output(tail=1_000_000), "a job failed and ran in the gateway"

@@ -74,6 +74,8 @@ SYSTEM_TABLES = {
     "mesh.meta.products",
     "mesh.meta.tables",
     "mesh.meta.columns",
+    "mesh.meta.primary_keys",
+    "mesh.meta.relationships",
     "mesh.meta.slas",
     "mesh.meta.quality",
     "mesh.meta.quality_checks",
