@@ -159,6 +159,7 @@ def test_a_query_past_its_deadline_stops_its_job_on_the_cluster(cluster, admin_t
            "JOIN clinical.encounters.visits b ON a.region = b.region "
            "JOIN clinical.encounters.visits c ON b.region = c.region")
     before = cluster_runs(cluster.gateway)
+    cancelled_before = cluster.log("scheduler").count("Job cancelled")
     busy_before = sum(cpu_seconds(e) for e in cluster.executors)
     started = time.monotonic()
     with pytest.raises(pa.ArrowException) as stopped:
@@ -167,13 +168,15 @@ def test_a_query_past_its_deadline_stops_its_job_on_the_cluster(cluster, admin_t
     assert "time limit" in str(stopped.value) or "deadline" in str(stopped.value).lower(), stopped.value
     assert elapsed < 15, f"the deadline of 3s ended the query after {elapsed:.1f}s"
     assert cluster_runs(cluster.gateway) > before, "the query did not run on the cluster"
-    assert sum(cpu_seconds(e) for e in cluster.executors) - busy_before > 1, "the executors did not work"
+    assert sum(cpu_seconds(e) for e in cluster.executors) - busy_before > 0.5, "the executors did not work"
     # The scheduler cancels the job; its tasks stop.
+    cancelled = lambda: cluster.log("scheduler").count("Job cancelled") > cancelled_before  # noqa: E731
     deadline = time.monotonic() + 20
-    while "Job cancelled" not in cluster.log("scheduler") and time.monotonic() < deadline:
+    while not cancelled() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert "Job cancelled" in cluster.log("scheduler"), "the scheduler never cancelled the job"
+    assert cancelled(), "the scheduler never cancelled the job"
     idle = False
+    deadline = time.monotonic() + 20
     while not idle and time.monotonic() < deadline:
         busy = sum(cpu_seconds(e) for e in cluster.executors)
         time.sleep(1)

@@ -92,8 +92,9 @@ def _forms(value: bytes) -> list[bytes]:
 
 def test_no_credential_or_key_crosses_the_clusters_wire(demo, s3_cluster, admin_token, mint):
     """Everything sent to and from the scheduler (the gateway's plans, the executors'
-    tasks and statuses) holds the tables' locations but no domain's keys, no masking or
-    signing key, and no caller's token."""
+    registrations and task statuses; HTTP/2 DATA, not HPACK-coded headers) holds the
+    tables' locations but no domain's keys, no masking or signing key, and no caller's
+    token."""
     ben = mint(*PERSONAS["ben"].mint_args())
     for token in (admin_token, ben):
         query(s3_cluster.gateway, token, DEMO_QUERIES[2])

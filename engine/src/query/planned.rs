@@ -128,8 +128,12 @@ impl PlannedQuery {
         let remote = match (serving.cluster, parts) {
             (Some(route), None) if !single_use && scan_bytes >= route.min_scan_bytes => {
                 // Boxed: planning runs on a thread whose stack deep plans need whole.
+                // A plan the cluster's planning fails on runs here, on its first plan.
                 Box::pin(plan_for_cluster(&state, &logical, &physical, &route.codec))
-                    .await?
+                    .await
+                    .inspect_err(|e| tracing::debug!(error = %e, "a plan runs here: planning it for the cluster failed"))
+                    .ok()
+                    .flatten()
                     .map(|plan| (Arc::clone(&route.cluster), plan))
             }
             _ => None,

@@ -2,14 +2,17 @@
 //! tables, for the Flight SQL key commands and `mesh.meta.primary_keys` /
 //! `mesh.meta.relationships`.
 //!
-//! A key is shown only if the principal sees every one of its columns; a relationship
-//! only if it sees both tables and every column at both ends (hidden columns and denied
-//! products leave no trace; a masked column is seen, masked). References to tables the
-//! mesh does not publish are never shown.
+//! A key is shown only if the principal sees every one of its columns in clear (a masked
+//! key is no longer unique); a relationship only if it sees both tables and every column
+//! at both ends, of the same type, and in clear at both ends or hashed at both ends (other
+//! masks destroy the values a join needs). Hidden columns and denied products leave no
+//! trace, in names either. References to tables the mesh does not publish, or to columns
+//! of another type, are never shown.
 
 use std::collections::BTreeMap;
 
-use meshgate_catalog::{Cardinality, TableName};
+use arrow::datatypes::DataType;
+use meshgate_catalog::{Cardinality, ColumnEffect, MaskKind, TableName};
 
 use crate::policy::ProductView;
 
@@ -60,71 +63,123 @@ impl MeshKeys {
     /// The keys and relationships among the tables of `views`, as the principal they
     /// were made for sees them.
     pub(crate) fn of(views: &[ProductView]) -> Self {
-        // Every visible column of every visible table.
-        let mut seen: BTreeMap<TableName, Vec<String>> = BTreeMap::new();
-        for view in views {
-            for (table, provider) in &view.tables {
-                let name = TableName {
-                    domain: view.product.domain.clone(),
-                    product: view.product.name.clone(),
-                    table: table.clone(),
-                };
-                let columns = provider
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect();
-                seen.insert(name, columns);
-            }
-        }
-        let visible = |table: &TableName, columns: &[String]| {
-            seen.get(table)
-                .is_some_and(|seen| columns.iter().all(|c| seen.contains(c)))
-        };
+        let seen = SeenColumns::of(views);
         let mut keys = Self::default();
         for view in views {
             for table in &view.product.tables {
-                let name = TableName {
-                    domain: view.product.domain.clone(),
-                    product: view.product.name.clone(),
-                    table: table.name.clone(),
-                };
-                if !table.primary_key.is_empty() && visible(&name, &table.primary_key) {
+                let name = table_name(view, &table.name);
+                if !table.primary_key.is_empty()
+                    && table
+                        .primary_key
+                        .iter()
+                        .all(|c| matches!(seen.get(&name, c), Some((_, ColumnEffect::Clear))))
+                {
                     keys.primary_keys.push(PrimaryKey {
                         table: name.clone(),
                         columns: table.primary_key.clone(),
                     });
                 }
-                for (i, reference) in table.references.iter().enumerate() {
-                    let same_columns = table.references[..i]
-                        .iter()
-                        .filter(|r| r.columns == reference.columns)
-                        .count();
-                    let number = if same_columns > 0 {
-                        (same_columns + 1).to_string()
-                    } else {
-                        String::new()
-                    };
-                    if visible(&name, &reference.columns)
-                        && visible(&reference.table, &reference.to)
-                    {
-                        keys.relationships.push(Relationship {
-                            from: name.clone(),
-                            from_columns: reference.columns.clone(),
-                            to: reference.table.clone(),
-                            to_columns: reference.to.clone(),
-                            cardinality: reference.cardinality,
-                            name: format!(
-                                "{}_{}_fkey{number}",
-                                table.name,
-                                reference.columns.join("_")
-                            ),
-                        });
+                let mut names: Vec<String> = Vec::new();
+                for reference in &table.references {
+                    let joins = reference.columns.iter().zip(&reference.to).all(|(a, b)| {
+                        seen.get(&name, a)
+                            .zip(seen.get(&reference.table, b))
+                            .is_some_and(|(ours, theirs)| joinable(ours, theirs))
+                    });
+                    if !joins {
+                        continue;
                     }
+                    // Numbered among the relationships the principal sees, so that a name
+                    // says nothing of those it does not.
+                    let base = format!("{}_{}_fkey", table.name, reference.columns.join("_"));
+                    let same = names.iter().filter(|n| n.starts_with(&base)).count();
+                    let name_of = if same == 0 {
+                        base
+                    } else {
+                        format!("{base}{}", same + 1)
+                    };
+                    names.push(name_of.clone());
+                    keys.relationships.push(Relationship {
+                        from: name.clone(),
+                        from_columns: reference.columns.clone(),
+                        to: reference.table.clone(),
+                        to_columns: reference.to.clone(),
+                        cardinality: reference.cardinality,
+                        name: name_of,
+                    });
                 }
             }
         }
         keys
+    }
+}
+
+/// Whether two columns, as the principal sees them, still join: the same type, and both
+/// in clear or both hashed (with the same key: equal values, equal hashes). Other masks
+/// (null, redact, partial) destroy the values a join needs.
+fn joinable(ours: (&DataType, ColumnEffect), theirs: (&DataType, ColumnEffect)) -> bool {
+    let hashed = |e: ColumnEffect| e == ColumnEffect::Masked(MaskKind::Hash);
+    ours.0 == theirs.0
+        && ((ours.1 == ColumnEffect::Clear && theirs.1 == ColumnEffect::Clear)
+            || (hashed(ours.1) && hashed(theirs.1)))
+}
+
+fn table_name(view: &ProductView, table: &str) -> TableName {
+    TableName {
+        domain: view.product.domain.clone(),
+        product: view.product.name.clone(),
+        table: table.to_string(),
+    }
+}
+
+/// Every column the principal sees of every table it may read: its type as served and
+/// what the policy does to it.
+struct SeenColumns(BTreeMap<TableName, BTreeMap<String, (DataType, ColumnEffect)>>);
+
+impl SeenColumns {
+    fn of(views: &[ProductView]) -> Self {
+        let mut seen = BTreeMap::new();
+        for view in views {
+            for (table, provider) in &view.tables {
+                let access = view.access.get(table);
+                let columns = provider
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|field| {
+                        let effect = access
+                            .and_then(|a| a.columns.iter().find(|(n, _)| n == field.name()))
+                            .map_or(ColumnEffect::Clear, |(_, effect)| *effect);
+                        (field.name().clone(), (field.data_type().clone(), effect))
+                    })
+                    .collect();
+                seen.insert(table_name(view, table), columns);
+            }
+        }
+        Self(seen)
+    }
+
+    fn get(&self, table: &TableName, column: &str) -> Option<(&DataType, ColumnEffect)> {
+        let (data_type, effect) = self.0.get(table)?.get(column)?;
+        Some((data_type, *effect))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_columns_that_still_join_make_a_relationship() {
+        let clear = ColumnEffect::Clear;
+        let hashed = ColumnEffect::Masked(MaskKind::Hash);
+        let redacted = ColumnEffect::Masked(MaskKind::Redact);
+        let (int, text) = (DataType::Int64, DataType::Utf8);
+        assert!(joinable((&int, clear), (&int, clear)));
+        assert!(joinable((&text, hashed), (&text, hashed)));
+        assert!(!joinable((&text, hashed), (&int, clear)), "a hash against clear values");
+        assert!(!joinable((&text, hashed), (&text, clear)), "a hash against clear text");
+        assert!(!joinable((&text, redacted), (&text, redacted)));
+        assert!(!joinable((&int, clear), (&DataType::Int32, clear)), "types differ");
     }
 }

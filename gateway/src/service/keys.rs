@@ -3,9 +3,10 @@
 //! ([`MeshKeys`]): what BI tools read to join tables by themselves.
 //!
 //! Names match exactly (these commands take names, not patterns); an absent catalog or
-//! schema matches any. Rows come in the order JDBC's `DatabaseMetaData` documents: by
-//! column name for primary keys, by the other table's name and key sequence for
-//! foreign keys. The mesh is read-only: update and delete rules are `NO ACTION`.
+//! schema matches any. Rows come in the order the Flight SQL specification gives: primary
+//! keys by table, key name and key sequence; imported keys by the referenced table, key
+//! name and sequence; exported keys and cross references by the referencing table, key
+//! name and sequence. The mesh is read-only: update and delete rules are `NO ACTION`.
 
 use std::sync::Arc;
 
@@ -54,7 +55,7 @@ pub(super) fn foreign_keys_schema() -> SchemaRef {
 }
 
 /// Whether `table` is the one `catalog`, `schema` and `name` ask for.
-fn is(table: &TableName, catalog: Option<&str>, schema: Option<&str>, name: &str) -> bool {
+fn names_table(table: &TableName, catalog: Option<&str>, schema: Option<&str>, name: &str) -> bool {
     table.table == name
         && catalog.is_none_or(|c| c == table.domain)
         && schema.is_none_or(|s| s == table.product)
@@ -65,13 +66,13 @@ pub(super) fn primary_keys(keys: &MeshKeys, query: &CommandGetPrimaryKeys) -> Re
     let (catalog, schema) = (query.catalog.as_deref(), query.db_schema.as_deref());
     let mut rows: Vec<(&TableName, &str, i32, String)> = Vec::new();
     for key in &keys.primary_keys {
-        if is(&key.table, catalog, schema, &query.table) {
+        if names_table(&key.table, catalog, schema, &query.table) {
             for (i, column) in key.columns.iter().enumerate() {
                 rows.push((&key.table, column, i as i32 + 1, key.name()));
             }
         }
     }
-    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    rows.sort_by(|a, b| (a.0, a.2).cmp(&(b.0, b.2)));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.0.domain.as_str()),
@@ -100,7 +101,7 @@ pub(super) fn imported_keys(
     let mut found: Vec<&Relationship> = keys
         .relationships
         .iter()
-        .filter(|r| is(&r.from, catalog, schema, &query.table))
+        .filter(|r| names_table(&r.from, catalog, schema, &query.table))
         .collect();
     found.sort_by(|a, b| (&a.to, &a.name).cmp(&(&b.to, &b.name)));
     foreign_keys(keys, &found)
@@ -115,7 +116,7 @@ pub(super) fn exported_keys(
     let mut found: Vec<&Relationship> = keys
         .relationships
         .iter()
-        .filter(|r| is(&r.to, catalog, schema, &query.table))
+        .filter(|r| names_table(&r.to, catalog, schema, &query.table))
         .collect();
     found.sort_by(|a, b| (&a.from, &a.name).cmp(&(&b.from, &b.name)));
     foreign_keys(keys, &found)
@@ -130,12 +131,12 @@ pub(super) fn cross_reference(
         .relationships
         .iter()
         .filter(|r| {
-            is(
+            names_table(
                 &r.to,
                 query.pk_catalog.as_deref(),
                 query.pk_db_schema.as_deref(),
                 &query.pk_table,
-            ) && is(
+            ) && names_table(
                 &r.from,
                 query.fk_catalog.as_deref(),
                 query.fk_db_schema.as_deref(),
@@ -143,7 +144,7 @@ pub(super) fn cross_reference(
             )
         })
         .collect();
-    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found.sort_by(|a, b| (&a.from, &a.name).cmp(&(&b.from, &b.name)));
     foreign_keys(keys, &found)
 }
 
