@@ -319,6 +319,14 @@ fn validate_table(
         &columns,
         problems,
     );
+    // A one-column key is measured as its promise: unique and never null, checked by the
+    // quality agent like any declared check.
+    if let [key] = primary_key.as_slice()
+        && let Some(column) = columns.iter_mut().find(|c| &c.name == key)
+    {
+        column.checks.unique = true;
+        column.checks.not_null = true;
+    }
     if problems.len() != before {
         return None;
     }

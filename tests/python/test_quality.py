@@ -102,6 +102,11 @@ def test_declared_checks_pass_on_the_demo(measured):
     # Every non-nullable demo column carries a not_null check.
     not_null = {(r["table_name"], r["column_name"]) for r in rows if r["check_name"] == "not_null"}
     assert ("patients", "patient_id") in not_null and ("visits", "diagnosis_code") not in not_null
+    # A declared primary key is measured as unique and never null (regions declares no
+    # check on its key column: the key alone makes them).
+    checks = {(r["table_name"], r["column_name"], r["check_name"]) for r in rows}
+    for table, column in [("regions", "region"), ("facilities", "facility_id"), ("claims", "claim_id")]:
+        assert {(table, column, "unique"), (table, column, "not_null")} <= checks, (table, column)
 
 
 def test_history_records_why_and_what_it_cost(measured):
