@@ -125,3 +125,24 @@ def test_each_persona_sees_only_relationships_between_tables_it_may_read(server,
                                 f"{r['pk_catalog_name']}.{r['pk_db_schema_name']}.{r['pk_table_name']}",
                                 (r["pk_column_name"],)))
     assert through_flight == _visible(persona)
+
+
+def test_sqlalchemy_reflects_primary_keys(server, admin_token):
+    """SQLAlchemy's inspector through flightsql-dbapi, with its primary-key feature on
+    (its get_foreign_keys answers nothing by design; its DB-API reads imported keys)."""
+    import flightsql.sqlalchemy  # noqa: F401  registers the "datafusion+flightsql" dialect
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.engine import URL
+
+    url = URL.create("datafusion+flightsql", host=server.host, port=server.port, query={
+        "insecure": "true", "token": admin_token, "feature-sqlalchemy-primary-keys": "on"})
+    engine = create_engine(url)
+    try:
+        inspector = inspect(engine)
+        assert inspector.get_pk_constraint("visits", schema="encounters")["constrained_columns"] == ["encounter_id"]
+        with engine.connect() as conn:
+            imported = conn.connection.flightsql_get_foreign_keys("claims", schema="claims")
+        assert sorted((r["fk_column_name"], r["pk_table_name"]) for r in imported) == [
+            ("encounter_id", "visits"), ("patient_id", "patients")]
+    finally:
+        engine.dispose()
