@@ -177,9 +177,18 @@ mod tests {
         let (int, text) = (DataType::Int64, DataType::Utf8);
         assert!(joinable((&int, clear), (&int, clear)));
         assert!(joinable((&text, hashed), (&text, hashed)));
-        assert!(!joinable((&text, hashed), (&int, clear)), "a hash against clear values");
-        assert!(!joinable((&text, hashed), (&text, clear)), "a hash against clear text");
+        assert!(
+            !joinable((&text, hashed), (&int, clear)),
+            "a hash against clear values"
+        );
+        assert!(
+            !joinable((&text, hashed), (&text, clear)),
+            "a hash against clear text"
+        );
         assert!(!joinable((&text, redacted), (&text, redacted)));
-        assert!(!joinable((&int, clear), (&DataType::Int32, clear)), "types differ");
+        assert!(
+            !joinable((&int, clear), (&DataType::Int32, clear)),
+            "types differ"
+        );
     }
 }
