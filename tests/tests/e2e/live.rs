@@ -227,9 +227,16 @@ async fn an_invalid_change_keeps_the_last_good_version_serving() {
         orders_descriptor("Orders.").replace("version: 1.0.0", "version: 1.0.0\nunknown_field: 1");
     std::fs::write(live.mesh.join("shop/orders.yaml"), broken).unwrap();
     // The watcher may read the file half-written first (another reason, also degraded).
+    // Each status seen on the way is printed: a failure shows where the product stopped.
+    let seen = std::sync::Mutex::new(None);
     live.eventually("degraded for the unknown field", || async {
-        live.product_status("orders")
-            .await
+        let status = live.product_status("orders").await;
+        let mut last = seen.lock().unwrap();
+        if *last != status {
+            eprintln!("orders: {status:?}");
+            *last = status.clone();
+        }
+        status
             .is_some_and(|(s, r)| s == "degraded" && r.is_some_and(|r| r.contains("unknown_field")))
     })
     .await;
