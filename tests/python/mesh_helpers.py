@@ -282,6 +282,18 @@ class ServerProcess:
         return f"{self.name} server is not running (exit code {rc}); output:\n{self.output()}"
 
 
+def venv_tool(name: str) -> Path:
+    """The test virtual environment's command `name` (MESHGATE_VENV), else the one on
+    PATH; RuntimeError when neither exists."""
+    venv = os.environ.get("MESHGATE_VENV")
+    if venv and (Path(venv) / "bin" / name).is_file():
+        return Path(venv) / "bin" / name
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: run the suite through tests/run.sh or tests/python/run.sh")
+    return Path(found)
+
+
 def hermetic_env() -> dict[str, str]:
     """The environment for meshgate processes, minus MESHGATE_* settings (its clap env fallbacks)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHGATE_")}

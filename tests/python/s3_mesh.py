@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from mesh_helpers import venv_tool
 
 BUCKET = "meshgate-demo"
 DOMAINS = ("billing", "clinical", "patients", "reference")
@@ -28,13 +29,7 @@ def moto_binary() -> Path:
     explicit = os.environ.get("MESHGATE_MOTO_SERVER")
     if explicit:
         return Path(explicit)
-    venv = os.environ.get("MESHGATE_VENV")
-    if venv and (Path(venv) / "bin" / "moto_server").is_file():
-        return Path(venv) / "bin" / "moto_server"
-    found = shutil.which("moto_server")
-    if not found:
-        raise RuntimeError("moto_server not found: run the suite through tests/run.sh or tests/python/run.sh")
-    return Path(found)
+    return venv_tool("moto_server")
 
 
 def free_port() -> int:

@@ -10,9 +10,7 @@ scheduler and two executors; another runs everything itself.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 
 from cluster_helpers import FALLBACK, GATEWAY_LOG, cluster_runs, query, start_cluster
 from conftest import REPO_ROOT
-from mesh_helpers import ServerProcess, assert_rows_equal, craft_jwt, hermetic_env
+from mesh_helpers import ServerProcess, assert_rows_equal, craft_jwt, demo_claims, hermetic_env, venv_tool
 
 SCALE = "0.01"
 QUERIES = REPO_ROOT / "benches" / "queries" / "tpch"
@@ -52,17 +50,6 @@ POLICIES = {
 IN_THE_GATEWAY = {"q11", "q15", "q22"}
 
 
-def _tpchgen() -> str:
-    venv = os.environ.get("MESHGATE_VENV")
-    found = Path(venv) / "bin" / "tpchgen-cli" if venv else None
-    if found is not None and found.is_file():
-        return str(found)
-    which = shutil.which("tpchgen-cli")
-    if not which:
-        pytest.fail("tpchgen-cli not found: run the suite through tests/run.sh", pytrace=False)
-    return which
-
-
 def _contract_type(arrow_type) -> str:
     """The descriptor's name for a column type tpchgen writes (strings declared as
     Utf8, as a domain would; the files hold views)."""
@@ -75,7 +62,7 @@ def _contract_type(arrow_type) -> str:
 
 def _write_mesh(root: Path) -> Path:
     data = root / "data"
-    subprocess.run([_tpchgen(), "parquet", "-s", SCALE, "--parts", "2", "-o", str(data)],
+    subprocess.run([str(venv_tool("tpchgen-cli")), "parquet", "-s", SCALE, "--parts", "2", "-o", str(data)],
                    check=True, capture_output=True, timeout=300)
     mesh = root / "mesh" / "tpch"
     mesh.mkdir(parents=True)
@@ -106,12 +93,7 @@ class TpchMesh:
         self.local, self.distributed, self.cluster, self.secret = local, distributed, cluster, secret
 
     def token(self, roles, **attributes) -> str:
-        import time
-
-        now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "tpch-test", "iat": now, "nbf": now,
-                  "exp": now + 3600, "roles": list(roles), **attributes}
-        return craft_jwt(claims, self.secret)
+        return craft_jwt(demo_claims("tpch-test", roles, iss=ISSUER, aud=AUDIENCE, **attributes), self.secret)
 
 
 @pytest.fixture(scope="module")

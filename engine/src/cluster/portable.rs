@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::error::Result;
 use datafusion::execution::{SessionState, SessionStateBuilder, SessionStateDefaults};
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::physical_expr::ScalarFunctionExpr;
@@ -15,32 +14,46 @@ use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceCh
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
-use meshgate_connectors::MESH_STORE_SCHEME;
+use meshgate_connectors::{MESH_STORE_SCHEME, ScannedFiles};
 
 use super::MeshPhysicalCodec;
 use crate::policy::{MaskHash, PolicyBoundaryExec};
 
 /// `logical` planned for a cluster, as `state` plans it but without dynamic filters
 /// (see [`without_dynamic_filters`]), in the form [`for_cluster`] gives; `None` when it
-/// cannot run there. `local`, its plan for this process, is looked at first: what
-/// cannot run there is not planned again.
+/// cannot run there: then it runs here, on `local`, its plan for this process. `local`
+/// is looked at first, so what cannot run there is not planned again. The second
+/// planning lists the tables again: if it finds other files than `scanned` recorded
+/// for `local` (what the query's snapshot describes), the query runs here too.
 pub(crate) async fn plan_for_cluster(
     state: &SessionState,
     logical: &LogicalPlan,
     local: &Arc<dyn ExecutionPlan>,
+    scanned: Option<&ScannedFiles>,
     codec: &MeshPhysicalCodec,
-) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+) -> Option<Arc<dyn ExecutionPlan>> {
     let mut scans = 0;
     if portable(local, &mut scans).is_none() || scans == 0 {
-        return Ok(None);
+        return None;
     }
+    let files = scanned.map(ScannedFiles::count);
     let mut config = state.config().clone();
     without_dynamic_filters(&mut config);
     let state = SessionStateBuilder::new_from_existing(state.clone())
         .with_config(config)
         .build();
-    let physical = state.create_physical_plan(logical).await?;
-    Ok(for_cluster(&physical, codec))
+    let physical = state
+        .create_physical_plan(logical)
+        .await
+        .inspect_err(
+            |e| tracing::debug!(error = %e, "a plan runs here: planning it for the cluster failed"),
+        )
+        .ok()?;
+    if scanned.map(ScannedFiles::count) != files {
+        tracing::debug!("a plan runs here: its files changed while it was planned for the cluster");
+        return None;
+    }
+    for_cluster(&physical, codec)
 }
 
 /// Turns off dynamic filters (a join's build side, a top-k or an aggregate narrowing

@@ -127,25 +127,17 @@ impl PlannedQuery {
         // Large enough, whole, and made only of what a cluster can run: it runs there.
         let remote = match (serving.cluster, parts) {
             (Some(route), None) if !single_use && scan_bytes >= route.min_scan_bytes => {
-                let files = scanned.as_deref().map(ScannedFiles::files);
                 // Boxed: planning runs on a thread whose stack deep plans need whole.
-                // A plan the cluster's planning fails on runs here, on its first plan.
-                let remote = Box::pin(plan_for_cluster(&state, &logical, &physical, &route.codec))
-                    .await
-                    .inspect_err(|e| tracing::debug!(error = %e, "a plan runs here: planning it for the cluster failed"))
-                    .ok()
-                    .flatten();
-                // The second planning listed the tables again: if it found other files,
-                // it does not read what the snapshot describes, and runs here.
-                let same_files = scanned.as_deref().map(ScannedFiles::files) == files;
-                if remote.is_some() && !same_files {
-                    tracing::debug!(
-                        "a plan runs here: its files changed while it was planned for the cluster"
-                    );
-                }
-                remote
-                    .filter(|_| same_files)
-                    .map(|plan| (Arc::clone(&route.cluster), plan))
+                let scanned = scanned.as_deref();
+                Box::pin(plan_for_cluster(
+                    &state,
+                    &logical,
+                    &physical,
+                    scanned,
+                    &route.codec,
+                ))
+                .await
+                .map(|plan| (Arc::clone(&route.cluster), plan))
             }
             _ => None,
         };

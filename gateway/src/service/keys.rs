@@ -98,12 +98,11 @@ pub(super) fn imported_keys(
     query: &CommandGetImportedKeys,
 ) -> Result<RecordBatch> {
     let (catalog, schema) = (query.catalog.as_deref(), query.db_schema.as_deref());
-    let mut found: Vec<&Relationship> = keys
-        .relationships
-        .iter()
-        .filter(|r| names_table(&r.from, catalog, schema, &query.table))
-        .collect();
-    found.sort_by(|a, b| (&a.to, &a.name).cmp(&(&b.to, &b.name)));
+    let found = ordered(
+        keys,
+        |r| names_table(&r.from, catalog, schema, &query.table),
+        |r| &r.to,
+    );
     foreign_keys(keys, &found)
 }
 
@@ -113,12 +112,11 @@ pub(super) fn exported_keys(
     query: &CommandGetExportedKeys,
 ) -> Result<RecordBatch> {
     let (catalog, schema) = (query.catalog.as_deref(), query.db_schema.as_deref());
-    let mut found: Vec<&Relationship> = keys
-        .relationships
-        .iter()
-        .filter(|r| names_table(&r.to, catalog, schema, &query.table))
-        .collect();
-    found.sort_by(|a, b| (&a.from, &a.name).cmp(&(&b.from, &b.name)));
+    let found = ordered(
+        keys,
+        |r| names_table(&r.to, catalog, schema, &query.table),
+        |r| &r.from,
+    );
     foreign_keys(keys, &found)
 }
 
@@ -127,25 +125,28 @@ pub(super) fn cross_reference(
     keys: &MeshKeys,
     query: &CommandGetCrossReference,
 ) -> Result<RecordBatch> {
-    let mut found: Vec<&Relationship> = keys
-        .relationships
-        .iter()
-        .filter(|r| {
-            names_table(
-                &r.to,
-                query.pk_catalog.as_deref(),
-                query.pk_db_schema.as_deref(),
-                &query.pk_table,
-            ) && names_table(
-                &r.from,
-                query.fk_catalog.as_deref(),
-                query.fk_db_schema.as_deref(),
-                &query.fk_table,
-            )
-        })
-        .collect();
-    found.sort_by(|a, b| (&a.from, &a.name).cmp(&(&b.from, &b.name)));
+    let (pk_catalog, pk_schema) = (query.pk_catalog.as_deref(), query.pk_db_schema.as_deref());
+    let (fk_catalog, fk_schema) = (query.fk_catalog.as_deref(), query.fk_db_schema.as_deref());
+    let found = ordered(
+        keys,
+        |r| {
+            names_table(&r.to, pk_catalog, pk_schema, &query.pk_table)
+                && names_table(&r.from, fk_catalog, fk_schema, &query.fk_table)
+        },
+        |r| &r.from,
+    );
     foreign_keys(keys, &found)
+}
+
+/// The relationships `keep` keeps, ordered by the table `by` names, then by name.
+fn ordered(
+    keys: &MeshKeys,
+    keep: impl Fn(&Relationship) -> bool,
+    by: impl Fn(&Relationship) -> &TableName,
+) -> Vec<&Relationship> {
+    let mut found: Vec<&Relationship> = keys.relationships.iter().filter(|r| keep(r)).collect();
+    found.sort_by(|a, b| (by(a), &a.name).cmp(&(by(b), &b.name)));
+    found
 }
 
 /// One row per column pair of each relationship of `found`, in order.
