@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Problem;
 use crate::product::Column;
 
+/// References one table may declare: far more than any table relates to, few enough
+/// that what is built from them per principal stays small.
+pub const MAX_REFERENCES: usize = 64;
+
 /// One `references:` entry of a table descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,9 +126,25 @@ pub(crate) fn validate_keys(
             }
         }
     }
+    if references.len() > MAX_REFERENCES {
+        problems.push(Problem::new(
+            format!("{at}.references"),
+            format!(
+                "declares {} references; a table may declare at most {MAX_REFERENCES}",
+                references.len()
+            ),
+        ));
+        return (primary_key.to_vec(), Vec::new());
+    }
     let mut validated = Vec::with_capacity(references.len());
     for (i, reference) in references.iter().enumerate() {
         let ref_at = format!("{at}.references[{i}]");
+        if references[..i].iter().any(|r| {
+            r.columns == reference.columns && r.table == reference.table && r.to == reference.to
+        }) {
+            problems.push(Problem::new(&ref_at, "repeats an earlier reference"));
+            continue;
+        }
         let before = problems.len();
         check_columns(format!("{ref_at}.columns"), &reference.columns, problems);
         let table = parse_table_name(&reference.table);
@@ -236,6 +256,7 @@ mod tests {
                 reference(&["patient_id"], "patients.registry", None),
                 reference(&["patient_id", "x"], "a.b.c", Some(&["y"])),
                 reference(&["patient_id"], "A.b.c", None),
+                reference(&["patient_id"], "patients.registry", None),
             ],
             &columns,
             &mut problems,
@@ -249,11 +270,24 @@ mod tests {
             "tables[0].references[1].columns: 'x' is not a declared column",
             "tables[0].references[1].to: names 1 columns for 2",
             "tables[0].references[2].table: 'A.b.c' is not a table name",
+            "tables[0].references[3]: repeats an earlier reference",
         ] {
             assert!(
                 text.iter().any(|t| t.starts_with(expected)),
                 "{expected} not in {text:?}"
             );
         }
+    }
+
+    #[test]
+    fn references_are_bounded() {
+        let columns = [column("id", false)];
+        let many: Vec<_> = (0..=MAX_REFERENCES)
+            .map(|i| reference(&["id"], &format!("a.b.t{i}"), None))
+            .collect();
+        let mut problems = Vec::new();
+        let (_, refs) = validate_keys("tables[0]", &[], &many, &columns, &mut problems);
+        assert!(refs.is_empty());
+        assert!(problems[0].message.contains("at most 64"), "{problems:?}");
     }
 }

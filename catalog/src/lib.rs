@@ -19,7 +19,7 @@ pub use descriptor::{
     TimeTravelDescriptor,
 };
 pub use error::{CatalogError, Problem, Result};
-pub use keys::{Cardinality, Reference, ReferenceDescriptor, TableName};
+pub use keys::{Cardinality, MAX_REFERENCES, Reference, ReferenceDescriptor, TableName};
 pub use mesh::{
     Mesh, MeshLoad, descriptor_files, parse_descriptor, product_from_text, read_product,
 };

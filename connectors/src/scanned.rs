@@ -59,11 +59,6 @@ impl ScannedFiles {
         files.iter().cloned().collect()
     }
 
-    /// How many files (and table versions) are recorded; it only grows.
-    pub fn count(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// The bytes of the files recorded, summed.
     pub fn total_bytes(&self) -> u64 {
         let files = self.0.lock().unwrap_or_else(|e| e.into_inner());

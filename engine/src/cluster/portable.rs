@@ -24,7 +24,8 @@ use crate::policy::{MaskHash, PolicyBoundaryExec};
 /// cannot run there: then it runs here, on `local`, its plan for this process. `local`
 /// is looked at first, so what cannot run there is not planned again. The second
 /// planning lists the tables again: if it finds other files than `scanned` recorded
-/// for `local` (what the query's snapshot describes), the query runs here too.
+/// for `local` (what the query's snapshot describes: files added, changed or removed
+/// since), the query runs here too.
 pub(crate) async fn plan_for_cluster(
     state: &SessionState,
     logical: &LogicalPlan,
@@ -36,9 +37,11 @@ pub(crate) async fn plan_for_cluster(
     if portable(local, &mut scans).is_none() || scans == 0 {
         return None;
     }
-    let files = scanned.map(ScannedFiles::count);
     let mut config = state.config().clone();
     without_dynamic_filters(&mut config);
+    // The second planning records its files apart, to be compared with the first's.
+    let replanned = Arc::new(ScannedFiles::default());
+    config.set_extension(Arc::clone(&replanned));
     let state = SessionStateBuilder::new_from_existing(state.clone())
         .with_config(config)
         .build();
@@ -49,7 +52,7 @@ pub(crate) async fn plan_for_cluster(
             |e| tracing::debug!(error = %e, "a plan runs here: planning it for the cluster failed"),
         )
         .ok()?;
-    if scanned.map(ScannedFiles::count) != files {
+    if scanned.is_some_and(|first| first.files() != replanned.files()) {
         tracing::debug!("a plan runs here: its files changed while it was planned for the cluster");
         return None;
     }

@@ -79,7 +79,8 @@ impl MeshKeys {
                         columns: table.primary_key.clone(),
                     });
                 }
-                let mut names: Vec<String> = Vec::new();
+                // Relationships seen so far per name, for numbering.
+                let mut names: BTreeMap<String, usize> = BTreeMap::new();
                 for reference in &table.references {
                     let joins = reference.columns.iter().zip(&reference.to).all(|(a, b)| {
                         seen.get(&name, a)
@@ -92,13 +93,13 @@ impl MeshKeys {
                     // Numbered among the relationships the principal sees, so that a name
                     // says nothing of those it does not.
                     let base = format!("{}_{}_fkey", table.name, reference.columns.join("_"));
-                    let same = names.iter().filter(|n| n.starts_with(&base)).count();
-                    let name_of = if same == 0 {
+                    let same = names.entry(base.clone()).or_default();
+                    *same += 1;
+                    let name_of = if *same == 1 {
                         base
                     } else {
-                        format!("{base}{}", same + 1)
+                        format!("{base}{same}")
                     };
-                    names.push(name_of.clone());
                     keys.relationships.push(Relationship {
                         from: name.clone(),
                         from_columns: reference.columns.clone(),

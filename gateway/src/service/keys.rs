@@ -8,6 +8,7 @@
 //! name and sequence; exported keys and cross references by the referencing table, key
 //! name and sequence. The mesh is read-only: update and delete rules are `NO ACTION`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray, UInt8Array};
@@ -16,7 +17,7 @@ use arrow_flight::sql::{
     CommandGetCrossReference, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
 };
 use meshgate_catalog::TableName;
-use meshgate_engine::{MeshKeys, Relationship};
+use meshgate_engine::{MeshKeys, PrimaryKey, Relationship};
 
 use crate::error::Result;
 
@@ -158,13 +159,14 @@ fn foreign_keys(keys: &MeshKeys, found: &[&Relationship]) -> Result<RecordBatch>
         sequence: i32,
         pk_name: Option<String>,
     }
+    let primary_keys: HashMap<&TableName, &PrimaryKey> =
+        keys.primary_keys.iter().map(|k| (&k.table, k)).collect();
     let mut rows = Vec::new();
     for r in found {
         // The referenced key's name, when the relationship references a declared key.
-        let pk_name = keys
-            .primary_keys
-            .iter()
-            .find(|k| k.table == r.to && k.columns == r.to_columns)
+        let pk_name = primary_keys
+            .get(&r.to)
+            .filter(|k| k.columns == r.to_columns)
             .map(|k| k.name());
         for (i, (fk_column, pk_column)) in r.from_columns.iter().zip(&r.to_columns).enumerate() {
             rows.push(Row {
