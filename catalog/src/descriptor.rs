@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::derived::DerivedDescriptor;
 use crate::keys::ReferenceDescriptor;
 
 use crate::policy::PolicyDescriptor;
@@ -73,6 +74,8 @@ pub enum TableFormat {
     Parquet,
     /// A Delta Lake table.
     Delta,
+    /// No storage: a virtual derived table, computed by every query that reads it.
+    Virtual,
 }
 
 impl std::fmt::Display for TableFormat {
@@ -80,6 +83,7 @@ impl std::fmt::Display for TableFormat {
         f.write_str(match self {
             Self::Parquet => "parquet",
             Self::Delta => "delta",
+            Self::Virtual => "virtual",
         })
     }
 }
@@ -93,10 +97,16 @@ pub struct TableDescriptor {
     /// What one row of the table means.
     #[serde(default)]
     pub description: Option<String>,
-    /// Storage format.
-    pub format: TableFormat,
-    /// Directory URL of the table's data (`file:///...`; `s3://...` later).
-    pub location: String,
+    /// Storage format; a virtual derived table has none.
+    #[serde(default)]
+    pub format: Option<TableFormat>,
+    /// Directory URL of the table's data (`file:///...`, `s3://...`, or relative to the
+    /// mesh); a virtual derived table has none.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Computed from other products' tables instead of read from files someone wrote.
+    #[serde(default)]
+    pub derived: Option<DerivedDescriptor>,
     /// Hive-style partition columns (`key=value` directories), in directory order.
     #[serde(default)]
     pub partition_columns: Vec<String>,

@@ -184,7 +184,7 @@ pub(crate) fn validate_keys(
 }
 
 /// `domain.product.table` split, each part a plain lowercase name.
-fn parse_table_name(text: &str) -> Option<TableName> {
+pub(crate) fn parse_table_name(text: &str) -> Option<TableName> {
     let mut parts = text.split('.');
     let (domain, product, table) = (parts.next()?, parts.next()?, parts.next()?);
     let plain = |s: &str| {

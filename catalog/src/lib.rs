@@ -3,6 +3,7 @@
 //! everything in this crate is plain data and pure functions over it.
 
 mod as_of;
+mod derived;
 mod descriptor;
 mod error;
 mod keys;
@@ -14,6 +15,10 @@ mod quality;
 mod validate;
 
 pub use as_of::{AsOf, BadAsOf, split_as_of};
+pub use derived::{
+    Derivation, DerivedDescriptor, DerivedMode, Input, InputDescriptor, MAX_INPUTS,
+    MAX_TRANSFORM_BYTES, MIN_REFRESH,
+};
 pub use descriptor::{
     ColumnDescriptor, OwnerDescriptor, ProductDescriptor, SlaDescriptor, TableDescriptor,
     TimeTravelDescriptor,

@@ -168,6 +168,53 @@ impl Mesh {
         dangling
     }
 
+    /// Inputs of derived tables that this mesh cannot serve them, as
+    /// (`domain.product.table` of the derived table, what is wrong): a table the mesh
+    /// does not publish, or one whose product is not at the contract major version the
+    /// input is pinned to. Whether the owning domain may read an input is decided by the
+    /// gateway's policies (`meshgate lint --check-data --config`).
+    pub fn dangling_inputs(&self) -> Vec<(String, String)> {
+        let mut dangling = Vec::new();
+        for product in self.products() {
+            for table in &product.tables {
+                let Some(derivation) = &table.derived else {
+                    continue;
+                };
+                let from = format!("{}.{}", product.qualified_name(), table.name);
+                for input in &derivation.inputs {
+                    let target = &input.table;
+                    let Some((source, _)) =
+                        self.resolve(&target.domain, &target.product, &target.table)
+                    else {
+                        dangling.push((
+                            from.clone(),
+                            format!("reads {target}, which this mesh does not publish"),
+                        ));
+                        continue;
+                    };
+                    let major = source
+                        .version
+                        .split('.')
+                        .next()
+                        .and_then(|m| m.parse().ok());
+                    if let Some(pinned) = input.major
+                        && major != Some(pinned)
+                    {
+                        dangling.push((
+                            from.clone(),
+                            format!(
+                                "reads {target} at contract major version {pinned}, but its \
+                                 product is at version {}",
+                                source.version
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        dangling
+    }
+
     /// Number of valid products.
     pub fn len(&self) -> usize {
         self.products.values().map(BTreeMap::len).sum()

@@ -10,6 +10,7 @@ use std::time::Duration;
 use arrow_schema::{DataType, Field, Schema};
 use url::Url;
 
+use crate::derived::Derivation;
 pub use crate::descriptor::TableFormat;
 use crate::keys::Reference;
 use crate::policy::PolicyDescriptor;
@@ -74,8 +75,9 @@ pub struct Table {
     pub description: Option<String>,
     /// Storage format.
     pub format: TableFormat,
-    /// Directory URL of the data, always ending in `/`.
-    pub location: Url,
+    /// Directory URL of the data, always ending in `/`; `None` exactly for a virtual
+    /// derived table, which has no storage.
+    pub location: Option<Url>,
     /// Hive partition columns in directory order; each is also a declared column.
     pub partition_columns: Vec<String>,
     /// Declared columns, in declaration order.
@@ -88,6 +90,8 @@ pub struct Table {
     pub primary_key: Vec<String>,
     /// References from this table's columns to other tables.
     pub references: Vec<Reference>,
+    /// How the table is computed from other tables, when it is derived.
+    pub derived: Option<Derivation>,
 }
 
 /// How far back past versions of a table may be read.

@@ -11,10 +11,11 @@ use std::str::FromStr;
 use arrow_schema::DataType;
 use url::Url;
 
+use crate::derived::{DerivedMode, validate_derivation};
 use crate::descriptor::TableFormat;
 use crate::descriptor::{ColumnDescriptor, ProductDescriptor, TableDescriptor};
 use crate::error::Problem;
-use crate::keys::validate_keys;
+use crate::keys::{TableName, validate_keys};
 use crate::policy::{PolicyDescriptor, ReadRule};
 use crate::product::{Column, Product, Sla, Table, TimeTravel};
 use crate::quality::{parse_completeness, validate_checks, validate_schedule};
@@ -94,7 +95,13 @@ pub fn validate_descriptor(
                 format!("table '{}' is declared twice", table.name),
             ));
         }
-        if let Some(table) = validate_table(&at, table, origin.mesh_root, &mut problems) {
+        if let Some(table) = validate_table(
+            &at,
+            (&descriptor.domain, &descriptor.product),
+            table,
+            origin.mesh_root,
+            &mut problems,
+        ) {
             tables.push(table);
         }
     }
@@ -246,18 +253,23 @@ fn validate_sla(descriptor: &ProductDescriptor, problems: &mut Vec<Problem>) -> 
 
 fn validate_table(
     at: &str,
+    owner: (&str, &str),
     table: &TableDescriptor,
     mesh_root: &Path,
     problems: &mut Vec<Problem>,
 ) -> Option<Table> {
     let before = problems.len();
     check_identifier(&format!("{at}.name"), &table.name, problems);
-    let location = parse_location(
-        &format!("{at}.location"),
-        &table.location,
-        mesh_root,
-        problems,
-    );
+    let own = TableName {
+        domain: owner.0.to_string(),
+        product: owner.1.to_string(),
+        table: table.name.clone(),
+    };
+    let derived = table
+        .derived
+        .as_ref()
+        .and_then(|d| validate_derivation(at, &own, d, problems));
+    let (format, location) = validate_storage(at, table, mesh_root, problems);
 
     if table.columns.is_empty() {
         problems.push(Problem::new(
@@ -333,15 +345,90 @@ fn validate_table(
     Some(Table {
         name: table.name.clone(),
         description: table.description.clone(),
-        format: table.format,
-        location: location?,
+        format: format?,
+        location,
         partition_columns: table.partition_columns.clone(),
         columns,
         min_rows: table.quality.as_ref().and_then(|q| q.min_rows),
         time_travel,
         primary_key,
         references,
+        derived,
     })
+}
+
+/// The format and location of `table`: both required for a table read from storage
+/// (a materialized derived table is written as Delta), neither for a virtual one.
+fn validate_storage(
+    at: &str,
+    table: &TableDescriptor,
+    mesh_root: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Option<TableFormat>, Option<Url>) {
+    let mode = table.derived.as_ref().map(|d| d.mode);
+    if mode == Some(DerivedMode::Virtual) {
+        if table.format.is_some_and(|f| f != TableFormat::Virtual) {
+            problems.push(Problem::new(
+                format!("{at}.format"),
+                "a virtual derived table has no storage; remove format, or use mode: materialized",
+            ));
+        }
+        if table.location.is_some() {
+            problems.push(Problem::new(
+                format!("{at}.location"),
+                "a virtual derived table has no storage; remove location, or use mode: materialized",
+            ));
+        }
+        if !table.partition_columns.is_empty() {
+            problems.push(Problem::new(
+                format!("{at}.partition_columns"),
+                "a virtual derived table has no files to partition; remove partition_columns",
+            ));
+        }
+        return (Some(TableFormat::Virtual), None);
+    }
+    let format = match (table.format, mode) {
+        (None, Some(_)) => {
+            problems.push(Problem::new(
+                format!("{at}.format"),
+                "is missing; a materialized table is written as Delta: add format: delta",
+            ));
+            None
+        }
+        (None, None) => {
+            problems.push(Problem::new(
+                format!("{at}.format"),
+                "is missing; write parquet or delta",
+            ));
+            None
+        }
+        (Some(TableFormat::Virtual), _) => {
+            problems.push(Problem::new(
+                format!("{at}.format"),
+                "only a derived table with mode: virtual has no storage; write parquet or delta",
+            ));
+            None
+        }
+        (Some(TableFormat::Parquet), Some(_)) => {
+            problems.push(Problem::new(
+                format!("{at}.format"),
+                "a materialized table is written as Delta (one commit per run); use format: delta",
+            ));
+            None
+        }
+        (Some(format), _) => Some(format),
+    };
+    let location = match &table.location {
+        Some(text) => parse_location(&format!("{at}.location"), text, mesh_root, problems),
+        None => {
+            problems.push(Problem::new(
+                format!("{at}.location"),
+                "is missing; give the URL of the table's directory",
+            ));
+            None
+        }
+    };
+    (format, location)
 }
 
 /// `time_travel:` is for Delta tables, with an optional positive `max_age`.
@@ -351,7 +438,7 @@ fn validate_time_travel(
     problems: &mut Vec<Problem>,
 ) -> Option<TimeTravel> {
     let declared = table.time_travel.as_ref()?;
-    if table.format != TableFormat::Delta {
+    if table.format != Some(TableFormat::Delta) {
         problems.push(Problem::new(
             format!("{at}.time_travel"),
             "only Delta tables keep past versions; remove time_travel or use format: delta",

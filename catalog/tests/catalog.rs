@@ -58,7 +58,7 @@ fn a_valid_descriptor_loads_with_typed_contract() {
     );
     assert_eq!(table.format, TableFormat::Parquet);
     assert_eq!(
-        table.location.as_str(),
+        table.location.as_ref().unwrap().as_str(),
         "file:///data/clinical/encounters/visits/"
     );
     assert_eq!(table.file_columns().count(), 3);
@@ -198,10 +198,10 @@ fn relative_locations_resolve_against_the_mesh_root() {
         .unwrap();
     let root = dir.path().canonicalize().unwrap();
     assert_eq!(
-        table.location.to_file_path().unwrap(),
+        table.location.as_ref().unwrap().to_file_path().unwrap(),
         root.join("data/clinical/visits")
     );
-    assert!(table.location.as_str().ends_with('/'));
+    assert!(table.location.as_ref().unwrap().as_str().ends_with('/'));
 }
 
 #[test]

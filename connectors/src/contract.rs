@@ -77,6 +77,25 @@ impl ContractTable {
                 violations,
             });
         }
+        // A column the contract declares not nullable but the storage stores as nullable
+        // is served as nullable: a table cannot promise less than its scan delivers (the
+        // promise is measured by the column's `not_null` check instead).
+        let fields: Vec<Field> = contract
+            .fields()
+            .iter()
+            .zip(&sources)
+            .map(|(field, source)| {
+                let stored = physical.field(source.inner_index);
+                field
+                    .as_ref()
+                    .clone()
+                    .with_nullable(field.is_nullable() || stored.is_nullable())
+            })
+            .collect();
+        let contract = Arc::new(Schema::new_with_metadata(
+            fields,
+            contract.metadata().clone(),
+        ));
         Ok(Self {
             contract,
             inner,

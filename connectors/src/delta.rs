@@ -144,7 +144,7 @@ fn millis_to_time(millis: i64) -> SystemTime {
 /// [`crate::DELTA_STORE_SCHEME`]: delta-rs finds a log store by URL scheme. The gateway
 /// only reads, so the default log store (whose commit protocol needs no locking)
 /// serves, whatever storage is underneath.
-fn register_log_store() {
+pub(crate) fn register_log_store() {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
         if let Ok(scheme) = Url::parse(&format!("{}://", crate::DELTA_STORE_SCHEME)) {

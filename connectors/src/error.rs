@@ -64,6 +64,13 @@ pub enum ConnectorError {
         table: String,
     },
 
+    /// The table has no storage (a virtual derived table): the engine computes it.
+    #[error("table {table} has no storage; it is computed from its inputs")]
+    NotStored {
+        /// `domain.product.table`.
+        table: String,
+    },
+
     /// DataFusion refused to build the provider.
     #[error("table {table}: {source}")]
     DataFusion {

@@ -7,6 +7,7 @@
 
 mod contract;
 mod delta;
+mod delta_write;
 mod error;
 mod inspect;
 mod parquet;
@@ -22,6 +23,7 @@ use datafusion::datasource::TableProvider;
 use meshgate_catalog::{AsOf, Product, Table, TableFormat};
 
 pub use contract::{ContractTable, contract_schema, is_lossless_widening};
+pub use delta_write::Committed;
 pub use error::{
     ConnectorError, ContractViolation, LocationError, LocationRefusal, Result, TableStorageError,
 };
@@ -101,9 +103,12 @@ impl TableOpener {
         if as_of.is_some() && table.time_travel.is_none() {
             return Err(ConnectorError::NotVersioned { table: qualified });
         }
+        let Some(declared) = &table.location else {
+            return Err(ConnectorError::NotStored { table: qualified });
+        };
         let location = self
             .storage
-            .resolve(&product.domain, &qualified, &table.location)?;
+            .resolve(&product.domain, &qualified, declared)?;
         let (inner, snapshot) = match table.format {
             TableFormat::Parquet => {
                 let checked = inspect::inspect_parquet(
@@ -124,6 +129,7 @@ impl TableOpener {
                 (provider, checked.snapshot)
             }
             TableFormat::Delta => delta::delta_table(&qualified, table, &location, as_of).await?,
+            TableFormat::Virtual => return Err(ConnectorError::NotStored { table: qualified }),
         };
         let provider = Arc::new(
             ContractTable::try_new(&qualified, contract_schema(table), inner)?

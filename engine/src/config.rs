@@ -1,6 +1,7 @@
 //! The engine's settings: query limits, the quality agent, following the mesh. The
 //! gateway's configuration file holds them under `engine`, `quality` and `reload`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -39,6 +40,70 @@ pub struct EngineConfig {
     /// A cluster (Apache DataFusion Ballista) that large queries run on; unset, every
     /// query runs in this process.
     pub distributed: Option<DistributedConfig>,
+    /// Derived products: whose rights their transforms read with, and their runs.
+    pub derived: DerivedConfig,
+}
+
+/// How derived tables are computed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DerivedConfig {
+    /// The principal each domain's transforms read their inputs as (definer rights),
+    /// by domain. A domain without one cannot publish derived tables.
+    pub principals: BTreeMap<String, DomainPrincipal>,
+    /// Whether this process runs materializations. With several replicas over one mesh,
+    /// let exactly one of them do so.
+    pub materialize: bool,
+    /// Longest one materialization run may take; beyond, it fails and the last good
+    /// version keeps serving.
+    #[serde(with = "humantime_serde")]
+    pub run_timeout: Duration,
+    /// Materialization runs at once, over all products.
+    pub max_concurrent_runs: usize,
+    /// How long the history of runs (`mesh.meta.runs`) is kept.
+    #[serde(with = "humantime_serde")]
+    pub runs_retention: Duration,
+}
+
+impl Default for DerivedConfig {
+    fn default() -> Self {
+        Self {
+            principals: BTreeMap::new(),
+            materialize: true,
+            run_timeout: Duration::from_secs(600),
+            max_concurrent_runs: 1,
+            runs_retention: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// The principal a domain's transforms act as: policies see it like any caller.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainPrincipal {
+    /// Its subject, as audit records name it (e.g. `domain:analytics`).
+    pub subject: String,
+    /// Its roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Its attributes (e.g. `domain: analytics`).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The issuer of every domain principal: not a token issuer, so no token can name it.
+pub const DOMAIN_PRINCIPAL_ISSUER: &str = "meshgate:domain";
+
+impl DomainPrincipal {
+    /// The principal policies are decided for.
+    pub fn principal(&self) -> meshgate_catalog::Principal {
+        meshgate_catalog::Principal {
+            issuer: DOMAIN_PRINCIPAL_ISSUER.to_string(),
+            subject: self.subject.clone(),
+            roles: self.roles.iter().cloned().collect(),
+            attributes: self.attributes.clone(),
+        }
+    }
 }
 
 /// Where large queries run: a Ballista scheduler, and which queries go there.
@@ -74,6 +139,7 @@ impl Default for EngineConfig {
             planning_threads: None,
             max_plan_nodes: 10_000,
             distributed: None,
+            derived: DerivedConfig::default(),
         }
     }
 }

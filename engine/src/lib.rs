@@ -10,7 +10,7 @@
 //!
 //! Modules, from the bottom up (each uses only those before it; the `architecture`
 //! test in `tests/` checks this order, declared in [`LAYERS`]): `error`, `config`,
-//! `audit`, `product`, `quality`, `policy`, `cluster`, `session`, `live`, `agent`, `admission`,
+//! `history`, `audit`, `product`, `quality`, `runs`, `policy`, `cluster`, `session`, `derived`, `live`, `agent`, `admission`,
 //! `query`, `engine`.
 
 mod admission;
@@ -18,13 +18,16 @@ mod agent;
 mod audit;
 mod cluster;
 mod config;
+mod derived;
 mod engine;
 mod error;
+mod history;
 mod live;
 mod policy;
 mod product;
 mod quality;
 mod query;
+mod runs;
 mod session;
 
 // The engine's API: what a door, the binary and the benchmarks call. Everything else
@@ -44,7 +47,10 @@ pub use error::{
 };
 
 // Configuration.
-pub use config::{DistributedConfig, EngineConfig, QualityConfig, ReloadConfig};
+pub use config::{
+    DOMAIN_PRINCIPAL_ISSUER, DerivedConfig, DistributedConfig, DomainPrincipal, EngineConfig,
+    QualityConfig, ReloadConfig,
+};
 
 // Scale-out: a cluster that large queries run on, and the codec of its plans.
 pub use cluster::{Cluster, ClusterRoute, MeshPhysicalCodec};
@@ -72,7 +78,10 @@ pub use admission::{Deadline, TIMEOUT_HEADER};
 
 // Quality: the agent and its store.
 pub use agent::spawn_agent;
+pub use derived::spawn_materializer;
+pub use history::{History, HistoryError, Recorded};
 pub use quality::{CheckLiteralError, QualityStore, QualityStoreError, check_literals};
+pub use runs::{InputState, Run, RunStore, RunTrigger};
 
 /// Lower-level pieces for benchmarks and tests: planning and executing a statement in a
 /// principal's session, and measuring a table, outside admission, deadlines and the
@@ -90,12 +99,15 @@ pub mod internals {
 pub const LAYERS: &[&str] = &[
     "error",
     "config",
+    "history",
     "audit",
     "product",
     "quality",
+    "runs",
     "policy",
     "cluster",
     "session",
+    "derived",
     "live",
     "agent",
     "admission",

@@ -198,9 +198,10 @@ pub enum StartupError {
     /// A domain's storage configuration cannot be used.
     #[error(transparent)]
     Storage(#[from] meshgate_connectors::StorageConfigError),
-    /// The quality store cannot be opened.
+    /// A history in the state directory (quality measurements, materialization runs)
+    /// cannot be opened.
     #[error(transparent)]
-    QualityStore(#[from] meshgate_engine::QualityStoreError),
+    History(#[from] meshgate_engine::HistoryError),
     /// The quality agent's thread cannot start.
     #[error("cannot start the quality agent: {0}")]
     QualityAgent(#[source] std::io::Error),

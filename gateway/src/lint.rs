@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use meshgate_catalog::Mesh;
 
-use meshgate_engine::{EngineConfig, ProductLoader};
+use meshgate_engine::{PolicyEngine, ProductLoader};
+
+use crate::config::GatewayConfig;
 
 /// Outcome of linting a mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +23,16 @@ pub enum LintOutcome {
 }
 
 /// What `lint` checks beyond the descriptors themselves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct LintOptions {
     /// Also read the data of every valid product (Parquet footers, Delta logs) and check
-    /// it against the contract, as the gateway does at load.
+    /// it against the contract, as the gateway does at load, and plan every derived
+    /// table's transform as its domain's principal.
     pub check_data: bool,
+    /// The gateway configuration to check with: domains' storage, principals of derived
+    /// products, platform rules. Without it, storage is local files only and no domain
+    /// has a principal for its transforms.
+    pub config: Option<GatewayConfig>,
 }
 
 /// Checks every descriptor under `dir` (and, if asked, the data they describe), writing
@@ -51,10 +58,11 @@ pub fn lint(
         load.mesh
             .dangling_references()
             .into_iter()
+            .chain(load.mesh.dangling_inputs())
             .map(|(table, problem)| format!("{table}: {problem}")),
     );
     if options.check_data {
-        filter_errors.extend(check_data(&load.mesh)?);
+        filter_errors.extend(check_data(&load.mesh, options.config.as_ref())?);
     }
     for error in &filter_errors {
         writeln!(out, "error: {error}")?;
@@ -73,21 +81,33 @@ pub fn lint(
     })
 }
 
-/// Opens every product's tables as the gateway would and reports those whose data breaks
-/// the contract or cannot be read.
-fn check_data(mesh: &Mesh) -> std::io::Result<Vec<String>> {
+/// Opens every product's tables as the gateway configured by `config` would, resolves
+/// the derived tables, and reports the products whose data breaks the contract or
+/// cannot be read, and whose derived tables cannot be computed (every problem named).
+fn check_data(mesh: &Mesh, config: Option<&GatewayConfig>) -> std::io::Result<Vec<String>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let loader = ProductLoader::new(&EngineConfig::default());
+    let default = GatewayConfig::default();
+    let config = config.unwrap_or(&default);
+    let loader = match ProductLoader::with_storage(&config.engine, &config.storage, None) {
+        Ok(loader) => loader,
+        Err(e) => return Ok(vec![format!("config: storage: {e}")]),
+    };
+    // Nothing is returned to anyone: any masking key decides the same access.
+    let policy = PolicyEngine::new(config.platform_policies.clone(), b"meshgate lint");
     Ok(runtime.block_on(async {
-        let mut errors = Vec::new();
+        let mut loaded = Vec::new();
         for product in mesh.products() {
-            let source = product.source.display().to_string();
             // A row filter that does not compile is reported by `check_row_filters`.
-            if let Ok(compiled) = loader.load(Arc::clone(product), None).await
-                && let Some(reason) = compiled.health.full_reason()
-            {
+            if let Ok(compiled) = loader.load(Arc::clone(product), None).await {
+                loaded.push(compiled);
+            }
+        }
+        let mut errors = Vec::new();
+        for compiled in loader.resolve(loaded, &policy, None).await {
+            if let Some(reason) = compiled.health.full_reason() {
+                let source = compiled.product.source.display();
                 errors.push(format!("{source}: data: {reason}"));
             }
         }

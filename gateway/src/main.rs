@@ -149,9 +149,14 @@ enum Command {
     Lint {
         /// Mesh directory.
         mesh: PathBuf,
-        /// Also check the data (Parquet footers, Delta logs) against the contracts.
+        /// Also check the data (Parquet footers, Delta logs) against the contracts, and
+        /// plan every derived table's transform as its domain's principal.
         #[arg(long)]
         check_data: bool,
+        /// Gateway configuration file (YAML) to check with: its storage, the principals
+        /// of derived products and its platform rules.
+        #[arg(long, env = "MESHGATE_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -306,9 +311,22 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Command::Lint { mesh, check_data } = &cli.command {
+    if let Command::Lint {
+        mesh,
+        check_data,
+        config,
+    } = &cli.command
+    {
+        let config = match config.as_deref().map(GatewayConfig::from_file).transpose() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("meshgate: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let options = LintOptions {
             check_data: *check_data,
+            config,
         };
         return match lint(mesh, options, &mut std::io::stdout()) {
             Ok(LintOutcome::Clean) => ExitCode::SUCCESS,
@@ -449,6 +467,14 @@ async fn serve(command: Command) -> Result<(), CliError> {
             config
                 .platform_policies
                 .extend(demo::demo_platform_policies());
+            for (domain, principal) in demo::demo_domain_principals() {
+                config
+                    .engine
+                    .derived
+                    .principals
+                    .entry(domain)
+                    .or_insert(principal);
+            }
             if config.audit.file.is_none() && !config.audit.stdout {
                 config.audit.file = Some(dir.join("audit.jsonl"));
             }

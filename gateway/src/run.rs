@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use meshgate_engine::{
     DataCheck, Engine, HealthState, MeshRegistry, PolicyEngine, ProductLoader, QualityStore,
-    SessionPublisher, follow, spawn_agent,
+    RunStore, SessionPublisher, follow, spawn_agent, spawn_materializer,
 };
 
 use crate::audit::{AuditLog, Auditor};
@@ -49,6 +49,8 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     let mut registry = MeshRegistry::new(&root, loader, policy);
     let quality = open_quality_store(&config)?;
     registry.set_quality(Arc::clone(&quality));
+    let runs = open_run_store(&config)?;
+    registry.set_runs(Arc::clone(&runs.store));
     let report = registry.refresh(&DataCheck::All).await?;
     let sessions = registry.sessions();
     let served = sessions.product_count();
@@ -102,8 +104,22 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         }
         None => None,
     };
+    let (rechecks, recheck_requests) = tokio::sync::mpsc::unbounded_channel();
     if config.reload.watch {
-        follow(registry, publisher.clone(), &config.reload);
+        follow(
+            registry,
+            publisher.clone(),
+            &config.reload,
+            Some(recheck_requests),
+        );
+    }
+    if config.engine.derived.materialize && runs.writer {
+        spawn_materializer(
+            &publisher,
+            runs.store,
+            &config.engine.derived,
+            Some(rechecks),
+        );
     }
     if config.quality.enabled {
         spawn_agent(&publisher, quality, &config.quality).map_err(StartupError::QualityAgent)?;
@@ -130,6 +146,40 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
             .with_http_door(http)
             .with_pg_door(pg),
     )
+}
+
+/// The history of materialization runs, and whether this process may write
+/// materialized tables: the one process holding `runs.redb` in the state directory does
+/// (replicas on one state directory elect their writer this way); without a state
+/// directory, the process does, keeping its runs in memory.
+struct RunHistory {
+    store: Arc<RunStore>,
+    writer: bool,
+}
+
+fn open_run_store(config: &GatewayConfig) -> Result<RunHistory> {
+    let retention = config.engine.derived.runs_retention;
+    let in_memory = |writer| RunHistory {
+        store: Arc::new(RunStore::in_memory(retention)),
+        writer,
+    };
+    match &config.state_dir {
+        Some(dir) => match RunStore::open(dir, retention) {
+            Ok(store) => Ok(RunHistory {
+                store: Arc::new(store),
+                writer: true,
+            }),
+            Err(e) if e.is_held_elsewhere() && config.state_dir_may_be_shared => {
+                tracing::info!(
+                    dir = %dir.display(),
+                    "another process holds the run history: it writes materialized tables,                      this one does not"
+                );
+                Ok(in_memory(false))
+            }
+            Err(e) => Err(e.into()),
+        },
+        None => Ok(in_memory(true)),
+    }
 }
 
 /// The quality store: persistent in the state directory, else in memory (with a warning).

@@ -105,9 +105,37 @@ def demo(tmp_path_factory, meshgate_bin) -> Demo:
     ]
     srv = _start_or_fail(argv, "demo")
     try:
+        wait_for_materialized(meshgate_bin, mesh_dir, srv)
         yield Demo(mesh_dir=mesh_dir, server=srv)
     finally:
         srv.stop()
+
+
+def wait_for_materialized(meshgate_bin, mesh_dir: Path, srv: ServerProcess, timeout: float = 60.0):
+    """Waits until the demo's materialized tables are written and serve (their first run
+    starts with the gateway), so that the oracle and the tests find them."""
+    import time
+
+    token = mint_token(meshgate_bin, "--demo-dir", mesh_dir, "--sub", "pytest", "--role", "admin")
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            conn = adbc_connect(srv.uri, token)
+            try:
+                rows = adbc_query(
+                    conn,
+                    "SELECT status, status_reason FROM mesh.meta.products WHERE domain = 'analytics'",
+                ).to_pylist()
+            finally:
+                conn.close()
+            last = rows
+            if rows and all(r["status"] == "ok" for r in rows):
+                return
+        except Exception as exc:  # the gateway may still be starting its run
+            last = exc
+        time.sleep(0.2)
+    pytest.fail(f"the demo's derived product does not serve within {timeout}s: {last}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -418,6 +446,12 @@ auth:
       attribute_claims: {{ region: region }}
 platform_policies:
   - {{ name: pii-redaction, tag: pii, column: {{ mask: redact, unless_role: [pii_reader] }} }}
+engine:
+  derived:
+    # As the demo grants it; copies of the demo mesh point at the demo's own data, which
+    # the demo materializes: they do not.
+    principals: {{ analytics: {{ subject: "domain:analytics", roles: [analyst] }} }}
+    materialize: false
 """
 
 

@@ -113,9 +113,53 @@ TABLES: dict[str, list[Col]] = {
         Col("status", pa.string()),
         Col("submitted_on", pa.date32()),
     ],
+    # Derived: computed from clinical encounters and the patient registry with the
+    # analytics domain's rights (an analyst's), served under its own policy.
+    "analytics.readmissions.stays": [
+        Col("encounter_id", pa.int64()),
+        Col("patient_id", pa.int64()),
+        Col("region", pa.string()),
+        Col("sex", pa.string()),
+        Col("admitted_at", TS),
+        Col("discharged_at", TS, True),
+        Col("diagnosis_code", pa.string(), True),
+        Col("readmitted_30d", pa.bool_()),
+    ],
+    "analytics.readmissions.monthly": [
+        Col("region", pa.string()),
+        Col("admit_month", pa.string()),
+        Col("stays", pa.int64()),
+        Col("readmissions", pa.int64()),
+        Col("rate", pa.float64()),
+    ],
 }
 
-DELTA_TABLES = {"clinical.labs.results"}
+DELTA_TABLES = {"clinical.labs.results", "analytics.readmissions.monthly"}
+
+# Virtual derived tables: their transform, in SQL that DuckDB reads alike, over their
+# inputs as the owning domain may see them (see policy_model.definer_view).
+VIRTUAL_TABLES: dict[str, str] = {
+    "analytics.readmissions.stays": """
+        SELECT v.encounter_id, v.patient_id, v.region, p.sex, v.admitted_at, v.discharged_at,
+               v.diagnosis_code,
+               coalesce(v.next_admitted_at <= v.discharged_at + INTERVAL '30 days', false)
+                 AS readmitted_30d
+        FROM (
+          SELECT encounter_id, patient_id, region, admitted_at, discharged_at, diagnosis_code,
+                 lead(admitted_at) OVER (PARTITION BY patient_id ORDER BY admitted_at)
+                   AS next_admitted_at
+          FROM clinical.encounters.visits
+          WHERE kind = 'inpatient'
+        ) v
+        JOIN patients.registry.patients p ON p.patient_id = v.patient_id
+    """,
+}
+# Inputs of the virtual tables.
+DERIVED_INPUTS: dict[str, list[str]] = {
+    "analytics.readmissions.stays": ["clinical.encounters.visits", "patients.registry.patients"],
+}
+# Materialized tables: written by the demo gateway itself (mesh.meta.runs).
+MATERIALIZED_TABLES = {"analytics.readmissions.monthly"}
 # Parquet tables that are hive partitioned, with their partition columns.
 HIVE_PARTITIONS = {"clinical.encounters.visits": ["admit_month"]}
 
@@ -544,6 +588,10 @@ def delta_snapshot(table_dir: Path) -> DeltaSnapshot:
 # --------------------------------------------------------------------------
 
 
+def _definer_name(fqtn: str) -> str:
+    return fqtn.replace(".", "__")
+
+
 def _sql_str(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -559,6 +607,7 @@ class Oracle:
 
     def __init__(self, mesh_dir: Path, view: Callable[[str, str], str | None] | None = None):
         import duckdb
+        from policy_model import definer_view
 
         self.mesh_dir = Path(mesh_dir)
         self.con = duckdb.connect(":memory:")
@@ -571,6 +620,12 @@ class Oracle:
         attached: set[str] = set()
         schemas: set[tuple[str, str]] = set()
         self.tables: list[str] = []
+        # The inputs of virtual tables as their owning domain sees them.
+        self.con.execute("ATTACH ':memory:' AS definer")
+        for derived, inputs in DERIVED_INPUTS.items():
+            for fqtn in inputs:
+                select = definer_view(derived, fqtn, self._source(fqtn))
+                self.con.execute(f"CREATE OR REPLACE VIEW definer.main.{_definer_name(fqtn)} AS {select}")
         for fqtn in TABLES:
             domain, product, table = split_name(fqtn)
             source = self._source(fqtn)
@@ -587,6 +642,11 @@ class Oracle:
             self.con.execute(f'CREATE VIEW "{domain}"."{product}"."{table}" AS {select}')
 
     def _source(self, fqtn: str) -> str:
+        if fqtn in VIRTUAL_TABLES:
+            transform = VIRTUAL_TABLES[fqtn]
+            for name in DERIVED_INPUTS[fqtn]:
+                transform = transform.replace(name, f"definer.main.{_definer_name(name)}")
+            return f"({transform})"
         folder = data_dir(self.mesh_dir, fqtn)
         if not folder.is_dir():
             raise FileNotFoundError(f"oracle: data folder for {fqtn} not found at {folder}")

@@ -62,12 +62,16 @@ READ_ROLES: dict[str, frozenset[str] | None] = {
     "clinical.encounters.visits": frozenset({"clinician", "analyst", "admin"}),
     "clinical.labs.results": frozenset({"clinician", "analyst", "admin"}),
     "billing.claims.claims": frozenset({"billing", "analyst", "admin"}),
+    "analytics.readmissions.stays": frozenset({"clinician", "analyst", "admin"}),
+    "analytics.readmissions.monthly": frozenset({"clinician", "analyst", "admin"}),
 }
 
 # policy.rows: (column, principal attribute, roles exempt from the filter).
 ROW_FILTERS: dict[str, list[tuple[str, str, frozenset[str]]]] = {
     "patients.registry.patients": [("region", "region", frozenset({"analyst", "registrar", "admin"}))],
     "clinical.encounters.visits": [("region", "region", frozenset({"analyst", "admin"}))],
+    "analytics.readmissions.stays": [("region", "region", frozenset({"analyst", "admin"}))],
+    "analytics.readmissions.monthly": [("region", "region", frozenset({"analyst", "admin"}))],
 }
 
 # policy.columns: column -> (mask, roles that see it in clear).
@@ -75,6 +79,18 @@ DOMAIN_MASKS: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
     "patients.registry.patients": {"birth_date": ("null", frozenset({"clinician", "registrar", "admin"}))},
     "clinical.encounters.visits": {"diagnosis_code": ("hash", frozenset({"clinician", "admin"}))},
     "clinical.labs.results": {"value": ("null", frozenset({"clinician", "admin"}))},
+    "analytics.readmissions.stays": {"patient_id": ("hash", frozenset({"admin"}))},
+}
+
+# Derived tables: the principal each one's transform reads its inputs as (definer rights:
+# engine.derived.principals of the demo), and the columns that arrive hashed for every
+# reader because the definer reads them hashed.
+DEFINERS: dict[str, Principal] = {
+    "analytics.readmissions.stays": Principal("domain:analytics", frozenset({"analyst"})),
+    "analytics.readmissions.monthly": Principal("domain:analytics", frozenset({"analyst"})),
+}
+DEFINER_HASHED: dict[str, set[str]] = {
+    "analytics.readmissions.stays": {"diagnosis_code"},
 }
 
 # Platform rule pii-redaction: columns tagged pii -> redact unless pii_reader.
@@ -122,7 +138,10 @@ def masked_columns(p: Principal, fqtn: str) -> dict[str, str]:
 
 
 def hashed_columns(p: Principal, fqtn: str) -> set[str]:
-    return {c for c, m in masked_columns(p, fqtn).items() if m == "hash"}
+    """Columns whose values the oracle cannot reproduce: hashed for `p`, or hashed by
+    the definer of a derived table (for every reader)."""
+    hashed = {c for c, m in masked_columns(p, fqtn).items() if m == "hash"}
+    return hashed | DEFINER_HASHED.get(fqtn, set())
 
 
 def row_filter(p: Principal, fqtn: str) -> list[tuple[str, str | None]]:
@@ -201,3 +220,10 @@ def oracle_view(p: Principal) -> Callable[[str, str], str | None]:
         return f"SELECT {columns} FROM (SELECT * FROM {source}){where}"
 
     return view
+
+
+def definer_view(derived: str, fqtn: str, source: str) -> str:
+    """The input `fqtn` of the derived table `derived` as its definer sees it."""
+    select = oracle_view(DEFINERS[derived])(fqtn, source)
+    assert select is not None, f"the definer of {derived} may not read its input {fqtn}"
+    return select

@@ -20,7 +20,7 @@ from pathlib import Path
 from mesh_helpers import venv_tool
 
 BUCKET = "meshgate-demo"
-DOMAINS = ("billing", "clinical", "patients", "reference")
+DOMAINS = ("analytics", "billing", "clinical", "patients", "reference")
 # Domains whose keys come from environment variables; the others use the file.
 ENV_KEYED = ("clinical", "patients")
 

@@ -49,8 +49,10 @@ def s3_cluster(demo, meshgate_bin, tmp_path_factory):
         # environment and the credentials file it names, never from a plan.
         cluster = start_cluster(meshgate_bin, work, layout.config, env=layout.env, recorded=True)
         config = work / "gateway.yaml"
-        config.write_text(layout.config.read_text() + "\nengine:\n  distributed:\n"
-                          f"    scheduler: {cluster.scheduler_address}\n    min_scan_bytes: 0\n")
+        # Beside the engine settings the S3 layout already has.
+        config.write_text(layout.config.read_text().replace(
+            "engine:\n",
+            f"engine:\n  distributed:\n    scheduler: {cluster.scheduler_address}\n    min_scan_bytes: 0\n", 1))
         gateway = ServerProcess(
             [meshgate_bin, "serve", "--mesh", layout.mesh_dir, "--listen", "127.0.0.1:0", "--config", config],
             name="s3 distributed gateway", env={**hermetic_env(), **layout.env, "MESHGATE_LOG": GATEWAY_LOG})

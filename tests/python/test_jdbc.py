@@ -69,6 +69,7 @@ def test_jdbc_reads_keys_and_relationships(server, driver_jar, admin_token):
     }
     exported = {k: v for k, v in out.items() if k.startswith("exported.")}
     assert exported == {
+        "exported.analytics.readmissions.stays": "stays_patient_id_fkey",
         "exported.billing.claims.claims": "claims_patient_id_fkey",
         "exported.clinical.encounters.visits": "visits_patient_id_fkey",
         "exported.clinical.labs.results": "results_patient_id_fkey",

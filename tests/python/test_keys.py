@@ -10,7 +10,7 @@ import pyarrow.flight as flight
 import pytest
 
 from mesh_helpers import FlightConn, _len_field, adbc_connect, adbc_query, pack_any
-from policy_model import PERSONAS, can_read
+from policy_model import PERSONAS, can_read, column_mask
 
 # (referencing table, its columns, referenced table, its columns), as the demo declares.
 DEMO_RELATIONSHIPS = {
@@ -23,6 +23,8 @@ DEMO_RELATIONSHIPS = {
     ("clinical.labs.results", ("patient_id",), "patients.registry.patients", ("patient_id",)),
     ("billing.claims.claims", ("encounter_id",), "clinical.encounters.visits", ("encounter_id",)),
     ("billing.claims.claims", ("patient_id",), "patients.registry.patients", ("patient_id",)),
+    ("analytics.readmissions.stays", ("encounter_id",), "clinical.encounters.visits", ("encounter_id",)),
+    ("analytics.readmissions.stays", ("patient_id",), "patients.registry.patients", ("patient_id",)),
 }
 DEMO_PRIMARY_KEYS = {
     "reference.regions.regions": ("region",),
@@ -31,6 +33,9 @@ DEMO_PRIMARY_KEYS = {
     "clinical.encounters.visits": ("encounter_id",),
     "clinical.labs.results": ("result_id",),
     "billing.claims.claims": ("claim_id",),
+    "analytics.readmissions.stays": ("encounter_id",),
+    # A composite key.
+    "analytics.readmissions.monthly": ("region", "admit_month"),
 }
 
 
@@ -80,6 +85,7 @@ def test_imported_exported_and_cross_reference_keys(server, admin_token):
 
     exported = _keys_command(conn, "CommandGetExportedKeys", _names("clinical.encounters.visits"))
     assert [(r["fk_catalog_name"], r["fk_table_name"], r["fk_key_name"]) for r in exported] == [
+        ("analytics", "stays", "stays_encounter_id_fkey"),
         ("billing", "claims", "claims_encounter_id_fkey"),
         ("clinical", "results", "results_encounter_id_fkey"),
     ]
@@ -90,8 +96,20 @@ def test_imported_exported_and_cross_reference_keys(server, admin_token):
                          _cross_reference("billing.claims.claims", "patients.registry.patients")) == []
 
 
+def _joinable(persona, relationship) -> bool:
+    """Both ends readable, and their columns alike: both in clear or both hashed (a key
+    hashed at one end only joins nothing)."""
+    table, columns, referenced, referenced_columns = relationship
+    if not (can_read(persona, table) and can_read(persona, referenced)):
+        return False
+    return all(
+        (column_mask(persona, table, a) is None) == (column_mask(persona, referenced, b) is None)
+        for a, b in zip(columns, referenced_columns)
+    )
+
+
 def _visible(persona) -> set:
-    return {r for r in DEMO_RELATIONSHIPS if can_read(persona, r[0]) and can_read(persona, r[2])}
+    return {r for r in DEMO_RELATIONSHIPS if _joinable(persona, r)}
 
 
 @pytest.mark.parametrize("name", sorted(PERSONAS))
@@ -113,7 +131,7 @@ def test_each_persona_sees_only_relationships_between_tables_it_may_read(server,
              f"{r['references_domain']}.{r['references_product']}.{r['references_table']}",
              tuple(r["references_columns"])) for r in table.to_pylist()}
     assert seen == _visible(persona)
-    assert {r["cardinality"] for r in table.to_pylist()} <= {"many-to-one"}
+    assert {r["cardinality"] for r in table.to_pylist()} <= {"many-to-one", "one-to-one"}
     assert {f"{r['domain']}.{r['product']}.{r['table_name']}": tuple(r["columns"]) for r in keys.to_pylist()} == {
         t: c for t, c in DEMO_PRIMARY_KEYS.items() if can_read(persona, t)}
 

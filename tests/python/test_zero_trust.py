@@ -80,6 +80,7 @@ SYSTEM_TABLES = {
     "mesh.meta.quality",
     "mesh.meta.quality_checks",
     "mesh.meta.quality_history",
+    "mesh.meta.runs",
 }
 DIFF_PERSONAS = ["ana", "ben", "cara"]
 

@@ -11,18 +11,21 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::object_store::DefaultObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
-use meshgate_catalog::Product;
+use meshgate_catalog::{Product, TableFormat};
 use meshgate_connectors::{
     ConnectorError, DomainStorage, DomainStorageConfig, LocationError, StorageConfigError,
     StoreLayer, TableOpener, contract_schema,
 };
 
-use crate::config::EngineConfig;
+use crate::config::{DerivedConfig, EngineConfig};
+use crate::derived::resolve_derived;
+use crate::policy::PolicyEngine;
 use crate::product::{
     Breakage, BrokenTable, CompiledProduct, Fault, PolicyCompileError, ProductHealth,
     ProductUnavailable,
 };
 use crate::quality::{CheckLiteralError, check_literals};
+use crate::runs::RunStore;
 use crate::session::{planning_registry, session_template};
 
 /// Opens products' tables, checks their data against the contract and compiles their
@@ -31,6 +34,7 @@ use crate::session::{planning_registry, session_template};
 pub struct ProductLoader {
     template: SessionState,
     opener: Arc<TableOpener>,
+    derived: DerivedConfig,
 }
 
 impl ProductLoader {
@@ -62,7 +66,21 @@ impl ProductLoader {
         Self {
             opener: Arc::new(TableOpener::new(Arc::new(storage)).with_parquet_options(parquet)),
             template,
+            derived: engine.derived.clone(),
         }
+    }
+
+    /// Resolves the derived tables of `products` (loaded by this loader) against each
+    /// other, as their domains may read them under `policy` (see `crate::derived`).
+    /// A materialized table is dated by the inputs of the run in `runs` that wrote the
+    /// version serving.
+    pub async fn resolve(
+        &self,
+        products: Vec<CompiledProduct>,
+        policy: &PolicyEngine,
+        runs: Option<&RunStore>,
+    ) -> Vec<CompiledProduct> {
+        resolve_derived(products, policy, &self.derived, &self.template, runs).await
     }
 
     /// The storage every product is read through.
@@ -89,9 +107,13 @@ impl ProductLoader {
         descriptor_modified: Option<SystemTime>,
     ) -> Result<CompiledProduct, LoadError> {
         check_literals(&product)?;
-        for table in &product.tables {
+        for (table, location) in product
+            .tables
+            .iter()
+            .filter_map(|t| Some((t, t.location.as_ref()?)))
+        {
             self.storage()
-                .check_location(&product.domain, &table.location)
+                .check_location(&product.domain, location)
                 .map_err(|source| LoadError::Location {
                     table: table.name.clone(),
                     source,
@@ -102,6 +124,11 @@ impl ProductLoader {
         let mut violations = Vec::new();
         let mut storage_fault = None;
         for table in &product.tables {
+            if table.format == TableFormat::Virtual {
+                // Computed from its inputs once the mesh is resolved (`Self::resolve`).
+                tables.insert(table.name.clone(), placeholder(table));
+                continue;
+            }
             match self.opener.open(&product, table).await {
                 Ok(opened) => {
                     tables.insert(table.name.clone(), opened.provider);

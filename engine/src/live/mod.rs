@@ -42,5 +42,6 @@ pub async fn load_mesh(mesh: &Mesh, engine: &EngineConfig, policy: PolicyEngine)
             }
         }
     }
+    let products = loader.resolve(products, &policy, None).await;
     SessionFactory::new(loader.template().clone(), products, policy)
 }

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::policy::PolicyEngine;
 use crate::product::{CompiledProduct, HealthState, ProductHealth};
 use crate::quality::QualityStore;
+use crate::runs::RunStore;
 use crate::session::SessionFactory;
 
 /// Which products a refresh re-checks against their data, beyond changed descriptors.
@@ -90,7 +91,11 @@ pub struct MeshRegistry {
     loader: ProductLoader,
     policy: PolicyEngine,
     entries: BTreeMap<PathBuf, Entry>,
+    /// What serves: the entries' products with their derived tables resolved against
+    /// each other (after every refresh).
+    resolved: Vec<CompiledProduct>,
     quality: Option<Arc<QualityStore>>,
+    runs: Option<Arc<RunStore>>,
 }
 
 impl MeshRegistry {
@@ -102,13 +107,21 @@ impl MeshRegistry {
             loader,
             policy,
             entries: BTreeMap::new(),
+            resolved: Vec::new(),
             quality: None,
+            runs: None,
         }
     }
 
     /// Serves the quality measurements of `store` in the sessions this registry builds.
     pub fn set_quality(&mut self, store: Arc<QualityStore>) {
         self.quality = Some(store);
+    }
+
+    /// Serves the runs of `store` in the sessions this registry builds (`mesh.meta.runs`)
+    /// and dates materialized tables by the inputs of the run that wrote them.
+    pub fn set_runs(&mut self, store: Arc<RunStore>) {
+        self.runs = Some(store);
     }
 
     /// The storage every product is read through.
@@ -163,8 +176,45 @@ impl MeshRegistry {
                 report.removed.push(compiled.product.qualified_name());
             }
         }
+        self.resolve(&mut report).await;
         log_report(&report);
         Ok(report)
+    }
+
+    /// Resolves the derived tables of what serves now against each other, noting in
+    /// `report` the products whose derived tables broke or recovered.
+    async fn resolve(&mut self, report: &mut RefreshReport) {
+        let served: Vec<CompiledProduct> = self
+            .entries
+            .values()
+            .filter_map(|e| e.served.clone())
+            .collect();
+        let resolved = self
+            .loader
+            .resolve(served, &self.policy, self.runs.as_deref())
+            .await;
+        let before: BTreeMap<String, &CompiledProduct> = self
+            .resolved
+            .iter()
+            .map(|c| (c.product.qualified_name(), c))
+            .collect();
+        for after in &resolved {
+            let derived = after.product.tables.iter().any(|t| t.derived.is_some());
+            if !derived {
+                continue;
+            }
+            let name = after.product.qualified_name();
+            let changed = before
+                .get(&name)
+                .is_none_or(|b| b.health.fault != after.health.fault);
+            if changed && let Some(reason) = after.health.full_reason() {
+                tracing::warn!(product = %name, %reason, "derived product cannot serve");
+            }
+            if let Some(before) = before.get(&name) {
+                note_state_change(before, after, report);
+            }
+        }
+        self.resolved = resolved;
     }
 
     /// Brings one descriptor file's entry in step with the file.
@@ -254,24 +304,19 @@ impl MeshRegistry {
 
     /// The session factory serving the products as they are now.
     pub fn sessions(&self) -> SessionFactory {
-        let products = self
-            .entries
-            .values()
-            .filter_map(|e| e.served.clone())
-            .collect();
         SessionFactory::new(
             self.loader.template().clone(),
-            products,
+            self.resolved.clone(),
             self.policy.clone(),
         )
         .with_quality(self.quality.clone())
+        .with_runs(self.runs.clone())
     }
 
     /// The health of every product serving, by `domain.product`.
     pub fn health(&self) -> BTreeMap<String, Arc<ProductHealth>> {
-        self.entries
-            .values()
-            .filter_map(|e| e.served.as_ref())
+        self.resolved
+            .iter()
             .map(|c| (c.product.qualified_name(), Arc::clone(&c.health)))
             .collect()
     }
@@ -284,10 +329,12 @@ impl MeshRegistry {
             .filter(|(_, e)| {
                 e.served.as_ref().is_some_and(|c| {
                     c.product.tables.iter().any(|t| {
-                        t.location.scheme() == "file"
-                            && t.location
-                                .to_file_path()
-                                .is_ok_and(|dir| path.starts_with(&dir) || dir.starts_with(path))
+                        t.location.as_ref().is_some_and(|location| {
+                            location.scheme() == "file"
+                                && location.to_file_path().is_ok_and(|dir| {
+                                    path.starts_with(&dir) || dir.starts_with(path)
+                                })
+                        })
                     })
                 })
             })
@@ -301,8 +348,9 @@ impl MeshRegistry {
             .values()
             .filter_map(|e| e.served.as_ref())
             .flat_map(|c| c.product.tables.iter())
-            .filter(|t| t.location.scheme() == "file")
-            .filter_map(|t| t.location.to_file_path().ok())
+            .filter_map(|t| t.location.as_ref())
+            .filter(|location| location.scheme() == "file")
+            .filter_map(|location| location.to_file_path().ok())
             .filter(|dir| !dir.starts_with(&self.root))
             .collect()
     }

@@ -24,7 +24,9 @@ use crate::session::SessionPublisher;
 const MAX_DEBOUNCE_ROUNDS: u32 = 20;
 
 /// Starts following the mesh of `registry`, publishing each new session factory through
-/// `sessions`. Runs until the runtime shuts down.
+/// `sessions`; the descriptor files sent to `rechecks` have their product's data
+/// re-checked at once (a materialization committed a new version). Runs until the
+/// runtime shuts down.
 ///
 /// The watcher is registered before this returns, and the task begins by re-reading the
 /// descriptors, so a change made after the registry's last refresh is never missed.
@@ -32,8 +34,10 @@ pub fn follow(
     registry: MeshRegistry,
     sessions: SessionPublisher,
     config: &ReloadConfig,
+    rechecks: Option<UnboundedReceiver<PathBuf>>,
 ) -> tokio::task::JoinHandle<()> {
-    let follower = Follower::new(registry, sessions, config.clone());
+    let mut follower = Follower::new(registry, sessions, config.clone());
+    follower.rechecks = rechecks;
     tokio::spawn(follower.run())
 }
 
@@ -46,6 +50,8 @@ struct Follower {
     /// `None` when the file system gives no notifications: then descriptors are polled.
     watcher: Option<RecommendedWatcher>,
     watched_data: BTreeSet<PathBuf>,
+    /// Descriptor files whose product's data is to be re-checked now.
+    rechecks: Option<UnboundedReceiver<PathBuf>>,
 }
 
 impl Follower {
@@ -68,6 +74,7 @@ impl Follower {
             events,
             watcher,
             watched_data: BTreeSet::new(),
+            rechecks: None,
         };
         follower.watch_data_directories();
         follower
@@ -86,7 +93,17 @@ impl Follower {
             // Without a watcher the channel is closed (its sender went with the failed
             // watcher): listening to it would return at once, forever.
             let polling = self.watcher.is_none();
+            let asked = self.rechecks.is_some();
             let check = tokio::select! {
+                Some(file) = recv_recheck(&mut self.rechecks), if asked => {
+                    let mut files = BTreeSet::from([file]);
+                    if let Some(rechecks) = self.rechecks.as_mut() {
+                        while let Ok(more) = rechecks.try_recv() {
+                            files.insert(more);
+                        }
+                    }
+                    DataCheck::Products(files)
+                },
                 Some(path) = self.events.recv(), if !polling => match self.collect(path).await {
                     Some(check) => check,
                     None => continue,
@@ -169,6 +186,16 @@ impl Follower {
         }
         self.watched_data = watched;
     }
+}
+
+/// The next re-check request; `None` once every sender is gone (then no more are
+/// listened to).
+async fn recv_recheck(rechecks: &mut Option<UnboundedReceiver<PathBuf>>) -> Option<PathBuf> {
+    let received = rechecks.as_mut()?.recv().await;
+    if received.is_none() {
+        *rechecks = None;
+    }
+    received
 }
 
 /// Watches `root` recursively, sending the paths of relevant events to `sender`.

@@ -24,6 +24,7 @@ use meshgate_catalog::{
 pub(crate) use boundary::PolicyBoundaryExec;
 pub use mask::MaskHash;
 use secured_table::SecuredTable;
+pub(crate) use secured_table::cannot_fail;
 pub(crate) use time_travel::{TimeTravel, VersionedTable};
 
 use crate::product::{BrokenTable, CompiledProduct, CompiledTable, ProductHealth};

@@ -109,7 +109,7 @@ impl SecuredTable {
 
 /// Whether evaluating `expr` can never raise an error (comparisons, boolean logic,
 /// null tests, IN lists, BETWEEN and LIKE over columns and literals).
-fn cannot_fail(expr: &Expr) -> bool {
+pub(crate) fn cannot_fail(expr: &Expr) -> bool {
     match expr {
         Expr::Column(_) | Expr::Literal(..) => true,
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use datafusion::datasource::TableProvider;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use meshgate_catalog::Product;
 use meshgate_connectors::TableOpener;
 
@@ -33,6 +34,9 @@ pub struct CompiledProduct {
     pub(crate) tables: BTreeMap<String, CompiledTable>,
     /// Opens other versions of the product's tables (time travel).
     pub(crate) opener: Option<Arc<TableOpener>>,
+    /// The transform of each derived table, resolved against its inputs as the owning
+    /// domain reads them (see `crate::derived`); empty until resolved.
+    pub(crate) derived: BTreeMap<String, Arc<LogicalPlan>>,
 }
 
 /// A table's provider and its compiled row filters.
@@ -84,6 +88,7 @@ impl CompiledProduct {
             health,
             tables: compiled,
             opener: None,
+            derived: BTreeMap::new(),
         })
     }
 }
@@ -93,6 +98,29 @@ impl CompiledProduct {
     /// measuring quality; never handed to a principal).
     pub fn provider(&self, table: &str) -> Option<Arc<dyn TableProvider>> {
         self.tables.get(table).map(|t| Arc::clone(&t.provider))
+    }
+
+    /// Serves `provider` as `table` (a derived table, resolved), its row filters kept.
+    pub(crate) fn replace_provider(&mut self, table: &str, provider: Arc<dyn TableProvider>) {
+        if let Some(compiled) = self.tables.get_mut(table) {
+            compiled.provider = provider;
+        }
+    }
+
+    /// Records what `table`'s data held (for a derived table: what its inputs held).
+    pub(crate) fn set_snapshot(
+        &mut self,
+        table: &str,
+        snapshot: meshgate_connectors::DataSnapshot,
+    ) {
+        let mut health = (*self.health).clone();
+        health.tables.insert(table.to_string(), snapshot);
+        self.health = Arc::new(health);
+    }
+
+    /// The transform plan of derived `table`, once resolved.
+    pub(crate) fn derived_plan(&self, table: &str) -> Option<&Arc<LogicalPlan>> {
+        self.derived.get(table)
     }
 
     /// The same product, able to open other versions of its tables through `opener`.

@@ -41,6 +41,16 @@ pub enum Fault {
         /// The table whose storage failed.
         table: String,
     },
+    /// A derived table cannot be computed: an input is missing or not readable by the
+    /// owning domain, or the transform does not plan or does not match the contract.
+    /// The problems are for operators and the owner (log, `lint`); a reader learns only
+    /// which table.
+    Derived {
+        /// The derived table.
+        table: String,
+        /// What is wrong, one entry per problem.
+        problems: Vec<String>,
+    },
 }
 
 /// What the gateway knows about one product's ability to serve.
@@ -75,6 +85,9 @@ impl ProductHealth {
     pub fn reason_for(&self, effects: &dyn Fn(&str, &str) -> ColumnEffect) -> Option<String> {
         let fault = self.fault.as_ref().map(|fault| match fault {
             Fault::Storage { table } => format!("table {table}: storage cannot be read"),
+            Fault::Derived { table, .. } => {
+                format!("table {table}: the transform cannot be computed from its inputs")
+            }
             Fault::Contract(violations) => {
                 let mut shown = Vec::new();
                 let mut withheld = 0;
@@ -106,7 +119,13 @@ impl ProductHealth {
     /// The reason with every violation named, for operators (server log, start-up
     /// report, `lint`), never for a client.
     pub fn full_reason(&self) -> Option<String> {
-        self.reason_for(&|_, _| ColumnEffect::Clear)
+        let reason = self.reason_for(&|_, _| ColumnEffect::Clear);
+        match &self.fault {
+            Some(Fault::Derived { problems, .. }) => {
+                reason.map(|r| format!("{r}: {}", problems.join("; ")))
+            }
+            _ => reason,
+        }
     }
 
     /// The error scans of this product fail with, for a principal seeing `effects`;
@@ -118,7 +137,7 @@ impl ProductHealth {
     ) -> Option<ProductUnavailable> {
         let fault = self.fault.as_ref()?;
         let breakage = match fault {
-            Fault::Contract(_) => Breakage::Contract,
+            Fault::Contract(_) | Fault::Derived { .. } => Breakage::Contract,
             Fault::Storage { .. } => Breakage::Storage,
         };
         let reason = self.reason_for(effects).unwrap_or_default();

@@ -20,6 +20,7 @@ mod names;
 mod pins;
 mod published;
 mod quality_tables;
+mod runs_table;
 mod sql;
 mod storage_failures;
 mod system;
@@ -57,6 +58,7 @@ use crate::error::Result;
 use crate::policy::{PolicyEngine, ProductView};
 use crate::product::{CompiledProduct, require_fresh};
 use crate::quality::QualityStore;
+use crate::runs::RunStore;
 use budget::BudgetCheck;
 use memory::{QueryMemoryLimit, QueryPool};
 
@@ -182,6 +184,7 @@ pub struct SessionFactory {
     products: Arc<Vec<CompiledProduct>>,
     policy: PolicyEngine,
     quality: Option<Arc<QualityStore>>,
+    runs: Option<Arc<RunStore>>,
     views: Arc<PrincipalViews>,
 }
 
@@ -197,8 +200,16 @@ impl SessionFactory {
             products: Arc::new(products),
             policy,
             quality: None,
+            runs: None,
             views: Arc::new(principal_views()),
         }
+    }
+
+    /// The same factory, its `mesh.meta.runs` table reading `store`.
+    pub fn with_runs(mut self, store: Option<Arc<RunStore>>) -> Self {
+        self.runs = store;
+        self.views = Arc::new(principal_views());
+        self
     }
 
     /// The same factory, its `mesh.meta.quality*` tables reading `store`.
@@ -211,6 +222,23 @@ impl SessionFactory {
     /// The products served.
     pub fn products(&self) -> &[CompiledProduct] {
         &self.products
+    }
+
+    /// A session for the platform's own statements (materialization runs): the
+    /// template's configuration and functions, and a runtime that holds the statement to
+    /// its share of the memory pool (`engine.query_memory_limit`), like any query.
+    pub(crate) fn bounded_state(&self) -> Result<SessionState> {
+        let shared = self.template.runtime_env();
+        let mut runtime = RuntimeEnvBuilder::from_runtime_env(shared);
+        if let Some(limit) = self.template.config().get_extension::<QueryMemoryLimit>() {
+            let pool = QueryPool::new(Arc::clone(&shared.memory_pool), limit.0);
+            runtime = runtime.with_memory_pool(Arc::new(pool));
+        }
+        Ok(
+            SessionStateBuilder::new_from_existing(self.template.clone())
+                .with_runtime_env(runtime.build_arc()?)
+                .build(),
+        )
     }
 
     /// The runtime (object stores, footer cache) the products are read through.
@@ -313,7 +341,8 @@ impl SessionFactory {
             .into_iter()
             .map(|(domain, schemas)| (domain, Arc::new(ReadOnlyCatalog::new(schemas))))
             .collect();
-        let (system, bytes) = system::system_catalog(views, keys, self.quality.as_ref())?;
+        let (system, bytes) =
+            system::system_catalog(views, keys, self.quality.as_ref(), self.runs.as_ref())?;
         catalogs.insert(SYSTEM_CATALOG.to_string(), Arc::new(system));
         Ok((Arc::new(MeshCatalogList::new(catalogs)), bytes))
     }

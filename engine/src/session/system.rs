@@ -4,7 +4,8 @@
 //! `mesh.meta.tables` (with what the storage held at the last check),
 //! `mesh.meta.columns`, `mesh.meta.primary_keys`, `mesh.meta.relationships` (the context
 //! map: see [`super::keys`]), `mesh.meta.slas` and the quality agent's measurements
-//! (`mesh.meta.quality`, `quality_checks`, `quality_history`) list what the session can see. Storage locations are deliberately absent: they are the domain's
+//! (`mesh.meta.quality`, `quality_checks`, `quality_history`) and the runs of
+//! materialized tables (`mesh.meta.runs`) list what the session can see. Storage locations are deliberately absent: they are the domain's
 //! business, not the consumer's.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,9 +26,11 @@ use super::catalog::{ReadOnlyCatalog, ReadOnlySchema};
 use super::columns::{strings, timestamp_field, timestamps, utf8};
 use super::keys::MeshKeys;
 use super::quality_tables::{LazyTable, quality_tables};
+use super::runs_table::runs_table;
 use crate::policy::ProductView;
 use crate::product::ProductHealth;
 use crate::quality::{QualityStore, measured_completeness};
+use crate::runs::RunStore;
 
 /// Name of the system catalog.
 pub const SYSTEM_CATALOG: &str = "mesh";
@@ -41,6 +44,7 @@ pub(super) fn system_catalog(
     views: &[ProductView],
     keys: &MeshKeys,
     quality: Option<&Arc<QualityStore>>,
+    runs: Option<&Arc<RunStore>>,
 ) -> Result<(ReadOnlyCatalog, usize)> {
     let mut bytes = 0;
     let mut mem_table = |batch: RecordBatch| -> Result<Arc<dyn TableProvider>> {
@@ -60,6 +64,7 @@ pub(super) fn system_catalog(
         mem_table(relationships_batch(keys)?)?,
     );
     tables.insert("slas".into(), slas_table(views, quality));
+    tables.insert("runs".into(), runs_table(views, runs));
     for (name, table) in quality_tables(views, quality) {
         tables.insert(name.into(), table);
     }

@@ -19,13 +19,14 @@ pub(super) fn write_all(mesh: &Path, data_root: &Path) -> Result<()> {
     Ok(())
 }
 
-const DESCRIPTORS: [(&str, &str, &str); 6] = [
+const DESCRIPTORS: [(&str, &str, &str); 7] = [
     ("reference", "regions", REGIONS),
     ("reference", "facilities", FACILITIES),
     ("patients", "registry", REGISTRY),
     ("clinical", "encounters", ENCOUNTERS),
     ("clinical", "labs", LABS),
     ("billing", "claims", CLAIMS),
+    ("analytics", "readmissions", READMISSIONS),
 ];
 
 const REGIONS: &str = r#"domain: reference
@@ -202,4 +203,83 @@ tables:
       - { name: submitted_on, type: Date32, nullable: false }
 policy:
   read: { any_role: [billing, analyst, admin] }
+"#;
+
+/// A derived product: computed from clinical encounters and the patient registry with
+/// the analytics domain's own rights (`engine.derived.principals.analytics`, an analyst:
+/// diagnoses hashed, identifying columns redacted), and served under its own policy.
+const READMISSIONS: &str = r#"domain: analytics
+product: readmissions
+version: 1.0.0
+description: Inpatient stays, and whether the patient was admitted again within 30 days of discharge.
+owner: { team: population-health, contact: population-health@example.org }
+tags: [phi, derived]
+sla: { freshness: 24h }
+tables:
+  - name: stays
+    description: One row per inpatient stay, computed from its inputs by every query.
+    primary_key: [encounter_id]
+    references:
+      - { columns: [encounter_id], table: clinical.encounters.visits, cardinality: one-to-one }
+      - { columns: [patient_id], table: patients.registry.patients }
+    derived:
+      mode: virtual
+      inputs:
+        - clinical.encounters.visits
+        - { table: patients.registry.patients, major: 3 }
+      transform: |
+        SELECT v.encounter_id, v.patient_id, v.region, p.sex, v.admitted_at, v.discharged_at,
+               v.diagnosis_code,
+               coalesce(v.next_admitted_at <= v.discharged_at + INTERVAL '30 days', false)
+                 AS readmitted_30d
+        FROM (
+          SELECT encounter_id, patient_id, region, admitted_at, discharged_at, diagnosis_code,
+                 lead(admitted_at) OVER (PARTITION BY patient_id ORDER BY admitted_at)
+                   AS next_admitted_at
+          FROM clinical.encounters.visits
+          WHERE kind = 'inpatient'
+        ) v
+        JOIN patients.registry.patients p ON p.patient_id = v.patient_id
+    columns:
+      - { name: encounter_id, type: Int64, nullable: false, description: Key into clinical.encounters.visits }
+      - { name: patient_id, type: Int64, nullable: false, description: Key into patients.registry }
+      - { name: region, type: Utf8, nullable: false, description: Region of the facility }
+      - { name: sex, type: Utf8, nullable: false }
+      - { name: admitted_at, type: "Timestamp(Microsecond, None)", nullable: false }
+      - { name: discharged_at, type: "Timestamp(Microsecond, None)", nullable: true }
+      - { name: diagnosis_code, type: Utf8, nullable: true, tags: [phi], description: "ICD-10 code as the analytics domain reads it: hashed" }
+      - { name: readmitted_30d, type: Boolean, nullable: false, description: Admitted again within 30 days of discharge }
+  - name: monthly
+    description: Readmission rate per region and month of admission, rewritten by each run.
+    primary_key: [region, admit_month]
+    derived:
+      mode: materialized
+      inputs: [clinical.encounters.visits]
+      refresh: 1h
+      transform: |
+        SELECT region, admit_month, count(*) AS stays,
+               sum(CASE WHEN readmitted THEN 1 ELSE 0 END) AS readmissions,
+               avg(CASE WHEN readmitted THEN 1.0 ELSE 0.0 END) AS rate
+        FROM (
+          SELECT region, admit_month,
+                 coalesce(lead(admitted_at) OVER (PARTITION BY patient_id ORDER BY admitted_at)
+                          <= discharged_at + INTERVAL '30 days', false) AS readmitted
+          FROM clinical.encounters.visits
+          WHERE kind = 'inpatient'
+        ) s
+        GROUP BY region, admit_month
+    format: delta
+    location: {data}analytics/readmissions/monthly/
+    columns:
+      - { name: region, type: Utf8, nullable: false }
+      - { name: admit_month, type: Utf8, nullable: false, description: "Month of admission, YYYY-MM" }
+      - { name: stays, type: Int64, nullable: false, description: Inpatient stays }
+      - { name: readmissions, type: Int64, nullable: false, description: Stays followed by another within 30 days }
+      - { name: rate, type: Float64, nullable: false, description: readmissions / stays }
+policy:
+  read: { any_role: [clinician, analyst, admin] }
+  rows:
+    - { filter: "region = principal.region", unless_role: [analyst, admin] }
+  columns:
+    stays.patient_id: { mask: hash, unless_role: [admin] }
 "#;

@@ -130,6 +130,20 @@ pub fn demo_platform_policies() -> Vec<PlatformPolicy> {
     }]
 }
 
+/// The principal the demo's analytics domain computes its derived products as: an
+/// analyst of no region, so its transforms read what any analyst may (diagnoses hashed,
+/// identifying columns redacted), never more.
+pub fn demo_domain_principals() -> BTreeMap<String, meshgate_engine::DomainPrincipal> {
+    BTreeMap::from([(
+        "analytics".to_string(),
+        meshgate_engine::DomainPrincipal {
+            subject: "domain:analytics".into(),
+            roles: vec!["analyst".into()],
+            attributes: BTreeMap::new(),
+        },
+    )])
+}
+
 /// A demo token for `subject` with `roles` and attributes, valid for `ttl`.
 pub fn demo_token(
     secret_file: &Path,

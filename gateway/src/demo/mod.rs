@@ -27,8 +27,8 @@ use parquet::schema::types::ColumnPath;
 
 pub use data::DemoSize;
 pub use identity::{
-    DEMO_AUDIENCE, DEMO_ISSUER, PERSONAS, Persona, demo_handle_keys, demo_issuer,
-    demo_platform_policies, demo_secret, demo_token, persona_token,
+    DEMO_AUDIENCE, DEMO_ISSUER, PERSONAS, Persona, demo_domain_principals, demo_handle_keys,
+    demo_issuer, demo_platform_policies, demo_secret, demo_token, persona_token,
 };
 
 use crate::auth::MintError;

@@ -125,7 +125,14 @@ async fn tables_are_listed_with_their_contract_schema() {
         .collect();
     assert_eq!(
         names,
-        ["billing", "clinical", "mesh", "patients", "reference"]
+        [
+            "analytics",
+            "billing",
+            "clinical",
+            "mesh",
+            "patients",
+            "reference"
+        ]
     );
 
     let info = c
@@ -331,7 +338,7 @@ async fn the_mesh_describes_itself() {
     )
     .await;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    assert_eq!(rows, 6);
+    assert_eq!(rows, 7);
     let pii = single_i64(
         &query(
             &mut c,

@@ -140,7 +140,15 @@ fn check_data_reports_files_that_break_the_contract() {
     assert_eq!(descriptors_only, LintOutcome::Clean);
 
     let mut out = Vec::new();
-    let with_data = lint(dir.path(), LintOptions { check_data: true }, &mut out).unwrap();
+    let with_data = lint(
+        dir.path(),
+        LintOptions {
+            check_data: true,
+            config: None,
+        },
+        &mut out,
+    )
+    .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!(with_data, LintOutcome::Invalid, "{out}");
     assert!(
@@ -190,4 +198,132 @@ fn keys_and_references_are_checked_in_the_descriptor_and_across_the_mesh() {
         "    references:\n      - { columns: [region], table: clinical.encounters.visits }\n",
     ));
     assert_eq!(outcome, LintOutcome::Clean, "{out}");
+}
+
+/// A derived product over `clinical.encounters.visits` (which `PRODUCT` publishes, with
+/// `region` hidden from analysts), whose transform and columns are `table`.
+fn derived(table: &str) -> String {
+    format!(
+        r#"domain: analytics
+product: counts
+version: 1.0.0
+description: Counts.
+owner: {{ team: analytics, contact: analytics@example.org }}
+tables:
+{table}
+policy:
+  read: {{ any_role: [analyst] }}
+"#
+    )
+}
+
+fn lint_derived(derived_text: &str, principal: bool) -> (LintOutcome, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for folder in ["clinical", "analytics", "data/visits"] {
+        std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+    }
+    let source = PRODUCT
+        .replace("any_role: [clinician]", "any_role: [clinician, analyst]")
+        .replace(
+            "  rows:\n    - { filter: \"region = principal.region\" }\n",
+            "  columns:\n    region: { hide: true, unless_role: [clinician] }\n",
+        );
+    std::fs::write(dir.path().join("clinical/encounters.yaml"), source).unwrap();
+    std::fs::write(dir.path().join("analytics/counts.yaml"), derived_text).unwrap();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("encounter_id", DataType::Int64, false),
+            Field::new("region", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(arrow::array::StringArray::from(vec!["north", "south"])),
+        ],
+    )
+    .unwrap();
+    super::support::write_parquet(
+        &dir.path().join("data/visits/part-0.parquet"),
+        &[batch],
+        None,
+    );
+    let mut config = meshgate_gateway::GatewayConfig::default();
+    if principal {
+        config.engine.derived.principals.insert(
+            "analytics".into(),
+            meshgate_engine::DomainPrincipal {
+                subject: "domain:analytics".into(),
+                roles: vec!["analyst".into()],
+                attributes: Default::default(),
+            },
+        );
+    }
+    let options = LintOptions {
+        check_data: true,
+        config: Some(config),
+    };
+    let mut out = Vec::new();
+    let outcome = lint(dir.path(), options, &mut out).unwrap();
+    (outcome, String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn derived_tables_are_planned_as_their_domain_and_checked_against_their_contract() {
+    let virtual_table = |transform: &str, columns: &str| {
+        derived(&format!(
+            "  - name: by_id\n    derived: {{ mode: virtual, inputs: [clinical.encounters.visits], transform: \"{transform}\" }}\n    columns: [{columns}]"
+        ))
+    };
+    let good = virtual_table(
+        "SELECT encounter_id, count(*) AS n FROM clinical.encounters.visits GROUP BY encounter_id",
+        "{ name: encounter_id, type: Int64 }, { name: n, type: Int64 }",
+    );
+    let (outcome, out) = lint_derived(&good, true);
+    assert_eq!(outcome, LintOutcome::Clean, "{out}");
+
+    // Without a principal for the domain, the gateway could not compute it either.
+    let (outcome, out) = lint_derived(&good, false);
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(out.contains("domain analytics has no principal"), "{out}");
+
+    // A column the domain may not read does not exist for its transform.
+    let hidden = virtual_table(
+        "SELECT encounter_id, region FROM clinical.encounters.visits",
+        "{ name: encounter_id, type: Int64 }, { name: region, type: Utf8 }",
+    );
+    let (outcome, out) = lint_derived(&hidden, true);
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(
+        out.contains("the transform does not plan") && out.contains("region"),
+        "{out}"
+    );
+
+    // The contract and the transform's output disagree: every mismatch is named.
+    let mismatched = virtual_table(
+        "SELECT encounter_id, count(*) AS n, 1 AS extra FROM clinical.encounters.visits GROUP BY encounter_id",
+        "{ name: encounter_id, type: Int32 }, { name: n, type: Int64 }, { name: missing, type: Utf8 }",
+    );
+    let (outcome, out) = lint_derived(&mismatched, true);
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    for expected in [
+        "column 'encounter_id': the transform produces Int64, the contract declares Int32",
+        "the transform produces no column 'missing'",
+        "the transform produces column 'extra', which the contract does not declare",
+    ] {
+        assert!(out.contains(expected), "{expected}: {out}");
+    }
+
+    // An input the mesh does not publish, or at another major version: found offline.
+    let dangling = derived(
+        "  - name: by_id\n    derived: { mode: virtual, inputs: [clinical.encounters.gone, { table: clinical.encounters.visits, major: 2 }], transform: SELECT 1 AS n }\n    columns: [{ name: n, type: Int64 }]",
+    );
+    let (outcome, out) = lint_derived(&dangling, true);
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(
+        out.contains("reads clinical.encounters.gone, which this mesh does not publish"),
+        "{out}"
+    );
+    assert!(
+        out.contains("at contract major version 2, but its product is at version 1.0.0"),
+        "{out}"
+    );
 }

@@ -1,0 +1,206 @@
+//! Derived tables: a table a domain computes from other products' tables (its input
+//! ports) with one SQL query (its transform), published under its own contract.
+//!
+//! ```yaml
+//! tables:
+//!   - name: readmissions
+//!     derived:
+//!       mode: materialized          # or virtual
+//!       inputs:
+//!         - clinical.encounters.encounters
+//!         - { table: patients.registry.patients, major: 1 }
+//!       transform: |
+//!         SELECT ... FROM clinical.encounters.encounters JOIN patients.registry.patients ...
+//!       refresh: 1h                 # materialized only
+//!     format: delta                 # materialized only: where runs write
+//!     location: analytics/readmissions
+//!     columns: [...]
+//! ```
+//!
+//! A descriptor is checked on its own here (names, sizes, which fields each mode takes);
+//! whether the inputs exist and the transform matches the contract is the engine's
+//! business, since inputs are published, changed and removed independently.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Problem;
+use crate::keys::{TableName, parse_table_name};
+use crate::validate::MAX_DURATION;
+
+/// Inputs one derived table may declare.
+pub const MAX_INPUTS: usize = 32;
+
+/// Longest transform accepted, in bytes (the same bound as any statement a client sends).
+pub const MAX_TRANSFORM_BYTES: usize = 256 * 1024;
+
+/// Shortest refresh interval of a materialized table: runs are whole rewrites.
+pub const MIN_REFRESH: Duration = Duration::from_secs(10);
+
+/// `derived:` of a table descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedDescriptor {
+    /// Planned inside each reader's query, or written to storage by runs.
+    pub mode: DerivedMode,
+    /// The other products' tables the transform reads; it may read no other.
+    pub inputs: Vec<InputDescriptor>,
+    /// One SQL query over the inputs, naming them `domain.product.table`.
+    pub transform: String,
+    /// Materialized only: run at least this often (besides when an input's data changes).
+    #[serde(default)]
+    pub refresh: Option<String>,
+}
+
+/// How a derived table serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DerivedMode {
+    /// Planned on demand inside the reader's query; filters reach the inputs.
+    Virtual,
+    /// Written by the gateway as a Delta table to the owning domain's storage, one
+    /// commit per run; readers read the last committed version.
+    Materialized,
+}
+
+impl std::fmt::Display for DerivedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Virtual => "virtual",
+            Self::Materialized => "materialized",
+        })
+    }
+}
+
+/// One input port: a table name, or a table pinned to a contract major version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InputDescriptor {
+    /// `domain.product.table`, any contract version.
+    Name(String),
+    /// `{ table: domain.product.table, major: 1 }`.
+    Pinned {
+        /// `domain.product.table`.
+        table: String,
+        /// The input product's contract major version the transform was written for.
+        major: u64,
+    },
+}
+
+/// A validated input port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Input {
+    /// The table read.
+    pub table: TableName,
+    /// The contract major version required of its product, if pinned.
+    pub major: Option<u64>,
+}
+
+/// A validated derivation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derivation {
+    /// Virtual or materialized.
+    pub mode: DerivedMode,
+    /// The input ports, in declaration order, none repeated.
+    pub inputs: Vec<Input>,
+    /// The transform's SQL.
+    pub transform: String,
+    /// Materialized only: the longest time between two runs.
+    pub refresh: Option<Duration>,
+}
+
+/// Checks `derived` of the table `table` (at `at`) of `domain.product`.
+pub(crate) fn validate_derivation(
+    at: &str,
+    own: &TableName,
+    derived: &DerivedDescriptor,
+    problems: &mut Vec<Problem>,
+) -> Option<Derivation> {
+    let before = problems.len();
+    if derived.inputs.is_empty() {
+        problems.push(Problem::new(
+            format!("{at}.derived.inputs"),
+            "declares no input; list the tables the transform reads",
+        ));
+    }
+    if derived.inputs.len() > MAX_INPUTS {
+        problems.push(Problem::new(
+            format!("{at}.derived.inputs"),
+            format!(
+                "declares {} inputs; at most {MAX_INPUTS} are allowed",
+                derived.inputs.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut inputs = Vec::new();
+    for (i, input) in derived.inputs.iter().take(MAX_INPUTS).enumerate() {
+        let input_at = format!("{at}.derived.inputs[{i}]");
+        let (text, major) = match input {
+            InputDescriptor::Name(text) => (text, None),
+            InputDescriptor::Pinned { table, major } => (table, Some(*major)),
+        };
+        let Some(table) = parse_table_name(text) else {
+            problems.push(Problem::new(
+                input_at,
+                format!("'{text}' is not a table name; write domain.product.table"),
+            ));
+            continue;
+        };
+        if &table == own {
+            problems.push(Problem::new(input_at, "a table cannot be its own input"));
+            continue;
+        }
+        if !seen.insert(table.clone()) {
+            problems.push(Problem::new(input_at, format!("'{table}' is listed twice")));
+            continue;
+        }
+        inputs.push(Input { table, major });
+    }
+    let transform = derived.transform.trim();
+    if transform.is_empty() {
+        problems.push(Problem::new(
+            format!("{at}.derived.transform"),
+            "is empty; write one SQL query over the inputs",
+        ));
+    } else if transform.len() > MAX_TRANSFORM_BYTES {
+        problems.push(Problem::new(
+            format!("{at}.derived.transform"),
+            format!(
+                "is {} bytes; at most {MAX_TRANSFORM_BYTES} are allowed",
+                transform.len()
+            ),
+        ));
+    }
+    let refresh = match (&derived.refresh, derived.mode) {
+        (None, _) => None,
+        (Some(_), DerivedMode::Virtual) => {
+            problems.push(Problem::new(
+                format!("{at}.derived.refresh"),
+                "a virtual table is computed by every query; remove refresh or use mode: materialized",
+            ));
+            None
+        }
+        (Some(text), DerivedMode::Materialized) => match humantime::parse_duration(text) {
+            Ok(d) if (MIN_REFRESH..=MAX_DURATION).contains(&d) => Some(d),
+            _ => {
+                problems.push(Problem::new(
+                    format!("{at}.derived.refresh"),
+                    format!(
+                        "'{text}' is not a duration from {}s to 100 years; write e.g. '1h'",
+                        MIN_REFRESH.as_secs()
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    (problems.len() == before).then(|| Derivation {
+        mode: derived.mode,
+        inputs,
+        transform: transform.to_string(),
+        refresh,
+    })
+}

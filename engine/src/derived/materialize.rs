@@ -1,0 +1,342 @@
+//! The materializer: a background task that writes every materialized table when it is
+//! first served (or its transform or contract changes), when an input's data changes,
+//! and when its refresh interval passes; each run is one Delta commit.
+//!
+//! It learns of new data from the live catalog, like the quality agent: every refresh
+//! publishes a new session factory, whose inputs' data snapshots it compares with those
+//! the table's last successful run read. A run executes the resolved transform (inputs
+//! read with the owning domain's rights) within `engine.derived.run_timeout` and the
+//! per-query memory limit, writes through the domain's storage, and is recorded in the
+//! [`RunStore`] whatever its outcome. A failed run leaves the last committed version
+//! serving; it is retried after a pause that doubles with each failure in a row (up to
+//! the refresh interval, or an hour). After a commit it asks the live catalog to
+//! re-check the product, so that readers get the new version at once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use datafusion::logical_expr::LogicalPlan;
+use futures::StreamExt;
+use meshgate_catalog::{Derivation, DerivedMode, Product, Table};
+use meshgate_connectors::TableOpener;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::DerivedConfig;
+use crate::product::{CompiledProduct, Fault};
+use crate::quality::DataFingerprint;
+use crate::runs::{InputState, Run, RunStore, RunTrigger};
+use crate::session::{SessionFactory, SessionPublisher, WeakSessionPublisher};
+
+/// Longest the materializer sleeps without looking for due work.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// Shortest pause between rounds.
+const MIN_PAUSE: Duration = Duration::from_millis(200);
+/// The pause after a first failure; it doubles with each further one.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The longest pause between retries of a table without a refresh interval.
+const MAX_RETRY: Duration = Duration::from_secs(3600);
+
+/// Starts the materializer over the sessions `sessions` publishes, recording into
+/// `runs`; after each commit it sends the product's descriptor file to `rechecks` (the
+/// live catalog's re-check requests). It stops once every publisher is dropped.
+pub fn spawn_materializer(
+    sessions: &SessionPublisher,
+    runs: Arc<RunStore>,
+    config: &DerivedConfig,
+    rechecks: Option<UnboundedSender<PathBuf>>,
+) -> tokio::task::JoinHandle<()> {
+    let state = sessions.downgrade();
+    let config = config.clone();
+    tokio::spawn(run(state, runs, config, rechecks))
+}
+
+/// One table due for a run.
+struct Due {
+    compiled: CompiledProduct,
+    table: String,
+    plan: Arc<LogicalPlan>,
+    transform: String,
+    inputs: Vec<InputState>,
+    trigger: RunTrigger,
+}
+
+async fn run(
+    state: WeakSessionPublisher,
+    runs: Arc<RunStore>,
+    config: DerivedConfig,
+    rechecks: Option<UnboundedSender<PathBuf>>,
+) {
+    tracing::info!(
+        concurrency = config.max_concurrent_runs,
+        "materializer started"
+    );
+    loop {
+        let Some(publisher) = state.upgrade() else {
+            return;
+        };
+        let mut changes = publisher.subscribe();
+        let sessions = publisher.current();
+        drop(publisher);
+
+        let now = SystemTime::now();
+        let (due, next) = due_runs(&sessions, &runs, now);
+        let ran_any = !due.is_empty();
+        futures::stream::iter(due)
+            .map(|work| {
+                let (sessions, runs, rechecks) =
+                    (Arc::clone(&sessions), Arc::clone(&runs), rechecks.clone());
+                let timeout = config.run_timeout;
+                // Its own task: a panic in one run ends that run only.
+                tokio::spawn(async move {
+                    let source = work.compiled.product.source.clone();
+                    let record = run_one(&sessions, work, timeout).await;
+                    let committed = record.succeeded();
+                    let table = record.table.clone();
+                    if let Err(e) = runs.record(record) {
+                        tracing::error!(%table, error = %e, "materialization run not recorded");
+                    }
+                    if committed && let Some(rechecks) = &rechecks {
+                        let _ = rechecks.send(source);
+                    }
+                })
+            })
+            .buffer_unordered(config.max_concurrent_runs.max(1))
+            .for_each(|finished| async move {
+                if let Err(e) = finished {
+                    tracing::error!(error = %e, "a materialization run panicked");
+                }
+            })
+            .await;
+
+        let wait = if ran_any {
+            MIN_PAUSE
+        } else {
+            next.map(|at| {
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            })
+            .unwrap_or(MAX_IDLE)
+            .clamp(MIN_PAUSE, MAX_IDLE)
+        };
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The materialized tables to run now, and when the next one comes due.
+fn due_runs(
+    sessions: &SessionFactory,
+    runs: &RunStore,
+    now: SystemTime,
+) -> (Vec<Due>, Option<SystemTime>) {
+    let products: BTreeMap<String, &CompiledProduct> = sessions
+        .products()
+        .iter()
+        .map(|c| (c.product.qualified_name(), c))
+        .collect();
+    let mut due = Vec::new();
+    let mut next: Option<SystemTime> = None;
+    let mut later = |at: SystemTime| next = Some(next.map_or(at, |n| n.min(at)));
+    for compiled in sessions.products() {
+        // A transform that does not resolve cannot run; the product says why.
+        if matches!(compiled.health.fault, Some(Fault::Derived { .. })) {
+            continue;
+        }
+        for table in &compiled.product.tables {
+            let Some(derivation) = table
+                .derived
+                .as_ref()
+                .filter(|d| d.mode == DerivedMode::Materialized)
+            else {
+                continue;
+            };
+            let Some(plan) = compiled.derived_plan(&table.name) else {
+                continue;
+            };
+            let key = format!("{}.{}", compiled.product.qualified_name(), table.name);
+            let transform = transform_digest(table, derivation);
+            let inputs = input_states(derivation, &products);
+            let (latest, succeeded) = runs.latest_of(&key);
+            let trigger = match (&latest, &succeeded) {
+                (Some(last), _) if !last.succeeded() => {
+                    let failures = runs.failures_in_a_row(&key);
+                    let retry_at = last.ended_at + retry_pause(failures, derivation.refresh);
+                    if retry_at > now {
+                        later(retry_at);
+                        continue;
+                    }
+                    RunTrigger::Retry
+                }
+                (_, None) => RunTrigger::First,
+                (_, Some(good)) if good.transform != transform => RunTrigger::First,
+                (_, Some(good)) if good.inputs != inputs => RunTrigger::InputChanged,
+                (_, Some(good)) => match derivation.refresh {
+                    Some(refresh) if good.ended_at + refresh <= now => RunTrigger::Schedule,
+                    Some(refresh) => {
+                        later(good.ended_at + refresh);
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            due.push(Due {
+                compiled: compiled.clone(),
+                table: table.name.clone(),
+                plan: Arc::clone(plan),
+                transform,
+                inputs,
+                trigger,
+            });
+        }
+    }
+    (due, next)
+}
+
+/// The pause before retrying a table that failed `failures` times in a row.
+fn retry_pause(failures: u32, refresh: Option<Duration>) -> Duration {
+    let cap = refresh.unwrap_or(MAX_RETRY).min(MAX_RETRY);
+    FIRST_RETRY
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(cap)
+}
+
+/// A digest of the transform and the contract it is shaped to: a change to either
+/// makes the table due.
+fn transform_digest(table: &Table, derivation: &Derivation) -> String {
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    digest.update(derivation.transform.as_bytes());
+    for column in &table.columns {
+        digest.update(format!("\n{}:{}", column.name, column.data_type).as_bytes());
+    }
+    for column in &table.partition_columns {
+        digest.update(format!("\npartition:{column}").as_bytes());
+    }
+    digest
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What each input of `derivation` holds now.
+fn input_states(
+    derivation: &Derivation,
+    products: &BTreeMap<String, &CompiledProduct>,
+) -> Vec<InputState> {
+    derivation
+        .inputs
+        .iter()
+        .map(|input| {
+            let held = products
+                .get(&format!("{}.{}", input.table.domain, input.table.product))
+                .and_then(|p| p.health.tables.get(&input.table.table));
+            InputState {
+                table: input.table.to_string(),
+                data: held.map(DataFingerprint::from).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Runs one materialization within `timeout` and says how it went.
+async fn run_one(sessions: &SessionFactory, work: Due, timeout: Duration) -> Run {
+    let product = Arc::clone(&work.compiled.product);
+    let key = format!("{}.{}", product.qualified_name(), work.table);
+    let started_at = SystemTime::now();
+    let mut record = Run {
+        table: key.clone(),
+        trigger: work.trigger,
+        started_at,
+        ended_at: started_at,
+        transform: work.transform.clone(),
+        inputs: work.inputs.clone(),
+        rows: None,
+        version: None,
+        error: None,
+        failure: None,
+    };
+    tracing::info!(table = %key, trigger = work.trigger.as_str(), "materialization run started");
+    let outcome = match (&work.compiled.opener, product.table(&work.table)) {
+        (Some(opener), Some(table)) => {
+            tokio::time::timeout(timeout, write(opener, sessions, &product, table, &work))
+                .await
+                .unwrap_or_else(|_| {
+                    Err((
+                        "timed out".to_string(),
+                        format!("timed out after {}", humantime::format_duration(timeout)),
+                    ))
+                })
+        }
+        _ => Err((
+            "not runnable".to_string(),
+            "the table has no storage to write to".to_string(),
+        )),
+    };
+    record.ended_at = SystemTime::now();
+    match outcome {
+        Ok(committed) => {
+            record.rows = committed.rows;
+            record.version = Some(committed.version);
+            tracing::info!(table = %key, version = committed.version, rows = ?committed.rows,
+                seconds = record.ended_at.duration_since(started_at).unwrap_or_default().as_secs_f64(),
+                "materialization run committed");
+        }
+        Err((failure, error)) => {
+            tracing::warn!(table = %key, %error, "materialization run failed; the last version keeps serving");
+            record.failure = Some(failure);
+            record.error = Some(error);
+        }
+    }
+    record
+}
+
+/// Executes the transform and commits its output: the failure's kind and its detail on
+/// error.
+async fn write(
+    opener: &TableOpener,
+    sessions: &SessionFactory,
+    product: &Product,
+    table: &Table,
+    work: &Due,
+) -> Result<meshgate_connectors::Committed, (String, String)> {
+    let session = sessions
+        .bounded_state()
+        .map_err(|e| ("not runnable".to_string(), e.to_string()))?;
+    let metadata = vec![
+        ("meshgate.trigger".to_string(), work.trigger.as_str().into()),
+        (
+            "meshgate.transform".to_string(),
+            work.transform.clone().into(),
+        ),
+    ];
+    opener
+        .overwrite_delta(
+            product,
+            table,
+            work.plan.as_ref().clone(),
+            session,
+            metadata,
+        )
+        .await
+        .map_err(|e| ("failed to compute or write".to_string(), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_up_to_the_refresh_interval() {
+        assert_eq!(retry_pause(1, None), Duration::from_secs(5));
+        assert_eq!(retry_pause(2, None), Duration::from_secs(10));
+        assert_eq!(retry_pause(4, None), Duration::from_secs(40));
+        assert_eq!(retry_pause(40, None), MAX_RETRY);
+        let refresh = Some(Duration::from_secs(30));
+        assert_eq!(retry_pause(10, refresh), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,245 @@
+"""Derived data products on a mesh of their own: a source product whose policy hides a
+column and rows from the owning domain of the derived ones, a materialized table whose
+runs are recorded (first, after an input changes, a failed run that keeps the last
+version serving, the recovery), a virtual one read with the domain's rights, and one
+whose transform needs a column the domain may not see (it cannot serve).
+
+The demo's own derived product (analytics.readmissions) is checked against the
+per-persona oracle with every other table (test_queries.py, test_zero_trust.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import serve_config, start_server
+from mesh_helpers import DEMO_SECRET_FILE, adbc_connect, adbc_query
+
+WAIT_S = 60.0
+
+SOURCE = """\
+domain: lab
+product: source
+version: 2.0.0
+description: Readings, one row per reading.
+owner: { team: lab, contact: lab@example.org }
+tables:
+  - name: readings
+    format: parquet
+    location: {data}/readings
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: num, type: Int64 }
+      - { name: den, type: Int64 }
+      - { name: secret, type: Utf8 }
+policy:
+  read: { any_role: [analyst, admin] }
+  rows:
+    - { filter: "id < 100", unless_role: [admin] }
+  columns:
+    secret: { hide: true, unless_role: [admin] }
+"""
+
+RATIOS = """\
+domain: stats
+product: ratios
+version: 1.0.0
+description: Ratios of readings, computed by the stats domain.
+owner: { team: stats, contact: stats@example.org }
+tables:
+  - name: ratios
+    derived:
+      mode: materialized
+      inputs: [{ table: lab.source.readings, major: 2 }]
+      transform: SELECT id, num / den AS ratio FROM lab.source.readings
+      refresh: 1h
+    format: delta
+    location: {data}/ratios
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: ratio, type: Int64 }
+  - name: ids
+    derived:
+      mode: virtual
+      inputs: [lab.source.readings]
+      transform: SELECT id, num FROM lab.source.readings
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: num, type: Int64 }
+policy:
+  read: { any_role: [analyst, admin, viewer] }
+"""
+
+LEAKY = """\
+domain: stats
+product: leaky
+version: 1.0.0
+description: Tries to publish a column its domain may not read.
+owner: { team: stats, contact: stats@example.org }
+tables:
+  - name: secrets
+    derived:
+      mode: virtual
+      inputs: [lab.source.readings]
+      transform: SELECT id, secret FROM lab.source.readings
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: secret, type: Utf8 }
+policy:
+  read: { any_role: [admin, viewer] }
+"""
+
+
+def write_readings(folder: Path, name: str, rows: list[tuple[int, int, int, str]]):
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.table({
+        "id": pa.array([r[0] for r in rows], pa.int64()),
+        "num": pa.array([r[1] for r in rows], pa.int64()),
+        "den": pa.array([r[2] for r in rows], pa.int64()),
+        "secret": pa.array([r[3] for r in rows], pa.string()),
+    })
+    # Written beside, then renamed: the gateway never sees half a file.
+    staged = folder / f".{name}.tmp"
+    pq.write_table(table, staged)
+    staged.rename(folder / name)
+
+
+@pytest.fixture(scope="module")
+def derived_mesh(demo, tmp_path_factory, meshgate_bin):
+    root = tmp_path_factory.mktemp("derived")
+    data = root / "data"
+    mesh = root / "mesh"
+    write_readings(data / "readings", "part-1.parquet", [(1, 10, 2, "s1"), (2, 9, 3, "s2"), (150, 1, 1, "s150")])
+    for domain, product, text in [("lab", "source", SOURCE), ("stats", "ratios", RATIOS), ("stats", "leaky", LEAKY)]:
+        (mesh / domain).mkdir(parents=True, exist_ok=True)
+        (mesh / domain / f"{product}.yaml").write_text(text.replace("{data}", str(data)))
+    config = root / "meshgate.yaml"
+    config.write_text(
+        serve_config(demo.mesh_dir / DEMO_SECRET_FILE)
+        .replace("    principals: { analytics:", "    principals: { stats:")
+        .replace('"domain:analytics"', '"domain:stats"')
+        .replace("materialize: false", "materialize: true")
+        + f"state_dir: {json.dumps(str(root / 'state'))}\n"
+    )
+    srv = start_server(
+        [meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext", "--config", config],
+        "derived",
+    )
+    try:
+        yield srv, data
+    finally:
+        srv.stop()
+
+
+def _query(srv, token, sql):
+    conn = adbc_connect(srv.uri, token)
+    try:
+        return adbc_query(conn, sql).to_pylist()
+    finally:
+        conn.close()
+
+
+def _wait(what, probe):
+    deadline = time.monotonic() + WAIT_S
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001  not ready yet
+            last = exc
+        time.sleep(0.2)
+    pytest.fail(f"{what} within {WAIT_S}s: last saw {last}", pytrace=False)
+
+
+def _runs(srv, token):
+    return _query(srv, token, "SELECT trigger, outcome, delta_version, rows_written, inputs, hidden_inputs, "
+                              "failure FROM mesh.meta.runs WHERE table_name = 'ratios' ORDER BY ended_at")
+
+
+def _ratios(srv, token):
+    return sorted((r["id"], r["ratio"]) for r in _query(srv, token, "SELECT id, ratio FROM stats.ratios.ratios"))
+
+
+def test_runs_materialize_on_start_after_input_changes_and_survive_a_failure(derived_mesh, mint):
+    srv, data = derived_mesh
+    admin = mint("--sub", "ops", "--role", "admin")
+    # The first run: only the rows the stats domain (an analyst) may read: not id 150.
+    runs = _wait("the first run", lambda: [r for r in _runs(srv, admin) if r["outcome"] == "succeeded"])
+    assert runs[0]["trigger"] == "first" and runs[0]["delta_version"] == 0
+    assert runs[0]["rows_written"] == 2
+    assert runs[0]["inputs"] == ["lab.source.readings"] and runs[0]["hidden_inputs"] == 0
+    assert _wait("the first version serving", lambda: _ratios(srv, admin)) == [(1, 5), (2, 3)]
+
+    # An input changes: a run on its own, one more version.
+    write_readings(data / "readings", "part-2.parquet", [(3, 9, 3, "s3")])
+    _wait("a run after the input changed",
+          lambda: [r for r in _runs(srv, admin) if r["trigger"] == "input_changed" and r["outcome"] == "succeeded"])
+    assert _wait("version 1 serving", lambda: _ratios(srv, admin) == [(1, 5), (2, 3), (3, 3)] or None)
+
+    # A run that fails (a division by zero in the transform) leaves version 1 serving.
+    write_readings(data / "readings", "part-3.parquet", [(4, 1, 0, "s4")])
+    failed = _wait("a failed run", lambda: [r for r in _runs(srv, admin) if r["outcome"] == "failed"])
+    assert failed[0]["failure"] == "failed to compute or write"
+    assert failed[0]["delta_version"] is None and failed[0]["rows_written"] is None
+    assert _ratios(srv, admin) == [(1, 5), (2, 3), (3, 3)]
+    status = _query(srv, admin, "SELECT status FROM mesh.meta.products WHERE product = 'ratios'")
+    assert status == [{"status": "ok"}]
+
+    # The bad reading goes: the next run succeeds with version 2.
+    (data / "readings" / "part-3.parquet").unlink()
+    _wait("a run after the failure", lambda: [r for r in _runs(srv, admin)
+                                              if r["outcome"] == "succeeded" and r["delta_version"] == 2])
+    assert _ratios(srv, admin) == [(1, 5), (2, 3), (3, 3)]
+    history = srv.output()
+    assert "Divide by zero" in history or "divide by zero" in history.lower()
+
+
+def test_a_virtual_table_reads_its_inputs_with_the_domains_rights(derived_mesh, mint):
+    srv, _ = derived_mesh
+    admin = mint("--sub", "ops", "--role", "admin")
+    source = {r["id"] for r in _query(srv, admin, "SELECT id FROM lab.source.readings")}
+    derived = {r["id"] for r in _query(srv, admin, "SELECT id FROM stats.ratios.ids")}
+    assert 150 in source
+    # The admin reads the derived table as the stats domain computed it: without the
+    # row its domain may not read.
+    assert 150 not in derived and {1, 2} <= derived
+    # A reader's filters reach the inputs; the answer is the same.
+    assert _query(srv, admin, "SELECT num FROM stats.ratios.ids WHERE id = 2") == [{"num": 9}]
+
+
+def test_a_column_hidden_from_the_domain_cannot_be_published(derived_mesh, mint):
+    srv, _ = derived_mesh
+    admin = mint("--sub", "ops", "--role", "admin")
+    viewer = mint("--sub", "vi", "--role", "viewer")
+    for token in (admin, viewer):
+        conn = adbc_connect(srv.uri, token)
+        try:
+            with pytest.raises(Exception) as failure:
+                adbc_query(conn, "SELECT * FROM stats.leaky.secrets")
+        finally:
+            conn.close()
+        message = str(failure.value)
+        assert "cannot be computed" in message, message
+        assert "s150" not in message and "lab.source" not in message, message
+    status = _query(srv, viewer, "SELECT status, status_reason FROM mesh.meta.products WHERE product = 'leaky'")
+    assert status[0]["status"] == "broken"
+    assert "lab.source" not in status[0]["status_reason"]
+    # The operator learns why, in the server log.
+    assert "secret" in srv.output()
+
+
+def test_runs_show_only_the_inputs_the_reader_may_see(derived_mesh, mint):
+    srv, _ = derived_mesh
+    viewer = mint("--sub", "vi", "--role", "viewer")
+    runs = _wait("a run", lambda: _runs(srv, viewer))
+    assert all(r["inputs"] == [] and r["hidden_inputs"] == 1 for r in runs)
+    outsider = mint("--sub", "bo", "--role", "billing")
+    assert _query(srv, outsider, "SELECT * FROM mesh.meta.runs") == []
