@@ -204,3 +204,15 @@ pub(crate) fn validate_derivation(
         refresh,
     })
 }
+
+/// One edge of a derived table's lineage (read from its transform's plan by the engine).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LineageEdge {
+    /// The derived table's column; `None` for an input the table reads as a whole (in a
+    /// filter, a join condition, or for its rows' existence).
+    pub column: Option<String>,
+    /// The input table.
+    pub input: TableName,
+    /// The input's column; `None` exactly when `column` is.
+    pub input_column: Option<String>,
+}

@@ -16,7 +16,7 @@ mod validate;
 
 pub use as_of::{AsOf, BadAsOf, split_as_of};
 pub use derived::{
-    Derivation, DerivedDescriptor, DerivedMode, Input, InputDescriptor, MAX_INPUTS,
+    Derivation, DerivedDescriptor, DerivedMode, Input, InputDescriptor, LineageEdge, MAX_INPUTS,
     MAX_TRANSFORM_BYTES, MIN_REFRESH,
 };
 pub use descriptor::{

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import serve_config, start_server
 from mesh_helpers import DEMO_SECRET_FILE, adbc_connect, adbc_query
+from policy_model import PERSONAS, can_read
 
 WAIT_S = 60.0
 
@@ -243,3 +244,51 @@ def test_runs_show_only_the_inputs_the_reader_may_see(derived_mesh, mint):
     assert all(r["inputs"] == [] and r["hidden_inputs"] == 1 for r in runs)
     outsider = mint("--sub", "bo", "--role", "billing")
     assert _query(srv, outsider, "SELECT * FROM mesh.meta.runs") == []
+
+
+# The demo's lineage, as its transforms compute each column (window and aggregate
+# arguments included; count(*) reads no column).
+_VISITS = ("clinical", "encounters", "visits")
+_PATIENTS = ("patients", "registry", "patients")
+DEMO_LINEAGE = {
+    ("stays", None, _VISITS, None), ("stays", None, _PATIENTS, None),
+    ("stays", "encounter_id", _VISITS, "encounter_id"),
+    ("stays", "patient_id", _VISITS, "patient_id"),
+    ("stays", "region", _VISITS, "region"),
+    ("stays", "sex", _PATIENTS, "sex"),
+    ("stays", "admitted_at", _VISITS, "admitted_at"),
+    ("stays", "discharged_at", _VISITS, "discharged_at"),
+    ("stays", "diagnosis_code", _VISITS, "diagnosis_code"),
+    *{("stays", "readmitted_30d", _VISITS, c) for c in ("admitted_at", "discharged_at", "patient_id")},
+    ("monthly", None, _VISITS, None),
+    ("monthly", "region", _VISITS, "region"),
+    ("monthly", "admit_month", _VISITS, "admit_month"),
+    *{("monthly", out, _VISITS, c) for out in ("readmissions", "rate")
+      for c in ("admitted_at", "discharged_at", "patient_id")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PERSONAS))
+def test_lineage_is_read_from_the_plans_and_shown_between_visible_tables(server, mint, name):
+    persona = PERSONAS[name]
+    rows = _query(server, mint(*persona.mint_args()),
+                  "SELECT domain, product, table_name, column_name, input_domain, input_product, "
+                  "input_table, input_column FROM mesh.meta.lineage")
+    seen = {(r["table_name"], r["column_name"], (r["input_domain"], r["input_product"], r["input_table"]),
+             r["input_column"]) for r in rows}
+    assert {(r["domain"], r["product"]) for r in rows} <= {("analytics", "readmissions")}
+    want = {e for e in DEMO_LINEAGE
+            if can_read(persona, f"analytics.readmissions.{e[0]}") and can_read(persona, ".".join(e[2]))}
+    assert seen == want
+
+
+def test_lineage_to_a_table_the_reader_may_not_see_is_not_shown(derived_mesh, mint):
+    srv, _ = derived_mesh
+    admin = mint("--sub", "ops", "--role", "admin")
+    viewer = mint("--sub", "vi", "--role", "viewer")
+    edges = {(r["table_name"], r["column_name"], r["input_column"])
+             for r in _query(srv, admin, "SELECT * FROM mesh.meta.lineage WHERE product = 'ratios'")}
+    assert edges == {("ratios", None, None), ("ratios", "id", "id"), ("ratios", "ratio", "num"),
+                     ("ratios", "ratio", "den"), ("ids", None, None), ("ids", "id", "id"), ("ids", "num", "num")}
+    # The viewer reads stats.ratios but not lab.source: no lineage between them.
+    assert _query(srv, viewer, "SELECT * FROM mesh.meta.lineage") == []

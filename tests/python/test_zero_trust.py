@@ -81,6 +81,7 @@ SYSTEM_TABLES = {
     "mesh.meta.quality_checks",
     "mesh.meta.quality_history",
     "mesh.meta.runs",
+    "mesh.meta.lineage",
 }
 DIFF_PERSONAS = ["ana", "ben", "cara"]
 

@@ -16,6 +16,7 @@
 //!   [`crate::runs::RunStore`] (`mesh.meta.runs`).
 
 mod conform;
+mod lineage;
 mod materialize;
 mod resolve;
 mod table;

@@ -13,6 +13,7 @@ use meshgate_catalog::{Derivation, DerivedMode, Principal, Product, Table};
 use meshgate_connectors::DataSnapshot;
 
 use super::conform::conform;
+use super::lineage::lineage_of;
 use super::table::DerivedTable;
 use crate::config::DerivedConfig;
 use crate::policy::PolicyEngine;
@@ -140,6 +141,9 @@ async fn resolve_product(
                 {
                     compiled.set_snapshot(&table.name, snapshot);
                 }
+                compiled
+                    .lineage
+                    .insert(table.name.clone(), lineage_of(&plan).into());
                 compiled.derived.insert(table.name.clone(), plan);
             }
             Err(problems) => failed.push((table.name.clone(), problems)),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use datafusion::datasource::TableProvider;
 use datafusion::logical_expr::{Expr, ScalarUDF};
 use meshgate_catalog::{
-    Access, ColumnEffect, PlatformPolicy, Principal, Product, TableAccess, decide,
+    Access, ColumnEffect, LineageEdge, PlatformPolicy, Principal, Product, TableAccess, decide,
 };
 
 pub(crate) use boundary::PolicyBoundaryExec;
@@ -43,6 +43,9 @@ pub(crate) struct ProductView {
     /// Resolves `table@version` names of this product for the principal (Delta time
     /// travel, under the same policy).
     pub time_travel: Option<Arc<TimeTravel>>,
+    /// The lineage of its derived tables (all of it: what the principal may see of it
+    /// is decided where it is shown).
+    pub lineage: BTreeMap<String, Arc<[LineageEdge]>>,
 }
 
 impl ProductView {
@@ -153,6 +156,7 @@ impl PolicyEngine {
                 access: access.tables,
                 health: Arc::clone(&compiled.health),
                 time_travel,
+                lineage: compiled.lineage.clone(),
             });
         }
         views

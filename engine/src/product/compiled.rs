@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::datasource::TableProvider;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use meshgate_catalog::Product;
+use meshgate_catalog::{LineageEdge, Product};
 use meshgate_connectors::TableOpener;
 
 use super::health::ProductHealth;
@@ -37,6 +37,8 @@ pub struct CompiledProduct {
     /// The transform of each derived table, resolved against its inputs as the owning
     /// domain reads them (see `crate::derived`); empty until resolved.
     pub(crate) derived: BTreeMap<String, Arc<LogicalPlan>>,
+    /// The lineage of each derived table, read from its resolved transform.
+    pub(crate) lineage: BTreeMap<String, Arc<[LineageEdge]>>,
 }
 
 /// A table's provider and its compiled row filters.
@@ -89,6 +91,7 @@ impl CompiledProduct {
             tables: compiled,
             opener: None,
             derived: BTreeMap::new(),
+            lineage: BTreeMap::new(),
         })
     }
 }

@@ -15,6 +15,7 @@ mod dialect;
 mod expansion;
 mod generated;
 mod keys;
+mod lineage_table;
 mod memory;
 mod names;
 mod pins;

@@ -4,8 +4,9 @@
 //! `mesh.meta.tables` (with what the storage held at the last check),
 //! `mesh.meta.columns`, `mesh.meta.primary_keys`, `mesh.meta.relationships` (the context
 //! map: see [`super::keys`]), `mesh.meta.slas` and the quality agent's measurements
-//! (`mesh.meta.quality`, `quality_checks`, `quality_history`) and the runs of
-//! materialized tables (`mesh.meta.runs`) list what the session can see. Storage locations are deliberately absent: they are the domain's
+//! (`mesh.meta.quality`, `quality_checks`, `quality_history`) the runs of
+//! materialized tables (`mesh.meta.runs`) and the lineage of derived tables
+//! (`mesh.meta.lineage`) list what the session can see. Storage locations are deliberately absent: they are the domain's
 //! business, not the consumer's.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +26,7 @@ use meshgate_catalog::{ColumnEffect, Product, mask_name, parse_completeness};
 use super::catalog::{ReadOnlyCatalog, ReadOnlySchema};
 use super::columns::{strings, timestamp_field, timestamps, utf8};
 use super::keys::MeshKeys;
+use super::lineage_table::lineage_batch;
 use super::quality_tables::{LazyTable, quality_tables};
 use super::runs_table::runs_table;
 use crate::policy::ProductView;
@@ -65,6 +67,7 @@ pub(super) fn system_catalog(
     );
     tables.insert("slas".into(), slas_table(views, quality));
     tables.insert("runs".into(), runs_table(views, runs));
+    tables.insert("lineage".into(), mem_table(lineage_batch(views)?)?);
     for (name, table) in quality_tables(views, quality) {
         tables.insert(name.into(), table);
     }
