@@ -1,6 +1,7 @@
 //! [`RunStore`]: every materialization run, kept across restarts in `runs.redb` in the
 //! state directory (see [`History`]), and served as `mesh.meta.runs`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,7 +21,8 @@ pub type RunStore = History<Run>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunTrigger {
-    /// The table has never been written with this transform and contract.
+    /// The table has never been written with this transform, contract and rights (what
+    /// its domain may see of the inputs).
     First,
     /// An input's data changed since the last successful run.
     InputChanged,
@@ -105,34 +107,31 @@ impl History<Run> {
         Self::open_file(state_dir, RUNS_DB_FILE, retention)
     }
 
-    /// The latest run of `table` (`domain.product.table`), and its latest successful one.
-    pub(crate) fn latest_of(&self, table: &str) -> (Option<Arc<Run>>, Option<Arc<Run>>) {
-        let mut latest = None;
-        let mut succeeded = None;
-        for run in self.history().into_iter().rev() {
-            if run.table != table {
-                continue;
-            }
-            if latest.is_none() {
-                latest = Some(Arc::clone(&run));
-            }
+    /// What the materializer needs of each table's runs, by `domain.product.table`, from
+    /// one pass over the history.
+    pub(crate) fn summaries(&self) -> BTreeMap<String, RunSummary> {
+        let mut summaries: BTreeMap<String, RunSummary> = BTreeMap::new();
+        for run in self.history() {
+            let summary = summaries.entry(run.table.clone()).or_default();
             if run.succeeded() {
-                succeeded = Some(run);
-                break;
+                summary.succeeded = Some(Arc::clone(&run));
+                summary.failures_in_a_row = 0;
+            } else {
+                summary.failures_in_a_row += 1;
             }
+            summary.latest = Some(run);
         }
-        (latest, succeeded)
+        summaries
     }
+}
 
-    /// Failed runs of `table` since its last successful one.
-    pub(crate) fn failures_in_a_row(&self, table: &str) -> u32 {
-        let mut failures = 0;
-        for run in self.history().iter().rev().filter(|r| r.table == table) {
-            if run.succeeded() {
-                break;
-            }
-            failures += 1;
-        }
-        failures
-    }
+/// A table's runs, summed up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunSummary {
+    /// Its latest run.
+    pub(crate) latest: Option<Arc<Run>>,
+    /// Its latest successful run.
+    pub(crate) succeeded: Option<Arc<Run>>,
+    /// Failed runs since the latest successful one.
+    pub(crate) failures_in_a_row: u32,
 }

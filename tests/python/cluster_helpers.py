@@ -38,6 +38,9 @@ DEMO_QUERIES = [
     "FROM clinical.encounters.visits",
     "SELECT p.region, count(DISTINCT v.patient_id) AS patients FROM patients.registry.patients p "
     "JOIN clinical.encounters.visits v ON v.patient_id = p.patient_id GROUP BY p.region",
+    # A virtual derived table: its transform (the analytics domain's rights) runs there too.
+    "SELECT region, count(*) AS stays, sum(CASE WHEN readmitted_30d THEN 1 ELSE 0 END) AS readmitted "
+    "FROM analytics.readmissions.stays GROUP BY region",
 ]
 
 

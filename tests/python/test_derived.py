@@ -39,6 +39,7 @@ tables:
       - { name: num, type: Int64 }
       - { name: den, type: Int64 }
       - { name: secret, type: Utf8 }
+      - { name: label, type: Utf8 }
 policy:
   read: { any_role: [analyst, admin] }
   rows:
@@ -73,6 +74,22 @@ tables:
     columns:
       - { name: id, type: Int64, nullable: false }
       - { name: num, type: Int64 }
+  - name: codes
+    derived:
+      mode: virtual
+      inputs: [lab.source.readings]
+      transform: SELECT id, CAST(label AS BIGINT) AS code FROM lab.source.readings WHERE label <> 'x'
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: code, type: Int64 }
+  - name: raw_codes
+    derived:
+      mode: virtual
+      inputs: [lab.source.readings]
+      transform: SELECT id, CAST(label AS BIGINT) AS code FROM lab.source.readings
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: code, type: Int64 }
 policy:
   read: { any_role: [analyst, admin, viewer] }
 """
@@ -98,12 +115,14 @@ policy:
 
 
 def write_readings(folder: Path, name: str, rows: list[tuple[int, int, int, str]]):
+    """Readings (id, num, den, secret); the label of id 2 is not a number."""
     folder.mkdir(parents=True, exist_ok=True)
     table = pa.table({
         "id": pa.array([r[0] for r in rows], pa.int64()),
         "num": pa.array([r[1] for r in rows], pa.int64()),
         "den": pa.array([r[2] for r in rows], pa.int64()),
         "secret": pa.array([r[3] for r in rows], pa.string()),
+        "label": pa.array(["x" if r[0] == 2 else str(r[0] * 10) for r in rows], pa.string()),
     })
     # Written beside, then renamed: the gateway never sees half a file.
     staged = folder / f".{name}.tmp"
@@ -237,6 +256,36 @@ def test_a_column_hidden_from_the_domain_cannot_be_published(derived_mesh, mint)
     assert "secret" in srv.output()
 
 
+def test_a_readers_filter_on_a_computed_column_never_sees_rows_the_transform_leaves_out(derived_mesh, mint):
+    """`code = 10` cannot fail, but `code` is computed (a cast): planned into the
+    transform, below its `WHERE label <> 'x'`, it would fail on the row that WHERE leaves
+    out and name its label. It stays above the derived table."""
+    srv, _ = derived_mesh
+    admin = mint("--sub", "ops", "--role", "admin")
+    assert _query(srv, admin, "SELECT id FROM stats.ratios.codes WHERE code = 10") == [{"id": 1}]
+    # A filter on a column passed through unchanged still reaches the inputs.
+    assert _query(srv, admin, "SELECT code FROM stats.ratios.codes WHERE id = 1") == [{"code": 10}]
+
+
+def test_an_error_inside_a_transform_is_not_shown_to_readers(derived_mesh, mint):
+    srv, _ = derived_mesh
+    viewer = mint("--sub", "vi", "--role", "viewer")
+    conn = adbc_connect(srv.uri, viewer)
+    try:
+        with pytest.raises(Exception) as failure:
+            adbc_query(conn, "SELECT * FROM stats.ratios.raw_codes")
+    finally:
+        conn.close()
+    message = str(failure.value)
+    assert "derived table stats.ratios.raw_codes cannot be computed" in message, message
+    assert "'x'" not in message and "lab.source" not in message, message
+    # The operator sees the cast that failed.
+    assert "a derived table cannot be computed" in srv.output()
+    # A filter on a column passed through reaches the input's scan: the cast then sees
+    # only the row kept, and does not fail.
+    assert _query(srv, viewer, "SELECT code FROM stats.ratios.raw_codes WHERE id = 1") == [{"code": 10}]
+
+
 def test_runs_show_only_the_inputs_the_reader_may_see(derived_mesh, mint):
     srv, _ = derived_mesh
     viewer = mint("--sub", "vi", "--role", "viewer")
@@ -289,6 +338,8 @@ def test_lineage_to_a_table_the_reader_may_not_see_is_not_shown(derived_mesh, mi
     edges = {(r["table_name"], r["column_name"], r["input_column"])
              for r in _query(srv, admin, "SELECT * FROM mesh.meta.lineage WHERE product = 'ratios'")}
     assert edges == {("ratios", None, None), ("ratios", "id", "id"), ("ratios", "ratio", "num"),
-                     ("ratios", "ratio", "den"), ("ids", None, None), ("ids", "id", "id"), ("ids", "num", "num")}
+                     ("ratios", "ratio", "den"), ("ids", None, None), ("ids", "id", "id"), ("ids", "num", "num"),
+                     ("codes", None, None), ("codes", "id", "id"), ("codes", "code", "label"),
+                     ("raw_codes", None, None), ("raw_codes", "id", "id"), ("raw_codes", "code", "label")}
     # The viewer reads stats.ratios but not lab.source: no lineage between them.
     assert _query(srv, viewer, "SELECT * FROM mesh.meta.lineage") == []

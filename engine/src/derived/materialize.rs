@@ -94,8 +94,14 @@ async fn run(
                     let record = run_one(&sessions, work, timeout).await;
                     let committed = record.succeeded();
                     let table = record.table.clone();
-                    if let Err(e) = runs.record(record) {
-                        tracing::error!(%table, error = %e, "materialization run not recorded");
+                    // A durable write: off the async workers.
+                    let recorded = tokio::task::spawn_blocking(move || runs.record(record)).await;
+                    match recorded {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(%table, error = %e, "materialization run not recorded")
+                        }
+                        Err(e) => tracing::error!(%table, error = %e, "recording a run panicked"),
                     }
                     if committed && let Some(rechecks) = &rechecks {
                         let _ = rechecks.send(source);
@@ -138,6 +144,7 @@ fn due_runs(
         .iter()
         .map(|c| (c.product.qualified_name(), c))
         .collect();
+    let summaries = runs.summaries();
     let mut due = Vec::new();
     let mut next: Option<SystemTime> = None;
     let mut later = |at: SystemTime| next = Some(next.map_or(at, |n| n.min(at)));
@@ -158,12 +165,15 @@ fn due_runs(
                 continue;
             };
             let key = format!("{}.{}", compiled.product.qualified_name(), table.name);
-            let transform = transform_digest(table, derivation);
+            let rights = compiled.derived_rights.get(&table.name);
+            let transform = transform_digest(table, derivation, rights);
             let inputs = input_states(derivation, &products);
-            let (latest, succeeded) = runs.latest_of(&key);
-            let trigger = match (&latest, &succeeded) {
-                (Some(last), _) if !last.succeeded() => {
-                    let failures = runs.failures_in_a_row(&key);
+            let summary = summaries.get(&key).cloned().unwrap_or_default();
+            let trigger = match (&summary.latest, &summary.succeeded) {
+                // A failure of this very transform: wait before trying again. A changed
+                // transform, contract or rights runs at once.
+                (Some(last), _) if !last.succeeded() && last.transform == transform => {
+                    let failures = summary.failures_in_a_row;
                     let retry_at = last.ended_at + retry_pause(failures, derivation.refresh);
                     if retry_at > now {
                         later(retry_at);
@@ -204,11 +214,13 @@ fn retry_pause(failures: u32, refresh: Option<Duration>) -> Duration {
         .min(cap)
 }
 
-/// A digest of the transform and the contract it is shaped to: a change to either
-/// makes the table due.
-fn transform_digest(table: &Table, derivation: &Derivation) -> String {
+/// A digest of the transform, the contract it is shaped to and the rights it reads its
+/// inputs with: a change to any makes the table due (a tightened policy on an input
+/// rewrites the table without what the domain may no longer see).
+fn transform_digest(table: &Table, derivation: &Derivation, rights: Option<&[u8; 32]>) -> String {
     let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     digest.update(derivation.transform.as_bytes());
+    digest.update(rights.map_or(&[][..], |r| &r[..]));
     for column in &table.columns {
         digest.update(format!("\n{}:{}", column.name, column.data_type).as_bytes());
     }

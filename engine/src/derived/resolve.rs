@@ -19,7 +19,7 @@ use crate::config::DerivedConfig;
 use crate::policy::PolicyEngine;
 use crate::product::{CompiledProduct, Fault};
 use crate::runs::RunStore;
-use crate::session::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema, plan_sql};
+use crate::session::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema, ViewFingerprint, plan_sql};
 
 /// Tables by name.
 type Tables = BTreeMap<String, Arc<dyn TableProvider>>;
@@ -41,6 +41,18 @@ pub(crate) async fn resolve_derived(
     template: &SessionState,
     runs: Option<&RunStore>,
 ) -> Vec<CompiledProduct> {
+    let locations: Vec<(String, String)> = products
+        .iter()
+        .flat_map(|p| {
+            p.product.tables.iter().filter_map(|t| {
+                let location = t.location.as_ref()?;
+                Some((
+                    format!("{}.{}", p.product.qualified_name(), t.name),
+                    location.as_str().to_string(),
+                ))
+            })
+        })
+        .collect();
     let (mut pending, plain): (Vec<_>, Vec<_>) = products
         .into_iter()
         .partition(|p| p.product.tables.iter().any(|t| t.derived.is_some()));
@@ -60,7 +72,8 @@ pub(crate) async fn resolve_derived(
             break;
         }
         for compiled in ready {
-            let resolved = resolve_product(compiled, &done, policy, config, template, runs).await;
+            let resolved =
+                resolve_product(compiled, &done, &locations, policy, config, template, runs).await;
             done.insert(resolved.product.qualified_name(), resolved);
         }
     }
@@ -99,6 +112,7 @@ fn derived_tables(product: &Product) -> impl Iterator<Item = (&Table, &Derivatio
 async fn resolve_product(
     mut compiled: CompiledProduct,
     done: &BTreeMap<String, CompiledProduct>,
+    locations: &[(String, String)],
     policy: &PolicyEngine,
     config: &DerivedConfig,
     template: &SessionState,
@@ -118,6 +132,11 @@ async fn resolve_product(
                  config (engine.derived.principals.{})",
                 product.domain, product.domain
             )]),
+            Some(_) if overlapping(&qualified, table, locations).is_some() => Err(vec![format!(
+                "its location overlaps that of table {}; a materialized table needs a \
+                 directory of its own",
+                overlapping(&qualified, table, locations).unwrap_or_default()
+            )]),
             Some(definer) => {
                 plan_transform(
                     &compiled, table, derivation, definer, done, policy, template,
@@ -126,7 +145,8 @@ async fn resolve_product(
             }
         };
         match planned {
-            Ok(plan) => {
+            Ok((plan, rights)) => {
+                compiled.derived_rights.insert(table.name.clone(), rights);
                 let plan = Arc::new(plan);
                 if derivation.mode == DerivedMode::Virtual {
                     compiled.replace_provider(
@@ -152,8 +172,22 @@ async fn resolve_product(
     with_derived_faults(compiled, failed)
 }
 
+/// The table among `locations` (other than `qualified` itself) whose location overlaps
+/// that of the materialized `table`: the same directory, or one inside the other.
+fn overlapping(qualified: &str, table: &Table, locations: &[(String, String)]) -> Option<String> {
+    let own = table.location.as_ref()?.as_str();
+    locations
+        .iter()
+        .find(|(name, other)| {
+            name != qualified && (own.starts_with(other) || other.starts_with(own))
+        })
+        .map(|(name, _)| name.clone())
+}
+
 /// The transform of `table` planned as `definer` against the inputs it declares, and
-/// shaped to the table's contract.
+/// shaped to the table's contract; with the fingerprint of what the definer sees of the
+/// inputs' products (their schemas and the rules applied to it), which a policy change on
+/// an input changes.
 async fn plan_transform(
     own: &CompiledProduct,
     table: &Table,
@@ -162,7 +196,7 @@ async fn plan_transform(
     done: &BTreeMap<String, CompiledProduct>,
     policy: &PolicyEngine,
     template: &SessionState,
-) -> Result<LogicalPlan, Vec<String>> {
+) -> Result<(LogicalPlan, [u8; 32]), Vec<String>> {
     let domain = &own.product.domain;
     let own_name = own.product.qualified_name();
     let mut problems = Vec::new();
@@ -190,6 +224,20 @@ async fn plan_transform(
             ));
             continue;
         }
+        // A virtual input would be planned again inside every plan that reads it: nested,
+        // its cost multiplies with each level. Read a materialized table instead.
+        if source
+            .product
+            .table(&input.table.table)
+            .and_then(|t| t.derived.as_ref())
+            .is_some_and(|d| d.mode == DerivedMode::Virtual)
+        {
+            problems.push(format!(
+                "input {}: a virtual derived table; read its inputs, or materialize it",
+                input.table
+            ));
+            continue;
+        }
         if let Some(major) = input.major {
             let version = &source.product.version;
             if major_of(version) != Some(major) {
@@ -203,6 +251,7 @@ async fn plan_transform(
         sources.insert(product_name, source);
     }
     let views = policy.view(definer, sources.values().copied());
+    let rights = ViewFingerprint::of(&views, policy.mask_key_id());
     let mut catalogs: BTreeMap<String, BTreeMap<String, Tables>> = BTreeMap::new();
     for input in &derivation.inputs {
         let view = views.iter().find(|v| {
@@ -250,7 +299,7 @@ async fn plan_transform(
     )
     .await
     .map_err(|e| vec![format!("the transform does not plan: {e}")])?;
-    conform(plan, table)
+    Ok((conform(plan, table)?, *rights.as_bytes()))
 }
 
 /// The problem of an input that is not published or that `domain` may not read: the
@@ -306,12 +355,8 @@ fn dated_by_its_run(
 ) -> Option<DataSnapshot> {
     let held = compiled.health.tables.get(table)?;
     let version = held.version?;
-    let run = runs?
-        .history()
-        .into_iter()
-        .rev()
-        .find(|r| r.table == qualified && r.succeeded() && r.version == Some(version))?;
-    Some(DataSnapshot {
+    let run = runs?.summaries().remove(qualified)?.succeeded?;
+    (run.version == Some(version)).then(|| DataSnapshot {
         last_modified: run.oldest_input(),
         ..held.clone()
     })

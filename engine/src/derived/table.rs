@@ -11,7 +11,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown,
+    Expr, JoinType, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown,
 };
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -22,10 +22,10 @@ use crate::policy::{PolicyBoundaryExec, cannot_fail};
 /// table, so what a reader gets from it is at most what the domain may see, and the
 /// derived product's own policy then restricts the reader.
 ///
-/// Its scan plans the transform with the reader's filters that cannot fail (as a
-/// secured table pushes them) on top, so the optimizer carries them down into the
-/// inputs; a filter that can fail stays above the table, where it sees only rows the
-/// transform returns, never rows the transform's own `WHERE` or joins leave out. The
+/// Its scan plans the transform with the reader's filters that cannot fail and read only
+/// columns the transform passes through unchanged on top, so the optimizer carries them
+/// down into the inputs; any other filter stays above the table, where it sees only rows
+/// the transform returns, never rows the transform's own `WHERE` or joins leave out. The
 /// sub-plan is optimized alone and sits behind a [`PolicyBoundaryExec`]: the reader's
 /// query moves nothing into it and gets no statistics from it.
 ///
@@ -37,6 +37,10 @@ pub(crate) struct DerivedTable {
     name: String,
     plan: Arc<LogicalPlan>,
     schema: SchemaRef,
+    /// Per output column: whether the transform passes an input column through
+    /// unchanged (no expression computes it), so that a filter on it means the same
+    /// below the transform's own filters and joins.
+    passed_through: Vec<bool>,
 }
 
 impl DerivedTable {
@@ -54,8 +58,91 @@ impl DerivedTable {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
         let schema = Arc::new(Schema::new(fields));
-        Self { name, plan, schema }
+        let passed_through = passed_through(&plan);
+        Self {
+            name,
+            plan,
+            schema,
+            passed_through,
+        }
     }
+
+    /// Whether the reader's `filter` may be planned into the transform: it cannot fail,
+    /// and reads only columns the transform passes through unchanged. The optimizer
+    /// rewrites a pushed filter in terms of the expressions that compute its columns and
+    /// may place it below the transform's own filters and joins: over a computed column
+    /// (`CAST(code AS INT) AS n`) a filter that cannot fail could, there, raise an error
+    /// on a row the transform leaves out, and name its value.
+    fn pushable(&self, filter: &Expr) -> bool {
+        cannot_fail(filter)
+            && filter.column_refs().iter().all(|c| {
+                self.schema
+                    .index_of(c.name())
+                    .is_ok_and(|i| self.passed_through[i])
+            })
+    }
+}
+
+/// Per output column of `plan`: whether it is an input column passed through unchanged
+/// (renamed at most), through every node between it and the scan.
+fn passed_through(plan: &LogicalPlan) -> Vec<bool> {
+    let width = plan.schema().fields().len();
+    let plain = |expr: &Expr, input: &LogicalPlan, inner: &[bool]| -> bool {
+        let column = match expr {
+            Expr::Column(column) => column,
+            Expr::Alias(alias) => match alias.expr.as_ref() {
+                Expr::Column(column) => column,
+                _ => return false,
+            },
+            _ => return false,
+        };
+        input
+            .schema()
+            .index_of_column(column)
+            .is_ok_and(|i| inner.get(i).copied().unwrap_or(false))
+    };
+    let mut out = match plan {
+        LogicalPlan::TableScan(_) => vec![true; width],
+        LogicalPlan::Projection(projection) => {
+            let inner = passed_through(&projection.input);
+            projection
+                .expr
+                .iter()
+                .map(|e| plain(e, &projection.input, &inner))
+                .collect()
+        }
+        LogicalPlan::Aggregate(aggregate) => {
+            let inner = passed_through(&aggregate.input);
+            aggregate
+                .group_expr
+                .iter()
+                .map(|e| plain(e, &aggregate.input, &inner))
+                .collect()
+        }
+        LogicalPlan::Window(window) => passed_through(&window.input),
+        LogicalPlan::Join(join) => {
+            let left = passed_through(&join.left);
+            let right = passed_through(&join.right);
+            match join.join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => left,
+                JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => right,
+                _ => left.into_iter().chain(right).collect(),
+            }
+        }
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Distinct(_) => match plan.inputs().as_slice() {
+            [input] => passed_through(input),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    // Anything else (unions, subqueries, extensions) is treated as computed.
+    out.resize(width, false);
+    out
 }
 
 #[async_trait]
@@ -75,7 +162,7 @@ impl TableProvider for DerivedTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if cannot_fail(f) {
+                if self.pushable(f) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -94,7 +181,7 @@ impl TableProvider for DerivedTable {
         let mut plan = LogicalPlanBuilder::from(self.plan.as_ref().clone());
         let pushed = filters
             .iter()
-            .filter(|f| cannot_fail(f))
+            .filter(|f| self.pushable(f))
             .map(|f| unnormalize_col(f.clone()));
         if let Some(condition) = conjunction(pushed) {
             plan = plan.filter(condition)?;
@@ -109,7 +196,7 @@ impl TableProvider for DerivedTable {
             plan = plan.limit(0, Some(limit))?;
         }
         let physical = state.create_physical_plan(&plan.build()?).await?;
-        Ok(Arc::new(PolicyBoundaryExec::new(
+        Ok(Arc::new(PolicyBoundaryExec::derived(
             self.name.clone(),
             physical,
         )))

@@ -27,12 +27,14 @@ use std::sync::Arc;
 
 use datafusion::common::Statistics;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs,
 };
+use futures::TryStreamExt;
 
 /// An opaque leaf that executes the secured sub-plan (or, opened for a cluster, a node
 /// with it as its child).
@@ -42,6 +44,10 @@ pub(crate) struct PolicyBoundaryExec {
     properties: Arc<PlanProperties>,
     table: String,
     opened: bool,
+    /// A derived table's boundary: an error inside (a failing cast in the transform, an
+    /// input's storage) reaches the caller only as "cannot be computed"; its detail, which
+    /// may name inputs or carry their values, goes to the server log.
+    redacts_errors: bool,
 }
 
 impl PolicyBoundaryExec {
@@ -53,6 +59,16 @@ impl PolicyBoundaryExec {
             properties,
             table,
             opened: false,
+            redacts_errors: false,
+        }
+    }
+
+    /// The boundary of the derived table `table`, computed by `input` (see
+    /// `redacts_errors`).
+    pub(crate) fn derived(table: String, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            redacts_errors: true,
+            ..Self::new(table, input)
         }
     }
 
@@ -147,6 +163,28 @@ impl ExecutionPlan for PolicyBoundaryExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        if !self.redacts_errors {
+            return self.input.execute(partition, context);
+        }
+        let table = self.table.clone();
+        let redact = move |error: DataFusionError| {
+            // Running out of the query's memory says nothing about the inputs' data.
+            if matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)) {
+                return error;
+            }
+            tracing::warn!(%table, %error, "a derived table cannot be computed");
+            DataFusionError::Execution(format!(
+                "derived table {table} cannot be computed from its inputs (the server log says why)"
+            ))
+        };
+        let stream = self
+            .input
+            .execute(partition, context)
+            .map_err(redact.clone())?;
+        let schema = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.map_err(redact),
+        )))
     }
 }

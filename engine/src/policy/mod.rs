@@ -46,6 +46,8 @@ pub(crate) struct ProductView {
     /// The lineage of its derived tables (all of it: what the principal may see of it
     /// is decided where it is shown).
     pub lineage: BTreeMap<String, Arc<[LineageEdge]>>,
+    /// Per derived table, the fingerprint of what its domain sees of its inputs.
+    pub derived_rights: BTreeMap<String, [u8; 32]>,
 }
 
 impl ProductView {
@@ -157,6 +159,7 @@ impl PolicyEngine {
                 health: Arc::clone(&compiled.health),
                 time_travel,
                 lineage: compiled.lineage.clone(),
+                derived_rights: compiled.derived_rights.clone(),
             });
         }
         views

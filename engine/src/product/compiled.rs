@@ -39,6 +39,9 @@ pub struct CompiledProduct {
     pub(crate) derived: BTreeMap<String, Arc<LogicalPlan>>,
     /// The lineage of each derived table, read from its resolved transform.
     pub(crate) lineage: BTreeMap<String, Arc<[LineageEdge]>>,
+    /// Per derived table, the fingerprint of what its domain sees of its inputs' products
+    /// (a policy change on an input changes it).
+    pub(crate) derived_rights: BTreeMap<String, [u8; 32]>,
 }
 
 /// A table's provider and its compiled row filters.
@@ -92,6 +95,7 @@ impl CompiledProduct {
             opener: None,
             derived: BTreeMap::new(),
             lineage: BTreeMap::new(),
+            derived_rights: BTreeMap::new(),
         })
     }
 }

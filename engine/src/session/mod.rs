@@ -90,7 +90,7 @@ impl ViewFingerprint {
         &self.0
     }
 
-    fn of(views: &[ProductView], mask_key_id: &[u8; 32]) -> Self {
+    pub(crate) fn of(views: &[ProductView], mask_key_id: &[u8; 32]) -> Self {
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut part = |bytes: &[u8]| {
             digest.update(&(bytes.len() as u64).to_le_bytes());
@@ -108,6 +108,13 @@ impl ViewFingerprint {
                 // Which past versions may be read (`time_travel`, its `max_age`).
                 let versions = view.product.table(name).map(|t| t.time_travel);
                 part(format!("{versions:?}").as_bytes());
+                // A derived table: what its domain sees of its inputs, and its transform
+                // (a plan made before either changed must not run).
+                if let Some(rights) = view.derived_rights.get(name) {
+                    part(rights);
+                    let transform = view.product.table(name).and_then(|t| t.derived.as_ref());
+                    part(transform.map_or("", |d| d.transform.as_str()).as_bytes());
+                }
             }
         }
         let mut bytes = [0u8; 32];

@@ -298,6 +298,12 @@ fn lookup(
 
 async fn build_issuer(config: &IssuerConfig, leeway: Duration) -> Result<Issuer, AuthConfigError> {
     let name = &config.issuer;
+    // The issuer of the domains' own principals (derived products): no token may claim it.
+    if name == meshgate_engine::DOMAIN_PRINCIPAL_ISSUER {
+        return Err(AuthConfigError(format!(
+            "issuer '{name}' is reserved for the principals of domains; name the issuer otherwise"
+        )));
+    }
     if config.algorithms.is_empty() {
         return Err(AuthConfigError(format!(
             "issuer '{name}': list its algorithms"
