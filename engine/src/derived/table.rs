@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::policy::{PolicyBoundaryExec, cannot_fail};
+use crate::policy::{PolicyBoundaryExec, cannot_fail, derived_failure};
 
 /// The transform of a derived table, already resolved against its inputs as the owning
 /// domain may read them (definer rights): every input in it is the domain's secured
@@ -195,7 +195,12 @@ impl TableProvider for DerivedTable {
         if let Some(limit) = limit {
             plan = plan.limit(0, Some(limit))?;
         }
-        let physical = state.create_physical_plan(&plan.build()?).await?;
+        // Planning reads the inputs' storage (listings, footers): its errors name inputs
+        // too, and are kept from the reader like those of execution.
+        let physical = state
+            .create_physical_plan(&plan.build()?)
+            .await
+            .map_err(|error| derived_failure(&self.name, error))?;
         Ok(Arc::new(PolicyBoundaryExec::derived(
             self.name.clone(),
             physical,

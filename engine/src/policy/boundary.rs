@@ -96,6 +96,20 @@ impl PolicyBoundaryExec {
     }
 }
 
+/// What a reader is told of `error`, raised while computing the derived table `table`:
+/// that it cannot be computed (the detail, which may name inputs or carry their values,
+/// goes to the server log), unless the query ran out of its memory, which says nothing
+/// about the inputs.
+pub(crate) fn derived_failure(table: &str, error: DataFusionError) -> DataFusionError {
+    if matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)) {
+        return error;
+    }
+    tracing::warn!(%table, %error, "a derived table cannot be computed");
+    DataFusionError::Execution(format!(
+        "derived table {table} cannot be computed from its inputs (the server log says why)"
+    ))
+}
+
 impl DisplayAs for PolicyBoundaryExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PolicyBoundaryExec: table={}", self.table)
@@ -167,16 +181,7 @@ impl ExecutionPlan for PolicyBoundaryExec {
             return self.input.execute(partition, context);
         }
         let table = self.table.clone();
-        let redact = move |error: DataFusionError| {
-            // Running out of the query's memory says nothing about the inputs' data.
-            if matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)) {
-                return error;
-            }
-            tracing::warn!(%table, %error, "a derived table cannot be computed");
-            DataFusionError::Execution(format!(
-                "derived table {table} cannot be computed from its inputs (the server log says why)"
-            ))
-        };
+        let redact = move |error| derived_failure(&table, error);
         let stream = self
             .input
             .execute(partition, context)

@@ -21,7 +21,7 @@ use meshgate_catalog::{
     Access, ColumnEffect, LineageEdge, PlatformPolicy, Principal, Product, TableAccess, decide,
 };
 
-pub(crate) use boundary::PolicyBoundaryExec;
+pub(crate) use boundary::{PolicyBoundaryExec, derived_failure};
 pub use mask::MaskHash;
 use secured_table::SecuredTable;
 pub(crate) use secured_table::cannot_fail;
