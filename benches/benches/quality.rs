@@ -202,6 +202,7 @@ fn main() {
             Arc::clone(&provider),
             &snapshot,
             Trigger::Initial,
+            &[],
         ))
     };
     println!("## Quality agent: bytes read for a 10-million-row table\n");

@@ -18,7 +18,9 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use futures::StreamExt;
 
 use crate::config::QualityConfig;
-use crate::quality::{Budget, DataFingerprint, Measurer, QualityStore, TableMeasurement, Trigger};
+use crate::quality::{
+    Budget, DataFingerprint, Measurer, QualityStore, ReferencedTable, TableMeasurement, Trigger,
+};
 use crate::session::{SessionFactory, SessionPublisher, WeakSessionPublisher};
 
 /// Longest the agent sleeps without looking for due work.
@@ -88,6 +90,8 @@ struct Due {
     provider: Arc<dyn datafusion::datasource::TableProvider>,
     snapshot: meshgate_connectors::DataSnapshot,
     trigger: Trigger,
+    /// The tables its references lead to (those serving), to count its orphans.
+    references: Vec<ReferencedTable>,
 }
 
 async fn run(state: WeakSessionPublisher, store: Arc<QualityStore>, config: QualityConfig) {
@@ -169,6 +173,7 @@ async fn measure_one(measurer: &Measurer, work: Due, timeout: Duration) -> Table
             Arc::clone(&work.provider),
             &work.snapshot,
             work.trigger,
+            &work.references,
         ),
     )
     .await;
@@ -195,6 +200,32 @@ async fn measure_one(measurer: &Measurer, work: Due, timeout: Duration) -> Table
             failed
         }
     }
+}
+
+/// The tables `table`'s references lead to, among the products serving (a reference to a
+/// table missing or broken is not measured).
+fn referenced_tables(
+    sessions: &SessionFactory,
+    table: &meshgate_catalog::Table,
+) -> Vec<ReferencedTable> {
+    table
+        .references
+        .iter()
+        .filter_map(|reference| {
+            let target = &reference.table;
+            let compiled = sessions
+                .products()
+                .iter()
+                .find(|c| c.product.domain == target.domain && c.product.name == target.product)?;
+            if compiled.health.fault.is_some() {
+                return None;
+            }
+            Some(ReferencedTable {
+                reference: reference.clone(),
+                provider: compiled.provider(&target.table)?,
+            })
+        })
+        .collect()
 }
 
 /// The tables to measure now, and when the next one comes due by schedule.
@@ -246,6 +277,7 @@ fn due_work(
                     provider,
                     snapshot: snapshot.clone(),
                     trigger,
+                    references: referenced_tables(sessions, table),
                 });
             }
         }

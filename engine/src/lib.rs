@@ -80,7 +80,9 @@ pub use admission::{Deadline, TIMEOUT_HEADER};
 pub use agent::spawn_agent;
 pub use derived::spawn_materializer;
 pub use history::{History, HistoryError, Recorded};
-pub use quality::{CheckLiteralError, QualityStore, QualityStoreError, check_literals};
+pub use quality::{
+    CheckLiteralError, QualityStore, QualityStoreError, ReferencedTable, check_literals,
+};
 pub use runs::{InputState, Run, RunStore, RunTrigger};
 
 /// Lower-level pieces for benchmarks and tests: planning and executing a statement in a

@@ -114,6 +114,27 @@ policy:
 """
 
 
+TAGS = """\
+domain: lab
+product: tags
+version: 1.0.0
+description: Tags of readings; one of them tags a reading that does not exist.
+owner: { team: lab, contact: lab@example.org }
+tables:
+  - name: tags
+    format: parquet
+    location: {data}/tags
+    primary_key: [reading_id, tag]
+    references:
+      - { columns: [reading_id], table: lab.source.readings, to: [id] }
+    columns:
+      - { name: reading_id, type: Int64, nullable: false }
+      - { name: tag, type: Utf8, nullable: false }
+policy:
+  read: { any_role: [admin, viewer] }
+"""
+
+
 def write_readings(folder: Path, name: str, rows: list[tuple[int, int, int, str]]):
     """Readings (id, num, den, secret); the label of id 2 is not a number."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +157,11 @@ def derived_mesh(demo, tmp_path_factory, meshgate_bin):
     data = root / "data"
     mesh = root / "mesh"
     write_readings(data / "readings", "part-1.parquet", [(1, 10, 2, "s1"), (2, 9, 3, "s2"), (150, 1, 1, "s150")])
-    for domain, product, text in [("lab", "source", SOURCE), ("stats", "ratios", RATIOS), ("stats", "leaky", LEAKY)]:
+    (data / "tags").mkdir(parents=True)
+    pq.write_table(pa.table({"reading_id": pa.array([1, 1, 2, 999], pa.int64()),
+                             "tag": pa.array(["a", "b", "a", "a"], pa.string())}), data / "tags" / "part-1.parquet")
+    for domain, product, text in [("lab", "source", SOURCE), ("stats", "ratios", RATIOS), ("stats", "leaky", LEAKY),
+                                  ("lab", "tags", TAGS)]:
         (mesh / domain).mkdir(parents=True, exist_ok=True)
         (mesh / domain / f"{product}.yaml").write_text(text.replace("{data}", str(data)))
     config = root / "meshgate.yaml"
@@ -343,3 +368,24 @@ def test_lineage_to_a_table_the_reader_may_not_see_is_not_shown(derived_mesh, mi
                      ("raw_codes", None, None), ("raw_codes", "id", "id"), ("raw_codes", "code", "label")}
     # The viewer reads stats.ratios but not lab.source: no lineage between them.
     assert _query(srv, viewer, "SELECT * FROM mesh.meta.lineage") == []
+
+
+def test_the_quality_agent_counts_orphans_and_duplicate_composite_keys(derived_mesh, mint):
+    """Referential integrity per relationship, and the uniqueness of a composite key,
+    as mesh.meta.quality_checks shows them to whoever sees both ends."""
+    srv, _ = derived_mesh
+    admin = mint("--sub", "ops", "--role", "admin")
+    sql = ("SELECT check_name, column_name, expectation, passed, failing_rows, failing_fraction "
+           "FROM mesh.meta.quality_checks WHERE table_name = 'tags' ORDER BY check_name")
+    checks = {r["check_name"]: r for r in _wait("the tags measured", lambda: _query(srv, admin, sql))}
+    reference = checks["references"]
+    assert reference["expectation"] == "(reading_id) found in lab.source.readings(id)"
+    assert reference["passed"] is False and reference["failing_rows"] == 1
+    assert reference["failing_fraction"] == pytest.approx(0.25)
+    unique = checks["unique"]
+    assert unique["expectation"] == "no duplicate keys (reading_id, tag)" and unique["passed"] is True
+    # The viewer reads the tags but not the readings: the orphan count describes a table
+    # it may not see, so it does not see it.
+    viewer = mint("--sub", "vi", "--role", "viewer")
+    names = {r["check_name"] for r in _query(srv, viewer, sql)}
+    assert "references" not in names and "unique" in names

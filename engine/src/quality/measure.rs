@@ -38,6 +38,7 @@ use meshgate_connectors::{DataSnapshot, ObservedRegistry, sample_row_groups};
 
 use super::column::ColumnBasis;
 use super::counting::ByteCounter;
+use super::keys::{ReferencedTable, key_checks};
 use super::model::{CheckOutcome, Method, TableMeasurement, Trigger};
 
 /// How much a measurement may read.
@@ -79,12 +80,19 @@ impl Measurer {
         provider: Arc<dyn TableProvider>,
         snapshot: &DataSnapshot,
         trigger: Trigger,
+        references: &[ReferencedTable],
     ) -> TableMeasurement {
         let started = Instant::now();
         let counter = Arc::new(ByteCounter::default());
         let mut measurement = TableMeasurement::begin(product, &table.name, snapshot, trigger);
         if let Err(e) = self
-            .measure_into(&mut measurement, table, provider, Arc::clone(&counter))
+            .measure_into(
+                &mut measurement,
+                table,
+                provider,
+                references,
+                Arc::clone(&counter),
+            )
             .await
         {
             // Consumers see the class of failure; the details (which may name columns
@@ -103,6 +111,7 @@ impl Measurer {
         out: &mut TableMeasurement,
         table: &Table,
         provider: Arc<dyn TableProvider>,
+        references: &[ReferencedTable],
         counter: Arc<ByteCounter>,
     ) -> Result<()> {
         let ctx = self.session(counter)?;
@@ -166,8 +175,18 @@ impl Measurer {
                 passed: out.row_count.map(|n| n >= floor),
                 failing_rows: None,
                 evidence: if sample { "statistics" } else { "scan" }.into(),
+                also_reads: Vec::new(),
+                referenced: None,
+                failing_fraction: None,
             });
         }
+        let evidence = if sample {
+            format!("sample of {} rows", facts.rows)
+        } else {
+            "scan".to_string()
+        };
+        out.checks
+            .extend(key_checks(&ctx, SOURCE, table, references, &evidence).await?);
         Ok(())
     }
 
@@ -441,6 +460,9 @@ pub(super) fn outcome(
         passed: Some(passed),
         failing_rows,
         evidence,
+        also_reads: Vec::new(),
+        referenced: None,
+        failing_fraction: None,
     }
 }
 

@@ -10,11 +10,13 @@
 mod column;
 mod completeness;
 mod counting;
+mod keys;
 mod measure;
 mod model;
 mod store;
 
 pub(crate) use completeness::measured_completeness;
+pub use keys::ReferencedTable;
 pub use measure::{Budget, Measurer};
 pub use measure::{CheckLiteralError, check_literals};
 pub use model::{

@@ -100,7 +100,7 @@ pub struct ColumnMeasurement {
 pub struct CheckOutcome {
     /// The column checked; `None` for table checks (`min_rows`).
     pub column: Option<String>,
-    /// `not_null`, `unique`, `accepted_values`, `range` or `min_rows`.
+    /// `not_null`, `unique`, `accepted_values`, `range`, `min_rows` or `references`.
     pub check: String,
     /// What is expected, in words (`>= 1000 rows`, `in (F, M, X)`).
     pub expectation: String,
@@ -110,6 +110,17 @@ pub struct CheckOutcome {
     pub failing_rows: Option<u64>,
     /// What the outcome rests on: `statistics`, `scan` or `sample of N rows`.
     pub evidence: String,
+    /// The other columns the check reads (a composite key's, a reference's), besides
+    /// `column`: a caller sees the outcome only when it sees them all.
+    #[serde(default)]
+    pub also_reads: Vec<String>,
+    /// The referenced table and its columns, for a `references` check: a caller sees
+    /// the outcome only when it sees them too.
+    #[serde(default)]
+    pub referenced: Option<(String, Vec<String>)>,
+    /// The share of the rows checked that break it, 0 to 1, when known.
+    #[serde(default)]
+    pub failing_fraction: Option<f64>,
 }
 
 /// One measurement of one table.

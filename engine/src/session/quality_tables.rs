@@ -27,7 +27,7 @@ use meshgate_catalog::ColumnEffect;
 
 use super::columns::{strings, timestamp_field, timestamps, utf8};
 use crate::policy::ProductView;
-use crate::quality::{QualityStore, TableMeasurement};
+use crate::quality::{CheckOutcome, QualityStore, TableMeasurement};
 
 /// What one principal may see of one table's measurements.
 #[derive(Debug, Clone)]
@@ -104,6 +104,7 @@ pub(super) fn quality_tables(
         }
     };
     let latest = Arc::new(latest);
+    let all = Arc::clone(&visible);
     vec![
         (
             "quality",
@@ -116,12 +117,15 @@ pub(super) fn quality_tables(
             "quality_checks",
             LazyTable::provider(checks_schema(), {
                 let latest = Arc::clone(&latest);
-                move || checks_batch(&latest())
+                move || checks_batch(&latest(), &all)
             }),
         ),
         (
             "quality_history",
-            LazyTable::provider(history_schema(), move || history_batch(&history())),
+            LazyTable::provider(history_schema(), {
+                let all = Arc::clone(&visible);
+                move || history_batch(&history(), &all)
+            }),
         ),
     ]
 }
@@ -201,16 +205,36 @@ fn checks_schema() -> SchemaRef {
         Field::new("failing_rows", DataType::Int64, true),
         utf8("evidence", false),
         timestamp_field("measured_at"),
+        Field::new("failing_fraction", DataType::Float64, true),
     ]))
 }
 
-fn checks_batch(latest: &[(Arc<TableMeasurement>, TableVisibility)]) -> Result<RecordBatch> {
+/// Whether a principal seeing `table` as `v` (and the tables of `all`) may see the
+/// outcome of `check`: every column it reads shows facts, and a reference's target table
+/// and columns are in clear for it too (an orphan count describes them).
+fn shows_check(
+    check: &CheckOutcome,
+    v: &TableVisibility,
+    all: &BTreeMap<String, TableVisibility>,
+) -> bool {
+    v.shows_facts(check.column.as_deref())
+        && check.also_reads.iter().all(|c| v.shows_facts(Some(c)))
+        && check.referenced.as_ref().is_none_or(|(table, columns)| {
+            all.get(table)
+                .is_some_and(|t| columns.iter().all(|c| t.shows_facts(Some(c))))
+        })
+}
+
+fn checks_batch(
+    latest: &[(Arc<TableMeasurement>, TableVisibility)],
+    all: &BTreeMap<String, TableVisibility>,
+) -> Result<RecordBatch> {
     let rows: Vec<_> = latest
         .iter()
         .flat_map(|(m, v)| {
             m.checks
                 .iter()
-                .filter(|c| v.shows_facts(c.column.as_deref()))
+                .filter(move |c| shows_check(c, v, all))
                 .map(move |c| (m, c))
         })
         .collect();
@@ -227,6 +251,9 @@ fn checks_batch(latest: &[(Arc<TableMeasurement>, TableVisibility)]) -> Result<R
         ints(rows.iter().map(|(_, c)| c.failing_rows)),
         strings(rows.iter().map(|(_, c)| c.evidence.as_str())),
         timestamps(rows.iter().map(|(m, _)| Some(m.measured_at))),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|(_, c)| c.failing_fraction),
+        )),
     ];
     Ok(RecordBatch::try_new(checks_schema(), columns)?)
 }
@@ -253,16 +280,15 @@ fn history_schema() -> SchemaRef {
     ]))
 }
 
-fn history_batch(rows: &[(Arc<TableMeasurement>, TableVisibility)]) -> Result<RecordBatch> {
+fn history_batch(
+    rows: &[(Arc<TableMeasurement>, TableVisibility)],
+    all: &BTreeMap<String, TableVisibility>,
+) -> Result<RecordBatch> {
     // Only the checks the reader may see are counted.
     let counts: Vec<(usize, usize)> = rows
         .iter()
         .map(|(m, v)| {
-            let shown = || {
-                m.checks
-                    .iter()
-                    .filter(|c| v.shows_facts(c.column.as_deref()))
-            };
+            let shown = || m.checks.iter().filter(|c| shows_check(c, v, all));
             (
                 shown().filter(|c| c.passed == Some(true)).count(),
                 shown().filter(|c| c.passed == Some(false)).count(),
