@@ -36,6 +36,8 @@ use datafusion::physical_plan::{
 };
 use futures::TryStreamExt;
 
+use crate::error::{Breakage, PlanningStopped, ProductUnavailable, QueryStopped};
+
 /// An opaque leaf that executes the secured sub-plan (or, opened for a cluster, a node
 /// with it as its child).
 #[derive(Debug, Clone)]
@@ -97,17 +99,35 @@ impl PolicyBoundaryExec {
 }
 
 /// What a reader is told of `error`, raised while computing the derived table `table`:
-/// that it cannot be computed (the detail, which may name inputs or carry their values,
-/// goes to the server log), unless the query ran out of its memory, which says nothing
-/// about the inputs.
+/// that it cannot be computed (`FAILED_PRECONDITION`, as for a broken product; the
+/// detail, which may name inputs or carry their values, goes to the server log). What
+/// says nothing about the inputs passes unchanged: running out of the query's memory,
+/// and the query's deadline or cancellation.
 pub(crate) fn derived_failure(table: &str, error: DataFusionError) -> DataFusionError {
-    if matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)) {
+    if says_nothing_of_inputs(&error) {
         return error;
     }
     tracing::warn!(%table, %error, "a derived table cannot be computed");
-    DataFusionError::Execution(format!(
-        "derived table {table} cannot be computed from its inputs (the server log says why)"
-    ))
+    DataFusionError::External(Box::new(ProductUnavailable {
+        breakage: Breakage::Contract,
+        message: format!(
+            "derived table {table} cannot be computed from its inputs (the server log says why)"
+        ),
+    }))
+}
+
+fn says_nothing_of_inputs(error: &DataFusionError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(DataFusionError::ResourcesExhausted(_)) = e.downcast_ref::<DataFusionError>() {
+            return true;
+        }
+        if e.is::<PlanningStopped>() || e.is::<QueryStopped>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl DisplayAs for PolicyBoundaryExec {
