@@ -317,6 +317,12 @@ def test_runs_show_only_the_inputs_the_reader_may_see(derived_mesh, mint):
     viewer = mint("--sub", "vi", "--role", "viewer")
     runs = _wait("a run", lambda: _runs(srv, viewer))
     assert all(r["inputs"] == [] and r["hidden_inputs"] == 1 for r in runs)
+    # Nor when the hidden input's data is from.
+    dated = _query(srv, viewer, "SELECT data_as_of FROM mesh.meta.runs")
+    assert dated and all(r["data_as_of"] is None for r in dated)
+    admin = mint("--sub", "ops", "--role", "admin")
+    assert all(r["data_as_of"] is not None
+               for r in _query(srv, admin, "SELECT data_as_of FROM mesh.meta.runs WHERE outcome = 'succeeded'"))
     outsider = mint("--sub", "bo", "--role", "billing")
     assert _query(srv, outsider, "SELECT * FROM mesh.meta.runs") == []
 

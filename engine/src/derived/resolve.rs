@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use datafusion::datasource::TableProvider;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
@@ -313,34 +312,31 @@ fn major_of(version: &str) -> Option<u64> {
     version.split('.').next()?.parse().ok()
 }
 
-/// What a virtual table's inputs held when it was resolved: their files and bytes
-/// summed, and as its newest data the *oldest* input's newest data (a derived row is
-/// only as fresh as the stalest input it is computed from).
+/// What a virtual table holds as far as its readers may know: no files or bytes of its
+/// own (its inputs' would tell a reader their sizes), and as its newest data the
+/// *oldest* input's newest data (a derived row is only as fresh as the stalest input it
+/// is computed from: what its freshness SLA measures).
 fn inputs_snapshot(
     derivation: &Derivation,
     done: &BTreeMap<String, CompiledProduct>,
 ) -> DataSnapshot {
-    let mut snapshot = DataSnapshot {
+    let oldest = derivation
+        .inputs
+        .iter()
+        .filter_map(|input| {
+            done.get(&format!("{}.{}", input.table.domain, input.table.product))?
+                .health
+                .tables
+                .get(&input.table.table)?
+                .last_modified
+        })
+        .min();
+    DataSnapshot {
         files: 0,
         bytes: 0,
-        last_modified: None,
+        last_modified: oldest,
         version: None,
-    };
-    let mut oldest: Option<SystemTime> = None;
-    for input in &derivation.inputs {
-        let held = done
-            .get(&format!("{}.{}", input.table.domain, input.table.product))
-            .and_then(|p| p.health.tables.get(&input.table.table));
-        if let Some(held) = held {
-            snapshot.files += held.files;
-            snapshot.bytes += held.bytes;
-            if let Some(modified) = held.last_modified {
-                oldest = Some(oldest.map_or(modified, |o| o.min(modified)));
-            }
-        }
     }
-    snapshot.last_modified = oldest;
-    snapshot
 }
 
 /// What the materialized `table` (`qualified`) holds, its newest data being the

@@ -83,7 +83,7 @@ fn runs_batch(runs: &[Arc<Run>], visible: &BTreeSet<String>) -> Result<RecordBat
         })
         .collect();
     let mut inputs = ListBuilder::new(StringBuilder::new());
-    let mut hidden = Vec::with_capacity(runs.len());
+    let mut hidden: Vec<i32> = Vec::with_capacity(runs.len());
     for run in runs {
         let mut withheld = 0;
         for input in &run.inputs {
@@ -124,8 +124,14 @@ fn runs_batch(runs: &[Arc<Run>], visible: &BTreeSet<String>) -> Result<RecordBat
                 .as_millis() as i64
         }))),
         Arc::new(inputs.finish()),
-        Arc::new(Int32Array::from_iter_values(hidden)),
-        timestamps(runs.iter().map(|r| r.oldest_input())),
+        Arc::new(Int32Array::from_iter_values(hidden.iter().copied())),
+        // The stalest input's time: only when the reader may see every input (it would
+        // date an input the reader may not read).
+        timestamps(
+            runs.iter()
+                .zip(&hidden)
+                .map(|(r, &withheld)| (withheld == 0).then(|| r.oldest_input()).flatten()),
+        ),
         Arc::new(StringArray::from_iter(
             runs.iter().map(|r| r.failure.as_deref()),
         )),
