@@ -20,6 +20,7 @@ use futures::StreamExt;
 use crate::config::QualityConfig;
 use crate::quality::{
     Budget, DataFingerprint, Measurer, QualityStore, ReferencedTable, TableMeasurement, Trigger,
+    referenced_tables,
 };
 use crate::session::{SessionFactory, SessionPublisher, WeakSessionPublisher};
 
@@ -202,32 +203,6 @@ async fn measure_one(measurer: &Measurer, work: Due, timeout: Duration) -> Table
     }
 }
 
-/// The tables `table`'s references lead to, among the products serving (a reference to a
-/// table missing or broken is not measured).
-fn referenced_tables(
-    sessions: &SessionFactory,
-    table: &meshgate_catalog::Table,
-) -> Vec<ReferencedTable> {
-    table
-        .references
-        .iter()
-        .filter_map(|reference| {
-            let target = &reference.table;
-            let compiled = sessions
-                .products()
-                .iter()
-                .find(|c| c.product.domain == target.domain && c.product.name == target.product)?;
-            if compiled.health.fault.is_some() {
-                return None;
-            }
-            Some(ReferencedTable {
-                reference: reference.clone(),
-                provider: compiled.provider(&target.table)?,
-            })
-        })
-        .collect()
-}
-
 /// The tables to measure now, and when the next one comes due by schedule.
 fn due_work(
     sessions: &SessionFactory,
@@ -277,7 +252,7 @@ fn due_work(
                     provider,
                     snapshot: snapshot.clone(),
                     trigger,
-                    references: referenced_tables(sessions, table),
+                    references: referenced_tables(sessions.products(), table),
                 });
             }
         }

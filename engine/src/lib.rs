@@ -82,6 +82,7 @@ pub use derived::spawn_materializer;
 pub use history::{History, HistoryError, Recorded};
 pub use quality::{
     CheckLiteralError, QualityStore, QualityStoreError, ReferencedTable, check_literals,
+    referenced_tables,
 };
 pub use runs::{InputState, Run, RunStore, RunTrigger};
 

@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 use meshgate_catalog::Mesh;
 
-use meshgate_engine::{PolicyEngine, ProductLoader};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use meshgate_engine::internals::{Budget, Measurer, Trigger};
+use meshgate_engine::{
+    CompiledProduct, PolicyEngine, ProductLoader, QualityConfig, referenced_tables,
+};
 
 use crate::config::GatewayConfig;
 
@@ -105,14 +109,81 @@ fn check_data(mesh: &Mesh, config: Option<&GatewayConfig>) -> std::io::Result<Ve
             }
         }
         let mut errors = Vec::new();
-        for compiled in loader.resolve(loaded, &policy, None).await {
+        let resolved = loader.resolve(loaded, &policy, None).await;
+        for compiled in &resolved {
+            let source = compiled.product.source.display();
             if let Some(reason) = compiled.health.full_reason() {
-                let source = compiled.product.source.display();
                 errors.push(format!("{source}: data: {reason}"));
+                continue;
+            }
+            for problem in broken_keys(&loader, &resolved, compiled).await {
+                errors.push(format!("{source}: data: {problem}"));
             }
         }
         errors
     }))
+}
+
+/// What the data of `compiled` breaks of its keys' promises, measured as the quality
+/// agent does (its default budget): references whose rows lead nowhere (orphans), and
+/// composite keys with duplicates. One-column keys are checked by their column's own
+/// checks at load.
+async fn broken_keys(
+    loader: &ProductLoader,
+    products: &[CompiledProduct],
+    compiled: &CompiledProduct,
+) -> Vec<String> {
+    let quality = QualityConfig::default();
+    let measurer = Measurer::new(
+        Arc::clone(loader.template().runtime_env()),
+        Arc::new(GreedyMemoryPool::new(quality.memory_limit)),
+        Budget {
+            full_scan_rows: quality.full_scan_rows,
+            sample_rows: quality.sample_rows,
+        },
+    );
+    let mut problems = Vec::new();
+    for table in &compiled.product.tables {
+        if table.references.is_empty() && table.primary_key.len() < 2 {
+            continue;
+        }
+        let (Some(provider), Some(snapshot)) = (
+            compiled.provider(&table.name),
+            compiled.health.tables.get(&table.name),
+        ) else {
+            continue;
+        };
+        let references = referenced_tables(products, table);
+        let measured = measurer
+            .measure(
+                &compiled.product,
+                table,
+                provider,
+                snapshot,
+                Trigger::Initial,
+                &references,
+            )
+            .await;
+        if let Some(error) = &measured.error {
+            problems.push(format!("table {}: keys not measured: {error}", table.name));
+        }
+        for check in measured.checks.iter().filter(|c| {
+            c.passed == Some(false) && (c.check == "references" || !c.also_reads.is_empty())
+        }) {
+            let share = check
+                .failing_fraction
+                .map(|f| format!(" ({:.2}% of the rows checked)", f * 100.0))
+                .unwrap_or_default();
+            problems.push(format!(
+                "table {}: {}: {} rows break it{share} ({})",
+                table.name,
+                check.expectation,
+                check.failing_rows.unwrap_or_default(),
+                check.evidence
+            ));
+        }
+    }
+    problems
 }
 
 /// Reads every value of the declared quality checks as its column's type, as the gateway

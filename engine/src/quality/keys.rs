@@ -15,6 +15,7 @@ use datafusion::prelude::SessionContext;
 use meshgate_catalog::{Reference, Table};
 
 use super::model::CheckOutcome;
+use crate::product::CompiledProduct;
 
 /// A table another one references, as the quality agent reads it: unrestricted.
 #[derive(Debug, Clone)]
@@ -23,6 +24,28 @@ pub struct ReferencedTable {
     pub reference: Reference,
     /// The referenced table's provider.
     pub provider: Arc<dyn TableProvider>,
+}
+
+/// The tables `table`'s references lead to among `products` (a reference to a table
+/// missing or broken is not measured).
+pub fn referenced_tables(products: &[CompiledProduct], table: &Table) -> Vec<ReferencedTable> {
+    table
+        .references
+        .iter()
+        .filter_map(|reference| {
+            let target = &reference.table;
+            let compiled = products
+                .iter()
+                .find(|c| c.product.domain == target.domain && c.product.name == target.product)?;
+            if compiled.health.fault.is_some() {
+                return None;
+            }
+            Some(ReferencedTable {
+                reference: reference.clone(),
+                provider: compiled.provider(&target.table)?,
+            })
+        })
+        .collect()
 }
 
 /// The key checks of `table`, whose rows (all of them, or a sample: `evidence` says)

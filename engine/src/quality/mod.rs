@@ -16,7 +16,7 @@ mod model;
 mod store;
 
 pub(crate) use completeness::measured_completeness;
-pub use keys::ReferencedTable;
+pub use keys::{ReferencedTable, referenced_tables};
 pub use measure::{Budget, Measurer};
 pub use measure::{CheckLiteralError, check_literals};
 pub use model::{

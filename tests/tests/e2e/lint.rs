@@ -327,3 +327,87 @@ fn derived_tables_are_planned_as_their_domain_and_checked_against_their_contract
         "{out}"
     );
 }
+
+#[test]
+fn check_data_measures_orphans_and_duplicate_composite_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    for folder in ["clinical", "billing", "data/visits", "data/claims"] {
+        std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+    }
+    std::fs::write(dir.path().join("clinical/encounters.yaml"), PRODUCT).unwrap();
+    std::fs::write(
+        dir.path().join("billing/claims.yaml"),
+        r#"domain: billing
+product: claims
+version: 1.0.0
+description: Claims.
+owner: { team: billing, contact: billing@example.org }
+tables:
+  - name: claims
+    format: parquet
+    location: data/claims
+    primary_key: [claim_id, encounter_id]
+    references:
+      - { columns: [encounter_id], table: clinical.encounters.visits }
+    columns:
+      - { name: claim_id, type: Int64, nullable: false }
+      - { name: encounter_id, type: Int64, nullable: false }
+policy:
+  read: { any_role: [billing] }
+"#,
+    )
+    .unwrap();
+    let visits = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("encounter_id", DataType::Int64, false),
+            Field::new("region", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(arrow::array::StringArray::from(vec!["north", "south"])),
+        ],
+    )
+    .unwrap();
+    super::support::write_parquet(
+        &dir.path().join("data/visits/part-0.parquet"),
+        &[visits],
+        None,
+    );
+    // Claim 10 of encounter 1 twice; claim 11 of encounter 3, which does not exist.
+    let claims = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("claim_id", DataType::Int64, false),
+            Field::new("encounter_id", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![10, 10, 11])),
+            Arc::new(Int64Array::from(vec![1, 1, 3])),
+        ],
+    )
+    .unwrap();
+    super::support::write_parquet(
+        &dir.path().join("data/claims/part-0.parquet"),
+        &[claims],
+        None,
+    );
+
+    let mut out = Vec::new();
+    let options = LintOptions {
+        check_data: true,
+        config: None,
+    };
+    let outcome = lint(dir.path(), options, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(outcome, LintOutcome::Invalid, "{out}");
+    assert!(
+        out.contains(
+            "table claims: (encounter_id) found in clinical.encounters.visits(encounter_id): \
+             1 rows break it (33.33% of the rows checked)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("table claims: no duplicate keys (claim_id, encounter_id): 2 rows break it"),
+        "{out}"
+    );
+}
