@@ -15,19 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use datafusion::execution::memory_pool::GreedyMemoryPool;
-use futures::StreamExt;
 
 use crate::config::QualityConfig;
 use crate::quality::{
     Budget, DataFingerprint, Measurer, QualityStore, ReferencedTable, TableMeasurement, Trigger,
     referenced_tables,
 };
-use crate::session::{SessionFactory, SessionPublisher, WeakSessionPublisher};
-
-/// Longest the agent sleeps without looking for due work.
-const MAX_IDLE: Duration = Duration::from_secs(60);
-/// Shortest pause between rounds, so a failing table is not retried in a tight loop.
-const MIN_PAUSE: Duration = Duration::from_millis(200);
+use crate::session::{
+    MAX_IDLE, SessionFactory, SessionPublisher, WeakSessionPublisher, next_round, run_all,
+};
 
 /// Starts the agent over the sessions `sessions` publishes, recording into `store`. The
 /// agent stops by itself once every publisher is dropped (the engine is gone).
@@ -116,40 +112,20 @@ async fn run(state: WeakSessionPublisher, store: Arc<QualityStore>, config: Qual
         // After measuring, look again soon: `next` predates these measurements.
         let measured_any = !due.is_empty();
         let measurer = Arc::new(Measurer::new(sessions.runtime(), pool.clone(), budget));
-        futures::stream::iter(due)
-            .map(|work| {
-                let (measurer, store, timeout) =
-                    (Arc::clone(&measurer), Arc::clone(&store), config.timeout);
-                // Its own task: a panic in one measurement ends that measurement only.
-                tokio::spawn(async move {
-                    let measurement = measure_one(&measurer, work, timeout).await;
-                    let key = measurement.key();
-                    if let Err(e) = store.record(measurement) {
-                        tracing::error!(table = %key, error = %e, "quality measurement not stored");
-                    }
-                })
-            })
-            .buffer_unordered(config.concurrency.max(1))
-            .for_each(|finished| async move {
-                if let Err(e) = finished {
-                    tracing::error!(error = %e, "a quality measurement panicked");
+        let jobs = due.into_iter().map(|work| {
+            let (measurer, store, timeout) =
+                (Arc::clone(&measurer), Arc::clone(&store), config.timeout);
+            async move {
+                let measurement = measure_one(&measurer, work, timeout).await;
+                let key = measurement.key();
+                if let Err(e) = store.record(measurement) {
+                    tracing::error!(table = %key, error = %e, "quality measurement not stored");
                 }
-            })
-            .await;
-
-        let wait = if measured_any {
-            MIN_PAUSE
-        } else {
-            next.map(|at| {
-                at.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            })
-            .unwrap_or(MAX_IDLE)
-            .clamp(MIN_PAUSE, MAX_IDLE)
-        };
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(wait) => {}
+            }
+        });
+        run_all(jobs, config.concurrency, "a quality measurement").await;
+        if !next_round(&mut changes, measured_any, next).await {
+            return;
         }
     }
 }

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use datafusion::logical_expr::LogicalPlan;
-use futures::StreamExt;
 use meshgate_catalog::{Derivation, DerivedMode, Product, Table};
 use meshgate_connectors::TableOpener;
 use tokio::sync::mpsc::UnboundedSender;
@@ -27,12 +26,8 @@ use crate::config::DerivedConfig;
 use crate::product::{CompiledProduct, Fault};
 use crate::quality::DataFingerprint;
 use crate::runs::{InputState, Run, RunStore, RunTrigger};
-use crate::session::{SessionFactory, SessionPublisher, WeakSessionPublisher};
+use crate::session::{SessionFactory, SessionPublisher, WeakSessionPublisher, next_round, run_all};
 
-/// Longest the materializer sleeps without looking for due work.
-const MAX_IDLE: Duration = Duration::from_secs(60);
-/// Shortest pause between rounds.
-const MIN_PAUSE: Duration = Duration::from_millis(200);
 /// The pause after a first failure; it doubles with each further one.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 /// The longest pause between retries of a table without a refresh interval.
@@ -83,52 +78,32 @@ async fn run(
         let now = SystemTime::now();
         let (due, next) = due_runs(&sessions, &runs, now);
         let ran_any = !due.is_empty();
-        futures::stream::iter(due)
-            .map(|work| {
-                let (sessions, runs, rechecks) =
-                    (Arc::clone(&sessions), Arc::clone(&runs), rechecks.clone());
-                let timeout = config.run_timeout;
-                // Its own task: a panic in one run ends that run only.
-                tokio::spawn(async move {
-                    let source = work.compiled.product.source.clone();
-                    let record = run_one(&sessions, work, timeout).await;
-                    let committed = record.succeeded();
-                    let table = record.table.clone();
-                    // A durable write: off the async workers.
-                    let recorded = tokio::task::spawn_blocking(move || runs.record(record)).await;
-                    match recorded {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!(%table, error = %e, "materialization run not recorded")
-                        }
-                        Err(e) => tracing::error!(%table, error = %e, "recording a run panicked"),
+        let jobs = due.into_iter().map(|work| {
+            let (sessions, runs, rechecks) =
+                (Arc::clone(&sessions), Arc::clone(&runs), rechecks.clone());
+            let timeout = config.run_timeout;
+            async move {
+                let source = work.compiled.product.source.clone();
+                let record = run_one(&sessions, work, timeout).await;
+                let committed = record.succeeded();
+                let table = record.table.clone();
+                // A durable write: off the async workers.
+                let recorded = tokio::task::spawn_blocking(move || runs.record(record)).await;
+                match recorded {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(%table, error = %e, "materialization run not recorded")
                     }
-                    if committed && let Some(rechecks) = &rechecks {
-                        let _ = rechecks.send(source);
-                    }
-                })
-            })
-            .buffer_unordered(config.max_concurrent_runs.max(1))
-            .for_each(|finished| async move {
-                if let Err(e) = finished {
-                    tracing::error!(error = %e, "a materialization run panicked");
+                    Err(e) => tracing::error!(%table, error = %e, "recording a run panicked"),
                 }
-            })
-            .await;
-
-        let wait = if ran_any {
-            MIN_PAUSE
-        } else {
-            next.map(|at| {
-                at.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            })
-            .unwrap_or(MAX_IDLE)
-            .clamp(MIN_PAUSE, MAX_IDLE)
-        };
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(wait) => {}
+                if committed && let Some(rechecks) = &rechecks {
+                    let _ = rechecks.send(source);
+                }
+            }
+        });
+        run_all(jobs, config.max_concurrent_runs, "a materialization run").await;
+        if !next_round(&mut changes, ran_any, next).await {
+            return;
         }
     }
 }

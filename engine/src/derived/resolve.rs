@@ -125,18 +125,18 @@ async fn resolve_product(
     let mut failed = Vec::new();
     for (table, derivation) in derived_tables(&product) {
         let qualified = format!("{}.{}", product.qualified_name(), table.name);
-        let planned = match &definer {
-            None => Err(vec![format!(
+        let overlapped = overlapping(&qualified, table, locations);
+        let planned = match (&definer, overlapped) {
+            (None, _) => Err(vec![format!(
                 "domain {} has no principal for its transforms; grant one in the gateway \
                  config (engine.derived.principals.{})",
                 product.domain, product.domain
             )]),
-            Some(_) if overlapping(&qualified, table, locations).is_some() => Err(vec![format!(
-                "its location overlaps that of table {}; a materialized table needs a \
-                 directory of its own",
-                overlapping(&qualified, table, locations).unwrap_or_default()
+            (Some(_), Some(other)) => Err(vec![format!(
+                "its location overlaps that of table {other}; a materialized table needs a \
+                 directory of its own"
             )]),
-            Some(definer) => {
+            (Some(definer), None) => {
                 plan_transform(
                     &compiled, table, derivation, definer, done, policy, template,
                 )
