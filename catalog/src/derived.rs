@@ -9,7 +9,7 @@
 //!       inputs:
 //!         - clinical.encounters.encounters
 //!         - { table: patients.registry.patients, major: 1 }
-//!       transform: |
+//!       transform: |                # or transform_file: readmissions.sql
 //!         SELECT ... FROM clinical.encounters.encounters JOIN patients.registry.patients ...
 //!       refresh: 1h                 # materialized only
 //!     format: delta                 # materialized only: where runs write
@@ -22,6 +22,8 @@
 //! business, since inputs are published, changed and removed independently.
 
 use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Component, Path};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -48,7 +50,12 @@ pub struct DerivedDescriptor {
     /// The other products' tables the transform reads; it may read no other.
     pub inputs: Vec<InputDescriptor>,
     /// One SQL query over the inputs, naming them `domain.product.table`.
-    pub transform: String,
+    #[serde(default)]
+    pub transform: Option<String>,
+    /// Or the file holding that query: a `.sql` file in the descriptor's domain folder
+    /// (or below it), named relative to the descriptor.
+    #[serde(default)]
+    pub transform_file: Option<String>,
     /// Materialized only: run at least this often (besides when an input's data changes).
     #[serde(default)]
     pub refresh: Option<String>,
@@ -111,11 +118,13 @@ pub struct Derivation {
     pub refresh: Option<Duration>,
 }
 
-/// Checks `derived` of the table `table` (at `at`) of `domain.product`.
+/// Checks `derived` of the table `table` (at `at`) of `domain.product`, whose descriptor
+/// sits in `folder` (where a `transform_file` is read from; none, no file is read).
 pub(crate) fn validate_derivation(
     at: &str,
     own: &TableName,
     derived: &DerivedDescriptor,
+    folder: Option<&Path>,
     problems: &mut Vec<Problem>,
 ) -> Option<Derivation> {
     let before = problems.len();
@@ -159,8 +168,33 @@ pub(crate) fn validate_derivation(
         }
         inputs.push(Input { table, major });
     }
-    let transform = derived.transform.trim();
-    if transform.is_empty() {
+    let text = match (&derived.transform, &derived.transform_file) {
+        (Some(text), None) => Some(text.clone()),
+        (None, Some(name)) => {
+            let at = format!("{at}.derived.transform_file");
+            folder
+                .ok_or_else(|| Problem::new(&at, "the descriptor has no folder to read it from"))
+                .and_then(|folder| read_transform_file(&at, folder, name))
+                .map_err(|problem| problems.push(problem))
+                .ok()
+        }
+        (Some(_), Some(_)) => {
+            problems.push(Problem::new(
+                format!("{at}.derived"),
+                "has both transform and transform_file; keep one",
+            ));
+            None
+        }
+        (None, None) => {
+            problems.push(Problem::new(
+                format!("{at}.derived.transform"),
+                "is missing; write one SQL query over the inputs (or name a transform_file)",
+            ));
+            None
+        }
+    };
+    let transform = text.as_deref().unwrap_or_default().trim();
+    if text.is_some() && transform.is_empty() {
         problems.push(Problem::new(
             format!("{at}.derived.transform"),
             "is empty; write one SQL query over the inputs",
@@ -203,6 +237,116 @@ pub(crate) fn validate_derivation(
         transform: transform.to_string(),
         refresh,
     })
+}
+
+/// The text of the transform file `name`, relative to the descriptor's `folder`; the
+/// problem (at the field `at`) otherwise.
+///
+/// The file must be a `.sql` regular file at or below `folder` once links are followed:
+/// a descriptor reads no file of another domain nor any file of the host. The file is
+/// opened once, without following a final link and without blocking (a FIFO), and read
+/// through that handle; after the open, the path must still lead inside `folder` to the
+/// very file opened (a directory swapped for a link between the checks and the open is
+/// caught), which must have no other hard link. Every refusal reads alike, so that the
+/// message says nothing of what exists outside the folder.
+fn read_transform_file(at: &str, folder: &Path, name: &str) -> Result<String, Problem> {
+    let problem = |why: String| Problem::new(at, why);
+    let relative = Path::new(name);
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
+    if !plain || name.is_empty() {
+        return Err(problem(format!(
+            "'{name}' must be a path relative to the descriptor, without '..'"
+        )));
+    }
+    if relative.extension().and_then(|e| e.to_str()) != Some("sql") {
+        return Err(problem(format!("'{name}' must be a .sql file")));
+    }
+    let refused = || {
+        problem(format!(
+            "cannot use '{name}': it must be a readable .sql file at or below the \
+             descriptor's folder (links leading out of it are refused)"
+        ))
+    };
+    let inside = || -> Option<std::path::PathBuf> {
+        let home = folder.canonicalize().ok()?;
+        let real = folder.join(relative).canonicalize().ok()?;
+        real.starts_with(&home).then_some(real)
+    };
+    let real = inside().ok_or_else(refused)?;
+    let file = open_without_following(&real).map_err(|_| refused())?;
+    let opened = file.metadata().map_err(|_| refused())?;
+    let still = inside()
+        .and_then(|again| std::fs::metadata(again).ok())
+        .is_some_and(|now| same_file(&now, &opened));
+    if !opened.is_file() || !still || has_other_links(&opened) {
+        return Err(refused());
+    }
+    let mut text = String::new();
+    // Bounded whatever the file claims: it may grow while it is read.
+    file.take(MAX_TRANSFORM_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| problem(format!("cannot read '{name}': {e}")))?;
+    if text.len() > MAX_TRANSFORM_BYTES {
+        return Err(problem(format!(
+            "'{name}' is over {MAX_TRANSFORM_BYTES} bytes; at most {MAX_TRANSFORM_BYTES} are allowed"
+        )));
+    }
+    Ok(text)
+}
+
+/// Opens `path` for reading without following a link in its last component and without
+/// waiting on a FIFO.
+#[cfg(unix)]
+fn open_without_following(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_without_following(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
+}
+
+/// Whether `a` and `b` describe the same file.
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.len() == b.len() && a.modified().ok() == b.modified().ok()
+}
+
+/// Whether the file has a hard link besides the path it was opened by (which could
+/// name a file of the host from inside the folder).
+#[cfg(unix)]
+fn has_other_links(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    metadata.nlink() > 1
+}
+
+#[cfg(not(unix))]
+fn has_other_links(_: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// The text of each usable transform file `descriptor`'s derived tables name (the
+/// descriptor sitting in `folder`), for whoever notices when they change. A file that
+/// cannot be used is left out: validation says why.
+pub fn transform_texts(descriptor: &crate::ProductDescriptor, folder: &Path) -> Vec<String> {
+    descriptor
+        .tables
+        .iter()
+        .filter_map(|t| t.derived.as_ref()?.transform_file.as_deref())
+        .filter_map(|name| read_transform_file("", folder, name).ok())
+        .collect()
 }
 
 /// One edge of a derived table's lineage (read from its transform's plan by the engine).

@@ -17,7 +17,7 @@ mod validate;
 pub use as_of::{AsOf, BadAsOf, split_as_of};
 pub use derived::{
     Derivation, DerivedDescriptor, DerivedMode, Input, InputDescriptor, LineageEdge, MAX_INPUTS,
-    MAX_TRANSFORM_BYTES, MIN_REFRESH,
+    MAX_TRANSFORM_BYTES, MIN_REFRESH, transform_texts,
 };
 pub use descriptor::{
     ColumnDescriptor, OwnerDescriptor, ProductDescriptor, SlaDescriptor, TableDescriptor,

@@ -100,6 +100,7 @@ pub fn validate_descriptor(
             (&descriptor.domain, &descriptor.product),
             table,
             origin.mesh_root,
+            origin.file.parent(),
             &mut problems,
         ) {
             tables.push(table);
@@ -256,6 +257,7 @@ fn validate_table(
     owner: (&str, &str),
     table: &TableDescriptor,
     mesh_root: &Path,
+    folder: Option<&Path>,
     problems: &mut Vec<Problem>,
 ) -> Option<Table> {
     let before = problems.len();
@@ -268,7 +270,7 @@ fn validate_table(
     let derived = table
         .derived
         .as_ref()
-        .and_then(|d| validate_derivation(at, &own, d, problems));
+        .and_then(|d| validate_derivation(at, &own, d, folder, problems));
     let (format, location) = validate_storage(at, table, mesh_root, problems);
 
     if table.columns.is_empty() {

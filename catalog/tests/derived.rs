@@ -16,9 +16,19 @@ tables:
 "#;
 
 fn load(tables: &str) -> Result<meshgate_catalog::Product, String> {
+    load_with(tables, &[])
+}
+
+/// Loads the descriptor with `files` (name, text) beside it in the domain folder.
+fn load_with(tables: &str, files: &[(&str, &str)]) -> Result<meshgate_catalog::Product, String> {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("analytics");
     std::fs::create_dir_all(&folder).unwrap();
+    for (name, text) in files {
+        let path = folder.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
     std::fs::write(folder.join("readmissions.yaml"), format!("{HEAD}{tables}")).unwrap();
     let load = Mesh::load(Path::new(dir.path())).unwrap();
     match load.errors.first() {
@@ -53,6 +63,107 @@ fn a_virtual_table_has_no_storage() {
     assert_eq!(derived.inputs[0].major, None);
     assert_eq!(derived.inputs[1].major, Some(1));
     assert!(derived.transform.starts_with("SELECT v.patient_id"));
+}
+
+#[test]
+fn a_transform_may_live_in_a_sql_file_beside_the_descriptor() {
+    let table = "  - name: t\n    derived: { mode: virtual, inputs: [a.b.c], transform_file: sql/t.sql }\n    columns: [{ name: n, type: Int64 }]\n";
+    let product = load_with(table, &[("sql/t.sql", "-- counted\nSELECT n FROM a.b.c\n")]).unwrap();
+    let derived = product.tables[0].derived.as_ref().unwrap();
+    assert_eq!(derived.transform, "-- counted\nSELECT n FROM a.b.c");
+}
+
+#[test]
+fn a_transform_file_must_be_a_readable_sql_file_in_the_domain_folder() {
+    let cases: &[(&str, &str)] = &[
+        ("missing.sql", "transform_file: cannot use 'missing.sql'"),
+        (
+            "../other/t.sql",
+            "must be a path relative to the descriptor, without '..'",
+        ),
+        ("/etc/passwd", "must be a path relative to the descriptor"),
+        ("t.txt", "'t.txt' must be a .sql file"),
+    ];
+    for (name, expected) in cases {
+        let table = format!(
+            "  - name: t\n    derived: {{ mode: virtual, inputs: [a.b.c], transform_file: '{name}' }}\n    columns: [{{ name: n, type: Int64 }}]\n"
+        );
+        let error = load_with(&table, &[("t.txt", "SELECT 1")]).expect_err(name);
+        assert!(
+            error.contains(expected),
+            "{name}\nexpected: {expected}\ngot: {error}"
+        );
+    }
+    let both = "  - name: t\n    derived: { mode: virtual, inputs: [a.b.c], transform: SELECT 1, transform_file: t.sql }\n    columns: [{ name: n, type: Int64 }]\n";
+    let error = load_with(both, &[("t.sql", "SELECT 1")]).unwrap_err();
+    assert!(
+        error.contains("has both transform and transform_file"),
+        "{error}"
+    );
+    let neither = "  - name: t\n    derived: { mode: virtual, inputs: [a.b.c] }\n    columns: [{ name: n, type: Int64 }]\n";
+    let error = load(neither).unwrap_err();
+    assert!(
+        error.contains("tables[0].derived.transform: is missing"),
+        "{error}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_transform_file_that_is_a_fifo_or_a_hard_link_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("analytics");
+    std::fs::create_dir_all(&folder).unwrap();
+    let fifo = folder.join("t.sql");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let table = "  - name: t\n    derived: { mode: virtual, inputs: [a.b.c], transform_file: t.sql }\n    columns: [{ name: n, type: Int64 }]\n";
+    std::fs::write(folder.join("readmissions.yaml"), format!("{HEAD}{table}")).unwrap();
+    let error = Mesh::load(dir.path())
+        .unwrap()
+        .errors
+        .first()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("cannot use 't.sql'"), "{error}");
+
+    std::fs::remove_file(&fifo).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.sql");
+    std::fs::write(&secret, "SELECT 'host secret'").unwrap();
+    std::fs::hard_link(&secret, &fifo).unwrap();
+    let error = Mesh::load(dir.path())
+        .unwrap()
+        .errors
+        .first()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("cannot use 't.sql'"), "{error}");
+    assert!(!error.contains("host secret"), "{error}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_transform_file_may_not_lead_out_of_the_domain_folder_through_a_link() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.sql");
+    std::fs::write(&secret, "SELECT 'host secret'").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("analytics");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::os::unix::fs::symlink(&secret, folder.join("t.sql")).unwrap();
+    let table = "  - name: t\n    derived: { mode: virtual, inputs: [a.b.c], transform_file: t.sql }\n    columns: [{ name: n, type: Int64 }]\n";
+    std::fs::write(folder.join("readmissions.yaml"), format!("{HEAD}{table}")).unwrap();
+    let load = Mesh::load(Path::new(dir.path())).unwrap();
+    let error = load.errors.first().unwrap().to_string();
+    assert!(
+        error.contains("leads outside the descriptor's folder"),
+        "{error}"
+    );
+    assert!(!error.contains("host secret"), "{error}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use deltalake::logstore::{
     LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
 };
 use deltalake::{DeltaResult, DeltaTableBuilder};
+use futures::StreamExt;
 use meshgate_catalog::{AsOf, Table};
 use url::Url;
 
@@ -50,7 +51,15 @@ pub(crate) async fn delta_table(
     };
     let table = match (asked.load().await, as_of) {
         (Ok(table), _) => table,
-        (Err(source), None) => return Err(delta_err(source)),
+        (Err(source), None) => {
+            return Err(if holds_no_log(location).await {
+                ConnectorError::NoDeltaLog {
+                    table: qualified_name.to_string(),
+                }
+            } else {
+                delta_err(source)
+            });
+        }
         // Tell a version the log does not hold from a table that cannot be read at all,
         // whatever error delta-rs chose for it; the client learns only which.
         (Err(source), Some(as_of)) => {
@@ -106,6 +115,17 @@ pub(crate) async fn delta_table(
             source,
         })?;
     Ok((provider, snapshot))
+}
+
+/// Whether the table's location lists no object under `_delta_log/` (a listing that
+/// fails says nothing: the failure is the caller's to report).
+async fn holds_no_log(location: &ResolvedLocation) -> bool {
+    let log = object_store::path::Path::from_url_path(location.table_url.path())
+        .map(|dir| dir.join("_delta_log"));
+    let Ok(log) = log else {
+        return false;
+    };
+    location.store.list(Some(&log)).next().await.is_none()
 }
 
 /// Refuses a version past the latest one the log holds, from one listing of the log

@@ -64,6 +64,14 @@ pub enum ConnectorError {
         table: String,
     },
 
+    /// The table's location holds no Delta log at all: a materialized derived table
+    /// before its first run (for any other table, an empty or wrong location).
+    #[error("table {table} holds no Delta version yet")]
+    NoDeltaLog {
+        /// `domain.product.table`.
+        table: String,
+    },
+
     /// The table has no storage (a virtual derived table): the engine computes it.
     #[error("table {table} has no storage; it is computed from its inputs")]
     NotStored {

@@ -23,6 +23,7 @@ mod engine;
 mod error;
 mod history;
 mod live;
+mod openlineage;
 mod policy;
 mod product;
 mod quality;
@@ -86,6 +87,9 @@ pub use quality::{
 };
 pub use runs::{InputState, Run, RunStore, RunTrigger};
 
+// OpenLineage events of materialization runs, and where they go.
+pub use openlineage::{EventType, LineageSink, RunEvent};
+
 /// Lower-level pieces for benchmarks and tests: planning and executing a statement in a
 /// principal's session, and measuring a table, outside admission, deadlines and the
 /// audit (policies still hold: they are inside the plan). Doors call [`Engine`].
@@ -107,6 +111,7 @@ pub const LAYERS: &[&str] = &[
     "product",
     "quality",
     "runs",
+    "openlineage",
     "policy",
     "cluster",
     "session",

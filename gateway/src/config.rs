@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
 use crate::error::StartupError;
+use crate::observability::OpenLineageConfig;
 pub use meshgate_engine::{EngineConfig, QualityConfig, ReloadConfig};
 
 /// The whole gateway configuration.
@@ -44,6 +45,8 @@ pub struct GatewayConfig {
     pub plaintext: bool,
     /// The audit log.
     pub audit: AuditConfig,
+    /// OpenLineage events of materialization runs: where they go.
+    pub openlineage: OpenLineageConfig,
     /// Following the mesh directory: descriptor changes and data re-checks.
     pub reload: ReloadConfig,
     /// Where the gateway keeps state across restarts (the quality history). Without
@@ -179,6 +182,7 @@ impl Default for GatewayConfig {
             store_layer: None,
             plaintext: false,
             audit: AuditConfig::default(),
+            openlineage: OpenLineageConfig::default(),
         }
     }
 }

@@ -208,6 +208,9 @@ pub enum StartupError {
     /// The audit file cannot be opened.
     #[error(transparent)]
     AuditLog(#[from] crate::audit::AuditLogError),
+    /// The OpenLineage configuration cannot be used.
+    #[error(transparent)]
+    OpenLineage(#[from] crate::observability::OpenLineageError),
     /// The handle keys cannot be loaded.
     #[error(transparent)]
     HandleKeys(#[from] crate::handle_keys::HandleKeysError),

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod cluster_roles;
 pub mod config;
+pub mod contract;
 pub mod demo;
 mod door_tls;
 pub mod error;

@@ -1,12 +1,16 @@
-//! The `meshgate` command: serve a mesh, serve the demo mesh, or lint a mesh.
+//! The `meshgate` command: serve a mesh, serve the demo mesh, lint a mesh, or export and
+//! import contracts.
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshgate_gateway::config::TlsConfig;
+use meshgate_gateway::contract::{
+    ContractError, export_product, import_contract, read_contract, write_descriptor,
+};
 use meshgate_gateway::error::StartupError;
 use meshgate_gateway::lint::{LintOptions, LintOutcome, lint};
 use meshgate_gateway::observability::SpanExport;
@@ -145,6 +149,12 @@ enum Command {
         #[command(flatten)]
         args: meshgate_gateway::cluster_roles::ExecutorArgs,
     },
+    /// A product's contract as an Open Data Contract Standard (ODCS v3.1) document, and
+    /// back.
+    Contract {
+        #[command(subcommand)]
+        action: ContractAction,
+    },
     /// Validate every descriptor of a mesh directory; exits non-zero on any error.
     Lint {
         /// Mesh directory.
@@ -157,6 +167,33 @@ enum Command {
         /// of derived products and its platform rules.
         #[arg(long, env = "MESHGATE_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+/// `meshgate contract ...`.
+#[derive(Debug, Subcommand)]
+enum ContractAction {
+    /// Print the ODCS contract of a product (its descriptor must be valid).
+    Export {
+        /// Mesh directory.
+        mesh: PathBuf,
+        /// The product, `domain.product`.
+        product: String,
+        /// Write the contract to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Make the descriptor an ODCS contract describes, without a policy (no one may read
+    /// the product until its owners add one).
+    Import {
+        /// The ODCS contract (YAML).
+        contract: PathBuf,
+        /// Write `<mesh>/<domain>/<product>.yaml` instead of printing the descriptor.
+        #[arg(long)]
+        mesh: Option<PathBuf>,
+        /// Replace a descriptor already there.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -278,6 +315,45 @@ fn token(args: TokenArgs) -> Result<String, CliError> {
     )?)
 }
 
+/// Runs `meshgate contract export|import`.
+fn contract(action: &ContractAction) -> Result<(), ContractError> {
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|source| ContractError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    match action {
+        ContractAction::Export { mesh, product, out } => {
+            let yaml = export_product(mesh, product)?;
+            match out {
+                Some(path) => write(path, &yaml),
+                None => {
+                    print!("{yaml}");
+                    Ok(())
+                }
+            }
+        }
+        ContractAction::Import {
+            contract,
+            mesh,
+            force,
+        } => {
+            let text = read_contract(contract)?;
+            let root = mesh.clone().unwrap_or_else(|| PathBuf::from("."));
+            let (domain, product, yaml) = import_contract(&text, &root)?;
+            match mesh {
+                Some(mesh) => {
+                    let file = write_descriptor(mesh, (&domain, &product), &yaml, *force)?;
+                    eprintln!("meshgate: wrote {}", file.display());
+                }
+                None => print!("{yaml}"),
+            }
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Token(_) | Command::Lint { .. }) {
@@ -308,6 +384,15 @@ fn main() -> ExitCode {
             Err(message) => {
                 eprintln!("meshgate: {message}");
                 ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Contract { action } = &cli.command {
+        return match contract(action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meshgate: {e}");
+                ExitCode::from(1)
             }
         };
     }
@@ -490,7 +575,10 @@ async fn serve(command: Command) -> Result<(), CliError> {
             config.state_dir_may_be_shared = true;
             (dir, config, Some(secret))
         }
-        Command::Lint { .. } | Command::Token(_) | Command::HandleKey { .. } => {
+        Command::Lint { .. }
+        | Command::Token(_)
+        | Command::HandleKey { .. }
+        | Command::Contract { .. } => {
             return Err(CliError::Usage("this command does not serve"));
         }
     };

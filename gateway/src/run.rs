@@ -18,7 +18,7 @@ use crate::pg_door::PgDoor;
 
 /// Result of starting the gateway.
 type Result<T, E = StartupError> = std::result::Result<T, E>;
-use crate::observability::{Metrics, OperatorListener};
+use crate::observability::{Metrics, OpenLineageEmitter, OperatorListener};
 use crate::server::BoundServer;
 use crate::service::GatewayState;
 
@@ -114,11 +114,17 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         );
     }
     if config.engine.derived.materialize && runs.writer {
+        let lineage = if config.openlineage.enabled() {
+            Some(OpenLineageEmitter::start(&config.openlineage)?)
+        } else {
+            None
+        };
         spawn_materializer(
             &publisher,
             runs.store,
             &config.engine.derived,
             Some(rechecks),
+            lineage,
         );
     }
     if config.quality.enabled {

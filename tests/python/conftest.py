@@ -58,10 +58,11 @@ def _stop_leftover_servers() -> None:  # safety net if pytest dies mid-session
         srv.stop(grace=5)
 
 
-def start_server(argv, name: str) -> ServerProcess:
+def start_server(argv, name: str, env: dict[str, str] | None = None) -> ServerProcess:
     # The binary falls back to MESHGATE_MESH/LISTEN/CONFIG/DEMO_* environment
-    # variables; keep runs hermetic by passing everything on the command line.
-    srv = ServerProcess(argv, name=name, env=hermetic_env())
+    # variables; keep runs hermetic by passing everything on the command line (and
+    # only the variables `env` adds).
+    srv = ServerProcess(argv, name=name, env={**hermetic_env(), **(env or {})})
     _started.append(srv)
     srv.start(timeout=START_TIMEOUT_S)
     return srv

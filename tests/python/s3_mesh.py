@@ -116,6 +116,8 @@ def demo_on_s3(s3: S3Server, demo_mesh: Path, root: Path, base_config: str) -> S
             text = descriptor.read_text().replace(local_data, f"s3://{BUCKET}/")
             assert f"s3://{BUCKET}/{domain}/" in text, f"{descriptor} has no location under {local_data}"
             (mesh / domain / descriptor.name).write_text(text)
+        for transform in (demo_mesh / domain).glob("*.sql"):
+            (mesh / domain / transform.name).write_text(transform.read_text())
 
     credentials = root / "aws-credentials"
     profiles = []

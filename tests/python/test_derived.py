@@ -11,12 +11,17 @@ per-persona oracle with every other table (test_queries.py, test_zero_trust.py).
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 from conftest import serve_config, start_server
 from mesh_helpers import DEMO_SECRET_FILE, adbc_connect, adbc_query
@@ -71,6 +76,14 @@ tables:
       mode: virtual
       inputs: [lab.source.readings]
       transform: SELECT id, num FROM lab.source.readings
+    columns:
+      - { name: id, type: Int64, nullable: false }
+      - { name: num, type: Int64 }
+  - name: scaled
+    derived:
+      mode: virtual
+      inputs: [lab.source.readings]
+      transform_file: sql/scaled.sql
     columns:
       - { name: id, type: Int64, nullable: false }
       - { name: num, type: Int64 }
@@ -151,8 +164,62 @@ def write_readings(folder: Path, name: str, rows: list[tuple[int, int, int, str]
     staged.rename(folder / name)
 
 
+def write_scaled(mesh: Path, factor: int):
+    """The transform file of stats.ratios.scaled: num times `factor`."""
+    folder = mesh / "stats" / "sql"
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / ".scaled.sql.tmp"
+    staged.write_text(f"-- scaled readings\nSELECT id, num * {factor} AS num FROM lab.source.readings\n")
+    staged.rename(folder / "scaled.sql")
+
+
+class LineageEndpoint:
+    """An OpenLineage HTTP endpoint (as Marquez serves `POST /api/v1/lineage`) that
+    keeps every event it is sent, and the file the gateway also writes them to."""
+
+    def __init__(self, file: Path):
+        self.file = file
+        self.events: list[dict] = []
+        self.authorizations: list[str | None] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the http.server API)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/api/v1/lineage":
+                    endpoint.events.append(json.loads(body))
+                    endpoint.authorizations.append(self.headers.get("Authorization"))
+                    self.send_response(201)
+                else:
+                    self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/lineage"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def config(self) -> str:
+        return (f"openlineage:\n  namespace: mesh-test\n  url: {self.url}\n"
+                f"  api_key_env: MESHGATE_TEST_LINEAGE_KEY\n  file: {json.dumps(str(self.file))}\n")
+
+    def file_events(self) -> list[dict]:
+        if not self.file.exists():
+            return []
+        return [json.loads(line) for line in self.file.read_text().splitlines() if line.strip()]
+
+
 @pytest.fixture(scope="module")
-def derived_mesh(demo, tmp_path_factory, meshgate_bin):
+def lineage_endpoint(tmp_path_factory):
+    endpoint = LineageEndpoint(tmp_path_factory.mktemp("lineage") / "openlineage.jsonl")
+    yield endpoint
+    endpoint.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def derived_mesh(demo, tmp_path_factory, meshgate_bin, lineage_endpoint):
     root = tmp_path_factory.mktemp("derived")
     data = root / "data"
     mesh = root / "mesh"
@@ -164,6 +231,7 @@ def derived_mesh(demo, tmp_path_factory, meshgate_bin):
                                   ("lab", "tags", TAGS)]:
         (mesh / domain).mkdir(parents=True, exist_ok=True)
         (mesh / domain / f"{product}.yaml").write_text(text.replace("{data}", str(data)))
+    write_scaled(mesh, 1)
     config = root / "meshgate.yaml"
     config.write_text(
         serve_config(demo.mesh_dir / DEMO_SECRET_FILE)
@@ -171,13 +239,14 @@ def derived_mesh(demo, tmp_path_factory, meshgate_bin):
         .replace('"domain:analytics"', '"domain:stats"')
         .replace("materialize: false", "materialize: true")
         + f"state_dir: {json.dumps(str(root / 'state'))}\n"
+        + lineage_endpoint.config()
     )
     srv = start_server(
         [meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext", "--config", config],
-        "derived",
+        "derived", env={"MESHGATE_TEST_LINEAGE_KEY": "lineage-key-1"},
     )
     try:
-        yield srv, data
+        yield srv, data, mesh
     finally:
         srv.stop()
 
@@ -214,7 +283,7 @@ def _ratios(srv, token):
 
 
 def test_runs_materialize_on_start_after_input_changes_and_survive_a_failure(derived_mesh, mint):
-    srv, data = derived_mesh
+    srv, data, _ = derived_mesh
     admin = mint("--sub", "ops", "--role", "admin")
     # The first run: only the rows the stats domain (an analyst) may read: not id 150.
     runs = _wait("the first run", lambda: [r for r in _runs(srv, admin) if r["outcome"] == "succeeded"])
@@ -247,8 +316,82 @@ def test_runs_materialize_on_start_after_input_changes_and_survive_a_failure(der
     assert "Divide by zero" in history or "divide by zero" in history.lower()
 
 
+def _spec_validators():
+    """A validator of RunEvents (spec 2-0-2), and one per facet schema, by file name."""
+    spec = Path(os.environ["MESHGATE_SPEC_SCHEMAS"]) / "openlineage"
+    core = json.loads((spec / "OpenLineage.json").read_text())
+    registry = Registry().with_resource(core["$id"], Resource.from_contents(core))
+    facets = {}
+    for path in (spec / "facets").glob("*.json"):
+        schema = json.loads(path.read_text())
+        registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
+        facets[path.stem] = schema
+    event = Draft202012Validator({"$ref": core["$id"] + "#/$defs/RunEvent"}, registry=registry,
+                                 format_checker=Draft202012Validator.FORMAT_CHECKER)
+    by_name = {name: (schema["$id"], Draft202012Validator({"$ref": f"{schema['$id']}#/$defs/{name}"},
+                                                          registry=registry,
+                                                          format_checker=Draft202012Validator.FORMAT_CHECKER))
+               for name, schema in facets.items()}
+    return event, by_name
+
+
+def _facets(event):
+    """Every facet of `event`, wherever it sits."""
+    yield from event["run"].get("facets", {}).values()
+    yield from event["job"].get("facets", {}).values()
+    for dataset in event.get("inputs", []) + event.get("outputs", []):
+        yield from dataset.get("facets", {}).values()
+        yield from dataset.get("inputFacets", {}).values()
+        yield from dataset.get("outputFacets", {}).values()
+
+
+def test_each_run_sends_openlineage_events_that_follow_the_spec(derived_mesh, lineage_endpoint, mint):
+    """Runs of stats.ratios.ratios (the first, the one after the input changed, the
+    failed one, the recovery): each a START then a COMPLETE or FAIL with the same run id,
+    to the HTTP endpoint (with the key) and the file alike, valid against the spec's JSON
+    Schemas, their facets against theirs at the very versions they name."""
+    srv, _, _ = derived_mesh
+    events = _wait("the runs' events", lambda: len([
+        e for e in lineage_endpoint.file_events() if e["eventType"] != "START"]) >= 4
+        and lineage_endpoint.file_events())
+    validate_event, facet_validators = _spec_validators()
+    for event in events:
+        validate_event.validate(event)
+        for facet in _facets(event):
+            name = facet["_schemaURL"].rsplit("/", 1)[-1]
+            schema_id, validator = facet_validators[name]
+            assert facet["_schemaURL"] == f"{schema_id}#/$defs/{name}", facet["_schemaURL"]
+            validator.validate(facet)
+    runs = {}
+    for event in events:
+        runs.setdefault(event["run"]["runId"], []).append(event["eventType"])
+    assert all(kinds[0] == "START" and kinds[1:] in (["COMPLETE"], ["FAIL"], []) for kinds in runs.values()), runs
+    assert sum(kinds == ["START", "FAIL"] for kinds in runs.values()) >= 1
+
+    first = next(e for e in events if e["eventType"] == "COMPLETE")
+    assert first["job"] == {**first["job"], "namespace": "mesh-test", "name": "stats.ratios.ratios"}
+    assert first["job"]["facets"]["sql"]["query"] == "SELECT id, num / den AS ratio FROM lab.source.readings"
+    assert [(i["namespace"], i["name"]) for i in first["inputs"]] == [("mesh-test", "lab.source.readings")]
+    output = first["outputs"][0]
+    assert output["name"] == "stats.ratios.ratios"
+    assert output["outputFacets"]["outputStatistics"]["rowCount"] == 2
+    assert [f["name"] for f in output["facets"]["schema"]["fields"]] == ["id", "ratio"]
+    lineage = {column: sorted(f["field"] for f in spec["inputFields"])
+               for column, spec in output["facets"]["columnLineage"]["fields"].items()}
+    assert lineage == {"id": ["id"], "ratio": ["den", "num"]}
+    failed = next(e for e in events if e["eventType"] == "FAIL")
+    assert "failed to compute or write" in failed["run"]["facets"]["errorMessage"]["message"]
+
+    # The endpoint was sent the same events, with the configured key.
+    sent = {(e["run"]["runId"], e["eventType"]) for e in lineage_endpoint.events}
+    assert {(e["run"]["runId"], e["eventType"]) for e in events} <= sent
+    assert lineage_endpoint.authorizations
+    assert all(a == "Bearer lineage-key-1" for a in lineage_endpoint.authorizations)
+    assert "lineage-key-1" not in srv.output()
+
+
 def test_a_virtual_table_reads_its_inputs_with_the_domains_rights(derived_mesh, mint):
-    srv, _ = derived_mesh
+    srv, _, _ = derived_mesh
     admin = mint("--sub", "ops", "--role", "admin")
     source = {r["id"] for r in _query(srv, admin, "SELECT id FROM lab.source.readings")}
     derived = {r["id"] for r in _query(srv, admin, "SELECT id FROM stats.ratios.ids")}
@@ -260,8 +403,19 @@ def test_a_virtual_table_reads_its_inputs_with_the_domains_rights(derived_mesh, 
     assert _query(srv, admin, "SELECT num FROM stats.ratios.ids WHERE id = 2") == [{"num": 9}]
 
 
+def test_a_transform_file_is_read_beside_the_descriptor_and_followed_when_it_changes(derived_mesh, mint):
+    srv, _, mesh = derived_mesh
+    admin = mint("--sub", "ops", "--role", "admin")
+    sql = "SELECT num FROM stats.ratios.scaled WHERE id = 2"
+    assert _query(srv, admin, sql) == [{"num": 9}]
+    write_scaled(mesh, 3)
+    assert _wait("the new transform serving", lambda: _query(srv, admin, sql) == [{"num": 27}] or None)
+    write_scaled(mesh, 1)
+    assert _wait("the old transform back", lambda: _query(srv, admin, sql) == [{"num": 9}] or None)
+
+
 def test_a_column_hidden_from_the_domain_cannot_be_published(derived_mesh, mint):
-    srv, _ = derived_mesh
+    srv, _, _ = derived_mesh
     admin = mint("--sub", "ops", "--role", "admin")
     viewer = mint("--sub", "vi", "--role", "viewer")
     for token in (admin, viewer):
@@ -285,7 +439,7 @@ def test_a_readers_filter_on_a_computed_column_never_sees_rows_the_transform_lea
     """`code = 10` cannot fail, but `code` is computed (a cast): planned into the
     transform, below its `WHERE label <> 'x'`, it would fail on the row that WHERE leaves
     out and name its label. It stays above the derived table."""
-    srv, _ = derived_mesh
+    srv, _, _ = derived_mesh
     admin = mint("--sub", "ops", "--role", "admin")
     assert _query(srv, admin, "SELECT id FROM stats.ratios.codes WHERE code = 10") == [{"id": 1}]
     # A filter on a column passed through unchanged still reaches the inputs.
@@ -293,7 +447,7 @@ def test_a_readers_filter_on_a_computed_column_never_sees_rows_the_transform_lea
 
 
 def test_an_error_inside_a_transform_is_not_shown_to_readers(derived_mesh, mint):
-    srv, _ = derived_mesh
+    srv, _, _ = derived_mesh
     viewer = mint("--sub", "vi", "--role", "viewer")
     conn = adbc_connect(srv.uri, viewer)
     try:
@@ -313,7 +467,7 @@ def test_an_error_inside_a_transform_is_not_shown_to_readers(derived_mesh, mint)
 
 
 def test_runs_show_only_the_inputs_the_reader_may_see(derived_mesh, mint):
-    srv, _ = derived_mesh
+    srv, _, _ = derived_mesh
     viewer = mint("--sub", "vi", "--role", "viewer")
     runs = _wait("a run", lambda: _runs(srv, viewer))
     assert all(r["inputs"] == [] and r["hidden_inputs"] == 1 for r in runs)
@@ -364,7 +518,7 @@ def test_lineage_is_read_from_the_plans_and_shown_between_visible_tables(server,
 
 
 def test_lineage_to_a_table_the_reader_may_not_see_is_not_shown(derived_mesh, mint):
-    srv, _ = derived_mesh
+    srv, _, _ = derived_mesh
     admin = mint("--sub", "ops", "--role", "admin")
     viewer = mint("--sub", "vi", "--role", "viewer")
     edges = {(r["table_name"], r["column_name"], r["input_column"])
@@ -372,7 +526,8 @@ def test_lineage_to_a_table_the_reader_may_not_see_is_not_shown(derived_mesh, mi
     assert edges == {("ratios", None, None), ("ratios", "id", "id"), ("ratios", "ratio", "num"),
                      ("ratios", "ratio", "den"), ("ids", None, None), ("ids", "id", "id"), ("ids", "num", "num"),
                      ("codes", None, None), ("codes", "id", "id"), ("codes", "code", "label"),
-                     ("raw_codes", None, None), ("raw_codes", "id", "id"), ("raw_codes", "code", "label")}
+                     ("raw_codes", None, None), ("raw_codes", "id", "id"), ("raw_codes", "code", "label"),
+                     ("scaled", None, None), ("scaled", "id", "id"), ("scaled", "num", "num")}
     # The viewer reads stats.ratios but not lab.source: no lineage between them.
     assert _query(srv, viewer, "SELECT * FROM mesh.meta.lineage") == []
 
@@ -380,7 +535,7 @@ def test_lineage_to_a_table_the_reader_may_not_see_is_not_shown(derived_mesh, mi
 def test_the_quality_agent_counts_orphans_and_duplicate_composite_keys(derived_mesh, mint):
     """Referential integrity per relationship, and the uniqueness of a composite key,
     as mesh.meta.quality_checks shows them to whoever sees both ends."""
-    srv, _ = derived_mesh
+    srv, _, _ = derived_mesh
     admin = mint("--sub", "ops", "--role", "admin")
     sql = ("SELECT check_name, column_name, expectation, passed, failing_rows, failing_fraction "
            "FROM mesh.meta.quality_checks WHERE table_name = 'tags' ORDER BY check_name")
@@ -396,3 +551,40 @@ def test_the_quality_agent_counts_orphans_and_duplicate_composite_keys(derived_m
     viewer = mint("--sub", "vi", "--role", "viewer")
     names = {r["check_name"] for r in _query(srv, viewer, sql)}
     assert "references" not in names and "unique" in names
+
+
+def test_a_materialized_table_before_its_first_run_says_so_and_its_product_serves(demo, tmp_path, meshgate_bin, mint):
+    """A gateway that does not materialize (another replica does) over a table no run
+    has written yet: its scans fail with UNAVAILABLE and say why; the product is not
+    broken, its other tables serve."""
+    data = tmp_path / "data"
+    mesh = tmp_path / "mesh"
+    write_readings(data / "readings", "part-1.parquet", [(1, 10, 2, "s1")])
+    for domain, product, text in [("lab", "source", SOURCE), ("stats", "ratios", RATIOS)]:
+        (mesh / domain).mkdir(parents=True, exist_ok=True)
+        (mesh / domain / f"{product}.yaml").write_text(text.replace("{data}", str(data)))
+    write_scaled(mesh, 1)
+    config = tmp_path / "meshgate.yaml"
+    config.write_text(serve_config(demo.mesh_dir / DEMO_SECRET_FILE)
+                      .replace("    principals: { analytics:", "    principals: { stats:")
+                      .replace('"domain:analytics"', '"domain:stats"'))
+    srv = start_server([meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
+                        "--config", config], "unmaterialized")
+    try:
+        admin = mint("--sub", "ops", "--role", "admin")
+        conn = adbc_connect(srv.uri, admin)
+        try:
+            with pytest.raises(Exception) as failure:
+                adbc_query(conn, "SELECT * FROM stats.ratios.ratios")
+        finally:
+            conn.close()
+        message = str(failure.value)
+        assert "has not been materialized yet" in message and "Unavailable" in message, message
+        assert str(data) not in message, message
+        assert _query(srv, admin, "SELECT id FROM stats.ratios.ids") == [{"id": 1}]
+        status = _query(srv, admin, "SELECT status FROM mesh.meta.products WHERE product = 'ratios'")
+        assert status == [{"status": "ok"}]
+        assert _query(srv, admin, "SELECT * FROM mesh.meta.runs") == []
+        assert "table storage cannot be read" not in srv.output()
+    finally:
+        srv.stop()

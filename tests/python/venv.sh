@@ -2,8 +2,9 @@
 # Creates (or reuses) the test virtual environment and installs tests/requirements.txt
 # into it, every transitive version pinned by tests/constraints.txt, when either file
 # or the interpreter changed. Sourced by tests/run.sh and
-# tests/python/run.sh; exports MESHGATE_VENV and MESHGATE_MOTO_SERVER (the S3-protocol
-# server the storage tests start).
+# tests/python/run.sh; exports MESHGATE_VENV, MESHGATE_MOTO_SERVER (the S3-protocol
+# server the storage tests start) and MESHGATE_SPEC_SCHEMAS (the OpenLineage and ODCS JSON
+# Schemas, fetched by spec_schemas.py).
 #
 # Environment:
 #   MESHGATE_VENV   virtualenv to create/use (default: <repo>/.venv)
@@ -28,5 +29,11 @@ if [ "$_venv_want" != "$_venv_have" ]; then
     printf '%s\n' "$_venv_want" > "$_venv_stamp"
 fi
 
+# The JSON Schemas the suite validates against (OpenLineage events, ODCS contracts), from
+# crates.io and PyPI, each archive checked against its SHA-256 (spec_schemas.py).
+MESHGATE_SPEC_SCHEMAS="$MESHGATE_VENV/spec-schemas-1"
+"$MESHGATE_VENV/bin/python" "$_venv_repo/tests/python/spec_schemas.py" "$MESHGATE_SPEC_SCHEMAS"
+
 export MESHGATE_VENV
+export MESHGATE_SPEC_SCHEMAS
 export MESHGATE_MOTO_SERVER="$MESHGATE_VENV/bin/moto_server"

@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use datafusion::logical_expr::LogicalPlan;
-use meshgate_catalog::{Derivation, DerivedMode, Product, Table};
+use meshgate_catalog::{Derivation, DerivedMode, LineageEdge, Product, Table};
 use meshgate_connectors::TableOpener;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::DerivedConfig;
+use crate::openlineage::{LineageSink, RunEnd, RunSubject};
 use crate::product::{CompiledProduct, Fault};
 use crate::quality::DataFingerprint;
 use crate::runs::{InputState, Run, RunStore, RunTrigger};
@@ -34,17 +35,19 @@ const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_RETRY: Duration = Duration::from_secs(3600);
 
 /// Starts the materializer over the sessions `sessions` publishes, recording into
-/// `runs`; after each commit it sends the product's descriptor file to `rechecks` (the
-/// live catalog's re-check requests). It stops once every publisher is dropped.
+/// `runs` and telling `lineage` of each run (OpenLineage events); after each commit it
+/// sends the product's descriptor file to `rechecks` (the live catalog's re-check
+/// requests). It stops once every publisher is dropped.
 pub fn spawn_materializer(
     sessions: &SessionPublisher,
     runs: Arc<RunStore>,
     config: &DerivedConfig,
     rechecks: Option<UnboundedSender<PathBuf>>,
+    lineage: Option<LineageSink>,
 ) -> tokio::task::JoinHandle<()> {
     let state = sessions.downgrade();
     let config = config.clone();
-    tokio::spawn(run(state, runs, config, rechecks))
+    tokio::spawn(run(state, runs, config, rechecks, lineage))
 }
 
 /// One table due for a run.
@@ -62,6 +65,7 @@ async fn run(
     runs: Arc<RunStore>,
     config: DerivedConfig,
     rechecks: Option<UnboundedSender<PathBuf>>,
+    lineage: Option<LineageSink>,
 ) {
     tracing::info!(
         concurrency = config.max_concurrent_runs,
@@ -79,12 +83,16 @@ async fn run(
         let (due, next) = due_runs(&sessions, &runs, now);
         let ran_any = !due.is_empty();
         let jobs = due.into_iter().map(|work| {
-            let (sessions, runs, rechecks) =
-                (Arc::clone(&sessions), Arc::clone(&runs), rechecks.clone());
+            let (sessions, runs, rechecks, lineage) = (
+                Arc::clone(&sessions),
+                Arc::clone(&runs),
+                rechecks.clone(),
+                lineage.clone(),
+            );
             let timeout = config.run_timeout;
             async move {
                 let source = work.compiled.product.source.clone();
-                let record = run_one(&sessions, work, timeout).await;
+                let record = run_one(&sessions, work, timeout, lineage).await;
                 let committed = record.succeeded();
                 let table = record.table.clone();
                 // A durable write: off the async workers.
@@ -230,11 +238,26 @@ fn input_states(
         .collect()
 }
 
-/// Runs one materialization within `timeout` and says how it went.
-async fn run_one(sessions: &SessionFactory, work: Due, timeout: Duration) -> Run {
+/// Runs one materialization within `timeout` and says how it went, telling `lineage`
+/// when it starts and ends.
+async fn run_one(
+    sessions: &SessionFactory,
+    work: Due,
+    timeout: Duration,
+    lineage: Option<LineageSink>,
+) -> Run {
     let product = Arc::clone(&work.compiled.product);
     let key = format!("{}.{}", product.qualified_name(), work.table);
     let started_at = SystemTime::now();
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let edges = work.compiled.lineage_of(&work.table).unwrap_or_default();
+    tell(
+        lineage.as_ref(),
+        &work,
+        (&key, &run_id, &edges),
+        started_at,
+        None,
+    );
     let mut record = Run {
         table: key.clone(),
         trigger: work.trigger,
@@ -265,6 +288,23 @@ async fn run_one(sessions: &SessionFactory, work: Due, timeout: Duration) -> Run
         )),
     };
     record.ended_at = SystemTime::now();
+    let end = match &outcome {
+        Ok(committed) => RunEnd::Committed {
+            rows: committed.rows,
+        },
+        // The kind only: the detail may name storage and quote input values; it is
+        // in the log.
+        Err((failure, _)) => RunEnd::Failed {
+            message: failure.clone(),
+        },
+    };
+    tell(
+        lineage.as_ref(),
+        &work,
+        (&key, &run_id, &edges),
+        record.ended_at,
+        Some(&end),
+    );
     match outcome {
         Ok(committed) => {
             record.rows = committed.rows;
@@ -280,6 +320,34 @@ async fn run_one(sessions: &SessionFactory, work: Due, timeout: Duration) -> Run
         }
     }
     record
+}
+
+/// Sends `sink` (when lineage events are on) the event of the run of `work` (the table
+/// `key`, run `run_id`, lineage `edges`) at `at`: its start, or its `end`.
+fn tell(
+    sink: Option<&LineageSink>,
+    work: &Due,
+    (key, run_id, edges): (&str, &str, &[LineageEdge]),
+    at: SystemTime,
+    end: Option<&RunEnd>,
+) {
+    let (Some(sink), Some(table)) = (sink, work.compiled.product.table(&work.table)) else {
+        return;
+    };
+    let inputs: Vec<&str> = work.inputs.iter().map(|i| i.table.as_str()).collect();
+    let run = RunSubject {
+        namespace: sink.namespace(),
+        run_id,
+        table_name: key,
+        table,
+        transform: table.derived.as_ref().map_or("", |d| d.transform.as_str()),
+        inputs: &inputs,
+        lineage: edges,
+    };
+    sink.emit(match end {
+        None => run.start(at),
+        Some(end) => run.end(at, end),
+    });
 }
 
 /// Executes the transform and commits its output: the failure's kind and its detail on

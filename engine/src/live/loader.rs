@@ -134,6 +134,16 @@ impl ProductLoader {
                     tables.insert(table.name.clone(), opened.provider);
                     snapshots.insert(table.name.clone(), opened.snapshot);
                 }
+                Err(ConnectorError::NoDeltaLog { .. }) if awaits_first_run(table) => {
+                    // Not broken: its first run is due (the materializer runs tables of
+                    // products that serve). Until it commits, scans say so.
+                    tracing::info!(
+                        product = %product.qualified_name(),
+                        table = %table.name,
+                        "materialized table awaits its first run"
+                    );
+                    tables.insert(table.name.clone(), unmaterialized(&product, table));
+                }
                 Err(e) => {
                     match e {
                         ConnectorError::Contract {
@@ -218,6 +228,32 @@ fn query_runtime(engine: &EngineConfig) -> Arc<RuntimeEnv> {
             tracing::error!(error = %e, "cannot build the query runtime; memory is unbounded");
             Arc::new(RuntimeEnv::default())
         })
+}
+
+/// Whether `table` is materialized by the gateway (so that no Delta log at its location
+/// means no run has committed yet).
+fn awaits_first_run(table: &meshgate_catalog::Table) -> bool {
+    table
+        .derived
+        .as_ref()
+        .is_some_and(|d| d.mode == meshgate_catalog::DerivedMode::Materialized)
+}
+
+/// The stand-in of a materialized table no run has written yet: scans fail with
+/// `UNAVAILABLE` (try again), as PostgreSQL refuses a materialized view not yet
+/// populated, rather than answer with rows that are not there.
+fn unmaterialized(product: &Product, table: &meshgate_catalog::Table) -> Arc<dyn TableProvider> {
+    Arc::new(BrokenTable::new(
+        contract_schema(table),
+        ProductUnavailable {
+            breakage: Breakage::Storage,
+            message: format!(
+                "table {}.{} has not been materialized yet: no run has committed a version",
+                product.qualified_name(),
+                table.name
+            ),
+        },
+    ))
 }
 
 /// The stand-in of a table that cannot serve; scans never reach it, because a broken

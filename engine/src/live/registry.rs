@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use meshgate_catalog::{descriptor_files, product_from_text};
+use meshgate_catalog::{descriptor_files, parse_descriptor, product_from_text, transform_texts};
 
 use meshgate_connectors::DomainStorage;
 
@@ -233,9 +233,7 @@ impl MeshRegistry {
                 return keep_degraded(old, Vec::new(), reason, report);
             }
         };
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
-            .as_ref()
-            .to_vec();
+        let digest = descriptor_digest(file, &text);
         let old = match old {
             Some(same) if same.digest == digest => {
                 return if data.includes(file) {
@@ -374,6 +372,22 @@ fn read_descriptor(file: &Path) -> std::io::Result<(String, Option<SystemTime>)>
     let text = std::fs::read_to_string(file)?;
     let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
     Ok((text, modified))
+}
+
+/// A digest of what the descriptor `file` (holding `text`) publishes: its text and the
+/// transform files it names (a changed transform file changes the product as much as a
+/// changed descriptor; one that cannot be used is left out, and fails validation).
+fn descriptor_digest(file: &Path, text: &str) -> Vec<u8> {
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    digest.update(text.as_bytes());
+    if let (Ok(descriptor), Some(folder)) = (parse_descriptor(file, text), file.parent()) {
+        for transform in transform_texts(&descriptor, folder) {
+            let part = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, transform.as_bytes());
+            digest.update(b"\0transform_file\0");
+            digest.update(part.as_ref());
+        }
+    }
+    digest.finish().as_ref().to_vec()
 }
 
 /// The entry of a descriptor whose new version is invalid: its last good version keeps

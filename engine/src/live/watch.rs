@@ -250,19 +250,19 @@ fn is_relevant(root: &Path, path: &Path, kind: &EventKind) -> bool {
     }
 }
 
-/// Whether `path` is (or may hold) a descriptor: `<root>/<domain>/<file>.yaml|yml`, or a
-/// domain folder itself.
+/// Whether `path` is (or may hold) a descriptor or what one reads: a domain folder,
+/// `<root>/<domain>/<file>.yaml|yml`, or a transform file (`.sql`) anywhere in a domain
+/// folder.
 fn is_descriptor_path(root: &Path, path: &Path) -> bool {
     let Ok(relative) = path.strip_prefix(root) else {
         return false;
     };
+    let extension = relative.extension().and_then(|e| e.to_str());
     match relative.components().count() {
+        0 => false,
         1 => true,
-        2 => relative
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e == "yaml" || e == "yml"),
-        _ => false,
+        2 => matches!(extension, Some("yaml" | "yml" | "sql")),
+        _ => extension == Some("sql"),
     }
 }
 
@@ -287,6 +287,15 @@ mod tests {
             Path::new("/m/clinical/data/x.yaml")
         ));
         assert!(!is_descriptor_path(root, Path::new("/m/clinical/notes.md")));
+        // Transform files, beside descriptors or below them.
+        assert!(is_descriptor_path(
+            root,
+            Path::new("/m/analytics/stays.sql")
+        ));
+        assert!(is_descriptor_path(
+            root,
+            Path::new("/m/analytics/sql/stays.sql")
+        ));
         assert!(!is_descriptor_path(root, Path::new("/elsewhere/d/p.yaml")));
     }
 

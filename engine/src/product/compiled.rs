@@ -125,6 +125,11 @@ impl CompiledProduct {
         self.health = Arc::new(health);
     }
 
+    /// The lineage of derived `table`, once resolved.
+    pub(crate) fn lineage_of(&self, table: &str) -> Option<Arc<[LineageEdge]>> {
+        self.lineage.get(table).cloned()
+    }
+
     /// The transform plan of derived `table`, once resolved.
     pub(crate) fn derived_plan(&self, table: &str) -> Option<&Arc<LogicalPlan>> {
         self.derived.get(table)

@@ -4,11 +4,18 @@ use std::path::Path;
 
 use super::{DemoError, Result, io_error};
 
-/// Writes `<mesh>/<domain>/<product>.yaml` for every demo product; table locations are
-/// absolute `file://` URLs under `data_root`.
+/// Writes `<mesh>/<domain>/<product>.yaml` for every demo product, and the transform
+/// files they name; table locations are absolute `file://` URLs under `data_root`.
 pub(super) fn write_all(mesh: &Path, data_root: &Path) -> Result<()> {
     let data = url::Url::from_directory_path(data_root)
         .map_err(|()| DemoError::Path(data_root.to_path_buf()))?;
+    // Transform files first: a descriptor naming a missing one would not load.
+    for (domain, file, text) in TRANSFORM_FILES {
+        let dir = mesh.join(domain);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let path = dir.join(file);
+        std::fs::write(&path, text).map_err(|e| io_error(&path, e))?;
+    }
     for (domain, product, text) in DESCRIPTORS {
         let dir = mesh.join(domain);
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
@@ -18,6 +25,25 @@ pub(super) fn write_all(mesh: &Path, data_root: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Transform files, written beside the descriptors that name them: (domain, file, SQL).
+const TRANSFORM_FILES: [(&str, &str, &str); 1] =
+    [("analytics", "readmissions_monthly.sql", MONTHLY_TRANSFORM)];
+
+/// The transform of `analytics.readmissions.monthly`, in a file of its own.
+const MONTHLY_TRANSFORM: &str = r#"-- Readmission rate per region and month of admission (analytics.readmissions.monthly).
+SELECT region, admit_month, count(*) AS stays,
+       sum(CASE WHEN readmitted THEN 1 ELSE 0 END) AS readmissions,
+       avg(CASE WHEN readmitted THEN 1.0 ELSE 0.0 END) AS rate
+FROM (
+  SELECT region, admit_month,
+         coalesce(lead(admitted_at) OVER (PARTITION BY patient_id ORDER BY admitted_at)
+                  <= discharged_at + INTERVAL '30 days', false) AS readmitted
+  FROM clinical.encounters.visits
+  WHERE kind = 'inpatient'
+) s
+GROUP BY region, admit_month
+"#;
 
 const DESCRIPTORS: [(&str, &str, &str); 7] = [
     ("reference", "regions", REGIONS),
@@ -256,18 +282,7 @@ tables:
       mode: materialized
       inputs: [clinical.encounters.visits]
       refresh: 1h
-      transform: |
-        SELECT region, admit_month, count(*) AS stays,
-               sum(CASE WHEN readmitted THEN 1 ELSE 0 END) AS readmissions,
-               avg(CASE WHEN readmitted THEN 1.0 ELSE 0.0 END) AS rate
-        FROM (
-          SELECT region, admit_month,
-                 coalesce(lead(admitted_at) OVER (PARTITION BY patient_id ORDER BY admitted_at)
-                          <= discharged_at + INTERVAL '30 days', false) AS readmitted
-          FROM clinical.encounters.visits
-          WHERE kind = 'inpatient'
-        ) s
-        GROUP BY region, admit_month
+      transform_file: readmissions_monthly.sql
     format: delta
     location: {data}analytics/readmissions/monthly/
     columns:
