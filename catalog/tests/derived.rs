@@ -160,7 +160,7 @@ fn a_transform_file_may_not_lead_out_of_the_domain_folder_through_a_link() {
     let load = Mesh::load(Path::new(dir.path())).unwrap();
     let error = load.errors.first().unwrap().to_string();
     assert!(
-        error.contains("leads outside the descriptor's folder"),
+        error.contains("links leading out of it are refused"),
         "{error}"
     );
     assert!(!error.contains("host secret"), "{error}");
