@@ -37,6 +37,12 @@ fn load_with(tables: &str, files: &[(&str, &str)]) -> Result<meshgate_catalog::P
     }
 }
 
+/// The first error loading the mesh at `root` reports (there must be one).
+fn first_load_error(root: &Path) -> String {
+    let load = Mesh::load(root).unwrap();
+    load.errors.first().expect("a load error").to_string()
+}
+
 #[test]
 fn a_virtual_table_has_no_storage() {
     let product = load(
@@ -122,12 +128,7 @@ fn a_transform_file_that_is_a_fifo_or_a_hard_link_is_refused_without_waiting() {
     assert!(made.success());
     let table = "  - name: t\n    derived: { mode: virtual, inputs: [a.b.c], transform_file: t.sql }\n    columns: [{ name: n, type: Int64 }]\n";
     std::fs::write(folder.join("readmissions.yaml"), format!("{HEAD}{table}")).unwrap();
-    let error = Mesh::load(dir.path())
-        .unwrap()
-        .errors
-        .first()
-        .unwrap()
-        .to_string();
+    let error = first_load_error(dir.path());
     assert!(error.contains("cannot use 't.sql'"), "{error}");
 
     std::fs::remove_file(&fifo).unwrap();
@@ -135,12 +136,7 @@ fn a_transform_file_that_is_a_fifo_or_a_hard_link_is_refused_without_waiting() {
     let secret = outside.path().join("secret.sql");
     std::fs::write(&secret, "SELECT 'host secret'").unwrap();
     std::fs::hard_link(&secret, &fifo).unwrap();
-    let error = Mesh::load(dir.path())
-        .unwrap()
-        .errors
-        .first()
-        .unwrap()
-        .to_string();
+    let error = first_load_error(dir.path());
     assert!(error.contains("cannot use 't.sql'"), "{error}");
     assert!(!error.contains("host secret"), "{error}");
 }
@@ -157,8 +153,7 @@ fn a_transform_file_may_not_lead_out_of_the_domain_folder_through_a_link() {
     std::os::unix::fs::symlink(&secret, folder.join("t.sql")).unwrap();
     let table = "  - name: t\n    derived: { mode: virtual, inputs: [a.b.c], transform_file: t.sql }\n    columns: [{ name: n, type: Int64 }]\n";
     std::fs::write(folder.join("readmissions.yaml"), format!("{HEAD}{table}")).unwrap();
-    let load = Mesh::load(Path::new(dir.path())).unwrap();
-    let error = load.errors.first().unwrap().to_string();
+    let error = first_load_error(dir.path());
     assert!(
         error.contains("links leading out of it are refused"),
         "{error}"

@@ -449,38 +449,28 @@ mod tests {
 
     #[test]
     fn references_name_their_table_in_full_or_within_the_contract() {
-        let own = ("clinical", "encounters", "visits");
-        let custom = [];
-        let across = reference(
-            "r",
-            own,
-            &["visits.patient_id".into()],
-            &["patients.registry.patients.patient_id".into()],
-            &custom,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let resolve = |from: &str, to: &str| {
+            reference(
+                "r",
+                ("clinical", "encounters", "visits"),
+                &[from.into()],
+                &[to.into()],
+                &[],
+            )
+        };
+        let across = resolve("visits.patient_id", "patients.registry.patients.patient_id")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(across.table, "patients.registry.patients");
         assert_eq!(across.to, None);
-        let within = reference(
-            "r",
-            own,
-            &["visits.code".into()],
-            &["codes.id".into()],
-            &custom,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let within = resolve("visits.code", "codes.id").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(within.table, "clinical.encounters.codes");
         assert_eq!(within.to, Some(vec!["id".to_string()]));
-        let qualified = reference(
-            "r",
-            own,
-            &["visits.patient_id".into()],
-            &["patients.registry.yaml#/schema/patients/properties/patient_id".into()],
-            &custom,
+        let qualified = resolve(
+            "visits.patient_id",
+            "patients.registry.yaml#/schema/patients/properties/patient_id",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(qualified.table, "patients.registry.patients");
-        let odd = reference("r", own, &["visits.x".into()], &["a.b.c".into()], &custom);
-        assert!(odd.is_err());
+        assert!(resolve("visits.x", "a.b.c").is_err());
     }
 }

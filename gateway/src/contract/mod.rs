@@ -8,8 +8,8 @@
 //! `invalidValues`, `duplicateValues`, `rowCount`); those round-trip. What ODCS has no
 //! field for travels as ODCS allows and round-trips through meshgate too: a completeness
 //! SLA, the quality schedule, derivations, time travel and a relationship's cardinality
-//! in `customProperties`, a `range` check as a `custom` rule of engine `meshgate`. A product's policy is not exported, and an imported
-//! descriptor has none: it publishes nothing until its owners say who may read it.
+//! in `customProperties`, a `range` check as a `custom` rule of engine `meshgate`. A
+//! product's policy is not exported, and an imported descriptor has none: it publishes nothing until its owners say who may read it.
 
 mod export;
 mod import;
@@ -19,7 +19,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use meshgate_catalog::{
-    DescriptorOrigin, Problem, ProductDescriptor, parse_descriptor, read_product,
+    DescriptorOrigin, Problem, ProductDescriptor, parse_descriptor, product_from_text,
     validate_descriptor,
 };
 use serde_json::Value;
@@ -109,7 +109,7 @@ pub fn export_product(mesh: &Path, name: &str) -> Result<String, ContractError> 
         path: file.clone(),
         source,
     })?;
-    let validated = read_product(mesh, &file)?;
+    let validated = product_from_text(mesh, &file, &text)?;
     let descriptor = parse_descriptor(&file, &text)?;
     let contract = export(&descriptor, &validated);
     serde_yaml::to_string(&contract).map_err(ContractError::Write)
