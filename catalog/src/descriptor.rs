@@ -76,6 +76,9 @@ pub enum TableFormat {
     Delta,
     /// No storage: a virtual derived table, computed by every query that reads it.
     Virtual,
+    /// Served by a domain's own Flight SQL node (`endpoint`, `remote_table`): the gateway
+    /// federates to it, acting as each caller, instead of reading storage itself.
+    FlightSql,
 }
 
 impl std::fmt::Display for TableFormat {
@@ -84,6 +87,7 @@ impl std::fmt::Display for TableFormat {
             Self::Parquet => "parquet",
             Self::Delta => "delta",
             Self::Virtual => "virtual",
+            Self::FlightSql => "flightsql",
         })
     }
 }
@@ -104,6 +108,14 @@ pub struct TableDescriptor {
     /// mesh); a virtual derived table has none.
     #[serde(default)]
     pub location: Option<String>,
+    /// For `format: flightsql`: the domain node serving the table, `grpc+tls://host:port`
+    /// (or `grpc://host:port`, which the gateway accepts only as its config allows).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// For `format: flightsql`: the table's name on the node (`catalog.schema.table`,
+    /// `schema.table` or `table`).
+    #[serde(default)]
+    pub remote_table: Option<String>,
     /// Computed from other products' tables instead of read from files someone wrote.
     #[serde(default)]
     pub derived: Option<DerivedDescriptor>,

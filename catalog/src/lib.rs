@@ -12,6 +12,7 @@ mod policy;
 mod principal;
 mod product;
 mod quality;
+mod remote;
 mod validate;
 
 pub use as_of::{AsOf, BadAsOf, split_as_of};
@@ -38,4 +39,5 @@ pub use quality::{
     ColumnChecks, ColumnChecksDescriptor, Completeness, Literal, ProductQualityDescriptor,
     RangeDescriptor, TableQualityDescriptor, parse_completeness,
 };
+pub use remote::{EndpointError, NodeEndpoint, RemoteSource, remote_table_parts};
 pub use validate::{DescriptorOrigin, MAX_IDENTIFIER_LEN, validate_descriptor};

@@ -92,6 +92,8 @@ pub struct Table {
     pub references: Vec<Reference>,
     /// How the table is computed from other tables, when it is derived.
     pub derived: Option<Derivation>,
+    /// The domain node serving it (`format: flightsql` exactly).
+    pub remote: Option<crate::RemoteSource>,
 }
 
 /// How far back past versions of a table may be read.

@@ -19,6 +19,7 @@ use crate::keys::{TableName, validate_keys};
 use crate::policy::{PolicyDescriptor, ReadRule};
 use crate::product::{Column, Product, Sla, Table, TimeTravel};
 use crate::quality::{parse_completeness, validate_checks, validate_schedule};
+use crate::remote::{NodeEndpoint, RemoteSource, remote_table_parts};
 
 /// Longest duration accepted in a descriptor (schedules, ages): 100 years, far from
 /// overflowing a timestamp.
@@ -271,7 +272,7 @@ fn validate_table(
         .derived
         .as_ref()
         .and_then(|d| validate_derivation(at, &own, d, folder, problems));
-    let (format, location) = validate_storage(at, table, mesh_root, problems);
+    let (format, location, remote) = validate_storage(at, table, mesh_root, problems);
 
     if table.columns.is_empty() {
         problems.push(Problem::new(
@@ -356,18 +357,35 @@ fn validate_table(
         primary_key,
         references,
         derived,
+        remote,
     })
 }
 
 /// The format and location of `table`: both required for a table read from storage
-/// (a materialized derived table is written as Delta), neither for a virtual one.
+/// (a materialized derived table is written as Delta), neither for a virtual one; a
+/// table served by a domain node has an endpoint and a remote name instead.
 fn validate_storage(
     at: &str,
     table: &TableDescriptor,
     mesh_root: &Path,
     problems: &mut Vec<Problem>,
-) -> (Option<TableFormat>, Option<Url>) {
+) -> (Option<TableFormat>, Option<Url>, Option<RemoteSource>) {
     let mode = table.derived.as_ref().map(|d| d.mode);
+    if table.format == Some(TableFormat::FlightSql) && mode.is_none() {
+        let remote = validate_remote(at, table, problems);
+        return (Some(TableFormat::FlightSql), None, remote);
+    }
+    for (field, given) in [
+        ("endpoint", table.endpoint.is_some()),
+        ("remote_table", table.remote_table.is_some()),
+    ] {
+        if given {
+            problems.push(Problem::new(
+                format!("{at}.{field}"),
+                "only a table with format: flightsql is served by a domain node; remove it",
+            ));
+        }
+    }
     if mode == Some(DerivedMode::Virtual) {
         if table.format.is_some_and(|f| f != TableFormat::Virtual) {
             problems.push(Problem::new(
@@ -387,7 +405,7 @@ fn validate_storage(
                 "a virtual derived table has no files to partition; remove partition_columns",
             ));
         }
-        return (Some(TableFormat::Virtual), None);
+        return (Some(TableFormat::Virtual), None, None);
     }
     let format = match (table.format, mode) {
         (None, Some(_)) => {
@@ -400,7 +418,7 @@ fn validate_storage(
         (None, None) => {
             problems.push(Problem::new(
                 format!("{at}.format"),
-                "is missing; write parquet or delta",
+                "is missing; write parquet, delta or flightsql",
             ));
             None
         }
@@ -411,7 +429,7 @@ fn validate_storage(
             ));
             None
         }
-        (Some(TableFormat::Parquet), Some(_)) => {
+        (Some(TableFormat::Parquet | TableFormat::FlightSql), Some(_)) => {
             problems.push(Problem::new(
                 format!("{at}.format"),
                 "a materialized table is written as Delta (one commit per run); use format: delta",
@@ -430,7 +448,70 @@ fn validate_storage(
             None
         }
     };
-    (format, location)
+    (format, location, None)
+}
+
+/// The node and remote name of a `format: flightsql` table, which has no storage of its
+/// own here (no location, no partitions).
+fn validate_remote(
+    at: &str,
+    table: &TableDescriptor,
+    problems: &mut Vec<Problem>,
+) -> Option<RemoteSource> {
+    if table.location.is_some() {
+        problems.push(Problem::new(
+            format!("{at}.location"),
+            "a table served by a domain node has no storage here; remove location",
+        ));
+    }
+    if !table.partition_columns.is_empty() {
+        problems.push(Problem::new(
+            format!("{at}.partition_columns"),
+            "a table served by a domain node has no files here; remove partition_columns",
+        ));
+    }
+    let endpoint = match table.endpoint.as_deref() {
+        None => {
+            problems.push(Problem::new(
+                format!("{at}.endpoint"),
+                "is missing; give the node's address, e.g. grpc+tls://clinical-node:50051",
+            ));
+            None
+        }
+        Some(text) => match NodeEndpoint::parse(text) {
+            Ok(endpoint) => Some(endpoint),
+            Err(e) => {
+                problems.push(Problem::new(
+                    format!("{at}.endpoint"),
+                    format!("'{text}' {e}"),
+                ));
+                None
+            }
+        },
+    };
+    let name = match table.remote_table.as_deref() {
+        None => {
+            problems.push(Problem::new(
+                format!("{at}.remote_table"),
+                "is missing; give the table's name on the node (catalog.schema.table)",
+            ));
+            None
+        }
+        Some(text) => {
+            let parts = remote_table_parts(text);
+            if parts.is_none() {
+                problems.push(Problem::new(
+                    format!("{at}.remote_table"),
+                    format!("'{text}' is not a table name; write catalog.schema.table, schema.table or table"),
+                ));
+            }
+            parts
+        }
+    };
+    Some(RemoteSource {
+        endpoint: endpoint?,
+        table: name?,
+    })
 }
 
 /// `time_travel:` is for Delta tables, with an optional positive `max_age`.

@@ -244,7 +244,7 @@ fn each_misdeclared_derivation_names_its_field() {
         ),
         (
             "location: file:///x",
-            "tables[0].format: is missing; write parquet or delta",
+            "tables[0].format: is missing; write parquet, delta or flightsql",
         ),
     ];
     for (fields, expected) in cases {

@@ -39,6 +39,8 @@ pub struct ContractTable {
     sources: Vec<ColumnSource>,
     /// The table's name and the version it reads, for a versioned (Delta) table.
     version: Option<(String, i64)>,
+    /// The domain node's table `inner` is, when it is one (bound per caller).
+    remote: Option<Arc<dyn crate::RemoteTableSource>>,
 }
 
 impl ContractTable {
@@ -47,6 +49,36 @@ impl ContractTable {
     pub fn reading_version(mut self, table: &str, version: Option<i64>) -> Self {
         self.version = version.map(|v| (table.to_string(), v));
         self
+    }
+
+    /// The contract over a domain node's table `remote` (not yet bound to a caller).
+    pub fn over_remote(
+        table: &str,
+        contract: SchemaRef,
+        remote: Arc<dyn crate::RemoteTableSource>,
+    ) -> Result<Self, ConnectorError> {
+        let inner: Arc<dyn TableProvider> = Arc::clone(&remote) as Arc<dyn TableProvider>;
+        let mut checked = Self::try_new(table, contract, inner)?;
+        checked.remote = Some(remote);
+        Ok(checked)
+    }
+
+    /// This table and its domain node's table, when it reads one.
+    pub(crate) fn remote(&self) -> Option<(&Self, &Arc<dyn crate::RemoteTableSource>)> {
+        self.remote.as_ref().map(|remote| (self, remote))
+    }
+
+    /// The same contract over `inner`, the same table as the current inner provider
+    /// (bound to a caller): same schema, no further binding.
+    pub(crate) fn with_inner(&self, inner: Arc<dyn TableProvider>) -> Self {
+        debug_assert_eq!(inner.schema(), self.inner.schema());
+        Self {
+            contract: Arc::clone(&self.contract),
+            inner,
+            sources: self.sources.clone(),
+            version: self.version.clone(),
+            remote: None,
+        }
     }
 
     /// Wraps `inner` so that it exposes `contract`.
@@ -101,6 +133,7 @@ impl ContractTable {
             inner,
             sources,
             version: None,
+            remote: None,
         })
     }
 

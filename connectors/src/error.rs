@@ -79,6 +79,37 @@ pub enum ConnectorError {
         table: String,
     },
 
+    /// The table names a domain node the gateway's configuration does not list.
+    #[error(
+        "table {table}: its node {endpoint} is not one this gateway may reach (nodes.endpoints \
+         in the gateway configuration)"
+    )]
+    UnknownNode {
+        /// `domain.product.table`.
+        table: String,
+        /// The node, as the descriptor names it.
+        endpoint: String,
+    },
+    /// No principal is configured to open the domain's remote tables as.
+    #[error(
+        "table {table}: domain {domain} has no principal to read its node as; grant one in \
+         the gateway config (engine.derived.principals.{domain})"
+    )]
+    NoDomainPrincipal {
+        /// `domain.product.table`.
+        table: String,
+        /// The domain.
+        domain: String,
+    },
+    /// The domain node could not tell the table's schema.
+    #[error("table {table}: {source}")]
+    Node {
+        /// `domain.product.table`.
+        table: String,
+        /// What failed (the node's client says; for the server log).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// DataFusion refused to build the provider.
     #[error("table {table}: {source}")]
     DataFusion {

@@ -12,6 +12,7 @@ mod error;
 mod inspect;
 mod parquet;
 mod pushdown;
+mod remote;
 mod sample;
 mod scanned;
 mod storage;
@@ -29,6 +30,7 @@ pub use error::{
 };
 pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;
+pub use remote::{RemoteSources, RemoteTableSource, acting_for};
 pub use sample::{SampledPlan, sample_row_groups};
 pub use scanned::{ScannedFile, ScannedFiles};
 pub use storage::{
@@ -47,10 +49,11 @@ pub struct OpenedTable {
 }
 
 /// Opens the tables of data products through their domain's storage.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TableOpener {
     storage: Arc<DomainStorage>,
     parquet_options: TableParquetOptions,
+    nodes: Option<Arc<dyn RemoteSources>>,
 }
 
 impl TableOpener {
@@ -60,7 +63,15 @@ impl TableOpener {
         Self {
             storage,
             parquet_options: TableParquetOptions::default(),
+            nodes: None,
         }
+    }
+
+    /// The same opener, reaching `format: flightsql` tables through `nodes` (without
+    /// them, such a table does not open).
+    pub fn with_nodes(mut self, nodes: Arc<dyn RemoteSources>) -> Self {
+        self.nodes = Some(nodes);
+        self
     }
 
     /// The same opener, scanning Parquet tables with `options` (filter pushdown, page
@@ -103,6 +114,24 @@ impl TableOpener {
         if as_of.is_some() && table.time_travel.is_none() {
             return Err(ConnectorError::NotVersioned { table: qualified });
         }
+        if let Some(source) = &table.remote {
+            let Some(nodes) = &self.nodes else {
+                return Err(ConnectorError::UnknownNode {
+                    table: qualified,
+                    endpoint: source.endpoint.to_string(),
+                });
+            };
+            let remote = nodes.open(product, table, source).await?;
+            let provider = Arc::new(ContractTable::over_remote(
+                &qualified,
+                contract_schema(table),
+                remote,
+            )?);
+            return Ok(OpenedTable {
+                provider,
+                snapshot: DataSnapshot::default(),
+            });
+        }
         let Some(declared) = &table.location else {
             return Err(ConnectorError::NotStored { table: qualified });
         };
@@ -129,7 +158,9 @@ impl TableOpener {
                 (provider, checked.snapshot)
             }
             TableFormat::Delta => delta::delta_table(&qualified, table, &location, as_of).await?,
-            TableFormat::Virtual => return Err(ConnectorError::NotStored { table: qualified }),
+            TableFormat::Virtual | TableFormat::FlightSql => {
+                return Err(ConnectorError::NotStored { table: qualified });
+            }
         };
         let provider = Arc::new(
             ContractTable::try_new(&qualified, contract_schema(table), inner)?

@@ -194,7 +194,13 @@ fn due_work(
             continue;
         }
         let schedule = compiled.product.quality_schedule.unwrap_or(config.schedule);
-        for table in &compiled.product.tables {
+        // A domain node's table is measured by its node, next to its data.
+        for table in compiled
+            .product
+            .tables
+            .iter()
+            .filter(|t| t.remote.is_none())
+        {
             let (Some(snapshot), Some(provider)) = (
                 compiled.health.tables.get(&table.name),
                 compiled.provider(&table.name),

@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     pub http: HttpDoorConfig,
     /// The Postgres door: the PostgreSQL wire protocol, for psql and BI tools.
     pub postgres: PostgresDoorConfig,
+    /// Domain nodes: the Flight SQL servers `format: flightsql` tables may be served by,
+    /// and the key the gateway signs its callers' tokens for them with.
+    pub nodes: crate::nodes::NodesSection,
     /// Each domain's storage, by domain name: its root, S3 endpoint and credentials,
     /// request limits and retries. Domains not named read local files only.
     pub storage: BTreeMap<String, DomainStorageConfig>,
@@ -178,6 +181,7 @@ impl Default for GatewayConfig {
             observability: ObservabilityConfig::default(),
             http: HttpDoorConfig::default(),
             postgres: PostgresDoorConfig::default(),
+            nodes: Default::default(),
             storage: BTreeMap::new(),
             store_layer: None,
             plaintext: false,

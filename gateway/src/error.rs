@@ -208,6 +208,9 @@ pub enum StartupError {
     /// The audit file cannot be opened.
     #[error(transparent)]
     AuditLog(#[from] crate::audit::AuditLogError),
+    /// The domain nodes cannot be reached as configured.
+    #[error(transparent)]
+    Nodes(#[from] crate::nodes::NodesError),
     /// The OpenLineage configuration cannot be used.
     #[error(transparent)]
     OpenLineage(#[from] crate::observability::OpenLineageError),

@@ -13,6 +13,7 @@ pub mod error;
 pub mod handle_keys;
 pub mod http_door;
 pub mod lint;
+pub mod nodes;
 pub mod observability;
 mod options;
 pub mod pg_door;

@@ -117,8 +117,25 @@ enum Command {
         /// Address of the Postgres door (psql, psycopg, BI tools).
         #[arg(long, env = "MESHGATE_PG_LISTEN", default_value = "127.0.0.1:55432")]
         pg_listen: SocketAddr,
+        /// Serve this domain from a second meshgate process, a domain node, and federate
+        /// to it acting as each caller (its audit: <dir>/nodes/<domain>/audit.jsonl).
+        #[arg(long, value_name = "DOMAIN")]
+        domain_node: Option<String>,
         #[command(flatten)]
         tls: TlsArgs,
+    },
+    /// The domain node `demo --domain-node` starts (not for direct use).
+    #[command(hide = true)]
+    DemoNode {
+        /// The demo's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The domain it serves.
+        #[arg(long)]
+        domain: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
     },
     /// Mint a JWT for development (production tokens come from your identity provider).
     Token(TokenArgs),
@@ -309,6 +326,7 @@ fn token(args: TokenArgs) -> Result<String, CliError> {
             attributes,
             ttl: args.ttl,
             key_id: args.kid,
+            actor: None,
         },
         args.alg,
         &key,
@@ -463,6 +481,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(command: Command) -> Result<(), CliError> {
+    // Runs for as long as this process serves (`demo --domain-node`).
+    let mut domain_node_process = None;
     let (mesh, config, demo_dir) = match command {
         Command::Scheduler {
             listen,
@@ -522,6 +542,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             metrics_listen,
             http_listen,
             pg_listen,
+            domain_node,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
@@ -573,7 +594,38 @@ async fn serve(command: Command) -> Result<(), CliError> {
             // Hidden, so that the mesh watcher ignores the agent's writes.
             config.state_dir.get_or_insert_with(|| dir.join(".state"));
             config.state_dir_may_be_shared = true;
-            (dir, config, Some(secret))
+            let mesh = match domain_node {
+                Some(domain) => {
+                    eprintln!("meshgate: starting the domain node of {domain}");
+                    let (mesh, node) = tokio::task::block_in_place(|| {
+                        demo::node::start(&dir, &domain, &mut config)
+                    })?;
+                    eprintln!(
+                        "meshgate: domain {domain} is served by its node on grpc://{} \
+                         (audit: {})",
+                        node.addr,
+                        demo::node::node_dir(&dir, &domain)
+                            .join("audit.jsonl")
+                            .display()
+                    );
+                    domain_node_process = Some(node);
+                    mesh
+                }
+                None => dir,
+            };
+            (mesh, config, Some(secret))
+        }
+        Command::DemoNode {
+            dir,
+            domain,
+            listen,
+        } => {
+            demo::node::exit_with_parent();
+            let secret = demo::demo_secret(&dir)?;
+            let mut config = demo::node::node_config(&dir, &domain, &secret);
+            config.listen = listen;
+            let mesh = demo::node::node_dir(&dir, &domain).join("mesh");
+            (mesh, config, None)
         }
         Command::Lint { .. }
         | Command::Token(_)
@@ -592,7 +644,8 @@ async fn serve(command: Command) -> Result<(), CliError> {
             http: http.as_deref(),
             pg,
         };
-        print_demo_help(&doors, &mesh, secret)?;
+        let demo_dir = secret.parent().unwrap_or(&mesh);
+        print_demo_help(&doors, demo_dir, secret)?;
     }
     if let Some(operator) = server.operator_addr() {
         eprintln!("meshgate: metrics on http://{operator}/metrics (also /health, /ready)");
@@ -606,6 +659,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
     println!("{}", server.ready_line()?);
     let _ = std::io::stdout().flush();
     server.serve(run::shutdown_signal()).await?;
+    drop(domain_node_process);
     Ok(())
 }
 

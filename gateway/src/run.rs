@@ -44,8 +44,12 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let loader =
+    let nodes = config.nodes.build(&config.engine)?;
+    let mut loader =
         ProductLoader::with_storage(&config.engine, &config.storage, config.store_layer.clone())?;
+    if let Some(nodes) = &nodes {
+        loader = loader.with_nodes(nodes.domain_nodes.clone());
+    }
     let mut registry = MeshRegistry::new(&root, loader, policy);
     let quality = open_quality_store(&config)?;
     registry.set_quality(Arc::clone(&quality));
@@ -136,6 +140,7 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         Arc::clone(state.engine()),
         Arc::clone(&authenticator),
         Arc::clone(&auditor),
+        nodes.as_ref().map(|n| n.signer.jwks()),
     )
     .await?;
     let pg = PgDoor::bind(

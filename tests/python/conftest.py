@@ -15,6 +15,10 @@ personas (policy_model.PERSONAS) instead.
 With MESHGATE_TEST_BALANCED=1 the `server` fixture is the demo and two replicas of it
 behind HAProxy (TCP, round robin): every Flight client of the tests connects through
 the balancer, so consecutive connections of one test land on different replicas.
+
+With MESHGATE_TEST_DOMAIN_NODE=<domain> the demo serves that domain through a domain
+node (`meshgate demo --domain-node <domain>`): a second meshgate process serves the
+domain's files and the demo gateway federates to it, acting as each caller.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SCALE = os.environ.get("MESHGATE_TEST_SCALE", "0.02")
 START_TIMEOUT_S = float(os.environ.get("MESHGATE_START_TIMEOUT", "120"))
 BALANCED = os.environ.get("MESHGATE_TEST_BALANCED") == "1"
+DOMAIN_NODE = os.environ.get("MESHGATE_TEST_DOMAIN_NODE")
 
 _started: list[ServerProcess] = []
 
@@ -104,6 +109,8 @@ def demo(tmp_path_factory, meshgate_bin) -> Demo:
         "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
         "--pg-listen", "127.0.0.1:0",
     ]
+    if DOMAIN_NODE:
+        argv += ["--domain-node", DOMAIN_NODE]
     srv = _start_or_fail(argv, "demo")
     try:
         wait_for_materialized(meshgate_bin, mesh_dir, srv)

@@ -2,7 +2,9 @@
 //! modules runs one way.
 //!
 //! - Crates: `catalog <- connectors <- engine <- cluster <- gateway` (the cluster crate:
-//!   Ballista's scheduler and executor, and the engine's cluster client). The catalog knows neither
+//!   Ballista's scheduler and executor, and the engine's cluster client), and
+//!   `catalog <- connectors <- nodes <- gateway` (the nodes crate: the Flight SQL client
+//!   of domain nodes, which the engine reaches only through the connectors' traits). The catalog knows neither
 //!   DataFusion nor any protocol; the engine knows no protocol (no tonic, no
 //!   arrow-flight, not even through a dependency); nothing depends on the gateway but
 //!   the test and benchmark crates.
@@ -100,10 +102,15 @@ fn crates_depend_one_way() {
     );
     assert_eq!(ours("meshgate-cluster"), set(&["meshgate-engine"]));
     assert_eq!(
+        ours("meshgate-nodes"),
+        set(&["meshgate-catalog", "meshgate-connectors"])
+    );
+    assert_eq!(
         ours("meshgate-gateway"),
         set(&[
             "meshgate-catalog",
             "meshgate-connectors",
+            "meshgate-nodes",
             "meshgate-engine",
             "meshgate-cluster"
         ])

@@ -13,8 +13,8 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
 use meshgate_catalog::{Product, TableFormat};
 use meshgate_connectors::{
-    ConnectorError, DomainStorage, DomainStorageConfig, LocationError, StorageConfigError,
-    StoreLayer, TableOpener, contract_schema,
+    ConnectorError, DomainStorage, DomainStorageConfig, LocationError, RemoteSources,
+    StorageConfigError, StoreLayer, TableOpener, contract_schema,
 };
 
 use crate::config::{DerivedConfig, EngineConfig};
@@ -68,6 +68,12 @@ impl ProductLoader {
             template,
             derived: engine.derived.clone(),
         }
+    }
+
+    /// The same loader, opening `format: flightsql` tables on the domain nodes `nodes`.
+    pub fn with_nodes(mut self, nodes: Arc<dyn RemoteSources>) -> Self {
+        self.opener = Arc::new(self.opener.as_ref().clone().with_nodes(nodes));
+        self
     }
 
     /// Resolves the derived tables of `products` (loaded by this loader) against each

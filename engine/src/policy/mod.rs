@@ -121,7 +121,8 @@ impl PolicyEngine {
                         Arc::new(BrokenTable::new(table.provider.schema(), error.clone()))
                             as Arc<dyn TableProvider>
                     }
-                    None => Arc::clone(&table.provider),
+                    // A domain node's table acts as the principal toward the node.
+                    None => meshgate_connectors::acting_for(&table.provider, principal),
                 };
                 tables.insert(
                     name.clone(),

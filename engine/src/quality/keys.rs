@@ -37,7 +37,11 @@ pub fn referenced_tables(products: &[CompiledProduct], table: &Table) -> Vec<Ref
             let compiled = products
                 .iter()
                 .find(|c| c.product.domain == target.domain && c.product.name == target.product)?;
-            if compiled.health.fault.is_some() {
+            // A broken product's keys cannot be read; a domain node's are its node's to
+            // measure.
+            if compiled.health.fault.is_some()
+                || compiled.product.table(&target.table)?.remote.is_some()
+            {
                 return None;
             }
             Some(ReferencedTable {

@@ -24,6 +24,9 @@ pub struct TokenRequest {
     pub ttl: Duration,
     /// `kid` header, for issuers verified through a JWKS.
     pub key_id: Option<String>,
+    /// The party acting for the subject (RFC 8693 `act`: `{"sub": actor}`), when the
+    /// token is made by a gateway on the subject's behalf.
+    pub actor: Option<String>,
 }
 
 /// Why a token cannot be made.
@@ -67,6 +70,11 @@ pub fn mint(
     claims.insert("iat".into(), json!(now));
     claims.insert("nbf".into(), json!(now));
     claims.insert("exp".into(), json!(now + request.ttl.as_secs()));
+    if let Some(actor) = &request.actor {
+        claims.insert("act".into(), json!({ "sub": actor }));
+    } else {
+        claims.remove("act");
+    }
     let mut header = Header::new(algorithm);
     header.kid = request.key_id.clone();
     encode(&header, &Value::Object(claims), key).map_err(MintError::Sign)

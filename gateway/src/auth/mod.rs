@@ -3,10 +3,12 @@
 mod config;
 mod layer;
 mod mint;
+mod node_tokens;
 mod verifier;
 
 pub use config::{AuthConfig, IssuerConfig, KeySource, MAX_LEEWAY};
 pub use layer::{AuthLayer, AuthService, principal_of};
 pub use mint::{MintError, TokenRequest, encoding_key, mint};
+pub use node_tokens::{NodeTokenConfig, NodeTokenError, NodeTokenSigner, new_node_key_pem};
 pub use verifier::{AuthConfigError, AuthError, Authenticator};
 pub(crate) use verifier::{basic_token, bearer_token, single_authorization};

@@ -110,6 +110,7 @@ fn server(table: &TableDescriptor, product: &Product) -> Option<Server> {
         TableFormat::Parquet => "parquet",
         TableFormat::Delta => "delta",
         TableFormat::Virtual => "virtual",
+        TableFormat::FlightSql => "flightsql",
     });
     let mut server = Server {
         server: table.name.clone(),

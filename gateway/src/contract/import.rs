@@ -219,6 +219,8 @@ fn table(
         description: object.description.clone(),
         format,
         location,
+        endpoint: None,
+        remote_table: None,
         derived,
         partition_columns,
         columns: object

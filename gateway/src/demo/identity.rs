@@ -163,6 +163,7 @@ pub fn demo_token(
             attributes,
             ttl,
             key_id: None,
+            actor: None,
         },
         Algorithm::HS256,
         &key,

@@ -10,6 +10,7 @@
 mod data;
 mod descriptors;
 mod identity;
+pub mod node;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,14 @@ pub enum DemoError {
     /// A demo token cannot be signed.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// `--domain-node` names no domain of the demo.
+    #[error(
+        "--domain-node takes a domain of the demo (reference, patients, clinical, billing), not '{0}'"
+    )]
+    NoSuchDomain(String),
+    /// The key the gateway signs its node tokens with cannot be used.
+    #[error(transparent)]
+    NodeKey(#[from] crate::auth::NodeTokenError),
 }
 
 /// Marker file recording the scale a demo mesh was generated at.

@@ -58,6 +58,8 @@ pub struct HttpDoor {
     door: Arc<Door>,
     serving: listener::Serving,
     drain: Duration,
+    /// The public key domain nodes verify the gateway's caller tokens with.
+    jwks: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for HttpDoor {
@@ -77,6 +79,7 @@ impl HttpDoor {
         engine: Arc<Engine>,
         authenticator: Arc<Authenticator>,
         auditor: Arc<Auditor>,
+        jwks: Option<Arc<str>>,
     ) -> Result<Option<Self>, StartupError> {
         let Some(addr) = config.http.listen else {
             return Ok(None);
@@ -102,6 +105,7 @@ impl HttpDoor {
                 request_timeout: config.http.request_timeout,
                 stream_idle_timeout: config.transport.stream_idle_timeout,
             }),
+            jwks,
             serving: listener::Serving {
                 tls,
                 request_timeout: config.http.request_timeout,
@@ -128,10 +132,25 @@ impl HttpDoor {
 
     /// Serves in the background until `shutdown` is cancelled, then drains.
     pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let router = Router::new()
+        let mut router = Router::new()
             .route("/v1/query", post(query::post_query))
-            .route("/v1/products", get(products::get_products))
-            .with_state(self.door);
+            .route("/v1/products", get(products::get_products));
+        if let Some(jwks) = self.jwks {
+            // Public by nature (a public key): no token needed, as for any JWKS.
+            router = router.route(
+                "/.well-known/jwks.json",
+                get(move || {
+                    let jwks = Arc::clone(&jwks);
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            jwks.to_string(),
+                        )
+                    }
+                }),
+            );
+        }
+        let router = router.with_state(self.door);
         tokio::spawn(listener::serve(
             self.listener,
             router,

@@ -584,6 +584,7 @@ async fn pem_public_keys_verify_es256_and_eddsa_tokens() {
             attributes: Default::default(),
             ttl: std::time::Duration::from_secs(60),
             key_id: None,
+            actor: None,
         };
         let signing = encoding_key(alg, key.serialize_pem().as_bytes()).unwrap();
         let principal = authenticator

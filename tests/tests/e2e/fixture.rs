@@ -167,6 +167,7 @@ pub(crate) fn es256_token(kid: &str, roles: &[&str]) -> String {
             attributes: BTreeMap::new(),
             ttl: Duration::from_secs(600),
             key_id: Some(kid.into()),
+            actor: None,
         },
         Algorithm::ES256,
         &EncodingKey::from_ec_der(&server().es_key_der),

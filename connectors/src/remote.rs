@@ -1,0 +1,43 @@
+//! Where a `format: flightsql` table comes from: a domain node, reached through
+//! [`RemoteSources`] (implemented by the `meshgate-nodes` crate, which speaks Flight SQL;
+//! this crate and the engine speak no protocol).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::datasource::TableProvider;
+use meshgate_catalog::{Principal, Product, RemoteSource, Table};
+
+use crate::contract::ContractTable;
+use crate::error::ConnectorError;
+
+/// Opens tables served by domain nodes.
+#[async_trait]
+pub trait RemoteSources: std::fmt::Debug + Send + Sync {
+    /// Opens `table` of `product`, served at `source`: a provider exposing the node's
+    /// schema (the contract is checked above it), not yet bound to a caller.
+    async fn open(
+        &self,
+        product: &Product,
+        table: &Table,
+        source: &RemoteSource,
+    ) -> Result<Arc<dyn RemoteTableSource>, ConnectorError>;
+}
+
+/// A table a domain node serves: it scans only as a caller.
+pub trait RemoteTableSource: TableProvider {
+    /// The same table, its scans acting as `caller` toward the node.
+    fn for_caller(&self, caller: &Principal) -> Arc<dyn TableProvider>;
+}
+
+/// `provider` as `caller` reads it: a domain node's table (under its contract) bound to
+/// the caller, any other provider as is.
+pub fn acting_for(provider: &Arc<dyn TableProvider>, caller: &Principal) -> Arc<dyn TableProvider> {
+    match provider
+        .downcast_ref::<ContractTable>()
+        .and_then(ContractTable::remote)
+    {
+        Some((contract, remote)) => Arc::new(contract.with_inner(remote.for_caller(caller))),
+        None => Arc::clone(provider),
+    }
+}

@@ -1,0 +1,195 @@
+//! [`RemoteScanExec`]: one statement run on a domain node, acting as the caller.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::{StreamExt, TryStreamExt, stream};
+use meshgate_catalog::{NodeEndpoint, Principal};
+
+use super::nodes::{DomainNodes, Node, NodeFailure};
+use meshgate_connectors::TableStorageError;
+
+/// Runs `sql` on a node and streams its rows as `schema` (the node's columns renamed
+/// and cast to what the plan expects, by position). A failure of the node, before or
+/// during the stream, names the table (`UNAVAILABLE`); the node, the statement and the
+/// cause go to the server log only.
+#[derive(Debug)]
+pub(crate) struct RemoteScanExec {
+    table: String,
+    sql: String,
+    schema: SchemaRef,
+    nodes: Arc<DomainNodes>,
+    node: Arc<Node>,
+    caller: Principal,
+    properties: Arc<PlanProperties>,
+}
+
+impl RemoteScanExec {
+    pub(crate) fn new(
+        table: String,
+        sql: String,
+        schema: SchemaRef,
+        nodes: Arc<DomainNodes>,
+        node: Arc<Node>,
+        caller: Principal,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            table,
+            sql,
+            schema,
+            nodes,
+            node,
+            caller,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for RemoteScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The table only: the statement carries the caller's predicates and the node's
+        // address is platform configuration (both in the server log at debug level).
+        write!(f, "RemoteScanExec: table={}", self.table)
+    }
+}
+
+impl ExecutionPlan for RemoteScanExec {
+    fn name(&self) -> &str {
+        "RemoteScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "RemoteScanExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "RemoteScanExec has one partition, not {partition}"
+            )));
+        }
+        tracing::debug!(table = %self.table, node = %self.node.endpoint, sql = %self.sql, "remote scan");
+        let nodes = Arc::clone(&self.nodes);
+        let node = Arc::clone(&self.node);
+        let caller = self.caller.clone();
+        let sql = self.sql.clone();
+        let rows =
+            stream::once(async move { nodes.query(&node, &caller, sql).await }).try_flatten();
+        let endpoint = self.node.endpoint.clone();
+        let schema = Arc::clone(&self.schema);
+        let conformed = rows
+            .map(move |item| conform(&item?, &schema, &endpoint))
+            .map_err({
+                let table = self.table.clone();
+                move |failure| unavailable(&table, failure)
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            conformed,
+        )))
+    }
+}
+
+/// `batch` as `schema` says, by position: the node's names replaced, its types cast
+/// (checked as lossless against the contract at open); no columns when the plan wants
+/// only the row count.
+fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    node: &NodeEndpoint,
+) -> Result<RecordBatch, NodeFailure> {
+    let malformed = |what: String| NodeFailure::Protocol {
+        node: node.clone(),
+        what,
+    };
+    if schema.fields().is_empty() {
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        return RecordBatch::try_new_with_options(Arc::clone(schema), Vec::new(), &options)
+            .map_err(|e| malformed(e.to_string()));
+    }
+    if batch.num_columns() != schema.fields().len() {
+        return Err(malformed(format!(
+            "it answered {} columns where {} were asked",
+            batch.num_columns(),
+            schema.fields().len()
+        )));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                // Not `safe`: a value that does not fit fails the scan, never becomes null.
+                let options = CastOptions {
+                    safe: false,
+                    ..CastOptions::default()
+                };
+                cast_with_options(column, field.data_type(), &options).map_err(|e| {
+                    malformed(format!(
+                        "column {} cannot be read as {}: {e}",
+                        field.name(),
+                        field.data_type()
+                    ))
+                })
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| malformed(e.to_string()))
+}
+
+fn unavailable(table: &str, failure: NodeFailure) -> DataFusionError {
+    // The node's own message may echo the statement, with the caller's literals: it is
+    // logged at debug level only.
+    tracing::warn!(%table, failure = failure.kind(), "domain node call failed");
+    tracing::debug!(%table, error = %failure, "domain node call failed");
+    DataFusionError::External(Box::new(TableStorageError {
+        table: table.to_string(),
+        source: Box::new(failure),
+    }))
+}

@@ -1,0 +1,169 @@
+"""A domain served by its own node: `meshgate demo --domain-node clinical`.
+
+Two meshgate processes on loopback: the demo gateway, and the clinical domain's node
+serving the clinical products from their files, trusting only the tokens the gateway
+signs for it (its JWKS). The gateway federates every clinical table to the node,
+acting as each caller; a second, plain demo over the same directory serves clinical
+from its files, and every persona must see the same through both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_SCALE, start_server
+from mesh_helpers import Oracle, adbc_connect, adbc_query, assert_rows_equal, mint_token
+from policy_model import PERSONAS
+
+# Queries touching the federated domain: filters the node applies, filters it cannot
+# (arithmetic), aggregates, a cross-domain join, a virtual derived table over it.
+QUERIES = [
+    "SELECT * FROM clinical.encounters.visits WHERE kind = 'inpatient' AND encounter_id < 400",
+    "SELECT encounter_id, region, diagnosis_code FROM clinical.encounters.visits "
+    "WHERE encounter_id % 97 = 0",
+    "SELECT region, kind, count(*) AS n, min(admitted_at) AS first FROM clinical.encounters.visits "
+    "GROUP BY region, kind",
+    "SELECT test_code, count(*) AS n, sum(value) AS total FROM clinical.labs.results "
+    "WHERE abnormal GROUP BY test_code",
+    "SELECT v.encounter_id, v.region, p.birth_date, p.postcode FROM clinical.encounters.visits v "
+    "JOIN patients.registry.patients p ON v.patient_id = p.patient_id WHERE v.encounter_id < 300",
+    "SELECT * FROM analytics.readmissions.stays WHERE encounter_id < 500",
+    "SELECT count(*) FROM clinical.encounters.visits",
+]
+
+
+class Federation:
+    def __init__(self, mesh_dir: Path, federated, plain, meshgate_bin):
+        self.mesh_dir, self.federated, self.plain = mesh_dir, federated, plain
+        self.meshgate_bin = meshgate_bin
+        self.tokens = {
+            name: mint_token(meshgate_bin, "--demo-dir", mesh_dir, *persona.mint_args())
+            for name, persona in PERSONAS.items()
+        }
+
+    @property
+    def node_audit(self) -> Path:
+        return self.mesh_dir / "nodes" / "clinical" / "audit.jsonl"
+
+    def audit_records(self) -> list[dict]:
+        return [json.loads(line) for line in self.node_audit.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, meshgate_bin):
+    mesh_dir = tmp_path_factory.mktemp("domain-node") / "mesh"
+    common = ["--dir", mesh_dir, "--scale", DEMO_SCALE, "--listen", "127.0.0.1:0",
+              "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0"]
+    federated = start_server([meshgate_bin, "demo", *common, "--domain-node", "clinical"], "federated")
+    try:
+        plain = start_server([meshgate_bin, "demo", *common], "plain")
+        try:
+            yield Federation(mesh_dir, federated, plain, meshgate_bin)
+        finally:
+            plain.stop()
+    finally:
+        federated.stop()
+
+
+def run(server, token: str, sql: str):
+    conn = adbc_connect(server.uri, token)
+    try:
+        return adbc_query(conn, sql)
+    finally:
+        conn.close()
+
+
+def outcome(server, token: str, sql: str):
+    try:
+        return ("rows", run(server, token, sql))
+    except Exception as exc:  # the message a client sees, from either gateway
+        return ("error", str(exc).split("\n")[0])
+
+
+@pytest.mark.parametrize("persona", sorted(PERSONAS))
+def test_every_persona_sees_the_same_through_the_node(federation, persona):
+    token = federation.tokens[persona]
+    for sql in QUERIES:
+        kind, federated = outcome(federation.federated, token, sql)
+        plain_kind, plain = outcome(federation.plain, token, sql)
+        assert kind == plain_kind, f"{persona}: {sql}\nfederated: {federated}\nplain: {plain}"
+        if kind == "rows":
+            assert_rows_equal(federated, plain, context=f"{persona}: {sql}: ")
+        else:
+            # A product denied here is as missing through the node as from files.
+            assert federated.split("query_id")[0] == plain.split("query_id")[0]
+
+
+def test_a_join_of_a_federated_and_a_local_product_matches_duckdb(federation):
+    sql = (
+        "SELECT c.payer, v.kind, count(*) AS n, sum(c.amount) AS billed "
+        "FROM billing.claims.claims c JOIN clinical.encounters.visits v "
+        "ON c.encounter_id = v.encounter_id WHERE v.region = 'north' GROUP BY c.payer, v.kind"
+    )
+    got = run(federation.federated, federation.tokens["dev"], sql)
+    assert got.num_rows > 0
+    assert_rows_equal(got, Oracle(federation.mesh_dir).query(sql))
+
+
+def test_the_node_audits_the_real_caller_of_every_federated_query(federation):
+    before = len(federation.audit_records())
+    for persona in ("ana", "ben"):
+        run(federation.federated, federation.tokens[persona],
+            "SELECT count(*) FROM clinical.labs.results WHERE test_code = 'HBA1C'")
+    records = federation.audit_records()[before:]
+    subjects = {r["subject"] for r in records if r.get("tables") == ["clinical.labs.results"]}
+    assert {"ana", "ben"} <= subjects, records
+    assert {r["issuer"] for r in records} == {"meshgate-demo-gateway"}
+
+
+def test_filters_run_on_the_node(federation):
+    token = federation.tokens["dev"]
+    total = run(federation.plain, token, "SELECT count(*) AS n FROM clinical.encounters.visits")["n"][0].as_py()
+    sql = "SELECT encounter_id FROM clinical.encounters.visits WHERE kind = 'inpatient'"
+    expected = run(federation.plain, token, sql).num_rows
+    before = len(federation.audit_records())
+    assert run(federation.federated, token, sql).num_rows == expected
+    shipped = [r["rows"] for r in federation.audit_records()[before:] if r.get("rows") is not None]
+    # Only the inpatient rows crossed the wire: the node filtered.
+    assert shipped == [expected], (shipped, expected, total)
+    assert expected < total
+
+
+def test_the_gateway_publishes_the_key_nodes_trust(federation):
+    with urllib.request.urlopen(f"{federation.federated.http_url}/.well-known/jwks.json", timeout=10) as response:
+        jwks = json.load(response)
+    [key] = jwks["keys"]
+    assert key["kty"] == "OKP" and key["crv"] == "Ed25519" and key["alg"] == "EdDSA"
+    on_disk = json.loads((federation.mesh_dir / "nodes" / "gateway-jwks.json").read_text())
+    assert on_disk == jwks
+    assert "d" not in key  # the public half only
+
+
+def node_pids(mesh_dir: Path) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", f"demo-node --dir {mesh_dir}"], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_a_node_that_is_down_is_unavailable_and_other_products_serve(federation):
+    """Last in the module: stops the node."""
+    pids = node_pids(federation.mesh_dir)
+    assert pids, "the domain node is not running"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    token = federation.tokens["dev"]
+    with pytest.raises(Exception) as failure:
+        run(federation.federated, token, "SELECT * FROM clinical.encounters.visits")
+    message = str(failure.value)
+    assert "UNAVAILABLE" in message.upper() and "clinical.encounters.visits" in message, message
+    assert "127.0.0.1" not in message, message  # the node's address stays in the log
+    assert run(federation.federated, token, "SELECT count(*) AS n FROM billing.claims.claims")["n"][0].as_py() > 0
+    assert federation.federated.alive()
