@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use meshgate_catalog::{NodeEndpoint, Principal};
 
 use super::nodes::{DomainNodes, Node, NodeFailure};
-use meshgate_connectors::TableStorageError;
+use meshgate_connectors::{TableStorageError, is_lossless_widening};
 
 /// Runs `sql` on a node and streams its rows as `schema` (the node's columns renamed
 /// and cast to what the plan expects, by position). A failure of the node, before or
@@ -162,22 +162,25 @@ fn conform(
         .iter()
         .zip(schema.fields())
         .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                // Not `safe`: a value that does not fit fails the scan, never becomes null.
-                let options = CastOptions {
-                    safe: false,
-                    ..CastOptions::default()
-                };
-                cast_with_options(column, field.data_type(), &options).map_err(|e| {
-                    malformed(format!(
-                        "column {} cannot be read as {}: {e}",
-                        field.name(),
-                        field.data_type()
-                    ))
-                })
+            let answered = column.data_type();
+            if answered == field.data_type() {
+                return Ok(Arc::clone(column));
             }
+            // Only the widenings the contract check allows: anything else means the
+            // node's table changed since it was opened.
+            if !is_lossless_widening(answered, field.data_type()) {
+                return Err(malformed(format!(
+                    "column {} came as {answered}, not {}",
+                    field.name(),
+                    field.data_type()
+                )));
+            }
+            let options = CastOptions {
+                safe: false,
+                ..CastOptions::default()
+            };
+            cast_with_options(column, field.data_type(), &options)
+                .map_err(|e| malformed(format!("column {}: {e}", field.name())))
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| malformed(e.to_string()))
@@ -186,10 +189,12 @@ fn conform(
 fn unavailable(table: &str, failure: NodeFailure) -> DataFusionError {
     // The node's own message may echo the statement, with the caller's literals: it is
     // logged at debug level only.
-    tracing::warn!(%table, failure = failure.kind(), "domain node call failed");
+    let kind = failure.kind();
+    tracing::warn!(%table, failure = %kind, "domain node call failed");
     tracing::debug!(%table, error = %failure, "domain node call failed");
+    // Only the kind travels on (errors are logged whole further up).
     DataFusionError::External(Box::new(TableStorageError {
         table: table.to_string(),
-        source: Box::new(failure),
+        source: format!("domain node: {kind}").into(),
     }))
 }

@@ -54,6 +54,7 @@ async fn listed_schema(
         [t] => (None, None, t),
         _ => return Ok(None),
     };
+    let permit = node.permit().await?;
     let mut client = nodes.client(node, principal).await?;
     let request = CommandGetTables {
         catalog: catalog.cloned(),
@@ -62,7 +63,6 @@ async fn listed_schema(
         table_types: Vec::new(),
         include_schema: true,
     };
-    let permit = node.permit().await?;
     let info = node.answer(client.get_tables(request)).await?;
     let mut rows = nodes.fetch(node, principal, info, permit)?;
     let mut listed = 0;
@@ -71,7 +71,8 @@ async fn listed_schema(
         listed += batch.num_rows();
         found.extend(find_tables(&batch, catalog, schema, table, node)?);
         if listed > MAX_LISTED_TABLES || found.len() > 1 {
-            break;
+            // Not read to its end: one match so far proves nothing.
+            return Ok(None);
         }
     }
     // A name the listing holds more than once (a bare name in several schemas) is

@@ -85,14 +85,14 @@ pub(crate) fn probe_statement(remote: &[String], dialect: &dyn Dialect) -> Strin
 /// comparisons, boolean logic, null tests, `IN` lists, `BETWEEN` and `LIKE`. Functions,
 /// casts and everything else are applied here. On a node that is not DataFusion, text is
 /// only compared for equality (ordering and `LIKE` follow the node's collation and
-/// escapes), and a text literal holding a backslash is never sent (dialects such as
-/// Spark's read it as an escape, which could end the literal early).
+/// escapes). A text literal holding a quote or a backslash is never sent: its SQL text
+/// could end the literal early (and run the rest as SQL on the node).
 pub(crate) fn portable_filter(filter: &Expr, dialect: SqlDialect) -> bool {
     let portable = |e: &Expr| portable_filter(e, dialect);
     let native = dialect == SqlDialect::Datafusion;
     match filter {
         Expr::Column(_) => true,
-        Expr::Literal(value, _) => portable_literal(value, dialect),
+        Expr::Literal(value, _) => portable_literal(value),
         Expr::BinaryExpr(binary) => {
             let ordering = matches!(
                 binary.op,
@@ -153,14 +153,15 @@ fn portable_operator(op: Operator) -> bool {
 
 /// Literals whose SQL text reads back as the same value everywhere: a decimal prints as
 /// a bare number that other engines read as a float, and a timestamp's zone does not
-/// survive, so neither is sent; nor is text holding a backslash, except to DataFusion.
-fn portable_literal(value: &ScalarValue, dialect: SqlDialect) -> bool {
+/// survive, so neither is sent; nor is text holding a quote or a backslash.
+fn portable_literal(value: &ScalarValue) -> bool {
     match value {
+        // sqlparser writes a quote that follows a backslash, and a doubled quote, as they
+        // are (it cannot tell them from escapes already made): such text could end the
+        // literal early, or reach the node as another value.
         ScalarValue::Utf8(Some(text))
         | ScalarValue::LargeUtf8(Some(text))
-        | ScalarValue::Utf8View(Some(text)) => {
-            dialect == SqlDialect::Datafusion || !text.contains('\\')
-        }
+        | ScalarValue::Utf8View(Some(text)) => !text.contains(['\\', '\'']),
         ScalarValue::Boolean(Some(_))
         | ScalarValue::Int8(Some(_))
         | ScalarValue::Int16(Some(_))
@@ -274,10 +275,26 @@ mod tests {
     }
 
     #[test]
-    fn a_backslash_never_reaches_a_node_that_reads_it_as_an_escape() {
-        let escape = col("name").eq(lit("x\\' UNION ALL SELECT secret FROM t --"));
-        assert!(!portable_filter(&escape, SqlDialect::Spark));
-        assert!(!portable_filter(&escape, SqlDialect::Duckdb));
-        assert!(portable_filter(&escape, SqlDialect::Datafusion));
+    fn text_that_could_end_its_literal_never_reaches_a_node() {
+        let dialects = [
+            SqlDialect::Datafusion,
+            SqlDialect::Postgres,
+            SqlDialect::Duckdb,
+            SqlDialect::Spark,
+        ];
+        for text in [
+            "x\\') UNION ALL SELECT secret FROM t --",
+            "x'' OR ''a''=''a",
+            "it's",
+        ] {
+            let filter = col("name").eq(lit(text));
+            for dialect in dialects {
+                assert!(!portable_filter(&filter, dialect), "{text} to {dialect:?}");
+            }
+        }
+        assert!(portable_filter(
+            &col("name").eq(lit("north")),
+            SqlDialect::Spark
+        ));
     }
 }
