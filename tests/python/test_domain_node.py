@@ -19,9 +19,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO_SCALE, start_server
-from mesh_helpers import Oracle, adbc_connect, adbc_query, assert_rows_equal, mint_token
+from conftest import start_server
+from mesh_helpers import (
+    FlightConn,
+    Oracle,
+    adbc_connect,
+    adbc_query,
+    assert_rows_equal,
+    command_statement_query,
+    mint_token,
+)
 from policy_model import PERSONAS
+
+# Large enough that a result outgrows the transport's buffers (the mid-stream test).
+NODE_SCALE = "0.1"
 
 # Queries touching the federated domain: filters the node applies, filters it cannot
 # (arithmetic), aggregates, a cross-domain join, a virtual derived table over it.
@@ -60,7 +71,7 @@ class Federation:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory, meshgate_bin):
     mesh_dir = tmp_path_factory.mktemp("domain-node") / "mesh"
-    common = ["--dir", mesh_dir, "--scale", DEMO_SCALE, "--listen", "127.0.0.1:0",
+    common = ["--dir", mesh_dir, "--scale", NODE_SCALE, "--listen", "127.0.0.1:0",
               "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0"]
     federated = start_server([meshgate_bin, "demo", *common, "--domain-node", "clinical"], "federated")
     try:
@@ -152,18 +163,39 @@ def node_pids(mesh_dir: Path) -> list[int]:
     return [int(p) for p in found.stdout.split()]
 
 
-def test_a_node_that_is_down_is_unavailable_and_other_products_serve(federation):
-    """Last in the module: stops the node."""
-    pids = node_pids(federation.mesh_dir)
+def kill_node(mesh_dir: Path) -> None:
+    pids = node_pids(mesh_dir)
     assert pids, "the domain node is not running"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
+
+
+def test_a_node_killed_mid_stream_ends_the_stream_with_a_clear_error(federation):
+    """Last in the module: stops the node, then checks that a node that is down is
+    UNAVAILABLE and that other products keep serving."""
+    import pyarrow.flight as flight
+
     token = federation.tokens["dev"]
-    with pytest.raises(Exception) as failure:
-        run(federation.federated, token, "SELECT * FROM clinical.encounters.visits")
+    conn = FlightConn(federation.federated.uri, token)
+    query = command_statement_query("SELECT * FROM clinical.encounters.visits")
+    info = conn.get_flight_info(flight.FlightDescriptor.for_command(query))
+    reader = conn.do_get(info.endpoints[0].ticket)
+    # The client reads one batch and waits: flow control holds the node mid-stream.
+    first = reader.read_chunk()
+    assert first.data.num_rows > 0
+    kill_node(federation.mesh_dir)
+    with pytest.raises(flight.FlightError) as failure:
+        while True:
+            reader.read_chunk()
     message = str(failure.value)
-    assert "UNAVAILABLE" in message.upper() and "clinical.encounters.visits" in message, message
+    assert "clinical.encounters.visits" in message, message
     assert "127.0.0.1" not in message, message  # the node's address stays in the log
+
+    time.sleep(0.5)
+    with pytest.raises(Exception) as down:
+        run(federation.federated, token, "SELECT * FROM clinical.encounters.visits")
+    message = str(down.value)
+    assert "UNAVAILABLE" in message.upper() and "clinical.encounters.visits" in message, message
+    assert "127.0.0.1" not in message, message
     assert run(federation.federated, token, "SELECT count(*) AS n FROM billing.claims.claims")["n"][0].as_py() > 0
     assert federation.federated.alive()
