@@ -9,6 +9,7 @@
 
 mod data;
 mod descriptors;
+pub mod help;
 mod identity;
 pub mod node;
 
