@@ -41,6 +41,8 @@ pub struct ContractTable {
     version: Option<(String, i64)>,
     /// The domain node's table `inner` is, when it is one (bound per caller).
     remote: Option<Arc<dyn crate::RemoteTableSource>>,
+    /// Whether `inner` is a domain node's table bound to a caller.
+    bound_remote: bool,
 }
 
 impl ContractTable {
@@ -68,8 +70,8 @@ impl ContractTable {
         self.remote.as_ref().map(|remote| (self, remote))
     }
 
-    /// The same contract over `inner`, the same table as the current inner provider
-    /// (bound to a caller): same schema, no further binding.
+    /// The same contract over `inner`, the same domain node table as the current inner
+    /// provider bound to a caller: same schema, no further binding.
     pub(crate) fn with_inner(&self, inner: Arc<dyn TableProvider>) -> Self {
         debug_assert_eq!(inner.schema(), self.inner.schema());
         Self {
@@ -78,7 +80,16 @@ impl ContractTable {
             sources: self.sources.clone(),
             version: self.version.clone(),
             remote: None,
+            bound_remote: true,
         }
+    }
+
+    /// The domain node table, bound to a caller, that this contract reads, when every
+    /// declared column is stored there exactly as declared: a statement over the node's
+    /// table then means what it means over this one (see `crate::PlanPushdown`).
+    pub fn node_table(&self) -> Option<&Arc<dyn TableProvider>> {
+        let exact = self.sources.iter().all(|s| !s.needs_cast);
+        (self.bound_remote && exact).then_some(&self.inner)
     }
 
     /// Wraps `inner` so that it exposes `contract`.
@@ -134,6 +145,7 @@ impl ContractTable {
             sources,
             version: None,
             remote: None,
+            bound_remote: false,
         })
     }
 

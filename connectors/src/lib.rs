@@ -30,7 +30,7 @@ pub use error::{
 };
 pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;
-pub use remote::{RemoteSources, RemoteTableSource, acting_for};
+pub use remote::{PlanPushdown, RemoteSources, RemoteTableSource, acting_for};
 pub use sample::{SampledPlan, sample_row_groups};
 pub use scanned::{ScannedFile, ScannedFiles};
 pub use storage::{

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::datasource::TableProvider;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_planner::ExtensionPlanner;
 use meshgate_catalog::{Principal, Product, RemoteSource, Table};
 
 use crate::contract::ContractTable;
@@ -22,6 +24,25 @@ pub trait RemoteSources: std::fmt::Debug + Send + Sync {
         table: &Table,
         source: &RemoteSource,
     ) -> Result<Arc<dyn RemoteTableSource>, ConnectorError>;
+
+    /// What lets the nodes run whole parts of a plan, when they can.
+    fn pushdown(&self) -> Option<Arc<dyn PlanPushdown>> {
+        None
+    }
+}
+
+/// Sends the parts of a plan that one domain node can run whole to that node.
+///
+/// The engine calls it on every optimized plan before physical planning. Only tables a
+/// node serves, read as the caller without restriction ([`ContractTable::node_table`]),
+/// may go: a table behind a policy is read through its secured scan, here.
+pub trait PlanPushdown: std::fmt::Debug + Send + Sync {
+    /// `plan` with each part that runs on one node replaced by an extension node (the
+    /// same schema) that [`Self::planner`] plans.
+    fn push_down(&self, plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan>;
+
+    /// Plans the extension nodes [`Self::push_down`] makes.
+    fn planner(&self) -> Arc<dyn ExtensionPlanner + Send + Sync>;
 }
 
 /// A table a domain node serves: it scans only as a caller.

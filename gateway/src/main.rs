@@ -121,6 +121,10 @@ enum Command {
         /// to it acting as each caller (its audit: <dir>/nodes/<domain>/audit.jsonl).
         #[arg(long, value_name = "DOMAIN")]
         domain_node: Option<String>,
+        /// Also run every part of a query sent whole to the domain node as per-table
+        /// scans, and log whether the answers agree (for tests and canaries).
+        #[arg(long, requires = "domain_node")]
+        verify_pushdown: bool,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -543,6 +547,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             http_listen,
             pg_listen,
             domain_node,
+            verify_pushdown,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
@@ -598,7 +603,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
                 Some(domain) => {
                     eprintln!("meshgate: starting the domain node of {domain}");
                     let (mesh, node) = tokio::task::block_in_place(|| {
-                        demo::node::start(&dir, &domain, &mut config)
+                        demo::node::start(&dir, &domain, verify_pushdown, &mut config)
                     })?;
                     eprintln!(
                         "meshgate: domain {domain} is served by its node on grpc://{} \

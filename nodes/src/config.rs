@@ -42,6 +42,26 @@ pub struct NodeConfig {
     /// stream: a long result streams for as long as the query's own deadline allows).
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How much of a query the node is sent (`plans` takes effect on DataFusion nodes
+    /// only: others get `scans`).
+    #[serde(default)]
+    pub pushdown: Pushdown,
+    /// Runs every part of a plan sent whole also as per-table scans, and logs whether
+    /// the two answers agree (for tests and canaries: it doubles the node's work).
+    #[serde(default)]
+    pub verify: bool,
+}
+
+/// How much of a query a node is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pushdown {
+    /// Each table's scan: its columns, the filters that read the same there, a limit.
+    Scans,
+    /// Whole parts of a plan that read only this node's tables (joins, aggregates,
+    /// sorts, limits, windows), as one statement.
+    #[default]
+    Plans,
 }
 
 impl NodeConfig {
@@ -57,6 +77,8 @@ impl NodeConfig {
             max_concurrent: default_max_concurrent(),
             connect_timeout: default_connect_timeout(),
             request_timeout: default_request_timeout(),
+            pushdown: Pushdown::default(),
+            verify: false,
         }
     }
 }

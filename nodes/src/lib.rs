@@ -16,11 +16,12 @@
 
 mod config;
 mod nodes;
+mod pushdown;
 mod scan;
 mod schema;
 mod statement;
 mod table;
 
-pub use config::{NodeConfig, NodeConfigError, NodesConfig, SqlDialect};
+pub use config::{NodeConfig, NodeConfigError, NodesConfig, Pushdown, SqlDialect};
 pub use nodes::{CallerTokens, DomainNodes, NodeFailure, TokenError};
 pub use table::RemoteTable;

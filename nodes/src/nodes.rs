@@ -95,6 +95,10 @@ pub(crate) struct Node {
     pub(crate) endpoint: NodeEndpoint,
     pub(crate) audience: String,
     pub(crate) dialect: SqlDialect,
+    /// Whether whole parts of plans go to this node (DataFusion nodes that allow it).
+    pub(crate) takes_plans: bool,
+    /// Whether those parts also run as per-table scans, compared.
+    pub(crate) verify: bool,
     request_timeout: std::time::Duration,
     channel: Channel,
     permits: Arc<Semaphore>,
@@ -300,6 +304,9 @@ fn build_node(config: &NodeConfig) -> Result<Node, NodeConfigError> {
     Ok(Node {
         audience: config.audience.clone(),
         dialect: config.dialect,
+        takes_plans: config.dialect == SqlDialect::Datafusion
+            && config.pushdown == crate::config::Pushdown::Plans,
+        verify: config.verify,
         request_timeout: config.request_timeout,
         channel: channel.connect_lazy(),
         permits: Arc::new(Semaphore::new(config.max_concurrent)),

@@ -60,6 +60,14 @@ impl RemoteScanExec {
     }
 }
 
+impl RemoteScanExec {
+    /// The statement it sends.
+    #[cfg(test)]
+    pub(crate) fn sql(&self) -> &str {
+        &self.sql
+    }
+}
+
 impl DisplayAs for RemoteScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The table only: the statement carries the caller's predicates and the node's
@@ -136,7 +144,7 @@ impl ExecutionPlan for RemoteScanExec {
 /// `batch` as `schema` says, by position: the node's names replaced, its types cast
 /// (checked as lossless against the contract at open); no columns when the plan wants
 /// only the row count.
-fn conform(
+pub(crate) fn conform(
     batch: &RecordBatch,
     schema: &SchemaRef,
     node: &NodeEndpoint,

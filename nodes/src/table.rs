@@ -1,5 +1,6 @@
 //! [`RemoteTable`]: a table a domain node serves, as a DataFusion table provider.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -14,10 +15,11 @@ use datafusion::physical_plan::ExecutionPlan;
 use meshgate_catalog::{Principal, Product, RemoteSource, Table};
 
 use super::nodes::{DomainNodes, Node};
+use super::pushdown::{NodePushdown, Target};
 use super::scan::RemoteScanExec;
 use super::schema::remote_schema;
 use super::statement::{portable_filter, remote_reference, scan_statement, unparser_dialect};
-use meshgate_connectors::{ConnectorError, RemoteSources, RemoteTableSource};
+use meshgate_connectors::{ConnectorError, PlanPushdown, RemoteSources, RemoteTableSource};
 
 /// A table served by a domain node, exposing the node's schema (a contract table above
 /// it serves the contract). It scans only once bound to a caller
@@ -72,6 +74,48 @@ impl RemoteTable {
     }
 }
 
+impl RemoteTable {
+    /// A table of `schema` called `remote` on `node`, known here as `qualified`,
+    /// opened without asking the node (for tests).
+    #[cfg(test)]
+    pub(crate) fn assumed(
+        qualified: &str,
+        remote: TableReference,
+        schema: SchemaRef,
+        nodes: &Arc<DomainNodes>,
+        node: Arc<Node>,
+    ) -> Self {
+        Self {
+            qualified: qualified.to_string(),
+            remote,
+            schema,
+            nodes: Arc::clone(nodes),
+            node,
+            caller: None,
+        }
+    }
+
+    /// The table's name on its node.
+    pub(crate) fn remote(&self) -> &TableReference {
+        &self.remote
+    }
+
+    /// Whether the table is bound to a caller on a node that takes whole parts of plans.
+    pub(crate) fn node_for_plans(&self) -> bool {
+        self.caller.is_some() && self.node.takes_plans
+    }
+
+    /// Where a part of a plan reading this (bound) table runs.
+    pub(crate) fn target(&self) -> Option<Target> {
+        Some(Target {
+            nodes: Arc::clone(&self.nodes),
+            node: Arc::clone(&self.node),
+            caller: self.caller.clone()?,
+            tables: BTreeSet::from([self.qualified.clone()]),
+        })
+    }
+}
+
 impl RemoteTableSource for RemoteTable {
     fn for_caller(&self, caller: &Principal) -> Arc<dyn TableProvider> {
         Arc::new(Self {
@@ -94,10 +138,14 @@ impl RemoteSources for DomainNodes {
             RemoteTable::open(&nodes, product, table, source).await?,
         ))
     }
+
+    fn pushdown(&self) -> Option<Arc<dyn PlanPushdown>> {
+        Some(Arc::new(NodePushdown))
+    }
 }
 
 /// The column whose values cost the least to send (fixed width, narrowest first).
-fn narrowest_column(schema: &SchemaRef) -> usize {
+pub(crate) fn narrowest_column(schema: &SchemaRef) -> usize {
     schema
         .fields()
         .iter()

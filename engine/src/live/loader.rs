@@ -70,8 +70,12 @@ impl ProductLoader {
         }
     }
 
-    /// The same loader, opening `format: flightsql` tables on the domain nodes `nodes`.
+    /// The same loader, opening `format: flightsql` tables on the domain nodes `nodes`,
+    /// whose sessions send the nodes whole parts of plans when the nodes can take them.
     pub fn with_nodes(mut self, nodes: Arc<dyn RemoteSources>) -> Self {
+        if let Some(pushdown) = nodes.pushdown() {
+            self.template = crate::session::with_pushdown(self.template, pushdown);
+        }
         self.opener = Arc::new(self.opener.as_ref().clone().with_nodes(nodes));
         self
     }

@@ -25,10 +25,12 @@ use crate::config::GatewayConfig;
 
 /// Prepares and starts the domain node of `domain` for the demo in `dir` (blocking until
 /// it serves), and sets up `config` to federate to it; returns the mesh the gateway then
-/// serves and the node, which stops when dropped.
+/// serves and the node, which stops when dropped. With `verify`, parts of queries sent
+/// whole to the node are also run as per-table scans and compared (in the log).
 pub fn start(
     dir: &Path,
     domain: &str,
+    verify: bool,
     config: &mut GatewayConfig,
 ) -> Result<(PathBuf, NodeProcess)> {
     let is_name = !domain.is_empty()
@@ -45,10 +47,10 @@ pub fn start(
     let node = spawn_node(dir, domain)?;
     let mesh = write_gateway_mesh(dir, domain, node.addr)?;
     config.nodes.tokens = Some(tokens);
-    config.nodes.endpoints.push(meshgate_nodes::NodeConfig::new(
-        format!("grpc://{}", node.addr),
-        node_audience(domain),
-    ));
+    let mut endpoint =
+        meshgate_nodes::NodeConfig::new(format!("grpc://{}", node.addr), node_audience(domain));
+    endpoint.verify = verify;
+    config.nodes.endpoints.push(endpoint);
     // The domain's tables are opened (their schemas read from the node) as the domain.
     config
         .engine

@@ -1,0 +1,151 @@
+//! What of a plan reads the same on a DataFusion node as here.
+//!
+//! Checked before any part of a plan is sent: every plan node and every expression in
+//! it, closed to anything not listed (subqueries in expressions, unnest, user-defined
+//! and volatile functions, semi and anti joins, grouping sets, and any literal whose
+//! SQL text could read back as another value or end early).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use arrow::datatypes::DataType;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{NullEquality, ScalarValue};
+use datafusion::logical_expr::expr::WindowFunctionDefinition;
+use datafusion::logical_expr::{
+    AggregateUDF, Distinct, Expr, JoinType, LogicalPlan, ScalarUDF, Volatility, WindowUDF,
+};
+
+/// Whether `plan` (one node, its inputs aside) may be part of a statement a DataFusion
+/// node runs.
+pub(crate) fn portable_node(plan: &LogicalPlan) -> bool {
+    let kind = match plan {
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Aggregate(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Window(_)
+        | LogicalPlan::Distinct(Distinct::All(_)) => true,
+        LogicalPlan::Join(join) => {
+            matches!(
+                join.join_type,
+                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+            ) && join.null_equality == NullEquality::NullEqualsNothing
+        }
+        _ => false,
+    };
+    kind && plan.expressions().iter().all(portable_expr)
+}
+
+/// Whether `expr` and everything in it reads the same on a DataFusion node.
+pub(crate) fn portable_expr(expr: &Expr) -> bool {
+    !expr.exists(|e| Ok(!portable_part(e))).unwrap_or(true)
+}
+
+/// Whether `expr` itself (not what it holds) reads the same on the node.
+fn portable_part(expr: &Expr) -> bool {
+    match expr {
+        Expr::Column(_)
+        | Expr::Alias(_)
+        | Expr::BinaryExpr(_)
+        | Expr::Not(_)
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsUnknown(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsNotUnknown(_)
+        | Expr::Negative(_)
+        | Expr::Between(_)
+        | Expr::Case(_)
+        | Expr::Cast(_)
+        | Expr::TryCast(_)
+        | Expr::InList(_)
+        | Expr::Like(_) => true,
+        Expr::Literal(value, _) => portable_value(value),
+        Expr::ScalarFunction(f) => {
+            f.func.signature().volatility != Volatility::Volatile
+                && BUILT_IN.scalar.get(f.func.name()) == Some(f.func.as_ref())
+        }
+        Expr::AggregateFunction(f) => {
+            BUILT_IN.aggregate.get(f.func.name()) == Some(f.func.as_ref())
+        }
+        Expr::WindowFunction(w) => match &w.fun {
+            WindowFunctionDefinition::AggregateUDF(f) => {
+                BUILT_IN.aggregate.get(f.name()) == Some(f.as_ref())
+            }
+            WindowFunctionDefinition::WindowUDF(f) => {
+                BUILT_IN.window.get(f.name()) == Some(f.as_ref())
+            }
+        },
+        _ => false,
+    }
+}
+
+/// Literals whose SQL (as [`super::statement`] writes it) reads back as the same value
+/// of the same type: no text holding a quote or a backslash (sqlparser writes them as
+/// they are), no non-finite float, no timestamp with a zone (its zone does not survive).
+fn portable_value(value: &ScalarValue) -> bool {
+    if value.is_null() {
+        return matches!(value, ScalarValue::Null) || portable_type(&value.data_type());
+    }
+    match value {
+        ScalarValue::Utf8(Some(text))
+        | ScalarValue::LargeUtf8(Some(text))
+        | ScalarValue::Utf8View(Some(text)) => !text.contains(['\\', '\'']),
+        ScalarValue::Float32(Some(v)) => v.is_finite(),
+        ScalarValue::Float64(Some(v)) => v.is_finite(),
+        other => portable_type(&other.data_type()),
+    }
+}
+
+fn portable_type(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Date32
+            | DataType::Decimal128(..)
+            | DataType::Timestamp(_, None)
+    )
+}
+
+/// DataFusion's own functions, by name: what a DataFusion node has too. A function is
+/// sent only when it *is* DataFusion's (compared whole, not by name): the gateway's own
+/// (its masking hash) and its bounded replacements of built-ins run here.
+struct BuiltIn {
+    scalar: HashMap<String, ScalarUDF>,
+    aggregate: HashMap<String, AggregateUDF>,
+    window: HashMap<String, WindowUDF>,
+}
+
+static BUILT_IN: LazyLock<BuiltIn> = LazyLock::new(|| BuiltIn {
+    scalar: datafusion::functions::all_default_functions()
+        .into_iter()
+        .map(|f| (f.name().to_string(), f.as_ref().clone()))
+        .collect(),
+    aggregate: datafusion::functions_aggregate::all_default_aggregate_functions()
+        .into_iter()
+        .map(|f| (f.name().to_string(), f.as_ref().clone()))
+        .collect(),
+    window: datafusion::functions_window::all_default_window_functions()
+        .into_iter()
+        .map(|f| (f.name().to_string(), f.as_ref().clone()))
+        .collect(),
+});

@@ -1,0 +1,258 @@
+//! The one statement a part of a plan becomes on its node.
+//!
+//! The part is first put in the shape DataFusion's unparser reads most surely (the shape
+//! its own SQL planner makes), then unparsed:
+//!
+//! - every scan reads the node's table under a fresh alias (`mg0`, `mg1`, ...) and
+//!   names its columns; its pushed filters stay with it, and a pushed limit makes it a
+//!   derived table (`(SELECT ... LIMIT n) AS mg0`), so that it never merges into a join
+//!   or a filter above it; columns above are requalified by the alias, which also keeps
+//!   two tables of the same name apart;
+//! - the statement's result is listed column by column in the part's order (the rows
+//!   are matched to the part's schema by position);
+//! - every literal whose bare SQL text would read back with another type is cast to its
+//!   own type (`CAST('1.50' AS DECIMAL(5,2))`, `CAST('7' AS INT)`, timestamps with
+//!   their precision).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DataFusionError, ScalarValue, TableReference};
+use datafusion::error::Result;
+use datafusion::logical_expr::expr::Cast;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, LogicalPlanBuilder, LogicalTableSource, SubqueryAlias, TableScan,
+};
+use datafusion::sql::sqlparser::ast::{self, TimezoneInfo};
+use datafusion::sql::unparser::Unparser;
+use datafusion::sql::unparser::dialect::{DefaultDialect, Dialect};
+
+use super::node_table;
+use crate::table::narrowest_column;
+
+/// The SQL a DataFusion node runs for `part` (a part of an optimized plan whose scans
+/// all read node tables).
+pub(crate) fn part_statement(part: &LogicalPlan) -> Result<String> {
+    let mut aliases = 0;
+    let (canonical, renames) = canonical(part.clone(), &mut aliases)?;
+    let canonical = match canonical {
+        LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) => canonical,
+        // List the columns the part returns, in its order (a scan now names all of its
+        // table's columns; a join returns both sides).
+        other => {
+            let columns: Vec<Expr> = part
+                .schema()
+                .iter()
+                .map(|(qualifier, field)| {
+                    let qualifier = qualifier.map(|q| renames.get(q).unwrap_or(q).clone());
+                    Expr::Column(Column::new(qualifier, field.name()))
+                })
+                .collect();
+            LogicalPlanBuilder::from(other).project(columns)?.build()?
+        }
+    };
+    node_sql(canonical)
+}
+
+/// `plan` as DataFusion SQL, its literals typed.
+pub(crate) fn node_sql(plan: LogicalPlan) -> Result<String> {
+    let typed = type_literals(plan)?;
+    Ok(Unparser::new(&NodeDialect).plan_to_sql(&typed)?.to_string())
+}
+
+/// `plan` with its scans aliased (see the module); the renames of qualifiers visible
+/// above it.
+fn canonical(
+    plan: LogicalPlan,
+    aliases: &mut usize,
+) -> Result<(LogicalPlan, HashMap<TableReference, TableReference>)> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let alias = TableReference::bare(format!("mg{aliases}"));
+            *aliases += 1;
+            let plan = node_scan(&scan, alias.clone())?;
+            Ok((plan, HashMap::from([(scan.table_name, alias)])))
+        }
+        LogicalPlan::SubqueryAlias(alias) => {
+            // The alias requalifies everything its input returns; over a table, it is
+            // the table's alias (`FROM emr.visits AS v`).
+            let plan = match Arc::unwrap_or_clone(alias.input) {
+                LogicalPlan::TableScan(scan) => node_scan(&scan, alias.alias)?,
+                input => {
+                    let (input, _) = canonical(input, aliases)?;
+                    LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                        Arc::new(input),
+                        alias.alias,
+                    )?)
+                }
+            };
+            Ok((plan, HashMap::new()))
+        }
+        other => {
+            let mut renames = HashMap::new();
+            let mut clash = false;
+            let plan = other
+                .map_children(|child| {
+                    let (child, below) = canonical(child, aliases)?;
+                    for (from, to) in below {
+                        clash |= renames.insert(from, to).is_some();
+                    }
+                    Ok(Transformed::yes(child))
+                })?
+                .data;
+            if clash {
+                return Err(DataFusionError::Internal(
+                    "one table name visible twice in a part of a plan".into(),
+                ));
+            }
+            // Columns take their table's alias; any other expression that a parent
+            // refers to by its name (an aggregate, a window, a computed column) keeps it.
+            let keeps_names = matches!(
+                plan,
+                LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+            );
+            let plan = plan
+                .map_expressions(|expr| {
+                    let before = (keeps_names && !matches!(expr, Expr::Column(_)))
+                        .then(|| expr.schema_name().to_string());
+                    let renamed = requalify(expr, &renames)?;
+                    Ok(match before {
+                        Some(name) if renamed.data.schema_name().to_string() != name => {
+                            renamed.update_data(|e| e.unalias().alias(name))
+                        }
+                        _ => renamed,
+                    })
+                })?
+                .data
+                .recompute_schema()?;
+            Ok((plan, renames))
+        }
+    }
+}
+
+/// The node's table `scan` reads, under `alias`: its filters kept, and a limit making
+/// it a derived table (`(SELECT ... LIMIT n) AS alias`).
+fn node_scan(scan: &TableScan, alias: TableReference) -> Result<LogicalPlan> {
+    let table = node_table(scan).ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "{} is not a node table that takes plans",
+            scan.table_name
+        ))
+    })?;
+    // The statement lists the columns it returns (the node's table may have more than
+    // the contract: they are never asked for).
+    let schema = scan.source.schema();
+    let projection = match &scan.projection {
+        Some(p) if p.is_empty() => Some(vec![narrowest_column(&schema)]),
+        projection => projection.clone(),
+    };
+    let filters = scan
+        .filters
+        .iter()
+        .map(|f| unnormalize_col(f.clone()))
+        .collect();
+    let source = Arc::new(LogicalTableSource::new(schema));
+    let mut builder =
+        LogicalPlanBuilder::scan_with_filters(table.remote().clone(), source, projection, filters)?;
+    if let Some(fetch) = scan.fetch {
+        builder = builder.limit(0, Some(fetch))?;
+    }
+    builder.alias(alias)?.build()
+}
+
+/// `expr` with the columns of renamed tables requalified.
+fn requalify(
+    expr: Expr,
+    renames: &HashMap<TableReference, TableReference>,
+) -> Result<Transformed<Expr>> {
+    expr.transform(|e| match e {
+        Expr::Column(Column {
+            relation: Some(relation),
+            name,
+            spans,
+        }) if renames.contains_key(&relation) => Ok(Transformed::yes(Expr::Column(Column {
+            relation: renames.get(&relation).cloned(),
+            name,
+            spans,
+        }))),
+        other => Ok(Transformed::no(other)),
+    })
+}
+
+/// `plan` with every literal whose bare SQL would read back as another type cast to its
+/// own type.
+fn type_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up(|node| {
+            node.map_expressions(|expr| {
+                expr.transform(|e| match e {
+                    Expr::Literal(value, _) if !reads_back_as_is(&value) => {
+                        Ok(Transformed::yes(typed_literal(value)?))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })?
+        .data)
+}
+
+/// Literals DataFusion's SQL reads back with their value and type from their bare text.
+fn reads_back_as_is(value: &ScalarValue) -> bool {
+    match value {
+        ScalarValue::Null
+        | ScalarValue::Boolean(Some(_))
+        | ScalarValue::Int64(Some(_))
+        | ScalarValue::Float64(Some(_))
+        | ScalarValue::Utf8(Some(_))
+        | ScalarValue::Date32(Some(_)) => true,
+        // Written as text cast to a timestamp of its precision (see `NodeDialect`).
+        ScalarValue::TimestampSecond(Some(_), None)
+        | ScalarValue::TimestampMillisecond(Some(_), None)
+        | ScalarValue::TimestampMicrosecond(Some(_), None)
+        | ScalarValue::TimestampNanosecond(Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// `value` as a cast of its text to its type: `CAST('1.50' AS DECIMAL(5,2))` (text
+/// cast to a decimal of its scale keeps every digit). Text in another representation (views, large) stays text: it compares
+/// and returns as text on the node.
+fn typed_literal(value: ScalarValue) -> Result<Expr> {
+    let data_type = value.data_type();
+    if value.is_null() {
+        let null = Expr::Literal(ScalarValue::Null, None);
+        return Ok(Expr::Cast(Cast::new(Box::new(null), data_type)));
+    }
+    let text = Expr::Literal(ScalarValue::Utf8(Some(value.to_string())), None);
+    Ok(match data_type {
+        DataType::Utf8View | DataType::LargeUtf8 => text,
+        _ => Expr::Cast(Cast::new(Box::new(text), data_type)),
+    })
+}
+
+/// DataFusion's dialect, timestamps cast with their precision (`TIMESTAMP(6)`).
+struct NodeDialect;
+
+impl Dialect for NodeDialect {
+    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
+        DefaultDialect {}.identifier_quote_style(identifier)
+    }
+
+    fn timestamp_cast_dtype(&self, time_unit: &TimeUnit, tz: &Option<Arc<str>>) -> ast::DataType {
+        let precision = match time_unit {
+            TimeUnit::Second => 0,
+            TimeUnit::Millisecond => 3,
+            TimeUnit::Microsecond => 6,
+            TimeUnit::Nanosecond => 9,
+        };
+        let zone = if tz.is_some() {
+            TimezoneInfo::WithTimeZone
+        } else {
+            TimezoneInfo::None
+        };
+        ast::DataType::Timestamp(Some(precision), zone)
+    }
+}
