@@ -22,7 +22,6 @@ use meshgate_connectors::{TableStorageError, is_lossless_widening};
 /// and cast to what the plan expects, by position). A failure of the node, before or
 /// during the stream, names the table (`UNAVAILABLE`); the node, the statement and the
 /// cause go to the server log only.
-#[derive(Debug)]
 pub(crate) struct RemoteScanExec {
     table: String,
     sql: String,
@@ -31,6 +30,8 @@ pub(crate) struct RemoteScanExec {
     node: Arc<Node>,
     caller: Principal,
     properties: Arc<PlanProperties>,
+    /// Whether the answer's columns must be named `c0`, `c1`, ... (a part's statement).
+    named_by_position: bool,
 }
 
 impl RemoteScanExec {
@@ -56,7 +57,22 @@ impl RemoteScanExec {
             node,
             caller,
             properties,
+            named_by_position: false,
         }
+    }
+
+    /// The same, for a part's statement: its answer's columns must be named `c0`,
+    /// `c1`, ... in order.
+    pub(crate) fn named_by_position(mut self) -> Self {
+        self.named_by_position = true;
+        self
+    }
+}
+
+impl std::fmt::Debug for RemoteScanExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As displayed: the statement carries the caller's literals.
+        write!(f, "RemoteScanExec {{ table: {} }}", self.table)
     }
 }
 
@@ -128,8 +144,15 @@ impl ExecutionPlan for RemoteScanExec {
             stream::once(async move { nodes.query(&node, &caller, sql).await }).try_flatten();
         let endpoint = self.node.endpoint.clone();
         let schema = Arc::clone(&self.schema);
+        let named = self.named_by_position;
         let conformed = rows
-            .map(move |item| conform(&item?, &schema, &endpoint))
+            .map(move |item| {
+                let batch = item?;
+                if named {
+                    check_positions(&batch, &endpoint)?;
+                }
+                conform(&batch, &schema, &endpoint)
+            })
             .map_err({
                 let table = self.table.clone();
                 move |failure| unavailable(&table, failure)
@@ -139,6 +162,23 @@ impl ExecutionPlan for RemoteScanExec {
             conformed,
         )))
     }
+}
+
+/// Fails unless `batch`'s columns are named `c0`, `c1`, ... in order.
+pub(crate) fn check_positions(batch: &RecordBatch, node: &NodeEndpoint) -> Result<(), NodeFailure> {
+    let misplaced = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .any(|(i, f)| *f.name() != crate::pushdown::result_column(i));
+    if misplaced {
+        return Err(NodeFailure::Protocol {
+            node: node.clone(),
+            what: "its answer's columns are not the statement's, in order".into(),
+        });
+    }
+    Ok(())
 }
 
 /// `batch` as `schema` says, by position: the node's names replaced, its types cast

@@ -64,6 +64,44 @@ pub(crate) fn scan_statement(
     Ok(Unparser::new(dialect).plan_to_sql(&plan)?.to_string())
 }
 
+/// Whether `sql` (made by the unparser) is exactly one statement that reads back as
+/// itself in the node's `dialect`: no comment anywhere, and parsing it then printing it
+/// gives the same text. An identifier or a literal whose text escaped its quotes shows
+/// here (as a comment, another statement, or another tree), so no such statement is ever
+/// sent: the last check before a node, whatever let the text through.
+pub(crate) fn sound_statement(sql: &str, dialect: SqlDialect) -> bool {
+    use datafusion::sql::sqlparser::dialect::{
+        Dialect as ParserDialect, DuckDbDialect, GenericDialect, HiveDialect, PostgreSqlDialect,
+    };
+    use datafusion::sql::sqlparser::parser::Parser;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+
+    let parser: Box<dyn ParserDialect> = match dialect {
+        SqlDialect::Datafusion => Box::new(GenericDialect {}),
+        SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
+        SqlDialect::Duckdb => Box::new(DuckDbDialect {}),
+        SqlDialect::Spark => Box::new(HiveDialect {}),
+    };
+    let Ok(tokens) = Tokenizer::new(parser.as_ref(), sql).tokenize() else {
+        return false;
+    };
+    let commented = tokens.iter().any(|t| {
+        matches!(
+            t,
+            Token::Whitespace(
+                Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_)
+            )
+        )
+    });
+    if commented {
+        return false;
+    }
+    match Parser::parse_sql(parser.as_ref(), sql) {
+        Ok(statements) => statements.len() == 1 && statements[0].to_string() == sql,
+        Err(_) => false,
+    }
+}
+
 /// `SELECT * FROM <remote> LIMIT 0`: asks a node for a table's schema when it does not
 /// list it.
 pub(crate) fn probe_statement(remote: &[String], dialect: &dyn Dialect) -> String {
@@ -161,7 +199,7 @@ fn portable_literal(value: &ScalarValue) -> bool {
         // literal early, or reach the node as another value.
         ScalarValue::Utf8(Some(text))
         | ScalarValue::LargeUtf8(Some(text))
-        | ScalarValue::Utf8View(Some(text)) => !text.contains(['\\', '\'']),
+        | ScalarValue::Utf8View(Some(text)) => portable_text(text),
         ScalarValue::Boolean(Some(_))
         | ScalarValue::Int8(Some(_))
         | ScalarValue::Int16(Some(_))
@@ -173,6 +211,12 @@ fn portable_literal(value: &ScalarValue) -> bool {
         | ScalarValue::Date32(Some(_)) => true,
         _ => false,
     }
+}
+
+/// Text whose literal cannot end early or hide a line: no quote, no backslash, no
+/// control character (a newline would end a `--` comment, were one ever written).
+pub(crate) fn portable_text(text: &str) -> bool {
+    !text.contains(['\\', '\'']) && !text.chars().any(char::is_control)
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@ use super::nodes::{DomainNodes, Node};
 use super::pushdown::{NodePushdown, Target};
 use super::scan::RemoteScanExec;
 use super::schema::remote_schema;
-use super::statement::{portable_filter, remote_reference, scan_statement, unparser_dialect};
+use super::statement::{
+    portable_filter, remote_reference, scan_statement, sound_statement, unparser_dialect,
+};
 use meshgate_connectors::{ConnectorError, PlanPushdown, RemoteSources, RemoteTableSource};
 
 /// A table served by a domain node, exposing the node's schema (a contract table above
@@ -221,6 +223,15 @@ impl TableProvider for RemoteTable {
             limit,
             dialect.as_ref(),
         )?;
+        if !sound_statement(&sql, self.node.dialect) {
+            // Filters sent are not applied again here: the scan fails rather than send a
+            // statement that does not read back as itself (see `sound_statement`).
+            return Err(DataFusionError::Plan(format!(
+                "table {} cannot be read from its node: its statement does not read back \
+                 as itself",
+                self.qualified
+            )));
+        }
         let output = Arc::new(self.schema.project(wanted)?);
         Ok(Arc::new(RemoteScanExec::new(
             self.qualified.clone(),

@@ -1,39 +1,22 @@
-//! Domain nodes in the session: the analyzer rule that hands them the parts of a plan
-//! they can run whole, and the physical planner that plans those parts.
+//! Domain nodes in the session: the physical planner that first hands the nodes the
+//! parts of a plan they can run whole, then plans the rest (and those parts, through
+//! the pushdown's extension planner).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use meshgate_connectors::PlanPushdown;
 
-/// The last analyzer rule: the plan as the user wrote it (types coerced, nothing yet
-/// moved by the optimizer, the shape DataFusion's unparser reads best) with each part
-/// that one node runs whole replaced by a leaf; the optimizer then works on the rest.
-#[derive(Debug)]
-struct NodeParts {
-    pushdown: Arc<dyn PlanPushdown>,
-}
-
-impl AnalyzerRule for NodeParts {
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        self.pushdown.push_down(plan)
-    }
-
-    fn name(&self) -> &str {
-        "domain_node_parts"
-    }
-}
-
-/// DataFusion's physical planner, with the pushdown's extension planner.
+/// Plans an optimized logical plan: the cut is made after the optimizer, so that the
+/// parts sent have their filters pushed down, their joins keyed (no cross join awaiting
+/// the `WHERE` above it) and their columns pruned, as the gateway would run them.
 #[derive(Debug)]
 struct NodePartsPlanner {
     pushdown: Arc<dyn PlanPushdown>,
@@ -46,8 +29,9 @@ impl QueryPlanner for NodePartsPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.pushdown.push_down(logical_plan.clone())?;
         DefaultPhysicalPlanner::with_extension_planners(vec![self.pushdown.planner()])
-            .create_physical_plan(logical_plan, session)
+            .create_physical_plan(&plan, session)
             .await
     }
 }
@@ -57,11 +41,7 @@ pub(crate) fn with_pushdown(
     template: SessionState,
     pushdown: Arc<dyn PlanPushdown>,
 ) -> SessionState {
-    let mut state = template;
-    state.add_analyzer_rule(Arc::new(NodeParts {
-        pushdown: Arc::clone(&pushdown),
-    }));
-    SessionStateBuilder::new_from_existing(state)
+    SessionStateBuilder::new_from_existing(template)
         .with_query_planner(Arc::new(NodePartsPlanner { pushdown }))
         .build()
 }

@@ -1,11 +1,14 @@
 //! Whole parts of a plan sent to one domain node as one statement.
 //!
-//! After DataFusion has optimized a plan, [`NodePushdown`] looks for its largest parts
+//! After DataFusion has optimized a plan (its filters pushed down, its joins keyed, its
+//! columns pruned), [`NodePushdown`] looks for its largest parts
 //! that read only tables of one node (each unrestricted for the caller and stored there
 //! exactly as its contract declares) and are made only of what reads the same on the node
 //! ([`portable`]); each part that holds more than scans, projections and filters (which
 //! the per-table scan already sends) becomes a [`RemotePlanNode`]: one statement, made
 //! from the part by DataFusion's unparser ([`statement`]), run on the node as the caller.
+//! A part whose statement does not read back as itself
+//! (`crate::statement::sound_statement`) is not sent.
 //! Only DataFusion nodes take parts of plans (the statement is DataFusion's SQL and its
 //! functions mean what they mean here); other nodes get per-table scans.
 //!
@@ -26,12 +29,13 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::DefaultTableSource;
 use datafusion::error::Result;
-use datafusion::logical_expr::{LogicalPlan, TableScan};
+use datafusion::logical_expr::{LogicalPlan, Sort, TableScan};
 use datafusion::physical_planner::ExtensionPlanner;
 use meshgate_catalog::Principal;
 use meshgate_connectors::{ContractTable, PlanPushdown};
 
 pub(crate) use node::RemotePlanNode;
+pub(crate) use statement::result_column;
 
 use super::nodes::{DomainNodes, Node};
 use super::table::RemoteTable;
@@ -44,7 +48,7 @@ impl PlanPushdown for NodePushdown {
     fn push_down(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
         let (plan, target) = rewrite(plan)?;
         match target {
-            Some(target) if worth_sending(&plan) => RemotePlanNode::plan(plan, target),
+            Some(target) if worth_sending(&plan) => Ok(send(plan, target)),
             _ => Ok(plan),
         }
     }
@@ -113,13 +117,32 @@ fn rewrite(plan: LogicalPlan) -> Result<(LogicalPlan, Option<Target>)> {
     let mut targets = targets.into_iter();
     let plan = plan
         .map_children(|child| match targets.next().flatten() {
-            Some(target) if worth_sending(&child) => {
-                Ok(Transformed::yes(RemotePlanNode::plan(child, target)?))
-            }
+            Some(target) if worth_sending(&child) => Ok(Transformed::yes(send(child, target))),
             _ => Ok(Transformed::no(child)),
         })?
         .data;
     Ok((plan, None))
+}
+
+/// `part` sent to `target`: a leaf, under a sort of its own when `part` ends with one
+/// (the leaf declares no order: the sort, on rows the node already sorted and limited,
+/// keeps it whatever runs above); `part` itself when it makes no sound statement.
+fn send(part: LogicalPlan, target: Target) -> LogicalPlan {
+    let resort = match &part {
+        LogicalPlan::Sort(sort) => Some((sort.expr.clone(), sort.fetch)),
+        _ => None,
+    };
+    match RemotePlanNode::plan(&part, target) {
+        Some(leaf) => match resort {
+            Some((expr, fetch)) => LogicalPlan::Sort(Sort {
+                expr,
+                input: Arc::new(leaf),
+                fetch,
+            }),
+            None => leaf,
+        },
+        None => part,
+    }
 }
 
 /// Whether sending `plan` whole saves something the per-table scans do not: it joins,

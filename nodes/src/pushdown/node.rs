@@ -11,23 +11,44 @@ use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalN
 
 use super::Target;
 use super::statement::part_statement;
+use crate::config::SqlDialect;
+use crate::statement::sound_statement;
 
 /// A leaf standing for `part`: the statement the node runs for it, and where. `part`
 /// is kept (not as an input: nothing plans or optimizes it again) for `verify`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct RemotePlanNode {
     pub(crate) part: Arc<LogicalPlan>,
     pub(crate) sql: String,
     pub(crate) target: Target,
 }
 
+impl fmt::Debug for RemotePlanNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The tables only: the statement carries the caller's literals, the target the
+        // node's address.
+        write!(f, "RemotePlanNode {{ tables: [{}] }}", self.tables())
+    }
+}
+
 impl RemotePlanNode {
-    /// `part` as one statement on `target`, as a plan.
-    pub(crate) fn plan(part: LogicalPlan, target: Target) -> Result<LogicalPlan> {
-        let sql = part_statement(&part)?;
-        Ok(LogicalPlan::Extension(Extension {
+    /// `part` as one statement on `target`, as a plan; `None` when it makes no
+    /// statement that reads back as itself (the part then runs here).
+    pub(crate) fn plan(part: &LogicalPlan, target: Target) -> Option<LogicalPlan> {
+        let sql = match part_statement(part) {
+            Ok(sql) if sound_statement(&sql, SqlDialect::Datafusion) => sql,
+            Ok(_) => {
+                tracing::debug!(tables = ?target.tables, "part not sent: unsound statement");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(tables = ?target.tables, error = %e, "part not sent");
+                return None;
+            }
+        };
+        Some(LogicalPlan::Extension(Extension {
             node: Arc::new(Self {
-                part: Arc::new(part),
+                part: Arc::new(part.clone()),
                 sql,
                 target,
             }),
@@ -40,11 +61,12 @@ impl RemotePlanNode {
         names.join(", ")
     }
 
-    fn identity(&self) -> (&str, &str, *const ()) {
+    fn identity(&self) -> (&str, &str, *const (), &DFSchemaRef) {
         (
             &self.sql,
             &self.target.caller.subject,
             Arc::as_ptr(&self.target.node).cast(),
+            self.part.schema(),
         )
     }
 }
@@ -59,7 +81,8 @@ impl Eq for RemotePlanNode {}
 
 impl Hash for RemotePlanNode {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.identity().hash(state);
+        let (sql, subject, node, _) = self.identity();
+        (sql, subject, node).hash(state);
     }
 }
 

@@ -35,14 +35,17 @@ impl ExtensionPlanner for RemotePlanner {
             return Ok(None);
         };
         let target = &remote.target;
-        let sent: Arc<dyn ExecutionPlan> = Arc::new(RemoteScanExec::new(
-            remote.tables(),
-            remote.sql.clone(),
-            Arc::clone(remote.part.schema().inner()),
-            Arc::clone(&target.nodes),
-            Arc::clone(&target.node),
-            target.caller.clone(),
-        ));
+        let sent: Arc<dyn ExecutionPlan> = Arc::new(
+            RemoteScanExec::new(
+                remote.tables(),
+                remote.sql.clone(),
+                Arc::clone(remote.part.schema().inner()),
+                Arc::clone(&target.nodes),
+                Arc::clone(&target.node),
+                target.caller.clone(),
+            )
+            .named_by_position(),
+        );
         if !target.node.verify {
             return Ok(Some(sent));
         }

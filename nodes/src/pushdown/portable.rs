@@ -10,7 +10,8 @@ use std::sync::LazyLock;
 
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::TreeNode;
-use datafusion::common::{NullEquality, ScalarValue};
+use datafusion::common::{NullEquality, ScalarValue, TableReference};
+use datafusion::logical_expr::WindowFrameBound;
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::{
     AggregateUDF, Distinct, Expr, JoinType, LogicalPlan, ScalarUDF, Volatility, WindowUDF,
@@ -25,9 +26,9 @@ pub(crate) fn portable_node(plan: &LogicalPlan) -> bool {
         | LogicalPlan::Aggregate(_)
         | LogicalPlan::Sort(_)
         | LogicalPlan::Limit(_)
-        | LogicalPlan::SubqueryAlias(_)
         | LogicalPlan::Window(_)
         | LogicalPlan::Distinct(Distinct::All(_)) => true,
+        LogicalPlan::SubqueryAlias(alias) => safe_reference(&alias.alias),
         LogicalPlan::Join(join) => {
             matches!(
                 join.join_type,
@@ -44,12 +45,32 @@ pub(crate) fn portable_expr(expr: &Expr) -> bool {
     !expr.exists(|e| Ok(!portable_part(e))).unwrap_or(true)
 }
 
+/// Whether `name` can be written as an identifier whose text cannot end early: no
+/// quote of any dialect, no backslash, no control character.
+pub(crate) fn safe_identifier(name: &str) -> bool {
+    !name.contains(['"', '`', '\\', '\'']) && !name.chars().any(char::is_control)
+}
+
+fn safe_reference(reference: &TableReference) -> bool {
+    reference.to_vec().iter().all(|part| safe_identifier(part))
+}
+
 /// Whether `expr` itself (not what it holds) reads the same on the node.
 fn portable_part(expr: &Expr) -> bool {
     match expr {
-        Expr::Column(_)
-        | Expr::Alias(_)
-        | Expr::BinaryExpr(_)
+        Expr::Column(column) => {
+            safe_identifier(&column.name) && column.relation.as_ref().is_none_or(safe_reference)
+        }
+        Expr::Alias(alias) => {
+            safe_identifier(&alias.name) && alias.relation.as_ref().is_none_or(safe_reference)
+        }
+        // Over a column only: `-(-5)` would print as `--5`, a comment.
+        Expr::Negative(inner) => matches!(inner.as_ref(), Expr::Column(_)),
+        Expr::Cast(cast) => portable_type(cast.field.data_type()),
+        Expr::TryCast(cast) => portable_type(cast.field.data_type()),
+        Expr::Like(like) => like.escape_char.is_none(),
+        Expr::InList(list) => list.list.len() <= MAX_IN_LIST,
+        Expr::BinaryExpr(_)
         | Expr::Not(_)
         | Expr::IsNull(_)
         | Expr::IsNotNull(_)
@@ -59,30 +80,46 @@ fn portable_part(expr: &Expr) -> bool {
         | Expr::IsNotTrue(_)
         | Expr::IsNotFalse(_)
         | Expr::IsNotUnknown(_)
-        | Expr::Negative(_)
         | Expr::Between(_)
-        | Expr::Case(_)
-        | Expr::Cast(_)
-        | Expr::TryCast(_)
-        | Expr::InList(_)
-        | Expr::Like(_) => true,
+        | Expr::Case(_) => true,
         Expr::Literal(value, _) => portable_value(value),
+        // Immutable only: a stable function (`now()`) reads the node's clock and settings.
         Expr::ScalarFunction(f) => {
-            f.func.signature().volatility != Volatility::Volatile
+            f.func.signature().volatility == Volatility::Immutable
                 && BUILT_IN.scalar.get(f.func.name()) == Some(f.func.as_ref())
         }
         Expr::AggregateFunction(f) => {
             BUILT_IN.aggregate.get(f.func.name()) == Some(f.func.as_ref())
         }
-        Expr::WindowFunction(w) => match &w.fun {
-            WindowFunctionDefinition::AggregateUDF(f) => {
-                BUILT_IN.aggregate.get(f.name()) == Some(f.as_ref())
-            }
-            WindowFunctionDefinition::WindowUDF(f) => {
-                BUILT_IN.window.get(f.name()) == Some(f.as_ref())
-            }
-        },
+        Expr::WindowFunction(w) => {
+            let frame = &w.params.window_frame;
+            portable_bound(&frame.start_bound)
+                && portable_bound(&frame.end_bound)
+                && portable_window_function(&w.fun)
+        }
         _ => false,
+    }
+}
+
+/// Longest `IN` list sent (as for scans).
+const MAX_IN_LIST: usize = 1000;
+
+fn portable_bound(bound: &WindowFrameBound) -> bool {
+    match bound {
+        WindowFrameBound::CurrentRow => true,
+        // A null bound is UNBOUNDED, whatever its type.
+        WindowFrameBound::Preceding(value) | WindowFrameBound::Following(value) => {
+            value.is_null() || portable_value(value)
+        }
+    }
+}
+
+fn portable_window_function(fun: &WindowFunctionDefinition) -> bool {
+    match fun {
+        WindowFunctionDefinition::AggregateUDF(f) => {
+            BUILT_IN.aggregate.get(f.name()) == Some(f.as_ref())
+        }
+        WindowFunctionDefinition::WindowUDF(f) => BUILT_IN.window.get(f.name()) == Some(f.as_ref()),
     }
 }
 
@@ -96,7 +133,7 @@ fn portable_value(value: &ScalarValue) -> bool {
     match value {
         ScalarValue::Utf8(Some(text))
         | ScalarValue::LargeUtf8(Some(text))
-        | ScalarValue::Utf8View(Some(text)) => !text.contains(['\\', '\'']),
+        | ScalarValue::Utf8View(Some(text)) => crate::statement::portable_text(text),
         ScalarValue::Float32(Some(v)) => v.is_finite(),
         ScalarValue::Float64(Some(v)) => v.is_finite(),
         other => portable_type(&other.data_type()),

@@ -8,23 +8,24 @@
 //!   derived table (`(SELECT ... LIMIT n) AS mg0`), so that it never merges into a join
 //!   or a filter above it; columns above are requalified by the alias, which also keeps
 //!   two tables of the same name apart;
-//! - the statement's result is listed column by column in the part's order (the rows
-//!   are matched to the part's schema by position);
+//! - the statement's result is listed column by column in the part's order, named `c0`,
+//!   `c1`, ... (the rows are matched to the part's schema by position, and the names
+//!   prove the order);
 //! - every literal whose bare SQL text would read back with another type is cast to its
 //!   own type (`CAST('1.50' AS DECIMAL(5,2))`, `CAST('7' AS INT)`, timestamps with
 //!   their precision).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, TimeUnit};
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DataFusionError, ScalarValue, TableReference};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema, DataFusionError, ScalarValue, TableReference};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, LogicalTableSource, SubqueryAlias, TableScan,
+    Expr, LogicalPlan, LogicalPlanBuilder, LogicalTableSource, Projection, SubqueryAlias, TableScan,
 };
 use datafusion::sql::sqlparser::ast::{self, TimezoneInfo};
 use datafusion::sql::unparser::Unparser;
@@ -36,25 +37,35 @@ use crate::table::narrowest_column;
 /// The SQL a DataFusion node runs for `part` (a part of an optimized plan whose scans
 /// all read node tables).
 pub(crate) fn part_statement(part: &LogicalPlan) -> Result<String> {
-    let mut aliases = 0;
+    let mut aliases = Aliases::avoiding(part);
     let (canonical, renames) = canonical(part.clone(), &mut aliases)?;
+    // The result's columns are listed in the part's order and named `c0`, `c1`, ...: the
+    // node's answer is matched to the part by position, and its names prove the order.
     let canonical = match canonical {
-        LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) => canonical,
-        // List the columns the part returns, in its order (a scan now names all of its
-        // table's columns; a join returns both sides).
-        other => {
-            let columns: Vec<Expr> = part
-                .schema()
-                .iter()
-                .map(|(qualifier, field)| {
-                    let qualifier = qualifier.map(|q| renames.get(q).unwrap_or(q).clone());
-                    Expr::Column(Column::new(qualifier, field.name()))
-                })
+        LogicalPlan::Projection(projection) => {
+            let exprs = projection
+                .expr
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| e.unalias().alias(result_column(i)))
                 .collect();
+            LogicalPlan::Projection(Projection::try_new(exprs, projection.input)?)
+        }
+        other => {
+            let columns = listed_columns(part.schema(), &renames)
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| c.alias(result_column(i)))
+                .collect::<Vec<_>>();
             LogicalPlanBuilder::from(other).project(columns)?.build()?
         }
     };
     node_sql(canonical)
+}
+
+/// The name of the `i`th column of a part's statement.
+pub(crate) fn result_column(i: usize) -> String {
+    format!("c{i}")
 }
 
 /// `plan` as DataFusion SQL, its literals typed.
@@ -63,26 +74,79 @@ pub(crate) fn node_sql(plan: LogicalPlan) -> Result<String> {
     Ok(Unparser::new(&NodeDialect).plan_to_sql(&typed)?.to_string())
 }
 
+/// Fresh aliases for scans: `mg0`, `mg1`, ..., none a name the part already uses.
+struct Aliases {
+    taken: HashSet<String>,
+    next: usize,
+}
+
+impl Aliases {
+    fn avoiding(part: &LogicalPlan) -> Self {
+        let mut taken = HashSet::new();
+        let _ = part.apply(|p| {
+            match p {
+                LogicalPlan::SubqueryAlias(a) => taken.insert(a.alias.table().to_string()),
+                LogicalPlan::TableScan(s) => taken.insert(s.table_name.table().to_string()),
+                _ => false,
+            };
+            Ok(TreeNodeRecursion::Continue)
+        });
+        Self { taken, next: 0 }
+    }
+
+    fn next(&mut self) -> TableReference {
+        loop {
+            let name = format!("mg{}", self.next);
+            self.next += 1;
+            if !self.taken.contains(&name) {
+                return TableReference::bare(name);
+            }
+        }
+    }
+}
+
+/// The columns of `schema`, one by one, their qualifiers renamed by `renames`.
+fn listed_columns(
+    schema: &DFSchema,
+    renames: &HashMap<TableReference, TableReference>,
+) -> Vec<Expr> {
+    schema
+        .iter()
+        .map(|(qualifier, field)| {
+            let qualifier = qualifier.map(|q| renames.get(q).unwrap_or(q).clone());
+            Expr::Column(Column::new(qualifier, field.name()))
+        })
+        .collect()
+}
+
 /// `plan` with its scans aliased (see the module); the renames of qualifiers visible
 /// above it.
 fn canonical(
     plan: LogicalPlan,
-    aliases: &mut usize,
+    aliases: &mut Aliases,
 ) -> Result<(LogicalPlan, HashMap<TableReference, TableReference>)> {
     match plan {
         LogicalPlan::TableScan(scan) => {
-            let alias = TableReference::bare(format!("mg{aliases}"));
-            *aliases += 1;
+            let alias = aliases.next();
             let plan = node_scan(&scan, alias.clone())?;
             Ok((plan, HashMap::from([(scan.table_name, alias)])))
         }
         LogicalPlan::SubqueryAlias(alias) => {
             // The alias requalifies everything its input returns; over a table, it is
-            // the table's alias (`FROM emr.visits AS v`).
+            // the table's alias (`FROM emr.visits AS v`); over anything else, a derived
+            // table whose columns are listed (`(SELECT ... ) AS v`), as DataFusion's
+            // SQL planner shapes one.
             let plan = match Arc::unwrap_or_clone(alias.input) {
                 LogicalPlan::TableScan(scan) => node_scan(&scan, alias.alias)?,
                 input => {
-                    let (input, _) = canonical(input, aliases)?;
+                    let (input, renames) = canonical(input, aliases)?;
+                    let input = match input {
+                        LogicalPlan::Projection(_) => input,
+                        other => {
+                            let columns = listed_columns(other.schema(), &renames);
+                            LogicalPlanBuilder::from(other).project(columns)?.build()?
+                        }
+                    };
                     LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
                         Arc::new(input),
                         alias.alias,

@@ -15,14 +15,12 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::TableReference;
-use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
-use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -34,7 +32,7 @@ use datafusion::logical_expr::Expr;
 use super::{NodePushdown, RemotePlanNode};
 use crate::config::{NodeConfig, NodesConfig};
 use crate::nodes::{CallerTokens, DomainNodes, TokenError};
-use crate::scan::{RemoteScanExec, conform};
+use crate::scan::{RemoteScanExec, check_positions, conform};
 use crate::table::RemoteTable;
 
 #[derive(Debug)]
@@ -186,12 +184,22 @@ fn node() -> SessionContext {
 struct TestNode(SessionContext);
 
 impl TestNode {
-    async fn run(&self, sql: &str, schema: SchemaRef) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn run(
+        &self,
+        sql: &str,
+        schema: SchemaRef,
+        named: bool,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let batches = self.0.sql(sql).await?.collect().await?;
         let endpoint = NodeEndpoint::parse("grpc://127.0.0.1:9").unwrap();
         let conformed = batches
             .iter()
-            .map(|b| conform(b, &schema, &endpoint))
+            .map(|b| {
+                if named {
+                    check_positions(b, &endpoint)?;
+                }
+                conform(b, &schema, &endpoint)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         Ok(MemorySourceConfig::try_new_exec(
@@ -217,23 +225,9 @@ impl ExtensionPlanner for TestNode {
             return Ok(None);
         };
         Ok(Some(
-            self.run(&remote.sql, Arc::clone(remote.part.schema().inner()))
+            self.run(&remote.sql, Arc::clone(remote.part.schema().inner()), true)
                 .await?,
         ))
-    }
-}
-
-/// The engine's analyzer rule, as the engine adds it.
-#[derive(Debug)]
-struct PushdownRule;
-
-impl AnalyzerRule for PushdownRule {
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        NodePushdown.push_down(plan)
-    }
-
-    fn name(&self) -> &str {
-        "domain_node_parts"
     }
 }
 
@@ -250,11 +244,11 @@ struct Sent {
 async fn send(sql: &str) -> Sent {
     let gateway = gateway();
     let node = node();
-    let mut state = gateway.state();
-    state.add_analyzer_rule(Arc::new(PushdownRule));
+    let state = gateway.state();
     let logical = state.create_logical_plan(sql).await.unwrap();
-    let pushed = state
-        .optimize(&logical)
+    let optimized = state.optimize(&logical).unwrap();
+    let pushed = NodePushdown
+        .push_down(optimized)
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut parts = Vec::new();
     pushed
@@ -284,7 +278,7 @@ async fn send(sql: &str) -> Sent {
         .unwrap();
     let mut ran = Vec::new();
     for (sql, schema) in &scans {
-        ran.push(test_node.run(sql, Arc::clone(schema)).await.unwrap());
+        ran.push(test_node.run(sql, Arc::clone(schema), false).await.unwrap());
     }
     let mut ran = ran.into_iter();
     let physical = physical
@@ -331,12 +325,12 @@ async fn filters_and_aggregates_run_on_the_node() {
              WHERE patient_id > 2 GROUP BY region"
         )
         .await,
-        "SELECT mg0.\"region\", count(1) AS n, sum(mg0.\"cost\") AS total \
+        "SELECT mg0.\"region\" AS c0, count(1) AS c1, sum(mg0.\"cost\") AS c2 \
          FROM emr.visits AS mg0 WHERE (mg0.patient_id > 2) GROUP BY mg0.\"region\""
     );
     assert_eq!(
         one_statement("SELECT count(*) FROM visits").await,
-        "SELECT count(1) AS \"count(*)\" FROM emr.visits AS mg0"
+        "SELECT count(1) AS c0 FROM emr.visits AS mg0"
     );
 }
 
@@ -348,8 +342,9 @@ async fn a_filter_above_a_limit_stays_above_it() {
              WHERE v.patient_id > 1"
         )
         .await,
-        "SELECT v.patient_id, v.\"region\" FROM (SELECT mg0.patient_id, mg0.\"region\" \
-         FROM emr.visits AS mg0 LIMIT 5) AS v WHERE (v.patient_id > 1)"
+        "SELECT v.patient_id AS c0, v.\"region\" AS c1 FROM (SELECT mg0.patient_id, mg0.\"region\" \
+         FROM (SELECT * FROM (SELECT visits.patient_id, visits.\"region\" FROM emr.visits LIMIT 5) \
+         AS mg0 LIMIT 5 OFFSET 0) WHERE (mg0.patient_id > 1)) AS v"
     );
 }
 
@@ -361,8 +356,9 @@ async fn subquery_aliases_name_the_node_tables_and_quote_what_needs_it() {
              ON v.patient_id = p.patient_id WHERE p.patient_id < 5"
         )
         .await,
-        "SELECT v.\"region\", p.\"select\" FROM emr.visits AS v INNER JOIN emr.patients AS p \
-         ON (v.patient_id = p.patient_id) WHERE (p.patient_id < 5)"
+        "SELECT v.\"region\" AS c0, p.\"select\" AS c1 FROM emr.visits AS v \
+         INNER JOIN emr.patients AS p ON v.patient_id = p.patient_id \
+         WHERE (v.patient_id < 5) AND (p.patient_id < 5)"
     );
     // A self-join: two aliases of one table.
     assert_eq!(
@@ -371,8 +367,8 @@ async fn subquery_aliases_name_the_node_tables_and_quote_what_needs_it() {
              ON a.patient_id = b.patient_id AND a.region = b.region"
         )
         .await,
-        "SELECT a.patient_id, b.patient_id FROM emr.visits AS a INNER JOIN emr.visits AS b \
-         ON ((a.patient_id = b.patient_id) AND (a.\"region\" = b.\"region\"))"
+        "SELECT a.patient_id AS c0, b.patient_id AS c1 FROM emr.visits AS a \
+         INNER JOIN emr.visits AS b ON a.patient_id = b.patient_id AND a.\"region\" = b.\"region\""
     );
 }
 
@@ -385,11 +381,11 @@ async fn a_join_with_a_fetch_keeps_the_fetch_on_its_side() {
              ON v.patient_id = p.patient_id"
         )
         .await,
-        "SELECT p.patient_id, v.\"region\" FROM emr.patients AS p LEFT OUTER JOIN \
-         (SELECT mg0.patient_id, mg0.\"region\", mg0.\"Visit Date\", mg0.\"cost\", mg0.seen_at, \
-         mg0.codes FROM emr.visits AS mg0 \
-         ORDER BY mg0.patient_id ASC NULLS LAST, mg0.seen_at ASC NULLS LAST LIMIT 3) AS v \
-         ON (v.patient_id = p.patient_id)"
+        "SELECT p.patient_id AS c0, v.\"region\" AS c1 FROM emr.patients AS p LEFT OUTER JOIN \
+         (SELECT mg0.patient_id, mg0.\"region\" FROM (SELECT mg0.patient_id, mg0.\"region\", \
+         mg0.seen_at FROM emr.visits AS mg0 \
+         ORDER BY mg0.patient_id ASC NULLS LAST, mg0.seen_at ASC NULLS LAST LIMIT 3)) AS v \
+         ON p.patient_id = v.patient_id"
     );
 }
 
@@ -410,10 +406,10 @@ async fn window_functions_run_on_the_node() {
              (PARTITION BY region ORDER BY \"Visit Date\", patient_id, seen_at) AS rn FROM visits"
         )
         .await,
-        "SELECT mg0.patient_id, mg0.\"region\", row_number() OVER (PARTITION BY mg0.\"region\" \
-         ORDER BY mg0.\"Visit Date\" ASC NULLS LAST, mg0.patient_id ASC NULLS LAST, \
-         mg0.seen_at ASC NULLS LAST \
-         RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS rn FROM emr.visits AS mg0"
+        "SELECT mg0.patient_id AS c0, mg0.\"region\" AS c1, row_number() OVER \
+         (PARTITION BY mg0.\"region\" ORDER BY mg0.\"Visit Date\" ASC NULLS LAST, \
+         mg0.patient_id ASC NULLS LAST, mg0.seen_at ASC NULLS LAST \
+         RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c2 FROM emr.visits AS mg0"
     );
 }
 
@@ -425,9 +421,9 @@ async fn decimal_and_timestamp_literals_keep_their_types() {
              AND seen_at >= TIMESTAMP '2023-11-15 01:00:00' AND \"Visit Date\" < DATE '2024-01-10'"
         )
         .await,
-        "SELECT count(1) AS n FROM emr.visits AS mg0 \
-         WHERE (((CAST(mg0.\"cost\" AS DECIMAL(30,15)) > CAST(12.5 AS DECIMAL(30,15))) \
-         AND (CAST(mg0.seen_at AS TIMESTAMP(9)) >= CAST('2023-11-15 01:00:00' AS TIMESTAMP(9)))) \
+        "SELECT count(1) AS c0 FROM (SELECT FROM emr.visits AS mg0 \
+         WHERE ((mg0.\"cost\" > CAST('12.50' AS DECIMAL(10,2))) \
+         AND (mg0.seen_at >= CAST('2023-11-15 01:00:00' AS TIMESTAMP(6)))) \
          AND (mg0.\"Visit Date\" < CAST('2024-01-10' AS DATE)))"
     );
     assert_eq!(
@@ -436,9 +432,9 @@ async fn decimal_and_timestamp_literals_keep_their_types() {
              GROUP BY patient_id HAVING max(cost) > 20"
         )
         .await,
-        "SELECT CAST(mg0.patient_id AS INTEGER) AS p, (CAST(max(mg0.\"cost\") AS DOUBLE) + 1.25) \
+        "SELECT CAST(mg0.patient_id AS INTEGER) AS c0, (CAST(max(mg0.\"cost\") AS DOUBLE) + 1.25) AS c1 \
          FROM emr.visits AS mg0 GROUP BY mg0.patient_id \
-         HAVING (CAST(max(mg0.\"cost\") AS DECIMAL(22,2)) > CAST(20 AS DECIMAL(22,2)))"
+         HAVING (max(mg0.\"cost\") > CAST('20.00' AS DECIMAL(10,2)))"
     );
 }
 
@@ -520,8 +516,53 @@ async fn only_the_node_side_of_a_join_with_a_local_table_is_sent() {
     assert_eq!(
         sent.parts,
         [
-            "SELECT v.patient_id, v.c FROM (SELECT mg0.patient_id, count(1) AS c \
-          FROM emr.visits AS mg0 GROUP BY mg0.patient_id) AS v"
+            "SELECT v.patient_id AS c0, v.c AS c1 FROM (SELECT mg0.patient_id, count(1) AS c \
+             FROM emr.visits AS mg0 GROUP BY mg0.patient_id) AS v"
         ]
     );
+}
+
+#[tokio::test]
+async fn names_and_literals_that_could_escape_are_never_sent() {
+    for sql in [
+        // An alias ending its identifier early (sqlparser keeps a quote after a backslash).
+        "SELECT region AS \"x\\\"\"\", count(*) FROM visits GROUP BY region",
+        // A double negation prints as `--`, a comment; a newline in text would end it.
+        "SELECT -(-patient_id) AS p, count(*) FROM visits GROUP BY patient_id",
+        "SELECT count(*) FROM visits WHERE region = 'a\n b'",
+    ] {
+        let sent = send(sql).await;
+        assert_eq!(sent.rows, sent.expected, "{sql}");
+        // What was sent (the aggregate below the alias, the scans) is sound and holds
+        // none of it: the alias, the double negation and the literal ran here.
+        for statement in sent.parts.iter().chain(&sent.scans) {
+            assert!(
+                !statement.contains("x\\") && !statement.contains("--"),
+                "{statement}"
+            );
+            assert!(!statement.contains('\n'), "{statement}");
+            assert!(crate::statement::sound_statement(
+                statement,
+                crate::config::SqlDialect::Datafusion
+            ));
+        }
+    }
+}
+
+#[test]
+fn statements_that_do_not_read_back_as_themselves_are_unsound() {
+    use crate::config::SqlDialect::Datafusion;
+    use crate::statement::sound_statement;
+
+    assert!(sound_statement(
+        "SELECT mg0.a FROM t AS mg0 WHERE (mg0.a > 1)",
+        Datafusion
+    ));
+    assert!(!sound_statement("SELECT --5\n, secret FROM t", Datafusion));
+    assert!(!sound_statement("SELECT a FROM t /* x */", Datafusion));
+    assert!(!sound_statement(
+        "SELECT a FROM t; DROP TABLE t",
+        Datafusion
+    ));
+    assert!(!sound_statement("SELECT \"x\\\"\" FROM t", Datafusion));
 }
