@@ -155,8 +155,8 @@ def setup(work: Path, bin_: Path, data: Path):
     return node, gateway, uri, token, node_audit
 
 
-def sql_for(name: str, domain: str) -> str:
-    text = (QUERIES / f"{name}.sql").read_text()
+def sql_for(name: str, domain: str, sf: str) -> str:
+    text = (QUERIES / f"{name}.sql").read_text().replace("{fraction}", str(0.0001 / float(sf)))
     for table in TABLES:
         text = text.replace("{" + table + "}", f"{domain}.direct.{table}")
     return text
@@ -206,7 +206,7 @@ def main() -> None:
             nonlocal offset
             _, offset = node_bytes(audit, offset)
             start = time.perf_counter()
-            cur.execute(sql_for(name, VARIANTS[variant]))
+            cur.execute(sql_for(name, VARIANTS[variant], opts.sf))
             table = cur.fetch_arrow_table()
             elapsed = time.perf_counter() - start
             time.sleep(0.05)  # the node's audit record lands after its stream ends

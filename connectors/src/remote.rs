@@ -36,10 +36,11 @@ pub trait RemoteSources: std::fmt::Debug + Send + Sync {
 /// The engine calls it on every optimized plan before physical planning. Only tables a
 /// node serves, read as the caller without restriction ([`ContractTable::node_table`]),
 /// may go: a table behind a policy is read through its secured scan, here.
+#[async_trait]
 pub trait PlanPushdown: std::fmt::Debug + Send + Sync {
     /// `plan` with each part that runs on one node replaced by an extension node (the
     /// same schema) that [`Self::planner`] plans.
-    fn push_down(&self, plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan>;
+    async fn push_down(&self, plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan>;
 
     /// Plans the extension nodes [`Self::push_down`] makes.
     fn planner(&self) -> Arc<dyn ExtensionPlanner + Send + Sync>;

@@ -29,7 +29,7 @@ impl QueryPlanner for NodePartsPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.pushdown.push_down(logical_plan.clone())?;
+        let plan = self.pushdown.push_down(logical_plan.clone()).await?;
         DefaultPhysicalPlanner::with_extension_planners(vec![self.pushdown.planner()])
             .create_physical_plan(&plan, session)
             .await

@@ -15,6 +15,7 @@
 //! A table behind a policy for the caller is never part of one: its secured scan (row
 //! filter, masks, boundary) runs here, whatever the node does too.
 
+mod check;
 mod node;
 mod planner;
 mod portable;
@@ -26,6 +27,7 @@ mod verify;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::DefaultTableSource;
 use datafusion::error::Result;
@@ -44,13 +46,15 @@ use super::table::RemoteTable;
 #[derive(Debug, Default)]
 pub(crate) struct NodePushdown;
 
+#[async_trait]
 impl PlanPushdown for NodePushdown {
-    fn push_down(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+    async fn push_down(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
         let (plan, target) = rewrite(plan)?;
-        match target {
-            Some(target) if worth_sending(&plan) => Ok(send(plan, target)),
-            _ => Ok(plan),
-        }
+        let plan = match target {
+            Some(target) if worth_sending(&plan) => send(plan, target),
+            _ => plan,
+        };
+        check::checked(plan).await
     }
 
     fn planner(&self) -> Arc<dyn ExtensionPlanner + Send + Sync> {

@@ -249,6 +249,7 @@ async fn send(sql: &str) -> Sent {
     let optimized = state.optimize(&logical).unwrap();
     let pushed = NodePushdown
         .push_down(optimized)
+        .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut parts = Vec::new();
     pushed
@@ -565,4 +566,19 @@ fn statements_that_do_not_read_back_as_themselves_are_unsound() {
         Datafusion
     ));
     assert!(!sound_statement("SELECT \"x\\\"\" FROM t", Datafusion));
+}
+
+#[tokio::test]
+async fn a_statement_that_does_not_plan_here_is_not_sent() {
+    // TPC-H Q17's shape: a decorrelated scalar subquery whose generated column name the
+    // unparser did not carry into the statement; the part runs here.
+    let sent = send(
+        "SELECT v.patient_id FROM visits v WHERE v.cost < \
+         (SELECT 0.2 * avg(cost) FROM visits WHERE visits.patient_id = v.patient_id)",
+    )
+    .await;
+    assert_eq!(sent.rows, sent.expected);
+    for statement in &sent.parts {
+        assert!(!statement.contains("__scalar_sq"), "{statement}");
+    }
 }
