@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use meshgate_catalog::Principal;
 
 use super::nodes::{DomainNodes, Node, NodeFailure, promised_schema};
-use super::statement::{probe_statement, unparser_dialect};
+use super::statement::{probe_statement, sound_statement, unparser_dialect};
 
 /// Most rows of a table listing read while looking for one table (the name is sent as a
 /// pattern, where `_` matches any character; past this many, a probe query answers).
@@ -31,11 +31,19 @@ pub(crate) async fn remote_schema(
         Err(e) => tracing::debug!(node = %node.endpoint, error = %e, "table listing failed"),
     }
     let dialect = unparser_dialect(node.dialect);
+    let probe = probe_statement(remote, dialect.as_ref());
+    if !sound_statement(&probe, node.dialect) {
+        return Err(NodeFailure::Protocol {
+            node: node.endpoint.clone(),
+            what: format!(
+                "the name {} does not make a sound statement",
+                remote.join(".")
+            ),
+        });
+    }
     let _slot = node.permit().await?;
     let mut client = nodes.client(node, principal).await?;
-    let info = node
-        .answer(client.execute(probe_statement(remote, dialect.as_ref()), None))
-        .await?;
+    let info = node.answer(client.execute(probe, None)).await?;
     promised_schema(&info).ok_or_else(|| NodeFailure::Protocol {
         node: node.endpoint.clone(),
         what: format!("it does not say the schema of {}", remote.join(".")),

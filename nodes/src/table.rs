@@ -170,10 +170,26 @@ impl TableProvider for RemoteTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Sent only when it means the same there and its statement reads back as itself
+        // (a deep OR of conditions can pass the parser's nesting limit): a filter taken
+        // here as exact is never applied again.
+        let dialect = unparser_dialect(self.node.dialect);
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         Ok(filters
             .iter()
             .map(|f| {
-                if portable_filter(f, self.node.dialect) {
+                let filter = unnormalize_col((*f).clone());
+                let sound = portable_filter(&filter, self.node.dialect)
+                    && scan_statement(
+                        &self.remote,
+                        &self.schema,
+                        &all,
+                        std::slice::from_ref(&filter),
+                        None,
+                        dialect.as_ref(),
+                    )
+                    .is_ok_and(|sql| sound_statement(&sql, self.node.dialect));
+                if sound {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Unsupported

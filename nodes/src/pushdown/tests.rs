@@ -582,3 +582,21 @@ async fn a_statement_that_does_not_plan_here_is_not_sent() {
         assert!(!statement.contains("__scalar_sq"), "{statement}");
     }
 }
+
+#[tokio::test]
+async fn a_filter_too_deep_to_read_back_runs_here() {
+    // Sixty OR'd conditions nest past the parser's limit once every binary expression is
+    // parenthesized: the filter is applied here, the scan still runs.
+    let conditions: Vec<String> = (0..60)
+        .map(|i| format!("(patient_id = {i} AND region = 'r{i}')"))
+        .collect();
+    let sql = format!(
+        "SELECT patient_id FROM visits WHERE {}",
+        conditions.join(" OR ")
+    );
+    let scans = scans_only(&sql).await;
+    assert_eq!(
+        scans,
+        ["SELECT visits.patient_id, visits.\"region\" FROM emr.visits"]
+    );
+}

@@ -2,7 +2,8 @@
 //! per-table scans here), the two answers compared in the server log.
 //!
 //! The answer sent whole is the one returned. Both answers are held in memory up to
-//! [`MAX_VERIFIED_BYTES`] each; a larger answer is passed through unverified (and says
+//! [`MAX_VERIFIED_BYTES`] and [`MAX_VERIFIED_ROWS`] each (outside the query's memory
+//! pool: verify is for tests and canaries); a larger answer is passed through unverified (and says
 //! so in the log). The comparison runs off the async threads; the log holds row counts,
 //! never values. Rows are compared as multisets, floats to nine significant digits
 //! (sums differ in their last bits with the order of addition): a limit without a total
@@ -25,6 +26,10 @@ use futures::{StreamExt, TryStreamExt, stream};
 
 /// Answers larger than this are not verified.
 pub(crate) const MAX_VERIFIED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Answers longer than this are not verified (nulls and booleans take almost no bytes,
+/// and each row is compared as text).
+pub(crate) const MAX_VERIFIED_ROWS: usize = 1_000_000;
 
 /// Runs `sent` (the part as one statement on its node) and `local` (the part as
 /// per-table scans), logs whether they agree, and returns `sent`'s answer.
@@ -117,18 +122,20 @@ impl ExecutionPlan for VerifyExec {
     }
 }
 
-/// The batches of `stream` up to [`MAX_VERIFIED_BYTES`], and the rest of it when it is
-/// longer.
+/// The batches of `stream` up to [`MAX_VERIFIED_BYTES`] and [`MAX_VERIFIED_ROWS`], and
+/// the rest of it when it is longer.
 async fn hold(
     mut stream: SendableRecordBatchStream,
 ) -> Result<(Vec<RecordBatch>, Option<SendableRecordBatchStream>)> {
     let mut held = Vec::new();
     let mut bytes = 0;
+    let mut rows = 0;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         bytes += batch.get_array_memory_size();
+        rows += batch.num_rows();
         held.push(batch);
-        if bytes > MAX_VERIFIED_BYTES {
+        if bytes > MAX_VERIFIED_BYTES || rows > MAX_VERIFIED_ROWS {
             return Ok((held, Some(stream)));
         }
     }
