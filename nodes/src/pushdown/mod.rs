@@ -8,7 +8,8 @@
 //! the per-table scan already sends) becomes a [`RemotePlanNode`]: one statement, made
 //! from the part by DataFusion's unparser ([`statement`]), run on the node as the caller.
 //! A part whose statement does not read back as itself
-//! (`crate::statement::sound_statement`) is not sent.
+//! (`crate::statement::sound_statement`), or does not plan at the gateway as the part
+//! ([`check`]), is not sent: it runs here.
 //! Only DataFusion nodes take parts of plans (the statement is DataFusion's SQL and its
 //! functions mean what they mean here); other nodes get per-table scans.
 //!

@@ -3,11 +3,14 @@
 //! The part is first put in the shape DataFusion's unparser reads most surely (the shape
 //! its own SQL planner makes), then unparsed:
 //!
-//! - every scan reads the node's table under a fresh alias (`mg0`, `mg1`, ...) and
-//!   names its columns; its pushed filters stay with it, and a pushed limit makes it a
+//! - every scan reads the node's table under the query's own alias for it, else a fresh
+//!   one (`mg0`, `mg1`, ..., none the query uses), and names its columns; its pushed
+//!   filters stay with it, and a pushed limit makes it a
 //!   derived table (`(SELECT ... LIMIT n) AS mg0`), so that it never merges into a join
 //!   or a filter above it; columns above are requalified by the alias, which also keeps
-//!   two tables of the same name apart;
+//!   two tables of the same name apart; any other derived table lists its columns;
+//! - names the rest of the part refers to (an aggregate's, a window's) are kept as
+//!   aliases;
 //! - the statement's result is listed column by column in the part's order, named `c0`,
 //!   `c1`, ... (the rows are matched to the part's schema by position, and the names
 //!   prove the order);
