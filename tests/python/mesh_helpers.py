@@ -844,6 +844,15 @@ def adbc_query(conn, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         return cur.fetch_arrow_table()
 
 
+def query_once(uri: str, token: str, sql: str) -> pa.Table:
+    """`sql` on a connection of its own to `uri` as `token`'s principal (closed after)."""
+    conn = adbc_connect(uri, token)
+    try:
+        return adbc_query(conn, sql)
+    finally:
+        conn.close()
+
+
 def flight_call_options(authorization: str | None = None):
     """Call options with the timeout and, unless None, an `authorization` header."""
     import pyarrow.flight as flight

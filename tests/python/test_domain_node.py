@@ -23,11 +23,10 @@ from conftest import start_server
 from mesh_helpers import (
     FlightConn,
     Oracle,
-    adbc_connect,
-    adbc_query,
     assert_rows_equal,
     command_statement_query,
     mint_token,
+    query_once,
 )
 from policy_model import PERSONAS
 
@@ -87,11 +86,7 @@ def federation(tmp_path_factory, meshgate_bin):
 
 
 def run(server, token: str, sql: str):
-    conn = adbc_connect(server.uri, token)
-    try:
-        return adbc_query(conn, sql)
-    finally:
-        conn.close()
+    return query_once(server.uri, token, sql)
 
 
 def outcome(server, token: str, sql: str):

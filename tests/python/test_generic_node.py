@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import start_server
-from mesh_helpers import DEMO_SECRET_FILE, adbc_connect, adbc_query, assert_rows_equal, free_port
+from mesh_helpers import DEMO_SECRET_FILE, assert_rows_equal, free_port, query_once
 
 ROWS = 5000
 
@@ -163,11 +163,7 @@ def federated(tmp_path_factory, demo, meshgate_bin, mint):
 
 
 def query(server, token: str, sql: str):
-    conn = adbc_connect(server.uri, token)
-    try:
-        return adbc_query(conn, sql)
-    finally:
-        conn.close()
+    return query_once(server.uri, token, sql)
 
 
 def duck(data: Path, sql: str):

@@ -142,11 +142,12 @@ fn canonical(
             let plan = match Arc::unwrap_or_clone(alias.input) {
                 LogicalPlan::TableScan(scan) => node_scan(&scan, alias.alias)?,
                 input => {
-                    let (input, renames) = canonical(input, aliases)?;
+                    // Its schema already carries the aliases: nothing to rename.
+                    let (input, _) = canonical(input, aliases)?;
                     let input = match input {
                         LogicalPlan::Projection(_) => input,
                         other => {
-                            let columns = listed_columns(other.schema(), &renames);
+                            let columns = listed_columns(other.schema(), &HashMap::new());
                             LogicalPlanBuilder::from(other).project(columns)?.build()?
                         }
                     };
