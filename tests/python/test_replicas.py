@@ -36,7 +36,7 @@ from mesh_helpers import (
 )
 from policy_model import PERSONAS
 from test_jdbc import driver_jar, run_jdbc  # noqa: F401  (driver_jar is a fixture)
-from test_sessions import CookieJar, _fields, session_conn
+from test_sessions import CookieJar, _fields, session_conn, set_session_options
 
 VISITS = "SELECT encounter_id, patient_id, diagnosis_code FROM clinical.encounters.visits ORDER BY encounter_id"
 
@@ -336,10 +336,7 @@ def test_clients_through_the_balancer(balanced, admin_token):
         try:
             assert adbc_query(conn, "SELECT 1 AS one").column("one").to_pylist() == [1]
             assert adbc_query(conn, "SELECT $1 * 2 AS twice", [21]).column("twice").to_pylist() == [42]
-            conn.adbc_connection.set_options(**{
-                "adbc.flight.sql.session.option.catalog": "reference",
-                "adbc.flight.sql.session.option.schema": "regions",
-            })
+            set_session_options(conn, catalog="reference", schema="regions")
             assert adbc_query(conn, "SELECT count(*) AS n FROM regions").column("n")[0].as_py() > 0
         finally:
             conn.close()

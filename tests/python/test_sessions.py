@@ -8,6 +8,8 @@ session is its principal's alone, and that a closed session is gone.
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
@@ -23,6 +25,7 @@ from mesh_helpers import (
 
 COOKIE_MIDDLEWARE = "adbc.flight.sql.rpc.with_cookie_middleware"
 SESSION_OPTION = "adbc.flight.sql.session.option."
+SESSION_OPTIONS = "adbc.flight.sql.session.options"
 
 
 def session_conn(server, token):
@@ -36,6 +39,27 @@ def session_conn(server, token):
         db_kwargs={opts.AUTHORIZATION_HEADER.value: bearer(token), COOKIE_MIDDLEWARE: "true"},
         autocommit=True,
     )
+
+
+def set_session_options(conn, **options: str) -> None:
+    """Sets session options through ADBC, one `SetSessionOptions` each, and reads them
+    back with `GetSessionOptions`, setting again one the driver lost.
+
+    The Go Flight client (arrow-go 18.8, inside adbc-driver-flightsql 1.13) hands a
+    streaming call's headers to its cookie middleware from whichever finishes first of
+    the read that ends the stream and a goroutine watching the stream's context; when
+    the goroutine wins, the headers (and the new session cookie) are dropped. The
+    server answered; the client forgot. Reading the options back makes a test of the
+    server independent of that race.
+    """
+    for name, value in options.items():
+        for _ in range(3):
+            conn.adbc_connection.set_options(**{SESSION_OPTION + name: value})
+            held = json.loads(conn.adbc_connection.get_option(SESSION_OPTIONS))
+            if held.get(name) == value:
+                break
+        else:
+            raise AssertionError(f"session option {name} not kept: {held}")
 
 
 def test_adbc_current_catalog_and_schema_resolve_short_names(server, admin_token, oracle):
