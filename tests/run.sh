@@ -7,8 +7,9 @@
 #      domain storage on S3);
 #   4. runs the Python end-to-end suite (pyarrow, ADBC, flightsql-dbapi/SQLAlchemy,
 #      psql, psycopg, DuckDB as the independent oracle), on local files and on S3.
-# Debian's postgresql-client (psql) and haproxy (the load balancer in front of the
-# replica tests) are installed with apt-get when missing.
+# Debian's postgresql-client (psql), haproxy (the load balancer in front of the
+# replica tests), and chromium with chromium-driver (the portal's browser tests) are
+# installed with apt-get when missing.
 # Extra arguments go to pytest.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,9 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 missing=()
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# The portal's browser tests: Debian's Chromium and its WebDriver (no browser download).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo_cmd=""
     if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi

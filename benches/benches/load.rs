@@ -596,6 +596,7 @@ impl Gateway {
                 // By environment, which binaries without an HTTP door ignore (A/B runs).
                 .env("MESHGATE_HTTP_LISTEN", http.to_string())
                 .env("MESHGATE_PG_LISTEN", postgres.to_string())
+                .env("MESHGATE_PORTAL_LISTEN", "127.0.0.1:0")
                 .stderr(Stdio::null()),
             Duration::from_secs(300),
         );

@@ -43,7 +43,7 @@ def main() -> None:
         mesh = Path(work) / "mesh"
         server = subprocess.Popen(
             [binary, "demo", "--dir", str(mesh), "--scale", opts.scale, "--listen", "127.0.0.1:0",
-             "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0"],
+             "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             uri = None

@@ -63,6 +63,8 @@ pub struct GatewayConfig {
     pub observability: ObservabilityConfig,
     /// The HTTP door: queries and discovery over plain HTTP.
     pub http: HttpDoorConfig,
+    /// The portal: web pages where people find products and judge whether to trust them.
+    pub portal: PortalConfig,
     /// The Postgres door: the PostgreSQL wire protocol, for psql and BI tools.
     pub postgres: PostgresDoorConfig,
     /// Domain nodes: the Flight SQL servers `format: flightsql` tables may be served by,
@@ -110,6 +112,51 @@ impl Default for HttpDoorConfig {
             max_connections: 1024,
         }
     }
+}
+
+/// The portal (web pages over the same engine): off unless `listen` is set. It serves
+/// TLS with the Flight listener's certificate, or plaintext only where the gateway is
+/// set to plaintext (browsers then keep its session cookie on loopback addresses only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalConfig {
+    /// Address to serve it on; none, no portal.
+    pub listen: Option<SocketAddr>,
+    /// How long a sign-in lasts at most (the token's own expiry ends it sooner).
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// The longest a browser may take to send a request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// The addresses the connection snippets name (as clients reach the doors, behind
+    /// a load balancer for instance); by default, the addresses the doors are bound to.
+    pub advertise: AdvertisedDoors,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            advertise: AdvertisedDoors::default(),
+        }
+    }
+}
+
+/// How clients reach each door, as the portal's snippets name it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdvertisedDoors {
+    /// The Flight SQL URI (`grpc+tls://host:port`).
+    pub flight: Option<String>,
+    /// The HTTP door's base URL.
+    pub http: Option<String>,
+    /// The Postgres door, as `host:port`.
+    pub postgres: Option<String>,
 }
 
 /// The Postgres door (the PostgreSQL wire protocol): off unless `listen` is set. It
@@ -180,6 +227,7 @@ impl Default for GatewayConfig {
             quality: QualityConfig::default(),
             observability: ObservabilityConfig::default(),
             http: HttpDoorConfig::default(),
+            portal: PortalConfig::default(),
             postgres: PostgresDoorConfig::default(),
             nodes: Default::default(),
             storage: BTreeMap::new(),

@@ -40,6 +40,8 @@ pub enum HandlePurpose {
     PreparedStatement = 2,
     /// A Flight SQL session cookie.
     Session = 3,
+    /// A portal sign-in cookie.
+    PortalSession = 4,
 }
 
 /// Why the handle keys cannot be loaded.

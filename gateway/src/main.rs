@@ -91,6 +91,10 @@ enum Command {
         /// config file; off unless set).
         #[arg(long, env = "MESHGATE_PG_LISTEN")]
         pg_listen: Option<SocketAddr>,
+        /// Address of the portal, the web pages for finding and judging products
+        /// (overrides the config file; off unless set).
+        #[arg(long, env = "MESHGATE_PORTAL_LISTEN")]
+        portal_listen: Option<SocketAddr>,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -117,6 +121,9 @@ enum Command {
         /// Address of the Postgres door (psql, psycopg, BI tools).
         #[arg(long, env = "MESHGATE_PG_LISTEN", default_value = "127.0.0.1:55432")]
         pg_listen: SocketAddr,
+        /// Address of the portal (web pages: search, product pages, quality charts).
+        #[arg(long, env = "MESHGATE_PORTAL_LISTEN", default_value = "127.0.0.1:8088")]
+        portal_listen: SocketAddr,
         /// Serve this domain from a second meshgate process, a domain node, and federate
         /// to it acting as each caller (its audit: <dir>/nodes/<domain>/audit.jsonl).
         #[arg(long, value_name = "DOMAIN")]
@@ -514,10 +521,14 @@ async fn serve(command: Command) -> Result<(), CliError> {
             metrics_listen,
             http_listen,
             pg_listen,
+            portal_listen,
             tls,
         } => {
             let mut config = load_config(config.as_deref())?;
             tls.apply(&mut config);
+            if portal_listen.is_some() {
+                config.portal.listen = portal_listen;
+            }
             if metrics_listen.is_some() {
                 config.observability.listen = metrics_listen;
             }
@@ -546,6 +557,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             metrics_listen,
             http_listen,
             pg_listen,
+            portal_listen,
             domain_node,
             verify_pushdown,
             tls,
@@ -554,6 +566,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             config.listen = listen;
             config.http.listen = Some(http_listen);
             config.postgres.listen = Some(pg_listen);
+            config.portal.listen = Some(portal_listen);
             if metrics_listen.is_some() {
                 config.observability.listen = metrics_listen;
             }
@@ -643,11 +656,13 @@ async fn serve(command: Command) -> Result<(), CliError> {
     let addr = server.local_addr()?;
     let http = server.http_url();
     let pg = server.pg_addr();
+    let portal = server.portal_url();
     if let Some(secret) = &demo_dir {
         let doors = demo::help::DemoDoors {
             flight: addr,
             http: http.as_deref(),
             pg,
+            portal: portal.as_deref(),
         };
         let demo_dir = secret.parent().unwrap_or(&mesh);
         demo::help::print_demo_help(&doors, demo_dir, secret)?;
@@ -660,6 +675,9 @@ async fn serve(command: Command) -> Result<(), CliError> {
     }
     if let Some((pg, _)) = pg {
         println!("{}{pg}", meshgate_gateway::pg_door::READY_PREFIX);
+    }
+    if let Some(portal) = &portal {
+        println!("{}{portal}", meshgate_gateway::portal::READY_PREFIX);
     }
     println!("{}", server.ready_line()?);
     let _ = std::io::stdout().flush();

@@ -15,6 +15,7 @@ use crate::error::StartupError;
 use crate::handle_keys::HandleKeys;
 use crate::http_door::HttpDoor;
 use crate::pg_door::PgDoor;
+use crate::portal::PortalDoor;
 
 /// Result of starting the gateway.
 type Result<T, E = StartupError> = std::result::Result<T, E>;
@@ -101,7 +102,7 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     }
     let engine = Arc::new(engine);
     let keys = Arc::new(handle_keys(&config.handles)?);
-    let state = Arc::new(GatewayState::new(engine, &config, keys)?);
+    let state = Arc::new(GatewayState::new(engine, &config, Arc::clone(&keys))?);
     let operator = match config.observability.listen {
         Some(addr) => {
             Some(OperatorListener::bind(addr, metrics, Arc::clone(&state), Some(storage)).await?)
@@ -150,12 +151,21 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         Arc::clone(&auditor),
     )
     .await?;
+    let portal = PortalDoor::bind(
+        &config,
+        Arc::clone(state.engine()),
+        Arc::clone(&authenticator),
+        Arc::clone(&auditor),
+        Arc::clone(&keys),
+    )
+    .await?;
     Ok(
         BoundServer::bind(state, authenticator, auditor, audit_log, config)
             .await?
             .with_operator_listener(operator)
             .with_http_door(http)
-            .with_pg_door(pg),
+            .with_pg_door(pg)
+            .with_portal(portal),
     )
 }
 

@@ -18,6 +18,7 @@ use crate::config::{GatewayConfig, TlsConfig};
 use crate::error::StartupError;
 use crate::http_door::HttpDoor;
 use crate::pg_door::PgDoor;
+use crate::portal::{BoundDoors, PortalDoor};
 use tokio_util::sync::CancellationToken;
 
 /// Result of binding and serving.
@@ -44,6 +45,7 @@ pub struct BoundServer {
     operator: Option<OperatorListener>,
     http: Option<HttpDoor>,
     pg: Option<PgDoor>,
+    portal: Option<PortalDoor>,
 }
 
 impl BoundServer {
@@ -82,6 +84,7 @@ impl BoundServer {
             operator: None,
             http: None,
             pg: None,
+            portal: None,
         })
     }
 
@@ -101,6 +104,17 @@ impl BoundServer {
     pub fn with_pg_door(mut self, pg: Option<PgDoor>) -> Self {
         self.pg = pg;
         self
+    }
+
+    /// The same server, also serving the portal when there is one.
+    pub fn with_portal(mut self, portal: Option<PortalDoor>) -> Self {
+        self.portal = portal;
+        self
+    }
+
+    /// The portal's base URL, if there is one.
+    pub fn portal_url(&self) -> Option<String> {
+        self.portal.as_ref().and_then(|p| p.url().ok())
     }
 
     /// The Postgres door's address, and whether it requires TLS, if it is served.
@@ -152,11 +166,20 @@ impl BoundServer {
         }
         let sweeper = self.state.spawn_handle_sweeper();
         let http_shutdown = CancellationToken::new();
+        let bound = BoundDoors {
+            flight: (self.local_addr()?, self.tls.is_some()),
+            http: self.http_url(),
+            postgres: self.pg_addr().map(|(addr, _)| addr),
+        };
         let http = self
             .http
             .take()
             .map(|http| http.spawn(http_shutdown.clone()));
         let pg = self.pg.take().map(|pg| pg.spawn(http_shutdown.clone()));
+        let portal = self
+            .portal
+            .take()
+            .map(|portal| portal.spawn(&bound, http_shutdown.clone()));
         let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
         let ready = Arc::clone(&self.state);
         let stop_http = http_shutdown.clone();
@@ -189,7 +212,7 @@ impl BoundServer {
         sweeper.abort();
         http_shutdown.cancel();
         // The other doors drain within the same timeout (it began when shutdown fired).
-        for door in http.into_iter().chain(pg) {
+        for door in http.into_iter().chain(pg).chain(portal) {
             let _ = tokio::time::timeout(drain_timeout, door).await;
         }
         // Streams still running (the HTTP door's, when the Flight listener drained

@@ -107,7 +107,7 @@ def demo(tmp_path_factory, meshgate_bin) -> Demo:
     argv = [
         meshgate_bin, "demo", "--dir", mesh_dir, "--scale", DEMO_SCALE,
         "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-        "--pg-listen", "127.0.0.1:0",
+        "--pg-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0",
     ]
     if DOMAIN_NODE:
         argv += ["--domain-node", DOMAIN_NODE]
@@ -190,7 +190,7 @@ def balanced_demo(demo, meshgate_bin, tmp_path_factory):
             [
                 meshgate_bin, "demo", "--dir", demo.mesh_dir, "--scale", DEMO_SCALE,
                 "--listen", f"127.0.0.1:{port}", "--http-listen", "127.0.0.1:0",
-                "--pg-listen", "127.0.0.1:0",
+                "--pg-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0",
             ],
             name,
         )

@@ -42,6 +42,7 @@ import pyarrow as pa
 READY_PREFIX = "meshgate: serving Flight SQL on grpc://"
 HTTP_READY_PREFIX = "meshgate: serving HTTP on "
 PG_READY_PREFIX = "meshgate: serving Postgres on "
+PORTAL_READY_PREFIX = "meshgate: serving the portal on "
 
 # --------------------------------------------------------------------------
 # Demo mesh contract
@@ -217,6 +218,7 @@ class ServerProcess:
         self.address: str | None = None  # "HOST:PORT"
         self.http_url: str | None = None  # "http://HOST:PORT", when the HTTP door is on
         self.pg_address: str | None = None  # "HOST:PORT", when the Postgres door is on
+        self.portal_url: str | None = None  # "http://HOST:PORT", when the portal is on
         self._lines: collections.deque[str] = collections.deque(maxlen=20000)
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -268,6 +270,8 @@ class ServerProcess:
                     self._lines.append(line)
                 if self.http_url is None and line.startswith(HTTP_READY_PREFIX):
                     self.http_url = line[len(HTTP_READY_PREFIX):].strip()
+                if self.portal_url is None and line.startswith(PORTAL_READY_PREFIX):
+                    self.portal_url = line[len(PORTAL_READY_PREFIX):].strip()
                 if self.pg_address is None and line.startswith(PG_READY_PREFIX):
                     self.pg_address = line[len(PG_READY_PREFIX):].strip()
                 if self.address is None and line.startswith(READY_PREFIX):

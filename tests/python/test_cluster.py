@@ -50,7 +50,7 @@ def cluster(demo, meshgate_bin, tmp_path_factory):
         gateway = ServerProcess(
             [
                 meshgate_bin, "demo", "--dir", demo.mesh_dir, "--scale", DEMO_SCALE, "--config", gateway_config,
-                "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0",
+                "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0",
             ],
             name="distributed gateway", env={**hermetic_env(), "MESHGATE_LOG": GATEWAY_LOG},
         )
@@ -132,7 +132,7 @@ def test_a_cluster_that_cannot_be_reached_costs_nothing_but_time(demo, meshgate_
     gateway = start_server(
         [
             meshgate_bin, "demo", "--dir", demo.mesh_dir, "--scale", DEMO_SCALE, "--config", config,
-            "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0",
+            "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0",
         ],
         "gateway of a lost cluster",
     )

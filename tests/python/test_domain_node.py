@@ -71,7 +71,7 @@ class Federation:
 def federation(tmp_path_factory, meshgate_bin):
     mesh_dir = tmp_path_factory.mktemp("domain-node") / "mesh"
     common = ["--dir", mesh_dir, "--scale", NODE_SCALE, "--listen", "127.0.0.1:0",
-              "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0"]
+              "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0"]
     federated = start_server(
         [meshgate_bin, "demo", *common, "--domain-node", "clinical", "--verify-pushdown"], "federated",
         env={"MESHGATE_LOG": "warn,meshgate_nodes=info"})

@@ -44,7 +44,7 @@ VISITS = "SELECT encounter_id, patient_id, diagnosis_code FROM clinical.encounte
 def _replica_argv(meshgate_bin, mesh_dir: Path, port: int = 0) -> list:
     return [
         meshgate_bin, "demo", "--dir", mesh_dir, "--scale", DEMO_SCALE, "--listen", f"127.0.0.1:{port}",
-        "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0",
+        "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0",
     ]
 
 
@@ -445,3 +445,41 @@ def test_handle_key_prints_a_key_line_the_gateway_reads(meshgate_bin):
     bad = subprocess.run([str(meshgate_bin), "handle-key", "--id", "not a key id!"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "handle keys" in bad.stderr and bad.stdout == ""
+
+
+def _portal_request(url: str, path: str, *, cookie: str = "", form: dict | None = None):
+    """status, Set-Cookie values, body of one request to a portal (no browser)."""
+    import http.client
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    headers = {"Cookie": cookie} if cookie else {}
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    conn.request("POST" if form is not None else "GET", path, body=body, headers=headers)
+    resp = conn.getresponse()
+    out = resp.status, resp.msg.get_all("Set-Cookie") or [], resp.read().decode()
+    conn.close()
+    return out
+
+
+def test_a_portal_sign_in_holds_on_every_replica(demo, replica, persona_tokens):
+    """The portal's session cookie is sealed with the shared handle keys: signed in on
+    one replica, the viewer is signed in on the others (no sticky sessions)."""
+    first, second = demo.server.portal_url, replica.portal_url
+    assert first and second, "the replicas did not announce their portals"
+    status, cookies, page = _portal_request(first, "/login")
+    assert status == 200
+    nonce = next(c.split(";")[0].split("=", 1)[1] for c in cookies if c.startswith("__Host-mg_login="))
+    assert f'value="{nonce}"' in page
+    status, cookies, _ = _portal_request(
+        first, "/login", cookie=f"__Host-mg_login={nonce}",
+        form={"token": persona_tokens["ben"], "_csrf": nonce, "next": "/"})
+    assert status == 303, cookies
+    session = next(c.split(";")[0] for c in cookies if c.startswith("__Host-mg_session="))
+    status, _, page = _portal_request(second, "/", cookie=session)
+    assert status == 200
+    assert '<strong id="viewer">ben</strong>' in page

@@ -52,7 +52,7 @@ def splitting(demo, meshgate_bin, tmp_path_factory) -> ServerProcess:
     srv = start_server(
         [
             meshgate_bin, "demo", "--dir", demo.mesh_dir, "--scale", DEMO_SCALE, "--config", config,
-            "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0",
+            "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0",
         ],
         "splitting replica",
     )

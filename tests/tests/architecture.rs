@@ -253,3 +253,58 @@ fn a_reversed_arrow_is_caught() {
         ("error", "engine")
     );
 }
+
+#[test]
+fn the_portal_is_a_door_over_the_engine_alone() {
+    // It shares the HTTP door's plumbing (listener, query start) and nothing of the
+    // Flight SQL service or the other doors.
+    let src = workspace().join("gateway/src/portal");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(!files.is_empty(), "the portal has sources");
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        for forbidden in [
+            "tonic",
+            "arrow_flight",
+            "crate::service",
+            "crate::{service",
+            "crate::pg_door",
+            "crate::{pg_door",
+            "super::super",
+        ] {
+            assert!(
+                !squeezed.contains(forbidden),
+                "{} names {forbidden}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn portal_templates_escape_everything_but_charts() {
+    // `|safe` skips escaping: only the charts module's SVG (numbers and escaped text)
+    // may be written so; everything else a template shows is escaped.
+    let dir = workspace().join("gateway/templates/portal");
+    for entry in std::fs::read_dir(&dir).expect("the portal's templates") {
+        let path = entry.expect("a template").path();
+        if path.extension().is_none_or(|e| e != "html") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable template");
+        let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let unescaped = squeezed.matches("|safe").count()
+            + squeezed.matches("filtersafe").count()
+            + squeezed.matches("escape=").count()
+            + squeezed.matches("autoescape").count();
+        let charts = squeezed.matches("{{chart.svg|safe}}").count();
+        assert_eq!(
+            unescaped,
+            charts,
+            "{}: output written unescaped outside the charts",
+            path.display()
+        );
+    }
+}

@@ -14,6 +14,8 @@ pub struct DemoDoors<'a> {
     pub http: Option<&'a str>,
     /// The Postgres door, and whether it takes TLS.
     pub pg: Option<(SocketAddr, bool)>,
+    /// The portal's URL.
+    pub portal: Option<&'a str>,
 }
 
 /// `addr` as a client connects to it (a wildcard address as loopback).
@@ -96,6 +98,9 @@ database `mesh`, any user name, the token as the password; products are schemas 
 Discover products: SELECT * FROM mesh.meta.products
 "#
     );
+    if let Some(portal) = doors.portal {
+        println!("In a browser: {portal} (sign in with one of the tokens above)\n");
+    }
     if let Some(http) = http {
         println!(
             r#"From a shell (HTTP door):

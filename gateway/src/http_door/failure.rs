@@ -78,6 +78,16 @@ impl Failure {
     pub(crate) fn code(&self) -> &'static str {
         self.code
     }
+
+    /// What the client may be told.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The HTTP status of the failure.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl IntoResponse for Failure {

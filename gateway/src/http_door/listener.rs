@@ -68,16 +68,16 @@ impl AsyncWrite for Connection {
 
 /// How connections are taken and served.
 #[derive(Clone)]
-pub(super) struct Serving {
-    pub(super) tls: Option<TlsAcceptor>,
+pub(crate) struct Serving {
+    pub(crate) tls: Option<TlsAcceptor>,
     /// For the TLS handshake and the request headers.
-    pub(super) request_timeout: Duration,
-    pub(super) max_connections: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_connections: usize,
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled; then stops accepting,
 /// lets open connections finish their requests for up to `drain`, and returns.
-pub(super) async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     serving: Serving,

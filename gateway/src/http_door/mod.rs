@@ -14,11 +14,11 @@
 //! certificate, or plaintext only where the gateway is set to plaintext.
 
 mod caller;
-mod failure;
+pub(crate) mod failure;
 mod format;
-mod listener;
+pub(crate) mod listener;
 mod products;
-mod query;
+pub(crate) mod query;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +50,36 @@ pub(crate) struct Door {
     request_timeout: Duration,
     /// A result stream whose client reads nothing for this long is closed.
     stream_idle_timeout: Duration,
+}
+
+impl Door {
+    /// What a door over `engine` shares; `request_timeout` bounds reading a request,
+    /// `stream_idle_timeout` a result stream nobody reads.
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        authenticator: Arc<Authenticator>,
+        auditor: Arc<Auditor>,
+        request_timeout: Duration,
+        stream_idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            engine,
+            authenticator,
+            auditor,
+            request_timeout,
+            stream_idle_timeout,
+        }
+    }
+
+    /// The authenticator every request's token is verified by.
+    pub(crate) fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.authenticator
+    }
+
+    /// The audit sink.
+    pub(crate) fn auditor(&self) -> &Arc<Auditor> {
+        &self.auditor
+    }
 }
 
 /// A bound, not yet serving, HTTP door.
@@ -98,13 +128,13 @@ impl HttpDoor {
             })?;
         Ok(Some(Self {
             listener,
-            door: Arc::new(Door {
+            door: Arc::new(Door::new(
                 engine,
                 authenticator,
                 auditor,
-                request_timeout: config.http.request_timeout,
-                stream_idle_timeout: config.transport.stream_idle_timeout,
-            }),
+                config.http.request_timeout,
+                config.transport.stream_idle_timeout,
+            )),
             jwks,
             serving: listener::Serving {
                 tls,

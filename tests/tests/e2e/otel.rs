@@ -90,6 +90,8 @@ fn start_gateway(dir: &std::path::Path, collector: std::net::SocketAddr) -> (Gat
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--dir",
         ])
         .arg(dir)
