@@ -133,6 +133,38 @@ pub struct PortalConfig {
     /// The addresses the connection snippets name (as clients reach the doors, behind
     /// a load balancer for instance); by default, the addresses the doors are bound to.
     pub advertise: AdvertisedDoors,
+    /// The portal's URL as browsers reach it (`https://portal.example.org`): the base
+    /// of OpenID Connect's redirect URI. By default, the address it is bound to.
+    pub public_url: Option<url::Url>,
+    /// Sign-in with an OpenID Connect provider (authorization code with PKCE), beside
+    /// the token form. The provider's issuer must also be in `auth.issuers`, with the
+    /// client id among its audiences: its ID tokens are verified like any token.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An OpenID Connect provider the portal signs people in with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its metadata is read from
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: url::Url,
+    /// The portal's client id at the provider.
+    pub client_id: String,
+    /// The environment variable holding the client secret, for confidential clients
+    /// (public clients rely on PKCE alone).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Scopes asked for (`openid` is always asked for).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The sign-in button's text.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+}
+
+fn default_oidc_label() -> String {
+    "Sign in with your organisation".into()
 }
 
 impl Default for PortalConfig {
@@ -143,6 +175,8 @@ impl Default for PortalConfig {
             request_timeout: Duration::from_secs(30),
             max_connections: 256,
             advertise: AdvertisedDoors::default(),
+            public_url: None,
+            oidc: None,
         }
     }
 }

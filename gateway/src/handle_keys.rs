@@ -42,6 +42,8 @@ pub enum HandlePurpose {
     Session = 3,
     /// A portal sign-in cookie.
     PortalSession = 4,
+    /// A portal OpenID Connect sign-in under way (state, nonce, PKCE verifier).
+    PortalOidc = 5,
 }
 
 /// Why the handle keys cannot be loaded.

@@ -25,7 +25,14 @@ const LOGIN_RPC: &str = "PORTAL/login";
 /// The longest token taken (the gRPC doors take no more in a header).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The largest cookie browsers keep (name and value).
-const MAX_COOKIE_BYTES: usize = 4096;
+pub(super) const MAX_COOKIE_BYTES: usize = 4096;
+
+impl Portal {
+    /// Whether a sealed session is small enough for browsers to keep.
+    pub(super) fn fits_in_a_cookie(&self, session: &str) -> bool {
+        SESSION_COOKIE.len() + 1 + session.len() <= MAX_COOKIE_BYTES
+    }
+}
 /// How long the sign-in form stays valid.
 const LOGIN_FORM_TTL: Duration = Duration::from_secs(3600);
 
@@ -80,6 +87,8 @@ struct LoginPage<'a> {
     csrf: &'a str,
     next: &'a str,
     error: Option<&'a str>,
+    /// The OpenID Connect button's text, when a provider is configured.
+    oidc: Option<&'a str>,
 }
 
 /// `?next=` of the sign-in page.
@@ -98,7 +107,12 @@ pub(super) struct LoginForm {
 }
 
 /// The sign-in page, with a fresh CSRF cookie.
-fn login_page(next: &str, error: Option<&str>, status: StatusCode) -> Response {
+pub(super) fn login_page(
+    portal: &Portal,
+    next: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let Some(nonce) = random_token() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
@@ -106,6 +120,7 @@ fn login_page(next: &str, error: Option<&str>, status: StatusCode) -> Response {
         csrf: &nonce,
         next: safe_next(Some(next)),
         error,
+        oidc: portal.oidc.as_ref().map(|o| o.label()),
     };
     let mut response = html(status, page.render());
     response.headers_mut().append(
@@ -116,8 +131,13 @@ fn login_page(next: &str, error: Option<&str>, status: StatusCode) -> Response {
 }
 
 /// `GET /login`.
-pub(super) async fn form(Query(next): Query<Next>) -> Response {
-    login_page(next.next.as_deref().unwrap_or("/"), None, StatusCode::OK)
+pub(super) async fn form(State(portal): State<Arc<Portal>>, Query(next): Query<Next>) -> Response {
+    login_page(
+        &portal,
+        next.next.as_deref().unwrap_or("/"),
+        None,
+        StatusCode::OK,
+    )
 }
 
 /// `POST /login`: verifies the token; signs in, or shows the form again with why not.
@@ -149,7 +169,7 @@ pub(super) async fn submit(State(portal): State<Arc<Portal>>, request: Request) 
                 portal.door.auditor().emit(record);
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();
             };
-            if SESSION_COOKIE.len() + 1 + session.len() > MAX_COOKIE_BYTES {
+            if !portal.fits_in_a_cookie(&session) {
                 record.outcome = "error";
                 record.detail = Some("token too large for a cookie".into());
                 portal.door.auditor().emit(record);
@@ -158,7 +178,7 @@ pub(super) async fn submit(State(portal): State<Arc<Portal>>, request: Request) 
                      browsers keep {MAX_COOKIE_BYTES}). Ask for a token with fewer claims.",
                     session.len()
                 );
-                return login_page(next, Some(&message), StatusCode::BAD_REQUEST);
+                return login_page(&portal, next, Some(&message), StatusCode::BAD_REQUEST);
             }
             record.outcome = "ok";
             portal.door.auditor().emit(record);
@@ -181,7 +201,7 @@ pub(super) async fn submit(State(portal): State<Arc<Portal>>, request: Request) 
             record.detail = Some(reason.to_string());
             portal.door.auditor().emit(record);
             let message = format!("That token was not accepted: {reason}.");
-            login_page(next, Some(&message), StatusCode::UNAUTHORIZED)
+            login_page(&portal, next, Some(&message), StatusCode::UNAUTHORIZED)
         }
     }
 }

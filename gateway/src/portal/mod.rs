@@ -26,6 +26,7 @@ mod form;
 mod headers;
 mod login;
 mod not_found;
+mod oidc;
 mod product;
 mod query;
 mod search;
@@ -72,11 +73,15 @@ pub(crate) struct Portal {
     doors: snippets::Doors,
     /// Sessions signed out here.
     signed_out: session::SignedOut,
+    /// The OpenID Connect provider, if configured.
+    oidc: Option<oidc::Oidc>,
 }
 
 /// A bound, not yet serving, portal.
 pub struct PortalDoor {
     listener: TcpListener,
+    public_url: Option<url::Url>,
+    oidc: Option<crate::config::OidcConfig>,
     door: Arc<Door>,
     keys: Arc<HandleKeys>,
     session_ttl: Duration,
@@ -133,6 +138,8 @@ impl PortalDoor {
             })?;
         Ok(Some(Self {
             listener,
+            public_url: config.portal.public_url.clone(),
+            oidc: config.portal.oidc.clone(),
             door: Arc::new(Door::new(
                 engine,
                 authenticator,
@@ -178,6 +185,11 @@ impl PortalDoor {
         bound: &BoundDoors,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        let url = match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_string(),
+            None => self.url().unwrap_or_default(),
+        };
+        let oidc = self.oidc.and_then(|config| oidc::Oidc::new(config, &url));
         let portal = Arc::new(Portal {
             door: self.door,
             keys: self.keys,
@@ -186,6 +198,7 @@ impl PortalDoor {
             tls: self.serving.tls.is_some(),
             doors: snippets::Doors::new(&self.advertise, bound),
             signed_out: session::SignedOut::default(),
+            oidc,
         });
         tokio::spawn(serve(
             self.listener,
@@ -203,6 +216,8 @@ fn router(portal: Arc<Portal>) -> Router {
         .route("/", get(search::page))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
+        .route("/login/oidc", get(oidc::start))
+        .route("/login/callback", get(oidc::callback))
         .route("/products/{domain}/{product}", get(product::page))
         .route(
             "/products/{domain}/{product}/tables/{table}",
