@@ -42,7 +42,7 @@ const OIDC_RPC: &str = "PORTAL/login (oidc)";
 /// Why an OpenID Connect sign-in failed (shown to the viewer, and audited).
 #[derive(Debug, thiserror::Error)]
 pub(super) enum OidcError {
-    #[error("the identity provider could not be reached: {0}")]
+    #[error("the identity provider could not be reached")]
     Provider(String),
     #[error("the identity provider answered unexpectedly: {0}")]
     Answer(String),
@@ -57,8 +57,26 @@ pub(super) enum OidcError {
 /// The provider's endpoints, from its metadata.
 #[derive(Debug, Deserialize)]
 struct Metadata {
+    issuer: String,
     authorization_endpoint: url::Url,
     token_endpoint: url::Url,
+}
+
+/// Plain http only on loopback (tests, sidecars): over a network it would expose the
+/// code, the verifier and the ID token.
+fn secure_enough(url: &url::Url) -> bool {
+    url.scheme() == "https"
+        || match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        }
+}
+
+/// Two issuer identifiers naming the same issuer (a trailing `/` aside).
+fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// A configured provider.
@@ -181,8 +199,25 @@ impl Oidc {
                     )));
                 }
                 let body = Self::read(response).await?;
-                serde_json::from_slice(&body)
-                    .map_err(|e| OidcError::Answer(format!("metadata: {e}")))
+                let metadata: Metadata = serde_json::from_slice(&body)
+                    .map_err(|e| OidcError::Answer(format!("metadata: {e}")))?;
+                if !same_issuer(&metadata.issuer, self.config.issuer.as_str()) {
+                    return Err(OidcError::Answer("metadata names another issuer".into()));
+                }
+                if ![
+                    &self.config.issuer,
+                    &metadata.authorization_endpoint,
+                    &metadata.token_endpoint,
+                ]
+                .into_iter()
+                .all(secure_enough)
+                {
+                    return Err(OidcError::Answer(
+                        "the provider must be reached over https (plain http only on loopback)"
+                            .into(),
+                    ));
+                }
+                Ok(metadata)
             })
             .await
     }
@@ -226,7 +261,7 @@ impl Oidc {
             .map_err(|e| OidcError::Answer(format!("token endpoint: {e}")))?;
         match (status.is_success(), tokens.id_token, tokens.error) {
             (true, Some(id_token), _) => Ok(id_token),
-            (_, _, Some(error)) => Err(OidcError::Refused(error)),
+            (_, _, Some(error)) => Err(OidcError::Refused(error_code(&error))),
             _ => Err(OidcError::Answer(format!(
                 "token endpoint: HTTP {status}, no ID token"
             ))),
@@ -240,6 +275,42 @@ fn nonce_of(token: &str) -> Option<String> {
     let claims: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
     claims.get("nonce")?.as_str().map(str::to_string)
+}
+
+/// Whether a (verified) ID token was issued by `issuer` for `client_id`: its `iss`,
+/// its `aud` (a string or a list), and its `azp` when it names several audiences.
+fn for_this_client(token: &str, issuer: &str, client_id: &str) -> bool {
+    let Some(claims) = token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+    else {
+        return false;
+    };
+    let iss = claims.get("iss").and_then(|v| v.as_str());
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(serde_json::Value::String(one)) => vec![one.as_str()],
+        Some(serde_json::Value::Array(many)) => many.iter().filter_map(|v| v.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    let azp = claims.get("azp").and_then(|v| v.as_str());
+    iss.is_some_and(|iss| same_issuer(iss, issuer))
+        && audiences.contains(&client_id)
+        && (audiences.len() == 1 || azp.is_none_or(|azp| azp == client_id))
+}
+
+/// A provider's error code as shown: an OAuth error code (`access_denied`), or a fixed
+/// word when it is not one (the text is the provider's, or whoever sent the browser).
+fn error_code(error: &str) -> String {
+    if !error.is_empty()
+        && error.len() <= 64
+        && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        error.to_string()
+    } else {
+        "an unknown error".to_string()
+    }
 }
 
 /// `?next=` of `GET /login/oidc`.
@@ -335,15 +406,19 @@ impl Portal {
         flow: &Flow,
         callback: &Callback,
     ) -> Result<(meshgate_catalog::Principal, String), OidcError> {
-        if let Some(error) = &callback.error {
-            return Err(OidcError::Refused(error.chars().take(200).collect()));
-        }
-        let (Some(code), Some(state)) = (&callback.code, &callback.state) else {
+        // The state first: an error from elsewhere must not end a sign-in under way.
+        let Some(state) = &callback.state else {
             return Err(OidcError::Flow);
         };
         if !same_secret(&flow.state, state) {
             return Err(OidcError::Flow);
         }
+        if let Some(error) = &callback.error {
+            return Err(OidcError::Refused(error_code(error)));
+        }
+        let Some(code) = &callback.code else {
+            return Err(OidcError::Flow);
+        };
         let id_token = oidc.id_token(code, &flow.verifier).await?;
         let principal = self
             .door
@@ -351,6 +426,15 @@ impl Portal {
             .verify(&id_token)
             .await
             .map_err(|e| OidcError::Token(e.0))?;
+        if !for_this_client(
+            &id_token,
+            oidc.config.issuer.as_str(),
+            &oidc.config.client_id,
+        ) {
+            return Err(OidcError::Token(
+                "it was not issued by this provider for the portal",
+            ));
+        }
         match nonce_of(&id_token) {
             Some(nonce) if same_secret(&flow.nonce, &nonce) => Ok((principal, id_token)),
             _ => Err(OidcError::Token("its nonce is not this sign-in's")),
@@ -420,7 +504,11 @@ pub(super) async fn callback(
 }
 
 fn failed(portal: &Portal, started: Instant, e: &OidcError) {
-    tracing::info!(error = %e, rpc = OIDC_RPC, "authentication failed");
+    let detail = match e {
+        OidcError::Provider(detail) => detail.as_str(),
+        _ => "",
+    };
+    tracing::info!(error = %e, detail, rpc = OIDC_RPC, "authentication failed");
     let mut record = AuditRecord::new(OIDC_RPC, None, started);
     record.outcome = "unauthenticated";
     record.detail = Some(e.to_string());
@@ -438,6 +526,46 @@ mod tests {
             challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    fn token(claims: &str) -> String {
+        format!("h.{}.s", URL_SAFE_NO_PAD.encode(claims.as_bytes()))
+    }
+
+    #[test]
+    fn the_id_token_must_be_this_providers_for_the_portal() {
+        let iss = "https://idp.example/realms/a";
+        let ok = token(r#"{"iss":"https://idp.example/realms/a/","aud":"portal"}"#);
+        assert!(for_this_client(&ok, iss, "portal"));
+        let many =
+            token(r#"{"iss":"https://idp.example/realms/a","aud":["portal","x"],"azp":"portal"}"#);
+        assert!(for_this_client(&many, iss, "portal"));
+        let other_azp =
+            token(r#"{"iss":"https://idp.example/realms/a","aud":["portal","x"],"azp":"x"}"#);
+        assert!(!for_this_client(&other_azp, iss, "portal"));
+        let other_aud = token(r#"{"iss":"https://idp.example/realms/a","aud":"meshgate"}"#);
+        assert!(!for_this_client(&other_aud, iss, "portal"));
+        let other_iss = token(r#"{"iss":"https://evil.example","aud":"portal"}"#);
+        assert!(!for_this_client(&other_iss, iss, "portal"));
+    }
+
+    #[test]
+    fn provider_errors_are_shown_as_codes_only() {
+        assert_eq!(error_code("access_denied"), "access_denied");
+        assert_eq!(
+            error_code("<b>Your account is locked, call 555</b>"),
+            "an unknown error"
+        );
+        assert_eq!(error_code(""), "an unknown error");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert!(secure_enough(&url("https://idp.example/")));
+        assert!(secure_enough(&url("http://127.0.0.1:8080/default")));
+        assert!(secure_enough(&url("http://localhost/x")));
+        assert!(!secure_enough(&url("http://idp.example/")));
     }
 
     #[test]
