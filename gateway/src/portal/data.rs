@@ -215,6 +215,22 @@ impl Portal {
             .await
     }
 
+    /// The rows of each of `statements`, run one after the other as `principal` with
+    /// the same `params`: a page's sections.
+    pub(super) async fn sections<const N: usize>(
+        self: &Arc<Self>,
+        principal: &Principal,
+        statements: [&str; N],
+        params: &[ScalarValue],
+        take: Take,
+    ) -> Result<[Rows; N], Failure> {
+        let mut sections: [Rows; N] = std::array::from_fn(|_| Rows::default());
+        for (section, sql) in sections.iter_mut().zip(statements) {
+            *section = self.rows(principal, sql, params.to_vec(), take).await?;
+        }
+        Ok(sections)
+    }
+
     /// What `take` says of `statement` as `principal`, audited under `rpcs`.
     pub(super) async fn statement_rows(
         self: &Arc<Self>,

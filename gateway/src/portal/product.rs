@@ -96,26 +96,21 @@ pub(super) async fn page(
         Ok(None) => return not_found(),
         Err(page) => return page,
     };
-    let mut sections = Vec::with_capacity(5);
-    for sql in [
+    let statements = [
         TABLES_SQL,
         SLAS_SQL,
         RELATIONSHIPS_SQL,
         UPSTREAM_SQL,
         DOWNSTREAM_SQL,
-    ] {
-        let params = vec![text(&domain), text(&product)];
-        match portal
-            .rows(&viewer.principal, sql, params, Take::rows(MAX_SECTION_ROWS))
-            .await
-        {
-            Ok(rows) => sections.push(rows),
-            Err(failure) => return failure_page(&viewer, &failure),
-        }
-    }
-    let [tables, slas, relationships, upstream, downstream]: [Rows; 5] = match sections.try_into() {
+    ];
+    let params = [text(&domain), text(&product)];
+    let take = Take::rows(MAX_SECTION_ROWS);
+    let [tables, slas, relationships, upstream, downstream] = match portal
+        .sections(&viewer.principal, statements, &params, take)
+        .await
+    {
         Ok(sections) => sections,
-        Err(_) => return not_found(),
+        Err(failure) => return failure_page(&viewer, &failure),
     };
     let snippets = tables
         .first()

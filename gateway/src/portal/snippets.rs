@@ -28,20 +28,29 @@ fn sql_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `text` as a Python string literal.
-fn python_string(text: &str) -> String {
-    let mut out = String::from("'");
+/// `text` between `quote`s, as C-like languages read a string literal: backslash,
+/// the quote and newline escaped, other control characters as `\uXXXX`.
+fn escaped_literal(text: &str, quote: char) -> String {
+    let mut out = String::from(quote);
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
             '\n' => out.push_str("\\n"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
             c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
-    out.push('\'');
+    out.push(quote);
     out
+}
+
+/// `text` as a Python string literal.
+fn python_string(text: &str) -> String {
+    escaped_literal(text, '\'')
 }
 
 /// `text` as one shell word (single-quoted).
@@ -51,18 +60,7 @@ fn shell_word(text: &str) -> String {
 
 /// `text` as a Java string literal.
 fn java_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    escaped_literal(text, '"')
 }
 
 impl Doors {

@@ -171,20 +171,15 @@ pub(super) async fn page(
         Ok(None) => return not_found(),
         Err(page) => return page,
     }
-    let mut sections = Vec::with_capacity(5);
-    for sql in [TABLE_SQL, COLUMNS_SQL, QUALITY_SQL, CHECKS_SQL, HISTORY_SQL] {
-        let params = vec![text(&domain), text(&product), text(&table)];
-        match portal
-            .rows(&viewer.principal, sql, params, Take::rows(MAX_SECTION_ROWS))
-            .await
-        {
-            Ok(rows) => sections.push(rows),
-            Err(failure) => return failure_page(&viewer, &failure),
-        }
-    }
-    let [info, columns, quality, checks, history]: [Rows; 5] = match sections.try_into() {
+    let statements = [TABLE_SQL, COLUMNS_SQL, QUALITY_SQL, CHECKS_SQL, HISTORY_SQL];
+    let params = [text(&domain), text(&product), text(&table)];
+    let take = Take::rows(MAX_SECTION_ROWS);
+    let [info, columns, quality, checks, history] = match portal
+        .sections(&viewer.principal, statements, &params, take)
+        .await
+    {
         Ok(sections) => sections,
-        Err(_) => return not_found(),
+        Err(failure) => return failure_page(&viewer, &failure),
     };
     if info.len() != 1 {
         return not_found();
