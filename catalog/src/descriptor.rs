@@ -42,6 +42,27 @@ pub struct ProductDescriptor {
     /// How often the gateway measures the product's quality.
     #[serde(default)]
     pub quality: Option<ProductQualityDescriptor>,
+    /// How the gateway may serve the product's answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingDescriptor>,
+}
+
+/// How the gateway may serve a product's answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingDescriptor {
+    /// Whether answers that read the product may be kept in the gateway's result
+    /// cache and served again while its data and the caller's policies are unchanged
+    /// (default `true`). `false` for a product whose owner wants every read to reach
+    /// its storage.
+    #[serde(default = "ServingDescriptor::default_result_cache")]
+    pub result_cache: bool,
+}
+
+impl ServingDescriptor {
+    fn default_result_cache() -> bool {
+        true
+    }
 }
 
 /// The team that owns a product and how to reach it.

@@ -21,8 +21,8 @@ pub use derived::{
     MAX_TRANSFORM_BYTES, MIN_REFRESH, transform_texts,
 };
 pub use descriptor::{
-    ColumnDescriptor, OwnerDescriptor, ProductDescriptor, SlaDescriptor, TableDescriptor,
-    TimeTravelDescriptor,
+    ColumnDescriptor, OwnerDescriptor, ProductDescriptor, ServingDescriptor, SlaDescriptor,
+    TableDescriptor, TimeTravelDescriptor,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use keys::{Cardinality, MAX_REFERENCES, Reference, ReferenceDescriptor, TableName};

@@ -41,6 +41,8 @@ pub struct Product {
     pub policy: Option<PolicyDescriptor>,
     /// Measure the product's quality at least this often; the gateway default if `None`.
     pub quality_schedule: Option<Duration>,
+    /// Whether answers reading the product may be served from the result cache.
+    pub result_cache: bool,
     /// The descriptor file this product was read from.
     pub source: PathBuf,
 }

@@ -127,6 +127,7 @@ pub fn validate_descriptor(
         tables,
         policy: descriptor.policy.clone(),
         quality_schedule,
+        result_cache: descriptor.serving.as_ref().is_none_or(|s| s.result_cache),
         source: origin.file.to_path_buf(),
     })
 }

@@ -71,6 +71,10 @@ pub struct AuditRecord {
     /// Which part of a result served in parts this execution sent (`2/4`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
+    /// For a statement whose answer may be kept: `hit` when it was served from the
+    /// result cache, `miss` when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
 }
 
 impl AuditRecord {
@@ -95,6 +99,7 @@ impl AuditRecord {
             detail: None,
             query_id: None,
             part: None,
+            cache: None,
         }
     }
 

@@ -42,6 +42,34 @@ pub struct EngineConfig {
     pub distributed: Option<DistributedConfig>,
     /// Derived products: whose rights their transforms read with, and their runs.
     pub derived: DerivedConfig,
+    /// Answers kept to serve repeated queries (dashboards) at once.
+    pub result_cache: ResultCacheConfig,
+}
+
+/// The result cache: answers kept in memory and served again to a query that would
+/// get the same answer now (the same statement, the same data files and versions, the
+/// same view under the policies), see `crate::cache`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResultCacheConfig {
+    /// Keep and serve answers. Off, every query runs.
+    pub enabled: bool,
+    /// Memory all kept answers may hold together, in bytes; the least recently used
+    /// are dropped first.
+    pub max_bytes: u64,
+    /// The largest answer kept, in bytes (in memory, as Arrow arrays); a larger one is
+    /// sent and not kept.
+    pub max_entry_bytes: u64,
+}
+
+impl Default for ResultCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 /// How derived tables are computed.
@@ -140,6 +168,7 @@ impl Default for EngineConfig {
             max_plan_nodes: 10_000,
             distributed: None,
             derived: DerivedConfig::default(),
+            result_cache: ResultCacheConfig::default(),
         }
     }
 }

@@ -10,12 +10,13 @@
 //!
 //! Modules, from the bottom up (each uses only those before it; the `architecture`
 //! test in `tests/` checks this order, declared in [`LAYERS`]): `error`, `config`,
-//! `history`, `audit`, `product`, `quality`, `runs`, `policy`, `cluster`, `session`, `derived`, `live`, `agent`, `admission`,
+//! `history`, `audit`, `product`, `quality`, `runs`, `policy`, `cluster`, `session`, `derived`, `live`, `agent`, `admission`, `cache`,
 //! `query`, `engine`.
 
 mod admission;
 mod agent;
 mod audit;
+mod cache;
 mod cluster;
 mod config;
 mod derived;
@@ -50,8 +51,11 @@ pub use error::{
 // Configuration.
 pub use config::{
     DOMAIN_PRINCIPAL_ISSUER, DerivedConfig, DistributedConfig, DomainPrincipal, EngineConfig,
-    QualityConfig, ReloadConfig,
+    QualityConfig, ReloadConfig, ResultCacheConfig,
 };
+
+// The result cache: how it has been used.
+pub use cache::ResultCacheStats;
 
 // Scale-out: a cluster that large queries run on, and the codec of its plans.
 pub use cluster::{Cluster, ClusterRoute, MeshPhysicalCodec};
@@ -119,6 +123,7 @@ pub const LAYERS: &[&str] = &[
     "live",
     "agent",
     "admission",
+    "cache",
     "query",
     "engine",
 ];

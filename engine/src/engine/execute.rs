@@ -12,6 +12,7 @@ use super::Engine;
 use super::plan::record_failure;
 use crate::admission::Deadline;
 use crate::audit::{AuditRecord, Auditor, QueryAudit};
+use crate::cache::Filling;
 use crate::error::{Error, Result};
 use crate::query::{PlannedQuery, QueryOptions, SentBytes, StreamEnd, observed};
 
@@ -84,6 +85,21 @@ impl Engine {
                 deadline = sooner;
             }
         }
+        // An answer kept for the same statement over the same data, under the same
+        // view, is served at once and without a running slot: it costs no scan.
+        let kept = planned
+            .result_key()
+            .and_then(|(key, _)| self.cache.get(key));
+        if let Some(kept) = kept {
+            if let Err(e) = planned.spend(part) {
+                return refuse(e);
+            }
+            let batches = deadline.limit_stream(kept.stream(), planned.cancellation());
+            let ended = self.on_end(&planned, rpc, principal, (started, span), part_name);
+            return Ok(observed(batches, sent, &self.in_flight, move |end| {
+                ended(end, Some("hit"));
+            }));
+        }
         // Until its stream starts, a caller that leaves is recorded here.
         let mut waiting = CancelledIfDropped {
             auditor: Arc::clone(&self.auditor),
@@ -107,12 +123,37 @@ impl Engine {
             Ok(started) => started,
             Err(e) => return refuse(e),
         };
+        // The answer is kept if it may be, once it has streamed whole.
+        let (batches, cache_note) = match planned.result_key() {
+            Some((key, products)) => {
+                let filling = Filling::new(Arc::clone(&self.cache), *key, Arc::clone(products));
+                (filling.around(batches), Some("miss"))
+            }
+            None => (batches, None),
+        };
         let batches = deadline.limit_stream(batches, planned.cancellation());
-        let auditor = Arc::clone(&self.auditor);
-        let principal = principal.clone();
-        let on_end = move |end: StreamEnd| {
+        let ended = self.on_end(&planned, rpc, principal, (started, span), part_name);
+        Ok(observed(batches, sent, &self.in_flight, move |end| {
             // The query's slot frees when its stream ends or is abandoned.
             drop(admitted);
+            ended(end, cache_note);
+        }))
+    }
+
+    /// What writes the audit record of an execution of `planned` when its stream ends
+    /// (with the result cache's part in it, if it had one).
+    fn on_end(
+        &self,
+        planned: &Arc<PlannedQuery>,
+        rpc: &'static str,
+        principal: &Principal,
+        (started, span): (Instant, tracing::Span),
+        part_name: Option<String>,
+    ) -> impl FnOnce(StreamEnd, Option<&'static str>) + Send + 'static {
+        let auditor = Arc::clone(&self.auditor);
+        let principal = principal.clone();
+        let planned = Arc::clone(planned);
+        move |end: StreamEnd, cache: Option<&'static str>| {
             span.record("rows", end.rows);
             span.record("bytes", end.bytes);
             span.record("outcome", end.outcome);
@@ -127,9 +168,9 @@ impl Engine {
             record.outcome = end.outcome;
             record.detail = end.code.map(str::to_string);
             record.part = part_name;
+            record.cache = cache;
             auditor.emit(record);
-        };
-        Ok(observed(batches, sent, &self.in_flight, on_end))
+        }
     }
 
     /// Checks that what `principal` sees now is what it saw when `planned` was

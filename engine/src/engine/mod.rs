@@ -17,6 +17,7 @@ use meshgate_catalog::Principal;
 
 use crate::admission::{Admission, PlanningPool};
 use crate::audit::Auditor;
+use crate::cache::{ResultCache, ResultCacheStats};
 use crate::cluster::ClusterRoute;
 use crate::config::EngineConfig;
 use crate::error::Result;
@@ -48,6 +49,8 @@ pub struct Engine {
     planning: PlanningPool,
     /// The cluster large queries run on, if any.
     cluster: Option<ClusterRoute>,
+    /// Answers kept for statements asked again.
+    cache: Arc<ResultCache>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -77,6 +80,7 @@ impl Engine {
             auditor,
             planning: PlanningPool::new(threads)?,
             cluster: None,
+            cache: Arc::new(ResultCache::new(&config.result_cache)),
         })
     }
 
@@ -114,6 +118,11 @@ impl Engine {
             queued: self.admission.queued(),
             streams_open: self.in_flight.len(),
         }
+    }
+
+    /// How the result cache has been used, and what it holds now.
+    pub fn result_cache(&self) -> ResultCacheStats {
+        self.cache.stats()
     }
 
     /// At shutdown, once running queries had their time to finish: accounts every

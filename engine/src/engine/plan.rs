@@ -20,12 +20,15 @@ use tracing::Instrument;
 use super::Engine;
 use crate::admission::Deadline;
 use crate::audit::{AuditRecord, QueryAudit};
+use crate::cache::{AskedStatement, Cacheability, StatementKey};
 use crate::error::{Error, Result};
 use crate::query::{
     ColumnOrigin, PlannedQuery, PlanningRecord, PreparedStatement, QueryOptions, QueryRequest,
     Serving, Statement, column_origins, tables_in,
 };
-use crate::session::{PlanningBudget, PrincipalSession, StorageFailures, plan_sql_in};
+use crate::session::{
+    PlanningBudget, PrincipalSession, SessionFactory, StorageFailures, plan_sql_in,
+};
 
 /// A statement checked and kept for later executions, and what it returns and takes.
 #[derive(Debug)]
@@ -192,12 +195,19 @@ impl Engine {
                 ..options.clone()
             });
         let options = fixed.as_ref().unwrap_or(options);
-        let (session, plan) = self.plan_sql_for(principal, &sql, options, audit).await?;
+        let (session, plan, sessions) = self.plan_sql_for(principal, &sql, options, audit).await?;
         span.record("tables", audit.tables.join(",").as_str());
-        let plan = match prepared {
+        let plan = match &prepared {
             Some(prepared) => prepared.bind_to(plan)?,
             None => plan,
         };
+        let cache = self.statement_key(
+            &sql,
+            prepared.as_ref(),
+            options,
+            (&plan, &session, &sessions),
+            audit,
+        );
         PlannedQuery::plan(
             session.context,
             plan,
@@ -206,6 +216,7 @@ impl Engine {
                 deadline,
                 parts: &options.parts,
                 cluster: self.cluster.as_ref(),
+                cache,
             },
             session.view,
             failures,
@@ -214,14 +225,45 @@ impl Engine {
         .await
     }
 
-    /// Plans `sql` in the current session of `principal`; fills `audit`.
+    /// What the answer of `sql` (prepared as `prepared`, planned as `plan` in
+    /// `session` of `sessions`) may be kept under in the result cache, if it may be kept
+    /// (see `crate::cache`); `audit` then notes `hit` or `miss` when it executes.
+    fn statement_key(
+        &self,
+        sql: &str,
+        prepared: Option<&PreparedStatement>,
+        options: &QueryOptions,
+        (plan, session, sessions): (&LogicalPlan, &PrincipalSession, &SessionFactory),
+        audit: &QueryAudit,
+    ) -> Option<StatementKey> {
+        if !self.cache.enabled() {
+            return None;
+        }
+        self.cache.follow(sessions);
+        let cacheability = Cacheability::of(plan, &audit.tables, sessions.products());
+        if cacheability != Cacheability::Cacheable {
+            tracing::debug!(?cacheability, "the answer will not be kept");
+            return None;
+        }
+        let dialect = options.dialect.as_ref().map_or("", |d| d.name());
+        Some(StatementKey::new(&AskedStatement {
+            sql,
+            bound: prepared.and_then(PreparedStatement::bound_values),
+            resolution: format!("{:?}\n{:?}\n{dialect}", options.names, options.versions),
+            tables: &audit.tables,
+            answers: session.answers.as_bytes(),
+        }))
+    }
+
+    /// Plans `sql` in the current session of `principal`; fills `audit`. Returns the
+    /// session, the plan, and the session factory it came from.
     async fn plan_sql_for(
         &self,
         principal: &Principal,
         sql: &str,
         options: &QueryOptions,
         audit: &mut QueryAudit,
-    ) -> Result<(PrincipalSession, LogicalPlan)> {
+    ) -> Result<(PrincipalSession, LogicalPlan, Arc<SessionFactory>)> {
         let (statement, statement_sha256) = self.auditor.statement(sql);
         audit.statement = statement;
         audit.statement_sha256 = statement_sha256;
@@ -246,7 +288,7 @@ impl Engine {
         if let Some(bound) = options.max_staleness {
             sessions.require_fresh(&audit.tables, bound)?;
         }
-        Ok((session, plan))
+        Ok((session, plan, sessions))
     }
 
     /// Checks `sql` for `principal` and describes it, to be kept as a prepared
@@ -265,7 +307,7 @@ impl Engine {
             let mut audit = QueryAudit::default();
             let deadline = Deadline::starting_now(engine.query_timeout, options.timeout);
             let planning = async {
-                let (session, plan) = engine
+                let (session, plan, _) = engine
                     .plan_sql_for(&principal, &sql, &options, &mut audit)
                     .await?;
                 let statement = PreparedStatement::new(&sql, &plan, options.names.clone())?;

@@ -65,6 +65,24 @@ pub struct RefreshReport {
 }
 
 impl RefreshReport {
+    /// The products whose descriptor changed (added, updated, removed), and those whose
+    /// data was re-checked when `check` named them (a change notice for their data);
+    /// the products that a timer re-checked are not among them.
+    pub fn changed_products(&self, check: &DataCheck) -> BTreeSet<String> {
+        let mut products: BTreeSet<String> = self
+            .added
+            .iter()
+            .chain(&self.updated)
+            .chain(&self.removed)
+            .chain(self.state_changes.iter().map(|(name, _)| name))
+            .cloned()
+            .collect();
+        if matches!(check, DataCheck::Products(_)) {
+            products.extend(self.rechecked.iter().cloned());
+        }
+        products
+    }
+
     /// Whether the set of products or their content changed, so sessions must be rebuilt.
     pub fn changed(&self) -> bool {
         !(self.added.is_empty()

@@ -150,7 +150,9 @@ impl Follower {
     async fn refresh(&mut self, check: &DataCheck) {
         match self.registry.refresh(check).await {
             Ok(report) if report.changed() => {
-                self.sessions.publish(self.registry.sessions());
+                let changed = report.changed_products(check);
+                self.sessions
+                    .publish(self.registry.sessions().with_changes(changed));
                 self.watch_data_directories();
                 tracing::info!(
                     added = report.added.len(),

@@ -12,7 +12,7 @@ mod mask;
 mod secured_table;
 mod time_travel;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::datasource::TableProvider;
@@ -48,6 +48,9 @@ pub(crate) struct ProductView {
     pub lineage: BTreeMap<String, Arc<[LineageEdge]>>,
     /// Per derived table, the fingerprint of what its domain sees of its inputs.
     pub derived_rights: BTreeMap<String, [u8; 32]>,
+    /// The principal's attributes that the row filters applied to its tables bind (what
+    /// it sees depends on their values too).
+    pub filter_attributes: BTreeSet<String>,
 }
 
 impl ProductView {
@@ -112,10 +115,16 @@ impl PolicyEngine {
                 .health
                 .unavailable(&qualified, &|t, c| effect_in(&access.tables, t, c));
             let mut tables = BTreeMap::new();
+            let mut filter_attributes = BTreeSet::new();
             for (name, table) in &compiled.tables {
                 let Some(table_access) = access.tables.get(name) else {
                     continue;
                 };
+                for sql in &table_access.row_filters {
+                    if let Some(template) = table.row_filters.get(sql) {
+                        filter_attributes.extend(template.attributes().map(str::to_string));
+                    }
+                }
                 let storage = match &unavailable {
                     Some(error) => {
                         Arc::new(BrokenTable::new(table.provider.schema(), error.clone()))
@@ -161,6 +170,7 @@ impl PolicyEngine {
                 time_travel,
                 lineage: compiled.lineage.clone(),
                 derived_rights: compiled.derived_rights.clone(),
+                filter_attributes,
             });
         }
         views

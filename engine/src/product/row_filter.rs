@@ -151,6 +151,13 @@ impl RowFilterTemplate {
         Ok(Self { expr, bindings })
     }
 
+    /// The names of the principal's attributes the filter binds.
+    pub(crate) fn attributes(&self) -> impl Iterator<Item = &str> {
+        self.bindings
+            .iter()
+            .map(|(_, attribute, _)| attribute.as_str())
+    }
+
     /// The filter for `principal`.
     pub(crate) fn bind(&self, principal: &Principal) -> Expr {
         self.bind_values(|attribute| principal.attribute(attribute).map(str::to_string))

@@ -18,6 +18,7 @@ use super::snapshot::PlanSnapshot;
 use super::stream::{plain, wire_schema};
 use crate::admission::Deadline;
 use crate::audit::QueryAudit;
+use crate::cache::{ResultKey, StatementKey};
 use crate::cluster::{Cluster, ClusterRoute, plan_for_cluster, without_dynamic_filters};
 use crate::error::{Error, Result};
 use crate::policy::VersionedTable;
@@ -50,6 +51,9 @@ pub struct PlannedQuery {
     snapshot: PlanSnapshot,
     /// How its result is served in parts, if it is.
     parts: Option<ResultParts>,
+    /// What its answer is kept under in the result cache, and the products it reads,
+    /// when it may be kept.
+    result_key: Option<(ResultKey, Arc<[String]>)>,
     /// The fingerprint of the principal it was planned for: the only one that may run it.
     owner: String,
     /// What the audit records of this query say about it.
@@ -72,13 +76,16 @@ struct Execution {
     remote: Option<(Arc<dyn Cluster>, Arc<dyn ExecutionPlan>)>,
 }
 
-/// How a planned query is to be served: by when, in parts or whole, and where.
-#[derive(Debug, Clone, Copy)]
+/// How a planned query is to be served: by when, in parts or whole, where, and whether
+/// its answer may be kept.
+#[derive(Debug)]
 pub(crate) struct Serving<'a> {
     /// When it must be done.
     pub(crate) deadline: Deadline,
     /// Whether it may be served in parts.
     pub(crate) parts: &'a PartsRequest,
+    /// What its answer may be kept under (with the data's snapshot), if it may be.
+    pub(crate) cache: Option<StatementKey>,
     /// The cluster large queries run on, if any.
     pub(crate) cluster: Option<&'a ClusterRoute>,
 }
@@ -141,6 +148,16 @@ impl PlannedQuery {
             }
             _ => None,
         };
+        let result_key = serving
+            .cache
+            .as_ref()
+            .filter(|_| !single_use && parts.is_none())
+            .map(|key| {
+                (
+                    ResultKey::of(key, snapshot.as_bytes()),
+                    Arc::clone(key.products()),
+                )
+            });
         let mut task = recording_task_context(&state, &failures)?;
         if parts.is_some() {
             // Each part reads only its own partitions' files (see `super::parts`).
@@ -162,6 +179,7 @@ impl PlannedQuery {
                 remote,
             })),
             parts,
+            result_key,
             schema,
             origins,
             deadline: serving.deadline,
@@ -234,9 +252,21 @@ impl PlannedQuery {
             .is_none_or(|execution| execution.started.get(part).is_none_or(|started| *started))
     }
 
-    /// Starts executing `part` of the query (0 when it is served whole); its results
-    /// come in plain Arrow types. Each part executes once: again is `UnknownHandle`.
-    pub(crate) fn start(&self, part: usize) -> Result<SendableRecordBatchStream> {
+    /// What its answer is kept under in the result cache, and the products it reads,
+    /// when it may be kept.
+    pub(crate) fn result_key(&self) -> Option<&(ResultKey, Arc<[String]>)> {
+        self.result_key.as_ref()
+    }
+
+    /// Spends `part` without executing it (its answer is served from the result cache):
+    /// like [`PlannedQuery::start`], it cannot run again.
+    pub(crate) fn spend(&self, part: usize) -> Result<()> {
+        self.claim(part).map(drop)
+    }
+
+    /// Marks `part` started and takes what executing it needs; the last part to start
+    /// releases the plan and its session. Again is `UnknownHandle`.
+    fn claim(&self, part: usize) -> Result<Claimed> {
         let already = || {
             Error::UnknownHandle(
                 "this ticket was already redeemed; get a new one with GetFlightInfo".into(),
@@ -248,14 +278,29 @@ impl PlannedQuery {
             Some(started) if !*started => *started = true,
             _ => return Err(already()),
         }
-        let (physical, task) = (Arc::clone(&execution.physical), Arc::clone(&execution.task));
-        let remote = execution.remote.clone();
-        let (explain, failures) = (execution.explain, Arc::clone(&execution.failures));
-        // The last part to start releases the plan and its session.
+        let claimed = Claimed {
+            physical: Arc::clone(&execution.physical),
+            task: Arc::clone(&execution.task),
+            remote: execution.remote.clone(),
+            explain: execution.explain,
+            failures: Arc::clone(&execution.failures),
+        };
         if execution.started.iter().all(|started| *started) {
             *guard = None;
         }
-        drop(guard);
+        Ok(claimed)
+    }
+
+    /// Starts executing `part` of the query (0 when it is served whole); its results
+    /// come in plain Arrow types. Each part executes once: again is `UnknownHandle`.
+    pub(crate) fn start(&self, part: usize) -> Result<SendableRecordBatchStream> {
+        let Claimed {
+            physical,
+            task,
+            remote,
+            explain,
+            failures,
+        } = self.claim(part)?;
         let mut batches = match (self.parts, remote) {
             (_, Some((cluster, plan))) => {
                 tracing::info!(query_id = self.query_id(), "the query runs on the cluster");
@@ -273,6 +318,15 @@ impl PlannedQuery {
         let batches = Box::pin(RecordBatchStreamAdapter::new(schema, named));
         Ok(plain(Arc::clone(&self.schema), batches))
     }
+}
+
+/// What executing one part of a planned query needs.
+struct Claimed {
+    physical: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    remote: Option<(Arc<dyn Cluster>, Arc<dyn ExecutionPlan>)>,
+    explain: bool,
+    failures: Arc<StorageFailures>,
 }
 
 /// The results of `plan` run on `cluster` with the query's session configuration;

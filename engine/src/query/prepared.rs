@@ -201,6 +201,11 @@ impl PreparedStatement {
         Ok(())
     }
 
+    /// The values bound to it, if any.
+    pub(crate) fn bound_values(&self) -> Option<&[ScalarValue]> {
+        self.bound.as_deref().map(Vec::as_slice)
+    }
+
     /// `plan` (this statement's SQL, planned again now) with the bound values in place
     /// of its placeholders, cast to the types the new plan expects.
     pub(crate) fn bind_to(&self, plan: LogicalPlan) -> Result<LogicalPlan> {

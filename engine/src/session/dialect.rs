@@ -14,6 +14,10 @@ use meshgate_catalog::Principal;
 /// parses as its own (exactly one read-only statement, within the same bounds), in the
 /// principal's session, whose catalogs hold only what the principal may read.
 pub trait SqlDialect: Send + Sync + std::fmt::Debug {
+    /// The dialect's name (`postgres`): statements of different dialects never share
+    /// an answer in the result cache.
+    fn name(&self) -> &str;
+
     /// The statements of `sql` (the engine refuses all but exactly one).
     fn parse(&self, sql: &str) -> Result<Vec<Statement>, DataFusionError>;
 

@@ -28,7 +28,7 @@ mod sql;
 mod storage_failures;
 mod system;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::execution::TaskContext;
@@ -77,6 +77,49 @@ pub struct PrincipalSession {
     /// What the principal sees, summed up: a plan made in this session may run only
     /// while the principal's current view has the same fingerprint.
     pub(crate) view: ViewFingerprint,
+    /// What decides the answers its statements get, beyond the data.
+    pub(crate) answers: AnswerFingerprint,
+}
+
+/// What decides the answers a principal's statements get, beyond the data they read:
+/// its view ([`ViewFingerprint`]) and the values of its attributes that the row filters
+/// of its tables bind. Two principals with equal fingerprints get the same answer to the
+/// same statement over the same data, so the result cache shares answers between them,
+/// and only between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AnswerFingerprint([u8; 32]);
+
+impl AnswerFingerprint {
+    /// The fingerprint as bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn of<'a>(
+        view: ViewFingerprint,
+        bound: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Self {
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut part = |bytes: &[u8]| {
+            digest.update(&(bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        };
+        part(view.as_bytes());
+        for (attribute, value) in bound {
+            part(attribute.as_bytes());
+            // An absent attribute binds NULL, unlike any text (even an empty one).
+            match value {
+                Some(value) => {
+                    part(b"some");
+                    part(value.as_bytes());
+                }
+                None => part(b"none"),
+            }
+        }
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.finish().as_ref());
+        Self(bytes)
+    }
 }
 
 /// A digest of what one principal sees of the mesh: the products and tables it may
@@ -144,6 +187,7 @@ struct PrincipalView {
     keys: Arc<MeshKeys>,
     access: Arc<BTreeMap<String, Vec<String>>>,
     fingerprint: ViewFingerprint,
+    answers: AnswerFingerprint,
     /// About how much memory the view holds, for the cache's budget.
     bytes: u64,
 }
@@ -198,7 +242,15 @@ pub struct SessionFactory {
     quality: Option<Arc<QualityStore>>,
     runs: Option<Arc<RunStore>>,
     views: Arc<PrincipalViews>,
+    /// Tells this factory from every other one made by the process.
+    generation: u64,
+    /// The products (`domain.product`) whose descriptor or data changed in the refresh
+    /// that made this factory.
+    changed: Arc<BTreeSet<String>>,
 }
+
+/// The generation of the next session factory.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl SessionFactory {
     /// A factory serving `products` from sessions cloned from `template`.
@@ -214,7 +266,26 @@ impl SessionFactory {
             quality: None,
             runs: None,
             views: Arc::new(principal_views()),
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            changed: Arc::default(),
         }
+    }
+
+    /// The same factory, made by a refresh that changed the descriptor or the data of
+    /// `products` (`domain.product`).
+    pub fn with_changes(mut self, products: BTreeSet<String>) -> Self {
+        self.changed = Arc::new(products);
+        self
+    }
+
+    /// The products whose descriptor or data changed in the refresh that made it.
+    pub(crate) fn changed_products(&self) -> &BTreeSet<String> {
+        &self.changed
+    }
+
+    /// A number that tells this factory from every other one the process made.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The same factory, its `mesh.meta.runs` table reading `store`.
@@ -275,6 +346,7 @@ impl SessionFactory {
             context: SessionContext::new_with_state(state),
             access: Arc::clone(&view.access),
             view: view.fingerprint,
+            answers: view.answers,
         })
     }
 
@@ -308,12 +380,22 @@ impl SessionFactory {
         let state = SessionStateBuilder::new_from_existing(self.template.clone())
             .with_catalog_list(Arc::clone(&catalogs) as _)
             .build();
+        let fingerprint = ViewFingerprint::of(&views, self.policy.mask_key_id());
+        let bound: BTreeSet<&str> = views
+            .iter()
+            .flat_map(|v| v.filter_attributes.iter().map(String::as_str))
+            .collect();
+        let answers = AnswerFingerprint::of(
+            fingerprint,
+            bound.into_iter().map(|a| (a, principal.attribute(a))),
+        );
         Ok(PrincipalView {
             state,
             catalogs,
             keys,
             access: Arc::new(access),
-            fingerprint: ViewFingerprint::of(&views, self.policy.mask_key_id()),
+            fingerprint,
+            answers,
             bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
         })
     }

@@ -81,6 +81,7 @@ pub fn import(contract: &DataContract) -> Result<ProductDescriptor, ContractErro
         tables,
         policy: None,
         quality,
+        serving: None,
     })
 }
 

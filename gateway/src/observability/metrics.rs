@@ -71,6 +71,11 @@ struct StatusLabels {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms to about 65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -95,6 +100,12 @@ pub struct Metrics {
     products: Family<StatusLabels, Gauge>,
     storage_requests: Family<DomainLabels, Counter>,
     storage_failures: Family<DomainLabels, Counter>,
+    cache_lookups: Family<CacheLabels, Counter>,
+    cache_stored: Counter,
+    cache_too_large: Counter,
+    cache_invalidated: Counter,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -123,6 +134,12 @@ impl Metrics {
             products: Family::default(),
             storage_requests: Family::default(),
             storage_failures: Family::default(),
+            cache_lookups: Family::default(),
+            cache_stored: Counter::default(),
+            cache_too_large: Counter::default(),
+            cache_invalidated: Counter::default(),
+            cache_entries: Gauge::default(),
+            cache_bytes: Gauge::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -200,6 +217,36 @@ impl Metrics {
             "Object-store requests that failed or timed out, by domain",
             metrics.storage_failures.clone(),
         );
+        r.register(
+            "result_cache_lookups",
+            "Executions of statements whose answer may be kept, by result (hit: served from the result cache; miss: ran)",
+            metrics.cache_lookups.clone(),
+        );
+        r.register(
+            "result_cache_stored",
+            "Answers kept in the result cache",
+            metrics.cache_stored.clone(),
+        );
+        r.register(
+            "result_cache_too_large",
+            "Answers not kept: larger than engine.result_cache.max_entry_bytes",
+            metrics.cache_too_large.clone(),
+        );
+        r.register(
+            "result_cache_invalidated",
+            "Answers dropped because a product they read changed",
+            metrics.cache_invalidated.clone(),
+        );
+        r.register(
+            "result_cache_entries",
+            "Answers held in the result cache",
+            metrics.cache_entries.clone(),
+        );
+        r.register(
+            "result_cache_bytes",
+            "Memory the answers held in the result cache take",
+            metrics.cache_bytes.clone(),
+        );
         metrics
     }
 
@@ -252,6 +299,11 @@ impl Metrics {
         }
         self.rows.inc_by(record.rows.unwrap_or(0));
         self.bytes.inc_by(record.bytes.unwrap_or(0));
+        if let Some(result) = record.cache {
+            self.cache_lookups
+                .get_or_create(&CacheLabels { result })
+                .inc();
+        }
     }
 
     /// Reads the gateway's current state into the gauges.
@@ -260,6 +312,18 @@ impl Metrics {
         self.queries_running.set(to_i64(load.running));
         self.queries_queued.set(to_i64(load.queued));
         self.streams_open.set(to_i64(load.streams_open));
+        let cache = state.engine().result_cache();
+        self.cache_stored
+            .inner()
+            .store(cache.stored, Ordering::Relaxed);
+        self.cache_too_large
+            .inner()
+            .store(cache.too_large, Ordering::Relaxed);
+        self.cache_invalidated
+            .inner()
+            .store(cache.invalidated, Ordering::Relaxed);
+        self.cache_entries.set(to_i64(cache.entries as usize));
+        self.cache_bytes.set(to_i64(cache.bytes as usize));
         let sessions = state.sessions();
         let (reserved, limit) = sessions.memory_pool();
         self.memory_reserved.set(to_i64(reserved));

@@ -122,6 +122,10 @@ fn normalized(sql: &str) -> String {
 }
 
 impl SqlDialect for PostgresDialect {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
     fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         let normal = normalized(sql);
         let sql = CLIENT_QUERIES
