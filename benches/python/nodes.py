@@ -122,7 +122,9 @@ def setup(work: Path, bin_: Path, data: Path):
         f"    - {{ issuer: bench-gateway, audience: [tpch-node], algorithms: [EdDSA], "
         f"key: {{ jwks_file: {json.dumps(str(work / 'gateway-jwks.json'))} }}, roles_claim: roles }}\n"
         f"audit: {{ file: {json.dumps(str(node_audit))} }}\n"
-        "quality: { enabled: false }\n")
+        "quality: { enabled: false }\n"
+        # Every run executes: answers kept from an earlier run would time the cache.
+        "engine: { result_cache: { enabled: false } }\n")
     node = Server([bin_, "serve", "--mesh", work / "node-mesh", "--listen", f"127.0.0.1:{node_port}",
                    "--plaintext", "--config", work / "node.yaml"], work / "node.log")
     mesh = work / "gateway-mesh"
@@ -136,7 +138,7 @@ def setup(work: Path, bin_: Path, data: Path):
         f"    - {{ issuer: {ISSUER}, audience: [{AUDIENCE}], algorithms: [HS256], "
         f"key: {{ secret_file: {json.dumps(str(secret))} }}, roles_claim: roles }}\n"
         "quality: { enabled: false }\n"
-        "engine:\n  derived:\n    principals:\n"
+        "engine:\n  result_cache: { enabled: false }\n  derived:\n    principals:\n"
         "      tpchplans: { subject: 'domain:tpch', roles: [admin] }\n"
         "      tpchscans: { subject: 'domain:tpch', roles: [admin] }\n"
         "nodes:\n"

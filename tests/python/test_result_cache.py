@@ -3,7 +3,8 @@ and only while that is the answer its caller would get now.
 
 A gateway of its own (`meshgate serve`) over a small mesh this module writes and changes:
 `shop.orders` (cached; a row filter binds the caller's region, analysts included) and
-`shop.orders_live`, the same files and policy with `serving: {result_cache: false}`. The
+`shop.orders_live`, the same files and policy with `serving: {result_cache: false}`
+(`shop.orders_until` adds `now()` to its row filter). The
 live twin shows when the gateway has seen a change; the cached product must show it from
 then on, never its kept answer. Audit records (`cache: hit|miss`) and the metrics say
 which answers came from the cache.
@@ -45,10 +46,11 @@ tables:
 policy:
   read: {{ any_authenticated: true }}
   rows:
-    - {{ filter: "region = principal.region", unless_role: [admin] }}
+    - {{ filter: "{filter}", unless_role: [admin] }}
   columns: {columns}
 {serving}"""
 
+REGION = "region = principal.region"
 SUM = "SELECT region, count(*) AS n, sum(amount) AS total FROM shop.{product}.orders GROUP BY region ORDER BY region"
 
 
@@ -60,8 +62,12 @@ class Shop:
     server: ServerProcess
 
     def write_descriptors(self, columns: str = "{}") -> None:
-        for product, serving in [("orders", ""), ("orders_live", "serving: { result_cache: false }\n")]:
-            text = DESCRIPTOR.format(product=product, columns=columns, serving=serving)
+        for product, serving, filter in [
+            ("orders", "", REGION),
+            ("orders_live", "serving: { result_cache: false }\n", REGION),
+            ("orders_until", "", REGION + " AND now() < TIMESTAMP '2999-01-01 00:00:00'"),
+        ]:
+            text = DESCRIPTOR.format(product=product, columns=columns, serving=serving, filter=filter)
             (self.mesh / "shop" / f"{product}.yaml").write_text(text)
 
     def write_orders(self, name: str, first_id: int, rows: int) -> None:
@@ -201,6 +207,16 @@ def test_functions_whose_result_changes_are_never_kept(shop, tokens):
     second = ask(shop, tokens["admin"], sql)
     assert first[0]["at"] != second[0]["at"]
     assert cache_notes(shop, sql) == [None, None]
+
+
+def test_a_row_filter_that_changes_with_time_keeps_no_answer(shop, tokens):
+    sql = "SELECT count(*) AS n FROM shop.orders_until.orders"
+    assert ask(shop, tokens["ana"], sql) == ask(shop, tokens["ana"], sql) == [{"n": 20}]
+    assert cache_notes(shop, sql, "ana") == [None, None]
+    # The same statement over a table whose filter is immutable is kept.
+    plain = sql.replace("orders_until", "orders")
+    assert ask(shop, tokens["ana"], plain) == ask(shop, tokens["ana"], plain)
+    assert cache_notes(shop, plain, "ana") == ["miss", "hit"]
 
 
 def test_a_product_that_opts_out_is_never_served_from_the_cache(shop, tokens):

@@ -128,6 +128,7 @@ auth:
       attribute_claims: {{ segment: segment }}
 engine:
   parquet_pushdown_filters: {pushdown}
+  result_cache: {{ enabled: false }}   # every run executes (the cache has its own bench)
   max_running_queries: 64
   max_running_per_principal: 64
   max_queued_queries: 256

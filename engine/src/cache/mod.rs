@@ -129,10 +129,12 @@ impl ResultCache {
     /// A cache as `config` says (holding nothing when it is off).
     pub(crate) fn new(config: &ResultCacheConfig) -> Self {
         let max_entry_bytes = config.max_entry_bytes.min(config.max_bytes);
+        // Each shard holds an equal share of the budget, and an entry must fit in one
+        // shard: at least four of the largest entries per shard.
+        let shards = (config.max_bytes / max_entry_bytes.max(1).saturating_mul(4)).clamp(1, 16);
+        // A shard refuses an entry near its whole share; keep the largest below that.
+        let max_entry_bytes = max_entry_bytes.min(config.max_bytes / shards / 10 * 9);
         let entries = (config.enabled && config.max_bytes > 0 && max_entry_bytes > 0).then(|| {
-            // Each shard holds an equal share of the budget, and an entry must fit in
-            // one shard: at least four of the largest entries per shard.
-            let shards = (config.max_bytes / max_entry_bytes.saturating_mul(4)).clamp(1, 16);
             let options = quick_cache::OptionsBuilder::new()
                 .shards(usize::try_from(shards).unwrap_or(1))
                 .estimated_items_capacity(1024)

@@ -240,7 +240,14 @@ impl Engine {
             return None;
         }
         self.cache.follow(sessions);
-        let cacheability = Cacheability::of(plan, &audit.tables, sessions.products());
+        let mut cacheability = Cacheability::of(plan, &audit.tables, sessions.products());
+        let changing_filter = audit.tables.iter().any(|t| {
+            let table = t.split_once('@').map_or(t.as_str(), |(base, _)| base);
+            session.changing_filters.contains(table)
+        });
+        if changing_filter && cacheability == Cacheability::Cacheable {
+            cacheability = Cacheability::NotImmutable;
+        }
         if cacheability != Cacheability::Cacheable {
             tracing::debug!(?cacheability, "the answer will not be kept");
             return None;
@@ -271,6 +278,14 @@ impl Engine {
         let mut session = sessions.session(principal)?;
         if let Some(dialect) = &options.dialect {
             session.context = dialect.extend(principal, session.context)?;
+            // A dialect may hand back a session state it keeps between requests: this
+            // request's scans record their files on their own (the plan's snapshot).
+            session
+                .context
+                .state_ref()
+                .write()
+                .config_mut()
+                .set_extension(Arc::new(meshgate_connectors::ScannedFiles::default()));
         }
         session.resolve_names_in(&options.names);
         if let Some(partitions) = options.parts.target_partitions {

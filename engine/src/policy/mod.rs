@@ -51,6 +51,9 @@ pub(crate) struct ProductView {
     /// The principal's attributes that the row filters applied to its tables bind (what
     /// it sees depends on their values too).
     pub filter_attributes: BTreeSet<String>,
+    /// Its tables whose applied row filters call a function that is not immutable
+    /// (`now()`): what they keep changes with time, not only with the data.
+    pub changing_filters: BTreeSet<String>,
 }
 
 impl ProductView {
@@ -116,6 +119,7 @@ impl PolicyEngine {
                 .unavailable(&qualified, &|t, c| effect_in(&access.tables, t, c));
             let mut tables = BTreeMap::new();
             let mut filter_attributes = BTreeSet::new();
+            let mut changing_filters = BTreeSet::new();
             for (name, table) in &compiled.tables {
                 let Some(table_access) = access.tables.get(name) else {
                     continue;
@@ -123,6 +127,9 @@ impl PolicyEngine {
                 for sql in &table_access.row_filters {
                     if let Some(template) = table.row_filters.get(sql) {
                         filter_attributes.extend(template.attributes().map(str::to_string));
+                        if !template.is_immutable() {
+                            changing_filters.insert(name.clone());
+                        }
                     }
                 }
                 let storage = match &unavailable {
@@ -171,6 +178,7 @@ impl PolicyEngine {
                 lineage: compiled.lineage.clone(),
                 derived_rights: compiled.derived_rights.clone(),
                 filter_attributes,
+                changing_filters,
             });
         }
         views

@@ -311,3 +311,20 @@ async fn a_view_holds_what_the_principal_may_read_and_nothing_else() {
     let names = names.as_any().downcast_ref::<StringArray>().unwrap();
     assert_eq!(names.value(0), "REDACTED");
 }
+
+#[test]
+fn row_filters_that_call_changing_functions_say_so() {
+    for sql in [
+        "region = principal.region",
+        "abs(clearance) < 3 AND upper(region) = 'N'",
+    ] {
+        assert!(compile(sql).unwrap().is_immutable(), "{sql}");
+    }
+    for sql in [
+        "clearance < extract(year FROM now())",
+        "random() < 0.5",
+        "id > 0 AND to_unixtime(current_date) > 0",
+    ] {
+        assert!(!compile(sql).unwrap().is_immutable(), "{sql}");
+    }
+}

@@ -151,6 +151,27 @@ impl RowFilterTemplate {
         Ok(Self { expr, bindings })
     }
 
+    /// Whether the filter keeps the same rows whenever it runs over the same data: it
+    /// calls no function that is not immutable (`now()`, `current_date`, `random()`).
+    /// A statement reading through a filter that may change is never answered from the
+    /// result cache.
+    pub(crate) fn is_immutable(&self) -> bool {
+        let mut immutable = true;
+        let _ = self.expr.apply(|e| {
+            let volatility = match e {
+                Expr::ScalarFunction(f) => Some(f.func.signature().volatility),
+                Expr::AggregateFunction(f) => Some(f.func.signature().volatility),
+                _ => None,
+            };
+            if volatility.is_some_and(|v| v != datafusion::logical_expr::Volatility::Immutable) {
+                immutable = false;
+                return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        immutable
+    }
+
     /// The names of the principal's attributes the filter binds.
     pub(crate) fn attributes(&self) -> impl Iterator<Item = &str> {
         self.bindings

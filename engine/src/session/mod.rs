@@ -79,6 +79,9 @@ pub struct PrincipalSession {
     pub(crate) view: ViewFingerprint,
     /// What decides the answers its statements get, beyond the data.
     pub(crate) answers: AnswerFingerprint,
+    /// `domain.product.table` of its tables whose row filters call a function that is
+    /// not immutable (`now()`): their answers change with time.
+    pub(crate) changing_filters: Arc<BTreeSet<String>>,
 }
 
 /// What decides the answers a principal's statements get, beyond the data they read:
@@ -188,6 +191,7 @@ struct PrincipalView {
     access: Arc<BTreeMap<String, Vec<String>>>,
     fingerprint: ViewFingerprint,
     answers: AnswerFingerprint,
+    changing_filters: Arc<BTreeSet<String>>,
     /// About how much memory the view holds, for the cache's budget.
     bytes: u64,
 }
@@ -347,6 +351,7 @@ impl SessionFactory {
             access: Arc::clone(&view.access),
             view: view.fingerprint,
             answers: view.answers,
+            changing_filters: Arc::clone(&view.changing_filters),
         })
     }
 
@@ -389,6 +394,14 @@ impl SessionFactory {
             fingerprint,
             bound.into_iter().map(|a| (a, principal.attribute(a))),
         );
+        let changing_filters = views
+            .iter()
+            .flat_map(|v| {
+                v.changing_filters
+                    .iter()
+                    .map(|t| format!("{}.{}.{t}", v.product.domain, v.product.name))
+            })
+            .collect();
         Ok(PrincipalView {
             state,
             catalogs,
@@ -396,6 +409,7 @@ impl SessionFactory {
             access: Arc::new(access),
             fingerprint,
             answers,
+            changing_filters: Arc::new(changing_filters),
             bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
         })
     }
