@@ -17,6 +17,7 @@ pub mod nodes;
 pub mod observability;
 mod options;
 pub mod pg_door;
+pub mod policy_test;
 pub mod portal;
 pub mod run;
 pub mod server;

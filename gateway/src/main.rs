@@ -183,6 +183,11 @@ enum Command {
         #[command(subcommand)]
         action: ContractAction,
     },
+    /// Policies tested like code: `meshgate policy test <cases.yaml>`.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Validate every descriptor of a mesh directory; exits non-zero on any error.
     Lint {
         /// Mesh directory.
@@ -195,6 +200,18 @@ enum Command {
         /// of derived products and its platform rules.
         #[arg(long, env = "MESHGATE_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+/// `meshgate policy ...`.
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// Run a file of policy cases (principal, statement, expected rows or refusal)
+    /// offline against its mesh and fixture data; exits 1 if a case fails, 2 if the
+    /// cases cannot run.
+    Test {
+        /// The cases file (YAML; see docs/descriptors.md).
+        cases: PathBuf,
     },
 }
 
@@ -385,7 +402,10 @@ fn contract(action: &ContractAction) -> Result<(), ContractError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Token(_) | Command::Lint { .. }) {
+    if matches!(
+        cli.command,
+        Command::Token(_) | Command::Lint { .. } | Command::Policy { .. }
+    ) {
         init_tracing(None);
     }
     if let Command::HandleKey { id } = &cli.command {
@@ -412,6 +432,19 @@ fn main() -> ExitCode {
             }
             Err(message) => {
                 eprintln!("meshgate: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Policy {
+        action: PolicyAction::Test { cases },
+    } = &cli.command
+    {
+        return match meshgate_gateway::policy_test::run(cases, &mut std::io::stdout()) {
+            Ok(outcome) if outcome.failed == 0 => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("meshgate: {e}");
                 ExitCode::from(2)
             }
         };
@@ -646,6 +679,7 @@ async fn serve(command: Command) -> Result<(), CliError> {
             (mesh, config, None)
         }
         Command::Lint { .. }
+        | Command::Policy { .. }
         | Command::Token(_)
         | Command::HandleKey { .. }
         | Command::Contract { .. } => {

@@ -244,6 +244,7 @@ fn handle_keys(config: &crate::config::HandleConfig) -> Result<HandleKeys> {
     Ok(keys)
 }
 
+/// The key of the `hash` mask, as `config` says where it is (a random one without).
 pub(crate) fn masking_key(config: &MaskingConfig) -> Result<Vec<u8>> {
     if let Some(path) = &config.key_file {
         return std::fs::read(path).map_err(|source| StartupError::MaskingKeyFile {

@@ -65,7 +65,7 @@ class Shop:
         for product, serving, filter in [
             ("orders", "", REGION),
             ("orders_live", "serving: { result_cache: false }\n", REGION),
-            ("orders_until", "", REGION + " AND now() < TIMESTAMP '2999-01-01 00:00:00'"),
+            ("orders_until", "", REGION + " AND now() < TIMESTAMP '2200-01-01 00:00:00'"),
         ]:
             text = DESCRIPTOR.format(product=product, columns=columns, serving=serving, filter=filter)
             (self.mesh / "shop" / f"{product}.yaml").write_text(text)

@@ -13,14 +13,19 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
+use datafusion::execution::context::ExecutionProps;
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::Volatility;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, ScalarUDF, TableProviderFilterPushDown, col,
 };
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -181,7 +186,8 @@ impl TableProvider for SecuredTable {
             .filter(|f| self.pushable(f))
             .cloned()
             .collect();
-        pushed.extend(self.row_filter.clone());
+        let row_filter = self.row_filter_now(state)?;
+        pushed.extend(row_filter.clone());
         // A limit may only go to storage when no row filter removes rows after it.
         let storage_limit = if self.row_filter.is_none() {
             limit
@@ -202,7 +208,7 @@ impl TableProvider for SecuredTable {
                 Partitioning::RoundRobinBatch(target),
             )?);
         }
-        let plan = self.filtered(state, plan, filters)?;
+        let plan = self.filtered(state, plan, row_filter, filters)?;
         let secured = self.masked(state, plan, &wanted)?;
         let secured = optimized_alone(state, secured);
         Ok(Arc::new(PolicyBoundaryExec::new(
@@ -213,6 +219,43 @@ impl TableProvider for SecuredTable {
 }
 
 impl SecuredTable {
+    /// The row filter as this query applies it: functions of the query's time
+    /// (`now()`, `current_date`) evaluated at its start, as the optimizer does for the
+    /// query's own expressions (the row filter never passes through the optimizer, and
+    /// DataFusion cannot execute such a function unsimplified).
+    fn row_filter_now(&self, state: &dyn Session) -> Result<Option<Expr>> {
+        let Some(filter) = &self.row_filter else {
+            return Ok(None);
+        };
+        let mut timed = false;
+        filter.apply(|e| {
+            timed |= matches!(e, Expr::ScalarFunction(f)
+                if f.func.signature().volatility != Volatility::Immutable);
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if !timed {
+            return Ok(Some(filter.clone()));
+        }
+        let options = Arc::new(state.config_options().clone());
+        let start = state
+            .execution_props()
+            .query_execution_start_time
+            .or_else(|| {
+                let mut now = ExecutionProps::new();
+                now.mark_start_execution(Arc::clone(&options));
+                now.query_execution_start_time
+            });
+        let schema = Arc::new(DFSchema::try_from(self.inner.schema().as_ref().clone())?);
+        let context = SimplifyContext::builder()
+            .with_schema(schema)
+            .with_query_execution_start_time(start)
+            .with_config_options(options)
+            .build();
+        ExprSimplifier::new(context)
+            .simplify(filter.clone())
+            .map(Some)
+    }
+
     /// The inner columns to read for the `wanted` outer ones: those whose output
     /// depends on their values, and those the row filter needs. A column masked to a
     /// constant is not read at all.
@@ -248,10 +291,11 @@ impl SecuredTable {
         &self,
         state: &dyn Session,
         plan: Arc<dyn ExecutionPlan>,
+        row_filter: Option<Expr>,
         filters: &[Expr],
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let read_schema = DFSchema::try_from(plan.schema().as_ref().clone())?;
-        let mut conditions: Vec<Expr> = self.row_filter.iter().cloned().collect();
+        let mut conditions: Vec<Expr> = row_filter.into_iter().collect();
         conditions.extend(
             filters
                 .iter()
