@@ -103,6 +103,56 @@ class Server:
         self.log.close()
 
 
+def bench_args(description: str, runs: int) -> argparse.Namespace:
+    """The options every TPC-H bench of this folder takes."""
+    args = argparse.ArgumentParser(description=description)
+    args.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "meshgate")
+    args.add_argument("--sf", default="1")
+    args.add_argument("--runs", type=int, default=runs)
+    args.add_argument("--only", default="")
+    args.add_argument("--work", type=Path, default=Path.home() / ".cache" / "meshgate" / "nodes-bench")
+    args.add_argument("--out", type=Path, default=REPO / "benches" / "results")
+    return args.parse_args()
+
+
+def issuer_config(secret: Path) -> str:
+    """The gateway configuration's lines trusting the bench issuer (HS256, `secret`)."""
+    return ("plaintext: true\n"
+            "auth:\n  issuers:\n"
+            f"    - {{ issuer: {ISSUER}, audience: [{AUDIENCE}], algorithms: [HS256], "
+            f"key: {{ secret_file: {json.dumps(str(secret))} }}, roles_claim: roles }}\n")
+
+
+def start_gateway(bin_: Path, mesh: Path, config: Path, log: Path) -> tuple[Server, str]:
+    """`meshgate serve` over `mesh` with `config`; the server and its Flight SQL URI."""
+    gateway = Server([bin_, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
+                      "--config", config], log)
+    line = next(l for l in log.read_text().splitlines()
+                if l.startswith("meshgate: serving Flight SQL on "))
+    return gateway, line.split(" on ", 1)[1].split()[0]
+
+
+def admin_token(bin_: Path, secret: Path) -> str:
+    """A token of the bench issuer for an admin (sees every product as stored)."""
+    return subprocess.run([bin_, "token", "--secret-file", secret, "--issuer", ISSUER, "--audience",
+                           AUDIENCE, "--sub", "bench", "--role", "admin", "--ttl", "6h"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def write_report(out: Path, stem: str, report: str) -> None:
+    """Prints `report` and writes it as `<stem>-<time>.md` and `<stem>-latest.md`."""
+    print(report)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = int(time.time())
+    (out / f"{stem}-{stamp}.md").write_text(report)
+    (out / f"{stem}-latest.md").write_text(report)
+
+
+def geomean(xs) -> float:
+    xs = list(xs)
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
 def setup(work: Path, bin_: Path, data: Path):
     secret = work / "issuer-secret"
     secret.write_bytes(os.urandom(32))
@@ -133,11 +183,8 @@ def setup(work: Path, bin_: Path, data: Path):
         (mesh / domain).mkdir(parents=True, exist_ok=True)
         (mesh / domain / "direct.yaml").write_text(descriptor(domain, data, endpoint))
     (work / "gateway.yaml").write_text(
-        "plaintext: true\n"
-        "auth:\n  issuers:\n"
-        f"    - {{ issuer: {ISSUER}, audience: [{AUDIENCE}], algorithms: [HS256], "
-        f"key: {{ secret_file: {json.dumps(str(secret))} }}, roles_claim: roles }}\n"
-        "quality: { enabled: false }\n"
+        issuer_config(secret)
+        + "quality: { enabled: false }\n"
         "engine:\n  result_cache: { enabled: false }\n  derived:\n    principals:\n"
         "      tpchplans: { subject: 'domain:tpch', roles: [admin] }\n"
         "      tpchscans: { subject: 'domain:tpch', roles: [admin] }\n"
@@ -146,15 +193,8 @@ def setup(work: Path, bin_: Path, data: Path):
         "  endpoints:\n"
         f"    - {{ endpoint: 'grpc://127.0.0.1:{node_port}', audience: tpch-node, pushdown: plans }}\n"
         f"    - {{ endpoint: 'grpc://localhost:{node_port}', audience: tpch-node, pushdown: scans }}\n")
-    gateway = Server([bin_, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
-                      "--config", work / "gateway.yaml"], work / "gateway.log")
-    line = next(l for l in (work / "gateway.log").read_text().splitlines()
-                if l.startswith("meshgate: serving Flight SQL on "))
-    uri = line.split(" on ", 1)[1].split()[0]
-    token = subprocess.run([bin_, "token", "--secret-file", secret, "--issuer", ISSUER, "--audience",
-                            AUDIENCE, "--sub", "bench", "--role", "admin", "--ttl", "6h"],
-                           check=True, capture_output=True, text=True).stdout.strip()
-    return node, gateway, uri, token, node_audit
+    gateway, uri = start_gateway(bin_, mesh, work / "gateway.yaml", work / "gateway.log")
+    return node, gateway, uri, admin_token(bin_, secret), node_audit
 
 
 def sql_for(name: str, domain: str, sf: str) -> str:
@@ -185,14 +225,7 @@ def same(a: pa.Table, b: pa.Table) -> bool:
 
 
 def main() -> None:
-    args = argparse.ArgumentParser()
-    args.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "meshgate")
-    args.add_argument("--sf", default="1")
-    args.add_argument("--runs", type=int, default=3)
-    args.add_argument("--only", default="")
-    args.add_argument("--work", type=Path, default=Path.home() / ".cache" / "meshgate" / "nodes-bench")
-    args.add_argument("--out", type=Path, default=REPO / "benches" / "results")
-    opts = args.parse_args()
+    opts = bench_args(__doc__.splitlines()[0], runs=3)
     names = opts.only.split(",") if opts.only else [f"q{i:02d}" for i in range(1, 23)]
     work = opts.work / f"sf{opts.sf}"
     work.mkdir(parents=True, exist_ok=True)
@@ -240,7 +273,7 @@ def main() -> None:
         node.stop()
 
     med = {k: statistics.median(v) for k, v in timings.items()}
-    geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
+    geo = geomean
     lines = [
         f"# Federation: TPC-H SF{opts.sf}, one product federated vs read directly",
         "",
@@ -260,12 +293,7 @@ def main() -> None:
     bs = sum(wire[(n, "scans")] for n in names)
     lines += ["", f"Geomean plans / direct: **{gp:.2f}**; scans / direct: **{gs:.2f}**. "
               f"Bytes over all queries: {bp:,} with plans, {bs:,} with scans ({bs / max(bp, 1):.1f}x)."]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    stamp = int(time.time())
-    (opts.out / f"nodes-{stamp}.md").write_text(report)
-    (opts.out / "nodes-latest.md").write_text(report)
+    write_report(opts.out, "nodes", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

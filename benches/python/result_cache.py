@@ -14,14 +14,11 @@ gateway's miss and hit against DuckDB). Client: ADBC, one connection.
 
 from __future__ import annotations
 
-import argparse
 import decimal
-import json
 import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,16 +29,12 @@ import pyarrow as pa
 from adbc_driver_flightsql import DatabaseOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nodes import AUDIENCE, ISSUER, QUERIES, REPO, TABLES, Server, descriptor, generate  # noqa: E402
+from nodes import (  # noqa: E402
+    TABLES, admin_token, bench_args, descriptor, generate, geomean, issuer_config, sql_for,
+    start_gateway, write_report,
+)
 
 PATHS = ("duckdb", "miss", "hit")
-
-
-def sql_for(name: str, sf: str) -> str:
-    text = (QUERIES / f"{name}.sql").read_text().replace("{fraction}", str(0.0001 / float(sf)))
-    for table in TABLES:
-        text = text.replace("{" + table + "}", f"tpch.direct.{table}")
-    return text
 
 
 def agree(a: pa.Table, b: pa.Table) -> bool:
@@ -79,14 +72,7 @@ def duckdb_cold(data: Path, sql: str):
 
 
 def main() -> None:
-    args = argparse.ArgumentParser()
-    args.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "meshgate")
-    args.add_argument("--sf", default="1")
-    args.add_argument("--runs", type=int, default=5)
-    args.add_argument("--only", default="")
-    args.add_argument("--work", type=Path, default=Path.home() / ".cache" / "meshgate" / "nodes-bench")
-    args.add_argument("--out", type=Path, default=REPO / "benches" / "results")
-    opts = args.parse_args()
+    opts = bench_args(__doc__.splitlines()[0], runs=5)
     names = opts.only.split(",") if opts.only else [f"q{i:02d}" for i in range(1, 23)]
     work = opts.work / f"sf{opts.sf}"
     work.mkdir(parents=True, exist_ok=True)
@@ -99,20 +85,11 @@ def main() -> None:
     secret = work / "cache-issuer-secret"
     secret.write_bytes(os.urandom(32))
     (work / "cache-gateway.yaml").write_text(
-        "plaintext: true\n"
-        "auth:\n  issuers:\n"
-        f"    - {{ issuer: {ISSUER}, audience: [{AUDIENCE}], algorithms: [HS256], "
-        f"key: {{ secret_file: {json.dumps(str(secret))} }}, roles_claim: roles }}\n"
-        "quality: { enabled: false }\n"
-        "engine: { result_cache: { enabled: true } }\n")
-    gateway = Server([opts.bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
-                      "--config", work / "cache-gateway.yaml"], work / "cache-gateway.log")
-    line = next(l for l in (work / "cache-gateway.log").read_text().splitlines()
-                if l.startswith("meshgate: serving Flight SQL on "))
-    uri = line.split(" on ", 1)[1].split()[0]
-    token = subprocess.run([opts.bin, "token", "--secret-file", secret, "--issuer", ISSUER, "--audience",
-                            AUDIENCE, "--sub", "bench", "--role", "admin", "--ttl", "6h"],
-                           check=True, capture_output=True, text=True).stdout.strip()
+        issuer_config(secret)
+        + "quality: { enabled: false }\n"
+        + "engine: { result_cache: { enabled: true } }\n")
+    gateway, uri = start_gateway(opts.bin, mesh, work / "cache-gateway.yaml", work / "cache-gateway.log")
+    token = admin_token(opts.bin, secret)
     timings = {(n, p): [] for n in names for p in PATHS}
     try:
         conn = flightsql.connect(uri, db_kwargs={DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}"})
@@ -125,7 +102,7 @@ def main() -> None:
             return time.perf_counter() - start, table
 
         for name in names:  # answers first: the miss against DuckDB, the hit against the miss
-            sql = sql_for(name, opts.sf) + "\n-- check"
+            sql = sql_for(name, "tpch", opts.sf) + "\n-- check"
             _, expected = duckdb_cold(data, sql)
             for path in ("miss", "hit"):
                 _, got = gateway_run(sql)
@@ -140,7 +117,7 @@ def main() -> None:
             order = list(names)
             random.shuffle(order)
             for name in order:
-                sql = sql_for(name, opts.sf) + f"\n-- run {r}"
+                sql = sql_for(name, "tpch", opts.sf) + f"\n-- run {r}"
                 timings[(name, "duckdb")].append(duckdb_cold(data, sql)[0])
                 timings[(name, "miss")].append(gateway_run(sql)[0])
                 timings[(name, "hit")].append(gateway_run(sql)[0])
@@ -151,7 +128,7 @@ def main() -> None:
         gateway.stop()
 
     med = {k: statistics.median(v) for k, v in timings.items()}
-    geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
+    geo = geomean
     lines = [
         f"# Result cache: TPC-H SF{opts.sf}, a query asked again vs DuckDB cold",
         "",
@@ -170,12 +147,7 @@ def main() -> None:
     worst = max(names, key=lambda n: med[(n, "hit")] / med[(n, "duckdb")])
     lines += ["", f"Geomean hit / DuckDB cold: **{hit_duck:.3f}**; hit / miss: **{hit_miss:.3f}**. "
               f"Worst hit / DuckDB: {worst} at {med[(worst, 'hit')] / med[(worst, 'duckdb')]:.3f}."]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    stamp = int(time.time())
-    (opts.out / f"result-cache-{stamp}.md").write_text(report)
-    (opts.out / "result-cache-latest.md").write_text(report)
+    write_report(opts.out, "result-cache", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
