@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use meshgate_catalog::{DerivedMode, TableFormat};
 
-use crate::product::CompiledProduct;
+use crate::product::{CompiledProduct, calls_changing_function};
 
 /// The digest an answer is kept under: the [`StatementKey`] and the plan's snapshot of
 /// the data it reads (see the module documentation of `crate::cache`).
@@ -150,26 +150,12 @@ pub(super) fn calls_changing_functions(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
         let _ = node.apply_expressions(|expr| {
-            expr.apply(|e| {
-                let changing = match e {
-                    Expr::ScalarFunction(f) => {
-                        f.func.signature().volatility != Volatility::Immutable
-                    }
-                    Expr::AggregateFunction(f) => {
-                        f.func.signature().volatility != Volatility::Immutable
-                    }
-                    Expr::WindowFunction(w) => {
-                        w.fun.signature().volatility != Volatility::Immutable
-                    }
-                    Expr::Placeholder(_) => true,
-                    _ => false,
-                };
-                found |= changing;
-                Ok(if changing {
-                    TreeNodeRecursion::Stop
-                } else {
-                    TreeNodeRecursion::Continue
-                })
+            found = calls_changing_function(expr)
+                || expr.exists(|e| Ok(matches!(e, Expr::Placeholder(_))))?;
+            Ok(if found {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
             })
         });
         Ok(if found {

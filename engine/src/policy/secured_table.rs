@@ -13,12 +13,10 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::Volatility;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::conjunction;
@@ -35,6 +33,7 @@ use meshgate_connectors::delegate_filter_pushdown;
 
 use super::boundary::PolicyBoundaryExec;
 use super::mask::{mask_expr, masked_type, reads_value};
+use crate::product::calls_changing_function;
 
 /// One column the principal sees.
 #[derive(Debug, Clone)]
@@ -227,13 +226,7 @@ impl SecuredTable {
         let Some(filter) = &self.row_filter else {
             return Ok(None);
         };
-        let mut timed = false;
-        filter.apply(|e| {
-            timed |= matches!(e, Expr::ScalarFunction(f)
-                if f.func.signature().volatility != Volatility::Immutable);
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        if !timed {
+        if !calls_changing_function(filter) {
             return Ok(Some(filter.clone()));
         }
         let options = Arc::new(state.config_options().clone());

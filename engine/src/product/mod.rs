@@ -11,6 +11,7 @@ mod row_filter;
 pub use row_filter::RowFilterError;
 #[cfg(test)]
 pub(crate) use row_filter::RowFilterTemplate;
+pub(crate) use row_filter::calls_changing_function;
 
 pub(crate) use broken::{Breakage, BrokenTable, ProductUnavailable};
 pub(crate) use compiled::CompiledTable;

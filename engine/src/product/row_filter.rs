@@ -156,20 +156,7 @@ impl RowFilterTemplate {
     /// A statement reading through a filter that may change is never answered from the
     /// result cache.
     pub(crate) fn is_immutable(&self) -> bool {
-        let mut immutable = true;
-        let _ = self.expr.apply(|e| {
-            let volatility = match e {
-                Expr::ScalarFunction(f) => Some(f.func.signature().volatility),
-                Expr::AggregateFunction(f) => Some(f.func.signature().volatility),
-                _ => None,
-            };
-            if volatility.is_some_and(|v| v != datafusion::logical_expr::Volatility::Immutable) {
-                immutable = false;
-                return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
-            }
-            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-        });
-        immutable
+        !calls_changing_function(&self.expr)
     }
 
     /// The names of the principal's attributes the filter binds.
@@ -205,4 +192,27 @@ impl RowFilterTemplate {
             Err(_) => Expr::Literal(ScalarValue::Boolean(Some(false)), None),
         }
     }
+}
+
+/// Whether `expr` calls a function whose result may differ between two evaluations over
+/// the same values (`now()`, `current_date`, `random()`): one that is not immutable.
+pub(crate) fn calls_changing_function(expr: &Expr) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::Volatility;
+    let mut changing = false;
+    let _ = expr.apply(|e| {
+        let volatility = match e {
+            Expr::ScalarFunction(f) => Some(f.func.signature().volatility),
+            Expr::AggregateFunction(f) => Some(f.func.signature().volatility),
+            Expr::WindowFunction(w) => Some(w.fun.signature().volatility),
+            _ => None,
+        };
+        changing = volatility.is_some_and(|v| v != Volatility::Immutable);
+        Ok(if changing {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    changing
 }
