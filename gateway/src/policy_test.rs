@@ -21,7 +21,7 @@
 //!     expect: { error: not_found }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +39,20 @@ use serde::Deserialize;
 
 use crate::config::GatewayConfig;
 use crate::error::StartupError;
+
+/// The refusal classes a case may expect (snake case; any case and underscores match).
+pub const CLASSES: &[&str] = &[
+    "invalid_argument",
+    "permission_denied",
+    "not_found",
+    "resource_exhausted",
+    "unimplemented",
+    "unavailable",
+    "failed_precondition",
+    "deadline_exceeded",
+    "cancelled",
+    "internal",
+];
 
 /// The issuer a case's principal has unless it names one.
 pub const CASE_ISSUER: &str = "meshgate:policy-test";
@@ -126,9 +140,20 @@ pub enum PolicyTestError {
         #[source]
         source: serde_yaml::Error,
     },
-    /// A case expects both rows and an error, or neither.
-    #[error("case `{0}`: expect either `rows` or `error`")]
+    /// A case expects both rows and an error, or neither (or orders a refusal).
+    #[error("case `{0}`: expect either `rows` (optionally `ordered`) or `error`")]
     Expectation(String),
+    /// A case expects a refusal of a class that does not exist.
+    #[error("case `{case}`: `{class}` is not a refusal class; one of {}", CLASSES.join(", "))]
+    UnknownClass {
+        /// The case.
+        case: String,
+        /// The class written.
+        class: String,
+    },
+    /// The file holds no case: a run that tests nothing must not pass.
+    #[error("{0}: no cases")]
+    NoCases(PathBuf),
     /// The gateway configuration named does not load, or its masking key.
     #[error(transparent)]
     Config(#[from] StartupError),
@@ -164,9 +189,23 @@ impl CaseFile {
                 path: path.to_path_buf(),
                 source,
             })?;
+        if file.cases.is_empty() {
+            return Err(PolicyTestError::NoCases(path.to_path_buf()));
+        }
         for case in &file.cases {
-            if case.expect.rows.is_some() == case.expect.error.is_some() {
+            let expect = &case.expect;
+            if expect.rows.is_some() == expect.error.is_some()
+                || (expect.error.is_some() && expect.ordered)
+            {
                 return Err(PolicyTestError::Expectation(case.name.clone()));
+            }
+            if let Some(class) = &expect.error
+                && !CLASSES.iter().any(|c| normalized(c) == normalized(class))
+            {
+                return Err(PolicyTestError::UnknownClass {
+                    case: case.name.clone(),
+                    class: class.clone(),
+                });
             }
         }
         let base = path.parent().unwrap_or(Path::new("."));
@@ -192,14 +231,19 @@ pub fn run(path: &Path, out: &mut impl Write) -> Result<Outcome, PolicyTestError
         .build()
         .map_err(PolicyTestError::Runtime)?;
     runtime.block_on(async {
-        let engine = Arc::new(engine_over(&file.mesh, &config).await?);
+        let (engine, tables) = engine_over(&file.mesh, &config).await?;
+        let engine = Arc::new(engine);
         let mut outcome = Outcome {
             passed: 0,
             failed: 0,
         };
         for (i, case) in file.cases.iter().enumerate() {
             let got = answer(&engine, case, i).await;
-            match judge(&case.expect, &got) {
+            let verdict = match unknown_table(case, &tables) {
+                Some(why) => Some(why),
+                None => judge(&case.expect, &got),
+            };
+            match verdict {
                 None => {
                     outcome.passed += 1;
                     let _ = writeln!(out, "ok    {}", case.name);
@@ -223,10 +267,20 @@ pub fn run(path: &Path, out: &mut impl Write) -> Result<Outcome, PolicyTestError
 
 /// The engine over the products of `mesh`, as a gateway configured by `config` serves
 /// them (platform rules, storage, masking key, derived products' principals).
-async fn engine_over(mesh: &Path, config: &GatewayConfig) -> Result<Engine, PolicyTestError> {
+async fn engine_over(
+    mesh: &Path,
+    config: &GatewayConfig,
+) -> Result<(Engine, BTreeSet<String>), PolicyTestError> {
     let load = Mesh::load(mesh).map_err(|e| PolicyTestError::Mesh(e.to_string()))?;
     if let Some(error) = load.errors.first() {
         return Err(PolicyTestError::Mesh(error.to_string()));
+    }
+    if load.mesh.is_empty() {
+        // Every `not_found` case would hold vacuously.
+        return Err(PolicyTestError::Mesh(format!(
+            "{} holds no product",
+            mesh.display()
+        )));
     }
     let key = crate::run::masking_key(&config.masking)?;
     let policy = PolicyEngine::new(config.platform_policies.clone(), &key);
@@ -248,13 +302,50 @@ async fn engine_over(mesh: &Path, config: &GatewayConfig) -> Result<Engine, Poli
             broken.health.full_reason().unwrap_or_default()
         )));
     }
+    let tables = resolved
+        .iter()
+        .flat_map(|c| {
+            let product = &c.product;
+            product
+                .tables
+                .iter()
+                .map(move |t| format!("{}.{}.{}", product.domain, product.name, t.name))
+        })
+        .collect();
     let factory = SessionFactory::new(loader.template().clone(), resolved, policy);
     let auditor = Arc::new(Auditor::new(StatementMode::None));
-    Ok(Engine::new(
-        SessionPublisher::new(factory),
-        &config.engine,
-        auditor,
-    )?)
+    let engine = Engine::new(SessionPublisher::new(factory), &config.engine, auditor)?;
+    Ok((engine, tables))
+}
+
+/// Why a case expecting a refusal proves nothing, if it does not: it must name every
+/// table in full (`domain.product.table`), and each must be in the mesh, so that a
+/// misspelt name does not pass as a denied one.
+fn unknown_table(case: &Case, tables: &BTreeSet<String>) -> Option<String> {
+    case.expect.error.as_ref()?;
+    let state = datafusion::prelude::SessionContext::new().state();
+    let named = state
+        .sql_to_statement(&case.sql, &datafusion::config::Dialect::Generic)
+        .and_then(|statement| state.resolve_table_references(&statement));
+    let named = match named {
+        Ok(named) => named,
+        // A statement that does not parse is judged by its refusal class.
+        Err(_) => return None,
+    };
+    named.iter().find_map(|reference| match reference {
+        datafusion::common::TableReference::Full { .. }
+            if tables.contains(&reference.to_string()) =>
+        {
+            None
+        }
+        datafusion::common::TableReference::Full { .. } => Some(format!(
+            "names {reference}, which the mesh does not hold: a refusal would prove nothing"
+        )),
+        _ => Some(format!(
+            "names {reference}: a case expecting a refusal names its tables in full \
+             (domain.product.table)"
+        )),
+    })
 }
 
 /// What `case` gets: its rows, or the class of its refusal.
@@ -316,19 +407,33 @@ fn judge(expect: &Expectation, got: &Result<Vec<RecordBatch>, String>) -> Option
                 Ok(got) => got,
                 Err(e) => return Some(format!("cannot show the rows: {e}")),
             };
-            let mut wanted: Vec<Vec<Option<String>>> = rows
+            let wanted: Vec<Vec<Option<String>>> = rows
                 .iter()
                 .map(|row| row.iter().map(yaml_cell).collect())
                 .collect();
-            if !expect.ordered {
-                got.sort();
-                wanted.sort();
-            }
+            let same_row = |g: &Vec<Cell>, w: &Vec<Option<String>>| {
+                g.len() == w.len() && g.iter().zip(w).all(|(a, b)| same_cell(a, b))
+            };
             let same = got.len() == wanted.len()
-                && got.iter().zip(&wanted).all(|(g, w)| {
-                    g.len() == w.len() && g.iter().zip(w).all(|(a, b)| same_cell(a, b))
-                });
-            (!same).then(|| format!("got rows {}, expected {}", show(&got), show(&wanted)))
+                && if expect.ordered {
+                    got.iter().zip(&wanted).all(|(g, w)| same_row(g, w))
+                } else {
+                    // Each expected row matches a row not matched yet, in any order.
+                    wanted.iter().all(|w| {
+                        let found = got.iter().position(|g| same_row(g, w));
+                        found.map(|i| got.swap_remove(i)).is_some()
+                    })
+                };
+            let texts = |rows: &[Vec<Cell>]| -> Vec<Vec<Option<String>>> {
+                rows.iter()
+                    .map(|row| row.iter().map(|c| c.text.clone()).collect())
+                    .collect()
+            };
+            let shown = match cells(batches) {
+                Ok(all) => show(&texts(&all)),
+                Err(_) => String::new(),
+            };
+            (!same).then(|| format!("got rows {shown}, expected {}", show(&wanted)))
         }
         (Ok(_), None, None) => Some("the case expects nothing".into()),
     }
@@ -343,8 +448,16 @@ fn normalized(class: &str) -> String {
         .collect()
 }
 
-/// Every value of `batches` as text, row by row (`None` for NULL).
-fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>>>, arrow::error::ArrowError> {
+/// One value of a result: its text (`None` for NULL), and whether its column holds
+/// numbers (then it compares as a number).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Cell {
+    text: Option<String>,
+    numeric: bool,
+}
+
+/// Every value of `batches`, row by row.
+fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<Cell>>, arrow::error::ArrowError> {
     let options = FormatOptions::default();
     let mut rows = Vec::new();
     for batch in batches {
@@ -359,8 +472,9 @@ fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>>>, arrow::err
                     .columns()
                     .iter()
                     .zip(&formatters)
-                    .map(|(column, format)| {
-                        (!column.is_null(row)).then(|| format.value(row).to_string())
+                    .map(|(column, format)| Cell {
+                        text: (!column.is_null(row)).then(|| format.value(row).to_string()),
+                        numeric: column.data_type().is_numeric(),
                     })
                     .collect(),
             );
@@ -385,15 +499,45 @@ fn yaml_cell(value: &serde_yaml::Value) -> Option<String> {
     }
 }
 
-/// Equal text, or equal numbers however written (`3.50` and `3.5`).
-fn same_cell(got: &Option<String>, wanted: &Option<String>) -> bool {
-    match (got, wanted) {
-        (Some(a), Some(b)) => {
-            a == b || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y)
-        }
+/// Whether `got` is `wanted`: NULL only as `null`; text exactly; a number as the same
+/// number however written (`10.50` and `10.5`), exactly for integers and decimals, within
+/// the float's precision for floating-point values.
+fn same_cell(got: &Cell, wanted: &Option<String>) -> bool {
+    match (&got.text, wanted) {
         (None, None) => true,
+        (Some(a), Some(b)) if a == b => true,
+        (Some(a), Some(b)) if got.numeric => match (exact_number(a), exact_number(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => matches!((a.parse::<f64>(), b.parse::<f64>()),
+                (Ok(x), Ok(y)) if x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs())),
+        },
         _ => false,
     }
+}
+
+/// A plain decimal number (`-12.50`) in a canonical form (`-12.5`), else `None`.
+fn exact_number(text: &str) -> Option<String> {
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let plain = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !plain(whole) || !plain(fraction) {
+        return None;
+    }
+    let whole = whole.trim_start_matches('0');
+    let fraction = fraction.trim_end_matches('0');
+    let whole = if whole.is_empty() { "0" } else { whole };
+    let sign = if whole == "0" && fraction.is_empty() {
+        ""
+    } else {
+        sign
+    };
+    Some(match fraction {
+        "" => format!("{sign}{whole}"),
+        _ => format!("{sign}{whole}.{fraction}"),
+    })
 }
 
 fn show(rows: &[Vec<Option<String>>]) -> String {
@@ -425,12 +569,31 @@ mod tests {
     }
 
     #[test]
-    fn numbers_compare_as_numbers_and_null_only_as_null() {
+    fn numbers_compare_exactly_as_numbers_text_as_text_and_null_only_as_null() {
         let some = |s: &str| Some(s.to_string());
-        assert!(same_cell(&some("3.50"), &some("3.5")));
-        assert!(same_cell(&some("north"), &some("north")));
-        assert!(!same_cell(&some("north"), &some("south")));
-        assert!(!same_cell(&None, &some("null")));
-        assert!(same_cell(&None, &yaml_cell(&serde_yaml::Value::Null)));
+        let number = |s: &str| Cell {
+            text: some(s),
+            numeric: true,
+        };
+        let text = |s: &str| Cell {
+            text: some(s),
+            numeric: false,
+        };
+        assert!(same_cell(&number("3.50"), &some("3.5")));
+        assert!(same_cell(&number("-0.0"), &some("0")));
+        assert!(!same_cell(
+            &number("1234567890123456790"),
+            &some("1234567890123456789")
+        ));
+        assert!(same_cell(&number("1e3"), &some("1000")));
+        assert!(!same_cell(&text("007"), &some("7")));
+        assert!(same_cell(&text("north"), &some("north")));
+        assert!(!same_cell(&text("north"), &some("south")));
+        let null = Cell {
+            text: None,
+            numeric: false,
+        };
+        assert!(!same_cell(&null, &some("null")));
+        assert!(same_cell(&null, &yaml_cell(&serde_yaml::Value::Null)));
     }
 }

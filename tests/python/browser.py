@@ -55,8 +55,14 @@ class Browser:
         self.driver = webdriver.Chrome(service=Service(executable_path=driver), options=options)
         self.driver.set_page_load_timeout(60)
 
-    def get(self, url: str) -> None:
+    def get(self, url: str, timeout: float = 30.0) -> None:
+        """Opens `url` and waits until its document has loaded."""
+        from selenium.webdriver.support.ui import WebDriverWait
+
         self.driver.get(url)
+        WebDriverWait(self.driver, timeout).until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
 
     @property
     def url(self) -> str:
@@ -72,6 +78,19 @@ class Browser:
         from selenium.webdriver.common.by import By
 
         return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def texts(self, css: str, attribute: str, cell_css: str) -> dict[str, str]:
+        """For every element matching `css`: its `attribute` -> the trimmed text of its
+        first `cell_css` descendant, read in one script so a node cannot go stale between
+        reads (Chromium's driver reports such a node as not belonging to the document)."""
+        pairs = self.js(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => "
+            "[e.getAttribute(arguments[1]), (e.querySelector(arguments[2]) || {innerText: ''}).innerText.trim()]);",
+            css,
+            attribute,
+            cell_css,
+        )
+        return {k: v for k, v in pairs}
 
     def submit(self, button_css: str, timeout: float = 30.0) -> None:
         """Clicks the form button `button_css` and waits until the next page has loaded."""

@@ -90,6 +90,10 @@ cases:
     principal: { subject: root, roles: [admin] }
     sql: SELECT 1 FROM shop.orders.orders LIMIT 1
     expect: { error: not_found }
+  - name: a misspelt table proves no denial
+    principal: { subject: zed }
+    sql: SELECT * FROM shop.orders.ordres
+    expect: { error: not_found }
 """
 
 
@@ -133,16 +137,27 @@ def test_a_failing_case_is_named_with_what_it_got_and_exits_one(meshgate_bin, do
     assert lines[0] == "ok    holds"
     assert lines[1].startswith("FAIL  a south analyst reading northern rows: got rows [[2]], expected [[1], [3]]")
     assert lines[2].startswith("FAIL  expects a refusal that does not come: got 1 row(s)")
-    assert "3 case(s): 1 passed, 2 failed" in run.stdout
+    assert lines[3] == ("FAIL  a misspelt table proves no denial: names shop.orders.ordres, "
+                        "which the mesh does not hold: a refusal would prove nothing")
+    assert "4 case(s): 1 passed, 3 failed" in run.stdout
 
 
 def test_cases_that_cannot_run_exit_two_with_the_reason(meshgate_bin, domain, tmp_path):
     run = policy_test(meshgate_bin, domain / "broken.yaml")
     assert run.returncode == 2
-    assert "case `no expectation`: expect either `rows` or `error`" in run.stderr
+    assert "case `no expectation`: expect either `rows` (optionally `ordered`) or `error`" in run.stderr
     (tmp_path / "mesh" / "shop").mkdir(parents=True)
     (tmp_path / "mesh" / "shop" / "orders.yaml").write_text(DESCRIPTOR.replace("version: 1.0.0\n", ""))
     (tmp_path / "cases.yaml").write_text(PASSING.replace("config: gateway.yaml\n", ""))
     run = policy_test(meshgate_bin, tmp_path / "cases.yaml")
     assert run.returncode == 2
     assert "the mesh does not load" in run.stderr and "version" in run.stderr, run.stderr
+    (tmp_path / "empty").write_text("mesh: mesh\ncases: []\n")
+    run = policy_test(meshgate_bin, tmp_path / "empty")
+    assert run.returncode == 2 and "no cases" in run.stderr, run.stderr
+    (tmp_path / "unknown.yaml").write_text(
+        "mesh: mesh\ncases:\n  - name: typo\n    principal: { subject: zed }\n"
+        "    sql: SELECT 1\n    expect: { error: not_fuond }\n"
+    )
+    run = policy_test(meshgate_bin, tmp_path / "unknown.yaml")
+    assert run.returncode == 2 and "`not_fuond` is not a refusal class" in run.stderr, run.stderr

@@ -207,8 +207,7 @@ def test_the_contract_shows_what_the_viewer_gets(portal_url, browser, persona_to
         if (domain, product) not in visible:
             continue
         browser.get(f"{portal_url}/products/{domain}/{product}/tables/{table}")
-        rows = browser.find("#contract tbody tr")
-        got = {r.get_attribute("data-column"): r.find_element("css selector", "td.access").text for r in rows}
+        got = browser.texts("#contract tbody tr", "data-column", "td.access")
         want = {}
         for col in TABLES[fqtn]:
             mask = column_mask(p, fqtn, col.name)
