@@ -30,8 +30,9 @@ pub use mesh::{
     Mesh, MeshLoad, descriptor_files, parse_descriptor, product_from_text, read_product,
 };
 pub use policy::{
-    Access, ColumnEffect, ColumnRule, MaskKind, PlatformPolicy, PolicyDescriptor, ProductAccess,
-    ReadRule, RowRule, TableAccess, decide, mask_name,
+    Access, AggregateOnlyRule, AggregateThreshold, ColumnEffect, ColumnRule, MaskKind,
+    PlatformPolicy, PolicyDescriptor, ProductAccess, ReadRule, RowRule, TableAccess, decide,
+    mask_name,
 };
 pub use principal::Principal;
 pub use product::{Column, Product, Sla, Table, TableFormat, TimeTravel};

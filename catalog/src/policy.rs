@@ -27,6 +27,51 @@ pub struct PolicyDescriptor {
     /// Column rules, keyed by `column` (every table with that column) or `table.column`.
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnRule>,
+    /// Small-cell suppression: principals without one of its `unless_role` read the
+    /// product (or the tables listed) only in aggregate, in groups of enough rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate_only: Option<AggregateOnlyRule>,
+}
+
+/// `policy.aggregate_only`: the product's tables may be read only through aggregates
+/// whose every group has at least `min_group_size` contributors; smaller groups are
+/// left out of the answer, and rows are never returned as they are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateOnlyRule {
+    /// Fewest contributors a group of an answer may have (at least 2).
+    pub min_group_size: u64,
+    /// The column that identifies a contributor (a patient, a customer): a group counts
+    /// its distinct values, so that joins which repeat rows do not inflate it. Without
+    /// one, a group counts the table's rows, and joins with the table are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_unit: Option<String>,
+    /// Roles that read the tables without the rule.
+    #[serde(default)]
+    pub unless_role: Vec<String>,
+    /// Tables the rule applies to; all tables of the product when empty.
+    #[serde(default)]
+    pub tables: Vec<String>,
+}
+
+/// The aggregation threshold a principal reads one table under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AggregateThreshold {
+    /// Fewest contributors per group.
+    pub min_group_size: u64,
+    /// The column whose distinct values count as contributors (rows when `None`).
+    pub privacy_unit: Option<String>,
+}
+
+impl AggregateThreshold {
+    /// The rule in words, for errors and the audit: `groups of at least 11 distinct
+    /// patient_id`.
+    pub fn describe(&self) -> String {
+        match &self.privacy_unit {
+            Some(unit) => format!("groups of at least {} distinct {unit}", self.min_group_size),
+            None => format!("groups of at least {} rows", self.min_group_size),
+        }
+    }
 }
 
 /// A condition on a principal. Every listed condition must hold; at least one must be
@@ -181,12 +226,16 @@ pub struct TableAccess {
     pub row_filters: Vec<String>,
     /// Human-readable list of the rules that restricted this table (for the audit).
     pub applied: Vec<String>,
+    /// The aggregation threshold, when the principal reads the table only in aggregate.
+    pub aggregate_only: Option<AggregateThreshold>,
 }
 
 impl TableAccess {
     /// Whether the principal sees the table exactly as stored.
     pub fn is_unrestricted(&self) -> bool {
-        self.row_filters.is_empty() && self.columns.iter().all(|(_, e)| *e == ColumnEffect::Clear)
+        self.row_filters.is_empty()
+            && self.aggregate_only.is_none()
+            && self.columns.iter().all(|(_, e)| *e == ColumnEffect::Clear)
     }
 }
 
@@ -249,6 +298,19 @@ pub fn decide(principal: &Principal, product: &Product, platform: &[PlatformPoli
                 table_access.row_filters.push(rule.filter.clone());
                 table_access.applied.push(format!("rows: {}", rule.filter));
             }
+        }
+        if let Some(rule) = &policy.aggregate_only
+            && (rule.tables.is_empty() || rule.tables.contains(&table.name))
+            && !principal.has_any_role(&rule.unless_role)
+        {
+            let threshold = AggregateThreshold {
+                min_group_size: rule.min_group_size,
+                privacy_unit: rule.privacy_unit.clone(),
+            };
+            table_access
+                .applied
+                .push(format!("aggregate only: {}", threshold.describe()));
+            table_access.aggregate_only = Some(threshold);
         }
         access.tables.insert(table.name.clone(), table_access);
     }

@@ -16,7 +16,7 @@ use crate::descriptor::TableFormat;
 use crate::descriptor::{ColumnDescriptor, ProductDescriptor, TableDescriptor};
 use crate::error::Problem;
 use crate::keys::{TableName, validate_keys};
-use crate::policy::{PolicyDescriptor, ReadRule};
+use crate::policy::{AggregateOnlyRule, MaskKind, PolicyDescriptor, ReadRule};
 use crate::product::{Column, Product, Sla, Table, TimeTravel};
 use crate::quality::{parse_completeness, validate_checks, validate_schedule};
 use crate::remote::{NodeEndpoint, RemoteSource, remote_table_parts};
@@ -180,6 +180,65 @@ fn validate_policy(
         }
         check_roles(&format!("{at}.unless_role"), &rule.unless_role, problems);
     }
+    if let Some(rule) = &policy.aggregate_only {
+        validate_aggregate_only(rule, policy, tables, problems);
+    }
+}
+
+/// `policy.aggregate_only`: a threshold of at least 2, tables of the product, and a
+/// privacy unit that each table it applies to declares.
+fn validate_aggregate_only(
+    rule: &AggregateOnlyRule,
+    policy: &PolicyDescriptor,
+    tables: &[TableDescriptor],
+    problems: &mut Vec<Problem>,
+) {
+    let at = "policy.aggregate_only";
+    if rule.min_group_size < 2 {
+        problems.push(Problem::new(
+            format!("{at}.min_group_size"),
+            "must be at least 2 (a group of one is a row)",
+        ));
+    }
+    for table in &rule.tables {
+        if !tables.iter().any(|t| &t.name == table) {
+            problems.push(Problem::new(
+                format!("{at}.tables"),
+                format!("'{table}' is not a table of this product"),
+            ));
+        }
+    }
+    if let Some(unit) = &rule.privacy_unit {
+        for table in tables
+            .iter()
+            .filter(|t| rule.tables.is_empty() || rule.tables.contains(&t.name))
+        {
+            if !table.columns.iter().any(|c| &c.name == unit) {
+                problems.push(Problem::new(
+                    format!("{at}.privacy_unit"),
+                    format!("'{unit}' is not a column of table '{}'", table.name),
+                ));
+            }
+            // A caller who sees the unit hidden, or masked into values that no longer
+            // tell contributors apart, could not be counted (and would be refused).
+            let qualified = format!("{}.{unit}", table.name);
+            for key in [unit, &qualified] {
+                if let Some(column) = policy.columns.get(key)
+                    && (column.hide || column.mask.is_some_and(|m| m != MaskKind::Hash))
+                {
+                    problems.push(Problem::new(
+                        format!("{at}.privacy_unit"),
+                        format!(
+                            "'{unit}' is hidden or masked by policy.columns.{key}, so the \
+                             callers the rule applies to could not be counted; mask it with \
+                             `hash` (hashes stay distinct) or leave it clear"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    check_roles(&format!("{at}.unless_role"), &rule.unless_role, problems);
 }
 
 /// Checks that a read rule states at least one condition, and that

@@ -141,6 +141,16 @@ fn each_broken_rule_names_its_field_and_the_fix() {
             "tags: [Not A Tag]\nsla",
             "tags[0]: 'Not A Tag' is not a valid tag",
         ),
+        (
+            "      - { name: admit_month, type: Utf8, nullable: false }\n",
+            "      - { name: admit_month, type: Utf8, nullable: false }\npolicy:\n  read: { any_authenticated: true }\n  aggregate_only: { min_group_size: 1 }\n",
+            "policy.aggregate_only.min_group_size: must be at least 2",
+        ),
+        (
+            "      - { name: admit_month, type: Utf8, nullable: false }\n",
+            "      - { name: admit_month, type: Utf8, nullable: false }\npolicy:\n  read: { any_authenticated: true }\n  aggregate_only: { min_group_size: 5, privacy_unit: patient_id }\n",
+            "policy.aggregate_only.privacy_unit: 'patient_id' is not a column of table 'visits'",
+        ),
     ];
     for (from, to, expected) in cases {
         assert!(GOOD.contains(from), "case does not apply: {from}");
@@ -429,5 +439,32 @@ policy:
             let message = load.errors[0].to_string();
             assert!(message.contains(expected), "{to}: {message}");
         }
+    }
+
+    #[test]
+    fn aggregate_only_applies_to_its_tables_unless_a_role_exempts_the_caller() {
+        let text = GOVERNED.replace(
+            "  columns:\n    diagnosis_code",
+            "  aggregate_only: { min_group_size: 11, privacy_unit: encounter_id, unless_role: [clinician], tables: [visits] }\n  columns:\n    diagnosis_code",
+        );
+        let p = product(&text);
+        let threshold = |principal: &Principal, table: &str| match decide(principal, &p, &[]) {
+            Access::Granted(a) => a.tables[table].aggregate_only.clone(),
+            Access::Denied => panic!("denied"),
+        };
+        let analyst = Principal::new("iss", "bob", ["analyst"]);
+        let rule = threshold(&analyst, "visits").expect("analysts read visits in aggregate");
+        assert_eq!(rule.min_group_size, 11);
+        assert_eq!(
+            rule.describe(),
+            "groups of at least 11 distinct encounter_id"
+        );
+        assert_eq!(
+            threshold(&analyst, "codes"),
+            None,
+            "the rule names visits only"
+        );
+        let clinician = Principal::new("iss", "ann", ["clinician"]);
+        assert_eq!(threshold(&clinician, "visits"), None);
     }
 }

@@ -10,6 +10,8 @@ use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 use meshgate_connectors::TableStorageError;
 
+use crate::policy::AggregateOnlyRefused;
+
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,6 +26,11 @@ pub enum Error {
     /// The statement is valid SQL that this read-only gateway does not run.
     #[error("{0}")]
     ReadOnly(String),
+
+    /// A policy refuses the statement as written (a table read only in aggregate whose
+    /// rows it returns); the message names the rule.
+    #[error("{0}")]
+    PolicyRefused(String),
 
     /// A table, product or domain that does not exist (or that the caller may not see).
     #[error("{0}")]
@@ -256,7 +263,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::InvalidSql(_) | Self::InvalidArgument(_) => ErrorClass::InvalidArgument,
-            Self::ReadOnly(_) => ErrorClass::PermissionDenied,
+            Self::ReadOnly(_) | Self::PolicyRefused(_) => ErrorClass::PermissionDenied,
             Self::NotFound(_) | Self::UnknownHandle(_) | Self::ViewChanged => ErrorClass::NotFound,
             Self::ResourcesExhausted(_) | Self::Overloaded(_) => ErrorClass::ResourceExhausted,
             Self::Unsupported(_) => ErrorClass::Unimplemented,
@@ -352,7 +359,9 @@ fn classify(err: &DataFusionError) -> Class {
 /// Sorts an error that DataFusion carries as `External`, by its type.
 fn external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Class {
     use Class::Error as E;
-    if let Some(unavailable) = e.downcast_ref::<ProductUnavailable>() {
+    if let Some(refused) = e.downcast_ref::<AggregateOnlyRefused>() {
+        E(Error::PolicyRefused(refused.to_string()))
+    } else if let Some(unavailable) = e.downcast_ref::<ProductUnavailable>() {
         let message = unavailable.message.clone();
         E(match unavailable.breakage {
             Breakage::Contract => Error::FailedPrecondition(message),

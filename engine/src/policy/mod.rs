@@ -7,6 +7,7 @@
 //! [`SecuredTable`]; denied products are simply absent, exactly like products that do
 //! not exist.
 
+mod aggregate_only;
 mod boundary;
 mod mask;
 mod secured_table;
@@ -21,6 +22,7 @@ use meshgate_catalog::{
     Access, ColumnEffect, LineageEdge, PlatformPolicy, Principal, Product, TableAccess, decide,
 };
 
+pub(crate) use aggregate_only::{AggregateOnly, AggregateOnlyRefused};
 pub(crate) use boundary::{PolicyBoundaryExec, derived_failure};
 pub use mask::MaskHash;
 use secured_table::SecuredTable;
@@ -213,6 +215,7 @@ impl PolicyEngine {
             &table_access.columns,
             filter,
             Arc::clone(&self.mask_hash),
+            table_access.aggregate_only.as_ref(),
         ))
     }
 }

@@ -28,9 +28,10 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
-use meshgate_catalog::ColumnEffect;
+use meshgate_catalog::{AggregateThreshold, ColumnEffect};
 use meshgate_connectors::delegate_filter_pushdown;
 
+use super::aggregate_only::AggregateGuard;
 use super::boundary::PolicyBoundaryExec;
 use super::mask::{mask_expr, masked_type, reads_value};
 use crate::product::calls_changing_function;
@@ -53,17 +54,21 @@ pub(crate) struct SecuredTable {
     columns: Vec<VisibleColumn>,
     row_filter: Option<Expr>,
     mask_hash: Arc<ScalarUDF>,
+    /// Set when the principal reads the table only in aggregate.
+    aggregate_only: Option<AggregateGuard>,
 }
 
 impl SecuredTable {
     /// Restricts `inner` (whose schema is the contract) by `effects` (one per contract
-    /// column, in order) and `row_filter` (already bound to the principal).
+    /// column, in order), `row_filter` (already bound to the principal) and
+    /// `aggregate_only` (enforced on the plans that read it, see [`AggregateGuard`]).
     pub(crate) fn new(
         name: String,
         inner: Arc<dyn TableProvider>,
         effects: &[(String, ColumnEffect)],
         row_filter: Option<Expr>,
         mask_hash: Arc<ScalarUDF>,
+        aggregate_only: Option<&AggregateThreshold>,
     ) -> Self {
         let contract = inner.schema();
         let mut columns = Vec::new();
@@ -89,6 +94,8 @@ impl SecuredTable {
                 effect,
             });
         }
+        let aggregate_only =
+            aggregate_only.map(|threshold| AggregateGuard::new(&name, threshold, effects));
         Self {
             name,
             inner,
@@ -96,7 +103,13 @@ impl SecuredTable {
             columns,
             row_filter,
             mask_hash,
+            aggregate_only,
         }
+    }
+
+    /// The aggregation threshold the principal reads the table under, if any.
+    pub(crate) fn aggregate_only(&self) -> Option<&AggregateGuard> {
+        self.aggregate_only.as_ref()
     }
 
     /// Whether `expr` may run inside the storage scan, before the row filter: it reads

@@ -112,6 +112,11 @@ impl VersionedTable {
     pub(crate) fn version(&self) -> Option<i64> {
         self.version
     }
+
+    /// The table as its principal may read it at that version.
+    pub(crate) fn inner(&self) -> &Arc<dyn TableProvider> {
+        &self.inner
+    }
 }
 
 #[async_trait]

@@ -60,7 +60,7 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 use crate::config::EngineConfig;
 use crate::error::Result;
-use crate::policy::{PolicyEngine, ProductView};
+use crate::policy::{AggregateOnly, PolicyEngine, ProductView};
 use crate::product::{CompiledProduct, require_fresh};
 use crate::quality::QualityStore;
 use crate::runs::RunStore;
@@ -530,7 +530,13 @@ pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) 
         .with_table_factories(Default::default())
         .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
         .with_analyzer_rules(budget::interleaved(
-            Analyzer::new().rules,
+            // Aggregation thresholds last: on the plan as written, typed, before any
+            // optimizer rule.
+            Analyzer::new()
+                .rules
+                .into_iter()
+                .chain([Arc::new(AggregateOnly) as _])
+                .collect(),
             &(Arc::new(BudgetCheck) as _),
         ))
         .with_optimizer_rules(budget::interleaved(

@@ -34,6 +34,9 @@ use crate::quality::{CheckOutcome, QualityStore, TableMeasurement};
 struct TableVisibility {
     columns: BTreeMap<String, ColumnEffect>,
     row_filtered: bool,
+    /// The principal reads the table only in aggregate: a column's min, max or count of
+    /// failing rows may single out one contributor.
+    aggregate_only: bool,
 }
 
 impl TableVisibility {
@@ -46,14 +49,15 @@ impl TableVisibility {
 
     /// Whether the values of `name` may be shown (its min and max).
     fn shows_values(&self, name: &str) -> bool {
-        !self.row_filtered && self.column(name) == ColumnEffect::Clear
+        !self.row_filtered && !self.aggregate_only && self.column(name) == ColumnEffect::Clear
     }
 
     /// Whether facts derived from the values of `name` may be shown: null and distinct
     /// counts, and the outcome of its checks. Not for masked columns (a mask may even
-    /// turn every value into NULL); table facts (`None`) always.
+    /// turn every value into NULL), nor for any column of a table read only in aggregate
+    /// (a check failing on one row names a small cell); table facts (`None`) always.
     fn shows_facts(&self, name: Option<&str>) -> bool {
-        name.is_none_or(|n| self.column(n) == ColumnEffect::Clear)
+        name.is_none_or(|n| !self.aggregate_only && self.column(n) == ColumnEffect::Clear)
     }
 }
 
@@ -69,6 +73,7 @@ fn visibility(views: &[ProductView]) -> Visibility {
                 TableVisibility {
                     columns: access.columns.iter().cloned().collect(),
                     row_filtered: !access.row_filters.is_empty(),
+                    aggregate_only: access.aggregate_only.is_some(),
                 },
             );
         }

@@ -151,7 +151,11 @@ fn tables_batch(views: &[ProductView]) -> Result<RecordBatch> {
         .flat_map(|v| {
             v.product.tables.iter().filter_map(move |t| {
                 let seen = v.tables.get(&t.name)?.schema();
-                Some((&v.product, t, v.health.tables.get(&t.name), seen))
+                let threshold = v
+                    .access
+                    .get(&t.name)
+                    .and_then(|a| a.aggregate_only.as_ref());
+                Some((&v.product, t, v.health.tables.get(&t.name), seen, threshold))
             })
         })
         .collect();
@@ -171,9 +175,10 @@ fn tables_batch(views: &[ProductView]) -> Result<RecordBatch> {
         Field::new("data_bytes", DataType::Int64, true),
         timestamp_field("data_modified_at"),
         Field::new("delta_version", DataType::Int64, true),
+        utf8("aggregate_only", true),
     ]);
     let mut partitions = ListBuilder::new(StringBuilder::new());
-    for (_, t, _, seen) in &rows {
+    for (_, t, _, seen, _) in &rows {
         for c in &t.partition_columns {
             if seen.field_with_name(c).is_ok() {
                 partitions.values().append_value(c);
@@ -193,20 +198,25 @@ fn tables_batch(views: &[ProductView]) -> Result<RecordBatch> {
         )),
         Arc::new(partitions.finish()),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(.., seen)| seen.fields().len() as i32),
+            rows.iter()
+                .map(|(_, _, _, seen, _)| seen.fields().len() as i32),
         )),
         Arc::new(Int64Array::from_iter(
-            rows.iter().map(|(_, _, s, _)| s.map(|s| s.files as i64)),
+            rows.iter().map(|(_, _, s, ..)| s.map(|s| s.files as i64)),
         )),
         Arc::new(Int64Array::from_iter(
-            rows.iter().map(|(_, _, s, _)| s.map(|s| s.bytes as i64)),
+            rows.iter().map(|(_, _, s, ..)| s.map(|s| s.bytes as i64)),
         )),
         timestamps(
             rows.iter()
-                .map(|(_, _, s, _)| s.and_then(|s| s.last_modified)),
+                .map(|(_, _, s, ..)| s.and_then(|s| s.last_modified)),
         ),
         Arc::new(Int64Array::from_iter(
-            rows.iter().map(|(_, _, s, _)| s.and_then(|s| s.version)),
+            rows.iter().map(|(_, _, s, ..)| s.and_then(|s| s.version)),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter()
+                .map(|(.., threshold)| threshold.map(|t| t.describe())),
         )),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)

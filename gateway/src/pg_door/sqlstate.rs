@@ -39,7 +39,7 @@ pub(crate) fn sqlstate_of(error: &EngineError) -> &'static str {
     match error {
         EngineError::InvalidSql(_) => SYNTAX_ERROR,
         EngineError::InvalidArgument(_) => INVALID_PARAMETER_VALUE,
-        EngineError::ReadOnly(_) => INSUFFICIENT_PRIVILEGE,
+        EngineError::ReadOnly(_) | EngineError::PolicyRefused(_) => INSUFFICIENT_PRIVILEGE,
         EngineError::NotFound(_) | EngineError::ViewChanged => UNDEFINED_TABLE,
         EngineError::UnknownHandle(_) => INVALID_CURSOR_NAME,
         EngineError::ResourcesExhausted(_) => OUT_OF_MEMORY,

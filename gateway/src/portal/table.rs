@@ -22,7 +22,7 @@ use super::snippets::Snippet;
 
 const TABLE_SQL: &str = "\
 SELECT table_name, format, description, column_count, data_files, data_bytes, \
-       data_modified_at, delta_version \
+       data_modified_at, delta_version, aggregate_only \
 FROM mesh.meta.tables WHERE domain = $1 AND product = $2 AND table_name = $3";
 const COLUMNS_SQL: &str = "\
 SELECT column_name, data_type, is_nullable, is_partition_column, description, \
