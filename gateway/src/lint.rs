@@ -13,6 +13,7 @@ use meshgate_engine::{
     CompiledProduct, PolicyEngine, ProductLoader, QualityConfig, referenced_tables,
 };
 
+use crate::change_impact;
 use crate::config::GatewayConfig;
 
 /// Outcome of linting a mesh.
@@ -37,6 +38,10 @@ pub struct LintOptions {
     /// products, platform rules. Without it, storage is local files only and no domain
     /// has a principal for its transforms.
     pub config: Option<GatewayConfig>,
+    /// A previous version of the mesh (a directory or a git revision): list every
+    /// product change since, breaking or compatible, and fail on breaking changes under
+    /// an unchanged major version (see [`crate::change_impact`]).
+    pub against: Option<String>,
 }
 
 /// Checks every descriptor under `dir` (and, if asked, the data they describe), writing
@@ -71,14 +76,24 @@ pub fn lint(
     for error in &filter_errors {
         writeln!(out, "error: {error}")?;
     }
+    let mut change_errors = 0;
+    if let Some(against) = &options.against {
+        match change_impact::previous_mesh(dir, against) {
+            Ok(previous) => change_errors = change_impact::report(&previous.mesh, &load.mesh, out)?,
+            Err(e) => {
+                writeln!(out, "error: {e}")?;
+                change_errors = 1;
+            }
+        }
+    }
+    let problems = load.errors.len() + filter_errors.len() + change_errors;
     writeln!(
         out,
-        "{} valid product(s) in {} domain(s); {} problem(s)",
+        "{} valid product(s) in {} domain(s); {problems} problem(s)",
         load.mesh.len(),
         load.mesh.domains().count(),
-        load.errors.len() + filter_errors.len()
     )?;
-    Ok(if load.errors.is_empty() && filter_errors.is_empty() {
+    Ok(if problems == 0 {
         LintOutcome::Clean
     } else {
         LintOutcome::Invalid

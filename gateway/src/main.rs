@@ -200,6 +200,11 @@ enum Command {
         /// of derived products and its platform rules.
         #[arg(long, env = "MESHGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// A previous version of the mesh (a directory, or a git revision of the
+        /// repository holding it): list every product change since, breaking or
+        /// compatible; breaking changes without a new major version fail the lint.
+        #[arg(long, value_name = "DIR_OR_REVISION")]
+        against: Option<String>,
     },
 }
 
@@ -462,6 +467,7 @@ fn main() -> ExitCode {
         mesh,
         check_data,
         config,
+        against,
     } = &cli.command
     {
         let config = match config.as_deref().map(GatewayConfig::from_file).transpose() {
@@ -474,6 +480,7 @@ fn main() -> ExitCode {
         let options = LintOptions {
             check_data: *check_data,
             config,
+            against: against.clone(),
         };
         return match lint(mesh, options, &mut std::io::stdout()) {
             Ok(LintOutcome::Clean) => ExitCode::SUCCESS,

@@ -145,6 +145,7 @@ fn check_data_reports_files_that_break_the_contract() {
         LintOptions {
             check_data: true,
             config: None,
+            against: None,
         },
         &mut out,
     )
@@ -260,6 +261,7 @@ fn lint_derived(derived_text: &str, principal: bool) -> (LintOutcome, String) {
     let options = LintOptions {
         check_data: true,
         config: Some(config),
+        against: None,
     };
     let mut out = Vec::new();
     let outcome = lint(dir.path(), options, &mut out).unwrap();
@@ -395,6 +397,7 @@ policy:
     let options = LintOptions {
         check_data: true,
         config: None,
+        against: None,
     };
     let outcome = lint(dir.path(), options, &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
