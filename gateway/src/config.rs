@@ -77,6 +77,10 @@ pub struct GatewayConfig {
     /// code embedding the gateway; not part of the configuration file.
     #[serde(skip)]
     pub store_layer: Option<Arc<dyn StoreLayer>>,
+    /// The file this configuration was read from ([`GatewayConfig::from_file`]): its
+    /// platform policies, issuers and masking key are reloaded when it changes.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// The operator's HTTP listener: `/metrics` (Prometheus), `/health`, `/ready`.
@@ -269,6 +273,7 @@ impl Default for GatewayConfig {
             plaintext: false,
             audit: AuditConfig::default(),
             openlineage: OpenLineageConfig::default(),
+            source: None,
         }
     }
 }
@@ -280,10 +285,13 @@ impl GatewayConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_yaml::from_str(&text).map_err(|source| StartupError::ConfigParse {
-            path: path.to_path_buf(),
-            source,
-        })
+        let mut config: Self =
+            serde_yaml::from_str(&text).map_err(|source| StartupError::ConfigParse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 }
 

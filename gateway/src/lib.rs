@@ -7,6 +7,7 @@ pub mod auth;
 pub mod change_impact;
 pub mod cluster_roles;
 pub mod config;
+mod config_reload;
 pub mod contract;
 pub mod demo;
 mod door_tls;

@@ -11,6 +11,7 @@ use meshgate_engine::{
 use crate::audit::{AuditLog, Auditor};
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, MaskingConfig};
+use crate::config_reload::{ConfigReload, follow_config};
 use crate::error::StartupError;
 use crate::handle_keys::HandleKeys;
 use crate::http_door::HttpDoor;
@@ -34,11 +35,9 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     if config.tls.is_none() && !config.plaintext {
         return Err(StartupError::NoTransportSecurity);
     }
-    let authenticator = Authenticator::new(&config.auth).await?;
-    let policy = PolicyEngine::new(
-        config.platform_policies.clone(),
-        &masking_key(&config.masking)?,
-    );
+    let authenticator = Arc::new(Authenticator::new(&config.auth).await?);
+    let mask_key = masking_key(&config.masking)?;
+    let policy = PolicyEngine::new(config.platform_policies.clone(), &mask_key);
 
     // Canonical, so that file-system events and table locations compare as paths.
     let root = std::fs::canonicalize(dir).map_err(|source| StartupError::MeshDirectory {
@@ -111,11 +110,35 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     };
     let (rechecks, recheck_requests) = tokio::sync::mpsc::unbounded_channel();
     if config.reload.watch {
+        // The configuration file's rules (platform policies, issuers, masking key)
+        // change live too, through the same follower.
+        let policies = match &config.source {
+            Some(path) => {
+                let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                let reload = ConfigReload {
+                    path: path.clone(),
+                    authenticator: Arc::clone(&authenticator),
+                    policies: sender,
+                    masking_key: mask_key,
+                    debounce: config.reload.debounce,
+                };
+                match follow_config(reload, &config) {
+                    Ok(_) => Some(receiver),
+                    Err(e) => {
+                        tracing::warn!(error = %e,
+                            "cannot watch the configuration file; its changes apply at restart");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         follow(
             registry,
             publisher.clone(),
             &config.reload,
             Some(recheck_requests),
+            policies,
         );
     }
     if config.engine.derived.materialize && runs.writer {
@@ -135,7 +158,6 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     if config.quality.enabled {
         spawn_agent(&publisher, quality, &config.quality).map_err(StartupError::QualityAgent)?;
     }
-    let authenticator = Arc::new(authenticator);
     let http = HttpDoor::bind(
         &config,
         Arc::clone(state.engine()),

@@ -142,6 +142,20 @@ impl MeshRegistry {
         self.runs = Some(store);
     }
 
+    /// Applies `policy` (platform rules, masking key) to the sessions built from now
+    /// on; the next refresh resolves derived products' rights under it.
+    pub fn set_policy(&mut self, policy: PolicyEngine) {
+        self.policy = policy;
+    }
+
+    /// The qualified names of the products that serve now.
+    pub fn product_names(&self) -> std::collections::BTreeSet<String> {
+        self.resolved
+            .iter()
+            .map(|c| c.product.qualified_name())
+            .collect()
+    }
+
     /// The storage every product is read through.
     pub fn storage(&self) -> Arc<DomainStorage> {
         Arc::clone(self.loader.storage())

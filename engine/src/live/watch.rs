@@ -17,6 +17,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::registry::{DataCheck, MeshRegistry};
 use crate::config::ReloadConfig;
+use crate::policy::PolicyEngine;
 use crate::session::SessionPublisher;
 
 /// A debounce window is extended by new events at most this many times, so a
@@ -30,14 +31,22 @@ const MAX_DEBOUNCE_ROUNDS: u32 = 20;
 ///
 /// The watcher is registered before this returns, and the task begins by re-reading the
 /// descriptors, so a change made after the registry's last refresh is never missed.
+///
+/// Each [`PolicyEngine`] sent to `policies` (the configuration's platform rules or
+/// masking key changed) replaces the registry's, and a session factory under it is
+/// published at once: statements planned from then on, prepared statements executed
+/// from then on and tickets redeemed from then on see the new policy (their view
+/// fingerprint changes with it).
 pub fn follow(
     registry: MeshRegistry,
     sessions: SessionPublisher,
     config: &ReloadConfig,
     rechecks: Option<UnboundedReceiver<PathBuf>>,
+    policies: Option<UnboundedReceiver<PolicyEngine>>,
 ) -> tokio::task::JoinHandle<()> {
     let mut follower = Follower::new(registry, sessions, config.clone());
     follower.rechecks = rechecks;
+    follower.policies = policies;
     tokio::spawn(follower.run())
 }
 
@@ -52,6 +61,8 @@ struct Follower {
     watched_data: BTreeSet<PathBuf>,
     /// Descriptor files whose product's data is to be re-checked now.
     rechecks: Option<UnboundedReceiver<PathBuf>>,
+    /// New policies to serve under.
+    policies: Option<UnboundedReceiver<PolicyEngine>>,
 }
 
 impl Follower {
@@ -75,6 +86,7 @@ impl Follower {
             watcher,
             watched_data: BTreeSet::new(),
             rechecks: None,
+            policies: None,
         };
         follower.watch_data_directories();
         follower
@@ -94,7 +106,16 @@ impl Follower {
             // watcher): listening to it would return at once, forever.
             let polling = self.watcher.is_none();
             let asked = self.rechecks.is_some();
+            let governed = self.policies.is_some();
             let check = tokio::select! {
+                policy = recv_policy(&mut self.policies), if governed => {
+                    match policy {
+                        Some(policy) => self.apply_policy(policy).await,
+                        // The configuration is no longer followed.
+                        None => self.policies = None,
+                    }
+                    continue;
+                },
                 Some(file) = recv_recheck(&mut self.rechecks), if asked => {
                     let mut files = BTreeSet::from([file]);
                     if let Some(rechecks) = self.rechecks.as_mut() {
@@ -169,6 +190,25 @@ impl Follower {
         }
     }
 
+    /// Serves under `policy` from now on: re-reads the mesh under it and publishes the
+    /// sessions even when no descriptor changed, every product counted as changed (so
+    /// the result cache keeps none of their answers).
+    async fn apply_policy(&mut self, policy: PolicyEngine) {
+        self.registry.set_policy(policy);
+        match self.registry.refresh(&DataCheck::None).await {
+            Ok(_) => {
+                let changed = self.registry.product_names();
+                self.sessions
+                    .publish(self.registry.sessions().with_changes(changed));
+                self.watch_data_directories();
+                tracing::info!("policy changed: sessions rebuilt under it");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mesh directory cannot be read; the new policy applies at the next refresh")
+            }
+        }
+    }
+
     /// Watches local data directories outside the mesh directory, as products need.
     fn watch_data_directories(&mut self) {
         let Some(watcher) = self.watcher.as_mut() else {
@@ -198,6 +238,13 @@ async fn recv_recheck(rechecks: &mut Option<UnboundedReceiver<PathBuf>>) -> Opti
         *rechecks = None;
     }
     received
+}
+
+/// The next policy sent, or `None` once the sender is gone.
+async fn recv_policy(
+    policies: &mut Option<UnboundedReceiver<PolicyEngine>>,
+) -> Option<PolicyEngine> {
+    policies.as_mut()?.recv().await
 }
 
 /// Watches `root` recursively, sending the paths of relevant events to `sender`.

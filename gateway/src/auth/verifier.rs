@@ -7,7 +7,7 @@
 //! checked when present, with a bounded leeway.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -144,7 +144,9 @@ struct Issuer {
 
 /// Verifies bearer tokens against the configured issuers.
 pub struct Authenticator {
-    issuers: HashMap<String, Issuer>,
+    /// Replaced whole when the configuration changes ([`Authenticator::replace_issuers`]);
+    /// a verification in flight finishes with the set it started with.
+    issuers: RwLock<Arc<HashMap<String, Issuer>>>,
     cooldown: Duration,
     http: reqwest::Client,
 }
@@ -152,7 +154,7 @@ pub struct Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("issuers", &self.issuers.keys().collect::<Vec<_>>())
+            .field("issuers", &self.issuers().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -190,10 +192,23 @@ impl Authenticator {
             }
         }
         Ok(Self {
-            issuers,
+            issuers: RwLock::new(Arc::new(issuers)),
             cooldown: config.jwks_refresh_cooldown,
             http,
         })
+    }
+
+    /// The issuers trusted now.
+    fn issuers(&self) -> Arc<HashMap<String, Issuer>> {
+        Arc::clone(&self.issuers.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Trusts exactly the issuers of `fresh` from now on (built from a changed
+    /// configuration, so every key was loaded and checked): tokens of a removed issuer
+    /// are refused from the next call on.
+    pub fn replace_issuers(&self, fresh: Authenticator) {
+        let issuers = fresh.issuers();
+        *self.issuers.write().unwrap_or_else(|e| e.into_inner()) = issuers;
     }
 
     /// Verifies the value of an `authorization` header (`Bearer <token>`).
@@ -211,7 +226,8 @@ impl Authenticator {
             .get("iss")
             .and_then(Value::as_str)
             .ok_or(AuthError("token has no issuer"))?;
-        let issuer = self.issuers.get(iss).ok_or(AuthError("untrusted issuer"))?;
+        let issuers = self.issuers();
+        let issuer = issuers.get(iss).ok_or(AuthError("untrusted issuer"))?;
         if !issuer.config.algorithms.contains(&header.alg) {
             return Err(AuthError("algorithm not accepted for this issuer"));
         }
