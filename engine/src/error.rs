@@ -10,8 +10,6 @@ use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 use meshgate_connectors::TableStorageError;
 
-use crate::policy::AggregateOnlyRefused;
-
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -183,6 +181,22 @@ pub(crate) enum QueryStopped {
     /// Its client cancelled it.
     #[error("{0}")]
     Cancelled(String),
+}
+
+/// A statement reads a table that its principal may read only in aggregate, other
+/// than through an aggregate that the rule allows (see `policy::aggregate_only`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{table} may be read only in aggregate (policy aggregate_only: {rule}; smaller groups \
+     are left out): {why}"
+)]
+pub(crate) struct AggregateOnlyRefused {
+    /// `domain.product.table`.
+    pub(crate) table: String,
+    /// The rule in words.
+    pub(crate) rule: String,
+    /// What the statement does that the rule refuses.
+    pub(crate) why: String,
 }
 
 /// Why planning stopped before it finished.

@@ -11,6 +11,7 @@ them, with the threshold applied by hand; an admin and a clinician read as befor
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +33,34 @@ LABS_RULE = f"  aggregate_only: {{ min_group_size: {K}, privacy_unit: patient_id
 FACILITIES_RULE = "  aggregate_only: { min_group_size: 3, unless_role: [admin] }\n"
 
 
+# Derived from labs by the analytics domain, whose principal is an analyst: held to the
+# threshold like any analyst. `labstats` aggregates; `labcopy` would return rows.
+DERIVED = """\
+domain: analytics
+product: {product}
+version: 1.0.0
+description: Derived from lab results.
+owner: {{ team: population-health, contact: population-health@example.org }}
+tables:
+  - name: t
+    derived:
+      mode: virtual
+      inputs: [clinical.labs.results]
+      transform: {transform}
+    columns:
+{columns}
+policy:
+  read: {{ any_role: [analyst, admin] }}
+"""
+STATS = ("SELECT test_code, count(DISTINCT patient_id) AS patients FROM clinical.labs.results "
+         "GROUP BY test_code, date_trunc('day', taken_at)")
+STATS_COLUMNS = ("      - { name: test_code, type: Utf8, nullable: false }\n"
+                 "      - { name: patients, type: Int64, nullable: false }")
+COPY = "SELECT result_id, patient_id FROM clinical.labs.results"
+COPY_COLUMNS = ("      - { name: result_id, type: Int64, nullable: false }\n"
+                "      - { name: patient_id, type: Int64, nullable: false }")
+
+
 @pytest.fixture(scope="module")
 def gateway(demo, meshgate_bin, tmp_path_factory) -> ServerProcess:
     root = tmp_path_factory.mktemp("aggregate-only")
@@ -42,6 +71,9 @@ def gateway(demo, meshgate_bin, tmp_path_factory) -> ServerProcess:
         text = path.read_text()
         assert text.rstrip("\n").splitlines()[-1].startswith("  "), f"{path}: policy is not last"
         path.write_text(text.rstrip("\n") + "\n" + rule)
+    for product, transform, columns in [("labstats", STATS, STATS_COLUMNS), ("labcopy", COPY, COPY_COLUMNS)]:
+        (mesh / "analytics" / f"{product}.yaml").write_text(
+            DERIVED.format(product=product, transform=transform, columns=columns))
     config = root / "meshgate.yaml"
     config.write_text(serve_config(Path(demo.mesh_dir) / DEMO_SECRET_FILE))
     argv = [meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
@@ -99,7 +131,8 @@ def oracle_rows(oracle: Oracle, sql: str) -> list[tuple]:
 
 @pytest.mark.parametrize("sql, why", [
     (f"SELECT * FROM {LABS}", "returns its rows"),
-    (f"SELECT patient_id, test_code FROM {LABS} WHERE abnormal LIMIT 5", "returns its rows"),
+    (f"SELECT patient_id, test_code FROM {LABS} WHERE abnormal", "returns its rows"),
+    (f"SELECT patient_id, test_code FROM {LABS} WHERE abnormal LIMIT 5", "LIMIT"),
     (f"SELECT test_code, count(*) OVER (PARTITION BY test_code) FROM {LABS}", "window functions"),
     (f"SELECT test_code, min(taken_at) FROM {LABS} GROUP BY test_code", "min() can return one row's value"),
     (f"SELECT test_code, max(result_id) FROM {LABS} GROUP BY test_code", "max() can return one row's value"),
@@ -109,6 +142,10 @@ def oracle_rows(oracle: Oracle, sql: str) -> list[tuple]:
     (f'SELECT * FROM clinical.labs."results@v0"', "returns its rows"),
     (f"SELECT f.region, count(*) FROM {FACILITIES} f JOIN reference.regions.regions r "
      "ON r.region = f.region GROUP BY f.region", "no privacy_unit"),
+    (f"SELECT test_code, unit, count(*) FROM {LABS} GROUP BY ROLLUP (test_code, unit)", "ROLLUP"),
+    (f"SELECT test_code, bool_or(abnormal) FROM {LABS} GROUP BY test_code", "bool_or() can return one row's value"),
+    (f"SELECT count(*) FROM (SELECT * FROM {LABS} ORDER BY result_id LIMIT 100) t", "LIMIT"),
+    (f"EXPLAIN ANALYZE SELECT test_code, count(*) FROM {LABS} GROUP BY test_code", "EXPLAIN ANALYZE"),
 ])
 def test_rows_never_leave_unaggregated(gateway, tokens, sql, why):
     message = refusal(gateway, tokens["ben"], sql)
@@ -221,8 +258,10 @@ def test_the_postgres_door_refuses_with_insufficient_privilege(gateway, tokens):
     (f"SELECT a.test_code, count(*) FROM {LABS} a JOIN {LABS} b ON a.encounter_id = b.encounter_id "
      "AND a.result_id < b.result_id GROUP BY a.test_code",
      f"count(DISTINCT a.patient_id) >= {K} AND count(DISTINCT b.patient_id) >= {K}"),
-    (f"SELECT test_code, unit, count(*) FROM {LABS} GROUP BY ROLLUP (test_code, unit)",
-     f"count(DISTINCT patient_id) >= {K}"),
+    # Each aggregate counts the contributors it reads: a sparse argument or a FILTER
+    # narrows them.
+    (f"SELECT test_code, count(CASE WHEN abnormal THEN 1 END) FROM {LABS} GROUP BY test_code",
+     f"count(DISTINCT patient_id) >= {K} AND count(DISTINCT CASE WHEN abnormal THEN patient_id END) >= {K}"),
 ])
 def test_aggregates_of_any_shape_match_the_threshold_applied_by_hand(gateway, tokens, analyst_oracle, sql, having):
     got = ask(gateway, tokens["ben"], sql)
@@ -283,3 +322,43 @@ def test_the_catalog_tells_each_caller_the_rule_it_reads_under(gateway, tokens):
     ]
     assert ask(gateway, tokens["ana"], sql) == [(LABS, None), (FACILITIES, "groups of at least 3 rows")]
     assert ask(gateway, tokens["dev"], sql) == [(LABS, None), (FACILITIES, None)]
+
+
+def test_a_single_sparse_aggregate_cannot_single_out_a_row(gateway, tokens):
+    # Every group holds every row, but each aggregate reads one row only.
+    sql = (f"SELECT s.value, sum(CASE WHEN l.result_id = s.value THEN l.patient_id END) "
+           f"FROM {LABS} l CROSS JOIN generate_series(1, 50) s GROUP BY s.value")
+    assert ask(gateway, tokens["ben"], sql) == []
+
+
+def test_errors_on_rows_keep_their_values_to_themselves(gateway, tokens):
+    sql = (f"SELECT count(*) FROM {LABS} WHERE "
+           "CAST(CAST(patient_id AS VARCHAR) || '|' || test_code AS INT) = 0")
+    conn = adbc_connect(gateway.uri, tokens["ben"])
+    try:
+        with pytest.raises(adm.Error) as caught:
+            adbc_query(conn, sql)
+    finally:
+        conn.close()
+    message = str(caught.value)
+    assert caught.value.status_code == adm.AdbcStatusCode.INVALID_ARGUMENT, caught.value
+    assert "detail is withheld" in message, message
+    assert re.search(r"\d+\|\w", message) is None, f"a row's values in the error: {message}"
+    # The admin reads rows: the same statement's error says what failed.
+    conn = adbc_connect(gateway.uri, tokens["dev"])
+    try:
+        with pytest.raises(adm.Error) as caught:
+            adbc_query(conn, sql)
+    finally:
+        conn.close()
+    assert "Cannot cast" in str(caught.value) or "cast" in str(caught.value).lower(), caught.value
+
+
+def test_derived_tables_are_held_to_their_domains_thresholds(gateway, tokens):
+    # The transform returning rows does not serve (its detail is in the server log).
+    status = ask(gateway, tokens["dev"],
+                 "SELECT product, status FROM mesh.meta.products WHERE product IN ('labcopy', 'labstats')")
+    assert status == [("labcopy", "broken"), ("labstats", "ok")], status
+    # Even the admin reading the aggregate gets only groups the analytics domain may see.
+    rows = ask(gateway, tokens["dev"], "SELECT count(*), min(patients) FROM analytics.labstats.t")
+    assert rows[0][0] > 0 and rows[0][1] >= K, rows

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::datasource::TableProvider;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
 use meshgate_catalog::{Derivation, DerivedMode, Principal, Product, Table};
 use meshgate_connectors::DataSnapshot;
@@ -15,7 +16,8 @@ use super::conform::conform;
 use super::lineage::lineage_of;
 use super::table::DerivedTable;
 use crate::config::DerivedConfig;
-use crate::policy::PolicyEngine;
+use crate::error::Error;
+use crate::policy::{AggregateOnly, PolicyEngine};
 use crate::product::{CompiledProduct, Fault};
 use crate::runs::RunStore;
 use crate::session::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema, ViewFingerprint, plan_sql};
@@ -292,12 +294,18 @@ async fn plan_transform(
     let state = SessionStateBuilder::new_from_existing(template.clone())
         .with_catalog_list(Arc::new(MeshCatalogList::new(catalogs)) as _)
         .build();
+    let options = state.config_options().clone();
     let plan = plan_sql(
         &SessionContext::new_with_state(state),
         &derivation.transform,
     )
     .await
     .map_err(|e| vec![format!("the transform does not plan: {e}")])?;
+    // Inputs the domain reads only in aggregate: a transform returning their rows is
+    // refused now, not at every read.
+    AggregateOnly
+        .analyze(plan.clone(), &options)
+        .map_err(|e| vec![format!("the transform does not plan: {}", Error::from(e))])?;
     Ok((conform(plan, table)?, *rights.as_bytes()))
 }
 

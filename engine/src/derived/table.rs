@@ -15,7 +15,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::policy::{PolicyBoundaryExec, cannot_fail, derived_failure};
+use datafusion::optimizer::analyzer::AnalyzerRule;
+
+use crate::policy::{AggregateOnly, PolicyBoundaryExec, cannot_fail, derived_failure};
 
 /// The transform of a derived table, already resolved against its inputs as the owning
 /// domain may read them (definer rights): every input in it is the domain's secured
@@ -178,7 +180,12 @@ impl TableProvider for DerivedTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut plan = LogicalPlanBuilder::from(self.plan.as_ref().clone());
+        // The transform reads its inputs as its domain, held to their aggregation
+        // thresholds whatever session scans it (the quality agent's is its own).
+        let transform = AggregateOnly
+            .analyze(self.plan.as_ref().clone(), state.config_options())
+            .map_err(|error| derived_failure(&self.name, error))?;
+        let mut plan = LogicalPlanBuilder::from(transform);
         let pushed = filters
             .iter()
             .filter(|f| self.pushable(f))

@@ -7,28 +7,33 @@
 //! statement wrote it. For every scan of a table the principal reads under a threshold
 //! (a [`SecuredTable`] carrying an [`AggregateGuard`]), it follows the rows up the plan:
 //!
-//! - through filters, projections, aliases, sorts and limits, and through joins when the
-//!   rule names a privacy unit (a join repeats rows, not contributors), they must reach
-//!   an aggregate (`GROUP BY`, a global aggregate, or `DISTINCT`);
+//! - through filters, projections, aliases and sorts, and through joins when the rule
+//!   names a privacy unit (a join repeats rows, not contributors), they must reach an
+//!   aggregate (`GROUP BY`, a global aggregate, or `DISTINCT`), not grouping sets
+//!   (their totals beside a group left out give it away);
 //! - that aggregate may use only functions that do not return one row's value
-//!   ([`ALLOWED_AGGREGATES`]: no `min`, `max`, `array_agg`, `first_value` ...);
-//! - it is rewritten to also count each guarded table's contributors per group
-//!   (distinct values of the privacy unit, or rows), and groups with fewer than the
-//!   threshold are left out of its output, before any `HAVING`, window, sort or limit
-//!   of the statement sees them. The statement's own columns are unchanged.
+//!   ([`ALLOWED_AGGREGATES`]: no `min`, `max`, `array_agg`, `first_value`, `bool_or` ...);
+//! - it is rewritten to also count each guarded table's contributors per group, among
+//!   all its rows and among the rows each aggregate reads (its arguments not NULL, its
+//!   `FILTER`), and groups where any count is below the threshold are left out of its
+//!   output: the statement's `HAVING`, windows, sorts and limits answer over the groups
+//!   that remain (a `HAVING` may still be evaluated on a group left out, see the
+//!   limits). The statement's own columns are unchanged.
 //!
 //! Rows that reach anything else first (the statement's result, a window function, a
-//! `UNION`, `DISTINCT ON`, `unnest`, the other side of a semi join, a subquery that
-//! returns them) are refused with `PERMISSION_DENIED` naming the rule. Because the rule
-//! rewrites the plan before the optimizer, every later rewrite preserves its meaning.
+//! `LIMIT`, a `UNION`, `DISTINCT ON`, `unnest`, the other side of a semi join, a
+//! subquery that returns them) are refused with `PERMISSION_DENIED` naming the rule, as
+//! is `EXPLAIN ANALYZE` (its metrics count rows before groups are left out). Because the
+//! rule rewrites the plan before the optimizer, every later rewrite preserves its
+//! meaning. Errors raised while such a statement runs keep their detail (which may
+//! quote a row's values) from the caller ([`crate::query`]).
 //!
 //! Known limits, as for every aggregation threshold: two overlapping queries can be
-//! differenced (groups of 12 and 11 patients tell the twelfth apart), a conditional
-//! aggregate (`sum(CASE WHEN encounter_id = 7 THEN value END)`, `count(*) FILTER
-//! (...)`) can single out one contributor inside a large enough group, and a query
-//! whose expression fails on some row (division by zero) tells that such a row exists.
-//! Thresholds keep honest consumers from publishing small cells; they do not stop a
-//! determined adversary.
+//! differenced (groups of 12 and 11 patients tell the twelfth apart); an aggregate whose
+//! argument is arithmetic on a selector (`sum(x * (1 / (1 + abs(id - 7))))`) reads every
+//! row yet weighs one; whether a statement fails, or a `HAVING` evaluated on a group
+//! later left out, tells something about its rows. Thresholds keep honest consumers
+//! from publishing small cells; they do not stop a determined adversary.
 
 use std::sync::Arc;
 
@@ -37,20 +42,23 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, DFSchemaRef, DataFusionError, Result};
 use datafusion::datasource::source_as_provider;
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
+use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
-    Aggregate, Distinct, Expr, Filter, JoinType, LogicalPlan, Projection, Subquery, SubqueryAlias,
-    TableScan, TableScanBuilder, lit,
+    Aggregate, Distinct, Expr, Filter, JoinType, LogicalPlan, Projection, Sort, Subquery,
+    SubqueryAlias, TableScan, TableScanBuilder, lit,
 };
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use meshgate_catalog::{AggregateThreshold, ColumnEffect, MaskKind};
 
 use super::secured_table::SecuredTable;
 use super::time_travel::VersionedTable;
+use crate::error::AggregateOnlyRefused;
 
 /// Aggregate functions allowed over a table read only in aggregate: none of them
-/// returns a value of one row.
+/// returns a value of one row (`bool_or` and `bool_and` are out too: "does any row
+/// match" is a question about one row).
 pub(crate) const ALLOWED_AGGREGATES: &[&str] = &[
     "count",
     "sum",
@@ -60,8 +68,6 @@ pub(crate) const ALLOWED_AGGREGATES: &[&str] = &[
     "var",
     "var_pop",
     "approx_distinct",
-    "bool_and",
-    "bool_or",
     "corr",
     "covar_samp",
     "covar_pop",
@@ -109,19 +115,11 @@ impl AggregateGuard {
             why: why.into(),
         }))
     }
-}
 
-/// A statement reads a table that its principal may read only in aggregate, other
-/// than through an aggregate that the rule allows.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{table} may be read only in aggregate (policy aggregate_only: {rule}; smaller groups \
-     are left out): {why}"
-)]
-pub(crate) struct AggregateOnlyRefused {
-    table: String,
-    rule: String,
-    why: String,
+    /// `domain.product.table`.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
 }
 
 /// The analyzer rule that enforces aggregation thresholds (see the module).
@@ -130,10 +128,16 @@ pub(crate) struct AggregateOnly;
 
 impl AnalyzerRule for AggregateOnly {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        if !reads_guarded_table(&plan) {
+        let Some(guard) = guarded_table(&plan) else {
             return Ok(plan);
+        };
+        if matches!(plan, LogicalPlan::Analyze(_)) {
+            // Its metrics count the rows of every step, before groups are left out.
+            return Err(
+                guard.refuse("EXPLAIN ANALYZE shows how many rows each step saw; use EXPLAIN")
+            );
         }
-        Rewriter { next: 0 }.root(plan)
+        Rewriter.root(plan)
     }
 
     fn name(&self) -> &str {
@@ -141,16 +145,16 @@ impl AnalyzerRule for AggregateOnly {
     }
 }
 
-/// Whether `plan` (its subqueries included) scans a guarded table: most plans do not,
-/// and pass untouched.
-fn reads_guarded_table(plan: &LogicalPlan) -> bool {
+/// The guard of the first guarded table `plan` (its subqueries included) scans: most
+/// plans scan none, and pass untouched.
+pub(crate) fn guarded_table(plan: &LogicalPlan) -> Option<AggregateGuard> {
     use datafusion::common::tree_node::TreeNodeRecursion;
-    let mut found = false;
+    let mut found = None;
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
-            && guard_of(scan).is_some()
+            && let Some(guard) = guard_of(scan)
         {
-            found = true;
+            found = Some(guard);
             return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)
@@ -188,15 +192,17 @@ struct Visited {
     pending: Vec<Pending>,
 }
 
-struct Rewriter {
-    /// Numbers the columns the rewrite adds.
-    next: usize,
-}
+/// Numbers the columns rewrites add, across the process: a plan rewritten twice (a
+/// derived table's transform, held to the rule by itself and again by the session that
+/// scans it) never gets two columns of one name.
+static NEXT_COLUMN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+struct Rewriter;
 
 impl Rewriter {
     fn fresh(&mut self, prefix: &str) -> String {
-        self.next += 1;
-        format!("__meshgate_{prefix}_{}", self.next)
+        let n = NEXT_COLUMN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("__meshgate_{prefix}_{n}")
     }
 
     /// `plan` as a whole query (a statement, or a subquery of one): no guarded row may
@@ -318,6 +324,16 @@ impl Rewriter {
         match plan {
             LogicalPlan::Aggregate(aggregate) => {
                 let [child] = one(children)?;
+                if aggregate
+                    .group_expr
+                    .iter()
+                    .any(|e| matches!(e, Expr::GroupingSet(_)))
+                {
+                    return Err(refuse(
+                        "GROUPING SETS, ROLLUP and CUBE show totals beside the groups left \
+                         out, which gives them away; group each way in its own statement",
+                    ));
+                }
                 ensure_allowed_functions(&aggregate.aggr_expr, &child.pending)?;
                 let plan = self.suppress(
                     child,
@@ -365,7 +381,11 @@ impl Rewriter {
                 let plan = SubqueryAlias::try_new(Arc::new(child.plan), alias.alias)?;
                 Ok(passing(LogicalPlan::SubqueryAlias(plan), child.pending))
             }
-            LogicalPlan::Filter(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => {
+            LogicalPlan::Limit(_) | LogicalPlan::Sort(Sort { fetch: Some(_), .. }) => Err(refuse(
+                "a LIMIT or OFFSET before the aggregate picks rows by their order (the \
+                 largest, the smallest); aggregate first",
+            )),
+            LogicalPlan::Filter(_) | LogicalPlan::Sort(_) => {
                 let [child] = one(children)?;
                 let plan = plan.with_new_exprs(plan.expressions(), vec![child.plan])?;
                 Ok(passing(plan, child.pending))
@@ -428,16 +448,35 @@ impl Rewriter {
         mut aggr_expr: Vec<Expr>,
         original_schema: &DFSchemaRef,
     ) -> Result<LogicalPlan> {
+        // The rows each aggregate reads: all of the group's, or those where its arguments
+        // are not NULL and its FILTER holds (`sum(CASE WHEN id = 7 THEN x END)` reads one).
+        let mut reads: Vec<Option<Expr>> = vec![None];
+        for expr in &aggr_expr {
+            let condition = rows_read_by(expr);
+            if condition.is_some() && !reads.contains(&condition) {
+                reads.push(condition);
+            }
+        }
         let mut checks = Vec::new();
         for rows in &child.pending {
-            let name = self.fresh("contributors");
-            let counter = match &rows.unit {
-                Some(unit) => count_distinct(Expr::Column(unit.clone())),
-                None => count(lit(1i64)),
-            };
-            aggr_expr.push(counter.alias(&name));
             let least = i64::try_from(rows.guard.threshold.min_group_size).unwrap_or(i64::MAX);
-            checks.push(Expr::Column(Column::from_name(name)).gt_eq(lit(least)));
+            for condition in &reads {
+                let name = self.fresh("contributors");
+                let (argument, distinct) = match &rows.unit {
+                    Some(unit) => (Expr::Column(unit.clone()), true),
+                    None => (lit(1i64), false),
+                };
+                let counter = Expr::AggregateFunction(AggregateFunction::new_udf(
+                    count_udaf(),
+                    vec![argument],
+                    distinct,
+                    condition.clone().map(Box::new),
+                    vec![],
+                    None,
+                ));
+                aggr_expr.push(counter.alias(&name));
+                checks.push(Expr::Column(Column::from_name(name)).gt_eq(lit(least)));
+            }
         }
         let aggregate = Aggregate::try_new(Arc::new(child.plan), group_expr, aggr_expr)?;
         let predicate = conjunction(checks)
@@ -481,6 +520,26 @@ fn ensure_allowed_functions(aggr_expr: &[Expr], pending: &[Pending]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The condition on a row for the aggregate `expr` to read it (its arguments other
+/// than literals are not NULL, and its FILTER holds), or `None` when it reads every row.
+fn rows_read_by(expr: &Expr) -> Option<Expr> {
+    let mut inner = expr;
+    while let Expr::Alias(alias) = inner {
+        inner = &alias.expr;
+    }
+    let Expr::AggregateFunction(f) = inner else {
+        return None;
+    };
+    let not_null = f
+        .params
+        .args
+        .iter()
+        .filter(|a| !matches!(a, Expr::Literal(..)))
+        .map(|a| a.clone().is_not_null());
+    let filter = f.params.filter.as_deref().cloned();
+    conjunction(not_null.chain(filter))
 }
 
 fn unchanged(plan: LogicalPlan) -> Visited {

@@ -22,7 +22,7 @@ use meshgate_catalog::{
     Access, ColumnEffect, LineageEdge, PlatformPolicy, Principal, Product, TableAccess, decide,
 };
 
-pub(crate) use aggregate_only::{AggregateOnly, AggregateOnlyRefused};
+pub(crate) use aggregate_only::{AggregateOnly, guarded_table};
 pub(crate) use boundary::{PolicyBoundaryExec, derived_failure};
 pub use mask::MaskHash;
 use secured_table::SecuredTable;

@@ -20,11 +20,12 @@ use crate::admission::Deadline;
 use crate::audit::QueryAudit;
 use crate::cache::{ResultKey, StatementKey};
 use crate::cluster::{Cluster, ClusterRoute, plan_for_cluster, without_dynamic_filters};
-use crate::error::{Error, Result};
-use crate::policy::VersionedTable;
+use crate::error::{Error, ErrorClass, Result};
+use crate::policy::{VersionedTable, guarded_table};
 use crate::session::{
     NameDefaults, SYSTEM_CATALOG, StorageFailures, ViewFingerprint, recording_task_context,
 };
+use datafusion::error::DataFusionError;
 
 /// A statement planned for one principal: its physical plan, result schema, deadline
 /// and audit facts.
@@ -56,6 +57,9 @@ pub struct PlannedQuery {
     result_key: Option<(ResultKey, Arc<[String]>)>,
     /// The fingerprint of the principal it was planned for: the only one that may run it.
     owner: String,
+    /// A table the statement reads only in aggregate, if any: then an error raised while
+    /// it runs says what failed, not with which values (they may be a row's).
+    withholds_errors: Option<String>,
     /// What the audit records of this query say about it.
     pub(crate) audit: QueryAudit,
 }
@@ -114,6 +118,7 @@ impl PlannedQuery {
         let physical = state.create_physical_plan(&logical).await?;
         let schema = wire_schema(physical.schema().as_ref());
         let origins = column_origins(&logical, &state);
+        let withholds_errors = guarded_table(&logical).map(|guard| guard.table().to_string());
         let explain = matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         let scanned = state
             .config()
@@ -187,6 +192,7 @@ impl PlannedQuery {
             view,
             snapshot,
             owner,
+            withholds_errors,
             audit,
         })
     }
@@ -314,10 +320,29 @@ impl PlannedQuery {
         }
         // A storage failure names its table, even where a reader lost it on the way.
         let schema = batches.schema();
-        let named = batches.map_err(move |e| failures.attach(e));
+        let withheld = self.withholds_errors.clone();
+        let named = batches.map_err(move |e| match &withheld {
+            Some(table) => withhold_detail(failures.attach(e), table),
+            None => failures.attach(e),
+        });
         let batches = Box::pin(RecordBatchStreamAdapter::new(schema, named));
         Ok(plain(Arc::clone(&self.schema), batches))
     }
+}
+
+/// `error` of a statement reading `table` only in aggregate: an error about the
+/// statement's values (a cast, an overflow, a division by zero) may quote a row, so
+/// its detail goes to the server log at debug level only; other errors (storage,
+/// resources, deadlines) say nothing about rows and pass as they are.
+fn withhold_detail(error: DataFusionError, table: &str) -> DataFusionError {
+    if Error::class_of(&error) != ErrorClass::InvalidArgument {
+        return error;
+    }
+    tracing::debug!(%table, error = %error, "a statement over an aggregate-only table failed");
+    DataFusionError::Execution(format!(
+        "the statement failed on a row of {table}, which you may read only in aggregate; \
+         the error's detail is withheld"
+    ))
 }
 
 /// What executing one part of a planned query needs.
