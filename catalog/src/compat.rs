@@ -7,11 +7,12 @@
 //! held NULLs breaks the contract; relaxed, consumers may meet NULLs they never
 //! handled); a policy tightened (fewer readers, a new row filter, a stricter column rule
 //! or aggregation threshold, fewer exempt roles); past versions no longer kept, or for
-//! less long; a weaker freshness promise. It is **compatible** when every such query and
-//! consumer keeps working: something added, a type widened (`Int32` to `Int64`, more
-//! decimal digits, another string encoding), a policy loosened, a stronger promise.
-//! Changes that consumers cannot observe (descriptions, storage locations, quality
-//! checks) are not listed.
+//! less long; a weaker freshness promise; a tag added (platform rules select by tag).
+//! It is **compatible** when every such query and consumer keeps working: something
+//! added, a type widened as the gateway casts on read ([`widens`]: `Int32` to `Int64`,
+//! more decimal digits at the same scale, another string encoding), a policy loosened,
+//! a stronger promise, a tag removed. Descriptions, storage locations, quality checks,
+//! keys and derived transforms are not compared.
 //!
 //! A product with breaking changes must raise its major version (`2.1.0` to `3.0.0`),
 //! which [`ProductChanges::needs_major_version`] checks.
@@ -137,6 +138,7 @@ fn change(subject: &str, impact: Impact, what: impl Into<String>) -> Change {
 }
 
 fn product_changes(old: &Product, new: &Product, out: &mut Vec<Change>) {
+    tag_changes("tags", &old.tags, &new.tags, out);
     for table in &old.tables {
         match new.table(&table.name) {
             Some(after) => table_changes(table, after, out),
@@ -231,7 +233,24 @@ fn table_changes(old: &Table, new: &Table, out: &mut Vec<Change>) {
     }
 }
 
+/// Tags added or removed: platform rules select products and columns by tag, so a tag
+/// added may restrict who reads the product or mask the column (breaking); one removed
+/// only lifts such rules.
+fn tag_changes(at: &str, old: &[String], new: &[String], out: &mut Vec<Change>) {
+    for tag in new.iter().filter(|t| !old.contains(t)) {
+        out.push(change(
+            at,
+            Impact::Breaking,
+            format!("tag {tag} added (platform rules on it may restrict readers or values)"),
+        ));
+    }
+    for tag in old.iter().filter(|t| !new.contains(t)) {
+        out.push(change(at, Impact::Compatible, format!("tag {tag} removed")));
+    }
+}
+
 fn column_changes(at: &str, old: &Column, new: &Column, out: &mut Vec<Change>) {
+    tag_changes(at, &old.tags, &new.tags, out);
     if old.data_type != new.data_type {
         let widened = widens(&old.data_type, &new.data_type);
         out.push(change(
@@ -264,41 +283,38 @@ fn column_changes(at: &str, old: &Column, new: &Column, out: &mut Vec<Change>) {
     }
 }
 
-/// Whether every value of `from` is a value of `to`, compared equal.
+/// Whether values stored as `from` can be served as `to` without loss of information:
+/// the casts the gateway makes when it reads data under a contract, so a type changed
+/// this way is served from data written under the old one.
 pub fn widens(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
-    let strings = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
-    let binaries = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
-    let signed = |t: &DataType| match t {
-        Int8 => Some(8),
-        Int16 => Some(16),
-        Int32 => Some(32),
-        Int64 => Some(64),
-        _ => None,
-    };
-    let unsigned = |t: &DataType| match t {
-        UInt8 => Some(8),
-        UInt16 => Some(16),
-        UInt32 => Some(32),
-        UInt64 => Some(64),
-        _ => None,
-    };
+    if from == to {
+        return true;
+    }
     match (from, to) {
-        _ if from == to => true,
-        (a, b) if strings(a) && strings(b) => true,
-        (a, b) if binaries(a) && binaries(b) => true,
-        (Float16, Float32 | Float64) | (Float32, Float64) => true,
-        (Int8 | Int16 | UInt8 | UInt16, Float32) => true,
-        (Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32, Float64) => true,
-        (Date32, Date64) => true,
-        (Decimal128(p1, s1) | Decimal256(p1, s1), Decimal128(p2, s2) | Decimal256(p2, s2)) => {
-            s2 >= s1 && i16::from(*p2) - i16::from(*s2) >= i16::from(*p1) - i16::from(*s1)
-        }
-        (a, b) => match (signed(a), unsigned(a), signed(b), unsigned(b)) {
-            (Some(x), _, Some(y), _) | (_, Some(x), _, Some(y)) => y > x,
-            (_, Some(x), Some(y), _) => y > x,
-            _ => false,
-        },
+        (Utf8View | LargeUtf8, Utf8) | (Utf8 | Utf8View, LargeUtf8) => true,
+        (BinaryView | LargeBinary, Binary) | (Binary | BinaryView, LargeBinary) => true,
+        (Dictionary(_, value), _) => widens(value, to),
+        (Int8, Int16 | Int32 | Int64)
+        | (Int16, Int32 | Int64)
+        | (Int32, Int64)
+        | (UInt8, UInt16 | UInt32 | UInt64 | Int16 | Int32 | Int64)
+        | (UInt16, UInt32 | UInt64 | Int32 | Int64)
+        | (UInt32, UInt64 | Int64)
+        | (Float16, Float32 | Float64)
+        | (Float32, Float64) => true,
+        (Decimal128(p1, s1), Decimal128(p2, s2)) => s1 == s2 && p1 <= p2,
+        (Timestamp(u1, tz1), Timestamp(u2, tz2)) => u1 == u2 && same_zone(tz1, tz2),
+        _ => false,
+    }
+}
+
+fn same_zone(a: &Option<std::sync::Arc<str>>, b: &Option<std::sync::Arc<str>>) -> bool {
+    let utc = |z: &str| matches!(z, "UTC" | "+00:00" | "Z" | "Etc/UTC");
+    match (a.as_deref(), b.as_deref()) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x == y || (utc(x) && utc(y)),
+        _ => false,
     }
 }
 
@@ -393,14 +409,25 @@ fn policy_changes(
                 .unwrap_or_default()
         };
         let (was, is) = (strictness(before), strictness(after));
-        if is > was
-            || (is == was
-                && is > ColumnEffect::Clear
-                && !exempt(after).is_superset(&exempt(before)))
-        {
-            out.push(change(&at, Impact::Breaking, "column rule tightened"));
-        } else if before != after {
+        if before == after {
+            continue;
+        }
+        // Loosened only when the rule goes, or keeps its effect for more roles: any
+        // other change of mask changes what (and which type) some callers get.
+        let loosened =
+            is == ColumnEffect::Clear || (is == was && exempt(after).is_superset(&exempt(before)));
+        if loosened {
             out.push(change(&at, Impact::Compatible, "column rule loosened"));
+        } else {
+            out.push(change(
+                &at,
+                Impact::Breaking,
+                format!(
+                    "column rule changed ({} -> {})",
+                    describe(was),
+                    describe(is)
+                ),
+            ));
         }
     }
     match (&old.aggregate_only, &new.aggregate_only) {
@@ -442,6 +469,14 @@ fn policy_changes(
     }
 }
 
+fn describe(effect: ColumnEffect) -> String {
+    match effect {
+        ColumnEffect::Clear => "clear".into(),
+        ColumnEffect::Hidden => "hidden".into(),
+        ColumnEffect::Masked(kind) => format!("mask {}", crate::policy::mask_name(kind)),
+    }
+}
+
 fn effect(rule: &ColumnRule) -> ColumnEffect {
     if rule.hide {
         ColumnEffect::Hidden
@@ -474,30 +509,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn widening_keeps_every_value() {
+    fn widening_is_what_the_gateway_casts_on_read() {
         use DataType::*;
         for (from, to) in [
             (Int32, Int64),
             (UInt16, Int32),
             (UInt8, UInt64),
-            (Int32, Float64),
             (Float32, Float64),
             (Utf8, LargeUtf8),
             (Utf8View, Utf8),
-            (Date32, Date64),
             (Decimal128(10, 2), Decimal128(12, 2)),
-            (Decimal128(10, 2), Decimal128(11, 3)),
-            (Decimal128(38, 2), Decimal256(40, 2)),
         ] {
             assert!(widens(&from, &to), "{from} -> {to}");
         }
         for (from, to) in [
             (Int64, Int32),
             (Int32, UInt64),
-            (Int64, Float64),
+            (Int32, Float64),
             (Float64, Float32),
             (Utf8, Int64),
-            (Decimal128(10, 2), Decimal128(10, 3)),
+            (Utf8, Utf8View),
+            (Date32, Date64),
+            (Decimal128(10, 2), Decimal128(11, 3)),
             (Decimal128(10, 2), Decimal128(8, 2)),
             (Int64, Utf8),
         ] {

@@ -296,37 +296,10 @@ pub(crate) fn column_problems<'a>(
         .collect()
 }
 
-/// Whether values stored as `from` can be served as `to` without loss of information.
+/// Whether values stored as `from` can be served as `to` without loss of information
+/// (the catalog's rule, which `meshgate lint --against` classifies changes by too).
 pub fn is_lossless_widening(from: &DataType, to: &DataType) -> bool {
-    use DataType::*;
-    if from == to {
-        return true;
-    }
-    match (from, to) {
-        (Utf8View | LargeUtf8, Utf8) | (Utf8 | Utf8View, LargeUtf8) => true,
-        (BinaryView | LargeBinary, Binary) | (Binary | BinaryView, LargeBinary) => true,
-        (Dictionary(_, value), _) => is_lossless_widening(value, to),
-        (Int8, Int16 | Int32 | Int64)
-        | (Int16, Int32 | Int64)
-        | (Int32, Int64)
-        | (UInt8, UInt16 | UInt32 | UInt64 | Int16 | Int32 | Int64)
-        | (UInt16, UInt32 | UInt64 | Int32 | Int64)
-        | (UInt32, UInt64 | Int64)
-        | (Float16, Float32 | Float64)
-        | (Float32, Float64) => true,
-        (Decimal128(p1, s1), Decimal128(p2, s2)) => s1 == s2 && p1 <= p2,
-        (Timestamp(u1, tz1), Timestamp(u2, tz2)) => u1 == u2 && same_zone(tz1, tz2),
-        _ => false,
-    }
-}
-
-fn same_zone(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
-    let utc = |z: &str| matches!(z, "UTC" | "+00:00" | "Z" | "Etc/UTC");
-    match (a.as_deref(), b.as_deref()) {
-        (None, None) => true,
-        (Some(x), Some(y)) => x == y || (utc(x) && utc(y)),
-        _ => false,
-    }
+    meshgate_catalog::widens(from, to)
 }
 
 /// The contract schema of `table`, as an Arrow schema.

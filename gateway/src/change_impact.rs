@@ -70,14 +70,28 @@ pub fn previous_mesh(mesh_dir: &Path, against: &str) -> Result<PreviousMesh, Pre
         against: against.to_string(),
         detail: e.to_string(),
     })?;
+    // A descriptor that did not load would read as a product added since: every change
+    // to it would go unseen.
+    if let Some(error) = load.errors.first() {
+        return Err(PreviousMeshError::Mesh {
+            against: against.to_string(),
+            detail: format!("the previous version does not load: {error}"),
+        });
+    }
+    if load.mesh.is_empty() {
+        return Err(PreviousMeshError::Mesh {
+            against: against.to_string(),
+            detail: "the previous version holds no product (is it the mesh's directory?)".into(),
+        });
+    }
     Ok(PreviousMesh {
         mesh: load.mesh,
         _checkout: checkout,
     })
 }
 
-/// The descriptors (`*.yaml`) under `mesh_dir` at git revision `revision`, in a
-/// temporary directory laid out as the mesh.
+/// The descriptors (`*.yaml`) and transform files (`*.sql`) under `mesh_dir` at git
+/// revision `revision`, in a temporary directory laid out as the mesh.
 fn from_git(mesh_dir: &Path, revision: &str) -> Result<tempfile::TempDir, PreviousMeshError> {
     let not_found = |detail: String| PreviousMeshError::NotFound {
         against: revision.to_string(),
@@ -114,8 +128,17 @@ fn from_git(mesh_dir: &Path, revision: &str) -> Result<tempfile::TempDir, Previo
         .map_err(io)?;
     for path in listing.split(|b| *b == 0).filter(|p| !p.is_empty()) {
         let path = String::from_utf8_lossy(path).into_owned();
-        if !path.ends_with(".yaml") && !path.ends_with(".yml") {
+        // Descriptors, and the transform files they may name.
+        if ![".yaml", ".yml", ".sql"].iter().any(|e| path.ends_with(e)) {
             continue;
+        }
+        // Only plain relative names: a tree entry such as `../x` must not be written
+        // outside the temporary directory.
+        if !Path::new(&path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(not_found(format!("{path}: not a plain relative path")));
         }
         let text = git(&["show", &format!("{revision}:./{path}")])?;
         let target = checkout.path().join(&path);

@@ -2,9 +2,10 @@
 //! policies (`platform_policies`), trusted token issuers (`auth`) and the masking key
 //! (`masking`).
 //!
-//! A file-system watcher reports changes to the configuration file and to the key files
-//! it names (the masking key file, issuers' secret, PEM and JWKS files); after a quiet
-//! `reload.debounce` the file is read again. When every part of it is valid (it parses,
+//! A file-system watcher reports changes in the directories of the configuration file
+//! and of the key files it names (the masking key file, issuers' secret, PEM and JWKS
+//! files, and the targets of those that are symlinks); after a quiet `reload.debounce`,
+//! and only when their content changed, the configuration is read again. When every part of it is valid (it parses,
 //! every issuer's key loads, the masking key reads), the new issuers are trusted from
 //! the next call on and the new policy goes to the mesh follower, which publishes
 //! sessions under it at once: statements planned, prepared statements executed and
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshgate_engine::PolicyEngine;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::auth::{Authenticator, KeySource};
@@ -51,10 +52,11 @@ pub(crate) fn follow_config(
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
     let (sender, events) = unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            for path in event.paths {
-                let _ = sender.send(path);
-            }
+        // Reading a file is no change (and the reload itself reads them).
+        if let Ok(event) = event
+            && !matches!(event.kind, EventKind::Access(_))
+        {
+            let _ = sender.send(());
         }
     })?;
     let mut follower = Follower {
@@ -62,20 +64,29 @@ pub(crate) fn follow_config(
         watcher,
         watched_dirs: BTreeSet::new(),
         files: BTreeSet::new(),
+        applied: None,
         events,
     };
     follower.watch(config);
+    follower.applied = follower.digest();
     Ok(tokio::spawn(follower.run()))
 }
+
+/// A debounce window is extended by new events at most this many times, so that a
+/// directory written to all the time (an audit log beside a key file) still reloads.
+const MAX_DEBOUNCE_ROUNDS: u32 = 20;
 
 struct Follower {
     reload: ConfigReload,
     watcher: RecommendedWatcher,
     /// Directories watched (non-recursively): editors replace files by renaming.
     watched_dirs: BTreeSet<PathBuf>,
-    /// The files whose changes trigger a reload.
+    /// The files whose content decides a reload.
     files: BTreeSet<PathBuf>,
-    events: UnboundedReceiver<PathBuf>,
+    /// The digest of their content when it was last read (applied or refused).
+    applied: Option<[u8; 32]>,
+    /// Something changed in a watched directory.
+    events: UnboundedReceiver<()>,
 }
 
 impl Follower {
@@ -93,37 +104,68 @@ impl Follower {
                 KeySource::SecretEnv(_) | KeySource::JwksUrl(_) => {}
             }
         }
+        // A file that is a symlink (a Kubernetes ConfigMap or Secret: `config.yaml` ->
+        // `..data/config.yaml`, swapped by renaming `..data`) changes where its target
+        // lives: both directories are watched.
         let dirs: BTreeSet<PathBuf> = files
             .iter()
+            .flat_map(|f| [Some(f.clone()), std::fs::canonicalize(f).ok()])
+            .flatten()
             .filter_map(|f| f.parent().map(Path::to_path_buf))
             .collect();
         for gone in self.watched_dirs.difference(&dirs) {
             let _ = self.watcher.unwatch(gone);
         }
-        for dir in dirs.difference(&self.watched_dirs) {
-            if let Err(e) = self.watcher.watch(dir, RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %dir.display(), error = %e,
-                    "cannot watch a configuration directory; its changes apply at restart");
+        let mut watched = BTreeSet::new();
+        for dir in dirs {
+            if self.watched_dirs.contains(&dir) {
+                watched.insert(dir);
+                continue;
+            }
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(dir);
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
+                    "cannot watch a configuration directory; its changes apply at restart"),
             }
         }
-        self.watched_dirs = dirs;
+        self.watched_dirs = watched;
         self.files = files;
     }
 
+    /// One digest of the content of every file that decides a reload (a missing file
+    /// counts as empty).
+    fn digest(&self) -> Option<[u8; 32]> {
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for file in &self.files {
+            let content = std::fs::read(file).unwrap_or_default();
+            digest.update(file.as_os_str().as_encoded_bytes());
+            digest.update(&(content.len() as u64).to_le_bytes());
+            digest.update(&content);
+        }
+        digest.finish().as_ref().try_into().ok()
+    }
+
     async fn run(mut self) {
-        while let Some(path) = self.events.recv().await {
-            if !self.files.contains(&path) {
-                continue;
-            }
+        while self.events.recv().await.is_some() {
             // Quiet time: an editor writes, renames and touches in a burst.
-            loop {
+            for _ in 0..MAX_DEBOUNCE_ROUNDS {
                 match tokio::time::timeout(self.reload.debounce, self.events.recv()).await {
-                    Ok(Some(_)) => continue,
+                    Ok(Some(())) => continue,
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
+            // Events name directories' other files too; only content decides.
+            let now = self.digest();
+            if now == self.applied {
+                continue;
+            }
+            self.applied = now;
             self.apply().await;
+            // The configuration may name other key files now.
+            self.applied = self.digest();
         }
     }
 
@@ -137,6 +179,8 @@ impl Follower {
                 return;
             }
         };
+        // Follow the key files it names now, even if one cannot be read yet.
+        self.watch(&config);
         let configured_key = config.masking.key_file.is_some() || config.masking.key_env.is_some();
         let key = if configured_key {
             match masking_key(&config.masking) {
@@ -162,7 +206,6 @@ impl Follower {
         if self.reload.policies.send(policy).is_err() {
             tracing::warn!("the mesh is no longer followed; the new policy applies at restart");
         }
-        self.watch(&config);
         tracing::info!(
             platform_policies = config.platform_policies.len(),
             issuers = config.auth.issuers.len(),

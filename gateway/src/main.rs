@@ -626,6 +626,9 @@ async fn serve(command: Command) -> Result<(), CliError> {
             } else {
                 eprintln!("meshgate: reusing the demo mesh ({} rows)", demo.rows);
             }
+            // The demo adds its issuer, platform rule and keys to the file's: what it
+            // serves is not the file alone, so the file is not followed.
+            config.source = None;
             let secret = demo::demo_secret(&dir)?;
             config.auth.issuers.push(demo::demo_issuer(&secret));
             config

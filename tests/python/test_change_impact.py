@@ -146,3 +146,27 @@ def test_an_unknown_revision_is_a_clear_error(meshgate_bin, repo):
     run = lint(meshgate_bin, repo / "mesh", "no-such-branch")
     assert run.returncode == 1
     assert "error: --against no-such-branch: not a directory, and not a git revision" in run.stdout, run.stdout
+
+
+def test_a_tag_added_is_breaking_for_platform_rules_select_by_tag(meshgate_bin, repo):
+    (repo / "mesh" / "shop" / "orders.yaml").write_text(
+        BEFORE.replace("{ name: region, type: Utf8, nullable: false }",
+                       "{ name: region, type: Utf8, nullable: false, tags: [pii] }"))
+    run = lint(meshgate_bin, repo / "mesh", "main")
+    assert changes(run) == [
+        "breaking: shop.orders (1.4.0 -> 1.4.0): orders.region: "
+        "tag pii added (platform rules on it may restrict readers or values)",
+    ], run.stdout
+    assert run.returncode == 1
+
+
+def test_a_revision_without_the_mesh_is_an_error(meshgate_bin, repo):
+    (repo / "other").mkdir()
+    (repo / "other" / "x.txt").write_text("x")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "other")
+    moved = repo / "moved"
+    (repo / "mesh").rename(moved)
+    run = lint(meshgate_bin, moved, "HEAD~1")
+    assert run.returncode == 1
+    assert "holds no product" in run.stdout, run.stdout

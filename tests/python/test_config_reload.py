@@ -82,7 +82,8 @@ def gateway(demo, meshgate_bin, tmp_path_factory):
     gw.write_config()
     argv = [meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
             "--config", gw.config]
-    gw.server = start_server(argv, "config-reload")
+    # Info logs: the tests count the reloads the gateway reports.
+    gw.server = start_server(argv, "config-reload", env={"MESHGATE_LOG": "info"})
     try:
         yield gw
     finally:
@@ -184,3 +185,23 @@ def test_an_invalid_change_changes_nothing(gateway, ben):
     eventually("the next valid change applies", lambda: first_value(gateway, ben, NAME) is None)
     gateway.write_config()
     eventually("and the one after", lambda: first_value(gateway, ben, NAME) == "REDACTED")
+
+
+def test_reading_the_files_triggers_no_reload(gateway, ben):
+    def reloads() -> int:
+        return gateway.server.output(tail=20000).count("configuration reloaded")
+
+    time.sleep(1.0)
+    before = reloads()
+    assert before > 0, "the earlier changes were logged"
+    # A reader of the configuration (an operator's `cat`, the reload itself) changes
+    # nothing: no reload follows.
+    for path in (gateway.config, gateway.mask_key, gateway.secret):
+        path.read_bytes()
+    time.sleep(1.5)
+    assert reloads() == before, gateway.server.output(tail=50)
+    # Writing the same content is no change either.
+    gateway.write_config()
+    time.sleep(1.5)
+    assert reloads() == before, gateway.server.output(tail=50)
+    assert first_value(gateway, ben, NAME) == "REDACTED"

@@ -63,6 +63,9 @@ struct Follower {
     rechecks: Option<UnboundedReceiver<PathBuf>>,
     /// New policies to serve under.
     policies: Option<UnboundedReceiver<PolicyEngine>>,
+    /// A new policy is set but not yet published (its refresh failed): the next
+    /// successful refresh publishes, changed or not.
+    policy_pending: bool,
 }
 
 impl Follower {
@@ -87,6 +90,7 @@ impl Follower {
             watched_data: BTreeSet::new(),
             rechecks: None,
             policies: None,
+            policy_pending: false,
         };
         follower.watch_data_directories();
         follower
@@ -110,7 +114,15 @@ impl Follower {
             let check = tokio::select! {
                 policy = recv_policy(&mut self.policies), if governed => {
                     match policy {
-                        Some(policy) => self.apply_policy(policy).await,
+                        Some(mut policy) => {
+                            // Only the latest of a burst matters.
+                            if let Some(queued) = self.policies.as_mut() {
+                                while let Ok(newer) = queued.try_recv() {
+                                    policy = newer;
+                                }
+                            }
+                            self.apply_policy(policy).await
+                        }
                         // The configuration is no longer followed.
                         None => self.policies = None,
                     }
@@ -170,8 +182,11 @@ impl Follower {
 
     async fn refresh(&mut self, check: &DataCheck) {
         match self.registry.refresh(check).await {
-            Ok(report) if report.changed() => {
-                let changed = report.changed_products(check);
+            Ok(report) if report.changed() || self.policy_pending => {
+                let mut changed = report.changed_products(check);
+                if std::mem::take(&mut self.policy_pending) {
+                    changed.extend(self.registry.product_names());
+                }
                 self.sessions
                     .publish(self.registry.sessions().with_changes(changed));
                 self.watch_data_directories();
@@ -204,6 +219,7 @@ impl Follower {
                 tracing::info!("policy changed: sessions rebuilt under it");
             }
             Err(e) => {
+                self.policy_pending = true;
                 tracing::warn!(error = %e, "mesh directory cannot be read; the new policy applies at the next refresh")
             }
         }

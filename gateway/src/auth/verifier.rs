@@ -136,10 +136,13 @@ enum Keys {
     },
 }
 
+#[derive(Clone)]
 struct Issuer {
     config: IssuerConfig,
     validation: Validation,
-    keys: Keys,
+    /// Shared with the issuer this one replaced when both fetch the same JWKS URL: a
+    /// configuration reload keeps the keys fetched and the fetch cooldown.
+    keys: Arc<Keys>,
 }
 
 /// Verifies bearer tokens against the configured issuers.
@@ -205,10 +208,29 @@ impl Authenticator {
 
     /// Trusts exactly the issuers of `fresh` from now on (built from a changed
     /// configuration, so every key was loaded and checked): tokens of a removed issuer
-    /// are refused from the next call on.
+    /// are refused from the next call on. An issuer whose keys come from the same JWKS
+    /// URL as before keeps the keys fetched and the fetch cooldown (an identity
+    /// provider unreachable at that moment does not lock its users out); keys from
+    /// files are the files' new content.
     pub fn replace_issuers(&self, fresh: Authenticator) {
-        let issuers = fresh.issuers();
-        *self.issuers.write().unwrap_or_else(|e| e.into_inner()) = issuers;
+        let previous = self.issuers();
+        let fresh = fresh
+            .issuers
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut issuers = Arc::try_unwrap(fresh).unwrap_or_else(|shared| {
+            // Only this function held it; cloning the map is the fallback.
+            shared.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        });
+        for (name, issuer) in &mut issuers {
+            if let (KeySource::JwksUrl(url), Some(before)) =
+                (&issuer.config.key, previous.get(name))
+                && matches!(&before.config.key, KeySource::JwksUrl(old) if old == url)
+            {
+                issuer.keys = Arc::clone(&before.keys);
+            }
+        }
+        *self.issuers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(issuers);
     }
 
     /// Verifies the value of an `authorization` header (`Bearer <token>`).
@@ -247,7 +269,7 @@ impl Authenticator {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<DecodingKey, AuthError> {
-        let (keys, url, last_fetch) = match &issuer.keys {
+        let (keys, url, last_fetch) = match issuer.keys.as_ref() {
             Keys::Single(key) => return Ok(key.clone()),
             Keys::Set {
                 keys,
@@ -427,7 +449,7 @@ async fn build_issuer(config: &IssuerConfig, leeway: Duration) -> Result<Issuer,
     Ok(Issuer {
         config: config.clone(),
         validation,
-        keys,
+        keys: Arc::new(keys),
     })
 }
 
