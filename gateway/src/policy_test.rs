@@ -237,9 +237,10 @@ pub fn run(path: &Path, out: &mut impl Write) -> Result<Outcome, PolicyTestError
             passed: 0,
             failed: 0,
         };
+        let parser = datafusion::prelude::SessionContext::new().state();
         for (i, case) in file.cases.iter().enumerate() {
             let got = answer(&engine, case, i).await;
-            let verdict = match unknown_table(case, &tables) {
+            let verdict = match unknown_table(case, &tables, &parser) {
                 Some(why) => Some(why),
                 None => judge(&case.expect, &got),
             };
@@ -321,9 +322,13 @@ async fn engine_over(
 /// Why a case expecting a refusal proves nothing, if it does not: it must name every
 /// table in full (`domain.product.table`), and each must be in the mesh, so that a
 /// misspelt name does not pass as a denied one.
-fn unknown_table(case: &Case, tables: &BTreeSet<String>) -> Option<String> {
+/// `state` parses the statement (one plain session for the whole run).
+fn unknown_table(
+    case: &Case,
+    tables: &BTreeSet<String>,
+    state: &datafusion::execution::session_state::SessionState,
+) -> Option<String> {
     case.expect.error.as_ref()?;
-    let state = datafusion::prelude::SessionContext::new().state();
     let named = state
         .sql_to_statement(&case.sql, &datafusion::config::Dialect::Generic)
         .and_then(|statement| state.resolve_table_references(&statement));
@@ -403,7 +408,7 @@ fn judge(expect: &Expectation, got: &Result<Vec<RecordBatch>, String>) -> Option
             batches.iter().map(RecordBatch::num_rows).sum::<usize>()
         )),
         (Ok(batches), None, Some(rows)) => {
-            let mut got = match cells(batches) {
+            let got = match cells(batches) {
                 Ok(got) => got,
                 Err(e) => return Some(format!("cannot show the rows: {e}")),
             };
@@ -419,20 +424,17 @@ fn judge(expect: &Expectation, got: &Result<Vec<RecordBatch>, String>) -> Option
                     got.iter().zip(&wanted).all(|(g, w)| same_row(g, w))
                 } else {
                     // Each expected row matches a row not matched yet, in any order.
+                    let mut matched = vec![false; got.len()];
                     wanted.iter().all(|w| {
-                        let found = got.iter().position(|g| same_row(g, w));
-                        found.map(|i| got.swap_remove(i)).is_some()
+                        let found = (0..got.len()).find(|&i| !matched[i] && same_row(&got[i], w));
+                        found.map(|i| matched[i] = true).is_some()
                     })
                 };
-            let texts = |rows: &[Vec<Cell>]| -> Vec<Vec<Option<String>>> {
-                rows.iter()
-                    .map(|row| row.iter().map(|c| c.text.clone()).collect())
-                    .collect()
-            };
-            let shown = match cells(batches) {
-                Ok(all) => show(&texts(&all)),
-                Err(_) => String::new(),
-            };
+            let texts: Vec<Vec<Option<String>>> = got
+                .iter()
+                .map(|row| row.iter().map(|c| c.text.clone()).collect())
+                .collect();
+            let shown = show(&texts);
             (!same).then(|| format!("got rows {shown}, expected {}", show(&wanted)))
         }
         (Ok(_), None, None) => Some("the case expects nothing".into()),
