@@ -8,6 +8,7 @@ use datafusion::catalog::Session;
 use datafusion::common::Column;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
@@ -181,10 +182,16 @@ impl TableProvider for DerivedTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // The transform reads its inputs as its domain, held to their aggregation
-        // thresholds whatever session scans it (the quality agent's is its own).
-        let transform = AggregateOnly
-            .analyze(self.plan.as_ref().clone(), state.config_options())
-            .map_err(|error| derived_failure(&self.name, error))?;
+        // thresholds whatever session scans it: a session from the template applies the
+        // rule when it plans the transform below; another (the quality agent's) gets it
+        // applied here, once.
+        let transform = if applies_thresholds(state) {
+            self.plan.as_ref().clone()
+        } else {
+            AggregateOnly
+                .analyze(self.plan.as_ref().clone(), state.config_options())
+                .map_err(|error| derived_failure(&self.name, error))?
+        };
         let mut plan = LogicalPlanBuilder::from(transform);
         let pushed = filters
             .iter()
@@ -213,4 +220,17 @@ impl TableProvider for DerivedTable {
             physical,
         )))
     }
+}
+
+/// Whether planning in `state` applies the aggregation thresholds itself.
+fn applies_thresholds(state: &dyn Session) -> bool {
+    state
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .is_some_and(|s| {
+            s.analyzer()
+                .rules
+                .iter()
+                .any(|rule| rule.name() == AggregateOnly.name())
+        })
 }
