@@ -57,6 +57,9 @@ pub struct ServingDescriptor {
     /// its storage.
     #[serde(default = "ServingDescriptor::default_result_cache")]
     pub result_cache: bool,
+    /// What consumers may take from the product per day (UTC): the owner's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::ProductBudget>,
 }
 
 impl ServingDescriptor {
@@ -73,6 +76,11 @@ pub struct OwnerDescriptor {
     pub team: String,
     /// A mailbox or channel that reaches the team.
     pub contact: String,
+    /// Roles whose holders own the product: they see who uses it
+    /// (`mesh.meta.usage`), and the owner's budgets (`serving.budget`) do not apply to
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// Service-level objectives of a product.

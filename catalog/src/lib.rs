@@ -3,6 +3,7 @@
 //! everything in this crate is plain data and pure functions over it.
 
 mod as_of;
+mod budget;
 mod compat;
 mod derived;
 mod descriptor;
@@ -17,6 +18,7 @@ mod remote;
 mod validate;
 
 pub use as_of::{AsOf, BadAsOf, split_as_of};
+pub use budget::{Allowance, BadByteCount, ByteCount, ProductBudget};
 pub use compat::{Change, Impact, ProductChanges, compare, widens};
 pub use derived::{
     Derivation, DerivedDescriptor, DerivedMode, Input, InputDescriptor, LineageEdge, MAX_INPUTS,

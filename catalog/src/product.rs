@@ -31,6 +31,8 @@ pub struct Product {
     pub owner_team: String,
     /// How to reach the owning team.
     pub owner_contact: String,
+    /// Roles whose holders own the product (see [`crate::OwnerDescriptor::roles`]).
+    pub owner_roles: Vec<String>,
     /// Product-level classification tags.
     pub tags: Vec<String>,
     /// Service-level objectives.
@@ -43,6 +45,8 @@ pub struct Product {
     pub quality_schedule: Option<Duration>,
     /// Whether answers reading the product may be served from the result cache.
     pub result_cache: bool,
+    /// What consumers may take from the product per day, if the owner limits it.
+    pub budget: Option<crate::budget::ProductBudget>,
     /// The descriptor file this product was read from.
     pub source: PathBuf,
 }

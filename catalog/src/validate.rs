@@ -122,12 +122,14 @@ pub fn validate_descriptor(
         description: descriptor.description.trim().to_string(),
         owner_team: descriptor.owner.team.clone(),
         owner_contact: descriptor.owner.contact.clone(),
+        owner_roles: descriptor.owner.roles.clone(),
         tags: descriptor.tags.clone(),
         sla,
         tables,
         policy: descriptor.policy.clone(),
         quality_schedule,
         result_cache: descriptor.serving.as_ref().is_none_or(|s| s.result_cache),
+        budget: descriptor.serving.as_ref().and_then(|s| s.budget),
         source: origin.file.to_path_buf(),
     })
 }

@@ -34,6 +34,8 @@ struct ColumnSource {
 /// Exposes a storage provider through its contract schema.
 #[derive(Debug)]
 pub struct ContractTable {
+    /// `domain.product.table`.
+    name: String,
     contract: SchemaRef,
     inner: Arc<dyn TableProvider>,
     sources: Vec<ColumnSource>,
@@ -75,6 +77,7 @@ impl ContractTable {
     pub(crate) fn with_inner(&self, inner: Arc<dyn TableProvider>) -> Self {
         debug_assert_eq!(inner.schema(), self.inner.schema());
         Self {
+            name: self.name.clone(),
             contract: Arc::clone(&self.contract),
             inner,
             sources: self.sources.clone(),
@@ -140,6 +143,7 @@ impl ContractTable {
             contract.metadata().clone(),
         ));
         Ok(Self {
+            name: table.to_string(),
             contract,
             inner,
             sources,
@@ -208,7 +212,7 @@ impl TableProvider for ContractTable {
             .scan(state, Some(&inner_projection), &filters, limit)
             .await?;
         if let Some(scanned) = state.config().get_extension::<crate::ScannedFiles>() {
-            scanned.record(&plan);
+            scanned.record(&plan, &self.name);
             if let Some((table, version)) = &self.version {
                 scanned.record_version(table, *version);
             }

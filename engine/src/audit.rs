@@ -128,6 +128,8 @@ pub struct QueryAudit {
     pub policy: Vec<String>,
     /// The query's id.
     pub query_id: Option<String>,
+    /// Each table read, with the columns read (for usage; not written to the record).
+    pub columns: Vec<(String, Vec<String>)>,
 }
 
 impl QueryAudit {

@@ -375,6 +375,8 @@ fn external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Class {
     use Class::Error as E;
     if let Some(refused) = e.downcast_ref::<AggregateOnlyRefused>() {
         E(Error::PolicyRefused(refused.to_string()))
+    } else if let Some(spent) = e.downcast_ref::<crate::usage::BudgetSpent>() {
+        E(Error::ResourcesExhausted(spent.to_string()))
     } else if let Some(unavailable) = e.downcast_ref::<ProductUnavailable>() {
         let message = unavailable.message.clone();
         E(match unavailable.breakage {

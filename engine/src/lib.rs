@@ -31,6 +31,7 @@ mod quality;
 mod query;
 mod runs;
 mod session;
+mod usage;
 
 // The engine's API: what a door, the binary and the benchmarks call. Everything else
 // is the engine's own.
@@ -53,6 +54,9 @@ pub use config::{
     DOMAIN_PRINCIPAL_ISSUER, DerivedConfig, DistributedConfig, DomainPrincipal, EngineConfig,
     QualityConfig, ReloadConfig, ResultCacheConfig,
 };
+
+// Usage and budgets: who reads what, what each may still take.
+pub use usage::{BudgetsConfig, Usage, UsageConfig, UsageStore};
 
 // The result cache: how it has been used.
 pub use cache::ResultCacheStats;

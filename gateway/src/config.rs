@@ -17,7 +17,7 @@ use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
 use crate::error::StartupError;
 use crate::observability::OpenLineageConfig;
-pub use meshgate_engine::{EngineConfig, QualityConfig, ReloadConfig};
+pub use meshgate_engine::{BudgetsConfig, EngineConfig, QualityConfig, ReloadConfig, UsageConfig};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +59,11 @@ pub struct GatewayConfig {
     pub state_dir_may_be_shared: bool,
     /// The quality agent.
     pub quality: QualityConfig,
+    /// Usage accounting (`mesh.meta.usage`): retention, owners of each domain.
+    pub usage: UsageConfig,
+    /// The platform's budgets: what each principal, and all of them on each product,
+    /// may take per day.
+    pub budgets: BudgetsConfig,
     /// The operator's HTTP listener (metrics, health, readiness).
     pub observability: ObservabilityConfig,
     /// The HTTP door: queries and discovery over plain HTTP.
@@ -263,6 +268,8 @@ impl Default for GatewayConfig {
             state_dir: None,
             state_dir_may_be_shared: false,
             quality: QualityConfig::default(),
+            usage: UsageConfig::default(),
+            budgets: BudgetsConfig::default(),
             observability: ObservabilityConfig::default(),
             http: HttpDoorConfig::default(),
             portal: PortalConfig::default(),

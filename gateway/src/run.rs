@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use meshgate_engine::{
     DataCheck, Engine, HealthState, MeshRegistry, PolicyEngine, ProductLoader, QualityStore,
-    RunStore, SessionPublisher, follow, spawn_agent, spawn_materializer,
+    RunStore, SessionPublisher, Usage, UsageStore, follow, spawn_agent, spawn_materializer,
 };
 
 use crate::audit::{AuditLog, Auditor};
@@ -55,6 +55,10 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     registry.set_quality(Arc::clone(&quality));
     let runs = open_run_store(&config)?;
     registry.set_runs(Arc::clone(&runs.store));
+    let usage = open_usage(&config)?;
+    if let Some(usage) = &usage {
+        registry.set_usage(Arc::clone(usage));
+    }
     let report = registry.refresh(&DataCheck::All).await?;
     let sessions = registry.sessions();
     let served = sessions.product_count();
@@ -98,6 +102,10 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     let mut engine = Engine::new(publisher.clone(), &config.engine, Arc::clone(&auditor))?;
     if let Some(distributed) = &config.engine.distributed {
         engine = engine.with_cluster(crate::cluster_roles::route(distributed));
+    }
+    if let Some(usage) = usage {
+        spawn_usage_flush(Arc::clone(usage.store()), config.usage.flush_interval);
+        engine = engine.with_usage(usage);
     }
     let engine = Arc::new(engine);
     let keys = Arc::new(handle_keys(&config.handles)?);
@@ -223,6 +231,55 @@ fn open_run_store(config: &GatewayConfig) -> Result<RunHistory> {
         },
         None => Ok(in_memory(true)),
     }
+}
+
+/// Usage accounting and budgets, unless turned off: kept in the state directory, else
+/// in memory (with a warning; budgets then restart at zero with the process).
+fn open_usage(config: &GatewayConfig) -> Result<Option<Arc<Usage>>> {
+    if !config.usage.enabled {
+        return Ok(None);
+    }
+    let retention = config.usage.retention;
+    let store = match &config.state_dir {
+        Some(dir) => match UsageStore::open(dir, retention) {
+            Ok(store) => store,
+            Err(e) if e.is_held_elsewhere() && config.state_dir_may_be_shared => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "another demo holds the state directory: this one keeps its usage in \
+                     memory only"
+                );
+                UsageStore::in_memory(retention)?
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => {
+            tracing::warn!(
+                "no state directory configured: usage and budgets are kept in memory only"
+            );
+            UsageStore::in_memory(retention)?
+        }
+    };
+    Ok(Some(Arc::new(Usage::new(
+        Arc::new(store),
+        config.budgets.clone(),
+        &config.usage,
+    ))))
+}
+
+/// Writes counted usage to the state directory every `interval`.
+fn spawn_usage_flush(store: Arc<UsageStore>, interval: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval.max(std::time::Duration::from_millis(100)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let store = Arc::clone(&store);
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+                tracing::warn!(error = %e, "usage cannot be written; kept for the next try");
+            }
+        }
+    });
 }
 
 /// The quality store: persistent in the state directory, else in memory (with a warning).

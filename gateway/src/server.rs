@@ -224,6 +224,9 @@ impl BoundServer {
                 "closing the streams still running at shutdown"
             );
         }
+        if let Err(e) = state.engine().flush_usage() {
+            tracing::warn!(error = %e, "the last usage counted cannot be written");
+        }
         if let Some(log) = audit_log {
             log.flush().await;
         }

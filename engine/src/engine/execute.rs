@@ -2,8 +2,9 @@
 //! principal still sees what the plan was made under, and the audit record written
 //! when the result stream ends, fails or is abandoned.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use datafusion::execution::SendableRecordBatchStream;
 use meshgate_catalog::Principal;
@@ -15,6 +16,7 @@ use crate::audit::{AuditRecord, Auditor, QueryAudit};
 use crate::cache::Filling;
 use crate::error::{Error, Result};
 use crate::query::{PlannedQuery, QueryOptions, SentBytes, StreamEnd, observed};
+use crate::usage::{QueryAllowance, QueryUse, Reader, TableUse, is_system, watched};
 
 /// One execution of a planned query, as a door asks for it.
 #[derive(Debug)]
@@ -77,6 +79,11 @@ impl Engine {
         if let Err(e) = self.still_seen(principal, &planned) {
             return refuse(e);
         }
+        // The budgets the query runs under: refused at once when one is spent.
+        let allowance = self.allowance(principal, &planned).map(Arc::new);
+        if let Some(Err(spent)) = allowance.as_ref().map(|a| a.check_start(None)) {
+            return refuse(Error::ResourcesExhausted(spent.to_string()));
+        }
         // The deadline set when the query was planned, or sooner if this request asks.
         let mut deadline = planned.deadline();
         if let Some(asked) = options.timeout {
@@ -94,11 +101,18 @@ impl Engine {
             if let Err(e) = planned.spend(part) {
                 return refuse(e);
             }
-            let batches = deadline.limit_stream(kept.stream(), planned.cancellation());
+            let batches = self.held_to_budget(kept.stream(), allowance.as_ref(), &planned);
+            let batches = deadline.limit_stream(batches, planned.cancellation());
             let ended = self.on_end(&planned, rpc, principal, (started, span), part_name);
             return Ok(observed(batches, sent, &self.in_flight, move |end| {
                 ended(end, Some("hit"));
             }));
+        }
+        // It runs: refused when the files its scans are given pass what a budget leaves.
+        if let Some(allowance) = &allowance
+            && let Err(spent) = allowance.check_start(Some(&planned.scans().planned_unreported()))
+        {
+            return refuse(Error::ResourcesExhausted(spent.to_string()));
         }
         // Until its stream starts, a caller that leaves is recorded here.
         let mut waiting = CancelledIfDropped {
@@ -131,6 +145,7 @@ impl Engine {
             }
             None => (batches, None),
         };
+        let batches = self.held_to_budget(batches, allowance.as_ref(), &planned);
         let batches = deadline.limit_stream(batches, planned.cancellation());
         let ended = self.on_end(&planned, rpc, principal, (started, span), part_name);
         Ok(observed(batches, sent, &self.in_flight, move |end| {
@@ -151,6 +166,7 @@ impl Engine {
         part_name: Option<String>,
     ) -> impl FnOnce(StreamEnd, Option<&'static str>) + Send + 'static {
         let auditor = Arc::clone(&self.auditor);
+        let usage = self.usage.clone();
         let principal = principal.clone();
         let planned = Arc::clone(planned);
         move |end: StreamEnd, cache: Option<&'static str>| {
@@ -170,6 +186,36 @@ impl Engine {
             record.part = part_name;
             record.cache = cache;
             auditor.emit(record);
+            if let Some(usage) = usage {
+                usage
+                    .store()
+                    .record(&query_use(&planned, &principal, end.rows));
+            }
+        }
+    }
+
+    /// The budgets `principal` runs `planned` under, if any applies.
+    fn allowance(&self, principal: &Principal, planned: &PlannedQuery) -> Option<QueryAllowance> {
+        let usage = self.usage.as_ref()?;
+        let sessions = self.sessions();
+        let served: Vec<&meshgate_catalog::Product> = sessions
+            .products()
+            .iter()
+            .map(|c| c.product.as_ref())
+            .collect();
+        usage.allowance(principal, &planned.audit.tables, &served)
+    }
+
+    /// `batches` held to `allowance` while they stream, if there is one.
+    fn held_to_budget(
+        &self,
+        batches: SendableRecordBatchStream,
+        allowance: Option<&Arc<QueryAllowance>>,
+        planned: &PlannedQuery,
+    ) -> SendableRecordBatchStream {
+        match allowance {
+            Some(allowance) => watched(batches, Arc::clone(allowance), Arc::clone(planned.scans())),
+            None => batches,
         }
     }
 
@@ -186,6 +232,51 @@ impl Engine {
         );
         planned.cancel();
         Err(Error::ViewChanged)
+    }
+}
+
+/// What an execution of `planned` by `principal`, which returned `rows`, took from each
+/// table: the tables and columns its plan reads, the rows and bytes its scans read
+/// since the last report (on the cluster, the bytes of the files it was given). The
+/// first part of a result to end counts as the query.
+fn query_use(planned: &PlannedQuery, principal: &Principal, rows: u64) -> QueryUse {
+    let mut tables: BTreeMap<String, TableUse> = BTreeMap::new();
+    for (table, columns) in &planned.audit.columns {
+        if is_system(table) {
+            continue;
+        }
+        // A table read at a version is its table's use.
+        let base = table
+            .split_once('@')
+            .map_or(table.as_str(), |(base, _)| base);
+        let used = tables.entry(base.to_string()).or_insert_with(|| TableUse {
+            table: base.to_string(),
+            ..TableUse::default()
+        });
+        used.columns.extend(columns.iter().cloned());
+    }
+    let taken = planned.scans().take(planned.runs_on_cluster());
+    for (table, (rows_read, bytes)) in taken.tables {
+        let used = tables.entry(table.clone()).or_insert_with(|| TableUse {
+            table,
+            ..TableUse::default()
+        });
+        used.rows_read += rows_read;
+        used.bytes_scanned += bytes;
+    }
+    for used in tables.values_mut() {
+        used.columns.sort();
+        used.columns.dedup();
+    }
+    QueryUse {
+        at: SystemTime::now(),
+        reader: Reader {
+            issuer: principal.issuer.clone(),
+            subject: principal.subject.clone(),
+        },
+        rows_returned: rows,
+        counts_as_query: taken.first,
+        tables: tables.into_values().collect(),
     }
 }
 

@@ -23,6 +23,7 @@ use crate::config::EngineConfig;
 use crate::error::Result;
 use crate::query::InFlight;
 use crate::session::{MeshCatalogList, MeshKeys, SessionFactory, SessionPublisher};
+use crate::usage::Usage;
 
 /// How busy the engine is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct Engine {
     cluster: Option<ClusterRoute>,
     /// Answers kept for statements asked again.
     cache: Arc<ResultCache>,
+    /// Usage accounting and budgets, when on.
+    usage: Option<Arc<Usage>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -81,7 +84,14 @@ impl Engine {
             planning: PlanningPool::new(threads)?,
             cluster: None,
             cache: Arc::new(ResultCache::new(&config.result_cache)),
+            usage: None,
         })
+    }
+
+    /// The engine counting usage and enforcing budgets with `usage`.
+    pub fn with_usage(mut self, usage: Arc<Usage>) -> Self {
+        self.usage = Some(usage);
+        self
     }
 
     /// The engine running large queries on `route`'s cluster.
@@ -130,6 +140,15 @@ impl Engine {
     /// how many.
     pub fn abandon_streams(&self) -> usize {
         self.in_flight.abandon_all()
+    }
+
+    /// Writes the usage counted so far to the state directory (at shutdown, after
+    /// [`Engine::abandon_streams`]).
+    pub fn flush_usage(&self) -> std::result::Result<(), crate::HistoryError> {
+        match &self.usage {
+            Some(usage) => usage.store().flush(),
+            None => Ok(()),
+        }
     }
 
     /// The catalogs `principal` may see (for metadata answers).

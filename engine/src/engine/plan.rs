@@ -217,6 +217,8 @@ impl Engine {
                 parts: &options.parts,
                 cluster: self.cluster.as_ref(),
                 cache,
+                names: &options.names,
+                stored: &|table| sessions.stored_bytes(table),
             },
             session.view,
             failures,

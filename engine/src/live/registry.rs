@@ -114,6 +114,7 @@ pub struct MeshRegistry {
     resolved: Vec<CompiledProduct>,
     quality: Option<Arc<QualityStore>>,
     runs: Option<Arc<RunStore>>,
+    usage: Option<Arc<crate::usage::Usage>>,
 }
 
 impl MeshRegistry {
@@ -128,12 +129,19 @@ impl MeshRegistry {
             resolved: Vec::new(),
             quality: None,
             runs: None,
+            usage: None,
         }
     }
 
     /// Serves the quality measurements of `store` in the sessions this registry builds.
     pub fn set_quality(&mut self, store: Arc<QualityStore>) {
         self.quality = Some(store);
+    }
+
+    /// Serves the usage and budgets of `usage` in the sessions this registry builds
+    /// (`mesh.meta.usage`, `column_usage`, `budgets`).
+    pub fn set_usage(&mut self, usage: Arc<crate::usage::Usage>) {
+        self.usage = Some(usage);
     }
 
     /// Serves the runs of `store` in the sessions this registry builds (`mesh.meta.runs`)
@@ -341,6 +349,7 @@ impl MeshRegistry {
         )
         .with_quality(self.quality.clone())
         .with_runs(self.runs.clone())
+        .with_usage(self.usage.clone())
     }
 
     /// The health of every product serving, by `domain.product`.

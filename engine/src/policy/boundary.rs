@@ -50,6 +50,10 @@ pub(crate) struct PolicyBoundaryExec {
     /// input's storage) reaches the caller only as "cannot be computed"; its detail, which
     /// may name inputs or carry their values, goes to the server log.
     redacts_errors: bool,
+    /// Whether what its scans read would tell the reader about rows it may not see (a
+    /// row filter's, or any row of a table read only in aggregate, or a derived table's
+    /// inputs): usage then charges the table's stored size, not what the scans read.
+    hides_use: bool,
 }
 
 impl PolicyBoundaryExec {
@@ -62,7 +66,19 @@ impl PolicyBoundaryExec {
             table,
             opened: false,
             redacts_errors: false,
+            hides_use: false,
         }
+    }
+
+    /// The same boundary, whose scans' counts the reader may not learn when `hides`.
+    pub(crate) fn hiding_use(mut self, hides: bool) -> Self {
+        self.hides_use = hides;
+        self
+    }
+
+    /// Whether usage charges the table's stored size rather than what its scans read.
+    pub(crate) fn hides_use(&self) -> bool {
+        self.hides_use
     }
 
     /// The boundary of the derived table `table`, computed by `input` (see
@@ -70,6 +86,7 @@ impl PolicyBoundaryExec {
     pub(crate) fn derived(table: String, input: Arc<dyn ExecutionPlan>) -> Self {
         Self {
             redacts_errors: true,
+            hides_use: true,
             ..Self::new(table, input)
         }
     }

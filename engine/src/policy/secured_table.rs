@@ -223,10 +223,10 @@ impl TableProvider for SecuredTable {
         let plan = self.filtered(state, plan, row_filter, filters)?;
         let secured = self.masked(state, plan, &wanted)?;
         let secured = optimized_alone(state, secured);
-        Ok(Arc::new(PolicyBoundaryExec::new(
-            self.name.clone(),
-            secured,
-        )))
+        let hides_use = self.row_filter.is_some() || self.aggregate_only.is_some();
+        Ok(Arc::new(
+            PolicyBoundaryExec::new(self.name.clone(), secured).hiding_use(hides_use),
+        ))
     }
 }
 

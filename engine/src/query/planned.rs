@@ -25,6 +25,7 @@ use crate::policy::{VersionedTable, guarded_table};
 use crate::session::{
     NameDefaults, SYSTEM_CATALOG, StorageFailures, ViewFingerprint, recording_task_context,
 };
+use crate::usage::QueryScans;
 use datafusion::error::DataFusionError;
 
 /// A statement planned for one principal: its physical plan, result schema, deadline
@@ -62,6 +63,10 @@ pub struct PlannedQuery {
     withholds_errors: Option<String>,
     /// What the audit records of this query say about it.
     pub(crate) audit: QueryAudit,
+    /// Its storage scans, by table: what it reads, for usage and budgets.
+    scans: Arc<QueryScans>,
+    /// Whether it runs on the cluster (its scans are counted there, not here).
+    on_cluster: bool,
 }
 
 /// What executing a planned query needs; taken by its one execution.
@@ -82,7 +87,6 @@ struct Execution {
 
 /// How a planned query is to be served: by when, in parts or whole, where, and whether
 /// its answer may be kept.
-#[derive(Debug)]
 pub(crate) struct Serving<'a> {
     /// When it must be done.
     pub(crate) deadline: Deadline,
@@ -92,6 +96,19 @@ pub(crate) struct Serving<'a> {
     pub(crate) cache: Option<StatementKey>,
     /// The cluster large queries run on, if any.
     pub(crate) cluster: Option<&'a ClusterRoute>,
+    /// How partly qualified table names resolve (to name the columns read).
+    pub(crate) names: &'a NameDefaults,
+    /// A table's stored size (charged for the tables whose scans' counts are hidden).
+    pub(crate) stored: &'a (dyn Fn(&str) -> u64 + Sync),
+}
+
+impl std::fmt::Debug for Serving<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field("deadline", &self.deadline)
+            .field("parts", &self.parts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for PlannedQuery {
@@ -108,14 +125,21 @@ impl PlannedQuery {
     pub(crate) async fn plan(
         session: SessionContext,
         logical: LogicalPlan,
-        audit: QueryAudit,
+        mut audit: QueryAudit,
         serving: Serving<'_>,
         view: ViewFingerprint,
         failures: Arc<StorageFailures>,
         owner: String,
     ) -> Result<Self> {
         let state = session.state();
-        let physical = state.create_physical_plan(&logical).await?;
+        // Optimized here rather than inside `create_physical_plan`, to read which
+        // columns its scans project.
+        let optimized = state.optimize(&logical)?;
+        audit.columns = columns_in(&optimized, serving.names);
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await?;
         let schema = wire_schema(physical.schema().as_ref());
         let origins = column_origins(&logical, &state);
         let withholds_errors = guarded_table(&logical).map(|guard| guard.table().to_string());
@@ -131,6 +155,11 @@ impl PlannedQuery {
                     || t.split('.').nth(1) == Some("information_schema")
             });
         let snapshot = PlanSnapshot::of(view, scanned.as_deref(), single_use);
+        let scans = Arc::new(QueryScans::of(
+            &physical,
+            scanned.as_deref(),
+            serving.stored,
+        ));
         let scan_bytes = scanned.as_deref().map_or(0, ScannedFiles::total_bytes);
         let target_partitions = state.config_options().execution.target_partitions;
         let parts = (!explain)
@@ -173,6 +202,7 @@ impl PlannedQuery {
                 .enable_file_stream_work_stealing = false;
             task = task.with_session_config(config);
         }
+        let on_cluster = remote.is_some();
         Ok(Self {
             execution: Mutex::new(Some(Execution {
                 task: Arc::new(task),
@@ -194,7 +224,19 @@ impl PlannedQuery {
             owner,
             withholds_errors,
             audit,
+            scans,
+            on_cluster,
         })
+    }
+
+    /// Its storage scans, by table.
+    pub(crate) fn scans(&self) -> &Arc<QueryScans> {
+        &self.scans
+    }
+
+    /// Whether it runs on the cluster.
+    pub(crate) fn runs_on_cluster(&self) -> bool {
+        self.on_cluster
     }
 
     /// Cancels the query: a running stream of it ends with `CANCELLED`.
@@ -417,6 +459,31 @@ fn audited_name(scan: &datafusion::logical_expr::TableScan, names: &NameDefaults
         }
         None => name.to_string(),
     }
+}
+
+/// Every table `plan` reads (named as [`tables_in`] names them), with the columns its
+/// scans project (none for a scan that only counts rows), subqueries included.
+pub(crate) fn columns_in(plan: &LogicalPlan, names: &NameDefaults) -> Vec<(String, Vec<String>)> {
+    let mut read: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let columns = read.entry(audited_name(scan, names)).or_default();
+            let schema = scan.source.schema();
+            match &scan.projection {
+                Some(projection) => columns.extend(
+                    projection
+                        .iter()
+                        .filter_map(|&i| schema.fields().get(i).map(|f| f.name().clone())),
+                ),
+                None => columns.extend(schema.fields().iter().map(|f| f.name().clone())),
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    read.into_iter()
+        .map(|(table, columns)| (table, columns.into_iter().collect()))
+        .collect()
 }
 
 /// `domain.product.table` of every table `plan` reads, subqueries included, sorted;

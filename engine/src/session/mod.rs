@@ -27,6 +27,7 @@ mod runs_table;
 mod sql;
 mod storage_failures;
 mod system;
+mod usage_tables;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -245,6 +246,7 @@ pub struct SessionFactory {
     policy: PolicyEngine,
     quality: Option<Arc<QualityStore>>,
     runs: Option<Arc<RunStore>>,
+    usage: Option<Arc<crate::usage::Usage>>,
     views: Arc<PrincipalViews>,
     /// Tells this factory from every other one made by the process.
     generation: u64,
@@ -269,6 +271,7 @@ impl SessionFactory {
             policy,
             quality: None,
             runs: None,
+            usage: None,
             views: Arc::new(principal_views()),
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             changed: Arc::default(),
@@ -299,11 +302,32 @@ impl SessionFactory {
         self
     }
 
+    /// The same factory, its `mesh.meta.usage`, `column_usage` and `budgets` tables
+    /// reading `usage`.
+    pub fn with_usage(mut self, usage: Option<Arc<crate::usage::Usage>>) -> Self {
+        self.usage = usage;
+        self.views = Arc::new(principal_views());
+        self
+    }
+
     /// The same factory, its `mesh.meta.quality*` tables reading `store`.
     pub fn with_quality(mut self, store: Option<Arc<QualityStore>>) -> Self {
         self.quality = store;
         self.views = Arc::new(principal_views());
         self
+    }
+
+    /// The bytes `table` (`domain.product.table`) held at its last check (what
+    /// `mesh.meta.tables` shows as `data_bytes`); 0 when unknown.
+    pub(crate) fn stored_bytes(&self, table: &str) -> u64 {
+        let Some((product, name)) = table.rsplit_once('.') else {
+            return 0;
+        };
+        self.products
+            .iter()
+            .find(|c| c.product.qualified_name() == product)
+            .and_then(|c| c.health.tables.get(name).map(|s| s.bytes))
+            .unwrap_or(0)
     }
 
     /// The products served.
@@ -380,7 +404,16 @@ impl SessionFactory {
             }
         }
         let keys = Arc::new(MeshKeys::of(&views));
-        let (catalogs, system_bytes) = self.catalogs_from(&views, &keys)?;
+        let usage = self.usage.as_ref().map(|usage| {
+            let readable = views.iter().map(|v| v.product.qualified_name()).collect();
+            let products = self
+                .products
+                .iter()
+                .map(|c| Arc::clone(&c.product))
+                .collect();
+            usage_tables::UsageScope::new(Arc::clone(usage), principal, readable, products)
+        });
+        let (catalogs, system_bytes) = self.catalogs_from(&views, &keys, usage)?;
         let tables: usize = views.iter().map(|v| v.tables.len()).sum();
         let state = SessionStateBuilder::new_from_existing(self.template.clone())
             .with_catalog_list(Arc::clone(&catalogs) as _)
@@ -431,6 +464,7 @@ impl SessionFactory {
         &self,
         views: &[ProductView],
         keys: &MeshKeys,
+        usage: Option<usage_tables::UsageScope>,
     ) -> Result<(Arc<MeshCatalogList>, usize)> {
         let mut catalogs: BTreeMap<String, BTreeMap<String, Arc<ReadOnlySchema>>> = BTreeMap::new();
         for view in views {
@@ -449,8 +483,13 @@ impl SessionFactory {
             .into_iter()
             .map(|(domain, schemas)| (domain, Arc::new(ReadOnlyCatalog::new(schemas))))
             .collect();
-        let (system, bytes) =
-            system::system_catalog(views, keys, self.quality.as_ref(), self.runs.as_ref())?;
+        let (system, bytes) = system::system_catalog(
+            views,
+            keys,
+            self.quality.as_ref(),
+            self.runs.as_ref(),
+            usage,
+        )?;
         catalogs.insert(SYSTEM_CATALOG.to_string(), Arc::new(system));
         Ok((Arc::new(MeshCatalogList::new(catalogs)), bytes))
     }

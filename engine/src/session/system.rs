@@ -47,6 +47,7 @@ pub(super) fn system_catalog(
     keys: &MeshKeys,
     quality: Option<&Arc<QualityStore>>,
     runs: Option<&Arc<RunStore>>,
+    usage: Option<super::usage_tables::UsageScope>,
 ) -> Result<(ReadOnlyCatalog, usize)> {
     let mut bytes = 0;
     let mut mem_table = |batch: RecordBatch| -> Result<Arc<dyn TableProvider>> {
@@ -69,6 +70,9 @@ pub(super) fn system_catalog(
     tables.insert("runs".into(), runs_table(views, runs));
     tables.insert("lineage".into(), mem_table(lineage_batch(views)?)?);
     for (name, table) in quality_tables(views, quality) {
+        tables.insert(name.into(), table);
+    }
+    for (name, table) in super::usage_tables::usage_tables(usage) {
         tables.insert(name.into(), table);
     }
     let mut schemas = BTreeMap::new();

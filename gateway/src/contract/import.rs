@@ -38,6 +38,7 @@ pub fn import(contract: &DataContract) -> Result<ProductDescriptor, ContractErro
         contact: owner_member
             .map(|m| m.username.clone())
             .ok_or(ContractError::Missing("team.members"))?,
+        roles: Vec::new(),
     };
     let description = contract
         .description
