@@ -92,17 +92,33 @@ class Browser:
         )
         return {k: v for k, v in pairs}
 
+    def attributes(self, css: str, attribute: str) -> list[str | None]:
+        """`attribute` of every element matching `css`, read in one script (see `texts`)."""
+        return self.js(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e[arguments[1]] ?? e.getAttribute(arguments[1]));",
+            css,
+            attribute,
+        )
+
+    def count(self, css: str) -> int:
+        """How many elements match `css`."""
+        return self.js("return document.querySelectorAll(arguments[0]).length;", css)
+
     def submit(self, button_css: str, timeout: float = 30.0) -> None:
-        """Clicks the form button `button_css` and waits until the next page has loaded."""
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
+        """Clicks the form button `button_css` and waits until the next page has loaded.
+
+        Done in scripts, not through element handles: a handle taken while Chromium
+        settles the page can go stale before it is used."""
         from selenium.webdriver.support.ui import WebDriverWait
 
-        page = self.driver.find_element(By.TAG_NAME, "html")
-        self.find(button_css)[0].click()
+        self.js("window.__meshgate_old_page = true; document.querySelector(arguments[0]).click();", button_css)
         wait = WebDriverWait(self.driver, timeout)
-        wait.until(expected_conditions.staleness_of(page))
-        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+        wait.until(lambda d: d.execute_script(
+            "return window.__meshgate_old_page === undefined && document.readyState === 'complete'"))
+
+    def set_value(self, css: str, value: str) -> None:
+        """Sets the value of the first input matching `css`, as a paste would."""
+        self.js("document.querySelector(arguments[0]).value = arguments[1];", css, value)
 
     def console(self) -> list[dict]:
         """The browser console's entries since last asked (CSP violations land here)."""

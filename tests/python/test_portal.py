@@ -54,9 +54,8 @@ def browser():
 
 def sign_in(browser: Browser, portal: str, token: str, next_path: str = "/") -> None:
     browser.get(portal + "/login?next=" + urllib.parse.quote(next_path))
-    box = browser.find("#token")[0]
     # Typing a long token key by key is slow: set it, as a paste would.
-    browser.js("arguments[0].value = arguments[1];", box, token)
+    browser.set_value("#token", token)
     browser.submit("form.login button[type=submit]")
     assert "/login" not in browser.url, browser.source()[:2000]
 
@@ -127,7 +126,7 @@ def test_sign_in_keeps_the_token_in_a_sealed_http_only_cookie(portal_url, browse
 
 def test_a_bad_token_is_refused_with_a_reason(portal_url, browser):
     browser.get(portal_url + "/login")
-    browser.js("arguments[0].value = 'not-a-token';", browser.find("#token")[0])
+    browser.set_value("#token", "not-a-token")
     browser.submit("form.login button[type=submit]")
     assert urllib.parse.urlsplit(browser.url).path == "/login"
     assert "not accepted" in browser.find("#login-error")[0].text
@@ -302,13 +301,13 @@ def test_untrusted_descriptions_render_as_text(untrusted_portal, browser, person
     for page in ("/?q=untrusted", "/products/reference/untrusted",
                  "/products/reference/untrusted/tables/regions"):
         browser.get(url + page)
-        scripts = [s.get_attribute("src") for s in browser.find("script")]
+        scripts = browser.attributes("script", "src")
         assert scripts == [url + "/static/v1/portal.js"], scripts
-        assert not browser.find("img"), "markup from a descriptor became an element"
+        assert browser.count("img") == 0, "markup from a descriptor became an element"
         assert browser.driver.title != "pwned"
         assert "<script>document.title" in browser.js("return document.body.textContent")
     browser.get(url + "/products/reference/untrusted")
-    assert browser.find("#description")[0].text == UNTRUSTED
+    assert browser.attributes("#description", "innerText") == [UNTRUSTED]
     errors = [e for e in browser.console() if "Content Security Policy" in e.get("message", "")]
     assert not errors, errors
 

@@ -108,8 +108,26 @@ def refusal(gw: Gateway, token: str, sql: str) -> str:
     return str(failed.value)
 
 
-def usage_of(gw: Gateway, token: str, where: str = "true") -> list[dict]:
-    return rows(gw, token, f"SELECT * FROM mesh.meta.usage WHERE {where} ORDER BY domain, product, table_name, subject")
+def usage_of(gw: Gateway, token: str, where: str = "true", *, settled=None) -> list[dict]:
+    """The caller's view of `mesh.meta.usage` where `where`. A query's use is recorded
+    when the server has finished its stream, which may be just after the client read
+    the last batch: with `settled`, asked again (for up to 10 s) until it holds."""
+    sql = f"SELECT * FROM mesh.meta.usage WHERE {where} ORDER BY domain, product, table_name, subject"
+    deadline = time.monotonic() + 10
+    while True:
+        got = rows(gw, token, sql)
+        if settled is None or settled(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def returned(gw: Gateway, token: str, n: int) -> None:
+    """Waits until the caller's usage counts `n` rows returned in all."""
+    usage_of(gw, token, settled=lambda r: sum(x["rows_returned"] for x in r) == n)
+
+
+def one_row(got: list[dict]) -> bool:
+    return len(got) == 1
 
 
 def wait_flushed() -> None:
@@ -120,7 +138,7 @@ def test_a_read_is_counted_per_table_and_column(gateway, mint):
     reader = mint("--sub", "usage-counted", "--role", "analyst")
     got = rows(gateway, reader, "SELECT claim_id, amount FROM billing.claims.claims WHERE claim_id <= 10")
     assert len(got) == 10
-    [row] = usage_of(gateway, reader, "table_name = 'claims'")
+    [row] = usage_of(gateway, reader, "table_name = 'claims'", settled=one_row)
     assert (row["domain"], row["product"], row["subject"]) == ("billing", "claims", "usage-counted")
     assert row["queries"] == 1
     assert row["rows_returned"] == 10
@@ -132,7 +150,7 @@ def test_a_read_is_counted_per_table_and_column(gateway, mint):
     assert columns == [{"column_name": "amount", "queries": 1}, {"column_name": "claim_id", "queries": 1}]
     # A second read adds to the same day's tally.
     rows(gateway, reader, "SELECT count(*) FROM billing.claims.claims")
-    [row] = usage_of(gateway, reader, "table_name = 'claims'")
+    [row] = usage_of(gateway, reader, "table_name = 'claims'", settled=lambda r: r and r[0]["queries"] == 2)
     assert row["queries"] == 2
     assert row["rows_returned"] == 11
 
@@ -141,13 +159,13 @@ def test_the_bytes_counted_are_those_the_scan_read(gateway, mint, demo):
     # An owner: not held to the consumers' row budget.
     reader = mint("--sub", "usage-bytes", "--role", "billing", "--role", "revenue_cycle")
     rows(gateway, reader, "SELECT * FROM billing.claims.claims")
-    [row] = usage_of(gateway, reader, "subject = 'usage-bytes'")
+    [row] = usage_of(gateway, reader, "subject = 'usage-bytes'", settled=one_row)
     on_disk = sum(p.stat().st_size for p in (gateway.mesh / "data" / "billing" / "claims" / "claims").rglob("*.parquet"))
     assert 0 < row["bytes_scanned"] <= on_disk
     # Reading one column reads fewer bytes.
     narrow = mint("--sub", "usage-bytes-narrow", "--role", "billing", "--role", "revenue_cycle")
     rows(gateway, narrow, "SELECT sum(amount) FROM billing.claims.claims")
-    [small] = usage_of(gateway, narrow, "subject = 'usage-bytes-narrow'")
+    [small] = usage_of(gateway, narrow, "subject = 'usage-bytes-narrow'", settled=one_row)
     assert 0 < small["bytes_scanned"] < row["bytes_scanned"]
 
 
@@ -159,9 +177,9 @@ def test_a_row_filtered_reader_is_charged_the_stored_size_and_learns_nothing_of_
     stored = rows(gateway, clinician, "SELECT data_bytes FROM mesh.meta.tables "
                                       "WHERE product = 'registry' AND table_name = 'patients'")[0]["data_bytes"]
     rows(gateway, clinician, "SELECT count(*) FROM patients.registry.patients WHERE patient_id < 5")
-    [first] = usage_of(gateway, clinician)
+    [first] = usage_of(gateway, clinician, settled=one_row)
     rows(gateway, clinician, "SELECT count(*) FROM patients.registry.patients WHERE patient_id > 1000000000")
-    [second] = usage_of(gateway, clinician)
+    [second] = usage_of(gateway, clinician, settled=lambda r: r and r[0]["bytes_scanned"] == 2 * stored)
     assert (first["bytes_scanned"], first["rows_read"]) == (stored, 0)
     assert (second["bytes_scanned"], second["rows_read"]) == (2 * stored, 0)
 
@@ -173,9 +191,9 @@ def test_consumers_see_their_own_usage_and_owners_that_of_their_products(gateway
     rows(gateway, analyst, "SELECT count(*) FROM clinical.labs.results")
     rows(gateway, biller, "SELECT count(*) FROM billing.claims.claims")
 
-    seen = {(r["subject"], r["product"]) for r in usage_of(gateway, analyst)}
+    seen = {(r["subject"], r["product"]) for r in usage_of(gateway, analyst, settled=lambda r: len(r) == 2)}
     assert seen == {("usage-analyst", "claims"), ("usage-analyst", "labs")}
-    seen = {r["subject"] for r in usage_of(gateway, biller)}
+    seen = {r["subject"] for r in usage_of(gateway, biller, settled=one_row)}
     assert seen == {"usage-biller"}
 
     # The claims' owner role (owner.roles in the descriptor) sees every consumer of
@@ -198,6 +216,7 @@ def test_an_owners_row_budget_stops_a_consumer_and_says_when_it_resets(gateway, 
     consumer = mint("--sub", "budget-rows", "--role", "billing")
     sql = "SELECT claim_id FROM billing.claims.claims ORDER BY claim_id LIMIT 60"
     assert len(rows(gateway, consumer, sql)) == 60
+    returned(gateway, consumer, 60)
     # The second pass goes over the budget of 100 rows while it streams.
     message = refusal(gateway, consumer, sql)
     assert "resource exhausted" in message.lower(), message
@@ -205,6 +224,7 @@ def test_an_owners_row_budget_stops_a_consumer_and_says_when_it_resets(gateway, 
     assert "resets at" in message and "T00:00:00Z" in message
     # What it did not return is not counted: 40 rows are left.
     assert len(rows(gateway, consumer, "SELECT claim_id FROM billing.claims.claims LIMIT 40")) == 40
+    returned(gateway, consumer, 100)
     # Spent now: refused before it runs, whatever it reads of claims.
     message = refusal(gateway, consumer, "SELECT claim_id FROM billing.claims.claims LIMIT 1")
     assert "is spent" in message and "100 rows returned per day" in message, message
@@ -232,8 +252,9 @@ def test_a_bytes_budget_refuses_a_scan_that_would_pass_it(gateway, mint):
 def test_usage_and_budgets_survive_restarts(gateway, mint):
     consumer = mint("--sub", "budget-restart", "--role", "billing")
     rows(gateway, consumer, "SELECT claim_id FROM billing.claims.claims LIMIT 100")
+    returned(gateway, consumer, 100)
     refusal(gateway, consumer, "SELECT claim_id FROM billing.claims.claims LIMIT 1")
-    before = usage_of(gateway, consumer)
+    before = usage_of(gateway, consumer, settled=one_row)
     assert [r["rows_returned"] for r in before] == [100]
 
     # A clean stop writes what was counted.
@@ -246,6 +267,7 @@ def test_usage_and_budgets_survive_restarts(gateway, mint):
     # A crash loses at most the last flush interval.
     later = mint("--sub", "usage-crash", "--role", "billing")
     rows(gateway, later, "SELECT count(*) FROM billing.claims.claims")
+    usage_of(gateway, later, settled=one_row)
     wait_flushed()
     gateway.stop(signal.SIGKILL)
     gateway.start()
@@ -261,6 +283,7 @@ def test_the_platforms_budget_per_principal_holds_across_products(gateway, mint,
         # An owner of claims: only the platform's budget applies.
         owner = mint("--sub", "platform-rows", "--role", "billing", "--role", "revenue_cycle")
         assert len(rows(platform, owner, "SELECT claim_id FROM billing.claims.claims LIMIT 30")) == 30
+        returned(platform, owner, 30)
         message = refusal(platform, owner, "SELECT claim_id FROM billing.claims.claims LIMIT 30")
         assert "the platform's budget per principal (budgets.per_principal)" in message, message
         [budget] = rows(platform, owner, "SELECT * FROM mesh.meta.budgets WHERE budget = 'budgets.per_principal'")

@@ -82,6 +82,9 @@ SYSTEM_TABLES = {
     "mesh.meta.quality_history",
     "mesh.meta.runs",
     "mesh.meta.lineage",
+    "mesh.meta.usage",
+    "mesh.meta.column_usage",
+    "mesh.meta.budgets",
 }
 DIFF_PERSONAS = ["ana", "ben", "cara"]
 

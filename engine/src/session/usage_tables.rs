@@ -65,8 +65,7 @@ impl UsageScope {
     /// Whether the principal sees `reader`'s use of `table`.
     fn sees(&self, table: &str, reader: &Reader) -> bool {
         let product = product_of(table);
-        self.owned.contains(product)
-            || (reader == &self.reader && self.readable.contains(product))
+        self.owned.contains(product) || (reader == &self.reader && self.readable.contains(product))
     }
 
     fn rows(&self) -> Result<Vec<UsageRow>> {

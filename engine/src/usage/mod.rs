@@ -103,6 +103,11 @@ impl Usage {
             .filter(|t| !is_system(t))
             .map(|t| product_of(t).to_string())
             .collect();
+        // A statement reading no product (the mesh's own tables, `SELECT 1`) takes
+        // nothing from any budget: a caller whose budget is spent still reads its own.
+        if products.is_empty() {
+            return None;
+        }
         QueryAllowance::for_query(
             principal,
             &products,

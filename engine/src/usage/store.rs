@@ -264,6 +264,10 @@ impl UsageStore {
 
     /// Adds what one execution took.
     pub(crate) fn record(&self, usage: &QueryUse) {
+        // What read no product (the mesh's own tables) is nobody's usage.
+        if usage.tables.is_empty() {
+            return;
+        }
         let day = day_of(usage.at);
         let at = micros(usage.at);
         let queries = u64::from(usage.counts_as_query);
@@ -515,10 +519,7 @@ impl UsageStore {
                 })?;
             // Budgets read only today's spending.
             let mut spent = txn.open_table(SPENT)?;
-            spent.retain_in::<SpentKey, _>(
-                ..(today, "", "", "", ""),
-                |_, _| false,
-            )?;
+            spent.retain_in::<SpentKey, _>(..(today, "", "", "", ""), |_, _| false)?;
         }
         Ok(())
     }
