@@ -46,6 +46,16 @@ pub enum Error {
     #[error("{0}")]
     Overloaded(String),
 
+    /// A budget the query counts against is spent, or would be by it (see
+    /// [`crate::BudgetsConfig`]): retry after `resets_at`.
+    #[error("{message}")]
+    BudgetSpent {
+        /// What the caller is told: the budget, and when it resets.
+        message: String,
+        /// When the budget resets (the next midnight UTC).
+        resets_at: std::time::SystemTime,
+    },
+
     /// A Flight or Flight SQL feature the gateway does not offer.
     #[error("{0}")]
     Unsupported(String),
@@ -279,7 +289,9 @@ impl Error {
             Self::InvalidSql(_) | Self::InvalidArgument(_) => ErrorClass::InvalidArgument,
             Self::ReadOnly(_) | Self::PolicyRefused(_) => ErrorClass::PermissionDenied,
             Self::NotFound(_) | Self::UnknownHandle(_) | Self::ViewChanged => ErrorClass::NotFound,
-            Self::ResourcesExhausted(_) | Self::Overloaded(_) => ErrorClass::ResourceExhausted,
+            Self::ResourcesExhausted(_) | Self::Overloaded(_) | Self::BudgetSpent { .. } => {
+                ErrorClass::ResourceExhausted
+            }
             Self::Unsupported(_) => ErrorClass::Unimplemented,
             Self::FailedPrecondition(_) => ErrorClass::FailedPrecondition,
             Self::DeadlineExceeded(_) => ErrorClass::DeadlineExceeded,
@@ -376,7 +388,7 @@ fn external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Class {
     if let Some(refused) = e.downcast_ref::<AggregateOnlyRefused>() {
         E(Error::PolicyRefused(refused.to_string()))
     } else if let Some(spent) = e.downcast_ref::<crate::usage::BudgetSpent>() {
-        E(Error::ResourcesExhausted(spent.to_string()))
+        E(spent.clone().into())
     } else if let Some(unavailable) = e.downcast_ref::<ProductUnavailable>() {
         let message = unavailable.message.clone();
         E(match unavailable.breakage {

@@ -9,10 +9,13 @@ its configuration file.
 
 from __future__ import annotations
 
+import email.message
 import json
 import shutil
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,7 +55,7 @@ class Gateway:
 
     def start(self):
         argv = [self.bin, "serve", "--mesh", self.mesh, "--listen", "127.0.0.1:0", "--plaintext",
-                "--config", self.config, "--state-dir", self.state]
+                "--http-listen", "127.0.0.1:0", "--config", self.config, "--state-dir", self.state]
         self.server = start_server(argv, "usage")
         return self.server
 
@@ -106,6 +109,18 @@ def refusal(gw: Gateway, token: str, sql: str) -> str:
         for endpoint in info.endpoints:
             conn.do_get(endpoint.ticket).read_all()
     return str(failed.value)
+
+
+def http_query(gw: Gateway, token: str, sql: str) -> tuple[int, "email.message.Message", dict]:
+    """`sql` through the HTTP door: status, headers (names in any case) and JSON body of a failure."""
+    request = urllib.request.Request(f"{gw.server.http_url}/v1/query", data=sql.encode(), method="POST")
+    request.add_header("Content-Type", "text/plain")
+    request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.headers, {}
+    except urllib.error.HTTPError as failed:
+        return failed.code, failed.headers, json.loads(failed.read())
 
 
 def usage_of(gw: Gateway, token: str, where: str = "true", *, settled=None) -> list[dict]:
@@ -228,6 +243,10 @@ def test_an_owners_row_budget_stops_a_consumer_and_says_when_it_resets(gateway, 
     # Spent now: refused before it runs, whatever it reads of claims.
     message = refusal(gateway, consumer, "SELECT claim_id FROM billing.claims.claims LIMIT 1")
     assert "is spent" in message and "100 rows returned per day" in message, message
+    # The HTTP door says when to come back.
+    status, headers, body = http_query(gateway, consumer, "SELECT claim_id FROM billing.claims.claims LIMIT 1")
+    assert status == 429 and body["error"]["code"] == "ResourceExhausted", body
+    assert 0 < int(headers["Retry-After"]) <= 86_400
     # Other products still answer, and the owner is not held to its consumers' budget.
     assert rows(gateway, consumer, "SELECT count(*) AS n FROM reference.regions.regions")[0]["n"] > 0
     owner = mint("--sub", "budget-rows-owner", "--role", "revenue_cycle", "--role", "billing")

@@ -82,7 +82,7 @@ impl Engine {
         // The budgets the query runs under: refused at once when one is spent.
         let allowance = self.allowance(principal, &planned).map(Arc::new);
         if let Some(Err(spent)) = allowance.as_ref().map(|a| a.check_start(None)) {
-            return refuse(Error::ResourcesExhausted(spent.to_string()));
+            return refuse(spent.into());
         }
         // The deadline set when the query was planned, or sooner if this request asks.
         let mut deadline = planned.deadline();
@@ -112,7 +112,7 @@ impl Engine {
         if let Some(allowance) = &allowance
             && let Err(spent) = allowance.check_start(Some(&planned.scans().planned_unreported()))
         {
-            return refuse(Error::ResourcesExhausted(spent.to_string()));
+            return refuse(spent.into());
         }
         // Until its stream starts, a caller that leaves is recorded here.
         let mut waiting = CancelledIfDropped {

@@ -34,10 +34,17 @@ pub struct BudgetsConfig {
     pub per_product_principal: Option<Allowance>,
 }
 
-/// A query's budget is spent, or would be by this query.
+/// A query's budget is spent, or would be by this query: what the caller is told, and
+/// when the budget resets.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct BudgetSpent(String);
+pub(crate) struct BudgetSpent(String, SystemTime);
+
+impl From<BudgetSpent> for crate::Error {
+    fn from(BudgetSpent(message, resets_at): BudgetSpent) -> Self {
+        Self::BudgetSpent { message, resets_at }
+    }
+}
 
 /// One limit a query runs under.
 #[derive(Debug, Clone)]
@@ -170,13 +177,13 @@ impl QueryAllowance {
                 let estimate = planned.map_or(0, |p| limit.counts(p));
                 if spent + estimate > max.0 {
                     if !limit.shows_spending {
-                        return Err(BudgetSpent(format!(
+                        return Err(self.spent_with(format!(
                             "{} does not leave enough for this query today; it resets at {}",
                             limit.name,
                             self.resets()
                         )));
                     }
-                    return Err(BudgetSpent(format!(
+                    return Err(self.spent_with(format!(
                         "{} allows {} scanned per day; {} were scanned today and this query \
                          would scan up to {}; it resets at {}",
                         limit.name,
@@ -239,13 +246,13 @@ impl QueryAllowance {
 
     fn spent(&self, limit: &Limit, what: &str, max: &str, used: &str) -> BudgetSpent {
         if !limit.shows_spending {
-            return BudgetSpent(format!(
+            return self.spent_with(format!(
                 "{} is spent for today; it resets at {}",
                 limit.name,
                 self.resets()
             ));
         }
-        BudgetSpent(format!(
+        self.spent_with(format!(
             "{} is spent: it allows {max} {what} per day, and {used} were counted today; \
              it resets at {}",
             limit.name,
@@ -257,12 +264,16 @@ impl QueryAllowance {
         if !limit.shows_spending {
             return self.spent(limit, what, max, total);
         }
-        BudgetSpent(format!(
+        self.spent_with(format!(
             "{} allows {max} {what} per day, and this query brought today's count to {total}; \
              it resets at {}",
             limit.name,
             self.resets()
         ))
+    }
+
+    fn spent_with(&self, message: String) -> BudgetSpent {
+        BudgetSpent(message, self.resets_at)
     }
 
     fn resets(&self) -> String {

@@ -36,17 +36,28 @@ pub(crate) struct Failure {
     pub(crate) query_id: Option<String>,
     /// `WWW-Authenticate` for 401s.
     challenge: bool,
+    /// `Retry-After` (seconds) for a spent budget: until it resets.
+    retry_after: Option<u64>,
 }
 
 impl Failure {
     /// The answer to `error`, for the query `query_id` if it got one.
     pub(crate) fn of(error: Error, query_id: Option<&str>) -> Self {
+        let retry_after = match &error {
+            Error::Engine(meshgate_engine::Error::BudgetSpent { resets_at, .. }) => Some(
+                resets_at
+                    .duration_since(std::time::SystemTime::now())
+                    .map_or(0, |d| d.as_secs() + 1),
+            ),
+            _ => None,
+        };
         Self {
             status: status_of(error.class()),
             code: error.code_name(),
             message: error.client_message(),
             query_id: query_id.map(str::to_string),
             challenge: false,
+            retry_after,
         }
     }
 
@@ -58,6 +69,7 @@ impl Failure {
             message: reason.to_string(),
             query_id: None,
             challenge: true,
+            retry_after: None,
         }
     }
 
@@ -69,6 +81,7 @@ impl Failure {
             message: message.into(),
             query_id: None,
             challenge: false,
+            retry_after: None,
         }
     }
 }
@@ -105,6 +118,11 @@ impl IntoResponse for Failure {
             body.to_string(),
         )
             .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -43,7 +43,7 @@ pub(crate) fn sqlstate_of(error: &EngineError) -> &'static str {
         EngineError::NotFound(_) | EngineError::ViewChanged => UNDEFINED_TABLE,
         EngineError::UnknownHandle(_) => INVALID_CURSOR_NAME,
         EngineError::ResourcesExhausted(_) => OUT_OF_MEMORY,
-        EngineError::Overloaded(_) => INSUFFICIENT_RESOURCES,
+        EngineError::Overloaded(_) | EngineError::BudgetSpent { .. } => INSUFFICIENT_RESOURCES,
         EngineError::Unsupported(_) => FEATURE_NOT_SUPPORTED,
         // `object_not_in_prerequisite_state`: the product breaks its contract.
         EngineError::FailedPrecondition(_) => "55000",
