@@ -332,6 +332,18 @@ impl Error {
     }
 }
 
+/// A query's budget is spent, or would be by this query: what the caller is told, and
+/// when the budget resets (see [`crate::BudgetsConfig`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BudgetSpent(pub(crate) String, pub(crate) std::time::SystemTime);
+
+impl From<BudgetSpent> for Error {
+    fn from(BudgetSpent(message, resets_at): BudgetSpent) -> Self {
+        Self::BudgetSpent { message, resets_at }
+    }
+}
+
 /// How [`classify`] sorts an error: as a client-facing error, or as a storage or
 /// internal failure whose details stay with the original error.
 enum Class {
@@ -387,7 +399,7 @@ fn external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Class {
     use Class::Error as E;
     if let Some(refused) = e.downcast_ref::<AggregateOnlyRefused>() {
         E(Error::PolicyRefused(refused.to_string()))
-    } else if let Some(spent) = e.downcast_ref::<crate::usage::BudgetSpent>() {
+    } else if let Some(spent) = e.downcast_ref::<BudgetSpent>() {
         E(spent.clone().into())
     } else if let Some(unavailable) = e.downcast_ref::<ProductUnavailable>() {
         let message = unavailable.message.clone();

@@ -10,7 +10,8 @@
 //!
 //! Modules, from the bottom up (each uses only those before it; the `architecture`
 //! test in `tests/` checks this order, declared in [`LAYERS`]): `error`, `config`,
-//! `history`, `audit`, `product`, `quality`, `runs`, `policy`, `cluster`, `session`, `derived`, `live`, `agent`, `admission`, `cache`,
+//! `history`, `audit`, `product`, `quality`, `runs`, `openlineage`, `policy`, `usage`,
+//! `cluster`, `session`, `derived`, `live`, `agent`, `admission`, `cache`,
 //! `query`, `engine`.
 
 mod admission;
@@ -121,6 +122,7 @@ pub const LAYERS: &[&str] = &[
     "runs",
     "openlineage",
     "policy",
+    "usage",
     "cluster",
     "session",
     "derived",

@@ -16,7 +16,8 @@ use crate::audit::{AuditRecord, Auditor, QueryAudit};
 use crate::cache::Filling;
 use crate::error::{Error, Result};
 use crate::query::{PlannedQuery, QueryOptions, SentBytes, StreamEnd, observed};
-use crate::usage::{QueryAllowance, QueryUse, Reader, TableUse, is_system, watched};
+use crate::session::SYSTEM_CATALOG;
+use crate::usage::{QueryAllowance, QueryUse, Reader, TableUse, product_of, watched};
 
 /// One execution of a planned query, as a door asks for it.
 #[derive(Debug)]
@@ -203,7 +204,14 @@ impl Engine {
             .iter()
             .map(|c| c.product.as_ref())
             .collect();
-        usage.allowance(principal, &planned.audit.tables, &served)
+        let products = planned
+            .audit
+            .tables
+            .iter()
+            .filter(|t| !is_system(t))
+            .map(|t| product_of(t).to_string())
+            .collect();
+        usage.allowance(principal, &products, &served)
     }
 
     /// `batches` held to `allowance` while they stream, if there is one.
@@ -278,6 +286,12 @@ fn query_use(planned: &PlannedQuery, principal: &Principal, rows: u64) -> QueryU
         counts_as_query: taken.first,
         tables: tables.into_values().collect(),
     }
+}
+
+/// Whether `table` is one the process describes itself with (not a product's).
+fn is_system(table: &str) -> bool {
+    table.starts_with(&format!("{SYSTEM_CATALOG}."))
+        || table.split('.').nth(1) == Some("information_schema")
 }
 
 /// The audit record of an execution whose caller went away before its results

@@ -21,6 +21,7 @@ use meshgate_catalog::{Allowance, ByteCount, Principal, Product};
 use serde::Deserialize;
 
 use super::store::{Reader, Scope, Spent, UsageStore, day_of};
+use crate::error::BudgetSpent;
 
 /// The platform's budgets, per day (UTC).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -32,18 +33,6 @@ pub struct BudgetsConfig {
     pub per_product: Option<Allowance>,
     /// What each principal may take from each product.
     pub per_product_principal: Option<Allowance>,
-}
-
-/// A query's budget is spent, or would be by this query: what the caller is told, and
-/// when the budget resets.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct BudgetSpent(String, SystemTime);
-
-impl From<BudgetSpent> for crate::Error {
-    fn from(BudgetSpent(message, resets_at): BudgetSpent) -> Self {
-        Self::BudgetSpent { message, resets_at }
-    }
 }
 
 /// One limit a query runs under.

@@ -21,7 +21,7 @@ use meshgate_catalog::{Principal, Product};
 use serde::Deserialize;
 
 pub use budget::BudgetsConfig;
-pub(crate) use budget::{BudgetSpent, QueryAllowance};
+pub(crate) use budget::QueryAllowance;
 pub(crate) use meter::QueryScans;
 pub use store::UsageStore;
 pub(crate) use store::{QueryUse, Reader, Scope, TableUse, UsageRow};
@@ -90,19 +90,14 @@ impl Usage {
         &self.domain_owners
     }
 
-    /// The limits on `principal` reading the products of `tables` (as audit records
-    /// name them), which `served` describes.
+    /// The limits on `principal` reading `products` (`domain.product`), which `served`
+    /// describes.
     pub(crate) fn allowance(
         &self,
         principal: &Principal,
-        tables: &[String],
+        products: &BTreeSet<String>,
         served: &[&Product],
     ) -> Option<QueryAllowance> {
-        let products: BTreeSet<String> = tables
-            .iter()
-            .filter(|t| !is_system(t))
-            .map(|t| product_of(t).to_string())
-            .collect();
         // A statement reading no product (the mesh's own tables, `SELECT 1`) takes
         // nothing from any budget: a caller whose budget is spent still reads its own.
         if products.is_empty() {
@@ -110,19 +105,13 @@ impl Usage {
         }
         QueryAllowance::for_query(
             principal,
-            &products,
+            products,
             served,
             &self.budgets,
             &self.domain_owners,
             &self.store,
         )
     }
-}
-
-/// Whether `table` is one the process describes itself with (not a product's).
-pub(crate) fn is_system(table: &str) -> bool {
-    table.starts_with(&format!("{}.", crate::session::SYSTEM_CATALOG))
-        || table.split('.').nth(1) == Some("information_schema")
 }
 
 /// Whether `principal` owns `product`: holds one of its `owner.roles`, or one of its
