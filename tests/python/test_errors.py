@@ -192,8 +192,9 @@ def test_sqlalchemy_bad_sql(sa_engine, oracle):
 
 
 # `meshgate demo` appends its audit log to <dir>/audit.jsonl (unless configured
-# otherwise): the gateway's own file, not part of the mesh.
-GATEWAY_OWNED = ["audit.jsonl"]
+# otherwise), and keeps its state (quality history, runs, usage: written as queries
+# run) in <dir>/.state: the gateway's own files, not part of the mesh.
+GATEWAY_OWNED = ["audit.jsonl", ".state/quality.redb", ".state/runs.redb", ".state/usage.redb"]
 
 
 @pytest.fixture(scope="module")
