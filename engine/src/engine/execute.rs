@@ -198,18 +198,20 @@ impl Engine {
     /// The budgets `principal` runs `planned` under, if any applies.
     fn allowance(&self, principal: &Principal, planned: &PlannedQuery) -> Option<QueryAllowance> {
         let usage = self.usage.as_ref()?;
-        let sessions = self.sessions();
-        let served: Vec<&meshgate_catalog::Product> = sessions
-            .products()
-            .iter()
-            .map(|c| c.product.as_ref())
-            .collect();
-        let products = planned
+        let products: std::collections::BTreeSet<String> = planned
             .audit
             .tables
             .iter()
             .filter(|t| !is_system(t))
             .map(|t| product_of(t).to_string())
+            .collect();
+        // Only the descriptors of the products read: this runs on every execution.
+        let sessions = self.sessions();
+        let served: Vec<&meshgate_catalog::Product> = sessions
+            .products()
+            .iter()
+            .map(|c| c.product.as_ref())
+            .filter(|p| products.contains(&p.qualified_name()))
             .collect();
         usage.allowance(principal, &products, &served)
     }
