@@ -31,6 +31,7 @@ from mesh_helpers import (
 
 APPLY_WITHIN_S = 20
 NAME = "SELECT given_name FROM patients.registry.patients ORDER BY patient_id LIMIT 1"
+REGIONS = "SELECT count(*) FROM reference.regions.regions"
 CODE = "SELECT diagnosis_code FROM clinical.encounters.visits WHERE diagnosis_code IS NOT NULL ORDER BY encounter_id LIMIT 1"
 
 
@@ -123,6 +124,7 @@ def ticket_for(gw: Gateway, token: str, sql: str):
 
 
 def test_a_platform_policy_change_reaches_statements_prepared_statements_and_tickets(gateway, ben):
+    """Tickets of the products the change touches are refused; others still run."""
     assert first_value(gateway, ben, NAME) == "REDACTED"
     conn = adbc_connect(gateway.server.uri, ben)
     try:
@@ -130,6 +132,8 @@ def test_a_platform_policy_change_reaches_statements_prepared_statements_and_tic
             prepared.adbc_prepare(NAME)
             client, early_ticket = ticket_for(gateway, ben, NAME)
             assert client.do_get(early_ticket).read_all().column(0)[0].as_py() == "REDACTED"
+            # A ticket of a product the rule does not touch (no pii column).
+            _, unrelated_ticket = ticket_for(gateway, ben, REGIONS)
 
             gateway.write_config(pii='mask: "null"')
             eventually("given names are null for new statements",
@@ -139,6 +143,8 @@ def test_a_platform_policy_change_reaches_statements_prepared_statements_and_tic
             with pytest.raises(pa.ArrowKeyError) as refused:  # NOT_FOUND
                 client.do_get(early_ticket).read_all()
             assert "plan the statement again" in str(refused.value), refused.value
+            # Only the products a ticket reads decide whether it still runs.
+            assert client.do_get(unrelated_ticket).read_all().column(0)[0].as_py() > 0
     finally:
         conn.close()
     gateway.write_config()

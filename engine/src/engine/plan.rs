@@ -220,7 +220,7 @@ impl Engine {
                 names: &options.names,
                 stored: &|table| sessions.stored_bytes(table),
             },
-            session.view,
+            session.view.of_tables(&audit.tables),
             failures,
             principal.fingerprint(),
         )

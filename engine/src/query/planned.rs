@@ -46,8 +46,9 @@ pub struct PlannedQuery {
     deadline: Deadline,
     /// Set by CancelFlightInfo; a running stream of the query ends when it is.
     cancelled: tokio::sync::watch::Sender<bool>,
-    /// What the principal saw when the query was planned; the ticket is redeemable
-    /// only while the principal's view is still the same.
+    /// What the principal saw of the products the query reads when it was planned
+    /// ([`crate::session::ViewDigest::of_tables`]); the ticket is redeemable only while
+    /// that is still the same.
     view: ViewFingerprint,
     /// The view and the data files it reads, summed up.
     snapshot: PlanSnapshot,
@@ -280,7 +281,7 @@ impl PlannedQuery {
         &self.owner
     }
 
-    /// What the principal saw when the query was planned.
+    /// What the principal saw of the products the query reads when it was planned.
     pub(crate) fn view(&self) -> ViewFingerprint {
         self.view
     }

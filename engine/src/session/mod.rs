@@ -13,6 +13,7 @@ mod catalog;
 mod columns;
 mod dialect;
 mod expansion;
+mod fingerprint;
 mod generated;
 mod keys;
 mod lineage_table;
@@ -41,6 +42,7 @@ use meshgate_catalog::Principal;
 pub(crate) use budget::{MaxPlanNodes, PlanningBudget};
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
 pub use dialect::SqlDialect;
+pub(crate) use fingerprint::{AnswerFingerprint, ViewDigest, ViewFingerprint};
 pub use generated::MAX_GENERATED_ROWS;
 pub use keys::{MeshKeys, PrimaryKey, Relationship};
 pub use names::NameDefaults;
@@ -76,102 +78,13 @@ pub struct PrincipalSession {
     /// `domain.product.table` -> rules applied (restricted tables only).
     pub access: Arc<BTreeMap<String, Vec<String>>>,
     /// What the principal sees, summed up: a plan made in this session may run only
-    /// while the principal's current view has the same fingerprint.
-    pub(crate) view: ViewFingerprint,
+    /// while what the principal sees of the products it reads is unchanged.
+    pub(crate) view: Arc<ViewDigest>,
     /// What decides the answers its statements get, beyond the data.
     pub(crate) answers: AnswerFingerprint,
     /// `domain.product.table` of its tables whose row filters call a function that is
     /// not immutable (`now()`): their answers change with time.
     pub(crate) changing_filters: Arc<BTreeSet<String>>,
-}
-
-/// What decides the answers a principal's statements get, beyond the data they read:
-/// its view ([`ViewFingerprint`]) and the values of its attributes that the row filters
-/// of its tables bind. Two principals with equal fingerprints get the same answer to the
-/// same statement over the same data, so the result cache shares answers between them,
-/// and only between them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AnswerFingerprint([u8; 32]);
-
-impl AnswerFingerprint {
-    /// The fingerprint as bytes.
-    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    fn of<'a>(
-        view: ViewFingerprint,
-        bound: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
-    ) -> Self {
-        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        let mut part = |bytes: &[u8]| {
-            digest.update(&(bytes.len() as u64).to_le_bytes());
-            digest.update(bytes);
-        };
-        part(view.as_bytes());
-        for (attribute, value) in bound {
-            part(attribute.as_bytes());
-            // An absent attribute binds NULL, unlike any text (even an empty one).
-            match value {
-                Some(value) => {
-                    part(b"some");
-                    part(value.as_bytes());
-                }
-                None => part(b"none"),
-            }
-        }
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(digest.finish().as_ref());
-        Self(bytes)
-    }
-}
-
-/// A digest of what one principal sees of the mesh: the products and tables it may
-/// read, the schema of each as it sees it (hidden columns gone, masked ones retyped),
-/// the rules that restrict each (row filters, masks), the masking key's id, and which of its past versions may
-/// be read. Data changes (new files, a
-/// new Delta version) leave it unchanged; a policy or contract change that alters what
-/// the principal sees changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ViewFingerprint([u8; 32]);
-
-impl ViewFingerprint {
-    /// The fingerprint as bytes.
-    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    pub(crate) fn of(views: &[ProductView], mask_key_id: &[u8; 32]) -> Self {
-        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        let mut part = |bytes: &[u8]| {
-            digest.update(&(bytes.len() as u64).to_le_bytes());
-            digest.update(bytes);
-        };
-        part(mask_key_id);
-        part(&(views.len() as u64).to_le_bytes());
-        for view in views {
-            part(view.product.qualified_name().as_bytes());
-            part(&(view.tables.len() as u64).to_le_bytes());
-            for (name, table) in &view.tables {
-                part(name.as_bytes());
-                part(format!("{:?}", table.schema().fields()).as_bytes());
-                part(format!("{:?}", view.access.get(name)).as_bytes());
-                // Which past versions may be read (`time_travel`, its `max_age`).
-                let versions = view.product.table(name).map(|t| t.time_travel);
-                part(format!("{versions:?}").as_bytes());
-                // A derived table: what its domain sees of its inputs, and its transform
-                // (a plan made before either changed must not run).
-                if let Some(rights) = view.derived_rights.get(name) {
-                    part(rights);
-                    let transform = view.product.table(name).and_then(|t| t.derived.as_ref());
-                    part(transform.map_or("", |d| d.transform.as_str()).as_bytes());
-                }
-            }
-        }
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(digest.finish().as_ref());
-        Self(bytes)
-    }
 }
 
 impl std::fmt::Debug for PrincipalSession {
@@ -190,7 +103,7 @@ struct PrincipalView {
     catalogs: Arc<MeshCatalogList>,
     keys: Arc<MeshKeys>,
     access: Arc<BTreeMap<String, Vec<String>>>,
-    fingerprint: ViewFingerprint,
+    digest: Arc<ViewDigest>,
     answers: AnswerFingerprint,
     changing_filters: Arc<BTreeSet<String>>,
     /// About how much memory the view holds, for the cache's budget.
@@ -373,15 +286,15 @@ impl SessionFactory {
         Ok(PrincipalSession {
             context: SessionContext::new_with_state(state),
             access: Arc::clone(&view.access),
-            view: view.fingerprint,
+            view: Arc::clone(&view.digest),
             answers: view.answers,
             changing_filters: Arc::clone(&view.changing_filters),
         })
     }
 
-    /// The fingerprint of what `principal` sees now (see [`ViewFingerprint`]).
-    pub(crate) fn view_fingerprint(&self, principal: &Principal) -> Result<ViewFingerprint> {
-        Ok(self.view_of(principal)?.fingerprint)
+    /// The digests of what `principal` sees now (see [`ViewDigest`]).
+    pub(crate) fn view_digest(&self, principal: &Principal) -> Result<Arc<ViewDigest>> {
+        Ok(Arc::clone(&self.view_of(principal)?.digest))
     }
 
     /// What `principal` sees: built on its first request, then kept (the products and
@@ -418,13 +331,13 @@ impl SessionFactory {
         let state = SessionStateBuilder::new_from_existing(self.template.clone())
             .with_catalog_list(Arc::clone(&catalogs) as _)
             .build();
-        let fingerprint = ViewFingerprint::of(&views, self.policy.mask_key_id());
+        let digest = Arc::new(ViewDigest::of(&views, self.policy.mask_key_id()));
         let bound: BTreeSet<&str> = views
             .iter()
             .flat_map(|v| v.filter_attributes.iter().map(String::as_str))
             .collect();
         let answers = AnswerFingerprint::of(
-            fingerprint,
+            digest.whole(),
             bound.into_iter().map(|a| (a, principal.attribute(a))),
         );
         let changing_filters = views
@@ -440,7 +353,7 @@ impl SessionFactory {
             catalogs,
             keys,
             access: Arc::new(access),
-            fingerprint,
+            digest,
             answers,
             changing_filters: Arc::new(changing_filters),
             bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
