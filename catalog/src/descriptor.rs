@@ -45,6 +45,9 @@ pub struct ProductDescriptor {
     /// How the gateway may serve the product's answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ServingDescriptor>,
+    /// A previous major version kept serving beside its successor until a date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation: Option<crate::deprecation::DeprecationDescriptor>,
 }
 
 /// How the gateway may serve a product's answers.

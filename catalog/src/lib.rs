@@ -5,6 +5,7 @@
 mod as_of;
 mod budget;
 mod compat;
+mod deprecation;
 mod derived;
 mod descriptor;
 mod error;
@@ -20,6 +21,7 @@ mod validate;
 pub use as_of::{AsOf, BadAsOf, split_as_of};
 pub use budget::{Allowance, BadByteCount, ByteCount, ProductBudget};
 pub use compat::{Change, Impact, ProductChanges, compare, widens};
+pub use deprecation::{Deprecation, DeprecationDescriptor};
 pub use derived::{
     Derivation, DerivedDescriptor, DerivedMode, Input, InputDescriptor, LineageEdge, MAX_INPUTS,
     MAX_TRANSFORM_BYTES, MIN_REFRESH, transform_texts,

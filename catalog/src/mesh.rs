@@ -127,11 +127,24 @@ impl Mesh {
     }
 
     /// References that do not lead to a table of this mesh with matching columns, as
-    /// (`domain.product.table` of the referencing table, what is wrong). Such a
+    /// (`domain.product.table` of the referencing table, what is wrong), and deprecated
+    /// products whose successor the mesh does not publish (`domain.product`). Such a
     /// reference is kept (its target may be fixed or published later) but never shown.
     pub fn dangling_references(&self) -> Vec<(String, String)> {
         let mut dangling = Vec::new();
         for product in self.products() {
+            if let Some(deprecation) = &product.deprecation {
+                let successor = deprecation.successor.split_once('.');
+                if successor.and_then(|(d, p)| self.product(d, p)).is_none() {
+                    dangling.push((
+                        product.qualified_name(),
+                        format!(
+                            "deprecation.successor is {}, which this mesh does not publish",
+                            deprecation.successor
+                        ),
+                    ));
+                }
+            }
             for table in &product.tables {
                 let from = format!("{}.{}", product.qualified_name(), table.name);
                 for reference in &table.references {

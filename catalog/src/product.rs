@@ -47,6 +47,9 @@ pub struct Product {
     pub result_cache: bool,
     /// What consumers may take from the product per day, if the owner limits it.
     pub budget: Option<crate::budget::ProductBudget>,
+    /// Its deprecation window, when it is a previous major version serving beside
+    /// its successor.
+    pub deprecation: Option<crate::deprecation::Deprecation>,
     /// The descriptor file this product was read from.
     pub source: PathBuf,
 }

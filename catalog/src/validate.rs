@@ -111,6 +111,11 @@ pub fn validate_descriptor(
     if let Some(policy) = &descriptor.policy {
         validate_policy(policy, &descriptor.tables, &mut problems);
     }
+    let own = format!("{}.{}", descriptor.domain, descriptor.product);
+    let deprecation = descriptor
+        .deprecation
+        .as_ref()
+        .and_then(|d| crate::deprecation::validate_deprecation(d, &own, &mut problems));
 
     if !problems.is_empty() {
         return Err(problems);
@@ -130,6 +135,7 @@ pub fn validate_descriptor(
         quality_schedule,
         result_cache: descriptor.serving.as_ref().is_none_or(|s| s.result_cache),
         budget: descriptor.serving.as_ref().and_then(|s| s.budget),
+        deprecation,
         source: origin.file.to_path_buf(),
     })
 }

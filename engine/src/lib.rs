@@ -57,7 +57,7 @@ pub use config::{
 };
 
 // Usage and budgets: who reads what, what each may still take.
-pub use usage::{BudgetsConfig, Usage, UsageConfig, UsageStore};
+pub use usage::{BudgetsConfig, TableConsumer, Usage, UsageConfig, UsageStore, table_consumers};
 
 // The result cache: how it has been used.
 pub use cache::ResultCacheStats;
@@ -75,9 +75,10 @@ pub use product::{
     check_row_filters,
 };
 pub use session::{
-    MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES, MeshCatalogList, MeshKeys,
-    NameDefaults, PrimaryKey, PrincipalSession, ReadOnlyCatalog, ReadOnlySchema, Relationship,
-    SYSTEM_CATALOG, SessionFactory, SessionPublisher, SqlDialect, VersionPins,
+    DeprecatedRead, MAX_GENERATED_ROWS, MAX_OPERATORS, MAX_RELATIONS, MAX_SQL_BYTES,
+    MeshCatalogList, MeshKeys, NameDefaults, PrimaryKey, PrincipalSession, ReadOnlyCatalog,
+    ReadOnlySchema, Relationship, SYSTEM_CATALOG, SessionFactory, SessionPublisher, SqlDialect,
+    VersionPins,
 };
 
 // The audit trail: one record per request, fanned out to sinks.

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use meshgate_catalog::{Impact, Mesh, compare};
+use meshgate_engine::TableConsumer;
+
+use crate::change_consumers::{affected, write_affected};
 
 /// Why the previous version of a mesh cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -152,10 +155,17 @@ fn from_git(mesh_dir: &Path, revision: &str) -> Result<tempfile::TempDir, Previo
 
 /// Writes every change from `old` to `new`, one line each, and one error line per
 /// product with breaking changes under the same major version; returns how many errors
-/// it wrote.
-pub fn report(old: &Mesh, new: &Mesh, out: &mut impl Write) -> std::io::Result<usize> {
+/// it wrote. With `consumers` (a gateway's usage records), each breaking change is
+/// followed by the consumers it affects, with their last read.
+pub fn report(
+    old: &Mesh,
+    new: &Mesh,
+    consumers: Option<&[TableConsumer]>,
+    out: &mut impl Write,
+) -> std::io::Result<usize> {
     let changed = compare(old, new);
     let (mut breaking, mut compatible, mut errors) = (0, 0, 0);
+    let mut affected_consumers = std::collections::BTreeSet::new();
     for product in &changed {
         let versions = format!(
             "{} -> {}",
@@ -179,6 +189,15 @@ pub fn report(old: &Mesh, new: &Mesh, out: &mut impl Write) -> std::io::Result<u
                 product.product,
                 change.what
             )?;
+            if let (Impact::Breaking, Some(consumers)) = (change.impact, consumers) {
+                let before = product
+                    .product
+                    .split_once('.')
+                    .and_then(|(domain, name)| old.product(domain, name));
+                let readers = affected(&product.product, before.map(|p| &**p), change, consumers);
+                affected_consumers.extend(readers.iter().map(|c| (&c.issuer, &c.subject)));
+                write_affected(&readers, out)?;
+            }
         }
         if product.needs_major_version() {
             errors += 1;
@@ -194,5 +213,12 @@ pub fn report(old: &Mesh, new: &Mesh, out: &mut impl Write) -> std::io::Result<u
         "{} product(s) changed: {breaking} breaking change(s), {compatible} compatible",
         changed.len()
     )?;
+    if consumers.is_some() {
+        writeln!(
+            out,
+            "{} consumer(s) on record affected by the breaking changes",
+            affected_consumers.len()
+        )?;
+    }
     Ok(errors)
 }

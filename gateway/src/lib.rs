@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+mod change_consumers;
 pub mod change_impact;
 pub mod cluster_roles;
 pub mod config;

@@ -42,6 +42,9 @@ pub struct LintOptions {
     /// product change since, breaking or compatible, and fail on breaking changes under
     /// an unchanged major version (see [`crate::change_impact`]).
     pub against: Option<String>,
+    /// A gateway's state directory: name the consumers its usage records show reading
+    /// what each breaking change touches (with `against`).
+    pub usage: Option<std::path::PathBuf>,
 }
 
 /// Checks every descriptor under `dir` (and, if asked, the data they describe), writing
@@ -79,7 +82,23 @@ pub fn lint(
     let mut change_errors = 0;
     if let Some(against) = &options.against {
         match change_impact::previous_mesh(dir, against) {
-            Ok(previous) => change_errors = change_impact::report(&previous.mesh, &load.mesh, out)?,
+            Ok(previous) => {
+                let consumers = match options
+                    .usage
+                    .as_deref()
+                    .map(meshgate_engine::table_consumers)
+                {
+                    None => None,
+                    Some(Ok(consumers)) => Some(consumers),
+                    Some(Err(e)) => {
+                        writeln!(out, "error: --usage: {e}")?;
+                        change_errors += 1;
+                        None
+                    }
+                };
+                change_errors +=
+                    change_impact::report(&previous.mesh, &load.mesh, consumers.as_deref(), out)?;
+            }
             Err(e) => {
                 writeln!(out, "error: {e}")?;
                 change_errors = 1;

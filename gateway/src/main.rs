@@ -205,6 +205,10 @@ enum Command {
         /// compatible; breaking changes without a new major version fail the lint.
         #[arg(long, value_name = "DIR_OR_REVISION")]
         against: Option<String>,
+        /// A gateway's state directory: after each breaking change, the consumers its
+        /// usage records show reading what the change touches, with their last read.
+        #[arg(long, value_name = "STATE_DIR", requires = "against")]
+        usage: Option<PathBuf>,
     },
 }
 
@@ -468,6 +472,7 @@ fn main() -> ExitCode {
         check_data,
         config,
         against,
+        usage,
     } = &cli.command
     {
         let config = match config.as_deref().map(GatewayConfig::from_file).transpose() {
@@ -481,6 +486,7 @@ fn main() -> ExitCode {
             check_data: *check_data,
             config,
             against: against.clone(),
+            usage: usage.clone(),
         };
         return match lint(mesh, options, &mut std::io::stdout()) {
             Ok(LintOutcome::Clean) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! What a request asks of its statement through headers, the same on every door that
 //! speaks HTTP (Flight's gRPC metadata, the HTTP door): a freshness bound
 //! (`x-meshgate-max-staleness`), a lower time limit (`x-meshgate-timeout`) and tables
-//! pinned to a version (`x-meshgate-versions`).
+//! pinned to a version (`x-meshgate-versions`); and what the answer tells of the
+//! products read (`x-meshgate-deprecated`).
 
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ pub const MAX_STALENESS_HEADER: &str = "x-meshgate-max-staleness";
 /// The request header by which a caller pins tables to a version
 /// (`domain.product.table@v3, ...`).
 pub(crate) const VERSIONS_HEADER: &str = "x-meshgate-versions";
+
+/// The response header naming each deprecated product a statement reads, one value
+/// per product: `clinical.encounters_v1; until=2027-03-31; successor=clinical.encounters`.
+pub(crate) const DEPRECATED_HEADER: &str = "x-meshgate-deprecated";
 
 /// The options carried by `metadata`; malformed values are `INVALID_ARGUMENT`.
 pub(crate) fn query_options(metadata: &HeaderMap) -> Result<QueryOptions> {

@@ -13,6 +13,7 @@ import email.message
 import json
 import shutil
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,7 @@ import pyarrow.flight as flight
 import pytest
 
 from conftest import start_server
-from mesh_helpers import DEMO_SECRET_FILE, FlightConn, command_statement_query, query_once
+from mesh_helpers import DEMO_SECRET_FILE, FlightConn, command_statement_query, hermetic_env, query_once
 
 FLUSH = "200ms"
 CLAIMS_ROWS_PER_CONSUMER = 100
@@ -313,3 +314,51 @@ def test_the_platforms_budget_per_principal_holds_across_products(gateway, mint,
         assert len(rows(platform, other, "SELECT claim_id FROM billing.claims.claims LIMIT 30")) == 30
     finally:
         platform.server.stop()
+
+
+def test_lint_names_the_consumers_a_breaking_change_affects(gateway, mint, meshgate_bin, tmp_path):
+    """`lint --against <previous> --usage <state dir>`, beside the running gateway."""
+    amounts = mint("--sub", "impact-amounts", "--role", "analyst")
+    counts = mint("--sub", "impact-counts", "--role", "analyst")
+    rows(gateway, amounts, "SELECT claim_id, amount FROM billing.claims.claims WHERE claim_id <= 3")
+    rows(gateway, counts, "SELECT count(*) FROM billing.claims.claims")
+    usage_of(gateway, amounts, settled=one_row)
+    usage_of(gateway, counts, settled=one_row)
+    wait_flushed()
+    changed = tmp_path / "mesh"
+    shutil.copytree(gateway.mesh, changed, ignore=shutil.ignore_patterns(".state", "data"))
+    claims = changed / "billing" / "claims.yaml"
+    text = claims.read_text()
+    readers = "any_role: [billing, analyst, admin]"
+    assert "Decimal128(12, 2)" in text and readers in text and "version: 1.0.0" in text
+    claims.write_text(text.replace("Decimal128(12, 2)", "Decimal128(10, 2)")
+                      .replace(readers, "any_role: [billing, admin]").replace("version: 1.0.0", "version: 2.0.0"))
+    run = subprocess.run([meshgate_bin, "lint", changed, "--against", gateway.mesh, "--usage", gateway.state],
+                         capture_output=True, text=True, timeout=120, env=hermetic_env())
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+    lines = out.splitlines()
+
+    def consumers_after(change: str) -> list[str]:
+        start = next(i for i, line in enumerate(lines) if change in line)
+        block = []
+        for line in lines[start + 1:]:
+            if not line.startswith("    "):
+                break
+            block.append(line.strip())
+        return block
+
+    narrowed = consumers_after("claims.amount: type Decimal128(12, 2) -> Decimal128(10, 2)")
+    assert any("|impact-amounts reads billing.claims.claims (1 query, last read 20" in c for c in narrowed), out
+    assert not any("impact-counts" in c for c in narrowed), out
+    tightened = consumers_after("policy.read")
+    assert any("impact-amounts" in c for c in tightened) and any("impact-counts" in c for c in tightened), out
+    assert "consumer(s) on record affected by the breaking changes" in out
+    # The gateway kept serving and counting meanwhile.
+    rows(gateway, counts, "SELECT count(*) FROM billing.claims.claims")
+    # Without usage recorded there: a clear error, and the lint fails.
+    empty = tmp_path / "no-state"
+    empty.mkdir()
+    run = subprocess.run([meshgate_bin, "lint", changed, "--against", gateway.mesh, "--usage", empty],
+                         capture_output=True, text=True, timeout=120, env=hermetic_env())
+    assert run.returncode == 1 and "error: --usage:" in run.stdout and "usage.redb" in run.stdout, run.stdout

@@ -219,6 +219,7 @@ impl Engine {
                 cache,
                 names: &options.names,
                 stored: &|table| sessions.stored_bytes(table),
+                deprecated: sessions.deprecated_reads(&audit.tables),
             },
             session.view.of_tables(&audit.tables),
             failures,

@@ -23,7 +23,8 @@ use crate::cluster::{Cluster, ClusterRoute, plan_for_cluster, without_dynamic_fi
 use crate::error::{Error, ErrorClass, Result};
 use crate::policy::{VersionedTable, guarded_table};
 use crate::session::{
-    NameDefaults, SYSTEM_CATALOG, StorageFailures, ViewFingerprint, recording_task_context,
+    DeprecatedRead, NameDefaults, SYSTEM_CATALOG, StorageFailures, ViewFingerprint,
+    recording_task_context,
 };
 use crate::usage::QueryScans;
 use datafusion::error::DataFusionError;
@@ -64,6 +65,8 @@ pub struct PlannedQuery {
     withholds_errors: Option<String>,
     /// What the audit records of this query say about it.
     pub(crate) audit: QueryAudit,
+    /// The products it reads that are in a deprecation window.
+    deprecated: Vec<DeprecatedRead>,
     /// Its storage scans, by table: what it reads, for usage and budgets.
     scans: Arc<QueryScans>,
     /// Whether it runs on the cluster (its scans are counted there, not here).
@@ -101,6 +104,8 @@ pub(crate) struct Serving<'a> {
     pub(crate) names: &'a NameDefaults,
     /// A table's stored size (charged for the tables whose scans' counts are hidden).
     pub(crate) stored: &'a (dyn Fn(&str) -> u64 + Sync),
+    /// The products it reads that are in a deprecation window.
+    pub(crate) deprecated: Vec<DeprecatedRead>,
 }
 
 impl std::fmt::Debug for Serving<'_> {
@@ -227,6 +232,7 @@ impl PlannedQuery {
             audit,
             scans,
             on_cluster,
+            deprecated: serving.deprecated,
         })
     }
 
@@ -279,6 +285,12 @@ impl PlannedQuery {
     /// The fingerprint of the principal it was planned for.
     pub(crate) fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// The products it reads that are previous major versions in their deprecation
+    /// window: the door tells the reader.
+    pub fn deprecated(&self) -> &[DeprecatedRead] {
+        &self.deprecated
     }
 
     /// What the principal saw of the products the query reads when it was planned.

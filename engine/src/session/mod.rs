@@ -95,6 +95,31 @@ impl std::fmt::Debug for PrincipalSession {
     }
 }
 
+/// A product a query reads that is a previous major version in its deprecation window:
+/// every door tells the reader (a response header, a notice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeprecatedRead {
+    /// The deprecated product, `domain.product`.
+    pub product: String,
+    /// The product that replaces it.
+    pub successor: String,
+    /// The last day it serves (`YYYY-MM-DD`, UTC).
+    pub until: String,
+    /// When it stops serving: the end of `until`.
+    pub ends_at: std::time::SystemTime,
+}
+
+impl DeprecatedRead {
+    /// The notice as one header value: `clinical.encounters_v1; until=2027-03-31;
+    /// successor=clinical.encounters`.
+    pub fn header_value(&self) -> String {
+        format!(
+            "{}; until={}; successor={}",
+            self.product, self.until, self.successor
+        )
+    }
+}
+
 /// What one principal sees of the mesh: its catalogs and the rules applied to them.
 struct PrincipalView {
     /// The principal's session state (its catalogs, the shared runtime), cloned for
@@ -105,6 +130,9 @@ struct PrincipalView {
     access: Arc<BTreeMap<String, Vec<String>>>,
     digest: Arc<ViewDigest>,
     answers: AnswerFingerprint,
+    /// When a deprecation window of a product it may see ends: the view is built again
+    /// then, without that product.
+    expires_at: Option<std::time::SystemTime>,
     changing_filters: Arc<BTreeSet<String>>,
     /// About how much memory the view holds, for the cache's budget.
     bytes: u64,
@@ -301,12 +329,54 @@ impl SessionFactory {
     /// policies of a factory never change; a reload builds a new factory). Concurrent
     /// first requests of one principal build it once; the others wait for it.
     fn view_of(&self, principal: &Principal) -> Result<Arc<PrincipalView>> {
-        self.views
-            .get_or_insert_with(principal, || self.build_view(principal).map(Arc::new))
+        let build = || self.build_view(principal).map(Arc::new);
+        let view = self.views.get_or_insert_with(principal, build)?;
+        let now = std::time::SystemTime::now();
+        if view.expires_at.is_some_and(|at| now >= at) {
+            self.views.remove(principal);
+            return self.views.get_or_insert_with(principal, build);
+        }
+        Ok(view)
+    }
+
+    /// The deprecation windows of the products that `tables` (`domain.product.table`
+    /// names) belong to, one per product.
+    pub(crate) fn deprecated_reads(&self, tables: &[String]) -> Vec<DeprecatedRead> {
+        let read: BTreeSet<&str> = tables
+            .iter()
+            .filter_map(|t| t.rsplit_once('.').map(|(product, _)| product))
+            .collect();
+        self.products
+            .iter()
+            .filter(|c| read.contains(c.product.qualified_name().as_str()))
+            .filter_map(|c| {
+                let window = c.product.deprecation.as_ref()?;
+                Some(DeprecatedRead {
+                    product: c.product.qualified_name(),
+                    successor: window.successor.clone(),
+                    until: window.until.clone(),
+                    ends_at: window.ends_at,
+                })
+            })
+            .collect()
     }
 
     fn build_view(&self, principal: &Principal) -> Result<PrincipalView> {
-        let views = self.policy.view(principal, self.products.iter());
+        // A previous major version past its deprecation window is no longer served.
+        let now = std::time::SystemTime::now();
+        let serving = self.products.iter().filter(|c| {
+            !c.product
+                .deprecation
+                .as_ref()
+                .is_some_and(|d| d.has_ended(now))
+        });
+        let views = self.policy.view(principal, serving);
+        let expires_at = self
+            .products
+            .iter()
+            .filter_map(|c| c.product.deprecation.as_ref().map(|d| d.ends_at))
+            .filter(|ends| *ends > now)
+            .min();
         let mut access = BTreeMap::new();
         for view in &views {
             for (table, table_access) in &view.access {
@@ -355,6 +425,7 @@ impl SessionFactory {
             access: Arc::new(access),
             digest,
             answers,
+            expires_at,
             changing_filters: Arc::new(changing_filters),
             bytes: VIEW_STATE_BYTES + system_bytes as u64 + tables as u64 * VIEW_BYTES_PER_TABLE,
         })

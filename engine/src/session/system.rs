@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
-    StringBuilder,
+    ArrayRef, BooleanArray, Date32Array, Int32Array, Int64Array, ListBuilder, RecordBatch,
+    StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::{MemTable, TableProvider};
@@ -115,6 +115,9 @@ fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
         utf8("status_reason", true),
         timestamp_field("descriptor_modified_at"),
         timestamp_field("checked_at"),
+        // A previous major version serving beside its successor: its last day.
+        Field::new("deprecated_until", DataType::Date32, true),
+        utf8("successor", true),
     ]);
     let columns: Vec<ArrayRef> = vec![
         strings(products.iter().map(|p| p.domain.as_str())),
@@ -144,6 +147,18 @@ fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
         )),
         timestamps(views.iter().map(|v| v.health.descriptor_modified)),
         timestamps(views.iter().map(|v| Some(v.health.checked_at))),
+        Arc::new(Date32Array::from_iter(products.iter().map(|p| {
+            p.deprecation.as_ref().map(|d| {
+                let end = d.ends_at.duration_since(SystemTime::UNIX_EPOCH);
+                // The window ends at the end of its last day.
+                end.map_or(0, |e| (e.as_secs() / 86_400) as i32 - 1)
+            })
+        }))),
+        Arc::new(StringArray::from_iter(
+            products
+                .iter()
+                .map(|p| p.deprecation.as_ref().map(|d| d.successor.clone())),
+        )),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }

@@ -9,6 +9,7 @@
 //! their products; everyone sees their own.
 
 mod budget;
+mod consumers;
 mod meter;
 mod store;
 mod watch;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 
 pub use budget::BudgetsConfig;
 pub(crate) use budget::QueryAllowance;
+pub use consumers::{TableConsumer, table_consumers};
 pub(crate) use meter::QueryScans;
 pub use store::UsageStore;
 pub(crate) use store::{QueryUse, Reader, Scope, TableUse, UsageRow};

@@ -226,10 +226,14 @@ impl UsageStore {
             source,
         })?;
         let file = state_dir.join(USAGE_DB_FILE);
-        let db = Database::create(&file).map_err(|e| HistoryError::Database {
-            path: file.clone(),
-            source: e.into(),
-        })?;
+        // One writer (this process); tools may read it meanwhile (`lint --usage`).
+        let db = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+            .create(&file)
+            .map_err(|e| HistoryError::Database {
+                path: file.clone(),
+                source: e.into(),
+            })?;
         Self::over(db, retention, &file)
     }
 
@@ -446,35 +450,7 @@ impl UsageStore {
     }
 
     fn stored(&self, keep: &impl Fn(&str, &Reader) -> bool) -> Result<Vec<UsageRow>, redb::Error> {
-        let read = self.db.begin_read()?;
-        let table = match read.open_table(TALLIES) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut rows = Vec::new();
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            let (day, name, issuer, subject) = key.value();
-            let reader = Reader {
-                issuer: issuer.to_string(),
-                subject: subject.to_string(),
-            };
-            if !keep(name, &reader) {
-                continue;
-            }
-            match serde_json::from_slice::<Tally>(value.value()) {
-                Ok(tally) => rows.push(UsageRow {
-                    day,
-                    table: name.to_string(),
-                    reader,
-                    tally,
-                }),
-                Err(e) => tracing::warn!(table = name, error = %e,
-                    "skipping a usage tally that does not decode"),
-            }
-        }
-        Ok(rows)
+        stored_rows(&self.db, keep)
     }
 
     /// What each scope spent on `day`, as last flushed.
@@ -523,6 +499,42 @@ impl UsageStore {
         }
         Ok(())
     }
+}
+
+/// The rows stored in `db` for which `keep` (given the table and the reader) holds.
+pub(super) fn stored_rows(
+    db: &impl ReadableDatabase,
+    keep: &impl Fn(&str, &Reader) -> bool,
+) -> Result<Vec<UsageRow>, redb::Error> {
+    let read = db.begin_read()?;
+    let table = match read.open_table(TALLIES) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut rows = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let (day, name, issuer, subject) = key.value();
+        let reader = Reader {
+            issuer: issuer.to_string(),
+            subject: subject.to_string(),
+        };
+        if !keep(name, &reader) {
+            continue;
+        }
+        match serde_json::from_slice::<Tally>(value.value()) {
+            Ok(tally) => rows.push(UsageRow {
+                day,
+                table: name.to_string(),
+                reader,
+                tally,
+            }),
+            Err(e) => tracing::warn!(table = name, error = %e,
+                "skipping a usage tally that does not decode"),
+        }
+    }
+    Ok(rows)
 }
 
 /// Days since the Unix epoch (UTC) of `at`.
@@ -623,5 +635,38 @@ mod tests {
                 rows_returned: 4
             }
         );
+    }
+
+    #[test]
+    fn a_tool_reads_the_consumers_while_the_gateway_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UsageStore::open(dir.path(), Duration::from_secs(86_400 * 30)).unwrap();
+        store.record(&read("ana", &[("d.p.t1", 100), ("d.p.t2", 1)], 3));
+        store.record(&read("ben", &[("d.p.t1", 5)], 1));
+        store.record(&read("ana", &[("d.p.t1", 100)], 3));
+        store.flush().unwrap();
+        let consumers = super::super::table_consumers(dir.path()).unwrap();
+        let seen: Vec<(&str, &str, u64)> = consumers
+            .iter()
+            .map(|c| (c.table.as_str(), c.subject.as_str(), c.queries))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("d.p.t1", "ana", 2),
+                ("d.p.t1", "ben", 1),
+                ("d.p.t2", "ana", 1)
+            ]
+        );
+        assert!(consumers[0].columns.contains("a"));
+        // The gateway keeps writing beside the reader.
+        store.record(&read("cy", &[("d.p.t1", 5)], 1));
+        store.flush().unwrap();
+        assert_eq!(super::super::table_consumers(dir.path()).unwrap().len(), 4);
+        // A second writer on the same directory is refused.
+        assert!(UsageStore::open(dir.path(), Duration::from_secs(86_400)).is_err());
+        // No usage recorded there: a clear error.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(super::super::table_consumers(empty.path()).is_err());
     }
 }

@@ -83,6 +83,7 @@ pub fn import(contract: &DataContract) -> Result<ProductDescriptor, ContractErro
         policy: None,
         quality,
         serving: None,
+        deprecation: None,
     })
 }
 

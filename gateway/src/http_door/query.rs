@@ -23,10 +23,12 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use meshgate_catalog::Principal;
 use meshgate_engine::{
-    Error as EngineError, ErrorClass, Execution, MAX_SQL_BYTES, PlanningRecord, PreparedStatement,
-    QueryOptions, QueryRequest, SentBytes, Statement,
+    DeprecatedRead, Error as EngineError, ErrorClass, Execution, MAX_SQL_BYTES, PlanningRecord,
+    PreparedStatement, QueryOptions, QueryRequest, SentBytes, Statement,
 };
 use serde::Deserialize;
+
+use crate::options::DEPRECATED_HEADER;
 
 use super::Door;
 use super::failure::Failure;
@@ -73,6 +75,8 @@ pub(crate) struct Started {
     pub(crate) first: Option<arrow::array::RecordBatch>,
     pub(crate) query_id: String,
     pub(crate) sent: SentBytes,
+    /// The deprecated products the query reads.
+    pub(crate) deprecated: Vec<DeprecatedRead>,
 }
 
 impl Door {
@@ -89,10 +93,11 @@ impl Door {
         let (format, options, statement) = request
             .await
             .inspect_err(|failure| self.refused(QUERY_RPC, &principal, failure))?;
-        let started = self
+        let mut started = self
             .start(principal, statement, options, (QUERY_RPC, RESULTS_RPC))
             .await?;
         let query_id = started.query_id.clone();
+        let deprecated = std::mem::take(&mut started.deprecated);
         if let Some(why) = format.unfit_column(&started.batches.schema()) {
             // Dropping the started stream stops the query (audited as cancelled).
             let mut failure = Failure::bad_request(StatusCode::NOT_ACCEPTABLE, why);
@@ -117,6 +122,7 @@ impl Door {
         if let Ok(id) = HeaderValue::from_str(&query_id) {
             headers.insert(QUERY_ID_HEADER, id);
         }
+        add_deprecation_headers(headers, &deprecated);
         Ok(response)
     }
 
@@ -131,7 +137,7 @@ impl Door {
         rpcs: (&'static str, &'static str),
     ) -> Result<Started, Failure> {
         let mut attempts = 0;
-        let (mut batches, sent, query_id) = loop {
+        let (mut batches, sent, query_id, deprecated) = loop {
             attempts += 1;
             // Each attempt is its own query, with its own id and audit records.
             let query_id = uuid::Uuid::new_v4().to_string();
@@ -157,6 +163,7 @@ impl Door {
                 planning_record: PlanningRecord::OnFailure,
             };
             let planned = Arc::new(self.engine.plan(request).await.map_err(fail)?);
+            let deprecated = planned.deprecated().to_vec();
             let sent = SentBytes::default();
             let execution = Execution {
                 principal: &principal,
@@ -167,7 +174,7 @@ impl Door {
                 part: 0,
             };
             match self.engine.execute(planned, execution).await {
-                Ok(batches) => break (batches, sent, query_id),
+                Ok(batches) => break (batches, sent, query_id, deprecated),
                 Err(EngineError::ViewChanged) if attempts < 2 => continue,
                 Err(e) => return Err(fail(e)),
             }
@@ -183,6 +190,7 @@ impl Door {
             first,
             query_id,
             sent,
+            deprecated,
         })
     }
 
@@ -223,6 +231,21 @@ impl Door {
                 ),
             )),
         }
+    }
+}
+
+/// One `x-meshgate-deprecated` header per deprecated product read, and `Sunset`
+/// (RFC 8594): when the first of them stops serving.
+fn add_deprecation_headers(headers: &mut HeaderMap, deprecated: &[DeprecatedRead]) {
+    for read in deprecated {
+        if let Ok(value) = HeaderValue::from_str(&read.header_value()) {
+            headers.append(DEPRECATED_HEADER, value);
+        }
+    }
+    if let Some(ends) = deprecated.iter().map(|d| d.ends_at).min()
+        && let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(ends))
+    {
+        headers.insert("sunset", value);
     }
 }
 
@@ -305,6 +328,7 @@ fn encoded(
         first,
         query_id: _,
         sent,
+        deprecated: _,
     } = started;
     let schema = batches.schema();
     let (encoder, opening) = Encoder::start(format, &schema)?;

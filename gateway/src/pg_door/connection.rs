@@ -43,6 +43,9 @@ pub(crate) struct Connection {
     cursors: Mutex<BTreeSet<String>>,
     /// The names of the statements and portals the client keeps (extended protocol).
     named: Mutex<Named>,
+    /// Notices for the client, sent before the answer of the statement that raised
+    /// them (a deprecated product read).
+    notices: Mutex<Vec<String>>,
     /// Unregisters the connection from cancel requests when it closes.
     _registered: Registered,
 }
@@ -56,6 +59,19 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// Keeps `notice` for the client, to be sent before the statement's answer.
+    pub(crate) fn notice(&self, notice: String) {
+        self.notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(notice);
+    }
+
+    /// The notices kept since the last call.
+    pub(crate) fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notices.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// The options of a statement run now, in the dialect of the door.
     pub(crate) fn options(&self, dialect: &Arc<dyn SqlDialect>) -> QueryOptions {
         let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,6 +256,7 @@ impl Cancels {
             running,
             cursors: Mutex::new(BTreeSet::new()),
             named: Mutex::new(Named::default()),
+            notices: Mutex::new(Vec::new()),
             _registered: Registered {
                 pid,
                 cancels: Arc::clone(self),

@@ -200,7 +200,9 @@ impl SimpleQueryHandler for Queries {
                 .await?;
         }
         for sql in statements {
-            let answered = match self.simple_statement(client, &connection, sql).await {
+            let response = self.simple_statement(client, &connection, sql).await;
+            send_notices(client, &connection).await?;
+            let answered = match response {
                 Ok(Response::Query(results)) => send_query_response(client, results, true).await,
                 Ok(Response::CopyOut(data)) => send_copy_out(client, data).await,
                 Ok(Response::Execution(tag)) => send_execution_response(client, tag).await,
@@ -379,7 +381,7 @@ impl ExtendedQueryHandler for Queries {
         if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             return Err(PgWireError::NotReadyForQuery);
         }
-        self.door.connection(client).await?;
+        let connection = self.door.connection(client).await?;
         let mut transaction = client.transaction_status();
         client.set_state(PgWireConnectionState::QueryInProgress);
         let portal_name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
@@ -404,7 +406,9 @@ impl ExtendedQueryHandler for Queries {
         };
         let initial = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
         if initial {
-            match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
+            let response = ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await;
+            send_notices(client, &connection).await?;
+            match response? {
                 Response::Query(results) if max_rows == 0 => {
                     *portal.state().lock().await = PortalExecutionState::Finished;
                     send_query_response(client, results, false).await?;
@@ -591,6 +595,22 @@ where
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new(&tag).with_rows(rows).into(),
             ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sends the notices `connection` kept for the client (`WARNING`, SQLSTATE `01P01`,
+/// deprecated feature), ahead of the answer they are about.
+async fn send_notices<C>(client: &mut C, connection: &Connection) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for notice in connection.take_notices() {
+        let info = ErrorInfo::new("WARNING".to_owned(), "01P01".to_owned(), notice);
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(info.into()))
             .await?;
     }
     Ok(())

@@ -169,6 +169,12 @@ impl Door {
                 () = cancel.cancelled() => return Err(cancelled()),
             };
             let planned = Arc::new(planned.map_err(|e| pg_error(e.into()))?);
+            for read in planned.deprecated() {
+                connection.notice(format!(
+                    "{} is deprecated: it serves until the end of {} (UTC); use {}",
+                    read.product, read.until, read.successor
+                ));
+            }
             let sent = SentBytes::default();
             let execution = Execution {
                 principal,

@@ -51,6 +51,9 @@ pub use state::GatewayState;
 use std::time::Instant;
 
 use meshgate_catalog::Principal;
+use meshgate_engine::DeprecatedRead;
+
+use crate::options::DEPRECATED_HEADER;
 
 use self::encode::{FlightDataStream, command_flight_info, encode_batch};
 
@@ -126,7 +129,12 @@ impl MeshFlightSqlService {
             .await;
         // A failure is logged while the response is built: under the query's span.
         let _entered = span.enter();
-        with_query_id(info_response(result), Some(&query_id))
+        let (result, deprecated) = match result {
+            Ok((info, deprecated)) => (Ok(info), deprecated),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let response = with_query_id(info_response(result), Some(&query_id));
+        with_deprecations(response, &deprecated)
     }
 
     /// Starts the audit of a metadata request by its verified principal.
@@ -157,6 +165,22 @@ fn info_response(info: Result<FlightInfo>) -> Result<Response<FlightInfo>, Statu
 /// The response header naming the query, for the user to quote and the operator to
 /// find in the logs and the audit.
 pub const QUERY_ID_HEADER: &str = "x-meshgate-query-id";
+
+/// `result` carrying one [`DEPRECATED_HEADER`] per product of `deprecated`.
+fn with_deprecations<T>(
+    result: Result<Response<T>, Status>,
+    deprecated: &[DeprecatedRead],
+) -> Result<Response<T>, Status> {
+    result.map(|mut response| {
+        for read in deprecated {
+            // Product names and dates are plain ASCII (validated at load).
+            if let Ok(value) = read.header_value().parse() {
+                response.metadata_mut().append(DEPRECATED_HEADER, value);
+            }
+        }
+        response
+    })
+}
 
 /// A fresh query id.
 fn new_query_id() -> String {

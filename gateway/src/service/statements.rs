@@ -19,8 +19,8 @@ use arrow_flight::{FlightDescriptor, FlightInfo};
 use bytes::Bytes;
 use meshgate_catalog::Principal;
 use meshgate_engine::{
-    Error as EngineError, Execution, PartsRequest, PlannedQuery, PlanningRecord, QueryOptions,
-    QueryRequest, SentBytes, Statement, VersionPins,
+    DeprecatedRead, Error as EngineError, Execution, PartsRequest, PlannedQuery, PlanningRecord,
+    QueryOptions, QueryRequest, SentBytes, Statement, VersionPins,
 };
 use prost::Message;
 
@@ -57,7 +57,8 @@ impl Command {
 const REDEEM_RPC: &str = "DoGet/TicketStatementQuery";
 
 impl GatewayState {
-    /// Plans `command` for `principal` and returns a FlightInfo whose ticket runs it.
+    /// Plans `command` for `principal` and returns a FlightInfo whose ticket runs it,
+    /// with the deprecated products it reads.
     pub(super) async fn plan_statement(
         &self,
         principal: Principal,
@@ -66,7 +67,7 @@ impl GatewayState {
         descriptor: FlightDescriptor,
         query_id: String,
         span: tracing::Span,
-    ) -> Result<FlightInfo> {
+    ) -> Result<(FlightInfo, Vec<DeprecatedRead>)> {
         let rpc = command.rpc();
         let owner = principal.fingerprint();
         let statement = match command {
@@ -103,6 +104,7 @@ impl GatewayState {
         let planned = Arc::new(self.engine.plan(request).await?);
         let schema = described(planned.schema(), planned.column_origins());
         let parts = planned.parts();
+        let deprecated = planned.deprecated().to_vec();
         let (statement, names, versions, max_staleness, query_id) = sealing;
         let body = TicketBody::new(
             &statement,
@@ -147,9 +149,10 @@ impl GatewayState {
         // The schema is plain Arrow (the engine's wire schema), so encoding it does not
         // fail; if it ever did, the ticket goes and the client gets INTERNAL, while the
         // planning's audit record (written by the engine) stands as planned.
-        statement_flight_info(&schema, handles, descriptor).inspect_err(|_| {
+        let info = statement_flight_info(&schema, handles, descriptor).inspect_err(|_| {
             let _ = self.tickets.remove(&id, &owner);
-        })
+        })?;
+        Ok((info, deprecated))
     }
 
     /// Executes the statement behind a ticket issued to `principal`; its audit record

@@ -146,6 +146,7 @@ fn check_data_reports_files_that_break_the_contract() {
             check_data: true,
             config: None,
             against: None,
+            usage: None,
         },
         &mut out,
     )
@@ -262,6 +263,7 @@ fn lint_derived(derived_text: &str, principal: bool) -> (LintOutcome, String) {
         check_data: true,
         config: Some(config),
         against: None,
+        usage: None,
     };
     let mut out = Vec::new();
     let outcome = lint(dir.path(), options, &mut out).unwrap();
@@ -398,6 +400,7 @@ policy:
         check_data: true,
         config: None,
         against: None,
+        usage: None,
     };
     let outcome = lint(dir.path(), options, &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
