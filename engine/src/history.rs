@@ -42,7 +42,7 @@ pub enum HistoryError {
     },
     /// The database cannot be opened or read (held by another process, not a redb
     /// file).
-    #[error("history {}: {source}", path.display())]
+    #[error("state database {}: {source}", path.display())]
     Database {
         /// The database file.
         path: std::path::PathBuf,

@@ -5,12 +5,13 @@
 //! A change of a column (its type, nullability, tags, its column rule) affects those
 //! who read that column; a change of a table (removed, its time travel) those who read
 //! the table; any other (the product removed, its read rule, row filters, its SLA) every
-//! consumer of the product.
+//! consumer of the product. Derived tables reading what a change touches pass it on:
+//! their consumers are affected too (usage names the derived table, never its inputs).
 
 use std::io::Write;
 use std::time::SystemTime;
 
-use meshgate_catalog::{Change, Product};
+use meshgate_catalog::{Change, Mesh, Product};
 use meshgate_engine::TableConsumer;
 
 /// What a change touches of its product.
@@ -42,17 +43,53 @@ fn touched<'a>(change: &'a Change, product: Option<&Product>) -> Touched<'a> {
     }
 }
 
-/// The consumers of `product` (`domain.product`) whom `change` affects.
+/// The derived tables of `mesh` (`domain.product.table`) that read what `touched`
+/// names of `product_name`.
+fn dependents(mesh: &Mesh, product_name: &str, touched: &Touched) -> Vec<String> {
+    let mut dependents = Vec::new();
+    for product in mesh.products() {
+        for table in &product.tables {
+            let Some(derivation) = &table.derived else {
+                continue;
+            };
+            let reads = derivation.inputs.iter().any(|input| {
+                let input_product = format!("{}.{}", input.table.domain, input.table.product);
+                input_product == product_name
+                    && match touched {
+                        Touched::Product | Touched::Column(None, _) => true,
+                        Touched::Table(name) | Touched::Column(Some(name), _) => {
+                            input.table.table == *name
+                        }
+                    }
+            });
+            if reads {
+                dependents.push(format!("{}.{}", product.qualified_name(), table.name));
+            }
+        }
+    }
+    dependents
+}
+
+/// The consumers of `product_name` (`domain.product`, as `mesh` had it) whom `change`
+/// affects, directly or through the derived tables of `mesh` that read it.
 pub(crate) fn affected<'a>(
     product_name: &str,
-    product: Option<&Product>,
+    mesh: &Mesh,
     change: &Change,
     consumers: &'a [TableConsumer],
 ) -> Vec<&'a TableConsumer> {
+    let product = product_name
+        .split_once('.')
+        .and_then(|(domain, name)| mesh.product(domain, name))
+        .map(|p| &**p);
     let touched = touched(change, product);
+    let dependents = dependents(mesh, product_name, &touched);
     consumers
         .iter()
         .filter(|c| {
+            if dependents.contains(&c.table) {
+                return true;
+            }
             let Some(table) = c
                 .table
                 .strip_prefix(product_name)
@@ -142,33 +179,37 @@ mod tests {
              - { name: a, type: Int64 }\n      - { name: b, type: Int64 }\n",
         )
         .unwrap();
+        std::fs::create_dir_all(dir.path().join("e")).unwrap();
+        std::fs::write(
+            dir.path().join("e/q.yaml"),
+            "domain: e\nproduct: q\nversion: 1.0.0\ndescription: Q.\n\
+             owner: { team: t, contact: t@example.org }\ntables:\n  - name: agg\n    \
+             derived: { mode: virtual, inputs: [d.p.t], transform: \"SELECT count(*) AS n FROM d.p.t\" }\n    \
+             columns: [{ name: n, type: Int64 }]\n",
+        )
+        .unwrap();
         let load = meshgate_catalog::Mesh::load(dir.path()).unwrap();
         assert!(load.errors.is_empty(), "{:?}", load.errors);
-        let product = load.mesh.product("d", "p").unwrap().clone();
+        let mesh = load.mesh;
         let consumers = [
             consumer("d.p.t", "ana", &["a"]),
             consumer("d.p.t", "ben", &["b"]),
             consumer("d.p.u", "cy", &["a"]),
             consumer("d.px.t", "dan", &["a"]),
             consumer("e.p.t", "eve", &["a"]),
+            consumer("e.q.agg", "fay", &["n"]),
+            consumer("x.y.t", "gil", &["a"]),
         ];
-        let of = |subject: &str| {
-            subjects(affected(
-                "d.p",
-                Some(&product),
-                &change(subject),
-                &consumers,
-            ))
+        let of = |product: &str, subject: &str| {
+            subjects(affected(product, &mesh, &change(subject), &consumers))
         };
-        assert_eq!(of("t.a"), ["ana"]);
-        assert_eq!(of("t"), ["ana", "ben"]);
-        assert_eq!(of("policy.columns.t.b"), ["ben"]);
-        assert_eq!(of("policy.columns.a"), ["ana", "cy"]);
-        assert_eq!(of("policy.read"), ["ana", "ben", "cy"]);
-        assert_eq!(of(""), ["ana", "ben", "cy"]);
-        assert_eq!(
-            subjects(affected("d.p", None, &change("t"), &consumers)),
-            ["ana", "ben", "cy"]
-        );
+        assert_eq!(of("d.p", "t.a"), ["ana", "fay"]);
+        assert_eq!(of("d.p", "t"), ["ana", "ben", "fay"]);
+        assert_eq!(of("d.p", "policy.columns.t.b"), ["ben", "fay"]);
+        assert_eq!(of("d.p", "policy.columns.a"), ["ana", "cy", "fay"]);
+        assert_eq!(of("d.p", "policy.read"), ["ana", "ben", "cy", "fay"]);
+        assert_eq!(of("d.p", ""), ["ana", "ben", "cy", "fay"]);
+        // A product the previous mesh did not have: every consumer of the name.
+        assert_eq!(of("x.y", "t"), ["gil"]);
     }
 }

@@ -190,11 +190,7 @@ pub fn report(
                 change.what
             )?;
             if let (Impact::Breaking, Some(consumers)) = (change.impact, consumers) {
-                let before = product
-                    .product
-                    .split_once('.')
-                    .and_then(|(domain, name)| old.product(domain, name));
-                let readers = affected(&product.product, before.map(|p| &**p), change, consumers);
+                let readers = affected(&product.product, old, change, consumers);
                 affected_consumers.extend(readers.iter().map(|c| (&c.issuer, &c.subject)));
                 write_affected(&readers, out)?;
             }

@@ -22,6 +22,19 @@ pub(crate) const VERSIONS_HEADER: &str = "x-meshgate-versions";
 /// per product: `clinical.encounters_v1; until=2027-03-31; successor=clinical.encounters`.
 pub(crate) const DEPRECATED_HEADER: &str = "x-meshgate-deprecated";
 
+/// The [`DEPRECATED_HEADER`] value telling of `read`: `clinical.encounters_v1;
+/// until=2027-03-31; successor=clinical.encounters` (no successor when the reader may not
+/// read it).
+pub(crate) fn deprecated_header_value(read: &meshgate_engine::DeprecatedRead) -> String {
+    match &read.successor {
+        Some(successor) => format!(
+            "{}; until={}; successor={successor}",
+            read.product, read.until
+        ),
+        None => format!("{}; until={}", read.product, read.until),
+    }
+}
+
 /// The options carried by `metadata`; malformed values are `INVALID_ARGUMENT`.
 pub(crate) fn query_options(metadata: &HeaderMap) -> Result<QueryOptions> {
     Ok(QueryOptions {

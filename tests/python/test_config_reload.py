@@ -134,6 +134,8 @@ def test_a_platform_policy_change_reaches_statements_prepared_statements_and_tic
             assert client.do_get(early_ticket).read_all().column(0)[0].as_py() == "REDACTED"
             # A ticket of a product the rule does not touch (no pii column).
             _, unrelated_ticket = ticket_for(gateway, ben, REGIONS)
+            # DESCRIBE scans no table: it depends on all the principal sees.
+            _, describe_ticket = ticket_for(gateway, ben, "DESCRIBE patients.registry.patients")
 
             gateway.write_config(pii='mask: "null"')
             eventually("given names are null for new statements",
@@ -145,6 +147,8 @@ def test_a_platform_policy_change_reaches_statements_prepared_statements_and_tic
             assert "plan the statement again" in str(refused.value), refused.value
             # Only the products a ticket reads decide whether it still runs.
             assert client.do_get(unrelated_ticket).read_all().column(0)[0].as_py() > 0
+            with pytest.raises(pa.ArrowKeyError):
+                client.do_get(describe_ticket).read_all()
     finally:
         conn.close()
     gateway.write_config()

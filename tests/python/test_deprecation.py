@@ -36,6 +36,9 @@ def previous_major(mesh: Path, name: str, version: str, until: str, successor: s
     assert "product: encounters\n" in text and "version: " in text
     lines = [f"version: {version}" if line.startswith("version: ") else line for line in text.splitlines()]
     text = "\n".join(lines).replace("product: encounters\n", f"product: {name}\n")
+    # Readers on legacy contracts keep v1 (and only v1).
+    text = text.replace("read: { any_role: [clinician, analyst, admin] }",
+                        "read: { any_role: [clinician, analyst, admin, legacy] }")
     text += f"\ndeprecation: {{ successor: {successor}, until: {until} }}\n"
     (mesh / "clinical" / f"{name}.yaml").write_text(text)
 
@@ -187,3 +190,20 @@ def test_lint_checks_the_window(gateway, meshgate_bin, tmp_path):
     previous_major(mesh, "encounters_v1", "1.4.0", "2027-02-30")
     run = lint(mesh)
     assert run.returncode == 1 and "deprecation.until" in run.stdout, run.stdout
+
+
+def test_the_successor_is_named_only_to_those_who_may_read_it(gateway, mint):
+    legacy = mint("--sub", "dep-legacy", "--role", "legacy", "--attr", "region=north")
+    headers, _ = flight_headers(gateway, legacy, V1)
+    assert headers.get(HEADER) == [f"clinical.encounters_v1; until={UNTIL}"], headers
+    [row] = query_once(gateway.uri, legacy,
+                       "SELECT deprecated_until, successor FROM mesh.meta.products "
+                       "WHERE product = 'encounters_v1'").to_pylist()
+    assert row == {"deprecated_until": datetime.date.fromisoformat(UNTIL), "successor": None}
+    host, port = gateway.pg_address.rsplit(":", 1)
+    with psycopg.connect(host=host, port=int(port), dbname="mesh", user="dep-legacy", password=legacy,
+                         sslmode="disable", connect_timeout=30) as conn:
+        notices = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+        conn.execute(V1).fetchall()
+        assert notices == [f"clinical.encounters_v1 is deprecated: it serves until the end of {UNTIL} (UTC)"]

@@ -209,6 +209,16 @@ async fn plan_transform(
         } else {
             done.get(&product_name)
         };
+        // A previous major version past its deprecation window is no longer published
+        // (the periodic recheck resolves derived tables again, so one reading it breaks
+        // within `reload.recheck_interval` of the window's end).
+        let now = std::time::SystemTime::now();
+        let source = source.filter(|s| {
+            !s.product
+                .deprecation
+                .as_ref()
+                .is_some_and(|d| d.has_ended(now))
+        });
         let Some(source) = source else {
             problems.push(unreadable(&input.table, domain));
             continue;

@@ -219,7 +219,7 @@ impl Engine {
                 cache,
                 names: &options.names,
                 stored: &|table| sessions.stored_bytes(table),
-                deprecated: sessions.deprecated_reads(&audit.tables),
+                deprecated: sessions.deprecated_reads(principal, &audit.tables),
             },
             session.view.of_tables(&audit.tables),
             failures,

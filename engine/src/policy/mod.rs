@@ -103,6 +103,14 @@ impl PolicyEngine {
         &self.mask_key_id
     }
 
+    /// Whether `principal` may read `product` at all.
+    pub(crate) fn may_read(&self, principal: &Principal, product: &Product) -> bool {
+        matches!(
+            decide(principal, product, &self.platform),
+            Access::Granted(_)
+        )
+    }
+
     /// The products `principal` may read, each restricted as its policy says.
     pub(crate) fn view<'a>(
         &self,

@@ -10,8 +10,9 @@ use crate::session::ViewFingerprint;
 /// Length of a [`PlanSnapshot`] in bytes.
 pub const PLAN_SNAPSHOT_LEN: usize = 32;
 
-/// What a planned query reads and shows, summed up: the principal's view of the mesh
-/// (products, schemas as seen, rules, time travel), and every data file its scans read
+/// What a planned query reads and shows, summed up: the principal's view of the
+/// products it reads (schemas as seen, rules, time travel; see
+/// [`crate::session::ViewDigest::of_tables`]), and every data file its scans read
 /// (path, size and modification time, however the files are split among partitions, and
 /// also where the optimizer answers from file statistics without a scan), so a new
 /// Parquet file, a rewritten one or another Delta version gives another digest. Tables held in

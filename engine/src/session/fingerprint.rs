@@ -38,8 +38,8 @@ impl ViewFingerprint {
 }
 
 /// What one principal sees, digested whole and product by product, so that a plan
-/// depends only on the products it reads: a policy, contract or health change of
-/// another product leaves it runnable.
+/// depends only on the products it reads: a policy or contract change of another
+/// product (or its placeholder schema giving way to the stored one) leaves it runnable.
 #[derive(Debug, Clone)]
 pub(crate) struct ViewDigest {
     whole: ViewFingerprint,
@@ -75,8 +75,12 @@ impl ViewDigest {
     /// names, as the audit writes them) depends on: the masking key and the part of the
     /// view of each product it reads, a product the principal may no longer read
     /// included. A plan reading any table of the `mesh` catalog or an
-    /// `information_schema` (which show the whole view) depends on the whole view.
+    /// `information_schema` (which show the whole view), or no table at all (`DESCRIBE`
+    /// shows a table's columns without scanning it), depends on the whole view.
     pub(crate) fn of_tables(&self, tables: &[String]) -> ViewFingerprint {
+        if tables.is_empty() {
+            return self.whole;
+        }
         let mut read = std::collections::BTreeSet::new();
         for table in tables {
             let mut parts = table.splitn(3, '.');

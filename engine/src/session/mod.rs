@@ -101,23 +101,13 @@ impl std::fmt::Debug for PrincipalSession {
 pub struct DeprecatedRead {
     /// The deprecated product, `domain.product`.
     pub product: String,
-    /// The product that replaces it.
-    pub successor: String,
+    /// The product that replaces it, when the reader may read that one (else its
+    /// existence is not told).
+    pub successor: Option<String>,
     /// The last day it serves (`YYYY-MM-DD`, UTC).
     pub until: String,
     /// When it stops serving: the end of `until`.
     pub ends_at: std::time::SystemTime,
-}
-
-impl DeprecatedRead {
-    /// The notice as one header value: `clinical.encounters_v1; until=2027-03-31;
-    /// successor=clinical.encounters`.
-    pub fn header_value(&self) -> String {
-        format!(
-            "{}; until={}; successor={}",
-            self.product, self.until, self.successor
-        )
-    }
 }
 
 /// What one principal sees of the mesh: its catalogs and the rules applied to them.
@@ -130,8 +120,8 @@ struct PrincipalView {
     access: Arc<BTreeMap<String, Vec<String>>>,
     digest: Arc<ViewDigest>,
     answers: AnswerFingerprint,
-    /// When a deprecation window of a product it may see ends: the view is built again
-    /// then, without that product.
+    /// When the next deprecation window of the factory's products ends: the view is
+    /// built again then, without that product.
     expires_at: Option<std::time::SystemTime>,
     changing_filters: Arc<BTreeSet<String>>,
     /// About how much memory the view holds, for the cache's budget.
@@ -326,7 +316,8 @@ impl SessionFactory {
     }
 
     /// What `principal` sees: built on its first request, then kept (the products and
-    /// policies of a factory never change; a reload builds a new factory). Concurrent
+    /// policies of a factory never change; a reload builds a new factory) until a
+    /// product's deprecation window ends, when it is built again without it. Concurrent
     /// first requests of one principal build it once; the others wait for it.
     fn view_of(&self, principal: &Principal) -> Result<Arc<PrincipalView>> {
         let build = || self.build_view(principal).map(Arc::new);
@@ -340,8 +331,12 @@ impl SessionFactory {
     }
 
     /// The deprecation windows of the products that `tables` (`domain.product.table`
-    /// names) belong to, one per product.
-    pub(crate) fn deprecated_reads(&self, tables: &[String]) -> Vec<DeprecatedRead> {
+    /// names) belong to, one per product, as `principal` may be told of them.
+    pub(crate) fn deprecated_reads(
+        &self,
+        principal: &Principal,
+        tables: &[String],
+    ) -> Vec<DeprecatedRead> {
         let read: BTreeSet<&str> = tables
             .iter()
             .filter_map(|t| t.rsplit_once('.').map(|(product, _)| product))
@@ -351,9 +346,15 @@ impl SessionFactory {
             .filter(|c| read.contains(c.product.qualified_name().as_str()))
             .filter_map(|c| {
                 let window = c.product.deprecation.as_ref()?;
+                let successor = self
+                    .products
+                    .iter()
+                    .find(|s| s.product.qualified_name() == window.successor)
+                    .filter(|s| self.policy.may_read(principal, &s.product))
+                    .map(|_| window.successor.clone());
                 Some(DeprecatedRead {
                     product: c.product.qualified_name(),
-                    successor: window.successor.clone(),
+                    successor,
                     until: window.until.clone(),
                     ends_at: window.ends_at,
                 })

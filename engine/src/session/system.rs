@@ -154,11 +154,13 @@ fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
                 end.map_or(0, |e| (e.as_secs() / 86_400) as i32 - 1)
             })
         }))),
-        Arc::new(StringArray::from_iter(
-            products
-                .iter()
-                .map(|p| p.deprecation.as_ref().map(|d| d.successor.clone())),
-        )),
+        // The successor only when the caller may read it too.
+        Arc::new(StringArray::from_iter(products.iter().map(|p| {
+            p.deprecation
+                .as_ref()
+                .map(|d| d.successor.clone())
+                .filter(|s| products.iter().any(|q| q.qualified_name() == *s))
+        }))),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }

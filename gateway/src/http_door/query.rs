@@ -28,7 +28,7 @@ use meshgate_engine::{
 };
 use serde::Deserialize;
 
-use crate::options::DEPRECATED_HEADER;
+use crate::options::{DEPRECATED_HEADER, deprecated_header_value};
 
 use super::Door;
 use super::failure::Failure;
@@ -238,7 +238,7 @@ impl Door {
 /// (RFC 8594): when the first of them stops serving.
 fn add_deprecation_headers(headers: &mut HeaderMap, deprecated: &[DeprecatedRead]) {
     for read in deprecated {
-        if let Ok(value) = HeaderValue::from_str(&read.header_value()) {
+        if let Ok(value) = HeaderValue::from_str(&deprecated_header_value(read)) {
             headers.append(DEPRECATED_HEADER, value);
         }
     }

@@ -261,6 +261,8 @@ impl SimpleQueryHandler for Queries {
                 }
             }
         }
+        // Responses gathered this way carry no notice: none is kept for a later answer.
+        connection.take_notices();
         Ok(responses)
     }
 }

@@ -141,7 +141,7 @@ impl Door {
         let options = connection.options(&self.dialect_handle());
         let cancelled = || user_error(QUERY_CANCELED, "canceling statement due to user request");
         let mut attempts = 0;
-        let (batches, sent, query_id) = loop {
+        let (batches, sent, query_id, deprecated) = loop {
             attempts += 1;
             let query_id = uuid::Uuid::new_v4().to_string();
             let span = tracing::info_span!(
@@ -169,12 +169,7 @@ impl Door {
                 () = cancel.cancelled() => return Err(cancelled()),
             };
             let planned = Arc::new(planned.map_err(|e| pg_error(e.into()))?);
-            for read in planned.deprecated() {
-                connection.notice(format!(
-                    "{} is deprecated: it serves until the end of {} (UTC); use {}",
-                    read.product, read.until, read.successor
-                ));
-            }
+            let deprecated = planned.deprecated().to_vec();
             let sent = SentBytes::default();
             let execution = Execution {
                 principal,
@@ -189,11 +184,22 @@ impl Door {
                 () = cancel.cancelled() => return Err(cancelled()),
             };
             match started {
-                Ok(batches) => break (batches, sent, query_id),
+                Ok(batches) => break (batches, sent, query_id, deprecated),
                 Err(EngineError::ViewChanged) if attempts < 2 => continue,
                 Err(e) => return Err(pg_error(e.into())),
             }
         };
+        // Told once, of the attempt that runs.
+        for read in &deprecated {
+            let successor = read
+                .successor
+                .as_deref()
+                .map_or_else(String::new, |s| format!("; use {s}"));
+            connection.notice(format!(
+                "{} is deprecated: it serves until the end of {} (UTC){successor}",
+                read.product, read.until
+            ));
+        }
         let schema = batches.schema();
         if let Some(described) = described
             && !same_columns(described, &schema)

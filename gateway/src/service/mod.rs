@@ -53,7 +53,7 @@ use std::time::Instant;
 use meshgate_catalog::Principal;
 use meshgate_engine::DeprecatedRead;
 
-use crate::options::DEPRECATED_HEADER;
+use crate::options::{DEPRECATED_HEADER, deprecated_header_value};
 
 use self::encode::{FlightDataStream, command_flight_info, encode_batch};
 
@@ -174,7 +174,7 @@ fn with_deprecations<T>(
     result.map(|mut response| {
         for read in deprecated {
             // Product names and dates are plain ASCII (validated at load).
-            if let Ok(value) = read.header_value().parse() {
+            if let Ok(value) = deprecated_header_value(read).parse() {
                 response.metadata_mut().append(DEPRECATED_HEADER, value);
             }
         }
