@@ -100,6 +100,7 @@ fn string_lists<'a>(rows: impl Iterator<Item = &'a [String]>) -> ArrayRef {
 
 fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
     let products: Vec<&Arc<Product>> = views.iter().map(|v| &v.product).collect();
+    let readable: BTreeSet<String> = products.iter().map(|p| p.qualified_name()).collect();
     let schema = Schema::new(vec![
         utf8("domain", false),
         utf8("product", false),
@@ -159,7 +160,7 @@ fn products_batch(views: &[ProductView]) -> Result<RecordBatch> {
             p.deprecation
                 .as_ref()
                 .map(|d| d.successor.clone())
-                .filter(|s| products.iter().any(|q| q.qualified_name() == *s))
+                .filter(|s| readable.contains(s))
         }))),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
