@@ -181,6 +181,19 @@ pub struct TableStorageError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// A domain node refused a statement for the caller it was sent for: the domain's own
+/// policy does not allow what the mesh's does (an aggregation threshold asking for the
+/// caller's raw rows, for one). The node's reason stays in the server log.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the domain node serving {tables} refused this query for you: its own policy does not \
+     allow it (a node may be stricter than the mesh)"
+)]
+pub struct NodeRefusedError {
+    /// The tables the refused statement read (`domain.product.table`, comma-separated).
+    pub tables: String,
+}
+
 /// One way the stored data of a table breaks its contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContractViolation {

@@ -26,7 +26,8 @@ use meshgate_catalog::{AsOf, Product, Table, TableFormat};
 pub use contract::{ContractTable, contract_schema, is_lossless_widening};
 pub use delta_write::Committed;
 pub use error::{
-    ConnectorError, ContractViolation, LocationError, LocationRefusal, Result, TableStorageError,
+    ConnectorError, ContractViolation, LocationError, LocationRefusal, NodeRefusedError, Result,
+    TableStorageError,
 };
 pub use inspect::{DataSnapshot, MAX_REPORTED_VIOLATIONS};
 pub use pushdown::delegate_filter_pushdown;

@@ -35,7 +35,10 @@ pub trait RemoteSources: std::fmt::Debug + Send + Sync {
 ///
 /// The engine calls it on every optimized plan before physical planning. Only tables a
 /// node serves, read as the caller without restriction ([`ContractTable::node_table`]),
-/// may go: a table behind a policy is read through its secured scan, here.
+/// may go: a table behind a policy is read through its secured scan, here. (One the
+/// caller reads only in aggregate, and otherwise as stored, is shown as its node table
+/// once the plan leaves out the aggregate's small groups with a function of the
+/// engine's own, which stays out of every part.)
 #[async_trait]
 pub trait PlanPushdown: std::fmt::Debug + Send + Sync {
     /// `plan` with each part that runs on one node replaced by an extension node (the

@@ -8,7 +8,7 @@
 
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
-use meshgate_connectors::TableStorageError;
+use meshgate_connectors::{NodeRefusedError, TableStorageError};
 
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
@@ -398,6 +398,8 @@ fn classify(err: &DataFusionError) -> Class {
 fn external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Class {
     use Class::Error as E;
     if let Some(refused) = e.downcast_ref::<AggregateOnlyRefused>() {
+        E(Error::PolicyRefused(refused.to_string()))
+    } else if let Some(refused) = e.downcast_ref::<NodeRefusedError>() {
         E(Error::PolicyRefused(refused.to_string()))
     } else if let Some(spent) = e.downcast_ref::<BudgetSpent>() {
         E(spent.clone().into())

@@ -68,6 +68,16 @@ pub enum NodeFailure {
 }
 
 impl NodeFailure {
+    /// Whether the node refused the call for its caller (`PERMISSION_DENIED`): its own
+    /// policy, stricter than the mesh's, does not allow the statement.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Call { source: FlightError::Tonic(status), .. }
+                if status.code() == tonic::Code::PermissionDenied
+        )
+    }
+
     /// What failed, without the node's address or message (for logs above debug level).
     pub fn kind(&self) -> String {
         match self {

@@ -16,12 +16,12 @@ use futures::{StreamExt, TryStreamExt, stream};
 use meshgate_catalog::{NodeEndpoint, Principal};
 
 use super::nodes::{DomainNodes, Node, NodeFailure};
-use meshgate_connectors::{TableStorageError, is_lossless_widening};
+use meshgate_connectors::{NodeRefusedError, TableStorageError, is_lossless_widening};
 
 /// Runs `sql` on a node and streams its rows as `schema` (the node's columns renamed
 /// and cast to what the plan expects, by position). A failure of the node, before or
-/// during the stream, names the table (`UNAVAILABLE`); the node, the statement and the
-/// cause go to the server log only.
+/// during the stream, names the table (`UNAVAILABLE`; a refusal for the caller,
+/// `PERMISSION_DENIED`); the node, the statement and the cause go to the server log only.
 pub(crate) struct RemoteScanExec {
     table: String,
     sql: String,
@@ -240,6 +240,11 @@ fn unavailable(table: &str, failure: NodeFailure) -> DataFusionError {
     let kind = failure.kind();
     tracing::warn!(%table, failure = %kind, "domain node call failed");
     tracing::debug!(%table, error = %failure, "domain node call failed");
+    if failure.is_refusal() {
+        return DataFusionError::External(Box::new(NodeRefusedError {
+            tables: table.to_string(),
+        }));
+    }
     // Only the kind travels on (errors are logged whole further up).
     DataFusionError::External(Box::new(TableStorageError {
         table: table.to_string(),

@@ -78,8 +78,14 @@ ROW_FILTERS: dict[str, list[tuple[str, str, frozenset[str]]]] = {
 DOMAIN_MASKS: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
     "patients.registry.patients": {"birth_date": ("null", frozenset({"clinician", "registrar", "admin"}))},
     "clinical.encounters.visits": {"diagnosis_code": ("hash", frozenset({"clinician", "admin"}))},
-    "clinical.labs.results": {"value": ("null", frozenset({"clinician", "admin"}))},
     "analytics.readmissions.stays": {"patient_id": ("hash", frozenset({"admin"}))},
+}
+
+# policy.aggregate_only: table -> (min_group_size, privacy unit, roles exempt). A
+# principal the rule applies to reads the table only through aggregates, and groups with
+# fewer distinct privacy units than the minimum are left out of every answer.
+AGGREGATE_ONLY: dict[str, tuple[int, str, frozenset[str]]] = {
+    "clinical.labs.results": (11, "patient_id", frozenset({"clinician", "admin"})),
 }
 
 # Derived tables: the principal each one's transform reads its inputs as (definer rights:
@@ -142,6 +148,14 @@ def hashed_columns(p: Principal, fqtn: str) -> set[str]:
     the definer of a derived table (for every reader)."""
     hashed = {c for c, m in masked_columns(p, fqtn).items() if m == "hash"}
     return hashed | DEFINER_HASHED.get(fqtn, set())
+
+
+def aggregate_threshold(p: Principal, fqtn: str) -> tuple[int, str] | None:
+    """(min_group_size, privacy unit) when `p` reads `fqtn` only in aggregate."""
+    rule = AGGREGATE_ONLY.get(fqtn)
+    if rule is None or p.has_any(rule[2]) or not can_read(p, fqtn):
+        return None
+    return rule[0], rule[1]
 
 
 def row_filter(p: Principal, fqtn: str) -> list[tuple[str, str | None]]:

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import adbc_driver_manager as adm
 import pytest
 
 from conftest import start_server
@@ -181,6 +182,36 @@ def test_a_restricted_table_is_read_through_its_policy_here(federation):
     shipped, got = shipped_rows(federation, sql, "ben")
     total = sum(got["n"].to_pylist())
     assert shipped == [total], shipped
+
+
+def test_a_table_read_only_in_aggregate_is_aggregated_on_the_node(federation):
+    """ben reads lab results only in groups of 11 or more patients, here and on the node,
+    which refuses to send him raw rows: the gateway sends the aggregate, threshold
+    included, whole, and the node holds him to its own rule too."""
+    sql = ("SELECT test_code, count(*) AS n, round(avg(value), 6) AS mean FROM clinical.labs.results "
+           "WHERE abnormal GROUP BY test_code")
+    shipped, got = shipped_rows(federation, sql, "ben")
+    assert got.num_rows > 0 and shipped and shipped[0] == got.num_rows, shipped
+    # His raw rows stay refused, with the gateway's own refusal.
+    kind, message = outcome(federation.federated, federation.tokens["ben"],
+                            "SELECT patient_id, value FROM clinical.labs.results WHERE abnormal")
+    assert kind == "error" and "aggregate" in message, message
+
+
+def test_a_node_stricter_than_the_gateway_says_it_refused(federation):
+    """ben's lab results joined with visits (which he reads with hashed diagnoses, through
+    the gateway's secured scan) cannot go to the node whole: his raw lab rows would have
+    to leave it, and the node refuses them. He is told so, not that storage failed;
+    without the node the gateway answers (the threshold applied)."""
+    sql = ("SELECT v.kind, count(*) AS n FROM clinical.labs.results r "
+           "JOIN clinical.encounters.visits v ON v.encounter_id = r.encounter_id GROUP BY v.kind")
+    with pytest.raises(adm.Error) as refused:
+        run(federation.federated, federation.tokens["ben"], sql)
+    assert refused.value.status_code == adm.AdbcStatusCode.UNAUTHORIZED, refused.value
+    message = str(refused.value)
+    assert "refused this query for you" in message and "clinical.labs.results" in message, message
+    kind, plain = outcome(federation.plain, federation.tokens["ben"], sql)
+    assert kind == "rows" and plain.num_rows > 0, plain
 
 
 def test_the_verified_pushdown_agrees_with_per_table_scans(federation):

@@ -169,23 +169,31 @@ def test_values_are_withheld_where_the_persona_sees_masks_or_row_filters(measure
     assert all(r["row_count"] is not None for r in patients)
     assert labs and all(r["min_value"] is not None for r in labs), labs
     with _persona_conn(server, mint, "ben") as conn:
-        # ben (analyst) sees lab values masked: nothing derived from them is shown (not
-        # even their checks); the other columns keep theirs.
+        # ben (analyst) sees diagnosis codes hashed: nothing derived from them is shown
+        # (not even their checks); the other columns keep theirs.
         value = _rows(
             conn,
             "SELECT column_name, min_value, null_count, distinct_estimate FROM mesh.meta.quality "
-            "WHERE table_name = 'results' AND column_name IN ('value', 'result_id')",
+            "WHERE table_name = 'visits' AND column_name IN ('diagnosis_code', 'encounter_id')",
         )
         checks = _rows(
             conn,
-            "SELECT column_name FROM mesh.meta.quality_checks WHERE table_name = 'results'",
+            "SELECT column_name FROM mesh.meta.quality_checks WHERE table_name = 'visits'",
+        )
+        # ben reads lab results only in aggregate: no column's values show.
+        labs = _rows(
+            conn,
+            "SELECT column_name, min_value, max_value, null_count FROM mesh.meta.quality "
+            "WHERE table_name = 'results'",
         )
     got = {r["column_name"]: r for r in value}
-    assert got["value"]["min_value"] is None and got["value"]["null_count"] is None, got
-    assert got["value"]["distinct_estimate"] is None, got
-    assert got["result_id"]["min_value"] is not None and got["result_id"]["null_count"] == 0, got
+    assert got["diagnosis_code"]["min_value"] is None and got["diagnosis_code"]["null_count"] is None, got
+    assert got["diagnosis_code"]["distinct_estimate"] is None, got
+    assert got["encounter_id"]["min_value"] is not None and got["encounter_id"]["null_count"] == 0, got
     checked = {r["column_name"] for r in checks}
-    assert "result_id" in checked and "value" not in checked, checked
+    assert "encounter_id" in checked and "diagnosis_code" not in checked, checked
+    assert labs and all(r["min_value"] is None and r["max_value"] is None and r["null_count"] is None
+                        for r in labs), labs
 
 
 def test_history_survives_a_restart_and_new_data_is_measured(demo, meshgate_bin, mint, tmp_path):

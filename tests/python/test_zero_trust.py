@@ -60,6 +60,7 @@ from policy_model import (
     ORACLE_HASH_PREFIX,
     PERSONAS,
     can_read,
+    aggregate_threshold,
     column_mask,
     hashed_columns,
     invisible_tables,
@@ -570,6 +571,8 @@ DIFF_QUERIES: list[tuple[str, str, bool]] = [
      "GROUP BY kind ORDER BY kind", False),
     ("lab-values", "SELECT test_code, count(*) AS n, count(value) AS valued, min(value) AS lo, max(value) AS hi "
      "FROM clinical.labs.results GROUP BY test_code ORDER BY test_code", False),
+    ("lab-groups", "SELECT test_code, abnormal, count(*) AS n, round(avg(value), 6) AS mean FROM clinical.labs.results "
+     "WHERE result_id % 200 = 0 GROUP BY test_code, abnormal ORDER BY test_code, abnormal", False),
     ("window", "SELECT region, count(*) AS n FROM (SELECT region, row_number() OVER (PARTITION BY region ORDER BY encounter_id) AS rn "
      "FROM clinical.encounters.visits) t WHERE rn <= 3 GROUP BY region ORDER BY region", False),
     ("claims-by-status", "SELECT status, count(*) AS n, sum(amount) AS total FROM billing.claims.claims GROUP BY status ORDER BY status", False),
@@ -582,6 +585,27 @@ DIFF_QUERIES: list[tuple[str, str, bool]] = [
     (f"count-{fqtn}", f"SELECT count(*) AS n, count(1) AS n1 FROM {fqtn}", False)
     for fqtn in sorted(TABLES)
 ]
+
+
+# How each query that reads `clinical.labs.results` answers a principal who reads it only
+# in aggregate (policy_model.AGGREGATE_ONLY: groups of at least 11 distinct patients):
+# REFUSED when its rows reach anything but an aggregate of functions that return no one
+# row's value, else the query with the threshold applied by hand, for DuckDB.
+REFUSED = "refused"
+AGGREGATE_ONLY_ANSWERS: dict[str, str] = {
+    "select-labs": REFUSED,  # returns its rows
+    "join-labs": REFUSED,  # min() returns one row's value
+    "lab-values": REFUSED,  # min() and max()
+    "where-lab-value": "SELECT count(*) AS n FROM clinical.labs.results WHERE value > 0 "
+                       "HAVING count(DISTINCT patient_id) >= 11",
+    "lab-groups": "SELECT test_code, abnormal, count(*) AS n, round(avg(value), 6) AS mean "
+                  "FROM clinical.labs.results WHERE result_id % 200 = 0 GROUP BY test_code, abnormal "
+                  "HAVING count(DISTINCT patient_id) >= 11 ORDER BY test_code, abnormal",
+    "count-clinical.labs.results": "SELECT count(*) AS n, count(1) AS n1 FROM clinical.labs.results "
+                                   "HAVING count(DISTINCT patient_id) >= 11",
+}
+# Queries whose answer leaves groups out for such a principal (the data shows the rule).
+AGGREGATE_ONLY_SUPPRESSES = {"lab-groups"}
 
 
 def referenced_tables(sql: str) -> set[str]:
@@ -616,6 +640,21 @@ def test_differential(server, conns, oracles, persona, qid, sql):
     if hidden:
         err = adbc_err(conns[persona], sql)
         assert_not_found_like(err, hidden, f"[{persona}] {qid}")
+        return
+    if any(aggregate_threshold(p, t) for t in referenced_tables(sql)):
+        answer = AGGREGATE_ONLY_ANSWERS.get(qid)
+        assert answer is not None, f"{qid} reads a table {persona} reads only in aggregate: say how it answers"
+        if answer == REFUSED:
+            err = adbc_err(conns[persona], sql)
+            assert err.status_code == Code.UNAUTHORIZED, f"[{persona}] {qid}: {err.status_code.name}: {err}"
+            assert "aggregate" in str(err), f"[{persona}] {qid}: the refusal names no rule: {err}"
+            return
+        held = oracles[persona].query(answer)
+        if qid in AGGREGATE_ONLY_SUPPRESSES:
+            whole = oracles[persona].query(sql)
+            assert 0 < held.num_rows < whole.num_rows, f"{qid}: the demo data leaves no group out ({held.num_rows})"
+        got = adbc_query(conns[persona], sql)
+        assert_rows_equal(got, held, ordered=True, context=f"[{persona}] {qid}: ")
         return
     got = adbc_query(conns[persona], sql)
     want = oracles[persona].query(sql)
@@ -655,7 +694,12 @@ def test_ana_sees_only_north_rows(conns, oracle):
 @pytest.mark.parametrize("persona", ["ana", "ben"])
 @pytest.mark.parametrize("fqtn", ["clinical.encounters.visits", "patients.registry.patients", "clinical.labs.results"])
 def test_select_star_limit(conns, oracles, persona, fqtn):
-    """SELECT * ... LIMIT: the whole table has the persona's row count; a few rows are persona rows."""
+    """SELECT * ... LIMIT: the whole table has the persona's row count; a few rows are persona rows
+    (or, for a persona who reads the table only in aggregate, a refusal naming the rule)."""
+    if aggregate_threshold(PERSONAS[persona], fqtn):
+        err = adbc_err(conns[persona], f"SELECT * FROM {fqtn} LIMIT 7")
+        assert err.status_code == Code.UNAUTHORIZED and "aggregate" in str(err), err
+        return
     big = adbc_query(conns[persona], f"SELECT * FROM {fqtn} LIMIT 1000000")
     assert big.num_rows == oracles[persona].count(fqtn), f"[{persona}] {fqtn}: {big.num_rows} rows"
     few = adbc_query(conns[persona], f"SELECT * FROM {fqtn} LIMIT 7")

@@ -17,7 +17,7 @@ use datafusion_proto::protobuf::PhysicalPlanNode;
 use meshgate_connectors::{MESH_STORE_SCHEME, ScannedFiles};
 
 use super::MeshPhysicalCodec;
-use crate::policy::{MaskHash, PolicyBoundaryExec};
+use crate::policy::{EnoughContributors, MaskHash, PolicyBoundaryExec};
 
 /// `logical` planned for a cluster, as `state` plans it but without dynamic filters
 /// (see [`without_dynamic_filters`]), in the form [`for_cluster`] gives; `None` when it
@@ -149,8 +149,8 @@ fn portable(plan: &Arc<dyn ExecutionPlan>, scans: &mut usize) -> Option<Arc<dyn 
 }
 
 /// Whether every function `plan`'s own expressions call is one an executor has as this
-/// process has it: DataFusion's own (found by name there) or the `hash` mask (by its
-/// key's id). The session's bounded wrappers of DataFusion's functions (`repeat`,
+/// process has it: DataFusion's own (found by name there), the `hash` mask (by its
+/// key's id) or the aggregation threshold's check (by name). The session's bounded wrappers of DataFusion's functions (`repeat`,
 /// `lpad`, ... within value limits) are not: a plan calling them runs here, within
 /// those limits.
 fn functions_travel(plan: &dyn ExecutionPlan) -> bool {
@@ -175,7 +175,12 @@ fn functions_travel(plan: &dyn ExecutionPlan) -> bool {
 
 fn travels(function: &ScalarUDF) -> bool {
     static DATAFUSION: OnceLock<HashMap<String, TypeId>> = OnceLock::new();
-    if function.inner().downcast_ref::<MaskHash>().is_some() {
+    if function.inner().downcast_ref::<MaskHash>().is_some()
+        || function
+            .inner()
+            .downcast_ref::<EnoughContributors>()
+            .is_some()
+    {
         return true;
     }
     let own = DATAFUSION.get_or_init(|| {

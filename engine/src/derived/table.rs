@@ -8,7 +8,6 @@ use datafusion::catalog::Session;
 use datafusion::common::Column;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
-use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
@@ -18,7 +17,9 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use datafusion::optimizer::analyzer::AnalyzerRule;
 
-use crate::policy::{AggregateOnly, PolicyBoundaryExec, cannot_fail, derived_failure};
+use crate::policy::{
+    AggregateOnly, PolicyBoundaryExec, applies_thresholds, cannot_fail, derived_failure,
+};
 
 /// The transform of a derived table, already resolved against its inputs as the owning
 /// domain may read them (definer rights): every input in it is the domain's secured
@@ -220,17 +221,4 @@ impl TableProvider for DerivedTable {
             physical,
         )))
     }
-}
-
-/// Whether planning in `state` applies the aggregation thresholds itself.
-fn applies_thresholds(state: &dyn Session) -> bool {
-    state
-        .as_any()
-        .downcast_ref::<SessionState>()
-        .is_some_and(|s| {
-            s.analyzer()
-                .rules
-                .iter()
-                .any(|rule| rule.name() == AggregateOnly.name())
-        })
 }

@@ -37,11 +37,12 @@
 
 use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, DFSchemaRef, DataFusionError, Result};
 use datafusion::datasource::source_as_provider;
+use datafusion::execution::session_state::SessionState;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::utils::conjunction;
@@ -52,6 +53,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use meshgate_catalog::{AggregateThreshold, ColumnEffect, MaskKind};
 
+use super::enough_contributors::EnoughContributors;
 use super::secured_table::SecuredTable;
 use super::time_travel::VersionedTable;
 use crate::error::AggregateOnlyRefused;
@@ -160,6 +162,19 @@ pub(crate) fn guarded_table(plan: &LogicalPlan) -> Option<AggregateGuard> {
         Ok(TreeNodeRecursion::Continue)
     });
     found
+}
+
+/// Whether planning in `state` applies the aggregation thresholds itself.
+pub(crate) fn applies_thresholds(state: &dyn Session) -> bool {
+    state
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .is_some_and(|s| {
+            s.analyzer()
+                .rules
+                .iter()
+                .any(|rule| rule.name() == AggregateOnly.name())
+        })
 }
 
 /// The guard of the table `scan` reads, if its principal reads it only in aggregate.
@@ -475,7 +490,10 @@ impl Rewriter {
                     None,
                 ));
                 aggr_expr.push(counter.alias(&name));
-                checks.push(Expr::Column(Column::from_name(name)).gt_eq(lit(least)));
+                checks.push(EnoughContributors::call(
+                    Expr::Column(Column::from_name(name)),
+                    least,
+                ));
             }
         }
         let aggregate = Aggregate::try_new(Arc::new(child.plan), group_expr, aggr_expr)?;

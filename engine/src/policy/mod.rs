@@ -9,6 +9,8 @@
 
 mod aggregate_only;
 mod boundary;
+mod enough_contributors;
+mod guarded_node_scans;
 mod mask;
 mod secured_table;
 mod time_travel;
@@ -22,8 +24,12 @@ use meshgate_catalog::{
     Access, ColumnEffect, LineageEdge, PlatformPolicy, Principal, Product, TableAccess, decide,
 };
 
-pub(crate) use aggregate_only::{AggregateOnly, guarded_table};
+pub(crate) use aggregate_only::{AggregateOnly, applies_thresholds, guarded_table};
 pub(crate) use boundary::{PolicyBoundaryExec, derived_failure};
+pub(crate) use enough_contributors::EnoughContributors;
+pub(crate) use guarded_node_scans::{
+    expose as expose_guarded_node_scans, restore as restore_guarded_node_scans,
+};
 pub use mask::MaskHash;
 use secured_table::SecuredTable;
 pub(crate) use secured_table::cannot_fail;

@@ -112,6 +112,18 @@ impl SecuredTable {
         self.aggregate_only.as_ref()
     }
 
+    /// The table beneath, when the threshold is the principal's only restriction on it:
+    /// every contract column visible in clear, and no row filter.
+    pub(crate) fn only_aggregate_guarded(&self) -> Option<&Arc<dyn TableProvider>> {
+        let all_clear = self.columns.len() == self.inner.schema().fields().len()
+            && self
+                .columns
+                .iter()
+                .all(|column| column.effect == ColumnEffect::Clear);
+        (self.aggregate_only.is_some() && self.row_filter.is_none() && all_clear)
+            .then_some(&self.inner)
+    }
+
     /// Whether `expr` may run inside the storage scan, before the row filter: it reads
     /// only clear columns and cannot fail, so it reveals nothing about filtered rows.
     fn pushable(&self, expr: &Expr) -> bool {

@@ -198,8 +198,8 @@ tables:
       - { name: abnormal, type: Boolean, nullable: false, description: Outside the reference range }
 policy:
   read: { any_role: [clinician, analyst, admin] }
-  columns:
-    value: { mask: "null", unless_role: [clinician, admin] }
+  # Analysts read results only as aggregates over at least 11 patients per group.
+  aggregate_only: { min_group_size: 11, privacy_unit: patient_id, unless_role: [clinician, admin] }
 "#;
 
 const CLAIMS: &str = r#"domain: billing

@@ -14,7 +14,10 @@
 //! functions mean what they mean here); other nodes get per-table scans.
 //!
 //! A table behind a policy for the caller is never part of one: its secured scan (row
-//! filter, masks, boundary) runs here, whatever the node does too.
+//! filter, masks, boundary) runs here, whatever the node does too. The engine shows a
+//! table read only in aggregate (and otherwise as stored) as its node table, beneath
+//! the aggregate whose small groups its plan leaves out with a function of its own,
+//! which no part takes: that check always runs here.
 
 mod check;
 mod node;

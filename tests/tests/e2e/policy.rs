@@ -143,9 +143,20 @@ async fn masks_apply_to_every_use_of_a_column() {
         ),
         0
     );
-    // Domain rule: lab values are nulled for analysts, so their aggregates are null too.
-    let values = query(&mut c, "SELECT max(value) FROM clinical.labs.results").await;
-    assert_eq!(strings(&values, 0), vec![None]);
+    // Domain rule: analysts read lab results only in aggregate, over groups of 11 or
+    // more patients: max() could return one patient's value.
+    let refused = c
+        .execute("SELECT max(value) FROM clinical.labs.results".to_string(), None)
+        .await
+        .expect_err("max() over a table read only in aggregate");
+    let status = match refused {
+        arrow_flight::error::FlightError::Tonic(status) => status,
+        other => panic!("not a status: {other}"),
+    };
+    assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+    assert!(status.message().contains("aggregate_only"), "{status}");
+    let total = query(&mut c, "SELECT count(*) FROM clinical.labs.results").await;
+    assert!(single_i64(&total) > 0);
 }
 
 #[tokio::test]
