@@ -7,6 +7,9 @@
 #   bash benches/tpch.sh --sf 10         # larger (generation is cached per scale factor)
 #   bash benches/tpch.sh --smoke         # SF 0.01, one run: checks the harness works
 #   bash benches/tpch.sh --only q01,q06  # a subset of the queries
+#   bash benches/tpch.sh --layout tpchgen      # files as `tpchgen-cli parquet` writes them
+#   bash benches/tpch.sh --layout small-files  # ... split into files of at most 64k rows
+#   bash benches/tpch.sh --peers sail,roapi   # Sail and ROAPI beside the gateway, through ADBC
 #
 # Results: benches/results/tpch-<time>.{json,md,png} and benches/results/tpch-latest.*.
 #

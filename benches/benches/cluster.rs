@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 // Shared with the TPC-H harness; this one uses part of them.
+#[allow(dead_code)]
 #[path = "tpch/data.rs"]
 mod data;
 #[allow(dead_code)]
@@ -190,7 +191,8 @@ async fn main() {
     };
     let binary = PathBuf::from(std::env::var("MESHGATE_BIN").expect("MESHGATE_BIN"));
     let cache = PathBuf::from(std::env::var("MESHGATE_BENCH_DATA").expect("MESHGATE_BENCH_DATA"));
-    let mesh = data::ensure_mesh(&cache, sf).await;
+    let mesh =
+        data::ensure_mesh(&cache, sf, data::Layout::Meshgate, Path::new("tpchgen-cli")).await;
     let work = tempfile::tempdir().unwrap();
     let one = Cluster::start(&binary, &work.path().join("one"), 1, args.slots);
     let two = Cluster::start(&binary, &work.path().join("two"), 2, args.slots);

@@ -4,12 +4,16 @@ the gateway, DuckDB in-process over the same Parquet files), driven by the Rust 
 Protocol: one JSON object per line on stdin, one reply per line on stdout.
   {"op": "versions"}                         -> versions of the packages and Python
   {"op": "run", "path": P, "sql": S}         -> {"seconds", "rows", "bytes"} for P in
-                                                adbc | pyarrow | duckdb; time from
+                                                adbc | pyarrow | duckdb, or a peer
+                                                (sail | roapi, ADBC), or
+                                                flight_ceiling (pyarrow's Flight
+                                                server's lineitem); time from
                                                 submitting the SQL to holding the whole
                                                 result as an Arrow table
-  {"op": "check", "sql": S, "order": bool}   -> {"ok", "detail", "gateway_rows",
-                                                "duckdb_rows"}: the gateway's answer
-                                                (ADBC) against DuckDB's
+  {"op": "check", "sql": S, "order": bool,
+   "path": P}                                -> {"ok", "detail", "gateway_rows",
+                                                "duckdb_rows"}: P's answer (default
+                                                adbc, the gateway) against DuckDB's
   {"op": "quit"}
 Errors are replied as {"error": "..."}; the worker keeps serving.
 """
@@ -18,10 +22,12 @@ import argparse
 import datetime
 import decimal
 import glob
+import importlib.metadata
 import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 
@@ -58,9 +64,15 @@ def statement_command(sql):
     )
 
 
+# Qualified mesh names, which peers serve bare (`tpch.sales.lineitem` -> `lineitem`).
+QUALIFIED = re.compile(r"\btpch\.[a-z_]+\.([a-z_]+)\b")
+
+
 class Paths:
-    def __init__(self, addr, token, data, tables):
+    def __init__(self, addr, token, data, tables, peers, ceiling):
         self.token = token
+        # pyarrow's own Flight server holding lineitem in memory (flight_ceiling.py).
+        self.ceiling = flight.FlightClient(f"grpc://{ceiling}") if ceiling else None
         auth = f"Bearer {token}"
         opts = adbc_driver_flightsql.DatabaseOptions
         self.adbc = adbc_driver_flightsql.dbapi.connect(
@@ -88,16 +100,29 @@ class Paths:
             self.duck.execute(
                 f"CREATE VIEW tpch.{product}.{name} AS SELECT * FROM read_parquet([{listing}])"
             )
+        # Peer Flight SQL servers (no authentication), read by the same ADBC driver.
+        self.peers = {}
+        for name, peer_addr in peers.items():
+            conn = adbc_driver_flightsql.dbapi.connect(f"grpc://{peer_addr}", autocommit=True)
+            if name == "sail":
+                # Sail starts with an empty catalog: register every table's directory.
+                with conn.cursor() as cur:
+                    for table in tables:
+                        location = os.path.join(data, table["product"], table["name"]).replace("'", "\\'")
+                        cur.execute(f"CREATE TABLE IF NOT EXISTS {table['name']} USING parquet LOCATION '{location}'")
+            self.peers[name] = conn
 
-    def run(self, path, sql):
-        if path == "adbc":
-            started = time.perf_counter()
-            with self.adbc.cursor() as cur:
+    def fetch(self, path, sql):
+        """The answer of `sql` on `path`, and the seconds it took."""
+        started = time.perf_counter()
+        if path == "adbc" or path in self.peers:
+            conn = self.adbc if path == "adbc" else self.peers[path]
+            if path != "adbc":
+                sql = QUALIFIED.sub(r"\1", sql)
+            with conn.cursor() as cur:
                 cur.execute(sql)
                 table = cur.fetch_arrow_table()
-            seconds = time.perf_counter() - started
         elif path == "pyarrow":
-            started = time.perf_counter()
             info = self.flight.get_flight_info(
                 flight.FlightDescriptor.for_command(statement_command(sql)), self.call
             )
@@ -106,19 +131,21 @@ class Paths:
                 for endpoint in info.endpoints
             ]
             table = pyarrow.concat_tables(parts) if len(parts) != 1 else parts[0]
-            seconds = time.perf_counter() - started
         elif path == "duckdb":
-            started = time.perf_counter()
             table = self.duck.execute(sql).to_arrow_table()
-            seconds = time.perf_counter() - started
+        elif path == "flight_ceiling" and self.ceiling is not None:
+            table = self.ceiling.do_get(flight.Ticket(b"lineitem")).read_all()
         else:
             raise ValueError(f"unknown path {path}")
+        return table, time.perf_counter() - started
+
+    def run(self, path, sql):
+        table, seconds = self.fetch(path, sql)
         return {"seconds": seconds, "rows": table.num_rows, "bytes": table.nbytes}
 
-    def check(self, sql, order):
-        with self.adbc.cursor() as cur:
-            cur.execute(sql)
-            got = cur.fetch_arrow_table()
+    def check(self, sql, order, path="adbc"):
+        """Whether `path`'s answer to `sql` is DuckDB's."""
+        got, _ = self.fetch(path, sql)
         want = self.duck.execute(sql).to_arrow_table()
         reply = {"gateway_rows": got.num_rows, "duckdb_rows": want.num_rows}
         if got.num_rows != want.num_rows or got.num_columns != want.num_columns:
@@ -169,7 +196,7 @@ def close(a, b):
 def first_mismatch(got, want):
     for i, (g, w) in enumerate(zip(got, want)):
         if len(g) != len(w) or not all(close(a, b) for a, b in zip(g, w)):
-            return f"row {i}: gateway {g!r} vs duckdb {w!r}"
+            return f"row {i}: {g!r} vs duckdb {w!r}"
     return None
 
 
@@ -179,7 +206,15 @@ def versions():
         "pyarrow": pyarrow.__version__,
         "duckdb": duckdb.__version__,
         "adbc_driver_flightsql": adbc_driver_flightsql.__version__,
+        **{name: _installed(name) for name in ("pysail", "roapi", "tpchgen-cli")},
     }
+
+
+def _installed(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def main():
@@ -188,8 +223,11 @@ def main():
     parser.add_argument("--token", required=True)
     parser.add_argument("--data", required=True, help="root of the TPC-H data directories")
     parser.add_argument("--tables", required=True, help="JSON list of {product, name}")
+    parser.add_argument("--peer", action="append", default=[], help="NAME=HOST:PORT of a peer Flight SQL server")
+    parser.add_argument("--ceiling", help="HOST:PORT of flight_ceiling.py (path flight_ceiling)")
     args = parser.parse_args()
-    paths = Paths(args.addr, args.token, args.data, json.loads(args.tables))
+    peers = dict(p.split("=", 1) for p in args.peer)
+    paths = Paths(args.addr, args.token, args.data, json.loads(args.tables), peers, args.ceiling)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
@@ -202,7 +240,7 @@ def main():
             elif op == "run":
                 reply = paths.run(request["path"], request["sql"])
             elif op == "check":
-                reply = paths.check(request["sql"], request.get("order", True))
+                reply = paths.check(request["sql"], request.get("order", True), request.get("path", "adbc"))
             else:
                 reply = {"error": f"unknown op {op}"}
         except Exception as e:  # reported to the harness, which fails the run

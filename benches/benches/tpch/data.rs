@@ -1,13 +1,16 @@
-//! TPC-H data laid out as a mesh, generated once per scale factor into a cache.
+//! TPC-H data laid out as a mesh, generated once per scale factor and [`Layout`] into a
+//! cache.
 //!
 //! The `tpch` domain owns three products: `sales` (customer, orders, lineitem), `supply`
-//! (part, partsupp, supplier) and `geo` (nation, region). `orders` is a Delta table,
-//! the others are Parquet. Layout is pinned so runs compare: Snappy, row groups of
-//! [`ROW_GROUP_ROWS`], one file per [`FILE_ROWS`] rows (each file one `tpchgen` part),
-//! strings as plain Utf8.
+//! (part, partsupp, supplier) and `geo` (nation, region). In meshgate's own layout
+//! `orders` is a Delta table and the others Parquet, pinned so runs compare: Snappy, row
+//! groups of [`ROW_GROUP_ROWS`], one file per [`FILE_ROWS`] rows (each file one `tpchgen`
+//! part), strings as plain Utf8. The other layouts are Parquet as a domain would get it
+//! from `tpchgen-cli` (the benchmark environment's), whatever meshgate would prefer.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,8 +35,34 @@ use tpchgen_arrow::{
 pub(crate) const ROW_GROUP_ROWS: usize = 262_144;
 /// Rows per Parquet file (at most).
 pub(crate) const FILE_ROWS: f64 = 2_097_152.0;
+/// Rows per file of [`Layout::SmallFiles`] (at most).
+pub(crate) const SMALL_FILE_ROWS: f64 = 65_536.0;
 /// Bumped whenever the layout changes, so a cached mesh of an older layout is rebuilt.
 const LAYOUT_VERSION: &str = "tpch-mesh-v1";
+
+/// How the tables' files are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Layout {
+    /// meshgate's own writer (see the module documentation).
+    Meshgate,
+    /// `tpchgen-cli parquet` as it writes by default: one file per table, string views
+    /// in the Arrow schema, row groups of about 7 MiB, Snappy.
+    Tpchgen,
+    /// `tpchgen-cli parquet --parts`: files of at most [`SMALL_FILE_ROWS`] rows
+    /// (hundreds per table at SF1), otherwise as [`Layout::Tpchgen`].
+    SmallFiles,
+}
+
+impl Layout {
+    /// Its name on the command line and in the cache.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Layout::Meshgate => "meshgate",
+            Layout::Tpchgen => "tpchgen",
+            Layout::SmallFiles => "small-files",
+        }
+    }
+}
 
 /// One TPC-H table of the mesh.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +75,8 @@ pub(crate) struct TpchTable {
     rows_at_sf1: f64,
     /// Whether its size is independent of the scale factor.
     fixed: bool,
-    /// Whether it is served as Delta.
-    pub(crate) delta: bool,
+    /// Whether it is served as Delta (in [`Layout::Meshgate`]).
+    delta: bool,
 }
 
 /// The eight tables.
@@ -120,9 +149,25 @@ pub(crate) struct TpchMesh {
     pub(crate) sf: f64,
     /// Root of the cache entry.
     pub(crate) dir: PathBuf,
+    /// How its files are laid out.
+    pub(crate) layout: Layout,
 }
 
 impl TpchMesh {
+    /// Whether `table` is a Delta table here.
+    pub(crate) fn is_delta(&self, table: &TpchTable) -> bool {
+        self.layout == Layout::Meshgate && table.delta
+    }
+
+    /// The names of its Delta tables.
+    pub(crate) fn delta_tables(&self) -> Vec<&'static str> {
+        TABLES
+            .iter()
+            .filter(|t| self.is_delta(t))
+            .map(|t| t.name)
+            .collect()
+    }
+
     /// The mesh directory (descriptors) the gateway serves.
     pub(crate) fn mesh_dir(&self) -> PathBuf {
         self.dir.join("mesh")
@@ -152,39 +197,112 @@ impl TpchMesh {
     }
 }
 
-/// The mesh at `sf` under `cache`, generated unless a complete one of this layout is
-/// there. Generation writes into a staging directory renamed into place at the end.
-pub(crate) async fn ensure_mesh(cache: &Path, sf: f64) -> TpchMesh {
-    let dir = cache.join(format!("sf{sf}"));
+/// The mesh at `sf` in `layout` under `cache`, generated unless a complete one is there.
+/// Generation writes into a staging directory renamed into place at the end; the
+/// foreign layouts run `tpchgen` (the `tpchgen-cli` of the benchmark environment).
+pub(crate) async fn ensure_mesh(cache: &Path, sf: f64, layout: Layout, tpchgen: &Path) -> TpchMesh {
+    let name = match layout {
+        Layout::Meshgate => format!("sf{sf}"),
+        other => format!("sf{sf}-{}", other.name()),
+    };
+    let dir = cache.join(&name);
     let marker = dir.join(".complete");
-    let stamp = format!("{LAYOUT_VERSION} sf={sf} row_group={ROW_GROUP_ROWS} file={FILE_ROWS}");
+    let stamp = match layout {
+        Layout::Meshgate => {
+            format!("{LAYOUT_VERSION} sf={sf} row_group={ROW_GROUP_ROWS} file={FILE_ROWS}")
+        }
+        other => format!(
+            "{LAYOUT_VERSION} sf={sf} layout={} small_file={SMALL_FILE_ROWS} {}",
+            other.name(),
+            tpchgen_version(tpchgen)
+        ),
+    };
     if std::fs::read_to_string(&marker).is_ok_and(|s| s == stamp) {
-        return TpchMesh { sf, dir };
+        return TpchMesh { sf, dir, layout };
     }
     let started = Instant::now();
-    let staging = cache.join(format!(".sf{sf}.generating-{}", std::process::id()));
+    let staging = cache.join(format!(".{name}.generating-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let staged = TpchMesh {
         sf,
         dir: staging.clone(),
+        layout,
     };
-    let parquet = {
+    if layout == Layout::Meshgate {
+        let parquet = {
+            let staged = staged.clone();
+            tokio::task::spawn_blocking(move || write_parquet_tables(&staged))
+        };
+        for table in TABLES.iter().filter(|t| staged.is_delta(t)) {
+            write_delta_table(&staged, table).await;
+        }
+        parquet.await.expect("parquet generation panicked");
+    } else {
+        let tpchgen = tpchgen.to_path_buf();
         let staged = staged.clone();
-        tokio::task::spawn_blocking(move || write_parquet_tables(&staged))
-    };
-    for table in TABLES.iter().filter(|t| t.delta) {
-        write_delta_table(&staged, table).await;
+        tokio::task::spawn_blocking(move || run_tpchgen(&staged, &tpchgen))
+            .await
+            .expect("tpchgen-cli panicked");
     }
-    parquet.await.expect("parquet generation panicked");
-    write_descriptors(&staging, &dir.join("data"));
+    write_descriptors(&staged, &dir.join("data"));
     std::fs::write(staging.join(".complete"), &stamp).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&staging, &dir).unwrap();
     eprintln!(
-        "generated TPC-H SF{sf} in {:.1} s",
+        "generated TPC-H SF{sf} ({}) in {:.1} s",
+        layout.name(),
         started.elapsed().as_secs_f64()
     );
-    TpchMesh { sf, dir }
+    TpchMesh { sf, dir, layout }
+}
+
+/// `tpchgen-cli --version`, which the cache stamp names (another version may write
+/// another layout).
+fn tpchgen_version(tpchgen: &Path) -> String {
+    let output = Command::new(tpchgen)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", tpchgen.display()));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Writes every table of `mesh` with `tpchgen-cli parquet`, its files moved to
+/// [`TpchMesh::table_dir`] unchanged.
+fn run_tpchgen(mesh: &TpchMesh, tpchgen: &Path) {
+    let raw = mesh.dir.join("tpchgen");
+    for table in &TABLES {
+        let mut command = Command::new(tpchgen);
+        command
+            .args(["parquet", "--quiet", "--scale-factor"])
+            .arg(mesh.sf.to_string())
+            .args(["--tables", table.name, "--output-dir"])
+            .arg(&raw);
+        let parts = match mesh.layout {
+            Layout::SmallFiles if !table.fixed => {
+                ((table.rows_at_sf1 * mesh.sf / SMALL_FILE_ROWS).ceil() as u64).max(1)
+            }
+            _ => 1,
+        };
+        if mesh.layout == Layout::SmallFiles {
+            command.arg("--parts").arg(parts.to_string());
+        }
+        let status = command
+            .status()
+            .unwrap_or_else(|e| panic!("{}: {e}", tpchgen.display()));
+        assert!(status.success(), "tpchgen-cli failed for {}", table.name);
+        let dir = mesh.table_dir(table);
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        if mesh.layout == Layout::SmallFiles {
+            // <raw>/<table>/<table>.<part>.parquet
+            std::fs::rename(raw.join(table.name), &dir).unwrap();
+        } else {
+            // <raw>/<table>.parquet
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = format!("{}.parquet", table.name);
+            std::fs::rename(raw.join(&file), dir.join(&file)).unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&raw);
 }
 
 fn plain_schema(schema: &Schema) -> SchemaRef {
@@ -286,10 +404,11 @@ async fn write_delta_table(mesh: &TpchMesh, table: &TpchTable) {
         .unwrap();
 }
 
-/// The descriptors of the three products; tables are read from `data` (absolute).
-fn write_descriptors(mesh_root: &Path, data: &Path) {
+/// The descriptors of `mesh`'s three products; tables are read from `data` (absolute).
+/// Every layout declares the same contract (strings as Utf8).
+fn write_descriptors(mesh: &TpchMesh, data: &Path) {
     let data = url::Url::from_directory_path(std::path::absolute(data).unwrap()).unwrap();
-    let dir = mesh_root.join("mesh/tpch");
+    let dir = mesh.dir.join("mesh/tpch");
     std::fs::create_dir_all(&dir).unwrap();
     for (product, description, policy) in PRODUCTS {
         let mut text = format!(
@@ -302,7 +421,11 @@ fn write_descriptors(mesh_root: &Path, data: &Path) {
             text.push_str(&format!(
                 "  - name: {}\n    format: {}\n    location: {}{}/{}/\n    columns:\n",
                 table.name,
-                if table.delta { "delta" } else { "parquet" },
+                if mesh.is_delta(table) {
+                    "delta"
+                } else {
+                    "parquet"
+                },
                 data,
                 table.product,
                 table.name

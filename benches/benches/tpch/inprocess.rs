@@ -40,7 +40,7 @@ pub(crate) async fn context(mesh: &TpchMesh, engine: &EngineConfig) -> SessionCo
             }
         };
         let dir = std::path::absolute(mesh.table_dir(&table)).unwrap();
-        let provider: Arc<dyn TableProvider> = if table.delta {
+        let provider: Arc<dyn TableProvider> = if mesh.is_delta(&table) {
             let url = url::Url::from_directory_path(&dir).unwrap();
             let delta = deltalake::DeltaTableBuilder::from_url(url)
                 .unwrap()

@@ -7,7 +7,9 @@
 //!    (and `restricted`: the same, as a principal with a row filter and masks);
 //! 3. `adbc`, `pyarrow`: the gateway from Python (a worker process);
 //! 4. `duckdb`: DuckDB in-process (Python) over the same Parquet files;
-//! 5. transport alone: prebuilt batches through the Flight encoder and tonic.
+//! 5. transport alone: prebuilt batches through the Flight encoder and tonic;
+//! 6. with `--peers`, other Flight SQL servers over the same files (Sail, ROAPI), each
+//!    its own process, read by the same ADBC client (see [`peers`]).
 //!
 //! Runs rotate the order of the paths query by query (A B C, B C A, ...), so drifts of
 //! the machine fall on every path alike. Answers of TPC-H and of the small micro queries
@@ -21,6 +23,7 @@
 mod data;
 mod flight;
 mod inprocess;
+mod peers;
 mod python;
 mod queries;
 #[path = "../support/ready.rs"]
@@ -41,7 +44,8 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::flight::{Client, Gateway};
-use crate::python::Worker;
+use crate::peers::PeerServer;
+use crate::python::{FlightCeiling, Worker};
 use crate::report::{Concurrency, Measured, Report, TransportFigures};
 
 #[derive(Debug, Parser)]
@@ -70,9 +74,16 @@ struct Args {
     /// Python of the benchmark virtual environment.
     #[arg(long, env = "MESHGATE_BENCH_PYTHON")]
     python: PathBuf,
-    /// Where generated meshes are cached, by scale factor.
+    /// Where generated meshes are cached, by scale factor and layout.
     #[arg(long, env = "MESHGATE_BENCH_DATA")]
     cache: PathBuf,
+    /// How the files are laid out: meshgate's own writer, or Parquet as `tpchgen-cli`
+    /// writes it (one file per table with string views; or many small files).
+    #[arg(long, value_enum, default_value = "meshgate")]
+    layout: data::Layout,
+    /// Peer Flight SQL servers to measure beside the gateway (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    peers: Vec<peers::Peer>,
     /// Where to write the results.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
@@ -101,6 +112,12 @@ const PATHS: [&str; 6] = [
     "duckdb",
 ];
 
+/// The path that reads lineitem from pyarrow's own Flight server, timed beside
+/// [`CEILING_QUERY`] only.
+const CEILING: &str = "flight_ceiling";
+/// The query the Flight ceiling bounds.
+const CEILING_QUERY: &str = "select_star_lineitem";
+
 fn main() {
     let mut args = Args::parse();
     if args.smoke {
@@ -116,7 +133,8 @@ fn main() {
 }
 
 async fn run(args: Args) {
-    let mesh = data::ensure_mesh(&args.cache, args.sf).await;
+    let tpchgen = args.python.with_file_name("tpchgen-cli");
+    let mesh = data::ensure_mesh(&args.cache, args.sf, args.layout, &tpchgen).await;
     let work = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(&args.gateway, &mesh, work.path(), args.pushdown_filters);
     eprintln!("gateway {} on {}", gateway.pid(), gateway.addr);
@@ -132,7 +150,27 @@ async fn run(args: Args) {
         ..EngineConfig::default()
     };
     let ctx = inprocess::context(&mesh, &engine).await;
-    let mut worker = Worker::start(&args.python, gateway.addr, &admin_token, &mesh);
+    let peer_servers: Vec<PeerServer> = args
+        .peers
+        .iter()
+        .map(|&peer| PeerServer::start(peer, args.python.parent().unwrap(), &mesh))
+        .collect();
+    let peer_addrs: Vec<(&str, std::net::SocketAddr)> = peer_servers
+        .iter()
+        .map(|p| (p.peer.name(), p.addr))
+        .collect();
+    let ceiling = FlightCeiling::start(&args.python, &mesh);
+    let mut worker = Worker::start(
+        &args.python,
+        gateway.addr,
+        &admin_token,
+        &mesh,
+        &peer_addrs,
+        ceiling.addr,
+    );
+    let mut paths: Vec<&str> = PATHS.to_vec();
+    paths.push(CEILING);
+    paths.extend(peer_addrs.iter().map(|(name, _)| *name));
 
     let mut queries = queries::all(args.sf);
     if let Some(only) = &args.only {
@@ -179,14 +217,31 @@ async fn run(args: Args) {
 
     let mut measured = Vec::new();
     for query in &queries {
-        measured.push(prepare(query, &ctx, &mut admin, &mut worker).await);
+        let mut m = prepare(query, &ctx, &mut admin, &mut worker).await;
+        for (peer, _) in &peer_addrs {
+            let ordered = query.sql.to_uppercase().contains("ORDER BY");
+            match worker.disagreement(peer, &query.sql, ordered) {
+                Some(why) => {
+                    eprintln!("{}: {peer} not timed: {why}", query.name);
+                    m.failed.insert(peer.to_string(), why);
+                }
+                None => {
+                    let (_, rows, _) = worker.run(peer, &query.sql);
+                    m.expect_rows(peer, rows);
+                }
+            }
+        }
+        measured.push(m);
     }
     for run in 0..args.runs {
         eprintln!("run {} of {}", run + 1, args.runs);
         for (i, query) in queries.iter().enumerate() {
             let m = &mut measured[i];
-            for k in 0..PATHS.len() {
-                let path = PATHS[(run + i + k) % PATHS.len()];
+            for k in 0..paths.len() {
+                let path = paths[(run + i + k) % paths.len()];
+                if m.failed.contains_key(path) || (path == CEILING && query.name != CEILING_QUERY) {
+                    continue;
+                }
                 for _ in 0..m.repeat {
                     let seconds = match path {
                         "inprocess" => {
@@ -239,12 +294,17 @@ async fn run(args: Args) {
     let transport = measure_transport(&ctx, &mut admin, args.runs.max(3)).await;
     let versions = worker.request(json!({"op": "versions"}));
     drop(worker);
+    drop(ceiling);
+    drop(peer_servers);
     drop(gateway);
 
     let report = Report {
         sf: args.sf,
         runs: args.runs,
         data_bytes: mesh.data_bytes(),
+        layout: mesh.layout,
+        peers: args.peers.iter().map(|p| p.name()).collect(),
+        delta_tables: mesh.delta_tables(),
         engine,
         measured,
         concurrency,
@@ -294,6 +354,10 @@ async fn prepare(
     for path in ["adbc", "pyarrow", "duckdb"] {
         let (_, rows, _) = worker.run(path, &query.sql);
         m.expect_rows(path, rows);
+    }
+    if query.name == CEILING_QUERY {
+        let (_, rows, _) = worker.run(CEILING, &query.sql);
+        m.expect_rows(CEILING, rows);
     }
     m
 }

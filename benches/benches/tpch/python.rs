@@ -20,16 +20,31 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker with `python`, connected to the gateway at `addr` as `token`, and
-    /// DuckDB reading `mesh`'s files.
-    pub(crate) fn start(python: &Path, addr: SocketAddr, token: &str, mesh: &TpchMesh) -> Self {
+    /// Starts the worker with `python`, connected to the gateway at `addr` as `token`, to
+    /// the `peers` (name, address) and the Flight `ceiling`, and DuckDB reading `mesh`'s
+    /// files.
+    pub(crate) fn start(
+        python: &Path,
+        addr: SocketAddr,
+        token: &str,
+        mesh: &TpchMesh,
+        peers: &[(&str, SocketAddr)],
+        ceiling: SocketAddr,
+    ) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/worker.py");
         let tables: Vec<Value> = TABLES
             .iter()
             .map(|t| json!({"product": t.product, "name": t.name}))
             .collect();
-        let mut child = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .arg(script)
+            .arg("--ceiling")
+            .arg(ceiling.to_string());
+        for (name, addr) in peers {
+            command.arg("--peer").arg(format!("{name}={addr}"));
+        }
+        let mut child = command
             .arg("--addr")
             .arg(addr.to_string())
             .arg("--token")
@@ -76,7 +91,20 @@ impl Worker {
         reply
     }
 
-    /// Runs `sql` on `path` (adbc, pyarrow or duckdb): seconds, rows and Arrow bytes.
+    /// Why `path`'s answer to `sql` is not DuckDB's (it fails, or differs), if it is not.
+    pub(crate) fn disagreement(&mut self, path: &str, sql: &str, ordered: bool) -> Option<String> {
+        let request = json!({"op": "check", "sql": sql, "order": ordered, "path": path});
+        writeln!(self.stdin, "{request}").unwrap();
+        self.stdin.flush().unwrap();
+        let reply = self.read();
+        if let Some(error) = reply.get("error") {
+            return Some(error.to_string());
+        }
+        (reply["ok"] != true).then(|| reply["detail"].to_string())
+    }
+
+    /// Runs `sql` on `path` (adbc, pyarrow, duckdb or a peer): seconds, rows and Arrow
+    /// bytes.
     pub(crate) fn run(&mut self, path: &str, sql: &str) -> (f64, u64, u64) {
         let reply = self.request(json!({"op": "run", "path": path, "sql": sql}));
         (
@@ -90,6 +118,52 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "{}", json!({"op": "quit"}));
+        let _ = self.child.wait();
+    }
+}
+
+/// pyarrow's own Flight server holding lineitem in memory (benches/python/flight_ceiling.py),
+/// the transport ceiling a `SELECT *` through the gateway is held to.
+#[derive(Debug)]
+pub(crate) struct FlightCeiling {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl FlightCeiling {
+    /// Starts it with `python` over `mesh`'s lineitem files.
+    pub(crate) fn start(python: &Path, mesh: &TpchMesh) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/flight_ceiling.py");
+        let lineitem = TABLES.iter().find(|t| t.name == "lineitem").unwrap();
+        let files = std::path::absolute(mesh.table_dir(lineitem))
+            .unwrap()
+            .join("*.parquet");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg("--files")
+            .arg(files)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("flight_ceiling.py did not start ({e}): {line}"));
+        let port = ready["port"].as_u64().unwrap() as u16;
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for FlightCeiling {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Measured {
     pub(crate) seconds: BTreeMap<String, Vec<f64>>,
     /// Measurements per path in each run.
     pub(crate) repeat: usize,
+    /// Peers not timed on this query, and why (their answer failed or differed).
+    pub(crate) failed: BTreeMap<String, String>,
 }
 
 impl Measured {
@@ -49,6 +51,7 @@ impl Measured {
             wire_bytes: None,
             seconds: BTreeMap::new(),
             repeat: 1,
+            failed: BTreeMap::new(),
         }
     }
 
@@ -124,6 +127,10 @@ pub(crate) struct Report {
     pub(crate) sf: f64,
     pub(crate) runs: usize,
     pub(crate) data_bytes: u64,
+    pub(crate) layout: crate::data::Layout,
+    /// Peer servers measured (path names).
+    pub(crate) peers: Vec<&'static str>,
+    pub(crate) delta_tables: Vec<&'static str>,
     pub(crate) engine: EngineConfig,
     pub(crate) measured: Vec<Measured>,
     pub(crate) concurrency: Vec<Concurrency>,
@@ -274,6 +281,16 @@ fn targets(r: &Report) -> Vec<(String, String, String, bool)> {
         }
     }
     if let Some(m) = r.measured.iter().find(|m| m.name == "select_star_lineitem") {
+        // Throughput through ADBC relative to pyarrow's own Flight server and client
+        // moving the same table from memory: its time over ADBC's.
+        if let Some(share) = m.ratio("flight_ceiling", "adbc") {
+            out.push((
+                "`SELECT *` lineitem through ADBC / pyarrow's Flight transport (throughput)".into(),
+                format!("{share:.2}"),
+                ">= 0.9".into(),
+                share >= 0.9,
+            ));
+        }
         if let Some(ratio) = m.ratio("gateway", "inprocess") {
             out.push((
                 "`SELECT *` lineitem: gateway / in-process".into(),
@@ -339,6 +356,7 @@ impl Report {
                     "plain_ipc_bytes": m.plain_ipc_bytes,
                     "gateway_wire_bytes": m.wire_bytes,
                     "seconds": m.seconds,
+                    "peers_not_timed": m.failed,
                     "median_seconds": m.seconds.keys().map(|p| (p.clone(), m.median(p))).collect::<BTreeMap<_, _>>(),
                     "p95_seconds": m.seconds.keys().map(|p| (p.clone(), m.p95(p))).collect::<BTreeMap<_, _>>(),
                 })
@@ -367,10 +385,16 @@ impl Report {
                 "engine": format!("{:?}", self.engine),
                 "transport": format!("{transport:?}"),
                 "layout": {
-                    "row_group_rows": crate::data::ROW_GROUP_ROWS,
-                    "file_rows": crate::data::FILE_ROWS,
+                    "name": self.layout.name(),
+                    "row_group_rows": (self.layout == crate::data::Layout::Meshgate).then_some(crate::data::ROW_GROUP_ROWS),
+                    "file_rows": match self.layout {
+                        crate::data::Layout::Meshgate => Some(crate::data::FILE_ROWS),
+                        crate::data::Layout::SmallFiles => Some(crate::data::SMALL_FILE_ROWS),
+                        crate::data::Layout::Tpchgen => None,
+                    },
                     "compression": "snappy",
-                    "delta_tables": crate::data::TABLES.iter().filter(|t| t.delta).map(|t| t.name).collect::<Vec<_>>(),
+                    "peers": self.peers,
+                    "delta_tables": self.delta_tables,
                     "data_bytes": self.data_bytes,
                 },
             },
@@ -389,7 +413,7 @@ impl Report {
 
     fn markdown(&self, stamp: u64, chart: &str) -> String {
         let mut md = format!(
-            "# TPC-H SF{} and micro queries: meshgate against its peers\n\n\
+            "# TPC-H SF{} ({} layout) and micro queries: meshgate against its peers\n\n\
              Run `{stamp}`: {} timed runs per query and path, interleaved; medians in ms \
              (p95 in the JSON). `gateway` is `meshgate serve` in its own process read by the \
              arrow-flight Rust client; `restricted` the same as an analyst with a row filter \
@@ -397,6 +421,7 @@ impl Report {
              over the same Parquet files. Answers checked against DuckDB's: {} of {} queries.\n\n\
              ![chart]({chart})\n\n",
             self.sf,
+            self.layout.name(),
             self.runs,
             self.measured.iter().filter(|m| m.checked).count(),
             self.measured.len()
@@ -432,6 +457,9 @@ impl Report {
                 md.push_str(&format!("| {what} | {gm:.3} |\n"));
             }
         }
+        if !self.peers.is_empty() {
+            md.push_str(&self.peers_markdown());
+        }
         md.push_str("\nSmall queries (point lookups) from concurrent clients:\n\n");
         md.push_str("| clients | in-process qps | gateway qps | gateway / in-process | in-process p50 / p99 ms | gateway p50 / p99 ms |\n|---:|---:|---:|---:|---:|---:|\n");
         for c in &self.concurrency {
@@ -465,6 +493,52 @@ impl Report {
                 "| {what} | {got} | {bound} | {} |\n",
                 if met { "yes" } else { "no" }
             ));
+        }
+        md
+    }
+
+    /// The peers beside the gateway, both read through ADBC: medians per query, and
+    /// geometric means over the TPC-H queries every path answered.
+    fn peers_markdown(&self) -> String {
+        let mut md = String::from(
+            "\nPeer Flight SQL servers over the same files, read by the same ADBC client \
+             (medians in ms; `-`: the peer's answer failed or differed from DuckDB's):\n\n| query | gateway (ADBC) |",
+        );
+        for peer in &self.peers {
+            md.push_str(&format!(" {peer} | gateway / {peer} |"));
+        }
+        md.push_str("\n|---|---:|");
+        for _ in &self.peers {
+            md.push_str("---:|---:|");
+        }
+        md.push('\n');
+        for m in &self.measured {
+            md.push_str(&format!("| {} | {} |", m.name, ms(m.median("adbc"))));
+            for peer in &self.peers {
+                md.push_str(&format!(
+                    " {} | {} |",
+                    ms(m.median(peer)),
+                    ratio(m.ratio("adbc", peer))
+                ));
+            }
+            md.push('\n');
+        }
+        let tpch: Vec<&Measured> = self
+            .measured
+            .iter()
+            .filter(|m| m.tpch && self.peers.iter().all(|p| m.median(p).is_some()))
+            .collect();
+        if !tpch.is_empty() {
+            md.push_str(&format!(
+                "\nGeometric means over the {} TPC-H queries every peer answered:\n\n| ratio | value |\n|---|---:|\n",
+                tpch.len()
+            ));
+            for peer in &self.peers {
+                let gm = geomean(tpch.iter().filter_map(|m| m.ratio("adbc", peer)));
+                md.push_str(&format!("| gateway (ADBC) / {peer} | {gm:.3} |\n"));
+            }
+            let gm = geomean(tpch.iter().filter_map(|m| m.ratio("adbc", "duckdb")));
+            md.push_str(&format!("| gateway (ADBC) / DuckDB | {gm:.3} |\n"));
         }
         md
     }
