@@ -146,7 +146,10 @@ async fn masks_apply_to_every_use_of_a_column() {
     // Domain rule: analysts read lab results only in aggregate, over groups of 11 or
     // more patients: max() could return one patient's value.
     let refused = c
-        .execute("SELECT max(value) FROM clinical.labs.results".to_string(), None)
+        .execute(
+            "SELECT max(value) FROM clinical.labs.results".to_string(),
+            None,
+        )
         .await
         .expect_err("max() over a table read only in aggregate");
     let status = match refused {
