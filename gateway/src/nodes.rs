@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use meshgate_engine::EngineConfig;
-use meshgate_nodes::{DomainNodes, NodeConfig, NodeConfigError};
+use meshgate_nodes::{CallerTokens, DomainNodes, NodeConfig, NodeConfigError};
 use serde::Deserialize;
 
-use crate::auth::{NodeTokenConfig, NodeTokenError, NodeTokenSigner};
+use crate::auth::{
+    NodeTokenConfig, NodeTokenError, NodeTokenSigner, PresentedTokens, TokenExchange,
+    TokenExchangeConfig, TokenExchangeConfigError,
+};
 
 /// `nodes:`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -15,6 +18,10 @@ use crate::auth::{NodeTokenConfig, NodeTokenError, NodeTokenSigner};
 pub struct NodesSection {
     /// The key the gateway signs caller tokens for nodes with (required with any node).
     pub tokens: Option<NodeTokenConfig>,
+    /// Callers' tokens for nodes from the identity provider instead (RFC 8693 token
+    /// exchange); the key above then signs only the gateway's own identities' tokens and
+    /// its client assertions.
+    pub exchange: Option<TokenExchangeConfig>,
     /// The nodes descriptors may name.
     pub endpoints: Vec<NodeConfig>,
 }
@@ -26,12 +33,16 @@ pub enum NodesError {
     /// nobody, or with a shared credential, and does neither.
     #[error(
         "nodes.endpoints needs nodes.tokens: the gateway calls each node as the caller, \
-         with a token it signs (issuer, key_file)"
+         with a token it signs (issuer, key_file); with nodes.exchange it signs the tokens \
+         of its own identities and its client assertions"
     )]
     NoTokens,
     /// The signing key cannot be used.
     #[error(transparent)]
     Tokens(#[from] NodeTokenError),
+    /// The token exchange cannot be used.
+    #[error(transparent)]
+    Exchange(#[from] TokenExchangeConfigError),
     /// A node cannot be used.
     #[error(transparent)]
     Node(#[from] NodeConfigError),
@@ -44,6 +55,9 @@ pub struct Nodes {
     pub domain_nodes: Arc<DomainNodes>,
     /// The signer (its JWKS is served at `/.well-known/jwks.json`).
     pub signer: Arc<NodeTokenSigner>,
+    /// Where the authenticator keeps callers' tokens for the exchange (with
+    /// `nodes.exchange` only).
+    pub presented: Option<Arc<PresentedTokens>>,
 }
 
 impl NodesSection {
@@ -70,16 +84,26 @@ impl NodesSection {
             .iter()
             .map(|(domain, p)| (domain.clone(), p.principal()))
             .collect();
+        let (tokens, presented): (Arc<dyn CallerTokens>, _) = match &self.exchange {
+            Some(exchange) => {
+                let presented = Arc::new(PresentedTokens::new(exchange.issuers.iter().cloned()));
+                let exchange =
+                    TokenExchange::new(exchange, Arc::clone(&signer), Arc::clone(&presented))?;
+                (Arc::new(exchange), Some(presented))
+            }
+            None => (Arc::clone(&signer) as Arc<dyn CallerTokens>, None),
+        };
         let domain_nodes = DomainNodes::new(
             &meshgate_nodes::NodesConfig {
                 endpoints: self.endpoints.clone(),
             },
-            Arc::clone(&signer) as Arc<dyn meshgate_nodes::CallerTokens>,
+            tokens,
             principals,
         )?;
         Ok(Some(Nodes {
             domain_nodes: Arc::new(domain_nodes),
             signer,
+            presented,
         }))
     }
 }

@@ -35,7 +35,12 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
     if config.tls.is_none() && !config.plaintext {
         return Err(StartupError::NoTransportSecurity);
     }
-    let authenticator = Arc::new(Authenticator::new(&config.auth).await?);
+    let nodes = config.nodes.build(&config.engine)?;
+    let mut authenticator = Authenticator::new(&config.auth).await?;
+    if let Some(presented) = nodes.as_ref().and_then(|n| n.presented.clone()) {
+        authenticator = authenticator.remembering(presented);
+    }
+    let authenticator = Arc::new(authenticator);
     let mask_key = masking_key(&config.masking)?;
     let policy = PolicyEngine::new(config.platform_policies.clone(), &mask_key);
 
@@ -44,7 +49,6 @@ pub async fn start(dir: &Path, config: GatewayConfig) -> Result<BoundServer> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let nodes = config.nodes.build(&config.engine)?;
     let mut loader =
         ProductLoader::with_storage(&config.engine, &config.storage, config.store_layer.clone())?;
     if let Some(nodes) = &nodes {

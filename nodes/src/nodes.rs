@@ -28,8 +28,38 @@ pub trait CallerTokens: std::fmt::Debug + Send + Sync {
 
 /// Why no token could be made for a call.
 #[derive(Debug, thiserror::Error)]
-#[error("no token for the domain node: {0}")]
-pub struct TokenError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+#[error("no token for the domain node: {source}")]
+pub struct TokenError {
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+    refused: bool,
+}
+
+impl TokenError {
+    /// No token, for a reason that is not the caller's (a key, an identity provider
+    /// that cannot be reached): the table is unavailable.
+    pub fn failed(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            source: source.into(),
+            refused: false,
+        }
+    }
+
+    /// No token because whoever issues them will not issue one for this caller toward
+    /// this node (an identity provider refusing the exchange): a refusal, as if the node
+    /// itself had refused.
+    pub fn refused(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            source: source.into(),
+            refused: true,
+        }
+    }
+
+    /// Whether it is a refusal for the caller ([`Self::refused`]).
+    pub fn is_refusal(&self) -> bool {
+        self.refused
+    }
+}
 
 /// Why a call to a domain node failed (for the server log; clients are told only which
 /// table is unavailable).
@@ -68,14 +98,18 @@ pub enum NodeFailure {
 }
 
 impl NodeFailure {
-    /// Whether the node refused the call for its caller (`PERMISSION_DENIED`): its own
-    /// policy, stricter than the mesh's, does not allow the statement.
+    /// Whether the call was refused for its caller: the node answered
+    /// `PERMISSION_DENIED` (its own policy, stricter than the mesh's, does not allow the
+    /// statement), or no token may be issued for the caller toward the node.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::Call { source: FlightError::Tonic(status), .. }
-                if status.code() == tonic::Code::PermissionDenied
-        )
+        match self {
+            Self::Token(token) => token.is_refusal(),
+            Self::Call {
+                source: FlightError::Tonic(status),
+                ..
+            } => status.code() == tonic::Code::PermissionDenied,
+            _ => false,
+        }
     }
 
     /// What failed, without the node's address or message (for logs above debug level).

@@ -6,21 +6,16 @@ issuer meshgate trusts like any other (its JWKS over loopback)."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from browser import Browser, chromium_paths
 from conftest import _start_or_fail
-from mesh_helpers import free_port
+from oauth_server import mock_oauth2_server
 from test_portal import products_on_page, session_cookie
 
-OIDC_SERVER = "no.nav.security:mock-oauth2-server:2.3.0"
 CLIENT_ID = "meshgate-portal"
 SUBJECT = "olivia"
 
@@ -32,20 +27,6 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def oidc_server(tmp_path_factory):
     """The OIDC server on a free loopback port; its issuer URL."""
-    for tool in ("java", "mvn"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is needed for the OIDC tests (Java 17 and Maven)", pytrace=False)
-    work = tmp_path_factory.mktemp("oidc")
-    group, artifact, version = OIDC_SERVER.split(":")
-    (work / "pom.xml").write_text(f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
-<modelVersion>4.0.0</modelVersion><groupId>meshgate.tests</groupId><artifactId>oidc</artifactId><version>1</version>
-<dependencies><dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId><version>{version}</version></dependency></dependencies>
-</project>""")
-    done = subprocess.run(["mvn", "-q", "-B", "dependency:build-classpath", "-Dmdep.outputFile=cp.txt"],
-                          capture_output=True, text=True, timeout=600, cwd=work)
-    if done.returncode != 0:
-        pytest.fail(f"could not fetch {OIDC_SERVER}: {done.stdout[-2000:]}{done.stderr[-2000:]}", pytrace=False)
-    port = free_port()
     config = {
         "interactiveLogin": False,
         "tokenCallbacks": [{
@@ -58,34 +39,8 @@ def oidc_server(tmp_path_factory):
             }],
         }],
     }
-    env = {"PATH": "/usr/bin:/bin", "SERVER_PORT": str(port), "JSON_CONFIG": json.dumps(config)}
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen(
-        ["java", "-cp", (work / "cp.txt").read_text().strip(),
-         "no.nav.security.mock.oauth2.StandaloneMockOAuth2ServerKt"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-    issuer = f"http://127.0.0.1:{port}/default"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(issuer + "/.well-known/openid-configuration", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("the OIDC server did not start: " + (work / "server.log").read_text()[-3000:],
-                            pytrace=False)
-            time.sleep(0.5)
+    with mock_oauth2_server(tmp_path_factory.mktemp("oidc"), config) as issuer:
         yield issuer
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

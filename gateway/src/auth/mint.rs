@@ -47,6 +47,9 @@ pub enum MintError {
     /// The system clock is before 1970.
     #[error("the system clock is before the Unix epoch")]
     Clock,
+    /// The system's random source failed.
+    #[error("no random bytes for the token's id")]
+    Random,
 }
 
 /// Signs `request` with `key` under `algorithm`.

@@ -141,13 +141,36 @@ impl NodeTokenSigner {
         };
         mint(&request, Algorithm::EdDSA, &self.key)
     }
+
+    /// A client assertion (RFC 7523 `private_key_jwt`) authenticating the gateway as
+    /// `client_id` to the identity provider whose token endpoint is `audience`: valid
+    /// one minute, with a fresh `jti`.
+    pub fn client_assertion(
+        &self,
+        client_id: &str,
+        audience: &str,
+    ) -> Result<String, super::MintError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| super::MintError::Clock)?
+            .as_secs();
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| super::MintError::Random)?;
+        let claims = json!({
+            "iss": client_id, "sub": client_id, "aud": audience,
+            "iat": now, "nbf": now, "exp": now + 60,
+            "jti": URL_SAFE_NO_PAD.encode(jti),
+        });
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.key_id.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(super::MintError::Sign)
+    }
 }
 
 #[async_trait]
 impl CallerTokens for NodeTokenSigner {
     async fn token_for(&self, audience: &str, caller: &Principal) -> Result<String, TokenError> {
-        self.sign(audience, caller)
-            .map_err(|e| TokenError(Box::new(e)))
+        self.sign(audience, caller).map_err(TokenError::failed)
     }
 }
 
@@ -215,6 +238,37 @@ mod tests {
         assert_eq!(claims["caller_iss"], "https://idp");
         let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
         assert_eq!(ttl, 60);
+    }
+
+    #[test]
+    fn client_assertions_authenticate_the_gateway_at_the_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("node.pem");
+        std::fs::write(&key_file, new_node_key_pem().unwrap()).unwrap();
+        let signer = NodeTokenSigner::load(&NodeTokenConfig {
+            issuer: "mesh-gateway".into(),
+            key_file,
+            key_id: None,
+            ttl: Duration::from_secs(60),
+        })
+        .unwrap();
+        let endpoint = "https://idp.example/token";
+        let first = signer.client_assertion("meshgate", endpoint).unwrap();
+        let second = signer.client_assertion("meshgate", endpoint).unwrap();
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&signer.jwks()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[endpoint]);
+        validation.set_issuer(&["meshgate"]);
+        let claims = |t: &str| {
+            jsonwebtoken::decode::<serde_json::Value>(t, &key, &validation)
+                .unwrap()
+                .claims
+        };
+        let (a, b) = (claims(&first), claims(&second));
+        assert_eq!(a["sub"], "meshgate");
+        assert_eq!(a["exp"].as_u64().unwrap() - a["iat"].as_u64().unwrap(), 60);
+        assert_ne!(a["jti"], b["jti"], "a fresh jti each time");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use meshgate_catalog::Principal;
 use serde_json::Value;
 
 use super::config::{AuthConfig, IssuerConfig, KeySource, MAX_LEEWAY};
+use super::presented::PresentedTokens;
 
 /// Why a token was refused. The text is safe to return to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +153,9 @@ pub struct Authenticator {
     issuers: RwLock<Arc<HashMap<String, Issuer>>>,
     cooldown: Duration,
     http: reqwest::Client,
+    /// Where verified tokens are kept for a token exchange toward domain nodes (only
+    /// when one is configured).
+    presented: Option<Arc<PresentedTokens>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -198,7 +202,15 @@ impl Authenticator {
             issuers: RwLock::new(Arc::new(issuers)),
             cooldown: config.jwks_refresh_cooldown,
             http,
+            presented: None,
         })
+    }
+
+    /// The same verifier, keeping each token it verifies in `presented` (for the token
+    /// exchange toward domain nodes).
+    pub fn remembering(mut self, presented: Arc<PresentedTokens>) -> Self {
+        self.presented = Some(presented);
+        self
     }
 
     /// The issuers trusted now.
@@ -260,7 +272,14 @@ impl Authenticator {
         validation.algorithms = vec![header.alg];
         let data =
             decode::<Value>(token, &key, &validation).map_err(|e| AuthError(reason(e.kind())))?;
-        principal_from_claims(&issuer.config, &data.claims)
+        let principal = principal_from_claims(&issuer.config, &data.claims)?;
+        if let (Some(presented), Some(expires_at)) = (
+            &self.presented,
+            data.claims.get("exp").and_then(Value::as_u64),
+        ) {
+            presented.record(&principal, token, expires_at);
+        }
+        Ok(principal)
     }
 
     async fn key_for(

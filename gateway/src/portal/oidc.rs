@@ -25,6 +25,7 @@ use super::Portal;
 use super::login::{again_from_here, login_page, safe_next};
 use super::session::{SESSION_COOKIE, cookie, random_token, same_secret};
 use crate::audit::AuditRecord;
+use crate::auth::{oauth_error_code, secure_enough};
 use crate::config::OidcConfig;
 use crate::handle_keys::HandlePurpose;
 
@@ -60,18 +61,6 @@ struct Metadata {
     issuer: String,
     authorization_endpoint: url::Url,
     token_endpoint: url::Url,
-}
-
-/// Plain http only on loopback (tests, sidecars): over a network it would expose the
-/// code, the verifier and the ID token.
-fn secure_enough(url: &url::Url) -> bool {
-    url.scheme() == "https"
-        || match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(name)) => name == "localhost",
-            None => false,
-        }
 }
 
 /// Two issuer identifiers naming the same issuer (a trailing `/` aside).
@@ -261,7 +250,7 @@ impl Oidc {
             .map_err(|e| OidcError::Answer(format!("token endpoint: {e}")))?;
         match (status.is_success(), tokens.id_token, tokens.error) {
             (true, Some(id_token), _) => Ok(id_token),
-            (_, _, Some(error)) => Err(OidcError::Refused(error_code(&error))),
+            (_, _, Some(error)) => Err(OidcError::Refused(oauth_error_code(&error))),
             _ => Err(OidcError::Answer(format!(
                 "token endpoint: HTTP {status}, no ID token"
             ))),
@@ -298,19 +287,6 @@ fn for_this_client(token: &str, issuer: &str, client_id: &str) -> bool {
     iss.is_some_and(|iss| same_issuer(iss, issuer))
         && audiences.contains(&client_id)
         && (audiences.len() == 1 || azp.is_none_or(|azp| azp == client_id))
-}
-
-/// A provider's error code as shown: an OAuth error code (`access_denied`), or a fixed
-/// word when it is not one (the text is the provider's, or whoever sent the browser).
-fn error_code(error: &str) -> String {
-    if !error.is_empty()
-        && error.len() <= 64
-        && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    {
-        error.to_string()
-    } else {
-        "an unknown error".to_string()
-    }
 }
 
 /// `?next=` of `GET /login/oidc`.
@@ -414,7 +390,7 @@ impl Portal {
             return Err(OidcError::Flow);
         }
         if let Some(error) = &callback.error {
-            return Err(OidcError::Refused(error_code(error)));
+            return Err(OidcError::Refused(oauth_error_code(error)));
         }
         let Some(code) = &callback.code else {
             return Err(OidcError::Flow);
@@ -547,25 +523,6 @@ mod tests {
         assert!(!for_this_client(&other_aud, iss, "portal"));
         let other_iss = token(r#"{"iss":"https://evil.example","aud":"portal"}"#);
         assert!(!for_this_client(&other_iss, iss, "portal"));
-    }
-
-    #[test]
-    fn provider_errors_are_shown_as_codes_only() {
-        assert_eq!(error_code("access_denied"), "access_denied");
-        assert_eq!(
-            error_code("<b>Your account is locked, call 555</b>"),
-            "an unknown error"
-        );
-        assert_eq!(error_code(""), "an unknown error");
-    }
-
-    #[test]
-    fn plain_http_only_on_loopback() {
-        let url = |s: &str| url::Url::parse(s).unwrap();
-        assert!(secure_enough(&url("https://idp.example/")));
-        assert!(secure_enough(&url("http://127.0.0.1:8080/default")));
-        assert!(secure_enough(&url("http://localhost/x")));
-        assert!(!secure_enough(&url("http://idp.example/")));
     }
 
     #[test]

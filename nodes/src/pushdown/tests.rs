@@ -41,7 +41,7 @@ struct NoTokens;
 #[async_trait]
 impl CallerTokens for NoTokens {
     async fn token_for(&self, _audience: &str, _caller: &Principal) -> Result<String, TokenError> {
-        Err(TokenError("no network in these tests".into()))
+        Err(TokenError::failed("no network in these tests"))
     }
 }
 
