@@ -1,7 +1,8 @@
 //! Each part's statement is planned here, against the node's tables as the gateway knows
 //! them, before it is sent: a statement DataFusion cannot plan (a name the unparser wrote
 //! where no relation has it), or whose result is not the part's, is not sent and the
-//! part runs in the gateway instead of failing on the node.
+//! part runs in the gateway instead of failing on the node; the smaller parts below it
+//! that make sound statements are still sent.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use meshgate_connectors::is_lossless_widening;
 use super::{RemotePlanNode, node_table, result_column};
 
 /// `plan` with every part whose statement does not plan as the part replaced by the
-/// part itself.
+/// part itself, the smaller parts below it that can go sent instead (and checked).
 pub(crate) async fn checked(plan: LogicalPlan) -> Result<LogicalPlan> {
     let mut parts = Vec::new();
     plan.apply(|p| {
@@ -35,14 +36,31 @@ pub(crate) async fn checked(plan: LogicalPlan) -> Result<LogicalPlan> {
         return Ok(plan);
     }
     let mut verdicts = verdicts.into_iter();
-    Ok(plan
+    let plan = plan
         .transform_up(|p| match as_remote(&p) {
             Some(remote) if !verdicts.next().unwrap_or(true) => {
                 tracing::debug!(tables = %remote.tables(), "part not sent: its statement does not plan");
-                Ok(Transformed::yes(remote.part.as_ref().clone()))
+                parts_below(&remote.part).map(Transformed::yes)
             }
             Some(_) => Ok(Transformed::no(p)),
             None => Ok(Transformed::no(p)),
+        })?
+        .data;
+    // The parts below a refused one are smaller: this ends.
+    Box::pin(checked(plan)).await
+}
+
+/// `part` (not sent whole) with each of its inputs that can be sent whole, or the parts
+/// of them that can, sent.
+fn parts_below(part: &LogicalPlan) -> Result<LogicalPlan> {
+    Ok(part
+        .clone()
+        .map_children(|child| {
+            let (child, target) = super::rewrite(child)?;
+            Ok(Transformed::yes(match target {
+                Some(target) if super::worth_sending(&child) => super::send(child, target),
+                _ => child,
+            }))
         })?
         .data)
 }

@@ -2,8 +2,8 @@
 //!
 //! Checked before any part of a plan is sent: every plan node and every expression in
 //! it, closed to anything not listed (subqueries in expressions, unnest, user-defined
-//! and volatile functions, semi and anti joins, grouping sets, and any literal whose
-//! SQL text could read back as another value or end early).
+//! and volatile functions, null-aware and right semi and anti joins, grouping sets, and
+//! any literal whose SQL text could read back as another value or end early).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -30,10 +30,15 @@ pub(crate) fn portable_node(plan: &LogicalPlan) -> bool {
         | LogicalPlan::Distinct(Distinct::All(_)) => true,
         LogicalPlan::SubqueryAlias(alias) => safe_reference(&alias.alias),
         LogicalPlan::Join(join) => {
-            matches!(
-                join.join_type,
-                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-            ) && join.null_equality == NullEquality::NullEqualsNothing
+            let sent = match join.join_type {
+                JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => true,
+                // Written `[NOT] EXISTS (...)` by the unparser. Not when null-aware (`NOT
+                // IN`, which `NOT EXISTS` answers differently when the subquery holds a
+                // NULL); right semi and anti joins are not sent.
+                JoinType::LeftSemi | JoinType::LeftAnti => !join.null_aware,
+                _ => false,
+            };
+            sent && join.null_equality == NullEquality::NullEqualsNothing
         }
         _ => false,
     };

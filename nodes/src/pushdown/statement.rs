@@ -28,7 +28,8 @@ use datafusion::error::Result;
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, LogicalTableSource, Projection, SubqueryAlias, TableScan,
+    Expr, JoinType, LogicalPlan, LogicalPlanBuilder, LogicalTableSource, Projection, SubqueryAlias,
+    TableScan,
 };
 use datafusion::sql::sqlparser::ast::{self, TimezoneInfo};
 use datafusion::sql::unparser::Unparser;
@@ -160,11 +161,19 @@ fn canonical(
             Ok((plan, HashMap::new()))
         }
         other => {
+            let semi = matches!(
+                &other,
+                LogicalPlan::Join(join)
+                    if matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti)
+            );
             let mut renames = HashMap::new();
             let mut clash = false;
             let plan = other
                 .map_children(|child| {
-                    let (child, below) = canonical(child, aliases)?;
+                    let (mut child, mut below) = canonical(child, aliases)?;
+                    if semi {
+                        (child, below) = derived_table(child, below, aliases)?;
+                    }
                     for (from, to) in below {
                         clash |= renames.insert(from, to).is_some();
                     }
@@ -199,6 +208,69 @@ fn canonical(
             Ok((plan, renames))
         }
     }
+}
+
+/// One side of a semi or anti join (`child`, canonical, with the renames `below` it) as
+/// a derived table, every table in it under its alias a derived table too: `(SELECT ...
+/// FROM t AS a WHERE ...) AS a`; a side that is no relation under an alias of its own
+/// gets a fresh one, every name it showed now read as that alias.
+///
+/// DataFusion 55's unparser writes such a join `SELECT ... FROM <left> WHERE [NOT]
+/// EXISTS (SELECT 1 FROM <right> WHERE <the join's conditions>)` into the SELECT it is
+/// building: it leaves the filters of a scan on either side out, merges a table's alias
+/// into the alias above it while its filters keep naming the first, and puts the
+/// condition below an aggregate of the left side. Each side a derived table of its own,
+/// and each table in it, keeps everything inside; a name the unparser still gets wrong
+/// no longer resolves, so the statement does not plan here and is not sent. Two columns
+/// of one name on a side cannot be listed under one alias: the part is then not sent
+/// either.
+fn derived_table(
+    child: LogicalPlan,
+    below: HashMap<TableReference, TableReference>,
+    aliases: &mut Aliases,
+) -> Result<(LogicalPlan, HashMap<TableReference, TableReference>)> {
+    let child = tables_as_derived(child)?;
+    if let LogicalPlan::SubqueryAlias(_) = child {
+        return Ok((child, below));
+    }
+    let alias = aliases.next();
+    let mut renames: HashMap<TableReference, TableReference> = below
+        .into_keys()
+        .map(|from| (from, alias.clone()))
+        .collect();
+    for (qualifier, _) in child.schema().iter() {
+        if let Some(qualifier) = qualifier {
+            renames.insert(qualifier.clone(), alias.clone());
+        }
+    }
+    let columns = listed_columns(child.schema(), &HashMap::new());
+    let derived = LogicalPlanBuilder::from(child)
+        .project(columns)?
+        .alias(alias)?
+        .build()?;
+    Ok((derived, renames))
+}
+
+/// `plan` with every table under an alias (`FROM t AS a`) made a derived table under the
+/// same alias (`(SELECT <its columns> FROM t AS a WHERE <its filters>) AS a`).
+fn tables_as_derived(plan: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up(|p| {
+            let LogicalPlan::SubqueryAlias(alias) = p else {
+                return Ok(Transformed::no(p));
+            };
+            if !matches!(alias.input.as_ref(), LogicalPlan::TableScan(_)) {
+                return Ok(Transformed::no(LogicalPlan::SubqueryAlias(alias)));
+            }
+            let columns = listed_columns(alias.input.schema(), &HashMap::new());
+            let derived = LogicalPlanBuilder::from(Arc::unwrap_or_clone(alias.input))
+                .project(columns)?
+                .build()?;
+            Ok(Transformed::yes(LogicalPlan::SubqueryAlias(
+                SubqueryAlias::try_new(Arc::new(derived), alias.alias)?,
+            )))
+        })?
+        .data)
 }
 
 /// The node's table `scan` reads, under `alias`: its filters kept, and a limit making

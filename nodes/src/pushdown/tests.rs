@@ -490,17 +490,77 @@ async fn text_that_could_end_its_literal_is_never_sent() {
 }
 
 #[tokio::test]
-async fn subqueries_in_expressions_are_not_sent() {
+async fn semi_and_anti_joins_are_sent_as_exists() {
+    // `IN` and `EXISTS` are semi joins once decorrelated, `NOT EXISTS` an anti join.
+    let sent = one_statement(
+        "SELECT v.patient_id FROM visits v WHERE v.patient_id IN \
+         (SELECT patient_id FROM patients WHERE \"select\" = 'p3')",
+    )
+    .await;
     assert_eq!(
-        scans_only(
-            "SELECT v.patient_id FROM visits v WHERE v.patient_id IN \
-             (SELECT patient_id FROM patients WHERE \"select\" = 'p3')"
-        )
-        .await,
-        [
-            "SELECT visits.patient_id FROM emr.visits",
-            "SELECT patients.patient_id FROM emr.patients WHERE (patients.\"select\" = 'p3')"
-        ]
+        sent,
+        "SELECT v.patient_id AS c0 FROM (SELECT v.patient_id FROM emr.visits AS v) AS v \
+         WHERE EXISTS (SELECT 1 FROM (SELECT __correlated_sq_1.patient_id FROM emr.patients AS __correlated_sq_1 \
+         WHERE (__correlated_sq_1.\"select\" = 'p3')) AS __correlated_sq_1 \
+         WHERE (v.patient_id = __correlated_sq_1.patient_id))"
+    );
+    let sent = one_statement(
+        "SELECT v.region, count(*) AS n FROM visits v WHERE NOT EXISTS \
+         (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id AND p.\"select\" <> 'p1') \
+         GROUP BY v.region",
+    )
+    .await;
+    assert!(sent.contains("NOT EXISTS (SELECT 1 FROM "), "{sent}");
+    // Filters on both sides, one comparing two columns of the inner table, under an
+    // aggregate (TPC-H Q4's shape): each side's filters stay on it.
+    let sent = one_statement(
+        "SELECT p.\"select\", count(*) AS n FROM patients p WHERE p.\"select\" <> 'p3' \
+         AND EXISTS (SELECT * FROM visits w WHERE w.patient_id = p.patient_id \
+         AND w.cost > CAST(w.patient_id AS DECIMAL(10,2)) * 4) GROUP BY p.\"select\"",
+    )
+    .await;
+    assert!(sent.contains("<> 'p3'"), "{sent}");
+    // One alias on both sides: the inner one never stands for the outer.
+    let sent = send(
+        "SELECT v.patient_id FROM visits v WHERE v.patient_id IN \
+         (SELECT v.patient_id FROM patients v WHERE v.\"select\" <> 'p3')",
+    )
+    .await;
+    assert_eq!(sent.rows, sent.expected);
+    // The same table on both sides, the inner one aggregated (TPC-H Q18's shape).
+    let sent = one_statement(
+        "SELECT v.patient_id, sum(v.cost) AS total FROM visits v WHERE v.patient_id IN \
+         (SELECT patient_id FROM visits GROUP BY patient_id HAVING sum(cost) > 40) \
+         GROUP BY v.patient_id",
+    )
+    .await;
+    assert!(sent.contains("EXISTS"), "{sent}");
+}
+
+#[tokio::test]
+async fn not_in_runs_here() {
+    // Null-aware: `NOT IN` over a subquery holding a NULL answers nothing, `NOT EXISTS`
+    // would answer rows.
+    let scans = scans_only(
+        "SELECT v.patient_id FROM visits v WHERE v.region NOT IN \
+         (SELECT \"select\" FROM patients)",
+    )
+    .await;
+    assert_eq!(scans.len(), 2, "{scans:?}");
+}
+
+#[tokio::test]
+async fn subqueries_in_expressions_are_not_sent() {
+    let sent = send(
+        "SELECT v.patient_id, (SELECT max(patient_id) FROM patients) AS top FROM visits v \
+         WHERE v.patient_id < 3",
+    )
+    .await;
+    assert_eq!(sent.rows, sent.expected);
+    assert!(
+        sent.parts.iter().all(|p| !p.contains("visits")),
+        "{:?}",
+        sent.parts
     );
 }
 
@@ -581,6 +641,14 @@ async fn a_statement_that_does_not_plan_here_is_not_sent() {
     for statement in &sent.parts {
         assert!(!statement.contains("__scalar_sq"), "{statement}");
     }
+    // The subquery's aggregate, below the refused part, is still sent on its own.
+    assert!(
+        sent.parts
+            .iter()
+            .any(|p| p.contains("avg(") && p.contains("GROUP BY")),
+        "{:?}",
+        sent.parts
+    );
 }
 
 #[tokio::test]
