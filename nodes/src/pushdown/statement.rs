@@ -161,17 +161,17 @@ fn canonical(
             Ok((plan, HashMap::new()))
         }
         other => {
-            let semi = matches!(
-                &other,
-                LogicalPlan::Join(join)
-                    if matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti)
-            );
+            let semi = is_semi_join(&other);
+            let join = matches!(&other, LogicalPlan::Join(_));
             let mut renames = HashMap::new();
             let mut clash = false;
             let plan = other
                 .map_children(|child| {
                     let (mut child, mut below) = canonical(child, aliases)?;
-                    if semi {
+                    // The sides of a semi join, and a semi join inside any join (its
+                    // `EXISTS` would otherwise land in the WHERE of the outer join's
+                    // SELECT, dropping the rows an outer join keeps), are derived tables.
+                    if semi || (join && is_semi_join(&child)) {
                         (child, below) = derived_table(child, below, aliases)?;
                     }
                     for (from, to) in below {
@@ -210,10 +210,20 @@ fn canonical(
     }
 }
 
+/// Whether `plan` is a semi or anti join (written `[NOT] EXISTS` by the unparser).
+fn is_semi_join(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Join(join)
+            if matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti)
+    )
+}
+
 /// One side of a semi or anti join (`child`, canonical, with the renames `below` it) as
 /// a derived table, every table in it under its alias a derived table too: `(SELECT ...
 /// FROM t AS a WHERE ...) AS a`; a side that is no relation under an alias of its own
-/// gets a fresh one, every name it showed now read as that alias.
+/// gets a fresh one, every name it showed now read as that alias (and is refused when it
+/// shows a column of no table, which no alias can name).
 ///
 /// DataFusion 55's unparser writes such a join `SELECT ... FROM <left> WHERE [NOT]
 /// EXISTS (SELECT 1 FROM <right> WHERE <the join's conditions>)` into the SELECT it is
@@ -232,6 +242,18 @@ fn derived_table(
     let child = tables_as_derived(child)?;
     if let LogicalPlan::SubqueryAlias(_) = child {
         return Ok((child, below));
+    }
+    // A column of no table (an aggregate's, a window's) cannot be renamed to the
+    // alias: written bare inside `EXISTS`, it would name the subquery's column of the
+    // same name. Such a side is not sent.
+    if child
+        .schema()
+        .iter()
+        .any(|(qualifier, _)| qualifier.is_none())
+    {
+        return Err(DataFusionError::Plan(
+            "a side of a semi join has a column of no table".into(),
+        ));
     }
     let alias = aliases.next();
     let mut renames: HashMap<TableReference, TableReference> = below

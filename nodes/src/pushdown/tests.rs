@@ -527,6 +527,42 @@ async fn semi_and_anti_joins_are_sent_as_exists() {
     )
     .await;
     assert_eq!(sent.rows, sent.expected);
+    // A column of no table on the outer side (a derived table without an alias): written
+    // bare inside `EXISTS` it could name an inner column, so that side is not sent.
+    // (DataFusion itself refuses the query when the inner column has the same name.)
+    let sent = send(
+        "SELECT * FROM (SELECT patient_id, sum(cost) AS s FROM visits GROUP BY patient_id) \
+         WHERE s IN (SELECT sum(cost) AS t FROM visits GROUP BY patient_id HAVING count(*) > 2)",
+    )
+    .await;
+    assert!(
+        sent.parts.iter().all(|p| !p.contains("EXISTS")),
+        "{:?}",
+        sent.parts
+    );
+    assert_eq!(sent.rows, sent.expected);
+    assert!(
+        !sent.rows.is_empty() && sent.rows.len() < 10,
+        "{:?}",
+        sent.rows
+    );
+    // A semi join inside an outer join keeps the outer join's rows.
+    let sent = send(
+        "SELECT v.patient_id, x.patient_id AS matched FROM visits v LEFT JOIN \
+         (SELECT p.patient_id FROM patients p WHERE p.patient_id IN \
+         (SELECT patient_id FROM visits WHERE cost > 30)) x ON v.patient_id = x.patient_id",
+    )
+    .await;
+    assert_eq!(sent.rows, sent.expected);
+    assert_eq!(sent.rows.len(), 24);
+    let sent = send(
+        "SELECT v.patient_id, p.patient_id AS matched FROM visits v LEFT JOIN \
+         (patients p LEFT SEMI JOIN visits w ON w.patient_id = p.patient_id AND w.cost > 30) \
+         ON v.patient_id = p.patient_id",
+    )
+    .await;
+    assert_eq!(sent.rows, sent.expected);
+    assert_eq!(sent.rows.len(), 24);
     // The same table on both sides, the inner one aggregated (TPC-H Q18's shape).
     let sent = one_statement(
         "SELECT v.patient_id, sum(v.cost) AS total FROM visits v WHERE v.patient_id IN \
