@@ -857,6 +857,15 @@ def query_once(uri: str, token: str, sql: str) -> pa.Table:
         conn.close()
 
 
+def outcome(server, token: str, sql: str):
+    """`("rows", table)` for `sql` through `server` as `token`'s principal, or `("error",
+    first line of the message)`: what a client sees, to compare two servers."""
+    try:
+        return ("rows", query_once(server.uri, token, sql))
+    except Exception as exc:  # the message a client sees
+        return ("error", str(exc).split("\n")[0])
+
+
 def flight_call_options(authorization: str | None = None):
     """Call options with the timeout and, unless None, an `authorization` header."""
     import pyarrow.flight as flight

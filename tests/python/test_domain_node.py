@@ -27,6 +27,7 @@ from mesh_helpers import (
     assert_rows_equal,
     command_statement_query,
     mint_token,
+    outcome,
     query_once,
 )
 from policy_model import PERSONAS
@@ -88,13 +89,6 @@ def federation(tmp_path_factory, meshgate_bin):
 
 def run(server, token: str, sql: str):
     return query_once(server.uri, token, sql)
-
-
-def outcome(server, token: str, sql: str):
-    try:
-        return ("rows", run(server, token, sql))
-    except Exception as exc:  # the message a client sees, from either gateway
-        return ("error", str(exc).split("\n")[0])
 
 
 @pytest.mark.parametrize("persona", sorted(PERSONAS))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import start_server
-from mesh_helpers import DEMO_SECRET_FILE, assert_rows_equal, mint_token, query_once
+from mesh_helpers import DEMO_SECRET_FILE, assert_rows_equal, mint_token, outcome, query_once
 from oauth_server import mock_oauth2_server
 from policy_model import PERSONAS
 
@@ -138,24 +138,24 @@ def exchanged(tmp_path_factory, meshgate_bin):
             try:
                 port = node.port
                 mesh = gateway_mesh(demo_dir, root / "gateway-mesh", port)
-                gateway = start_server(
-                    [meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
-                     "--config", write(root / "gateway.yaml",
-                                       gateway_config(demo_dir, port, idp + "/token"))],
-                    "exchange-gateway", env=GATEWAY_ENV)
-                servers.append(gateway)
+
+                def gateway(name: str, token_endpoint: str):
+                    config = write(root / f"{name}.yaml", gateway_config(demo_dir, port, token_endpoint))
+                    server = start_server(
+                        [meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0",
+                         "--plaintext", "--config", config],
+                        f"exchange-{name}", env=GATEWAY_ENV)
+                    servers.append(server)
+                    return server
+
+                working = gateway("gateway", idp + "/token")
                 # The same, its provider's token endpoint wrong: no caller gets a token.
-                broken = start_server(
-                    [meshgate_bin, "serve", "--mesh", mesh, "--listen", "127.0.0.1:0", "--plaintext",
-                     "--config", write(root / "broken.yaml",
-                                       gateway_config(demo_dir, port, idp + "/no-such-endpoint"))],
-                    "exchange-broken", env=GATEWAY_ENV)
-                servers.append(broken)
+                broken = gateway("broken", idp + "/no-such-endpoint")
                 tokens = {
                     name: mint_token(meshgate_bin, "--demo-dir", demo_dir, *persona.mint_args())
                     for name, persona in PERSONAS.items()
                 }
-                yield Exchanged(root, idp, demo, node, gateway, broken, tokens)
+                yield Exchanged(root, idp, demo, node, working, broken, tokens)
             finally:
                 for server in reversed(servers):
                     server.stop()
@@ -166,13 +166,6 @@ def exchanged(tmp_path_factory, meshgate_bin):
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def outcome(server, token: str, sql: str):
-    try:
-        return ("rows", query_once(server.uri, token, sql))
-    except Exception as exc:  # the message a client sees
-        return ("error", str(exc).split("\n")[0])
 
 
 @pytest.mark.parametrize("persona", sorted(PERSONAS))

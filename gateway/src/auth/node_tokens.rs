@@ -208,18 +208,23 @@ pub fn new_node_key_pem() -> Result<String, NodeTokenError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_name_the_caller_and_verify_with_the_published_key() {
+    /// A signer with a fresh key, issuer `mesh-gateway`, tokens living 60 s.
+    fn test_signer() -> NodeTokenSigner {
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("node.pem");
         std::fs::write(&key_file, new_node_key_pem().unwrap()).unwrap();
-        let signer = NodeTokenSigner::load(&NodeTokenConfig {
+        NodeTokenSigner::load(&NodeTokenConfig {
             issuer: "mesh-gateway".into(),
             key_file,
             key_id: None,
             ttl: Duration::from_secs(60),
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn tokens_name_the_caller_and_verify_with_the_published_key() {
+        let signer = test_signer();
         let caller =
             Principal::new("https://idp", "alice", ["analyst"]).with_attribute("region", "north");
         let token = signer.sign("clinical-node", &caller).unwrap();
@@ -242,16 +247,7 @@ mod tests {
 
     #[test]
     fn client_assertions_authenticate_the_gateway_at_the_provider() {
-        let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("node.pem");
-        std::fs::write(&key_file, new_node_key_pem().unwrap()).unwrap();
-        let signer = NodeTokenSigner::load(&NodeTokenConfig {
-            issuer: "mesh-gateway".into(),
-            key_file,
-            key_id: None,
-            ttl: Duration::from_secs(60),
-        })
-        .unwrap();
+        let signer = test_signer();
         let endpoint = "https://idp.example/token";
         let first = signer.client_assertion("meshgate", endpoint).unwrap();
         let second = signer.client_assertion("meshgate", endpoint).unwrap();
