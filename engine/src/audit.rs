@@ -14,6 +14,8 @@ use aws_lc_rs::digest;
 use meshgate_catalog::Principal;
 use serde::{Deserialize, Serialize};
 
+use crate::spill::SpillUse;
+
 /// How a statement appears in an audit record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +77,10 @@ pub struct AuditRecord {
     /// result cache, `miss` when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
+    /// What the execution spilled to disk, when it spilled: spilled data is data the
+    /// policies had already filtered and masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spilled: Option<SpillUse>,
 }
 
 impl AuditRecord {
@@ -100,6 +106,7 @@ impl AuditRecord {
             query_id: None,
             part: None,
             cache: None,
+            spilled: None,
         }
     }
 

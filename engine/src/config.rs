@@ -2,6 +2,7 @@
 //! gateway's configuration file holds them under `engine`, `quality` and `reload`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +22,14 @@ pub struct EngineConfig {
     /// Memory one query may hold, in bytes; beyond it, operators that can spill to disk
     /// do, and the others fail the query with `RESOURCE_EXHAUSTED`.
     pub query_memory_limit: usize,
+    /// Where queries spill what does not fit in their memory: this gateway's own
+    /// directory is made under it (readable by the gateway's user alone) and removed
+    /// when the gateway stops; `meshgate-spill` in the OS temporary directory when unset.
+    pub spill_dir: Option<PathBuf>,
+    /// Bytes all running queries may hold on disk together when spilling.
+    pub spill_limit: u64,
+    /// Bytes one query may hold on disk when spilling; beyond, `RESOURCE_EXHAUSTED`.
+    pub query_spill_limit: u64,
     /// Longest a query may run, planning and streaming included; a request may ask for
     /// less with `x-meshgate-timeout`. Beyond it: `DEADLINE_EXCEEDED`, and it is stopped.
     #[serde(with = "humantime_serde")]
@@ -160,6 +169,9 @@ impl Default for EngineConfig {
             parquet_pushdown_filters: false,
             memory_pool: 4 * 1024 * 1024 * 1024,
             query_memory_limit: 1024 * 1024 * 1024,
+            spill_dir: None,
+            spill_limit: 100 * 1024 * 1024 * 1024,
+            query_spill_limit: 32 * 1024 * 1024 * 1024,
             query_timeout: Duration::from_secs(300),
             max_running_queries: 32,
             max_running_per_principal: 8,

@@ -209,6 +209,13 @@ pub(crate) struct AggregateOnlyRefused {
     pub(crate) why: String,
 }
 
+/// A spill write refused: the query's or the gateway's disk budget for spilling is
+/// spent (see `crate::spill`). Carried inside the I/O error of the write, and classed as
+/// `RESOURCE_EXHAUSTED`, not as a storage failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct SpillLimitExceeded(pub(crate) String);
+
 /// Why planning stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PlanningStopped {
@@ -381,9 +388,8 @@ fn classify(err: &DataFusionError) -> Class {
         }
         DataFusionError::ResourcesExhausted(msg) => E(Error::ResourcesExhausted(msg.clone())),
         DataFusionError::ArrowError(e, _) => arrow_error(e),
-        DataFusionError::ParquetError(_)
-        | DataFusionError::ObjectStore(_)
-        | DataFusionError::IoError(_) => Class::Storage,
+        DataFusionError::IoError(e) => io_error(e),
+        DataFusionError::ParquetError(_) | DataFusionError::ObjectStore(_) => Class::Storage,
         DataFusionError::External(e) => external(e.as_ref()),
         DataFusionError::Execution(msg) => E(Error::InvalidSql(msg.clone())),
         DataFusionError::ExecutionJoin(_)
@@ -435,14 +441,26 @@ fn external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Class {
         classify(df)
     } else if let Some(arrow) = e.downcast_ref::<arrow::error::ArrowError>() {
         arrow_error(arrow)
+    } else if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        io_error(io)
     } else if e.downcast_ref::<object_store::Error>().is_some()
-        || e.downcast_ref::<std::io::Error>().is_some()
         || e.downcast_ref::<parquet::errors::ParquetError>().is_some()
         || e.downcast_ref::<TableStorageError>().is_some()
     {
         Class::Storage
     } else {
         Class::Internal
+    }
+}
+
+/// An I/O error: a spill write refused by its budget, else a storage failure.
+fn io_error(e: &std::io::Error) -> Class {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<SpillLimitExceeded>())
+    {
+        Some(refused) => Class::Error(Error::ResourcesExhausted(refused.to_string())),
+        None => Class::Storage,
     }
 }
 
@@ -456,7 +474,8 @@ fn arrow_error(e: &arrow::error::ArrowError) -> Class {
         | A::InvalidArgumentError(m)
         | A::ParseError(m) => Class::Error(Error::InvalidSql(m.clone())),
         A::MemoryError(m) => Class::Error(Error::ResourcesExhausted(m.clone())),
-        A::IoError(..) | A::ParquetError(_) | A::IpcError(_) => Class::Storage,
+        A::IoError(_, io) => io_error(io),
+        A::ParquetError(_) | A::IpcError(_) => Class::Storage,
         A::ExternalError(inner) => external(inner.as_ref()),
         _ => Class::Internal,
     }

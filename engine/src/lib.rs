@@ -10,7 +10,7 @@
 //!
 //! Modules, from the bottom up (each uses only those before it; the `architecture`
 //! test in `tests/` checks this order, declared in [`LAYERS`]): `error`, `config`,
-//! `history`, `audit`, `product`, `quality`, `runs`, `openlineage`, `policy`, `usage`,
+//! `spill`, `history`, `audit`, `product`, `quality`, `runs`, `openlineage`, `policy`, `usage`,
 //! `cluster`, `session`, `derived`, `live`, `agent`, `admission`, `cache`,
 //! `query`, `engine`.
 
@@ -32,6 +32,7 @@ mod quality;
 mod query;
 mod runs;
 mod session;
+mod spill;
 mod usage;
 
 // The engine's API: what a door, the binary and the benchmarks call. Everything else
@@ -49,6 +50,9 @@ pub use query::{
 pub use error::{
     Breakage, ClusterFailure, Error, ErrorClass, PlanningStopped, ProductUnavailable, Result,
 };
+
+// Spilling to disk: the gateway's spill directory and what its queries hold there.
+pub use spill::{SpillArea, SpillAreaError, SpillUse};
 
 // Configuration.
 pub use config::{
@@ -116,6 +120,7 @@ pub mod internals {
 pub const LAYERS: &[&str] = &[
     "error",
     "config",
+    "spill",
     "history",
     "audit",
     "product",

@@ -186,6 +186,7 @@ impl Engine {
             record.detail = end.code.map(str::to_string);
             record.part = part_name;
             record.cache = cache;
+            record.spilled = planned.spilled();
             auditor.emit(record);
             if let Some(usage) = usage {
                 usage

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use datafusion::config::TableOptions;
 use datafusion::datasource::TableProvider;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::object_store::DefaultObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -27,6 +28,7 @@ use crate::product::{
 use crate::quality::{CheckLiteralError, check_literals};
 use crate::runs::RunStore;
 use crate::session::{planning_registry, session_template};
+use crate::spill::{QuerySpill, SpillArea};
 
 /// Opens products' tables, checks their data against the contract and compiles their
 /// policies, over one runtime (object stores, footer cache) shared by every session.
@@ -40,9 +42,9 @@ pub struct ProductLoader {
 impl ProductLoader {
     /// A loader whose sessions are configured by `engine`, reading local files only.
     pub fn new(engine: &EngineConfig) -> Self {
-        let runtime = query_runtime(engine);
+        let (runtime, spill) = query_runtime(engine);
         let storage = DomainStorage::new(Arc::clone(&runtime));
-        Self::assemble(engine, runtime, storage)
+        Self::assemble(engine, runtime, spill, storage)
     }
 
     /// A loader whose sessions are configured by `engine`, reading each domain's
@@ -53,13 +55,18 @@ impl ProductLoader {
         domains: &BTreeMap<String, DomainStorageConfig>,
         layer: Option<Arc<dyn StoreLayer>>,
     ) -> Result<Self, StorageConfigError> {
-        let runtime = query_runtime(engine);
+        let (runtime, spill) = query_runtime(engine);
         let storage = DomainStorage::with_config(Arc::clone(&runtime), domains, layer)?;
-        Ok(Self::assemble(engine, runtime, storage))
+        Ok(Self::assemble(engine, runtime, spill, storage))
     }
 
-    fn assemble(engine: &EngineConfig, runtime: Arc<RuntimeEnv>, storage: DomainStorage) -> Self {
-        let template = session_template(engine, runtime);
+    fn assemble(
+        engine: &EngineConfig,
+        runtime: Arc<RuntimeEnv>,
+        spill: Option<Arc<SpillArea>>,
+        storage: DomainStorage,
+    ) -> Self {
+        let template = session_template(engine, runtime, spill);
         // Scans take the session's Parquet settings (pushdown, page index, ...).
         let parquet =
             TableOptions::default_from_session_config(template.config().options()).parquet;
@@ -218,9 +225,12 @@ pub enum LoadError {
 /// Bytes of Parquet file listings the query runtime keeps.
 const LISTINGS_BYTES: usize = 32 * 1024 * 1024;
 
-/// The runtime every query shares: object stores, footer cache, file listings, and the
-/// memory pool bounded by `engine.memory_pool`.
-fn query_runtime(engine: &EngineConfig) -> Arc<RuntimeEnv> {
+/// The runtime every query shares: object stores, footer cache, file listings, the
+/// memory pool bounded by `engine.memory_pool`, and the spill area (see `crate::spill`),
+/// returned too: each query takes its own share of it. Work other than queries
+/// (quality measurement, materialization runs) spills to it under one more share.
+fn query_runtime(engine: &EngineConfig) -> (Arc<RuntimeEnv>, Option<Arc<SpillArea>>) {
+    let spill = spill_area(engine);
     let pool = Arc::new(GreedyMemoryPool::new(engine.memory_pool));
     // Parquet tables' listings are kept for queries between checks of their product
     // (see `TableOpener::open`); room for some 100,000 files before tables are listed
@@ -229,15 +239,39 @@ fn query_runtime(engine: &EngineConfig) -> Arc<RuntimeEnv> {
     // Stores taken while a query is planned note which table failed (see
     // `crate::session::StorageFailures`).
     let stores = planning_registry(Arc::new(DefaultObjectStoreRegistry::new()));
-    RuntimeEnvBuilder::new()
+    let disk = match &spill {
+        Some(area) => DiskManagerBuilder::default().with_temp_file_factory(Arc::new(
+            QuerySpill::new(Arc::clone(area), engine.query_spill_limit),
+        )),
+        None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+    };
+    let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(pool)
         .with_cache_manager(caches)
         .with_object_store_registry(Arc::new(stores))
+        .with_disk_manager_builder(disk)
         .build_arc()
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot build the query runtime; memory is unbounded");
             Arc::new(RuntimeEnv::default())
-        })
+        });
+    (runtime, spill)
+}
+
+/// The gateway's spill area under `engine.spill_dir`; none (queries that would spill
+/// fail instead, saying so) when it cannot be made.
+fn spill_area(engine: &EngineConfig) -> Option<Arc<SpillArea>> {
+    let root = engine
+        .spill_dir
+        .clone()
+        .unwrap_or_else(SpillArea::default_root);
+    match SpillArea::open(&root, engine.spill_limit) {
+        Ok(area) => Some(area),
+        Err(e) => {
+            tracing::error!(error = %e, "queries cannot spill to disk");
+            None
+        }
+    }
 }
 
 /// Whether `table` is materialized by the gateway (so that no Delta log at its location

@@ -3,6 +3,7 @@
 //! execution, and results in plain Arrow types.
 
 mod explain;
+mod merge_joins;
 mod origins;
 mod parts;
 mod planned;

@@ -12,6 +12,7 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use meshgate_connectors::ScannedFiles;
 
+use super::merge_joins::{self, MergeJoinPlan};
 use super::origins::{ColumnOrigin, column_origins};
 use super::parts::{PartsRequest, ResultParts, result_parts};
 use super::snapshot::PlanSnapshot;
@@ -26,6 +27,7 @@ use crate::session::{
     DeprecatedRead, NameDefaults, SYSTEM_CATALOG, StorageFailures, ViewFingerprint,
     recording_task_context,
 };
+use crate::spill::{QuerySpill, SpillUse};
 use crate::usage::QueryScans;
 use datafusion::error::DataFusionError;
 
@@ -71,13 +73,18 @@ pub struct PlannedQuery {
     scans: Arc<QueryScans>,
     /// Whether it runs on the cluster (its scans are counted there, not here).
     on_cluster: bool,
+    /// Its share of the spill area, if the gateway has one: what it spilled.
+    spill: Option<QuerySpill>,
 }
 
 /// What executing a planned query needs; taken by its one execution.
 struct Execution {
     /// The session the query was planned in; released with the rest once execution
-    /// starts (the task context carries what execution needs).
-    _session: SessionContext,
+    /// starts (the task context carries what execution needs, and the query planned
+    /// again, see [`super::merge_joins`], what planning it again needs).
+    session: SessionContext,
+    /// The plan as optimized, to plan again with sort-merge joins.
+    optimized: LogicalPlan,
     explain: bool,
     physical: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
@@ -198,7 +205,7 @@ impl PlannedQuery {
                     Arc::clone(key.products()),
                 )
             });
-        let mut task = recording_task_context(&state, &failures)?;
+        let (mut task, spill) = recording_task_context(&state, &failures)?;
         if parts.is_some() {
             // Each part reads only its own partitions' files (see `super::parts`).
             let mut config = task.session_config().clone();
@@ -213,7 +220,8 @@ impl PlannedQuery {
             execution: Mutex::new(Some(Execution {
                 task: Arc::new(task),
                 failures,
-                _session: session,
+                session,
+                optimized,
                 explain,
                 physical,
                 started: vec![false; parts.map_or(1, |p| p.parts)],
@@ -233,7 +241,16 @@ impl PlannedQuery {
             scans,
             on_cluster,
             deprecated: serving.deprecated,
+            spill,
         })
+    }
+
+    /// What the query has spilled to disk so far, if anything.
+    pub(crate) fn spilled(&self) -> Option<SpillUse> {
+        self.spill
+            .as_ref()
+            .map(QuerySpill::written)
+            .filter(|used| used.files > 0)
     }
 
     /// Its storage scans, by table.
@@ -339,12 +356,22 @@ impl PlannedQuery {
             Some(started) if !*started => *started = true,
             _ => return Err(already()),
         }
+        // Served whole and here, it may be planned again with sort-merge joins.
+        let again = (self.parts.is_none() && execution.remote.is_none() && !execution.explain)
+            .then(|| MergeJoinPlan {
+                session: execution.session.clone(),
+                optimized: execution.optimized.clone(),
+                task: Arc::clone(&execution.task),
+                scans: Arc::clone(&self.scans),
+                query_id: self.query_id().map(str::to_string),
+            });
         let claimed = Claimed {
             physical: Arc::clone(&execution.physical),
             task: Arc::clone(&execution.task),
             remote: execution.remote.clone(),
             explain: execution.explain,
             failures: Arc::clone(&execution.failures),
+            again,
         };
         if execution.started.iter().all(|started| *started) {
             *guard = None;
@@ -361,13 +388,20 @@ impl PlannedQuery {
             remote,
             explain,
             failures,
+            again,
         } = self.claim(part)?;
         let mut batches = match (self.parts, remote) {
             (_, Some((cluster, plan))) => {
                 tracing::info!(query_id = self.query_id(), "the query runs on the cluster");
                 on_cluster(cluster, plan, physical, task)
             }
-            (None, None) => execute_stream(physical, task)?,
+            (None, None) => {
+                let batches = execute_stream(physical, task)?;
+                match again {
+                    Some(again) => merge_joins::or_merge_joins(batches, again),
+                    None => batches,
+                }
+            }
             (Some(parts), None) => part_stream(&physical, &task, parts.partitions_of(part))?,
         };
         if explain {
@@ -407,6 +441,8 @@ struct Claimed {
     remote: Option<(Arc<dyn Cluster>, Arc<dyn ExecutionPlan>)>,
     explain: bool,
     failures: Arc<StorageFailures>,
+    /// The query planned again with sort-merge joins, when it may be.
+    again: Option<MergeJoinPlan>,
 }
 
 /// The results of `plan` run on `cluster` with the query's session configuration;

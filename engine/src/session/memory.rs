@@ -2,13 +2,16 @@
 //!
 //! Every query's operators reserve memory from a [`QueryPool`], which charges both the
 //! query's own limit (`engine.query_memory_limit`) and the gateway's shared pool
-//! (`engine.memory_pool`, a greedy pool: first come, first served). An operator that can
-//! spill (sorts, some aggregations) spills when a reservation is refused; one that cannot
-//! fails its query with `RESOURCE_EXHAUSTED` naming the limit, and the gateway keeps
-//! serving.
+//! (`engine.memory_pool`, a greedy pool: first come, first served). Within its limit, a
+//! query shares fairly between its operators that can spill (sorts, aggregations,
+//! repartitions): each may hold an equal share of what the others leave, and spills past
+//! it; while they run, the operators that cannot spill (a merge of spilled runs, a hash
+//! table) leave each of them a floor of free memory, so one partition's merge cannot take
+//! the memory another partition's sort needs to accept a batch. An operator that cannot spill fails its query with `RESOURCE_EXHAUSTED`
+//! naming the limit (a hash join's build side is planned again as a sort-merge join
+//! first, see `crate::query::merge_joins`), and the gateway keeps serving.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use datafusion::common::resources_datafusion_err;
 use datafusion::error::Result;
@@ -16,16 +19,35 @@ use datafusion::execution::memory_pool::{
     MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
 
+use crate::spill::human_bytes;
+
 /// The per-query memory limit, carried in the session template's configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct QueryMemoryLimit(pub usize);
+
+/// What each operator that can spill may count on beyond what it holds, as a part of
+/// the query's limit (at most a quarter of the limit over all of them): operators that cannot
+/// spill leave it free. A merge of spilled runs (which cannot spill) otherwise takes all
+/// it can, and a sort of another partition, left nothing to accept one batch, fails.
+const SPILLER_FLOOR_PART: usize = 16;
 
 /// One query's share of the shared pool.
 #[derive(Debug)]
 pub(crate) struct QueryPool {
     shared: Arc<dyn MemoryPool>,
     limit: usize,
-    used: AtomicUsize,
+    own: Mutex<Held>,
+}
+
+/// What one query's operators hold.
+#[derive(Debug, Default)]
+struct Held {
+    /// By operators that can spill.
+    spilling: usize,
+    /// By the others.
+    other: usize,
+    /// Operators that can spill, registered now.
+    spillers: usize,
 }
 
 impl QueryPool {
@@ -34,7 +56,64 @@ impl QueryPool {
         Self {
             shared,
             limit,
-            used: AtomicUsize::new(0),
+            own: Mutex::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.own.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `additional` bytes of the query's own limit for `reservation`: an operator
+    /// that can spill up to an equal share of what the others leave, one that cannot up
+    /// to what leaves each that can spill its floor ([`SPILLER_FLOOR_PART`]), and any
+    /// within the limit.
+    fn take(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        if additional == 0 {
+            return Ok(());
+        }
+        let mut held = self.held();
+        let before = held.spilling + held.other;
+        let consumer = reservation.consumer();
+        let within_limit = before.saturating_add(additional) <= self.limit;
+        let within_share = if consumer.can_spill() {
+            let share = self.limit.saturating_sub(held.other) / held.spillers.max(1);
+            reservation.size().saturating_add(additional) <= share
+        } else {
+            // What the spillers hold beyond their floors they can spill to make room.
+            let floor =
+                (self.limit / SPILLER_FLOOR_PART).min(self.limit / 4 / held.spillers.max(1));
+            let kept_free = (held.spillers * floor).saturating_sub(held.spilling);
+            before.saturating_add(additional).saturating_add(kept_free) <= self.limit
+        };
+        if !(within_limit && within_share) {
+            let share = if within_limit {
+                " (its share of it, beside the query's other operators)"
+            } else {
+                ""
+            };
+            return Err(resources_datafusion_err!(
+                "the query needs more than its memory limit of {} (engine.query_memory_limit){share}: \
+                 {} wanted {} more bytes with {} in use ({} by {} operators that spill)",
+                human_bytes(self.limit as u64),
+                consumer.name(),
+                additional,
+                before,
+                held.spilling,
+                held.spillers
+            ));
+        }
+        *held.part(consumer) += additional;
+        Ok(())
+    }
+}
+
+impl Held {
+    fn part(&mut self, consumer: &MemoryConsumer) -> &mut usize {
+        if consumer.can_spill() {
+            &mut self.spilling
+        } else {
+            &mut self.other
         }
     }
 }
@@ -57,38 +136,40 @@ impl MemoryPool for QueryPool {
     }
 
     fn register(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            self.held().spillers += 1;
+        }
         self.shared.register(consumer);
     }
 
     fn unregister(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            let mut held = self.held();
+            held.spillers = held.spillers.saturating_sub(1);
+        }
         self.shared.unregister(consumer);
     }
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        *self.held().part(reservation.consumer()) += additional;
         self.shared.grow(reservation, additional);
-        self.used.fetch_add(additional, Ordering::Relaxed);
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        {
+            let mut held = self.held();
+            let part = held.part(reservation.consumer());
+            *part = part.saturating_sub(shrink);
+        }
         self.shared.shrink(reservation, shrink);
-        self.used.fetch_sub(shrink, Ordering::Relaxed);
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
-        let before = self.used.fetch_add(additional, Ordering::Relaxed);
-        if before.saturating_add(additional) > self.limit {
-            self.used.fetch_sub(additional, Ordering::Relaxed);
-            return Err(resources_datafusion_err!(
-                "the query needs more than its memory limit of {} (engine.query_memory_limit): \
-                 {} wanted {} more bytes with {} in use",
-                human_bytes(self.limit),
-                reservation.consumer().name(),
-                additional,
-                before
-            ));
-        }
+        self.take(reservation, additional)?;
         if let Err(e) = self.shared.try_grow(reservation, additional) {
-            self.used.fetch_sub(additional, Ordering::Relaxed);
+            let mut held = self.held();
+            let part = held.part(reservation.consumer());
+            *part = part.saturating_sub(additional);
             return Err(resources_datafusion_err!(
                 "the gateway's memory pool (engine.memory_pool) is exhausted by the queries \
                  running now; retry later ({})",
@@ -99,22 +180,12 @@ impl MemoryPool for QueryPool {
     }
 
     fn reserved(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
+        let held = self.held();
+        held.spilling + held.other
     }
 
     fn memory_limit(&self) -> MemoryLimit {
         MemoryLimit::Finite(self.limit)
-    }
-}
-
-/// `bytes` in MiB or GiB, for messages.
-fn human_bytes(bytes: usize) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    let mib = bytes as f64 / MIB;
-    if mib >= 1024.0 {
-        format!("{:.1} GiB", mib / 1024.0)
-    } else {
-        format!("{mib:.1} MiB")
     }
 }
 
@@ -143,5 +214,35 @@ mod tests {
         );
         drop(a);
         b.try_grow(150).expect("memory returned by the first query");
+    }
+
+    #[test]
+    fn operators_that_spill_share_a_query_fairly() {
+        let shared: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(10_000));
+        let query: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(Arc::clone(&shared), 1000));
+        let sort_a = MemoryConsumer::new("sort a")
+            .with_can_spill(true)
+            .register(&query);
+        let sort_b = MemoryConsumer::new("sort b")
+            .with_can_spill(true)
+            .register(&query);
+        let merge = MemoryConsumer::new("merge").register(&query);
+        merge.try_grow(200).expect("within the limit");
+        // Each sort may hold half of what the merge leaves.
+        sort_a.try_grow(400).expect("its share");
+        let refused = sort_a.try_grow(1).expect_err("past its share: it spills");
+        assert!(refused.to_string().contains("its share"), "{refused}");
+        sort_b.try_grow(300).expect("within its share");
+        merge.try_grow(100).expect("within the limit");
+        merge.try_grow(1).expect_err("past the limit");
+        // While sorts run, what cannot spill leaves them their floors (62 each) free,
+        // less what they hold.
+        sort_a.free();
+        sort_b.shrink(290);
+        merge.try_grow(576).expect("leaving the floors free");
+        merge
+            .try_grow(1)
+            .expect_err("past the floors, within the limit");
+        assert_eq!((query.reserved(), shared.reserved()), (886, 886));
     }
 }

@@ -15,6 +15,7 @@ mod dialect;
 mod expansion;
 mod fingerprint;
 mod generated;
+mod join_choice;
 mod keys;
 mod lineage_table;
 mod memory;
@@ -34,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::execution::TaskContext;
+use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -67,6 +69,7 @@ use crate::policy::{AggregateOnly, PolicyEngine, ProductView};
 use crate::product::{CompiledProduct, require_fresh};
 use crate::quality::QualityStore;
 use crate::runs::RunStore;
+use crate::spill::{QuerySpill, SpillArea};
 use budget::BudgetCheck;
 use memory::{QueryMemoryLimit, QueryPool};
 
@@ -501,6 +504,12 @@ impl SessionFactory {
         self.products.len()
     }
 
+    /// What the running queries hold on disk, spilled, now; none when the gateway
+    /// cannot spill.
+    pub fn spill_in_use(&self) -> Option<crate::spill::SpillUse> {
+        spill_area(&self.template).map(|area| area.in_use())
+    }
+
     /// Bytes the running queries hold in the shared memory pool, and its size when
     /// bounded.
     pub fn memory_pool(&self) -> (usize, Option<usize>) {
@@ -517,15 +526,16 @@ impl SessionFactory {
 /// configuration, and a runtime with the query's own share of the shared memory pool
 /// (`engine.query_memory_limit`), so that one query cannot take the whole pool.
 pub fn query_task_context(state: &SessionState) -> Result<TaskContext> {
-    recording_task_context(state, &Arc::new(StorageFailures::default()))
+    recording_task_context(state, &Arc::new(StorageFailures::default())).map(|(task, _)| task)
 }
 
 /// [`query_task_context`], its object stores noting in `failures` which table's storage
-/// fails first (see [`StorageFailures`]).
+/// fails first (see [`StorageFailures`]); with the query's share of the spill area
+/// (`engine.query_spill_limit`), which tells what the query spilled.
 pub(crate) fn recording_task_context(
     state: &SessionState,
     failures: &Arc<StorageFailures>,
-) -> Result<TaskContext> {
+) -> Result<(TaskContext, Option<QuerySpill>)> {
     let task = TaskContext::from(state);
     let shared = state.runtime_env();
     let registry = storage_failures::recording_registry(
@@ -538,14 +548,51 @@ pub(crate) fn recording_task_context(
         let pool = QueryPool::new(Arc::clone(&shared.memory_pool), limit.0);
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
-    Ok(task.with_runtime(runtime.build_arc()?))
+    let spill = state
+        .config()
+        .get_extension::<QuerySpillShare>()
+        .map(|share| QuerySpill::new(Arc::clone(&share.area), share.limit));
+    if let Some(spill) = &spill {
+        runtime = runtime.with_disk_manager_builder(
+            DiskManagerBuilder::default().with_temp_file_factory(Arc::new(spill.clone())),
+        );
+    }
+    Ok((task.with_runtime(runtime.build_arc()?), spill))
+}
+
+/// The spill area each query takes a share of, and the share's size
+/// (`engine.query_spill_limit`), carried in the session template's configuration.
+#[derive(Debug)]
+struct QuerySpillShare {
+    area: Arc<SpillArea>,
+    limit: u64,
+}
+
+/// The spill area of the gateway whose session template is `state`, if it has one.
+pub(crate) fn spill_area(state: &SessionState) -> Option<Arc<SpillArea>> {
+    state
+        .config()
+        .get_extension::<QuerySpillShare>()
+        .map(|share| Arc::clone(&share.area))
 }
 
 /// The session every request starts from: configuration, functions, `runtime` (object
-/// stores, caches), and an empty, read-only catalog list.
-pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) -> SessionState {
+/// stores, caches), the spill area its queries share, and an empty, read-only catalog
+/// list.
+pub(crate) fn session_template(
+    engine: &EngineConfig,
+    runtime: Arc<RuntimeEnv>,
+    spill: Option<Arc<SpillArea>>,
+) -> SessionState {
+    let mut config = session_config(engine);
+    if let Some(area) = spill {
+        config = config.with_extension(Arc::new(QuerySpillShare {
+            area,
+            limit: engine.query_spill_limit,
+        }));
+    }
     let mut state = SessionStateBuilder::new()
-        .with_config(session_config(engine))
+        .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
         .with_table_function_list(generated::bounded(
@@ -568,7 +615,10 @@ pub(crate) fn session_template(engine: &EngineConfig, runtime: Arc<RuntimeEnv>) 
             &(Arc::new(BudgetCheck) as _),
         ))
         .with_physical_optimizer_rules(budget::interleaved(
-            PhysicalOptimizer::new().rules,
+            join_choice::with_merge_joins_over_memory(
+                PhysicalOptimizer::new().rules,
+                engine.query_memory_limit,
+            ),
             &(Arc::new(BudgetCheck) as _),
         ))
         .build();
@@ -595,6 +645,14 @@ pub fn session_config(engine: &EngineConfig) -> SessionConfig {
     // what the IPC writer sends compactly); decode them as such rather than casting later.
     options.execution.parquet.schema_force_view_types = false;
     options.execution.parquet.pushdown_filters = engine.parquet_pushdown_filters;
+    // Each partition's sort sets this much aside to merge its spilled runs: no more than
+    // an eighth of the query's memory over all partitions (DataFusion's default, 10 MiB
+    // each, could alone pass a small limit; a sort-merge join has two sorts for each).
+    let partitions = options.execution.target_partitions.max(1);
+    options.execution.sort_spill_reservation_bytes = options
+        .execution
+        .sort_spill_reservation_bytes
+        .min(engine.query_memory_limit / 8 / partitions);
     config
 }
 

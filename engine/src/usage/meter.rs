@@ -55,6 +55,9 @@ pub(crate) struct QueryScans {
     /// only in aggregate, or a derived table's inputs), with the bytes charged for them:
     /// their stored size, as `mesh.meta.tables` shows it.
     hidden: BTreeMap<String, u64>,
+    /// The scans of the query planned again after it failed for want of memory (see
+    /// `crate::query::merge_joins`): what they read was read too.
+    rerun: Mutex<Vec<FileScan>>,
     reported: Mutex<Reported>,
 }
 
@@ -91,8 +94,19 @@ impl QueryScans {
         Self {
             scans: found.scans,
             hidden: found.hidden,
+            rerun: Mutex::default(),
             reported: Mutex::default(),
         }
+    }
+
+    /// Counts the file scans of `plan`, the query planned again, besides its own.
+    pub(crate) fn also_read_by(&self, plan: &Arc<dyn ExecutionPlan>, scanned: &ScannedFiles) {
+        let mut found = Found::default();
+        collect(plan, scanned, &|_| 0, &mut found);
+        self.rerun
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(found.scans);
     }
 
     /// Whether the query reads any storage.
@@ -143,7 +157,8 @@ impl QueryScans {
     /// bytes charged).
     fn now(&self) -> BTreeMap<String, (u64, u64)> {
         let mut now: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for scan in &self.scans {
+        let rerun = self.rerun.lock().unwrap_or_else(|e| e.into_inner());
+        for scan in self.scans.iter().chain(rerun.iter()) {
             let (rows, bytes) = scan.rows_and_bytes();
             let total = now.entry(scan.table.clone()).or_default();
             total.0 += rows;

@@ -106,6 +106,11 @@ pub struct Metrics {
     cache_invalidated: Counter,
     cache_entries: Gauge,
     cache_bytes: Gauge,
+    spilled_queries: Family<RpcLabels, Counter>,
+    spilled_bytes: Family<RpcLabels, Counter>,
+    spilled_files: Family<RpcLabels, Counter>,
+    spill_bytes_in_use: Gauge,
+    spill_files_in_use: Gauge,
 }
 
 impl Default for Metrics {
@@ -138,6 +143,11 @@ impl Metrics {
             cache_stored: Counter::default(),
             cache_too_large: Counter::default(),
             cache_invalidated: Counter::default(),
+            spilled_queries: Family::default(),
+            spilled_bytes: Family::default(),
+            spilled_files: Family::default(),
+            spill_bytes_in_use: Gauge::default(),
+            spill_files_in_use: Gauge::default(),
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
         };
@@ -247,6 +257,31 @@ impl Metrics {
             "Memory the answers held in the result cache take",
             metrics.cache_bytes.clone(),
         );
+        r.register(
+            "spilled_queries",
+            "Executions that spilled to disk, by RPC",
+            metrics.spilled_queries.clone(),
+        );
+        r.register(
+            "spilled_bytes",
+            "Bytes executions spilled to disk, by RPC",
+            metrics.spilled_bytes.clone(),
+        );
+        r.register(
+            "spilled_files",
+            "Spill files executions wrote, by RPC",
+            metrics.spilled_files.clone(),
+        );
+        r.register(
+            "spill_bytes_in_use",
+            "Bytes running queries hold on disk, spilled (at most engine.spill_limit)",
+            metrics.spill_bytes_in_use.clone(),
+        );
+        r.register(
+            "spill_files_in_use",
+            "Spill files running queries hold on disk",
+            metrics.spill_files_in_use.clone(),
+        );
         metrics
     }
 
@@ -304,6 +339,16 @@ impl Metrics {
                 .get_or_create(&CacheLabels { result })
                 .inc();
         }
+        if let Some(spilled) = record.spilled {
+            let labels = RpcLabels { rpc };
+            self.spilled_queries.get_or_create(&labels).inc();
+            self.spilled_bytes
+                .get_or_create(&labels)
+                .inc_by(spilled.bytes);
+            self.spilled_files
+                .get_or_create(&labels)
+                .inc_by(spilled.files);
+        }
     }
 
     /// Reads the gateway's current state into the gauges.
@@ -328,6 +373,11 @@ impl Metrics {
         let (reserved, limit) = sessions.memory_pool();
         self.memory_reserved.set(to_i64(reserved));
         self.memory_limit.set(limit.map_or(-1, to_i64));
+        let spilled = sessions.spill_in_use().unwrap_or_default();
+        self.spill_bytes_in_use
+            .set(i64::try_from(spilled.bytes).unwrap_or(i64::MAX));
+        self.spill_files_in_use
+            .set(i64::try_from(spilled.files).unwrap_or(i64::MAX));
         for health in [HealthState::Ok, HealthState::Degraded, HealthState::Broken] {
             let count = sessions
                 .products()

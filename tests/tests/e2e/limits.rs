@@ -16,7 +16,7 @@ use tonic::Code;
 
 use crate::own_gateway::{OwnGateway, temp_mesh};
 
-const ROWS: i64 = 600_000;
+pub(crate) const ROWS: i64 = 600_000;
 const QUERY_MEMORY: usize = 16 * 1024 * 1024;
 
 const EVENTS: &str = r#"domain: ops
@@ -52,7 +52,7 @@ fn limited_with(engine: EngineConfig) -> OwnGateway {
 }
 
 /// The mesh of 600,000 events, served with `config`.
-fn events_gateway(config: GatewayConfig) -> OwnGateway {
+pub(crate) fn events_gateway(config: GatewayConfig) -> OwnGateway {
     let (dir, mesh) = temp_mesh();
     std::fs::create_dir_all(mesh.join("ops")).unwrap();
     std::fs::create_dir_all(mesh.join("data/events")).unwrap();

@@ -23,6 +23,7 @@ mod policy;
 mod quality;
 mod s3;
 mod s3_server;
+mod spill;
 mod support;
 mod test_data;
 mod time_travel;

@@ -1,0 +1,139 @@
+//! A hash join whose build side does not fit in the query's memory: the query is
+//! planned again with sort-merge joins, which spill, and runs again.
+//!
+//! DataFusion's hash join holds its whole build side in memory and cannot spill; its
+//! sort-merge join sorts both sides (spilling what does not fit) and holds little more
+//! than the rows of one key. Hash joins are faster when they fit, so queries are planned
+//! with them. When one's build side is refused memory before the query's first batch
+//! (nothing has reached the caller yet), the same optimized plan, policies and all, is
+//! planned again with `prefer_hash_join` off and its stream replaces the first. The
+//! policies are in the logical plan, below every join, so the choice of join changes
+//! nothing of what the caller may see. A failure after the first batch, or of another
+//! operator, is the query's failure, as before.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::usage::QueryScans;
+
+/// Name of the memory consumer of a hash join's build side, as DataFusion 55 registers
+/// it (`HashJoinInput`, `HashJoinInput[n]`).
+const BUILD_SIDE_CONSUMER: &str = "HashJoinInput";
+
+/// Longest the query waits for the memory of its first run to be returned.
+const RETURN_WAIT: Duration = Duration::from_secs(2);
+
+/// What planning a query again with sort-merge joins needs.
+pub(crate) struct MergeJoinPlan {
+    /// The session it was planned in (its policies, catalog and configuration).
+    pub(crate) session: SessionContext,
+    /// The plan as optimized there.
+    pub(crate) optimized: LogicalPlan,
+    /// The query's task context (its memory and spill shares).
+    pub(crate) task: Arc<TaskContext>,
+    /// Its scans, which count what the new plan's scans read too.
+    pub(crate) scans: Arc<QueryScans>,
+    /// The query's id, for the log.
+    pub(crate) query_id: Option<String>,
+}
+
+impl MergeJoinPlan {
+    /// Plans the query again with sort-merge joins, and starts it.
+    async fn start(self) -> Result<SendableRecordBatchStream> {
+        let mut state = self.session.state();
+        state.config_mut().options_mut().optimizer.prefer_hash_join = false;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&self.optimized, &state)
+            .await?;
+        if let Some(scanned) = state
+            .config()
+            .get_extension::<meshgate_connectors::ScannedFiles>()
+        {
+            self.scans.also_read_by(&physical, &scanned);
+        }
+        execute_stream(physical, self.task)
+    }
+}
+
+/// `first`, or, if it fails for want of memory for a hash join's build side before its
+/// first batch, the query planned again by `again` (see the module's doc).
+pub(crate) fn or_merge_joins(
+    first: SendableRecordBatchStream,
+    again: MergeJoinPlan,
+) -> SendableRecordBatchStream {
+    let schema = first.schema();
+    let head_schema = Arc::clone(&schema);
+    let batches = futures::stream::once(async move {
+        let mut first = first;
+        match first.next().await {
+            Some(Err(e)) if is_build_side_refused(&e) => {
+                drop(first);
+                // The tasks of the first run return its memory as they stop.
+                memory_returned(&again.task).await;
+                tracing::info!(
+                    query_id = again.query_id.as_deref().unwrap_or_default(),
+                    error = %e,
+                    "a hash join's build side does not fit in the query's memory: \
+                     the query runs again with sort-merge joins, which spill"
+                );
+                again.start().await
+            }
+            head => Ok(Box::pin(RecordBatchStreamAdapter::new(
+                head_schema,
+                futures::stream::iter(head).chain(first),
+            )) as SendableRecordBatchStream),
+        }
+    })
+    .try_flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
+/// Waits until the query's operators hold no memory, or [`RETURN_WAIT`] has passed.
+async fn memory_returned(task: &TaskContext) {
+    let pool = task.memory_pool();
+    let deadline = tokio::time::Instant::now() + RETURN_WAIT;
+    while pool.reserved() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether `error` is a hash join's build side refused memory (by the query's limit or
+/// the gateway's pool).
+fn is_build_side_refused(error: &DataFusionError) -> bool {
+    matches!(
+        error.find_root(),
+        DataFusionError::ResourcesExhausted(message) if message.contains(BUILD_SIDE_CONSUMER)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_build_side_refused_memory_plans_again() {
+        let refused = DataFusionError::ResourcesExhausted(
+            "the query needs more than its memory limit of 1.0 GiB \
+             (engine.query_memory_limit): HashJoinInput[1] wanted 176002024 more bytes"
+                .into(),
+        );
+        assert!(is_build_side_refused(&refused));
+        let shared = DataFusionError::Shared(Arc::new(refused));
+        assert!(is_build_side_refused(&shared.context("while joining")));
+        let sort = DataFusionError::ResourcesExhausted(
+            "the query needs more than its memory limit: ExternalSorterMerge[0] wanted 1".into(),
+        );
+        assert!(!is_build_side_refused(&sort));
+        let other = DataFusionError::Execution("HashJoinInput".into());
+        assert!(!is_build_side_refused(&other));
+    }
+}
