@@ -31,6 +31,17 @@ pub(crate) async fn delta_table(
         source,
     };
     register_log_store();
+    // A table the gateway materializes has no log until its first run commits: asked,
+    // delta-rs would log an error of its own at every check until then.
+    let materialized = table_def
+        .derived
+        .as_ref()
+        .is_some_and(|d| d.mode == meshgate_catalog::DerivedMode::Materialized);
+    if materialized && as_of.is_none() && holds_no_log(location).await {
+        return Err(ConnectorError::NoDeltaLog {
+            table: qualified_name.to_string(),
+        });
+    }
     let builder = || -> Result<DeltaTableBuilder> {
         Ok(DeltaTableBuilder::from_url(location.delta_url.clone())
             .map_err(delta_err)?

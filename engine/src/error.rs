@@ -216,6 +216,12 @@ pub(crate) struct AggregateOnlyRefused {
 #[error("{0}")]
 pub(crate) struct SpillLimitExceeded(pub(crate) String);
 
+/// The gateway's own disk failed a spill (full, failing): classed as `UNAVAILABLE`
+/// (retry later), never as a product's storage failure. Its detail goes to the log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("spilling to the gateway's disk failed: {0}")]
+pub(crate) struct SpillFailed(pub(crate) String);
+
 /// Why planning stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PlanningStopped {
@@ -453,14 +459,18 @@ fn external(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Class {
     }
 }
 
-/// An I/O error: a spill write refused by its budget, else a storage failure.
+/// An I/O error: a spill write refused by its budget or failed by the gateway's disk,
+/// else a storage failure.
 fn io_error(e: &std::io::Error) -> Class {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<SpillLimitExceeded>())
-    {
-        Some(refused) => Class::Error(Error::ResourcesExhausted(refused.to_string())),
-        None => Class::Storage,
+    let inner = e.get_ref();
+    if let Some(refused) = inner.and_then(|i| i.downcast_ref::<SpillLimitExceeded>()) {
+        Class::Error(Error::ResourcesExhausted(refused.to_string()))
+    } else if inner.is_some_and(|i| i.is::<SpillFailed>()) {
+        Class::Error(Error::Unavailable(
+            "the gateway could not spill to its disk; retry later".into(),
+        ))
+    } else {
+        Class::Storage
     }
 }
 

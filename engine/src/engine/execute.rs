@@ -186,7 +186,7 @@ impl Engine {
             record.detail = end.code.map(str::to_string);
             record.part = part_name;
             record.cache = cache;
-            record.spilled = planned.spilled();
+            record.spilled = planned.take_spilled();
             auditor.emit(record);
             if let Some(usage) = usage {
                 usage

@@ -191,8 +191,8 @@ impl Measurer {
     }
 
     /// A session for one measurement: one partition, the agent's memory pool, and the
-    /// query runtime's stores (counted), footer cache and file listings (so a table is
-    /// measured over the files its last check listed, as queries read it).
+    /// query runtime's stores (counted), footer cache, file listings (so a table is
+    /// measured over the files its last check listed, as queries read it) and spill area.
     fn session(&self, counter: Arc<ByteCounter>) -> Result<SessionContext> {
         let caches = &self.query_runtime.cache_manager;
         let cache = CacheManagerConfig {
@@ -202,14 +202,16 @@ impl Measurer {
             list_files_cache_limit: caches.get_list_files_cache_limit(),
             ..Default::default()
         };
-        let runtime = RuntimeEnvBuilder::new()
+        let mut runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::clone(&self.pool))
             .with_cache_manager(cache)
             .with_object_store_registry(Arc::new(ObservedRegistry::new(
                 Arc::clone(&self.query_runtime.object_store_registry),
                 counter,
-            )))
-            .build_arc()?;
+            )));
+        // What a measurement spills goes to the gateway's spill area, within its limits.
+        runtime.disk_manager = Some(Arc::clone(&self.query_runtime.disk_manager));
+        let runtime = runtime.build_arc()?;
         let config = SessionConfig::new()
             .with_target_partitions(1)
             .with_repartition_file_scans(false)

@@ -21,7 +21,9 @@ use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
 
+use crate::session::PlanningBudget;
 use crate::usage::QueryScans;
 
 /// Name of the memory consumer of a hash join's build side, as DataFusion 55 registers
@@ -43,16 +45,31 @@ pub(crate) struct MergeJoinPlan {
     pub(crate) scans: Arc<QueryScans>,
     /// The query's id, for the log.
     pub(crate) query_id: Option<String>,
+    /// When the query must be done: planning it again stops then too.
+    pub(crate) deadline: std::time::Instant,
 }
 
 impl MergeJoinPlan {
-    /// Plans the query again with sort-merge joins, and starts it.
+    /// Whether DataFusion plans sort-merge joins in this query's session at all (it
+    /// does only over repartitioned inputs).
+    fn can_merge(&self) -> bool {
+        let state = self.session.state();
+        let options = state.config_options();
+        options.execution.target_partitions > 1 && options.optimizer.repartition_joins
+    }
+
+    /// Plans the query again with sort-merge joins (within the query's deadline, as
+    /// planning is), and starts it.
     async fn start(self) -> Result<SendableRecordBatchStream> {
         let mut state = self.session.state();
         state.config_mut().options_mut().optimizer.prefer_hash_join = false;
-        let physical = state
-            .query_planner()
-            .create_physical_plan(&self.optimized, &state)
+        let budget = PlanningBudget::new(self.deadline, CancellationToken::new());
+        let physical = budget
+            .scope(
+                state
+                    .query_planner()
+                    .create_physical_plan(&self.optimized, &state),
+            )
             .await?;
         if let Some(scanned) = state
             .config()
@@ -75,21 +92,31 @@ pub(crate) fn or_merge_joins(
     let batches = futures::stream::once(async move {
         let mut first = first;
         match first.next().await {
-            Some(Err(e)) if is_build_side_refused(&e) => {
+            Some(Err(e)) if is_build_side_refused(&e) && again.can_merge() => {
                 drop(first);
                 // The tasks of the first run return its memory as they stop.
                 memory_returned(&again.task).await;
+                let query_id = again.query_id.clone().unwrap_or_default();
                 tracing::info!(
-                    query_id = again.query_id.as_deref().unwrap_or_default(),
+                    query_id,
                     error = %e,
                     "a hash join's build side does not fit in the query's memory: \
                      the query runs again with sort-merge joins, which spill"
                 );
-                again.start().await
+                // Planned again or not, the caller learns why it ran short first.
+                again.start().await.map_err(|again_failed| {
+                    tracing::warn!(query_id, error = %again_failed,
+                        "the query could not be planned again with sort-merge joins");
+                    e
+                })
             }
-            head => Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Some(head) => Ok(Box::pin(RecordBatchStreamAdapter::new(
                 head_schema,
-                futures::stream::iter(head).chain(first),
+                futures::stream::once(async { head }).chain(first),
+            )) as SendableRecordBatchStream),
+            None => Ok(Box::pin(RecordBatchStreamAdapter::new(
+                head_schema,
+                futures::stream::empty(),
             )) as SendableRecordBatchStream),
         }
     })

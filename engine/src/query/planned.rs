@@ -75,6 +75,8 @@ pub struct PlannedQuery {
     on_cluster: bool,
     /// Its share of the spill area, if the gateway has one: what it spilled.
     spill: Option<QuerySpill>,
+    /// What of it the audit records of its parts have reported.
+    spill_reported: Mutex<SpillUse>,
 }
 
 /// What executing a planned query needs; taken by its one execution.
@@ -242,15 +244,24 @@ impl PlannedQuery {
             on_cluster,
             deprecated: serving.deprecated,
             spill,
+            spill_reported: Mutex::default(),
         })
     }
 
-    /// What the query has spilled to disk so far, if anything.
-    pub(crate) fn spilled(&self) -> Option<SpillUse> {
-        self.spill
-            .as_ref()
-            .map(QuerySpill::written)
-            .filter(|used| used.files > 0)
+    /// What the query has spilled to disk since the last call, if anything (each part
+    /// of a result served in parts reports what was spilled while it ran).
+    pub(crate) fn take_spilled(&self) -> Option<SpillUse> {
+        let written = self.spill.as_ref()?.written();
+        let mut reported = self
+            .spill_reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let since = SpillUse {
+            bytes: written.bytes.saturating_sub(reported.bytes),
+            files: written.files.saturating_sub(reported.files),
+        };
+        *reported = written;
+        (since.files > 0 || since.bytes > 0).then_some(since)
     }
 
     /// Its storage scans, by table.
@@ -364,6 +375,7 @@ impl PlannedQuery {
                 task: Arc::clone(&execution.task),
                 scans: Arc::clone(&self.scans),
                 query_id: self.query_id().map(str::to_string),
+                deadline: self.deadline.at.into_std(),
             });
         let claimed = Claimed {
             physical: Arc::clone(&execution.physical),

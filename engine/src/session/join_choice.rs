@@ -4,7 +4,8 @@
 //! A hash join holds its whole build side in memory and cannot spill. Where the
 //! statistics of the build side (row counts and sizes from Parquet footers and Delta
 //! logs, as DataFusion carries them through the plan) say that it alone needs more than
-//! `engine.query_memory_limit`, the join is planned as a sort-merge join instead, which
+//! three quarters of `engine.query_memory_limit`, the join is planned as a sort-merge
+//! join instead, which
 //! spills: [`MergeJoinsOverMemory`] runs right after DataFusion's own join selection, and
 //! the distribution and sorting rules after it add the repartitions and sorts the merge
 //! needs. A join whose size is unknown, or estimated to fit, stays a hash join; if it
@@ -36,7 +37,8 @@ const HASH_ENTRY_BYTES: usize = 40;
 const VARIABLE_VALUE_BYTES: usize = 32;
 
 /// The physical optimizer rule that plans a hash join whose build side is estimated to
-/// need more than `limit` bytes as a sort-merge join (see the module's doc).
+/// need more than three quarters of `limit` bytes as a sort-merge join (see the
+/// module's doc).
 #[derive(Debug)]
 pub(crate) struct MergeJoinsOverMemory {
     limit: usize,
@@ -63,8 +65,11 @@ impl PhysicalOptimizerRule for MergeJoinsOverMemory {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
                 return Ok(Transformed::no(node));
             };
-            let too_large = !join.null_aware
-                && build_side_bytes(join.left()).is_some_and(|bytes| bytes > self.limit);
+            // A hash table may take three quarters of the limit at most while operators
+            // that spill run beside it (see `super::memory`).
+            let room = self.limit / 4 * 3;
+            let too_large =
+                !join.null_aware && build_side_bytes(join.left()).is_some_and(|bytes| bytes > room);
             if !too_large {
                 return Ok(Transformed::no(node));
             }

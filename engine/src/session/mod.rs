@@ -645,15 +645,20 @@ pub fn session_config(engine: &EngineConfig) -> SessionConfig {
     // what the IPC writer sends compactly); decode them as such rather than casting later.
     options.execution.parquet.schema_force_view_types = false;
     options.execution.parquet.pushdown_filters = engine.parquet_pushdown_filters;
-    // Each partition's sort sets this much aside to merge its spilled runs: no more than
-    // an eighth of the query's memory over all partitions (DataFusion's default, 10 MiB
-    // each, could alone pass a small limit; a sort-merge join has two sorts for each).
-    let partitions = options.execution.target_partitions.max(1);
-    options.execution.sort_spill_reservation_bytes = options
-        .execution
-        .sort_spill_reservation_bytes
-        .min(engine.query_memory_limit / 8 / partitions);
+    options.execution.sort_spill_reservation_bytes = sort_spill_reservation(
+        engine.query_memory_limit,
+        options.execution.target_partitions,
+    );
     config
+}
+
+/// What each partition's sort sets aside to merge its spilled runs, for a query that
+/// may hold `limit` bytes over `partitions` partitions: DataFusion's default (10 MiB),
+/// but no more than an eighth of the limit over all partitions (the default alone could
+/// pass a small limit; a sort-merge join has two sorts per partition).
+fn sort_spill_reservation(limit: usize, partitions: usize) -> usize {
+    const DATAFUSION_DEFAULT: usize = 10 * 1024 * 1024;
+    DATAFUSION_DEFAULT.min(limit / 8 / partitions.max(1))
 }
 
 /// The most target partitions a request may plan with (a ticket planned again keeps its
@@ -666,7 +671,17 @@ impl PrincipalSession {
     pub(crate) fn use_target_partitions(&self, partitions: usize) {
         let state = self.context.state_ref();
         let mut state = state.write();
-        state.config_mut().options_mut().execution.target_partitions =
-            partitions.clamp(1, MAX_TARGET_PARTITIONS);
+        let options = state.config_mut().options_mut();
+        let partitions = partitions.clamp(1, MAX_TARGET_PARTITIONS);
+        options.execution.target_partitions = partitions;
+        let limit = state
+            .config()
+            .get_extension::<QueryMemoryLimit>()
+            .map_or(usize::MAX, |limit| limit.0);
+        state
+            .config_mut()
+            .options_mut()
+            .execution
+            .sort_spill_reservation_bytes = sort_spill_reservation(limit, partitions);
     }
 }

@@ -13,7 +13,7 @@ use datafusion::execution::{SpillFile, SpillWriter, TempFileFactory};
 use futures::{Stream, StreamExt};
 
 use super::{SpillArea, SpillUse, human_bytes, owner_only};
-use crate::error::SpillLimitExceeded;
+use crate::error::{SpillFailed, SpillLimitExceeded};
 
 /// Bytes a spill file's reader takes from disk at a time.
 const READ_CHUNK: usize = 128 * 1024;
@@ -21,6 +21,12 @@ const READ_CHUNK: usize = 128 * 1024;
 /// Bytes a spill file's writer gathers before writing (Arrow's IPC writer writes many
 /// small pieces).
 const WRITE_BUFFER: usize = 64 * 1024;
+
+/// A failure of the gateway's own disk while spilling (full, failing): the query's,
+/// never blamed on a product's storage.
+fn spill_failed(e: std::io::Error) -> DataFusionError {
+    DataFusionError::IoError(std::io::Error::other(SpillFailed(e.to_string())))
+}
 
 fn query_limit_exceeded(limit: u64) -> SpillLimitExceeded {
     SpillLimitExceeded(format!(
@@ -99,10 +105,8 @@ impl TempFileFactory for QuerySpill {
             .permissions(owner_only(0o600))
             .tempfile_in(self.account.area.dir())
             .map_err(|e| {
-                DataFusionError::IoError(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot create a spill file while {description}: {e}"),
-                ))
+                tracing::warn!(error = %e, "cannot create a spill file while {description}");
+                spill_failed(e)
             })?;
         self.account.written_files.fetch_add(1, Ordering::Relaxed);
         self.account.area.file_created();
@@ -155,10 +159,11 @@ impl SpillFile for QuerySpillFile {
     }
 
     fn open_writer(&self) -> Result<Box<dyn SpillWriter>> {
-        // Written again from the start: what it held is no longer held.
-        self.account.release(self.size.swap(0, Ordering::Relaxed));
-        let file = self.file.reopen()?;
-        file.set_len(0)?;
+        // Appends, as DataFusion's own spill files do.
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.file.path())
+            .map_err(spill_failed)?;
         Ok(Box::new(QuerySpillWriter {
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             size: Arc::clone(&self.size),
@@ -183,19 +188,21 @@ impl Write for QuerySpillWriter {
         self.account.charge(len)?;
         if let Err(e) = self.file.write_all(buf) {
             self.account.release(len);
-            return Err(e);
+            return Err(std::io::Error::other(SpillFailed(e.to_string())));
         }
         self.size.fetch_add(len, Ordering::Relaxed);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        self.file
+            .flush()
+            .map_err(|e| std::io::Error::other(SpillFailed(e.to_string())))
     }
 }
 
 impl SpillWriter for QuerySpillWriter {
     fn finish(&mut self) -> Result<()> {
-        self.file.flush().map_err(DataFusionError::IoError)
+        self.file.flush().map_err(spill_failed)
     }
 }

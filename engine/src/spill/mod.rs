@@ -12,7 +12,9 @@
 //! is cancelled at the latest, because its operators drop it. The directory is removed
 //! when the gateway stops, and one left by a gateway that crashed is removed when the
 //! next gateway starts over the same `engine.spill_dir` (a lock file held for the
-//! gateway's life tells a live gateway's directory from a dead one's).
+//! gateway's life tells a live gateway's directory from a dead one's). The spill
+//! directory must belong to the gateway's user and be writable by it alone, or the
+//! gateway does not spill (and says so).
 //!
 //! What is on disk is bounded twice, on every write: by `engine.query_spill_limit` for
 //! one query ([`QuerySpill`]) and by `engine.spill_limit` for the whole gateway. A write
@@ -22,6 +24,7 @@
 mod file;
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,14 +89,17 @@ impl SpillArea {
             source,
         };
         create_private_dir(root).map_err(failed)?;
-        remove_left_overs(root);
         let dir = tempfile::Builder::new()
             .prefix(GATEWAY_DIR_PREFIX)
             .permissions(owner_only(0o700))
             .tempdir_in(root)
             .map_err(failed)?;
+        let owner = std::fs::metadata(dir.path()).map_err(failed)?.uid();
+        ensure_private_root(root, owner).map_err(failed)?;
         let lock = File::create(dir.path().join(LOCK_FILE)).map_err(failed)?;
-        lock.try_lock().map_err(|e| failed(e.into()))?;
+        // Blocks only while another gateway's sweep looks at it (a moment).
+        lock.lock().map_err(failed)?;
+        remove_left_overs(root, owner);
         Ok(Arc::new(Self {
             dir,
             _lock: lock,
@@ -180,10 +186,23 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Removes the spill directories under `root` that no running gateway holds: those
-/// whose lock file is not locked (their gateway crashed), and those without one that
-/// are older than [`UNLOCKED_GRACE`].
-fn remove_left_overs(root: &Path) {
+/// Refuses a spill root that is not the gateway user's own (`owner`), or that others
+/// may write to: they could replace a gateway's directory, or its files, under it.
+fn ensure_private_root(root: &Path, owner: u32) -> std::io::Result<()> {
+    let meta = std::fs::metadata(root)?;
+    if meta.uid() != owner || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "it must belong to the gateway's user and be writable by that user alone",
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the spill directories under `root` (directories of `owner`, not links) that
+/// no running gateway holds: older than [`UNLOCKED_GRACE`], with a lock file that is
+/// not locked (their gateway crashed) or none.
+fn remove_left_overs(root: &Path, owner: u32) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
@@ -193,7 +212,8 @@ fn remove_left_overs(root: &Path) {
             .file_name()
             .to_str()
             .is_some_and(|name| name.starts_with(GATEWAY_DIR_PREFIX))
-            && path.is_dir();
+            && entry.file_type().is_ok_and(|kind| kind.is_dir())
+            && entry.metadata().is_ok_and(|meta| meta.uid() == owner);
         if !is_gateway_dir || held_by_a_live_gateway(&path) {
             continue;
         }
@@ -211,21 +231,31 @@ fn remove_left_overs(root: &Path) {
     }
 }
 
-/// Whether a gateway holds `dir`: its lock file is locked, or it has none yet and was
-/// made within [`UNLOCKED_GRACE`].
+/// Whether a gateway may hold `dir`: it was made within [`UNLOCKED_GRACE`] (its
+/// gateway may be starting), or its lock file is locked (or cannot be told).
 fn held_by_a_live_gateway(dir: &Path) -> bool {
-    match File::open(dir.join(LOCK_FILE)) {
-        Ok(lock) => match lock.try_lock() {
-            Ok(()) => false,
-            Err(std::fs::TryLockError::WouldBlock) => true,
-            // Cannot tell: leave it.
-            Err(std::fs::TryLockError::Error(_)) => true,
+    let young = std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .is_none_or(|age| age < UNLOCKED_GRACE);
+    if young {
+        return true;
+    }
+    let lock = dir.join(LOCK_FILE);
+    match std::fs::symlink_metadata(&lock) {
+        Ok(meta) if meta.file_type().is_file() => match File::open(&lock) {
+            Ok(lock) => match lock.try_lock() {
+                Ok(()) => false,
+                Err(std::fs::TryLockError::WouldBlock) => true,
+                // Cannot tell: leave it.
+                Err(std::fs::TryLockError::Error(_)) => true,
+            },
+            Err(_) => true,
         },
-        Err(_) => std::fs::metadata(dir)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|modified| modified.elapsed().ok())
-            .is_none_or(|age| age < UNLOCKED_GRACE),
+        // No lock file, and old: its gateway stopped before making one.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        _ => true,
     }
 }
 

@@ -54,21 +54,57 @@ fn spill_files_are_private_and_removed_with_their_query_and_the_gateway() {
 fn a_crashed_gateways_directory_is_removed_and_a_live_ones_kept() {
     let root = tempfile::tempdir().unwrap();
     let live = SpillArea::open(root.path(), 1 << 20).unwrap();
-    // A gateway that crashed: its directory and lock file remain, unlocked.
+    // A gateway that crashed: its directory and lock file remain, unlocked, old.
     let crashed = root.path().join("gateway-crashed");
     std::fs::create_dir(&crashed).unwrap();
     std::fs::write(crashed.join(LOCK_FILE), b"").unwrap();
     std::fs::write(crashed.join("spill-1"), b"rows").unwrap();
+    age(&crashed);
+    // One starting now: its lock not taken yet.
+    let starting = root.path().join("gateway-starting");
+    std::fs::create_dir(&starting).unwrap();
+    std::fs::write(starting.join(LOCK_FILE), b"").unwrap();
     let other = root.path().join("not-ours");
     std::fs::create_dir(&other).unwrap();
+    age(&other);
+    // The live gateway's directory, old too: its lock is held.
+    age(live.dir());
     let next = SpillArea::open(root.path(), 1 << 20).unwrap();
     assert!(
         !crashed.exists(),
         "left-overs of a crash are removed at start-up"
     );
     assert!(live.dir().exists(), "a running gateway's directory is kept");
+    assert!(
+        starting.exists(),
+        "a gateway starting may not hold its lock yet"
+    );
     assert!(other.exists(), "only gateways' directories are touched");
     assert_ne!(live.dir(), next.dir());
+}
+
+/// Makes `dir` look older than a starting gateway's.
+fn age(dir: &Path) {
+    let old = std::time::SystemTime::now() - 2 * UNLOCKED_GRACE;
+    File::open(dir).unwrap().set_modified(old).unwrap();
+}
+
+#[test]
+fn a_spill_directory_others_may_write_to_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = SpillArea::open(&shared, 1 << 20).unwrap_err();
+    assert!(
+        refused.to_string().contains("engine.spill_dir"),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&shared).unwrap().count(),
+        0,
+        "nothing is left in it"
+    );
 }
 
 /// The class a door sees for the failed write `error`.

@@ -1,0 +1,257 @@
+"""Bigger-than-memory benchmark: queries that need more than their memory limit, through
+the gateway under its default 1 GiB per query against DuckDB under `memory_limit='1GB'`,
+interleaved in one run, over the same files.
+
+Two sets, each optional: the demo mesh at `--demo-scale` (16: 96 million rows; the
+cross-domain join of issue 26, a window and DISTINCT over 32 million visits, a global
+sort, a self-join) and TPC-H at `--sf` (files as `tpchgen-cli` writes them in two parts),
+served as `tpch.direct`. Every answer is checked against DuckDB's first; then each run
+times both engines on every query, in an order shuffled per run. The gateway is one
+`meshgate serve` (default configuration but for the issuer), read through ADBC; its
+peak resident memory during each query is read from `/proc` (VmHWM, reset before each),
+and what it spilled from its audit record. DuckDB runs with as many threads as the
+gateway has cores, spilling to a directory of the work folder.
+
+    python benches/python/spill.py --bin target/release/meshgate --demo-scale 16 --sf 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import adbc_driver_flightsql.dbapi as flightsql
+import duckdb
+from adbc_driver_flightsql import DatabaseOptions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nodes import (  # noqa: E402
+    REPO, TABLES, Server, admin_token, descriptor, generate, geomean, issuer_config, same,
+    sql_for, start_gateway, write_report,
+)
+
+MEMORY = "1GB"
+DEMO_TABLES = {
+    "clinical.encounters.visits": "clinical/encounters/visits",
+    "billing.claims.claims": "billing/claims/claims",
+}
+DEMO_QUERIES = {
+    "demo_join_by_region": """
+        SELECT v.region, count(*) AS visits, sum(c.amount) AS billed
+        FROM clinical.encounters.visits v
+        JOIN billing.claims.claims c ON c.encounter_id = v.encounter_id
+        GROUP BY v.region""",
+    "demo_window_first_visit": """
+        SELECT count(*) AS first_visits FROM (
+          SELECT row_number() OVER (PARTITION BY patient_id ORDER BY encounter_id) AS n
+          FROM clinical.encounters.visits) WHERE n = 1""",
+    "demo_distinct_pairs": """
+        SELECT count(*) AS pairs FROM
+          (SELECT DISTINCT encounter_id, patient_id FROM clinical.encounters.visits)""",
+    "demo_global_sort": """
+        SELECT claim_id, amount FROM (
+          SELECT claim_id, amount, row_number() OVER (ORDER BY amount DESC, claim_id) AS n
+          FROM billing.claims.claims) WHERE n BETWEEN 1000001 AND 1000005""",
+    "demo_claims_self_join": """
+        SELECT count(*) AS pairs, sum(a.amount - b.amount) AS drift
+        FROM billing.claims.claims a JOIN billing.claims.claims b ON a.claim_id = b.claim_id""",
+}
+
+
+def args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "meshgate")
+    parser.add_argument("--demo-scale", default="16", help="0 for none")
+    parser.add_argument("--sf", default="10", help="TPC-H scale factor; 0 for none")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "meshgate" / "spill-bench")
+    parser.add_argument("--out", type=Path, default=REPO / "benches" / "results")
+    return parser.parse_args()
+
+
+def demo_mesh(bin_: Path, work: Path, scale: str) -> Path:
+    """The demo mesh at `scale`, its base products (written once, by the demo itself)."""
+    mesh = work / f"demo-{scale}" / "mesh"
+    if not (mesh / "clinical").is_dir():
+        shutil.rmtree(mesh.parent, ignore_errors=True)
+        mesh.parent.mkdir(parents=True)
+        demo = Server([bin_, "demo", "--dir", mesh, "--scale", scale, "--listen", "127.0.0.1:0",
+                       "--http-listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0",
+                       "--portal-listen", "127.0.0.1:0"], mesh.parent / "demo.log")
+        demo.stop()
+    # The derived product is materialized by a gateway over time; only base products.
+    shutil.rmtree(mesh / "analytics", ignore_errors=True)
+    return mesh
+
+
+def tpch_mesh(work: Path, sf: str) -> Path:
+    """TPC-H at `sf` as `tpch.direct` (generated once)."""
+    data = work / f"tpch-sf{sf}" / "data"
+    generate(data, sf)
+    mesh = data.parent / "mesh"
+    (mesh / "tpch").mkdir(parents=True, exist_ok=True)
+    (mesh / "tpch" / "direct.yaml").write_text(descriptor("tpch", data, None))
+    return mesh
+
+
+def duckdb_connection(work: Path, views: dict[str, str]):
+    con = duckdb.connect(":memory:")
+    spill = work / "duckdb-spill"
+    shutil.rmtree(spill, ignore_errors=True)
+    con.execute(f"SET memory_limit = '{MEMORY}'; SET threads = {os.cpu_count()}; "
+                f"SET temp_directory = '{spill}'; SET preserve_insertion_order = false")
+    for fqtn, files in views.items():
+        domain, product, table = fqtn.split(".")
+        con.execute(f'ATTACH IF NOT EXISTS \':memory:\' AS "{domain}"')
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{domain}"."{product}"')
+        con.execute(f'CREATE VIEW "{domain}"."{product}"."{table}" AS '
+                    f"SELECT * FROM read_parquet('{files}', hive_partitioning = true)")
+    return con
+
+
+class Gateway:
+    """One `meshgate serve` over `mesh`, its default limits, read through ADBC."""
+
+    def __init__(self, bin_: Path, mesh: Path, work: Path, secret: Path):
+        self.audit = work / "audit.jsonl"
+        self.audit.unlink(missing_ok=True)
+        config = work / "gateway.yaml"
+        config.write_text(issuer_config(secret)
+                          + f"audit: {{ file: {json.dumps(str(self.audit))}, statements: full }}\n"
+                          + "quality: { enabled: false }\n"
+                          + f"engine: {{ spill_dir: {json.dumps(str(work / 'spill'))} }}\n")
+        self.server, uri = start_gateway(bin_, mesh, config, work / "gateway.log")
+        self.conn = flightsql.connect(uri, db_kwargs={
+            DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {admin_token(bin_, secret)}"})
+
+    def peak_reset(self) -> None:
+        Path(f"/proc/{self.server.proc.pid}/clear_refs").write_text("5")
+
+    def peak_mib(self) -> float:
+        for line in Path(f"/proc/{self.server.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def spilled_mib(self, sql: str) -> float:
+        records = [json.loads(l) for l in self.audit.read_text().splitlines() if l.strip()]
+        done = [r for r in records if r.get("statement") == sql and r["rpc"].startswith("DoGet")]
+        return (done[-1].get("spilled") or {}).get("bytes", 0) / 2**20 if done else float("nan")
+
+    def query(self, sql: str):
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.server.stop()
+
+
+def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[dict]:
+    """Checks every answer, then times both engines `runs` times, interleaved."""
+    rows = {name: {"gateway": [], "duckdb": [], "peak": [], "spilled": []} for name in name_sql}
+    for name, sql in name_sql.items():
+        want = con.execute(sql).to_arrow_table()
+        got = gateway.query(sql)
+        if not same(got, want):
+            raise SystemExit(f"{name}: the gateway's answer differs from DuckDB's:\n{got}\n{want}")
+        print(f"{name}: answers agree", flush=True)
+    for run in range(runs):
+        order = list(name_sql)
+        random.shuffle(order)
+        for name in order:
+            sql = name_sql[name]
+            engines = ["gateway", "duckdb"]
+            random.shuffle(engines)
+            for engine in engines:
+                if engine == "gateway":
+                    gateway.peak_reset()
+                started = time.perf_counter()
+                if engine == "gateway":
+                    gateway.query(sql)
+                else:
+                    con.execute(sql).to_arrow_table()
+                rows[name][engine].append(time.perf_counter() - started)
+                if engine == "gateway":
+                    rows[name]["peak"].append(gateway.peak_mib())
+                    rows[name]["spilled"].append(gateway.spilled_mib(sql))
+            print(f"run {run + 1} {name}: gateway {rows[name]['gateway'][-1]:.2f} s, "
+                  f"duckdb {rows[name]['duckdb'][-1]:.2f} s", flush=True)
+    return [{"name": name, **{k: v for k, v in r.items()}} for name, r in rows.items()]
+
+
+def table(title: str, results: list[dict]) -> str:
+    lines = [f"### {title}", "",
+             "| query | meshgate (s) | DuckDB (s) | meshgate / DuckDB | meshgate peak RSS (MiB) | spilled (MiB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    ratios = []
+    for r in results:
+        g, d = statistics.median(r["gateway"]), statistics.median(r["duckdb"])
+        ratios.append(g / d)
+        lines.append(f"| {r['name']} | {g:.2f} | {d:.2f} | {g / d:.2f} | {max(r['peak']):.0f} | "
+                     f"{max(r['spilled']):.0f} |")
+    lines += ["", f"Geometric mean of meshgate / DuckDB: **{geomean(ratios):.2f}** "
+              f"over {len(results)} queries.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    opts = args()
+    opts.work.mkdir(parents=True, exist_ok=True)
+    wanted = [w for w in opts.only.split(",") if w]
+    pick = lambda names: [n for n in names if not wanted or any(w in n for w in wanted)]
+    secret = opts.work / "issuer-secret"
+    if not secret.exists():
+        secret.write_bytes(os.urandom(32))
+    sections = []
+    sets = []
+    if opts.demo_scale not in ("", "0"):
+        mesh = demo_mesh(opts.bin, opts.work, opts.demo_scale)
+        views = {fqtn: str(mesh / "data" / path / "**" / "*.parquet") for fqtn, path in DEMO_TABLES.items()}
+        sets.append((f"Demo mesh, scale {opts.demo_scale}", mesh, views,
+                     {n: DEMO_QUERIES[n] for n in pick(DEMO_QUERIES)}))
+    if opts.sf not in ("", "0"):
+        mesh = tpch_mesh(opts.work, opts.sf)
+        data = mesh.parent / "data"
+        views = {f"tpch.direct.{t}": str(data / t / "*.parquet") for t in TABLES}
+        names = pick([f"q{i:02d}" for i in range(1, 23)])
+        sets.append((f"TPC-H SF{opts.sf} (tpchgen-cli, two parts per table)", mesh, views,
+                     {n: sql_for(n, "tpch", opts.sf) for n in names}))
+    for title, mesh, views, queries in sets:
+        if not queries:
+            continue
+        run_dir = opts.work / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir()
+        gateway = Gateway(opts.bin, mesh, run_dir, secret)
+        con = duckdb_connection(run_dir, views)
+        try:
+            sections.append(table(title, measure(queries, gateway, con, opts.runs)))
+        finally:
+            con.close()
+            gateway.stop()
+    cores = os.cpu_count()
+    revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+    report = "\n".join([
+        "# Bigger than memory: meshgate vs DuckDB at 1 GiB per query", "",
+        f"meshgate {revision} (release build, default configuration: `engine.query_memory_limit` "
+        f"1 GiB) through ADBC; DuckDB {duckdb.__version__} in process with `memory_limit='{MEMORY}'` "
+        f"and {cores} threads; {cores} cores. Medians of {opts.runs} interleaved runs; answers "
+        "checked against DuckDB's first. Peak RSS is the gateway process's during the query "
+        "(its resting memory included).", "", *sections])
+    write_report(opts.out, "spill", report)
+
+
+if __name__ == "__main__":
+    main()

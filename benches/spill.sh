@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The bigger-than-memory benchmark (benches/python/spill.py): queries that need more than
+# their memory through the gateway under its default 1 GiB per query, against DuckDB
+# under memory_limit='1GB', interleaved in one run; answers checked first.
+#
+#   bash benches/spill.sh                               # demo scale 16 and TPC-H SF10, 3 runs
+#   bash benches/spill.sh --sf 0 --runs 1               # the demo queries only, once
+#   bash benches/spill.sh --demo-scale 0 --only q18,q21 # a subset of TPC-H
+#
+# Results: benches/results/spill-<time>.md and benches/results/spill-latest.md.
+# Environment: MESHGATE_BIN (default: a release build of this checkout), MESHGATE_VENV
+# (the test suite's virtual environment: pyarrow, ADBC, DuckDB, tpchgen-cli).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+# shellcheck source=../tests/python/venv.sh
+source "$repo/tests/python/venv.sh"
+if [ -z "${MESHGATE_BIN:-}" ]; then
+    cargo build --release --locked --bin meshgate
+    MESHGATE_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/meshgate"
+fi
+exec "$MESHGATE_VENV/bin/python" "$repo/benches/python/spill.py" --bin "$MESHGATE_BIN" "$@"
