@@ -34,9 +34,10 @@ from adbc_driver_flightsql import DatabaseOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nodes import (  # noqa: E402
-    REPO, TABLES, Server, admin_token, descriptor, generate, geomean, issuer_config, same,
-    sql_for, start_gateway, write_report,
+    REPO, TABLES, Server, admin_token, descriptor, generate, geomean, issuer_config, sql_for,
+    start_gateway, write_report,
 )
+from result_cache import agree  # noqa: E402
 
 MEMORY = "1GB"
 DEMO_TABLES = {
@@ -119,7 +120,8 @@ def duckdb_connection(work: Path, views: dict[str, str]):
 
 
 class Gateway:
-    """One `meshgate serve` over `mesh`, its default limits, read through ADBC."""
+    """One `meshgate serve` over `mesh`, its default limits, read through ADBC; every query
+    runs (no result cache)."""
 
     def __init__(self, bin_: Path, mesh: Path, work: Path, secret: Path):
         self.audit = work / "audit.jsonl"
@@ -128,7 +130,8 @@ class Gateway:
         config.write_text(issuer_config(secret)
                           + f"audit: {{ file: {json.dumps(str(self.audit))}, statements: full }}\n"
                           + "quality: { enabled: false }\n"
-                          + f"engine: {{ spill_dir: {json.dumps(str(work / 'spill'))} }}\n")
+                          + f"engine: {{ spill_dir: {json.dumps(str(work / 'spill'))}, "
+                          + "result_cache: { enabled: false } }\n")
         self.server, uri = start_gateway(bin_, mesh, config, work / "gateway.log")
         self.conn = flightsql.connect(uri, db_kwargs={
             DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {admin_token(bin_, secret)}"})
@@ -161,9 +164,9 @@ def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[
     """Checks every answer, then times both engines `runs` times, interleaved."""
     rows = {name: {"gateway": [], "duckdb": [], "peak": [], "spilled": []} for name in name_sql}
     for name, sql in name_sql.items():
-        want = con.execute(sql).to_arrow_table()
+        want = con.sql(sql).to_arrow_table()
         got = gateway.query(sql)
-        if not same(got, want):
+        if not agree(got, want):
             raise SystemExit(f"{name}: the gateway's answer differs from DuckDB's:\n{got}\n{want}")
         print(f"{name}: answers agree", flush=True)
     for run in range(runs):
@@ -180,7 +183,7 @@ def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[
                 if engine == "gateway":
                     gateway.query(sql)
                 else:
-                    con.execute(sql).to_arrow_table()
+                    con.sql(sql).to_arrow_table()
                 rows[name][engine].append(time.perf_counter() - started)
                 if engine == "gateway":
                     rows[name]["peak"].append(gateway.peak_mib())

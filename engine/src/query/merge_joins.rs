@@ -4,12 +4,13 @@
 //! DataFusion's hash join holds its whole build side in memory and cannot spill; its
 //! sort-merge join sorts both sides (spilling what does not fit) and holds little more
 //! than the rows of one key. Hash joins are faster when they fit, so queries are planned
-//! with them. When one's build side is refused memory before the query's first batch
-//! (nothing has reached the caller yet), the same optimized plan, policies and all, is
-//! planned again with `prefer_hash_join` off and its stream replaces the first. The
+//! with them. When a query holding hash tables is refused memory before its first batch
+//! (nothing has reached the caller yet: a build side, or a sort beside the hash tables),
+//! the same optimized plan, policies and all, is planned again with `prefer_hash_join`
+//! off and its stream replaces the first. The
 //! policies are in the logical plan, below every join, so the choice of join changes
-//! nothing of what the caller may see. A failure after the first batch, or of another
-//! operator, is the query's failure, as before.
+//! nothing of what the caller may see. A failure after the first batch, of a query
+//! without hash joins, or for want of disk, is the query's failure, as before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,9 @@ use std::time::Duration;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
@@ -26,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::session::PlanningBudget;
 use crate::usage::QueryScans;
 
-/// Name of the memory consumer of a hash join's build side, as DataFusion 55 registers
-/// it (`HashJoinInput`, `HashJoinInput[n]`).
-const BUILD_SIDE_CONSUMER: &str = "HashJoinInput";
+/// What the refusals of memory say (see `crate::session::memory`): the query's limit,
+/// or the gateway's pool.
+const MEMORY_REFUSALS: [&str; 2] = ["engine.query_memory_limit", "engine.memory_pool"];
 
 /// Longest the query waits for the memory of its first run to be returned.
 const RETURN_WAIT: Duration = Duration::from_secs(2);
@@ -47,6 +49,13 @@ pub(crate) struct MergeJoinPlan {
     pub(crate) query_id: Option<String>,
     /// When the query must be done: planning it again stops then too.
     pub(crate) deadline: std::time::Instant,
+}
+
+/// Whether `plan` holds hash tables (hash joins that a sort-merge join can replace).
+pub(crate) fn holds_hash_tables(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<HashJoinExec>()
+        .is_some_and(|join| !join.null_aware)
+        || plan.children().into_iter().any(holds_hash_tables)
 }
 
 impl MergeJoinPlan {
@@ -81,8 +90,8 @@ impl MergeJoinPlan {
     }
 }
 
-/// `first`, or, if it fails for want of memory for a hash join's build side before its
-/// first batch, the query planned again by `again` (see the module's doc).
+/// `first`, the stream of a plan holding hash tables, or, if it is refused memory
+/// before its first batch, the query planned again by `again` (see the module's doc).
 pub(crate) fn or_merge_joins(
     first: SendableRecordBatchStream,
     again: MergeJoinPlan,
@@ -92,7 +101,7 @@ pub(crate) fn or_merge_joins(
     let batches = futures::stream::once(async move {
         let mut first = first;
         match first.next().await {
-            Some(Err(e)) if is_build_side_refused(&e) && again.can_merge() => {
+            Some(Err(e)) if is_memory_refused(&e) && again.can_merge() => {
                 drop(first);
                 // The tasks of the first run return its memory as they stop.
                 memory_returned(&again.task).await;
@@ -100,8 +109,8 @@ pub(crate) fn or_merge_joins(
                 tracing::info!(
                     query_id,
                     error = %e,
-                    "a hash join's build side does not fit in the query's memory: \
-                     the query runs again with sort-merge joins, which spill"
+                    "a query holding hash tables does not fit in its memory: \
+                     it runs again with sort-merge joins, which spill"
                 );
                 // Planned again or not, the caller learns why it ran short first.
                 again.start().await.map_err(|again_failed| {
@@ -133,12 +142,12 @@ async fn memory_returned(task: &TaskContext) {
     }
 }
 
-/// Whether `error` is a hash join's build side refused memory (by the query's limit or
-/// the gateway's pool).
-fn is_build_side_refused(error: &DataFusionError) -> bool {
+/// Whether `error` is memory refused (by the query's limit or the gateway's pool).
+fn is_memory_refused(error: &DataFusionError) -> bool {
     matches!(
         error.find_root(),
-        DataFusionError::ResourcesExhausted(message) if message.contains(BUILD_SIDE_CONSUMER)
+        DataFusionError::ResourcesExhausted(message)
+            if MEMORY_REFUSALS.iter().any(|limit| message.contains(limit))
     )
 }
 
@@ -147,20 +156,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_build_side_refused_memory_plans_again() {
+    fn only_memory_refused_plans_again() {
         let refused = DataFusionError::ResourcesExhausted(
             "the query needs more than its memory limit of 1.0 GiB \
              (engine.query_memory_limit): HashJoinInput[1] wanted 176002024 more bytes"
                 .into(),
         );
-        assert!(is_build_side_refused(&refused));
+        assert!(is_memory_refused(&refused));
         let shared = DataFusionError::Shared(Arc::new(refused));
-        assert!(is_build_side_refused(&shared.context("while joining")));
-        let sort = DataFusionError::ResourcesExhausted(
-            "the query needs more than its memory limit: ExternalSorterMerge[0] wanted 1".into(),
+        assert!(is_memory_refused(&shared.context("while joining")));
+        let pool = DataFusionError::ResourcesExhausted(
+            "the gateway's memory pool (engine.memory_pool) is exhausted".into(),
         );
-        assert!(!is_build_side_refused(&sort));
-        let other = DataFusionError::Execution("HashJoinInput".into());
-        assert!(!is_build_side_refused(&other));
+        assert!(is_memory_refused(&pool));
+        let disk = DataFusionError::ResourcesExhausted(
+            "the query needs more than its disk limit (engine.query_spill_limit)".into(),
+        );
+        assert!(!is_memory_refused(&disk));
+        let other = DataFusionError::Execution("engine.query_memory_limit".into());
+        assert!(!is_memory_refused(&other));
     }
 }

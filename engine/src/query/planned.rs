@@ -367,16 +367,20 @@ impl PlannedQuery {
             Some(started) if !*started => *started = true,
             _ => return Err(already()),
         }
-        // Served whole and here, it may be planned again with sort-merge joins.
-        let again = (self.parts.is_none() && execution.remote.is_none() && !execution.explain)
-            .then(|| MergeJoinPlan {
-                session: execution.session.clone(),
-                optimized: execution.optimized.clone(),
-                task: Arc::clone(&execution.task),
-                scans: Arc::clone(&self.scans),
-                query_id: self.query_id().map(str::to_string),
-                deadline: self.deadline.at.into_std(),
-            });
+        // Served whole and here, holding hash tables, it may be planned again with
+        // sort-merge joins.
+        let again = (self.parts.is_none()
+            && execution.remote.is_none()
+            && !execution.explain
+            && merge_joins::holds_hash_tables(&execution.physical))
+        .then(|| MergeJoinPlan {
+            session: execution.session.clone(),
+            optimized: execution.optimized.clone(),
+            task: Arc::clone(&execution.task),
+            scans: Arc::clone(&self.scans),
+            query_id: self.query_id().map(str::to_string),
+            deadline: self.deadline.at.into_std(),
+        });
         let claimed = Claimed {
             physical: Arc::clone(&execution.physical),
             task: Arc::clone(&execution.task),

@@ -3,10 +3,10 @@
 //!
 //! A hash join holds its whole build side in memory and cannot spill. Where the
 //! statistics of the build side (row counts and sizes from Parquet footers and Delta
-//! logs, as DataFusion carries them through the plan) say that it alone needs more than
-//! three quarters of `engine.query_memory_limit`, the join is planned as a sort-merge
-//! join instead, which
-//! spills: [`MergeJoinsOverMemory`] runs right after DataFusion's own join selection, and
+//! logs, as DataFusion carries them through the plan) say that the hash tables of a
+//! query need more than three quarters of `engine.query_memory_limit` together, the
+//! largest joins are planned as sort-merge joins instead (which spill), until the others
+//! fit: [`MergeJoinsOverMemory`] runs right after DataFusion's own join selection, and
 //! the distribution and sorting rules after it add the repartitions and sorts the merge
 //! needs. A join whose size is unknown, or estimated to fit, stays a hash join; if it
 //! does not fit after all, the query is planned again with sort-merge joins when it runs
@@ -61,16 +61,24 @@ impl PhysicalOptimizerRule for MergeJoinsOverMemory {
         if config.execution.target_partitions <= 1 || !config.optimizer.repartition_joins {
             return Ok(plan);
         }
+        // A hash table may take three quarters of the limit at most while operators that
+        // spill run beside it (see `super::memory`); the hash tables of a pipeline of
+        // joins are held at once, so the largest are merged until the rest fit together.
+        let room = self.limit / 4 * 3;
+        let mut sizes = Vec::new();
+        hash_join_sizes(&plan, &mut sizes);
+        let merged = to_merge(&sizes, room);
+        if !merged.contains(&true) {
+            return Ok(plan);
+        }
+        let mut next = 0;
         plan.transform_up(|node| {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
                 return Ok(Transformed::no(node));
             };
-            // A hash table may take three quarters of the limit at most while operators
-            // that spill run beside it (see `super::memory`).
-            let room = self.limit / 4 * 3;
-            let too_large =
-                !join.null_aware && build_side_bytes(join.left()).is_some_and(|bytes| bytes > room);
-            if !too_large {
+            let index = next;
+            next += 1;
+            if !merged.get(index).copied().unwrap_or(false) {
                 return Ok(Transformed::no(node));
             }
             Ok(Transformed::yes(as_merge_join(join)?))
@@ -100,6 +108,43 @@ pub(crate) fn with_merge_joins_over_memory(
         .map_or(0, |selection| selection + 1);
     rules.insert(at, Arc::new(MergeJoinsOverMemory::new(limit)));
     rules
+}
+
+/// Which of hash tables of `sizes` (unknown ones stay) to give up, the largest first,
+/// until the others fit in `room` together.
+fn to_merge(sizes: &[Option<usize>], room: usize) -> Vec<bool> {
+    let mut by_size: Vec<(usize, usize)> = sizes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, size)| size.map(|bytes| (index, bytes)))
+        .collect();
+    by_size.sort_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
+    let mut held: usize = by_size.iter().map(|&(_, bytes)| bytes).sum();
+    let mut merged = vec![false; sizes.len()];
+    for (index, bytes) in by_size {
+        if held <= room {
+            break;
+        }
+        merged[index] = true;
+        held -= bytes;
+    }
+    merged
+}
+
+/// The estimated hash-table size of every hash join of `plan`, in the order a bottom-up
+/// walk meets them (children left to right, then the node); none for a null-aware one
+/// (it must stay a hash join) or one whose size is unknown.
+fn hash_join_sizes(plan: &Arc<dyn ExecutionPlan>, sizes: &mut Vec<Option<usize>>) {
+    for child in plan.children() {
+        hash_join_sizes(child, sizes);
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        sizes.push(if join.null_aware {
+            None
+        } else {
+            build_side_bytes(join.left())
+        });
+    }
 }
 
 /// `join` as a sort-merge join of the same inputs, keys, filter and type, with the same

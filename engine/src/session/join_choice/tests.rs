@@ -99,3 +99,16 @@ fn rows_of_unknown_size_are_estimated_from_their_types() {
     ]);
     assert_eq!(row_width(&schema), 8 + VARIABLE_VALUE_BYTES + 1);
 }
+
+#[test]
+fn the_largest_hash_tables_are_given_up_until_the_others_fit_together() {
+    let sizes = [Some(300), None, Some(500), Some(100), Some(200)];
+    assert_eq!(to_merge(&sizes, 1100), vec![false; 5], "they fit");
+    assert_eq!(
+        to_merge(&sizes, 700),
+        vec![false, false, true, false, false],
+        "without the largest, the rest fit"
+    );
+    assert_eq!(to_merge(&sizes, 250), vec![true, false, true, false, true]);
+    assert_eq!(to_merge(&sizes, 0), vec![true, false, true, true, true]);
+}
