@@ -8,7 +8,8 @@ sort, a self-join) and TPC-H at `--sf` (files as `tpchgen-cli` writes them in tw
 served as `tpch.direct`. Every answer is checked against DuckDB's first; then each run
 times both engines on every query, in an order shuffled per run. The gateway is one
 `meshgate serve` (default configuration but for the issuer), read through ADBC; its
-peak resident memory during each query is read from `/proc` (VmHWM, reset before each),
+resident memory as each query starts and its peak during it are read from `/proc` (VmRSS,
+and VmHWM reset before each),
 and what it spilled from its audit record. DuckDB runs with as many threads as the
 gateway has cores, spilling to a directory of the work folder.
 
@@ -139,11 +140,17 @@ class Gateway:
     def peak_reset(self) -> None:
         Path(f"/proc/{self.server.proc.pid}/clear_refs").write_text("5")
 
-    def peak_mib(self) -> float:
+    def _status_mib(self, field: str) -> float:
         for line in Path(f"/proc/{self.server.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def resident_mib(self) -> float:
+        return self._status_mib("VmRSS")
+
+    def peak_mib(self) -> float:
+        return self._status_mib("VmHWM")
 
     def spilled_mib(self, sql: str) -> float:
         records = [json.loads(l) for l in self.audit.read_text().splitlines() if l.strip()]
@@ -162,7 +169,8 @@ class Gateway:
 
 def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[dict]:
     """Checks every answer, then times both engines `runs` times, interleaved."""
-    rows = {name: {"gateway": [], "duckdb": [], "peak": [], "spilled": []} for name in name_sql}
+    rows = {name: {"gateway": [], "duckdb": [], "before": [], "peak": [], "spilled": []}
+            for name in name_sql}
     for name, sql in name_sql.items():
         want = con.sql(sql).to_arrow_table()
         got = gateway.query(sql)
@@ -179,6 +187,7 @@ def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[
             for engine in engines:
                 if engine == "gateway":
                     gateway.peak_reset()
+                    rows[name]["before"].append(gateway.resident_mib())
                 started = time.perf_counter()
                 if engine == "gateway":
                     gateway.query(sql)
@@ -195,13 +204,15 @@ def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[
 
 def table(title: str, results: list[dict]) -> str:
     lines = [f"### {title}", "",
-             "| query | meshgate (s) | DuckDB (s) | meshgate / DuckDB | meshgate peak RSS (MiB) | spilled (MiB) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| query | meshgate (s) | DuckDB (s) | meshgate / DuckDB | meshgate RSS before (MiB) "
+             "| meshgate peak RSS (MiB) | spilled (MiB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     ratios = []
     for r in results:
         g, d = statistics.median(r["gateway"]), statistics.median(r["duckdb"])
         ratios.append(g / d)
-        lines.append(f"| {r['name']} | {g:.2f} | {d:.2f} | {g / d:.2f} | {max(r['peak']):.0f} | "
+        lines.append(f"| {r['name']} | {g:.2f} | {d:.2f} | {g / d:.2f} | "
+                     f"{statistics.median(r['before']):.0f} | {max(r['peak']):.0f} | "
                      f"{max(r['spilled']):.0f} |")
     lines += ["", f"Geometric mean of meshgate / DuckDB: **{geomean(ratios):.2f}** "
               f"over {len(results)} queries.", ""]
@@ -251,8 +262,10 @@ def main() -> None:
         f"meshgate {revision} (release build, default configuration: `engine.query_memory_limit` "
         f"1 GiB) through ADBC; DuckDB {duckdb.__version__} in process with `memory_limit='{MEMORY}'` "
         f"and {cores} threads; {cores} cores. Medians of {opts.runs} interleaved runs; answers "
-        "checked against DuckDB's first. Peak RSS is the gateway process's during the query "
-        "(its resting memory included).", "", *sections])
+        "checked against DuckDB's first. RSS before is the gateway process's resident memory "
+        "as the query starts (jemalloc returns freed memory after about ten seconds, so it "
+        "holds what the previous query freed too); peak RSS is its highest during the "
+        "query (the largest over the runs).", "", *sections])
     write_report(opts.out, "spill", report)
 
 
