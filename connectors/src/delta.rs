@@ -130,7 +130,7 @@ pub(crate) async fn delta_table(
 
 /// Whether the table's location lists no object under `_delta_log/` (a listing that
 /// fails says nothing: the failure is the caller's to report).
-async fn holds_no_log(location: &ResolvedLocation) -> bool {
+pub(crate) async fn holds_no_log(location: &ResolvedLocation) -> bool {
     let log = object_store::path::Path::from_url_path(location.table_url.path())
         .map(|dir| dir.join("_delta_log"));
     let Ok(log) = log else {

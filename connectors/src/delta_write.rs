@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 use meshgate_catalog::{Product, Table, TableFormat};
 
 use crate::TableOpener;
-use crate::delta::register_log_store;
+use crate::delta::{holds_no_log, register_log_store};
 use crate::error::{ConnectorError, Result};
 
 /// What one overwrite committed.
@@ -63,9 +63,13 @@ impl TableOpener {
             )
             .build()
             .map_err(delta_err)?;
-        match delta.load().await {
-            Ok(()) | Err(DeltaTableError::NotATable(_)) => {}
-            Err(e) => return Err(delta_err(e)),
+        // A first run finds no log: nothing to load (asked, delta-rs would log an error
+        // of its own).
+        if !holds_no_log(&location).await {
+            match delta.load().await {
+                Ok(()) | Err(DeltaTableError::NotATable(_)) => {}
+                Err(e) => return Err(delta_err(e)),
+            }
         }
         // delta-rs plans its write with nodes of its own, which its planner knows.
         let session = SessionStateBuilder::new_from_existing(session)
