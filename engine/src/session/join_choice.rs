@@ -110,7 +110,7 @@ pub(crate) fn with_merge_joins_over_memory(
     rules
 }
 
-/// Which of hash tables of `sizes` (unknown ones stay) to give up, the largest first,
+/// Which of the hash tables `sizes` estimates (unknown ones stay) to give up, largest first,
 /// until the others fit in `room` together.
 fn to_merge(sizes: &[Option<usize>], room: usize) -> Vec<bool> {
     let mut by_size: Vec<(usize, usize)> = sizes
@@ -119,14 +119,15 @@ fn to_merge(sizes: &[Option<usize>], room: usize) -> Vec<bool> {
         .filter_map(|(index, size)| size.map(|bytes| (index, bytes)))
         .collect();
     by_size.sort_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
-    let mut held: usize = by_size.iter().map(|&(_, bytes)| bytes).sum();
+    // In u128: estimates may be absurd (a cross join's rows), and their sum past usize.
+    let mut held: u128 = by_size.iter().map(|&(_, bytes)| bytes as u128).sum();
     let mut merged = vec![false; sizes.len()];
     for (index, bytes) in by_size {
-        if held <= room {
+        if held <= room as u128 {
             break;
         }
         merged[index] = true;
-        held -= bytes;
+        held -= bytes as u128;
     }
     merged
 }

@@ -111,4 +111,9 @@ fn the_largest_hash_tables_are_given_up_until_the_others_fit_together() {
     );
     assert_eq!(to_merge(&sizes, 250), vec![true, false, true, false, true]);
     assert_eq!(to_merge(&sizes, 0), vec![true, false, true, true, true]);
+    // Absurd estimates do not overflow: the largest goes first.
+    assert_eq!(
+        to_merge(&[Some(usize::MAX), Some(usize::MAX), Some(10)], 100),
+        vec![true, true, false]
+    );
 }
