@@ -66,7 +66,7 @@ impl PhysicalOptimizerRule for MergeJoinsOverMemory {
         // joins are held at once, so the largest are merged until the rest fit together.
         let room = self.limit / 4 * 3;
         let mut sizes = Vec::new();
-        hash_join_sizes(&plan, &mut sizes);
+        hash_join_sizes(&plan, &StatisticsContext::new(), &mut sizes);
         let merged = to_merge(&sizes, room);
         if !merged.contains(&true) {
             return Ok(plan);
@@ -134,16 +134,21 @@ fn to_merge(sizes: &[Option<usize>], room: usize) -> Vec<bool> {
 
 /// The estimated hash-table size of every hash join of `plan`, in the order a bottom-up
 /// walk meets them (children left to right, then the node); none for a null-aware one
-/// (it must stay a hash join) or one whose size is unknown.
-fn hash_join_sizes(plan: &Arc<dyn ExecutionPlan>, sizes: &mut Vec<Option<usize>>) {
+/// (it must stay a hash join) or one whose size is unknown. One `statistics` context
+/// serves every join, so a subtree's statistics are computed once.
+fn hash_join_sizes(
+    plan: &Arc<dyn ExecutionPlan>,
+    statistics: &StatisticsContext,
+    sizes: &mut Vec<Option<usize>>,
+) {
     for child in plan.children() {
-        hash_join_sizes(child, sizes);
+        hash_join_sizes(child, statistics, sizes);
     }
     if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
         sizes.push(if join.null_aware {
             None
         } else {
-            build_side_bytes(join.left())
+            build_side_bytes(join.left(), statistics)
         });
     }
 }
@@ -173,8 +178,11 @@ fn as_merge_join(join: &HashJoinExec) -> Result<Arc<dyn ExecutionPlan>> {
 }
 
 /// What the hash table of `build` would hold, in bytes, when its statistics tell.
-fn build_side_bytes(build: &Arc<dyn ExecutionPlan>) -> Option<usize> {
-    let statistics = StatisticsContext::new()
+fn build_side_bytes(
+    build: &Arc<dyn ExecutionPlan>,
+    statistics: &StatisticsContext,
+) -> Option<usize> {
+    let statistics = statistics
         .compute(build.as_ref(), &StatisticsArgs::new())
         .ok()?;
     let rows = *statistics.num_rows.get_value()?;
