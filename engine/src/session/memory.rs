@@ -26,7 +26,7 @@ use crate::spill::human_bytes;
 pub(crate) struct QueryMemoryLimit(pub usize);
 
 /// What each operator that can spill may count on beyond what it holds, as a part of
-/// the query's limit (at most a quarter of the limit over all of them): operators that cannot
+/// the query's limit (at most an eighth of the limit over all of them): operators that cannot
 /// spill leave it free. A merge of spilled runs (which cannot spill) otherwise takes all
 /// it can, and a sort of another partition, left nothing to accept one batch, fails.
 const SPILLER_FLOOR_PART: usize = 16;
@@ -82,7 +82,7 @@ impl QueryPool {
         } else {
             // What the spillers hold beyond their floors they can spill to make room.
             let floor =
-                (self.limit / SPILLER_FLOOR_PART).min(self.limit / 4 / held.spillers.max(1));
+                (self.limit / SPILLER_FLOOR_PART).min(self.limit / 8 / held.spillers.max(1));
             let kept_free = (held.spillers * floor).saturating_sub(held.spilling);
             before.saturating_add(additional).saturating_add(kept_free) <= self.limit
         };
