@@ -13,12 +13,18 @@ and VmHWM reset before each),
 and what it spilled from its audit record. DuckDB runs with as many threads as the
 gateway has cores, spilling to a directory of the work folder.
 
-    python benches/python/spill.py --bin target/release/meshgate --demo-scale 16 --sf 10
+Then, at each demo scale of `--operators`, every operator is checked once (operators.py):
+each query answers equal to DuckDB or is refused naming a limit, and the gateway keeps
+serving; the run fails otherwise.
+
+    python benches/python/spill.py --bin target/release/meshgate --demo-scale 16 --sf 10 \
+        --operators 16,64
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -29,15 +35,19 @@ import sys
 import time
 from pathlib import Path
 
+import threading
+import urllib.request
+
 import adbc_driver_flightsql.dbapi as flightsql
 import duckdb
 from adbc_driver_flightsql import DatabaseOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nodes import (  # noqa: E402
-    REPO, TABLES, Server, admin_token, descriptor, generate, geomean, issuer_config, sql_for,
+    REPO, TABLES, Server, admin_token, descriptor, free_port, generate, geomean, issuer_config, sql_for,
     start_gateway, write_report,
 )
+import operators  # noqa: E402
 from result_cache import agree  # noqa: E402
 
 MEMORY = "1GB"
@@ -75,6 +85,8 @@ def args() -> argparse.Namespace:
     parser.add_argument("--sf", default="10", help="TPC-H scale factor; 0 for none")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="")
+    parser.add_argument("--operators", default="16",
+                        help="demo scales at which every operator is checked once (operators.py); 0 for none")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "meshgate" / "spill-bench")
     parser.add_argument("--out", type=Path, default=REPO / "benches" / "results")
     return parser.parse_args()
@@ -93,6 +105,11 @@ def demo_mesh(bin_: Path, work: Path, scale: str) -> Path:
     # The derived product is materialized by a gateway over time; only base products.
     shutil.rmtree(mesh / "analytics", ignore_errors=True)
     return mesh
+
+
+def demo_views(mesh: Path) -> dict[str, str]:
+    """The demo's tables as DuckDB reads them: a glob of each one's Parquet files."""
+    return {fqtn: str(mesh / "data" / path / "**" / "*.parquet") for fqtn, path in DEMO_TABLES.items()}
 
 
 def tpch_mesh(work: Path, sf: str) -> Path:
@@ -120,17 +137,62 @@ def duckdb_connection(work: Path, views: dict[str, str]):
     return con
 
 
+@contextlib.contextmanager
+def serving(opts: argparse.Namespace, mesh: Path, views: dict[str, str], secret: Path):
+    """A fresh gateway over `mesh` and a DuckDB connection over `views`, in a clean run
+    directory; both stopped on leaving."""
+    run_dir = opts.work / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    gateway = Gateway(opts.bin, mesh, run_dir, secret)
+    con = duckdb_connection(run_dir, views)
+    try:
+        yield gateway, con
+    finally:
+        con.close()
+        gateway.stop()
+
+
+class MemoryPeaks:
+    """While in use, polls the gateway's `/metrics` every 50 ms; `peaks` then holds the
+    highest pool reservation and the highest live allocation seen (MiB)."""
+
+    def __init__(self, gateway: "Gateway"):
+        self.gateway = gateway
+        self.peaks = {"pool": 0.0, "allocated": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while True:
+            for k, v in self.gateway.memory_mib().items():
+                self.peaks[k] = max(self.peaks[k], v)
+            if self._stop.wait(0.05):
+                return
+
+    def __enter__(self) -> "MemoryPeaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class Gateway:
     """One `meshgate serve` over `mesh`, its default limits, read through ADBC; every query
     runs (no result cache)."""
 
     def __init__(self, bin_: Path, mesh: Path, work: Path, secret: Path):
+        self.work = work
         self.audit = work / "audit.jsonl"
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         self.audit.unlink(missing_ok=True)
         config = work / "gateway.yaml"
         config.write_text(issuer_config(secret)
                           + f"audit: {{ file: {json.dumps(str(self.audit))}, statements: full }}\n"
                           + "quality: { enabled: false }\n"
+                          + f"observability: {{ listen: {self.metrics_url.split('/')[2]} }}\n"
                           + f"engine: {{ spill_dir: {json.dumps(str(work / 'spill'))}, "
                           + "result_cache: { enabled: false } }\n")
         self.server, uri = start_gateway(bin_, mesh, config, work / "gateway.log")
@@ -146,6 +208,14 @@ class Gateway:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def memory_mib(self) -> dict[str, float]:
+        """The pool's reservations and the allocator's live bytes, from `/metrics`."""
+        text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
+        names = {"meshgate_memory_pool_reserved_bytes": "pool",
+                 "meshgate_allocator_allocated_bytes": "allocated"}
+        return {names[k]: float(v) / 2**20 for k, v in
+                (line.split(" ", 1) for line in text.splitlines() if line.split(" ", 1)[0] in names)}
+
     def resident_mib(self) -> float:
         return self._status_mib("VmRSS")
 
@@ -157,10 +227,14 @@ class Gateway:
         done = [r for r in records if r.get("statement") == sql and r["rpc"].startswith("DoGet")]
         return (done[-1].get("spilled") or {}).get("bytes", 0) / 2**20 if done else float("nan")
 
-    def query(self, sql: str):
+    def query(self, sql: str, parameters: tuple | None = None):
+        """`sql`'s answer; `parameters` are bound to a prepared statement through DoPut."""
         with self.conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, parameters)
             return cur.fetch_arrow_table()
+
+    def spill_files_left(self) -> list[Path]:
+        return [p for p in (self.work / "spill").glob("gateway-*/*") if p.name != "lock"]
 
     def stop(self) -> None:
         self.conn.close()
@@ -169,7 +243,8 @@ class Gateway:
 
 def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[dict]:
     """Checks every answer, then times both engines `runs` times, interleaved."""
-    rows = {name: {"gateway": [], "duckdb": [], "before": [], "peak": [], "spilled": []}
+    rows = {name: {"gateway": [], "duckdb": [], "before": [], "peak": [], "spilled": [],
+                   "pool": [], "allocated": []}
             for name in name_sql}
     for name, sql in name_sql.items():
         want = con.sql(sql).to_arrow_table()
@@ -190,11 +265,14 @@ def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[
                     rows[name]["before"].append(gateway.resident_mib())
                 started = time.perf_counter()
                 if engine == "gateway":
-                    gateway.query(sql)
+                    with MemoryPeaks(gateway) as memory:
+                        gateway.query(sql)
                 else:
                     con.sql(sql).to_arrow_table()
                 rows[name][engine].append(time.perf_counter() - started)
                 if engine == "gateway":
+                    rows[name]["pool"].append(memory.peaks["pool"])
+                    rows[name]["allocated"].append(memory.peaks["allocated"])
                     rows[name]["peak"].append(gateway.peak_mib())
                     rows[name]["spilled"].append(gateway.spilled_mib(sql))
             print(f"run {run + 1} {name}: gateway {rows[name]['gateway'][-1]:.2f} s, "
@@ -205,14 +283,15 @@ def measure(name_sql: dict[str, str], gateway: Gateway, con, runs: int) -> list[
 def table(title: str, results: list[dict]) -> str:
     lines = [f"### {title}", "",
              "| query | meshgate (s) | DuckDB (s) | meshgate / DuckDB | meshgate RSS before (MiB) "
-             "| meshgate peak RSS (MiB) | spilled (MiB) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| peak pool (MiB) | peak allocated (MiB) | peak RSS (MiB) | spilled (MiB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     ratios = []
     for r in results:
         g, d = statistics.median(r["gateway"]), statistics.median(r["duckdb"])
         ratios.append(g / d)
         lines.append(f"| {r['name']} | {g:.2f} | {d:.2f} | {g / d:.2f} | "
-                     f"{statistics.median(r['before']):.0f} | {max(r['peak']):.0f} | "
+                     f"{statistics.median(r['before']):.0f} | {max(r['pool']):.0f} | "
+                     f"{max(r['allocated']):.0f} | {max(r['peak']):.0f} | "
                      f"{max(r['spilled']):.0f} |")
     lines += ["", f"Geometric mean of meshgate / DuckDB: **{geomean(ratios):.2f}** "
               f"over {len(results)} queries.", ""]
@@ -228,11 +307,11 @@ def main() -> None:
     if not secret.exists():
         secret.write_bytes(os.urandom(32))
     sections = []
+    failed = 0
     sets = []
     if opts.demo_scale not in ("", "0"):
         mesh = demo_mesh(opts.bin, opts.work, opts.demo_scale)
-        views = {fqtn: str(mesh / "data" / path / "**" / "*.parquet") for fqtn, path in DEMO_TABLES.items()}
-        sets.append((f"Demo mesh, scale {opts.demo_scale}", mesh, views,
+        sets.append((f"Demo mesh, scale {opts.demo_scale}", mesh, demo_views(mesh),
                      {n: DEMO_QUERIES[n] for n in pick(DEMO_QUERIES)}))
     if opts.sf not in ("", "0"):
         mesh = tpch_mesh(opts.work, opts.sf)
@@ -244,16 +323,20 @@ def main() -> None:
     for title, mesh, views, queries in sets:
         if not queries:
             continue
-        run_dir = opts.work / "run"
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir()
-        gateway = Gateway(opts.bin, mesh, run_dir, secret)
-        con = duckdb_connection(run_dir, views)
-        try:
+        with serving(opts, mesh, views, secret) as (gateway, con):
             sections.append(table(title, measure(queries, gateway, con, opts.runs)))
-        finally:
-            con.close()
-            gateway.stop()
+    for scale in [s for s in opts.operators.split(",") if s not in ("", "0")]:
+        checks = {n: c for n, c in operators.CHECKS.items() if n in pick(operators.CHECKS)}
+        checks.update({n: operators.Check("the spill benchmark's", DEMO_QUERIES[n])
+                       for n in pick(DEMO_QUERIES)})
+        if not checks:
+            continue
+        mesh = demo_mesh(opts.bin, opts.work, scale)
+        with serving(opts, mesh, demo_views(mesh), secret) as (gateway, con):
+            outcomes = operators.run(gateway, con, checks, MemoryPeaks)
+            sections.append(operators.table(f"Every operator once, demo mesh at scale {scale}",
+                                            outcomes, gateway.spill_files_left()))
+            failed += sum(not o.passed for o in outcomes)
     cores = os.cpu_count()
     revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip()
@@ -263,10 +346,14 @@ def main() -> None:
         f"1 GiB) through ADBC; DuckDB {duckdb.__version__} in process with `memory_limit='{MEMORY}'` "
         f"and {cores} threads; {cores} cores. Medians of {opts.runs} interleaved runs; answers "
         "checked against DuckDB's first. RSS before is the gateway process's resident memory "
-        "as the query starts (jemalloc returns freed memory after about ten seconds, so it "
-        "holds what the previous query freed too); peak RSS is its highest during the "
-        "query (the largest over the runs).", "", *sections])
+        "as the query starts (jemalloc returns freed memory after about a second); peak RSS is its highest during the "
+        "query (the largest over the runs). Peak pool is the most the query memory pool held "
+        "(what `engine.query_memory_limit` bounds) and peak allocated the most the allocator "
+        "had handed out, both polled from `/metrics` every 50 ms; the difference is what "
+        "no operator reserves: batches in flight, Parquet pages being decoded.", "", *sections])
     write_report(opts.out, "spill", report)
+    if failed:
+        raise SystemExit(f"{failed} operator checks failed")
 
 
 if __name__ == "__main__":

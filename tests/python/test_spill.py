@@ -145,3 +145,7 @@ def test_metrics_count_what_spilled(small, admin_token):
     spilled = [v for k, v in values.items() if k.startswith("meshgate_spilled_bytes_total")]
     assert spilled and sum(spilled) > 0, text
     assert values.get("meshgate_spill_files_in_use") is not None, text
+    # The allocator's own totals sit beside the pool's: what the process really holds.
+    allocated = values["meshgate_allocator_allocated_bytes"]
+    resident = values["meshgate_allocator_resident_bytes"]
+    assert 1 << 20 < allocated <= resident, text

@@ -194,7 +194,7 @@ fn build_side_bytes(
 }
 
 /// Bytes of one row of `schema` in Arrow arrays, estimated.
-fn row_width(schema: &Schema) -> usize {
+pub(super) fn row_width(schema: &Schema) -> usize {
     schema
         .fields()
         .iter()

@@ -4,21 +4,23 @@
 //! query's own limit (`engine.query_memory_limit`) and the gateway's shared pool
 //! (`engine.memory_pool`, a greedy pool: first come, first served). Within its limit, a
 //! query shares fairly between its operators that can spill (sorts, aggregations,
-//! repartitions): each may hold an equal share of what the others leave, and spills past
-//! it; while they run, the operators that cannot spill (a merge of spilled runs, a hash
+//! repartitions): each may hold half of an equal share of what the others leave (its
+//! merge, which cannot spill, may need as much again), and spills past it; while they run, the operators that cannot spill (a merge of spilled runs, a hash
 //! table) leave each of them a floor of free memory, so one partition's merge cannot take
 //! the memory another partition's sort needs to accept a batch. An operator that cannot spill fails its query with `RESOURCE_EXHAUSTED`
 //! naming the limit (a hash join's build side is planned again as a sort-merge join
 //! first, see `crate::query::merge_joins`), and the gateway keeps serving.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::common::resources_datafusion_err;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{
     MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
 
+use crate::error::MemoryRefusedForGood;
 use crate::spill::human_bytes;
 
 /// The per-query memory limit, carried in the session template's configuration.
@@ -26,10 +28,17 @@ use crate::spill::human_bytes;
 pub(crate) struct QueryMemoryLimit(pub usize);
 
 /// What each operator that can spill may count on beyond what it holds, as a part of
-/// the query's limit (at most an eighth of the limit over all of them): operators that cannot
-/// spill leave it free. A merge of spilled runs (which cannot spill) otherwise takes all
-/// it can, and a sort of another partition, left nothing to accept one batch, fails.
-const SPILLER_FLOOR_PART: usize = 16;
+/// the query's limit, and at least [`SPILLER_FLOOR_MIN`] (at most an eighth of the
+/// limit over all of them): operators that cannot spill leave it free. A merge of
+/// spilled runs (which cannot spill) otherwise takes all it can, and a sort of another
+/// partition, left nothing to accept one batch, fails. A larger floor fails the merges
+/// instead: a sort that spills hands what it holds to its merge, and with two
+/// partitions' merges holding all but a sixteenth of the limit, a floor of a sixteenth
+/// each refused them.
+const SPILLER_FLOOR_PART: usize = 64;
+
+/// The least floor, room for a sort to accept a few batches of wide rows.
+const SPILLER_FLOOR_MIN: usize = 2 << 20;
 
 /// One query's share of the shared pool.
 #[derive(Debug)]
@@ -48,7 +57,19 @@ struct Held {
     other: usize,
     /// Operators that can spill, registered now.
     spillers: usize,
+    /// What each registered operator holds, by consumer id: named in a refusal.
+    by_consumer: HashMap<usize, ConsumerHeld>,
 }
+
+/// What one operator (memory consumer) of a query holds.
+#[derive(Debug)]
+struct ConsumerHeld {
+    name: String,
+    bytes: usize,
+}
+
+/// How many of the largest holders a refusal names.
+const HOLDERS_NAMED: usize = 3;
 
 impl QueryPool {
     /// A query allowed `limit` bytes of `shared`.
@@ -65,7 +86,7 @@ impl QueryPool {
     }
 
     /// Takes `additional` bytes of the query's own limit for `reservation`: an operator
-    /// that can spill up to an equal share of what the others leave, one that cannot up
+    /// that can spill up to half an equal share of what the others leave, one that cannot up
     /// to what leaves each that can spill its floor ([`SPILLER_FLOOR_PART`]), and any
     /// within the limit.
     fn take(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
@@ -76,13 +97,28 @@ impl QueryPool {
         let before = held.spilling + held.other;
         let consumer = reservation.consumer();
         let within_limit = before.saturating_add(additional) <= self.limit;
+        let floor = (self.limit / SPILLER_FLOOR_PART)
+            .max(SPILLER_FLOOR_MIN)
+            .min(self.limit / 8 / held.spillers.max(1));
         let within_share = if consumer.can_spill() {
-            let share = self.limit.saturating_sub(held.other) / held.spillers.max(1);
-            reservation.size().saturating_add(additional) <= share
+            // Half of an equal share of what the others leave, less the floor (which
+            // operators that cannot spill may not take either); never less than the
+            // floor. A sort that spills hands its runs to a merge, which cannot spill
+            // and holds them again with their keys in row format: up to twice what the
+            // sort held (merges of two partitions, each given what its sort had held,
+            // were measured at 992 MiB of a 1 GiB limit, and refused).
+            let share = ((self.limit.saturating_sub(held.other) / held.spillers.max(1))
+                .saturating_sub(floor)
+                / 2)
+            .max(floor);
+            // All the operator holds, over every reservation split from its own.
+            let holds = held
+                .by_consumer
+                .get(&consumer.id())
+                .map_or(reservation.size(), |h| h.bytes);
+            holds.saturating_add(additional) <= share
         } else {
             // What the spillers hold beyond their floors they can spill to make room.
-            let floor =
-                (self.limit / SPILLER_FLOOR_PART).min(self.limit / 8 / held.spillers.max(1));
             let kept_free = (held.spillers * floor).saturating_sub(held.spilling);
             before.saturating_add(additional).saturating_add(kept_free) <= self.limit
         };
@@ -92,21 +128,43 @@ impl QueryPool {
             } else {
                 ""
             };
-            return Err(resources_datafusion_err!(
+            let refused = resources_datafusion_err!(
                 "the query needs more than its memory limit of {} (engine.query_memory_limit){share}: \
-                 {} wanted {} more bytes with {} in use ({} by {} operators that spill)",
+                 {} wanted {} more bytes with {} in use ({} by {} operators that spill; largest: {})",
                 human_bytes(self.limit as u64),
                 consumer.name(),
                 additional,
                 before,
                 held.spilling,
-                held.spillers
-            ));
+                held.spillers,
+                held.largest()
+            );
+            return Err(for_good_where_recovery_loses_rows(consumer, refused));
         }
-        *held.part(consumer) += additional;
+        held.add(consumer, additional);
         Ok(())
     }
 }
+
+/// `refused` as a refusal DataFusion cannot recover from, for the operators whose
+/// recovery is known to lose rows: the build side of a nested-loop join
+/// (`NestedLoopJoinLoad[..]`, see [`MemoryRefusedForGood`]).
+fn for_good_where_recovery_loses_rows(
+    consumer: &MemoryConsumer,
+    refused: DataFusionError,
+) -> DataFusionError {
+    if !consumer.name().starts_with(NESTED_LOOP_BUILD) {
+        return refused;
+    }
+    let message = match refused {
+        DataFusionError::ResourcesExhausted(message) => message,
+        other => other.to_string(),
+    };
+    DataFusionError::External(Box::new(MemoryRefusedForGood(message)))
+}
+
+/// The name DataFusion 55 gives the memory of a nested-loop join's build side.
+const NESTED_LOOP_BUILD: &str = "NestedLoopJoinLoad";
 
 impl Held {
     fn part(&mut self, consumer: &MemoryConsumer) -> &mut usize {
@@ -114,6 +172,38 @@ impl Held {
             &mut self.spilling
         } else {
             &mut self.other
+        }
+    }
+
+    fn add(&mut self, consumer: &MemoryConsumer, bytes: usize) {
+        *self.part(consumer) += bytes;
+        if let Some(held) = self.by_consumer.get_mut(&consumer.id()) {
+            held.bytes += bytes;
+        }
+    }
+
+    fn sub(&mut self, consumer: &MemoryConsumer, bytes: usize) {
+        let part = self.part(consumer);
+        *part = part.saturating_sub(bytes);
+        if let Some(held) = self.by_consumer.get_mut(&consumer.id()) {
+            held.bytes = held.bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// The operators holding the most, largest first, as `name size, ...`.
+    fn largest(&self) -> String {
+        let mut holders: Vec<&ConsumerHeld> =
+            self.by_consumer.values().filter(|h| h.bytes > 0).collect();
+        holders.sort_by_key(|h| std::cmp::Reverse(h.bytes));
+        let named: Vec<String> = holders
+            .iter()
+            .take(HOLDERS_NAMED)
+            .map(|h| format!("{} {}", h.name, human_bytes(h.bytes as u64)))
+            .collect();
+        if named.is_empty() {
+            "none".to_string()
+        } else {
+            named.join(", ")
         }
     }
 }
@@ -136,44 +226,55 @@ impl MemoryPool for QueryPool {
     }
 
     fn register(&self, consumer: &MemoryConsumer) {
-        if consumer.can_spill() {
-            self.held().spillers += 1;
+        {
+            let mut held = self.held();
+            if consumer.can_spill() {
+                held.spillers += 1;
+            }
+            held.by_consumer.insert(
+                consumer.id(),
+                ConsumerHeld {
+                    name: consumer.name().to_string(),
+                    bytes: 0,
+                },
+            );
         }
         self.shared.register(consumer);
     }
 
     fn unregister(&self, consumer: &MemoryConsumer) {
-        if consumer.can_spill() {
+        {
             let mut held = self.held();
-            held.spillers = held.spillers.saturating_sub(1);
+            if consumer.can_spill() {
+                held.spillers = held.spillers.saturating_sub(1);
+            }
+            held.by_consumer.remove(&consumer.id());
         }
         self.shared.unregister(consumer);
     }
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
-        *self.held().part(reservation.consumer()) += additional;
+        self.held().add(reservation.consumer(), additional);
         self.shared.grow(reservation, additional);
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
-        {
-            let mut held = self.held();
-            let part = held.part(reservation.consumer());
-            *part = part.saturating_sub(shrink);
-        }
+        self.held().sub(reservation.consumer(), shrink);
         self.shared.shrink(reservation, shrink);
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
         self.take(reservation, additional)?;
         if let Err(e) = self.shared.try_grow(reservation, additional) {
-            let mut held = self.held();
-            let part = held.part(reservation.consumer());
-            *part = part.saturating_sub(additional);
-            return Err(resources_datafusion_err!(
+            self.held().sub(reservation.consumer(), additional);
+            let refused = resources_datafusion_err!(
                 "the gateway's memory pool (engine.memory_pool) is exhausted by the queries \
                  running now; retry later ({})",
                 e.strip_backtrace()
+            );
+            return Err(for_good_where_recovery_loses_rows(
+                reservation.consumer(),
+                refused,
             ));
         }
         Ok(())
@@ -205,6 +306,18 @@ mod tests {
         a.try_grow(500).expect("within both limits");
         let over = a.try_grow(200).expect_err("over the query's limit");
         assert!(over.to_string().contains("memory limit"), "{over}");
+        // The refusal names who holds the memory.
+        assert!(over.to_string().contains("largest: a "), "{over}");
+        // A nested-loop join's build side is refused for good: DataFusion's fallback
+        // for it loses rows.
+        let build = MemoryConsumer::new("NestedLoopJoinLoad[0]").register(&first);
+        let refused = build.try_grow(200).expect_err("over the query's limit");
+        assert!(
+            matches!(refused.find_root(), DataFusionError::External(_)),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("memory limit"), "{refused}");
+        drop(build);
         b.try_grow(400).expect("within both limits");
         let full = b.try_grow(150).expect_err("the shared pool is full");
         assert!(full.to_string().contains("engine.memory_pool"), "{full}");
@@ -228,21 +341,25 @@ mod tests {
             .register(&query);
         let merge = MemoryConsumer::new("merge").register(&query);
         merge.try_grow(200).expect("within the limit");
-        // Each sort may hold half of what the merge leaves.
-        sort_a.try_grow(400).expect("its share");
+        // Each sort may hold half of its half of what the merge leaves, less its floor
+        // (62): its merge may need twice as much.
+        sort_a.try_grow(169).expect("its share");
         let refused = sort_a.try_grow(1).expect_err("past its share: it spills");
         assert!(refused.to_string().contains("its share"), "{refused}");
-        sort_b.try_grow(300).expect("within its share");
-        merge.try_grow(100).expect("within the limit");
+        sort_b.try_grow(150).expect("within its share");
+        merge.try_grow(481).expect("within the limit");
         merge.try_grow(1).expect_err("past the limit");
-        // While sorts run, what cannot spill leaves them their floors (62 each) free,
-        // less what they hold.
+        // While sorts run, what cannot spill leaves them their floors free, less what
+        // they hold.
         sort_a.free();
-        sort_b.shrink(290);
-        merge.try_grow(576).expect("leaving the floors free");
+        sort_b.shrink(140);
+        merge.try_grow(195).expect("leaving the floors free");
         merge
             .try_grow(1)
             .expect_err("past the floors, within the limit");
         assert_eq!((query.reserved(), shared.reserved()), (886, 886));
+        // However much the merge holds, a sort may take its floor.
+        sort_a.try_grow(62).expect("its floor");
+        sort_a.try_grow(1).expect_err("past its floor");
     }
 }

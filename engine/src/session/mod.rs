@@ -16,6 +16,7 @@ mod expansion;
 mod fingerprint;
 mod generated;
 mod join_choice;
+mod join_pairs;
 mod keys;
 mod lineage_table;
 mod memory;
@@ -26,9 +27,12 @@ mod published;
 mod quality_tables;
 mod rounds;
 mod runs_table;
+mod sort_choice;
 mod sql;
 mod storage_failures;
 mod system;
+#[cfg(test)]
+mod test_plans;
 mod usage_tables;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -576,6 +580,19 @@ pub(crate) fn spill_area(state: &SessionState) -> Option<Arc<SpillArea>> {
         .map(|share| Arc::clone(&share.area))
 }
 
+/// DataFusion's physical optimizer rules with the engine's own, for queries that may hold
+/// `query_memory_limit` bytes: joins that would compare too many pairs refused
+/// ([`join_pairs`]), hash tables that would not fit planned as sort-merge joins
+/// ([`join_choice`]), top-k heaps that would not fit planned as sorts that spill
+/// ([`sort_choice`]).
+fn physical_rules(
+    query_memory_limit: usize,
+) -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
+    let rules = join_pairs::with_bound_join_pairs(PhysicalOptimizer::new().rules);
+    let rules = join_choice::with_merge_joins_over_memory(rules, query_memory_limit);
+    sort_choice::with_external_sort_over_memory(rules, query_memory_limit)
+}
+
 /// The session every request starts from: configuration, functions, `runtime` (object
 /// stores, caches), the spill area its queries share, and an empty, read-only catalog
 /// list.
@@ -615,10 +632,7 @@ pub(crate) fn session_template(
             &(Arc::new(BudgetCheck) as _),
         ))
         .with_physical_optimizer_rules(budget::interleaved(
-            join_choice::with_merge_joins_over_memory(
-                PhysicalOptimizer::new().rules,
-                engine.query_memory_limit,
-            ),
+            physical_rules(engine.query_memory_limit),
             &(Arc::new(BudgetCheck) as _),
         ))
         .build();

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 
 use meshgate_engine::{AuditRecord, AuditSink, HealthState};
 
+use super::allocator_memory;
 use crate::service::GatewayState;
 
 /// Prefix of every RPC name that is a Flight RPC (as opposed to an unauthenticated
@@ -97,6 +98,8 @@ pub struct Metrics {
     streams_open: Gauge,
     memory_reserved: Gauge,
     memory_limit: Gauge,
+    allocator_allocated: Gauge,
+    allocator_resident: Gauge,
     products: Family<StatusLabels, Gauge>,
     storage_requests: Family<DomainLabels, Counter>,
     storage_failures: Family<DomainLabels, Counter>,
@@ -136,6 +139,8 @@ impl Metrics {
             streams_open: Gauge::default(),
             memory_reserved: Gauge::default(),
             memory_limit: Gauge::default(),
+            allocator_allocated: Gauge::default(),
+            allocator_resident: Gauge::default(),
             products: Family::default(),
             storage_requests: Family::default(),
             storage_failures: Family::default(),
@@ -211,6 +216,16 @@ impl Metrics {
             "memory_pool_limit_bytes",
             "Size of the shared query memory pool (engine.memory_pool)",
             metrics.memory_limit.clone(),
+        );
+        r.register(
+            "allocator_allocated_bytes",
+            "Bytes in live allocations of the process, accounted by the pool or not",
+            metrics.allocator_allocated.clone(),
+        );
+        r.register(
+            "allocator_resident_bytes",
+            "Bytes of resident memory the allocator maps, freed pages not yet returned included",
+            metrics.allocator_resident.clone(),
         );
         r.register(
             "products",
@@ -373,6 +388,12 @@ impl Metrics {
         let (reserved, limit) = sessions.memory_pool();
         self.memory_reserved.set(to_i64(reserved));
         self.memory_limit.set(limit.map_or(-1, to_i64));
+        if let Some(memory) = allocator_memory() {
+            self.allocator_allocated
+                .set(i64::try_from(memory.allocated).unwrap_or(i64::MAX));
+            self.allocator_resident
+                .set(i64::try_from(memory.resident).unwrap_or(i64::MAX));
+        }
         let spilled = sessions.spill_in_use().unwrap_or_default();
         self.spill_bytes_in_use
             .set(i64::try_from(spilled.bytes).unwrap_or(i64::MAX));

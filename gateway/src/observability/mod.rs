@@ -3,11 +3,13 @@
 //! for it, the tracing spans exported over OTLP; and OpenLineage events of
 //! materialization runs, sent where the configuration says.
 
+mod allocator;
 mod http;
 mod metrics;
 mod openlineage;
 mod otel;
 
+pub use allocator::{AllocatorMemory, allocator_memory};
 pub use http::OperatorListener;
 pub use metrics::Metrics;
 pub use openlineage::{OpenLineageConfig, OpenLineageEmitter, OpenLineageError};

@@ -187,6 +187,39 @@ async fn windows_and_aggregations_bigger_than_memory_spill_and_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_too_large_for_a_heap_sorts_on_disk_and_answers() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (root, audit) = (scratch.path().join("spill"), scratch.path().join("audit"));
+    let gateway = spilling_gateway(&root, 1 << 30, &audit);
+    // 400,010 rows kept by a top-k heap would need some 32 MB: planned as a sort that
+    // spills, under a limit of rows.
+    let sql = "SELECT id FROM ops.events.events ORDER BY body LIMIT 10 OFFSET 400000";
+    let plan = physical_plan(&gateway, sql).await;
+    assert!(
+        !plan.contains("TopK") && plan.contains("LocalLimitExec"),
+        "{plan}"
+    );
+    let ids = |batches: Vec<RecordBatch>| -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    };
+    let answer = ids(gateway.try_query(sql).await.expect("the sort answers"));
+    // A body sorts by `id * 7919 % ROWS`, a permutation of the ids.
+    let expected = ids(gateway
+        .try_query(&format!(
+            "SELECT id FROM ops.events.events WHERE id * 7919 % {ROWS} BETWEEN 400000 AND 400009 \
+             ORDER BY id * 7919 % {ROWS}"
+        ))
+        .await
+        .unwrap());
+    assert_eq!(answer.len(), 10);
+    assert_eq!(answer, expected);
+    no_spill_files_left(&root).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_disk_limit_fails_a_query_clearly_and_its_files_are_removed() {
     let scratch = tempfile::tempdir().unwrap();
     let (root, audit) = (scratch.path().join("spill"), scratch.path().join("audit"));

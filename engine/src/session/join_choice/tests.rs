@@ -1,9 +1,7 @@
 use arrow::array::{Int64Array, RecordBatch, StringArray};
-use arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::MemTable;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::physical_plan::{collect, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::*;
@@ -56,17 +54,7 @@ fn session(limit: usize) -> SessionContext {
 
 /// The physical plan of `sql` under `limit`, and its answer.
 async fn plan_and_answer(limit: usize, sql: &str) -> (String, String) {
-    let ctx = session(limit);
-    let plan = ctx
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let text = displayable(plan.as_ref()).indent(false).to_string();
-    let batches = collect(plan, ctx.task_ctx()).await.unwrap();
-    (text, pretty_format_batches(&batches).unwrap().to_string())
+    crate::session::test_plans::plan_and_answer(&session(limit), sql).await
 }
 
 #[tokio::test]
