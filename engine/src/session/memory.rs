@@ -28,8 +28,9 @@ use crate::spill::human_bytes;
 pub(crate) struct QueryMemoryLimit(pub usize);
 
 /// What each operator that can spill may count on beyond what it holds, as a part of
-/// the query's limit, and at least [`SPILLER_FLOOR_MIN`] (at most an eighth of the
-/// limit over all of them): operators that cannot spill leave it free. A merge of
+/// the query's limit, and at least [`SPILLER_FLOOR_MIN`] (at most a 32nd of the limit
+/// over all of them: spilling operators stay registered, holding nothing, while their
+/// merges run): operators that cannot spill leave it free. A merge of
 /// spilled runs (which cannot spill) otherwise takes all it can, and a sort of another
 /// partition, left nothing to accept one batch, fails. A larger floor fails the merges
 /// instead: a sort that spills hands what it holds to its merge, and with two
@@ -99,7 +100,7 @@ impl QueryPool {
         let within_limit = before.saturating_add(additional) <= self.limit;
         let floor = (self.limit / SPILLER_FLOOR_PART)
             .max(SPILLER_FLOOR_MIN)
-            .min(self.limit / 8 / held.spillers.max(1));
+            .min(self.limit / 32 / held.spillers.max(1));
         let within_share = if consumer.can_spill() {
             // Half of an equal share of what the others leave, less the floor (which
             // operators that cannot spill may not take either); never less than the
@@ -342,24 +343,24 @@ mod tests {
         let merge = MemoryConsumer::new("merge").register(&query);
         merge.try_grow(200).expect("within the limit");
         // Each sort may hold half of its half of what the merge leaves, less its floor
-        // (62): its merge may need twice as much.
-        sort_a.try_grow(169).expect("its share");
+        // (15): its merge may need twice as much.
+        sort_a.try_grow(192).expect("its share");
         let refused = sort_a.try_grow(1).expect_err("past its share: it spills");
         assert!(refused.to_string().contains("its share"), "{refused}");
         sort_b.try_grow(150).expect("within its share");
-        merge.try_grow(481).expect("within the limit");
+        merge.try_grow(458).expect("within the limit");
         merge.try_grow(1).expect_err("past the limit");
         // While sorts run, what cannot spill leaves them their floors free, less what
         // they hold.
         sort_a.free();
         sort_b.shrink(140);
-        merge.try_grow(195).expect("leaving the floors free");
+        merge.try_grow(312).expect("leaving the floors free");
         merge
             .try_grow(1)
             .expect_err("past the floors, within the limit");
-        assert_eq!((query.reserved(), shared.reserved()), (886, 886));
+        assert_eq!((query.reserved(), shared.reserved()), (980, 980));
         // However much the merge holds, a sort may take its floor.
-        sort_a.try_grow(62).expect("its floor");
+        sort_a.try_grow(15).expect("its floor");
         sort_a.try_grow(1).expect_err("past its floor");
     }
 }
