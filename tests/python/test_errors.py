@@ -12,6 +12,8 @@ After every error the same connection must still answer a good query.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import adbc_driver_manager as adm
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -194,12 +196,17 @@ def test_sqlalchemy_bad_sql(sa_engine, oracle):
 # `meshgate demo` appends its audit log to <dir>/audit.jsonl (unless configured
 # otherwise), and keeps its state (quality history, runs, usage: written as queries
 # run) in <dir>/.state: the gateway's own files, not part of the mesh.
-GATEWAY_OWNED = ["audit.jsonl", ".state/quality.redb", ".state/runs.redb", ".state/usage.redb"]
+def _data_files(mesh_dir):
+    """The mesh's files but those the gateway and its domain nodes write themselves: the
+    audit log, and their state stores (`.state/`, the gateway's and each node's under
+    `nodes/<domain>/`, written as queries are counted)."""
+    return {path: stat for path, stat in snapshot_tree(mesh_dir, ["audit.jsonl"]).items()
+            if ".state" not in Path(path).parts}
 
 
 @pytest.fixture(scope="module")
 def mesh_before(mesh_dir):
-    return snapshot_tree(mesh_dir, GATEWAY_OWNED)
+    return _data_files(mesh_dir)
 
 
 WRITE_STATEMENTS = [
@@ -277,7 +284,7 @@ def test_data_unchanged_after_write_attempts(adbc_conn, oracle, mesh_dir, mesh_b
     for fqtn in ["billing.claims.claims", "reference.regions.regions"]:
         got = adbc_query(adbc_conn, f"SELECT count(*) AS n FROM {fqtn}")
         assert got.column("n")[0].as_py() == oracle.count(fqtn), fqtn
-    after = snapshot_tree(mesh_dir, GATEWAY_OWNED)
+    after = _data_files(mesh_dir)
     added = sorted(set(after) - set(mesh_before))
     removed = sorted(set(mesh_before) - set(after))
     changed = sorted(k for k in set(after) & set(mesh_before) if after[k] != mesh_before[k])
