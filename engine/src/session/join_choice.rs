@@ -29,6 +29,8 @@ use datafusion::physical_plan::joins::{HashJoinExec, SortMergeJoinExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 
+use super::rule_order::{Missing, PhysicalRules, insert_after};
+
 /// Bytes a hash table takes per row besides the row itself: its map's entry (hash and
 /// index, at most half full past a resize), the link of its chain, the row's hash.
 const HASH_ENTRY_BYTES: usize = 40;
@@ -98,16 +100,9 @@ impl PhysicalOptimizerRule for MergeJoinsOverMemory {
 /// `rules`, DataFusion's physical optimizer rules, with [`MergeJoinsOverMemory`] for
 /// queries that may hold `limit` bytes right after its join selection (or first, if
 /// there is none).
-pub(crate) fn with_merge_joins_over_memory(
-    mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
-    limit: usize,
-) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    let at = rules
-        .iter()
-        .position(|rule| rule.name() == "join_selection")
-        .map_or(0, |selection| selection + 1);
-    rules.insert(at, Arc::new(MergeJoinsOverMemory::new(limit)));
-    rules
+pub(crate) fn with_merge_joins_over_memory(rules: PhysicalRules, limit: usize) -> PhysicalRules {
+    let rule = Arc::new(MergeJoinsOverMemory::new(limit));
+    insert_after(rules, "join_selection", rule, Missing::First)
 }
 
 /// Which of the hash tables `sizes` estimates (unknown ones stay) to give up, largest first,

@@ -25,6 +25,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::{CrossJoinExec, NestedLoopJoinExec};
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 
+use super::rule_order::{Missing, PhysicalRules, insert_after};
+
 /// The most pairs of rows one join may compare: a trillion, which two cores compare in
 /// several minutes, past the default query deadline (`engine.query_timeout`, five).
 pub(crate) const MAX_JOIN_PAIRS: u128 = 1_000_000_000_000;
@@ -121,15 +123,13 @@ fn rows(plan: &Arc<dyn ExecutionPlan>, statistics: &StatisticsContext) -> Option
 
 /// `rules`, DataFusion's physical optimizer rules, with [`BoundJoinPairs`] right after
 /// its join selection (or first, if there is none), which decides the joins' kinds.
-pub(crate) fn with_bound_join_pairs(
-    mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
-) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    let at = rules
-        .iter()
-        .position(|rule| rule.name() == "join_selection")
-        .map_or(0, |selection| selection + 1);
-    rules.insert(at, Arc::new(BoundJoinPairs));
-    rules
+pub(crate) fn with_bound_join_pairs(rules: PhysicalRules) -> PhysicalRules {
+    insert_after(
+        rules,
+        "join_selection",
+        Arc::new(BoundJoinPairs),
+        Missing::First,
+    )
 }
 
 #[cfg(test)]

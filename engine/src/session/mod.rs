@@ -26,6 +26,7 @@ mod planner;
 mod published;
 mod quality_tables;
 mod rounds;
+mod rule_order;
 mod runs_table;
 mod sort_choice;
 mod sql;
@@ -585,9 +586,7 @@ pub(crate) fn spill_area(state: &SessionState) -> Option<Arc<SpillArea>> {
 /// ([`join_pairs`]), hash tables that would not fit planned as sort-merge joins
 /// ([`join_choice`]), top-k heaps that would not fit planned as sorts that spill
 /// ([`sort_choice`]).
-fn physical_rules(
-    query_memory_limit: usize,
-) -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
+fn physical_rules(query_memory_limit: usize) -> rule_order::PhysicalRules {
     let rules = join_pairs::with_bound_join_pairs(PhysicalOptimizer::new().rules);
     let rules = join_choice::with_merge_joins_over_memory(rules, query_memory_limit);
     sort_choice::with_external_sort_over_memory(rules, query_memory_limit)

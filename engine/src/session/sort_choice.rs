@@ -22,6 +22,7 @@ use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 
 use super::join_choice::row_width;
+use super::rule_order::{Missing, PhysicalRules, insert_after};
 
 /// The physical optimizer rule that plans a top-k sort whose rows are estimated to need
 /// more than a quarter of `limit` bytes as an external sort under a limit (see the
@@ -92,16 +93,9 @@ fn top_k_bytes(rows: usize, sort: &SortExec) -> usize {
 /// `rules`, DataFusion's physical optimizer rules, with [`ExternalSortOverMemory`] for
 /// queries that may hold `limit` bytes right after its limit pushdown (or last, if
 /// there is none).
-pub(crate) fn with_external_sort_over_memory(
-    mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
-    limit: usize,
-) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    let at = rules
-        .iter()
-        .position(|rule| rule.name() == "LimitPushdown")
-        .map_or(rules.len(), |pushdown| pushdown + 1);
-    rules.insert(at, Arc::new(ExternalSortOverMemory::new(limit)));
-    rules
+pub(crate) fn with_external_sort_over_memory(rules: PhysicalRules, limit: usize) -> PhysicalRules {
+    let rule = Arc::new(ExternalSortOverMemory::new(limit));
+    insert_after(rules, "LimitPushdown", rule, Missing::Last)
 }
 
 #[cfg(test)]
