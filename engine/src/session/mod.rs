@@ -17,6 +17,7 @@ mod fingerprint;
 mod generated;
 mod join_choice;
 mod join_pairs;
+mod join_yields;
 mod keys;
 mod lineage_table;
 mod memory;
@@ -585,11 +586,13 @@ pub(crate) fn spill_area(state: &SessionState) -> Option<Arc<SpillArea>> {
 /// `query_memory_limit` bytes: joins that would compare too many pairs refused
 /// ([`join_pairs`]), hash tables that would not fit planned as sort-merge joins
 /// ([`join_choice`]), top-k heaps that would not fit planned as sorts that spill
-/// ([`sort_choice`]).
+/// ([`sort_choice`]), and joins that yield their thread between batches
+/// ([`join_yields`]).
 fn physical_rules(query_memory_limit: usize) -> rule_order::PhysicalRules {
     let rules = join_pairs::with_bound_join_pairs(PhysicalOptimizer::new().rules);
     let rules = join_choice::with_merge_joins_over_memory(rules, query_memory_limit);
-    sort_choice::with_external_sort_over_memory(rules, query_memory_limit)
+    let rules = sort_choice::with_external_sort_over_memory(rules, query_memory_limit);
+    join_yields::with_yielding_joins(rules)
 }
 
 /// The session every request starts from: configuration, functions, `runtime` (object
