@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arrow::datatypes::Field;
+use arrow::datatypes::{Field, SchemaRef};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use futures::{StreamExt, TryStreamExt};
@@ -21,6 +21,7 @@ use object_store::{ObjectMeta, ObjectStore};
 
 use crate::contract::column_problems;
 use crate::error::{ConnectorError, ContractViolation, Result};
+use crate::plain_strings::{PlainSchemas, reading_plain};
 use crate::storage::ResolvedLocation;
 
 /// At most this many violations are reported for one table (the first files, sorted).
@@ -50,6 +51,9 @@ pub(crate) struct CheckedListing {
     pub snapshot: DataSnapshot,
     /// The data files whose footers were checked, sorted by location.
     pub files: Vec<ObjectMeta>,
+    /// The schemas to read some of them with: those whose footers name string views
+    /// where the contract declares plain strings (see [`crate::plain_strings`]).
+    pub plain_schemas: PlainSchemas,
 }
 
 /// Lists the Parquet files of the table at `location` and checks each footer against the
@@ -83,7 +87,7 @@ pub(crate) async fn inspect_parquet(
     files.sort_by(|a, b| a.location.cmp(&b.location));
 
     let declared: Arc<Vec<Field>> = Arc::new(table.file_columns().map(|c| c.field()).collect());
-    let checks: Vec<Vec<ContractViolation>> = futures::stream::iter(files.clone())
+    let checks: Vec<FooterCheck> = futures::stream::iter(files.clone())
         .map(|meta| {
             check_footer(
                 Arc::clone(&location.store),
@@ -97,11 +101,15 @@ pub(crate) async fn inspect_parquet(
         .collect()
         .await;
 
-    let violations: Vec<ContractViolation> = checks
-        .into_iter()
-        .flatten()
-        .take(MAX_REPORTED_VIOLATIONS)
-        .collect();
+    let mut plain_schemas = PlainSchemas::new();
+    let mut violations: Vec<ContractViolation> = Vec::new();
+    for (meta, check) in files.iter().zip(checks) {
+        if let Some(schema) = check.plain_schema {
+            plain_schemas.insert(meta.location.clone(), schema);
+        }
+        let room = MAX_REPORTED_VIOLATIONS.saturating_sub(violations.len());
+        violations.extend(check.violations.into_iter().take(room));
+    }
     if !violations.is_empty() {
         return Err(ConnectorError::Contract {
             table: qualified_name.to_string(),
@@ -117,7 +125,18 @@ pub(crate) async fn inspect_parquet(
             .max(),
         version: None,
     };
-    Ok(CheckedListing { snapshot, files })
+    Ok(CheckedListing {
+        snapshot,
+        files,
+        plain_schemas,
+    })
+}
+
+/// What the footer of one file says: how it breaks the declared columns, and the schema
+/// to read it with if its strings are stored as views.
+struct FooterCheck {
+    violations: Vec<ContractViolation>,
+    plain_schema: Option<SchemaRef>,
 }
 
 /// Reads the footer of one file (`file` is its name relative to the table) and lists how
@@ -128,25 +147,31 @@ async fn check_footer(
     declared: Arc<Vec<Field>>,
     file: String,
     meta: ObjectMeta,
-) -> Vec<ContractViolation> {
+) -> FooterCheck {
     let fetched = DFParquetMetadata::new(store.as_ref(), &meta)
         .with_file_metadata_cache(Some(footers))
         .fetch_schema()
         .await;
     match fetched {
-        Ok(schema) => column_problems(&schema, declared.iter())
-            .into_iter()
-            .map(|(column, problem)| ContractViolation {
-                column: Some(column),
-                file: Some(file.clone()),
-                problem,
-            })
-            .collect(),
-        Err(e) => vec![ContractViolation {
-            column: None,
-            file: Some(file),
-            problem: format!("not a readable Parquet file ({})", first_line(&e)),
-        }],
+        Ok(schema) => FooterCheck {
+            violations: column_problems(&schema, declared.iter())
+                .into_iter()
+                .map(|(column, problem)| ContractViolation {
+                    column: Some(column),
+                    file: Some(file.clone()),
+                    problem,
+                })
+                .collect(),
+            plain_schema: reading_plain(&schema, &declared),
+        },
+        Err(e) => FooterCheck {
+            violations: vec![ContractViolation {
+                column: None,
+                file: Some(file),
+                problem: format!("not a readable Parquet file ({})", first_line(&e)),
+            }],
+            plain_schema: None,
+        },
     }
 }
 

@@ -11,6 +11,7 @@ mod delta_write;
 mod error;
 mod inspect;
 mod parquet;
+mod plain_strings;
 mod pushdown;
 mod remote;
 mod sample;
@@ -154,6 +155,7 @@ impl TableOpener {
                     &location,
                     &self.parquet_options,
                     checked.files,
+                    checked.plain_schemas,
                     self.storage.list_files_cache().as_deref(),
                 )?;
                 (provider, checked.snapshot)

@@ -16,6 +16,7 @@ use meshgate_catalog::Table;
 use object_store::ObjectMeta;
 
 use crate::error::{ConnectorError, Result};
+use crate::plain_strings::{PlainSchemas, PlainStringsTable};
 use crate::storage::ResolvedLocation;
 
 /// A [`ListingTable`] over the table's directory, with the contract's file columns as its
@@ -31,7 +32,8 @@ use crate::storage::ResolvedLocation;
 /// later would never be read, a file removed would fail every query). So files that the
 /// domain adds, replaces or removes are served from the product's next check on: at once
 /// for watched local files, else within the recheck interval. Files the check skips
-/// (hidden ones, `_x.parquet`) are never read. A listing too large for the cache, or
+/// (hidden ones, `_x.parquet`) are never read. Files whose strings are stored as views
+/// are read with `plain_schemas` (see [`crate::plain_strings`]). A listing too large for the cache, or
 /// evicted from it, is listed again by the table's queries.
 pub(crate) fn parquet_table(
     qualified_name: &str,
@@ -39,6 +41,7 @@ pub(crate) fn parquet_table(
     location: &ResolvedLocation,
     options: &TableParquetOptions,
     checked: Vec<ObjectMeta>,
+    plain_schemas: PlainSchemas,
     listings: Option<&ListFilesCache>,
 ) -> Result<Arc<dyn TableProvider>> {
     let df_err = |source| ConnectorError::DataFusion {
@@ -80,5 +83,5 @@ pub(crate) fn parquet_table(
         .with_listing_options(options)
         .with_schema(Arc::new(file_schema));
     let provider = ListingTable::try_new(config).map_err(df_err)?;
-    Ok(Arc::new(provider))
+    Ok(PlainStringsTable::wrap(Arc::new(provider), plain_schemas))
 }
