@@ -550,7 +550,8 @@ pub(crate) fn recording_task_context(
     );
     let mut runtime =
         RuntimeEnvBuilder::from_runtime_env(shared).with_object_store_registry(Arc::new(registry));
-    if let Some(limit) = state.config().get_extension::<QueryMemoryLimit>() {
+    let limit = state.config().get_extension::<QueryMemoryLimit>();
+    if let Some(limit) = &limit {
         let pool = QueryPool::new(Arc::clone(&shared.memory_pool), limit.0);
         runtime = runtime.with_memory_pool(Arc::new(pool));
     }
@@ -559,9 +560,17 @@ pub(crate) fn recording_task_context(
         .get_extension::<QuerySpillShare>()
         .map(|share| QuerySpill::new(Arc::clone(&share.area), share.limit));
     if let Some(spill) = &spill {
-        runtime = runtime.with_disk_manager_builder(
-            DiskManagerBuilder::default().with_temp_file_factory(Arc::new(spill.clone())),
-        );
+        let mut disk =
+            DiskManagerBuilder::default().with_temp_file_factory(Arc::new(spill.clone()));
+        if let Some(limit) = &limit {
+            let options = &state.config_options().execution;
+            disk = disk.with_max_spill_merge_fan_in(spill_merge_fan_in(
+                limit.0,
+                options.target_partitions,
+                options.batch_size.into(),
+            ));
+        }
+        runtime = runtime.with_disk_manager_builder(disk);
     }
     Ok((task.with_runtime(runtime.build_arc()?), spill))
 }
@@ -677,6 +686,23 @@ fn sort_spill_reservation(limit: usize, partitions: usize) -> usize {
     DATAFUSION_DEFAULT.min(limit / 8 / partitions.max(1))
 }
 
+/// The most spilled runs one merge reads at once, for a query that may hold `limit`
+/// bytes over `partitions` partitions of `batch_size` rows.
+///
+/// A sort that spilled merges its runs holding a batch (reserved twice over) of each run
+/// it reads, and DataFusion reads as many at once as the memory it can reserve allows:
+/// the first partition's merge took all but a sliver of a query's limit, and the sort or
+/// merge of another partition, refused a batch or its own first reservation, failed the
+/// query. Bounded so that the merges of two sorts per partition (a sort-merge join's)
+/// hold at most half of the limit together, at a nominal 64 bytes a row; a merge of more
+/// runs reads them in several passes (DataFusion's multi-level merge), at least two at
+/// a time.
+fn spill_merge_fan_in(limit: usize, partitions: usize, batch_size: usize) -> usize {
+    const NOMINAL_ROW_BYTES: usize = 64;
+    let per_run = 2 * batch_size.max(1) * NOMINAL_ROW_BYTES;
+    (limit / 4 / partitions.max(1) / per_run).max(2)
+}
+
 /// The most target partitions a request may plan with (a ticket planned again keeps its
 /// issuer's count; a sealed ticket cannot be forged, but the bound holds regardless).
 const MAX_TARGET_PARTITIONS: usize = 256;
@@ -699,5 +725,20 @@ impl PrincipalSession {
             .options_mut()
             .execution
             .sort_spill_reservation_bytes = sort_spill_reservation(limit, partitions);
+    }
+}
+
+#[cfg(test)]
+mod fan_in_tests {
+    use super::spill_merge_fan_in;
+
+    #[test]
+    fn merges_read_more_runs_at_once_the_more_memory_a_query_has() {
+        // The spill tests' 16 MiB over two partitions: two runs at a time.
+        assert_eq!(spill_merge_fan_in(16 << 20, 2, 8192), 2);
+        // The default 1 GiB: 128 runs of a megabyte, 256 MiB per merge at most.
+        assert_eq!(spill_merge_fan_in(1 << 30, 2, 8192), 128);
+        assert_eq!(spill_merge_fan_in(1 << 30, 4, 8192), 64);
+        assert_eq!(spill_merge_fan_in(1 << 20, 8, 8192), 2);
     }
 }
