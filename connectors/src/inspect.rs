@@ -21,7 +21,7 @@ use object_store::{ObjectMeta, ObjectStore};
 
 use crate::contract::column_problems;
 use crate::error::{ConnectorError, ContractViolation, Result};
-use crate::plain_strings::{PlainSchemas, reading_plain};
+use crate::plain_strings::{FileSchema, PlainSchemas, plain_schema_for};
 use crate::storage::ResolvedLocation;
 
 /// At most this many violations are reported for one table (the first files, sorted).
@@ -51,8 +51,9 @@ pub(crate) struct CheckedListing {
     pub snapshot: DataSnapshot,
     /// The data files whose footers were checked, sorted by location.
     pub files: Vec<ObjectMeta>,
-    /// The schemas to read some of them with: those whose footers name string views
-    /// where the contract declares plain strings (see [`crate::plain_strings`]).
+    /// The schemas to read some of them with: those whose footers name another string
+    /// type (a view, say) where the contract declares plain strings (see
+    /// [`crate::plain_strings`]).
     pub plain_schemas: PlainSchemas,
 }
 
@@ -105,7 +106,8 @@ pub(crate) async fn inspect_parquet(
     let mut violations: Vec<ContractViolation> = Vec::new();
     for (meta, check) in files.iter().zip(checks) {
         if let Some(schema) = check.plain_schema {
-            plain_schemas.insert(meta.location.clone(), schema);
+            let checked = meta.clone();
+            plain_schemas.insert(meta.location.clone(), FileSchema { checked, schema });
         }
         let room = MAX_REPORTED_VIOLATIONS.saturating_sub(violations.len());
         violations.extend(check.violations.into_iter().take(room));
@@ -133,7 +135,7 @@ pub(crate) async fn inspect_parquet(
 }
 
 /// What the footer of one file says: how it breaks the declared columns, and the schema
-/// to read it with if its strings are stored as views.
+/// to read it with if it names another string type than the contract declares.
 struct FooterCheck {
     violations: Vec<ContractViolation>,
     plain_schema: Option<SchemaRef>,
@@ -162,7 +164,7 @@ async fn check_footer(
                     problem,
                 })
                 .collect(),
-            plain_schema: reading_plain(&schema, &declared),
+            plain_schema: plain_schema_for(&schema, &declared),
         },
         Err(e) => FooterCheck {
             violations: vec![ContractViolation {

@@ -14,10 +14,13 @@
 //! The hint is only a hint: Parquet stores all of these the same way (`BYTE_ARRAY`). For
 //! each file whose footer names another string or bytes type than the contract
 //! declares, the check of the table's files ([`crate::inspect`]) keeps the file's schema
-//! with those columns as declared ([`reading_plain`]), and [`PlainStringsTable`] hands
-//! it to the reader with the file (`PartitionedFile::arrow_schema`), which then decodes
-//! the strings as the contract declares them, once. A file not among the checked ones
-//! (listed again after its table's listing left the cache) is read as before.
+//! with those columns as declared ([`plain_schema_for`]), and [`PlainStringsTable`]
+//! hands it to the reader with the file (`PartitionedFile::arrow_schema`), which then
+//! decodes the strings as the contract declares them, once. The schema holds the file's
+//! columns (the reader requires all of them, undeclared ones included) and their
+//! metadata, not the file's own key-value metadata. A file not among the checked ones,
+//! or changed since (listed again after its table's listing left the cache), is read
+//! as before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,24 +28,49 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::Constraints;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Constraints, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use object_store::ObjectMeta;
 use object_store::path::Path as StorePath;
 
-/// The schemas to read files with, by location: only files that need one.
-pub(crate) type PlainSchemas = HashMap<StorePath, SchemaRef>;
+use crate::contract::is_lossless_widening;
+
+/// The schemas to read files with, by location, with the file as it was checked: only
+/// files that need one.
+pub(crate) type PlainSchemas = HashMap<StorePath, FileSchema>;
+
+/// The schema to read one checked file with.
+#[derive(Debug, Clone)]
+pub(crate) struct FileSchema {
+    /// The file as it was checked.
+    pub(crate) checked: ObjectMeta,
+    pub(crate) schema: SchemaRef,
+}
+
+impl FileSchema {
+    /// The schema for the file `meta` describes, or `None` when that file is not the one
+    /// that was checked (rewritten since: another size, time or entity tag).
+    fn for_file(&self, meta: &ObjectMeta) -> Option<&SchemaRef> {
+        let same = meta.size == self.checked.size
+            && meta.last_modified == self.checked.last_modified
+            && meta.e_tag == self.checked.e_tag;
+        same.then_some(&self.schema)
+    }
+}
 
 /// `file`, a Parquet file's Arrow schema, with each column that `declared` declares as
 /// plain strings (`Utf8`, `LargeUtf8`) or bytes (`Binary`, `LargeBinary`) and the file
-/// names as another type of the same kind (a view, the other offset size, a dictionary
-/// of them) given the declared type; `None` when there is none.
-pub(crate) fn reading_plain(file: &Schema, declared: &[Field]) -> Option<SchemaRef> {
+/// names as another type that widens to it (a view, the other offset size, a dictionary
+/// of them) given the declared type, and without the file's key-value metadata; `None`
+/// when there is no such column.
+pub(crate) fn plain_schema_for(file: &Schema, declared: &[Field]) -> Option<SchemaRef> {
     let mut changed = false;
     let fields: Vec<Arc<Field>> = file
         .fields()
@@ -62,40 +90,22 @@ pub(crate) fn reading_plain(file: &Schema, declared: &[Field]) -> Option<SchemaR
             }
         })
         .collect();
-    changed.then(|| Arc::new(Schema::new_with_metadata(fields, file.metadata().clone())))
+    changed.then(|| Arc::new(Schema::new(fields)))
 }
 
-/// Whether a column the file names `stored` is read as `declared`, a plain type of the
-/// same kind.
+/// Whether a column the file names `stored` is read as `declared`: a plain string or
+/// bytes type that `stored`, another type, widens to.
 fn plain_for(stored: &DataType, declared: &DataType) -> bool {
-    if stored == declared {
-        return false;
-    }
-    let kind = |t: &DataType| match t {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(Kind::Text),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Some(Kind::Bytes),
-        _ => None,
-    };
-    let stored_kind = match stored {
-        DataType::Dictionary(_, values) => kind(values),
-        other => kind(other),
-    };
     let plain = matches!(
         declared,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
     );
-    plain && stored_kind.is_some() && stored_kind == kind(declared)
-}
-
-/// Strings or bytes.
-#[derive(PartialEq)]
-enum Kind {
-    Text,
-    Bytes,
+    plain && stored != declared && is_lossless_widening(stored, declared)
 }
 
 /// A table over Parquet files whose scans read the files of `schemas` with the schema
-/// given there (see the module's doc); everything else is the inner table's.
+/// given there (see the module's doc); everything else it reads of the inner table's.
+/// Writes are not passed on: the tables of data products are read-only.
 #[derive(Debug)]
 pub(crate) struct PlainStringsTable {
     inner: Arc<dyn TableProvider>,
@@ -137,6 +147,14 @@ impl TableProvider for PlainStringsTable {
         self.inner.get_table_definition()
     }
 
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.inner.get_column_default(column)
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        self.inner.statistics()
+    }
+
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
@@ -159,17 +177,30 @@ impl TableProvider for PlainStringsTable {
             else {
                 return Ok(Transformed::no(node));
             };
-            let config = with_file_schemas(config, &self.schemas);
-            Ok(Transformed::yes(
-                DataSourceExec::from_data_source(config) as _
-            ))
+            Ok(match with_file_schemas(config, &self.schemas) {
+                Some(config) => Transformed::yes(DataSourceExec::from_data_source(config) as _),
+                None => Transformed::no(node),
+            })
         })
         .map(|transformed| transformed.data)
     }
 }
 
-/// `config` with each of its files that `schemas` names given that schema.
-fn with_file_schemas(config: &FileScanConfig, schemas: &PlainSchemas) -> FileScanConfig {
+/// `config` with each of its files that `schemas` holds (as checked) given that schema;
+/// `None` when it reads none of them.
+fn with_file_schemas(config: &FileScanConfig, schemas: &PlainSchemas) -> Option<FileScanConfig> {
+    let schema_of = |file: &PartitionedFile| {
+        schemas
+            .get(&file.object_meta.location)
+            .and_then(|checked| checked.for_file(&file.object_meta))
+    };
+    let any = config
+        .file_groups
+        .iter()
+        .any(|group| group.iter().any(|file| schema_of(file).is_some()));
+    if !any {
+        return None;
+    }
     let groups = config
         .file_groups
         .iter()
@@ -177,7 +208,7 @@ fn with_file_schemas(config: &FileScanConfig, schemas: &PlainSchemas) -> FileSca
             FileGroup::new(
                 group
                     .iter()
-                    .map(|file| match schemas.get(&file.object_meta.location) {
+                    .map(|file| match schema_of(file) {
                         Some(schema) => file.clone().with_arrow_schema(Arc::clone(schema)),
                         None => file.clone(),
                     })
@@ -185,9 +216,11 @@ fn with_file_schemas(config: &FileScanConfig, schemas: &PlainSchemas) -> FileSca
             )
         })
         .collect();
-    FileScanConfigBuilder::from(config.clone())
-        .with_file_groups(groups)
-        .build()
+    Some(
+        FileScanConfigBuilder::from(config.clone())
+            .with_file_groups(groups)
+            .build(),
+    )
 }
 
 #[cfg(test)]
@@ -216,7 +249,7 @@ mod tests {
             Field::new("category", DataType::Utf8, true),
             Field::new("bytes_as_text", DataType::Utf8, true),
         ];
-        let plain = reading_plain(&file, &declared).expect("views to read plain");
+        let plain = plain_schema_for(&file, &declared).expect("views to read plain");
         let types: Vec<&DataType> = plain.fields().iter().map(|f| f.data_type()).collect();
         assert_eq!(
             types,
@@ -298,7 +331,7 @@ mod tests {
             &DataType::Utf8View,
             "the hint"
         );
-        let plain = reading_plain(
+        let plain = plain_schema_for(
             file.schema(),
             declared
                 .fields()
@@ -308,7 +341,22 @@ mod tests {
                 .as_slice(),
         )
         .expect("a plain schema");
+        use object_store::ObjectStore;
         let location = StorePath::from_filesystem_path(&path).unwrap();
+        let checked = object_store::local::LocalFileSystem::new()
+            .head(&location)
+            .await
+            .unwrap();
+        let changed = ObjectMeta {
+            size: checked.size + 1,
+            ..checked.clone()
+        };
+        let schema = Arc::clone(&plain);
+        let file_schema = FileSchema { checked, schema };
+        assert!(
+            file_schema.for_file(&changed).is_none(),
+            "a file rewritten since"
+        );
 
         let url = ListingTableUrl::parse(format!("file://{}/", dir.path().display())).unwrap();
         let listing = ListingTable::try_new(
@@ -319,7 +367,7 @@ mod tests {
         .unwrap();
         let table = PlainStringsTable::wrap(
             Arc::new(listing),
-            PlainSchemas::from([(location, Arc::clone(&plain))]),
+            PlainSchemas::from([(location, file_schema)]),
         );
         let ctx = SessionContext::new();
         ctx.register_table("t", table).unwrap();
@@ -369,6 +417,6 @@ mod tests {
     fn a_file_without_views_needs_no_schema() {
         let file = Schema::new(vec![Field::new("name", DataType::Utf8, true)]);
         let declared = [Field::new("name", DataType::Utf8, true)];
-        assert!(reading_plain(&file, &declared).is_none());
+        assert!(plain_schema_for(&file, &declared).is_none());
     }
 }
