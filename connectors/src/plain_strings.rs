@@ -341,7 +341,7 @@ mod tests {
                 .as_slice(),
         )
         .expect("a plain schema");
-        use object_store::ObjectStore;
+        use object_store::ObjectStoreExt;
         let location = StorePath::from_filesystem_path(&path).unwrap();
         let checked = object_store::local::LocalFileSystem::new()
             .head(&location)

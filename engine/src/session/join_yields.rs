@@ -10,10 +10,12 @@
 //! aborts its tasks, and a task stops only when it next yields. On a cluster, a
 //! cancelled job's task ran on for minutes.
 //!
-//! [`YieldingJoins`] puts a [`CooperativeExec`] over every join. It spends a unit of
-//! tokio's cooperative budget for each batch the join hands out, and returns `Pending`
-//! when the task's budget is spent (every 128 batches), which ends the poll: the thread
-//! runs other tasks, and an aborted task stops there. It changes no row and no order.
+//! [`YieldingJoins`] puts a [`CooperativeExec`] over every join (and every unnest, which
+//! makes rows from one batch too). It spends a unit of tokio's cooperative budget for
+//! each batch the join hands out, and returns `Pending` when the task's budget is spent
+//! (128 units per poll of the task, shared with its scans and exchanges), which ends the
+//! poll: the thread runs other tasks, and an aborted task stops there. It changes no
+//! row and no order.
 //! The node travels to a cluster with the plan, so executors' tasks yield too.
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PiecewiseMergeJoinExec, SortMergeJoinExec,
     SymmetricHashJoinExec,
 };
+use datafusion::physical_plan::unnest::UnnestExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 use super::rule_order::{Missing, PhysicalRules, insert_after};
@@ -52,9 +55,11 @@ impl PhysicalOptimizerRule for YieldingJoins {
                     return Ok(Transformed::no(node));
                 }
                 let children = node.children().into_iter().map(yielding).collect();
-                // The node over a join keeps its properties: the join's are unchanged.
-                let keep = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep);
-                Ok(Transformed::yes(node.replace_children(children, keep)?))
+                // Recomputed: the node over the join schedules cooperatively.
+                let recompute = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+                Ok(Transformed::yes(
+                    node.replace_children(children, recompute)?,
+                ))
             })?
             .data;
         Ok(yielding(&plan))
@@ -78,9 +83,11 @@ fn yielding(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
     }
 }
 
-/// Whether `plan` is one of DataFusion's joins, which may make more rows than they read.
+/// Whether `plan` is one of DataFusion's joins, or an unnest: operators that may make
+/// many batches from one they read.
 fn is_join(plan: &dyn ExecutionPlan) -> bool {
     plan.is::<HashJoinExec>()
+        || plan.is::<UnnestExec>()
         || plan.is::<NestedLoopJoinExec>()
         || plan.is::<CrossJoinExec>()
         || plan.is::<SortMergeJoinExec>()

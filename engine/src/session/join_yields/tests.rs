@@ -44,14 +44,16 @@ async fn every_join_is_planned_under_one_cooperative_node_with_the_same_answer()
         "SELECT count(*), max(a.id + b.id) FROM a CROSS JOIN b",
         "SELECT a.id, count(*) FROM a JOIN b ON a.k = b.k JOIN b c ON c.id = a.id \
          GROUP BY a.id ORDER BY a.id LIMIT 3",
+        "SELECT count(*), sum(v) FROM (SELECT unnest(make_array(id, k, id + 1)) AS v FROM a)",
     ] {
         let (plan, answer) =
             crate::session::test_plans::plan_and_answer(&session(300, true, 2), sql).await;
         let lines: Vec<&str> = plan.lines().map(str::trim_start).collect();
-        let joins = lines.iter().filter(|line| line.contains("Join")).count();
+        let makes_rows = |line: &str| line.contains("Join") || line.starts_with("UnnestExec");
+        let joins = lines.iter().filter(|line| makes_rows(line)).count();
         assert!(joins > 0, "{sql}:\n{plan}");
         for (at, line) in lines.iter().enumerate() {
-            if line.contains("Join") {
+            if makes_rows(line) {
                 assert!(
                     at > 0 && lines[at - 1].starts_with("CooperativeExec"),
                     "{sql}: a join without its node above it:\n{plan}"
