@@ -30,6 +30,7 @@ mod rounds;
 mod rule_order;
 mod runs_table;
 mod sort_choice;
+mod spill_settings;
 mod sql;
 mod storage_failures;
 mod system;
@@ -564,7 +565,7 @@ pub(crate) fn recording_task_context(
             DiskManagerBuilder::default().with_temp_file_factory(Arc::new(spill.clone()));
         if let Some(limit) = &limit {
             let options = &state.config_options().execution;
-            disk = disk.with_max_spill_merge_fan_in(spill_merge_fan_in(
+            disk = disk.with_max_spill_merge_fan_in(spill_settings::spill_merge_fan_in(
                 limit.0,
                 options.target_partitions,
                 options.batch_size.into(),
@@ -670,37 +671,11 @@ pub fn session_config(engine: &EngineConfig) -> SessionConfig {
     // what the IPC writer sends compactly); decode them as such rather than casting later.
     options.execution.parquet.schema_force_view_types = false;
     options.execution.parquet.pushdown_filters = engine.parquet_pushdown_filters;
-    options.execution.sort_spill_reservation_bytes = sort_spill_reservation(
+    options.execution.sort_spill_reservation_bytes = spill_settings::sort_spill_reservation(
         engine.query_memory_limit,
         options.execution.target_partitions,
     );
     config
-}
-
-/// What each partition's sort sets aside to merge its spilled runs, for a query that
-/// may hold `limit` bytes over `partitions` partitions: DataFusion's default (10 MiB),
-/// but no more than an eighth of the limit over all partitions (the default alone could
-/// pass a small limit; a sort-merge join has two sorts per partition).
-fn sort_spill_reservation(limit: usize, partitions: usize) -> usize {
-    const DATAFUSION_DEFAULT: usize = 10 * 1024 * 1024;
-    DATAFUSION_DEFAULT.min(limit / 8 / partitions.max(1))
-}
-
-/// The most spilled runs one merge reads at once, for a query that may hold `limit`
-/// bytes over `partitions` partitions of `batch_size` rows.
-///
-/// A sort that spilled merges its runs holding a batch (reserved twice over) of each run
-/// it reads, and DataFusion reads as many at once as the memory it can reserve allows:
-/// the first partition's merge took all but a sliver of a query's limit, and the sort or
-/// merge of another partition, refused a batch or its own first reservation, failed the
-/// query. Bounded so that the merges of two sorts per partition (a sort-merge join's)
-/// hold at most half of the limit together, at a nominal 64 bytes a row; a merge of more
-/// runs reads them in several passes (DataFusion's multi-level merge), at least two at
-/// a time.
-fn spill_merge_fan_in(limit: usize, partitions: usize, batch_size: usize) -> usize {
-    const NOMINAL_ROW_BYTES: usize = 64;
-    let per_run = 2 * batch_size.max(1) * NOMINAL_ROW_BYTES;
-    (limit / 4 / partitions.max(1) / per_run).max(2)
 }
 
 /// The most target partitions a request may plan with (a ticket planned again keeps its
@@ -724,21 +699,7 @@ impl PrincipalSession {
             .config_mut()
             .options_mut()
             .execution
-            .sort_spill_reservation_bytes = sort_spill_reservation(limit, partitions);
-    }
-}
-
-#[cfg(test)]
-mod fan_in_tests {
-    use super::spill_merge_fan_in;
-
-    #[test]
-    fn merges_read_more_runs_at_once_the_more_memory_a_query_has() {
-        // The spill tests' 16 MiB over two partitions: two runs at a time.
-        assert_eq!(spill_merge_fan_in(16 << 20, 2, 8192), 2);
-        // The default 1 GiB: 128 runs of a megabyte, 256 MiB per merge at most.
-        assert_eq!(spill_merge_fan_in(1 << 30, 2, 8192), 128);
-        assert_eq!(spill_merge_fan_in(1 << 30, 4, 8192), 64);
-        assert_eq!(spill_merge_fan_in(1 << 20, 8, 8192), 2);
+            .sort_spill_reservation_bytes =
+            spill_settings::sort_spill_reservation(limit, partitions);
     }
 }

@@ -72,16 +72,20 @@ async fn every_join_is_planned_under_one_cooperative_node_with_the_same_answer()
     }
 }
 
-#[tokio::test]
-async fn a_plan_optimized_again_keeps_one_node_per_join() {
-    let ctx = session(10, true, 2);
-    let plan = ctx
-        .sql("SELECT count(*) FROM a JOIN b ON a.k = b.k")
+/// The physical plan of `sql` in `ctx`.
+async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(sql)
         .await
         .unwrap()
         .create_physical_plan()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_plan_optimized_again_keeps_one_node_per_join() {
+    let ctx = session(10, true, 2);
+    let plan = physical_plan(&ctx, "SELECT count(*) FROM a JOIN b ON a.k = b.k").await;
     let again = YieldingJoins
         .optimize(Arc::clone(&plan), &ConfigOptions::default())
         .unwrap();
@@ -106,13 +110,7 @@ async fn a_join_making_many_batches_stops_when_its_task_is_aborted() {
     // 10,000 rows matching 10,000: 100 million rows, some 12,000 batches, made from
     // one probe batch; one partition, so no exchange yields between them.
     let ctx = session(10_000, true, 1);
-    let plan = ctx
-        .sql("SELECT count(*) FROM a JOIN b ON a.k = b.k")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, "SELECT count(*) FROM a JOIN b ON a.k = b.k").await;
     let join = first_join(&plan).expect("a join");
     let task = tokio::spawn(collect(plan, ctx.task_ctx()));
     // Aborted once the join is making rows (its output is counted as it goes).
