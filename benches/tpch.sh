@@ -10,6 +10,8 @@
 #   bash benches/tpch.sh --layout tpchgen      # files as `tpchgen-cli parquet` writes them
 #   bash benches/tpch.sh --layout small-files  # ... split into files of at most 64k rows
 #   bash benches/tpch.sh --peers sail,roapi   # Sail and ROAPI beside the gateway, through ADBC
+#   bash benches/tpch.sh --engine-ab datafusion.optimizer.prefer_hash_join=false
+#                        # in-process DataFusion, the gateway's settings against changed ones
 #
 # Results: benches/results/tpch-<time>.{json,md,png} and benches/results/tpch-latest.*.
 #

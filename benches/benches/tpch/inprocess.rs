@@ -21,11 +21,28 @@ use crate::data::{TABLES, TpchMesh};
 
 /// A DataFusion session serving the mesh's tables under `tpch.<product>.<table>`.
 pub(crate) async fn context(mesh: &TpchMesh, engine: &EngineConfig) -> SessionContext {
+    context_with(mesh, engine, &[]).await
+}
+
+/// [`context`] with some DataFusion options (`key`, `value`) changed before the tables
+/// are registered, so that options read at registration (the Parquet schema's string
+/// types) take effect too.
+pub(crate) async fn context_with(
+    mesh: &TpchMesh,
+    engine: &EngineConfig,
+    options: &[(String, String)],
+) -> SessionContext {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(engine.memory_pool)))
         .build_arc()
         .unwrap();
-    let config = meshgate_engine::internals::session_config(engine);
+    let mut config = meshgate_engine::internals::session_config(engine);
+    for (key, value) in options {
+        config
+            .options_mut()
+            .set(key, value)
+            .unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+    }
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     for table in TABLES {

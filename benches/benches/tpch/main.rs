@@ -11,6 +11,9 @@
 //! 6. with `--peers`, other Flight SQL servers over the same files (Sail, ROAPI), each
 //!    its own process, read by the same ADBC client (see [`peers`]).
 //!
+//! `--engine-ab` instead compares in-process DataFusion with the gateway's settings
+//! against changed DataFusion options (see [`engine_ab`]).
+//!
 //! Runs rotate the order of the paths query by query (A B C, B C A, ...), so drifts of
 //! the machine fall on every path alike. Answers of TPC-H and of the small micro queries
 //! are checked against DuckDB's before timing, so a fast wrong answer fails the run.
@@ -21,6 +24,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod data;
+mod engine_ab;
 mod flight;
 mod inprocess;
 mod peers;
@@ -97,6 +101,11 @@ struct Args {
     /// Evaluate filters inside the Parquet decoder, in-process and in the gateway.
     #[arg(long)]
     pushdown_filters: bool,
+    /// Compare in-process DataFusion with the gateway's settings against the same with
+    /// these DataFusion options changed (`KEY=VALUE`, comma-separated), instead of
+    /// measuring the paths.
+    #[arg(long, value_delimiter = ',')]
+    engine_ab: Vec<engine_ab::Setting>,
     /// cargo bench passes --bench; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -135,6 +144,27 @@ fn main() {
 async fn run(args: Args) {
     let tpchgen = args.python.with_file_name("tpchgen-cli");
     let mesh = data::ensure_mesh(&args.cache, args.sf, args.layout, &tpchgen).await;
+    let engine = EngineConfig {
+        parquet_pushdown_filters: args.pushdown_filters,
+        ..EngineConfig::default()
+    };
+    let mut queries = queries::all(args.sf);
+    if let Some(only) = &args.only {
+        let wanted: Vec<&str> = only.split(',').collect();
+        queries.retain(|q| wanted.iter().any(|w| q.name.contains(w)));
+    }
+    if !args.engine_ab.is_empty() {
+        engine_ab::run(
+            &mesh,
+            &engine,
+            &args.engine_ab,
+            &queries,
+            args.runs,
+            &args.out,
+        )
+        .await;
+        return;
+    }
     let work = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(&args.gateway, &mesh, work.path(), args.pushdown_filters);
     eprintln!("gateway {} on {}", gateway.pid(), gateway.addr);
@@ -145,10 +175,6 @@ async fn run(args: Args) {
         &gateway.token("bench-analyst", Some("BUILDING")),
     )
     .await;
-    let engine = EngineConfig {
-        parquet_pushdown_filters: args.pushdown_filters,
-        ..EngineConfig::default()
-    };
     let ctx = inprocess::context(&mesh, &engine).await;
     let peer_servers: Vec<PeerServer> = args
         .peers
@@ -171,12 +197,6 @@ async fn run(args: Args) {
     let mut paths: Vec<&str> = PATHS.to_vec();
     paths.push(CEILING);
     paths.extend(peer_addrs.iter().map(|(name, _)| *name));
-
-    let mut queries = queries::all(args.sf);
-    if let Some(only) = &args.only {
-        let wanted: Vec<&str> = only.split(',').collect();
-        queries.retain(|q| wanted.iter().any(|w| q.name.contains(w)));
-    }
 
     if let Some(names) = &args.explain {
         for query in queries

@@ -1,0 +1,150 @@
+//! `--engine-ab KEY=VALUE,...`: in-process DataFusion with the gateway's session
+//! configuration (`base`) against the same with some DataFusion options changed
+//! (`variant`, set before the tables are registered), query by query, interleaved (the
+//! order of the two flips every run).
+//! An engine setting is measured this way on all the queries before the gateway adopts
+//! it; the row counts of both must agree before anything is timed.
+
+use std::path::Path;
+use std::time::Instant;
+
+use datafusion::prelude::SessionContext;
+use meshgate_gateway::config::EngineConfig;
+
+use crate::data::TpchMesh;
+use crate::inprocess;
+use crate::queries::Query;
+
+/// One DataFusion option as `key=value` (`datafusion.optimizer.prefer_hash_join=false`).
+#[derive(Debug, Clone)]
+pub(crate) struct Setting {
+    key: String,
+    value: String,
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+        Ok(Self {
+            key: key.trim().to_string(),
+            value: value.trim().to_string(),
+        })
+    }
+}
+
+/// Medians of one query on both contexts.
+struct Timed {
+    name: String,
+    base_ms: f64,
+    variant_ms: f64,
+}
+
+/// Runs the comparison and writes `engine-ab-<time>.md` under `out`.
+pub(crate) async fn run(
+    mesh: &TpchMesh,
+    engine: &EngineConfig,
+    settings: &[Setting],
+    queries: &[Query],
+    runs: usize,
+    out: &Path,
+) {
+    let base = inprocess::context(mesh, engine).await;
+    let options: Vec<(String, String)> = settings
+        .iter()
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
+    let variant = inprocess::context_with(mesh, engine, &options).await;
+    let mut timed = Vec::new();
+    for query in queries {
+        // Warm both, and check that they agree on the size of the answer.
+        let rows = |ctx: &SessionContext| {
+            let sql = query.sql.clone();
+            let ctx = ctx.clone();
+            async move {
+                let batches = inprocess::run(&ctx, &sql).await;
+                batches.iter().map(|b| b.num_rows()).sum::<usize>()
+            }
+        };
+        let (a, b) = (rows(&base).await, rows(&variant).await);
+        assert_eq!(a, b, "{}: base gives {a} rows, the variant {b}", query.name);
+        let mut samples = [Vec::new(), Vec::new()];
+        for run in 0..runs {
+            for k in 0..2 {
+                let which = (run + k) % 2;
+                let ctx = if which == 0 { &base } else { &variant };
+                let started = Instant::now();
+                drop(inprocess::run(ctx, &query.sql).await);
+                samples[which].push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let [base_ms, variant_ms] = samples.map(|mut s| median(&mut s));
+        eprintln!(
+            "{}: base {base_ms:.1} ms, variant {variant_ms:.1} ms ({:.2})",
+            query.name,
+            variant_ms / base_ms
+        );
+        timed.push(Timed {
+            name: query.name.clone(),
+            base_ms,
+            variant_ms,
+        });
+    }
+    let base_partitions = base.state().config().target_partitions();
+    let about = format!(
+        "SF {}, {} layout; base: {base_partitions} target partitions, {runs} interleaved runs \
+         per query, medians in ms.",
+        mesh.sf,
+        mesh.layout.name()
+    );
+    let report = render(settings, &about, &timed);
+    print!("{report}");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = out.join(format!("engine-ab-{stamp}.md"));
+    std::fs::write(&path, report).unwrap();
+    eprintln!("written to {}", path.display());
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+fn render(settings: &[Setting], about: &str, timed: &[Timed]) -> String {
+    let changed: Vec<String> = settings
+        .iter()
+        .map(|s| format!("`{}={}`", s.key, s.value))
+        .collect();
+    let mut out = format!(
+        "# In-process DataFusion: the gateway's settings against {}\n\n{about}\n\n\
+         | query | base | variant | variant / base |\n|---|---:|---:|---:|\n",
+        changed.join(", ")
+    );
+    let mut log_sum = 0.0;
+    for t in timed {
+        let ratio = t.variant_ms / t.base_ms;
+        log_sum += ratio.ln();
+        out.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {ratio:.2} |\n",
+            t.name, t.base_ms, t.variant_ms
+        ));
+    }
+    if !timed.is_empty() {
+        out.push_str(&format!(
+            "\nGeometric mean of variant / base: {:.3}\n",
+            (log_sum / timed.len() as f64).exp()
+        ));
+    }
+    out
+}
