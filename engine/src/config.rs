@@ -13,7 +13,8 @@ use serde::Deserialize;
 pub struct EngineConfig {
     /// Rows per batch produced by scans and operators.
     pub batch_size: usize,
-    /// Parallelism of one query; the number of cores when unset.
+    /// Parallelism of one query (partitions of its plan); twice the number of cores
+    /// when unset.
     pub target_partitions: Option<usize>,
     /// Evaluate filters inside the Parquet decoder (late materialization).
     pub parquet_pushdown_filters: bool,
