@@ -154,6 +154,7 @@ async fn run(args: Args) {
         queries.retain(|q| wanted.iter().any(|w| q.name.contains(w)));
     }
     if !args.engine_ab.is_empty() {
+        queries.retain(|q| q.tpch);
         engine_ab::run(
             &mesh,
             &engine,
@@ -325,7 +326,11 @@ async fn run(args: Args) {
         layout: mesh.layout,
         peers: args.peers.iter().map(|p| p.name()).collect(),
         delta_tables: mesh.delta_tables(),
-        engine,
+        // The partitions the run planned with (the default depends on the machine).
+        engine: EngineConfig {
+            target_partitions: Some(ctx.copied_config().target_partitions()),
+            ..engine
+        },
         measured,
         concurrency,
         transport,

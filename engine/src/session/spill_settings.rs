@@ -33,7 +33,7 @@ mod tests {
 
     #[test]
     fn merges_read_more_runs_at_once_the_more_memory_a_query_has() {
-        // The spill tests' 16 MiB over two partitions: two runs at a time.
+        // 16 MiB (the spill tests' limit) over two partitions: two runs at a time.
         assert_eq!(spill_merge_fan_in(16 << 20, 2, 8192), 2);
         // The default 1 GiB: 128 runs of a megabyte, 256 MiB per merge at most.
         assert_eq!(spill_merge_fan_in(1 << 30, 2, 8192), 128);

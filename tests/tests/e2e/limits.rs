@@ -39,6 +39,9 @@ policy:
 fn limited() -> OwnGateway {
     limited_with(EngineConfig {
         query_memory_limit: QUERY_MEMORY,
+        // The memory each operator gets depends on the partitions: pinned, so the
+        // outcome does not depend on the machine's cores.
+        target_partitions: Some(2),
         ..EngineConfig::default()
     })
 }

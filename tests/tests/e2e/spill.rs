@@ -38,6 +38,9 @@ fn spilling_gateway_with(
             query_memory_limit,
             // Batches of some 50 KB rather than 400 KB: the limits are small.
             batch_size: 1024,
+            // Operators' memory depends on the partitions: pinned, so the outcome does
+            // not depend on the machine's cores.
+            target_partitions: Some(2),
             spill_dir: Some(spill_dir.to_path_buf()),
             query_spill_limit,
             ..EngineConfig::default()
