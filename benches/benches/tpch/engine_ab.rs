@@ -18,29 +18,9 @@ use datafusion::prelude::SessionContext;
 use meshgate_gateway::config::EngineConfig;
 
 use crate::data::TpchMesh;
-use crate::inprocess;
+use crate::inprocess::{self, Setting};
 use crate::queries::Query;
-
-/// One DataFusion option as `key=value` (`datafusion.optimizer.prefer_hash_join=false`).
-#[derive(Debug, Clone)]
-pub(crate) struct Setting {
-    key: String,
-    value: String,
-}
-
-impl std::str::FromStr for Setting {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (key, value) = s
-            .split_once('=')
-            .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
-        Ok(Self {
-            key: key.trim().to_string(),
-            value: value.trim().to_string(),
-        })
-    }
-}
+use crate::report::{geomean, percentile, unix_stamp};
 
 /// Medians of one query on both contexts.
 struct Timed {
@@ -59,23 +39,15 @@ pub(crate) async fn run(
     out: &Path,
 ) {
     let base = inprocess::context(mesh, engine).await;
-    let options: Vec<(String, String)> = settings
-        .iter()
-        .map(|s| (s.key.clone(), s.value.clone()))
-        .collect();
-    let variant = inprocess::context_with(mesh, engine, &options).await;
+    let variant = inprocess::context_with(mesh, engine, settings).await;
+    let rows = async |ctx: &SessionContext, sql: &str| crate::rows(&inprocess::run(ctx, sql).await);
     let mut timed = Vec::new();
     for query in queries {
         // Warm both, and check that they agree on the size of the answer.
-        let rows = |ctx: &SessionContext| {
-            let sql = query.sql.clone();
-            let ctx = ctx.clone();
-            async move {
-                let batches = inprocess::run(&ctx, &sql).await;
-                batches.iter().map(|b| b.num_rows()).sum::<usize>()
-            }
-        };
-        let (a, b) = (rows(&base).await, rows(&variant).await);
+        let (a, b) = (
+            rows(&base, &query.sql).await,
+            rows(&variant, &query.sql).await,
+        );
         assert_eq!(a, b, "{}: base gives {a} rows, the variant {b}", query.name);
         let mut samples = [Vec::new(), Vec::new()];
         for run in 0..runs {
@@ -87,7 +59,7 @@ pub(crate) async fn run(
                 samples[which].push(started.elapsed().as_secs_f64() * 1e3);
             }
         }
-        let [base_ms, variant_ms] = samples.map(|mut s| median(&mut s));
+        let [base_ms, variant_ms] = samples.map(|s| percentile(&s, 0.5));
         eprintln!(
             "{}: base {base_ms:.1} ms, variant {variant_ms:.1} ms ({:.2})",
             query.name,
@@ -108,23 +80,9 @@ pub(crate) async fn run(
     );
     let report = render(settings, &about, &timed);
     print!("{report}");
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let path = out.join(format!("engine-ab-{stamp}.md"));
+    let path = out.join(format!("engine-ab-{}.md", unix_stamp()));
     std::fs::write(&path, report).unwrap();
     eprintln!("written to {}", path.display());
-}
-
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    }
 }
 
 fn render(settings: &[Setting], about: &str, timed: &[Timed]) -> String {
@@ -137,10 +95,8 @@ fn render(settings: &[Setting], about: &str, timed: &[Timed]) -> String {
          | query | base | variant | variant / base |\n|---|---:|---:|---:|\n",
         changed.join(", ")
     );
-    let mut log_sum = 0.0;
     for t in timed {
         let ratio = t.variant_ms / t.base_ms;
-        log_sum += ratio.ln();
         out.push_str(&format!(
             "| {} | {:.1} | {:.1} | {ratio:.2} |\n",
             t.name, t.base_ms, t.variant_ms
@@ -150,7 +106,7 @@ fn render(settings: &[Setting], about: &str, timed: &[Timed]) -> String {
         out.push_str(&format!(
             "\nGeometric mean of variant / base over {} queries: {:.3}\n",
             timed.len(),
-            (log_sum / timed.len() as f64).exp()
+            geomean(timed.iter().map(|t| t.variant_ms / t.base_ms))
         ));
     }
     out

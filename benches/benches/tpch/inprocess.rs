@@ -24,20 +24,41 @@ pub(crate) async fn context(mesh: &TpchMesh, engine: &EngineConfig) -> SessionCo
     context_with(mesh, engine, &[]).await
 }
 
-/// [`context`] with some DataFusion options (`key`, `value`) changed before the tables
-/// are registered, so that options read at registration (the Parquet schema's string
-/// types) take effect too.
+/// One DataFusion option as `key=value` (`datafusion.optimizer.prefer_hash_join=false`).
+#[derive(Debug, Clone)]
+pub(crate) struct Setting {
+    pub(crate) key: String,
+    pub(crate) value: String,
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+        Ok(Self {
+            key: key.trim().to_string(),
+            value: value.trim().to_string(),
+        })
+    }
+}
+
+/// [`context`] with some DataFusion options changed before the tables are registered,
+/// so that options read at registration (the Parquet schema's string types) take
+/// effect too.
 pub(crate) async fn context_with(
     mesh: &TpchMesh,
     engine: &EngineConfig,
-    options: &[(String, String)],
+    settings: &[Setting],
 ) -> SessionContext {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(GreedyMemoryPool::new(engine.memory_pool)))
         .build_arc()
         .unwrap();
     let mut config = meshgate_engine::internals::session_config(engine);
-    for (key, value) in options {
+    for Setting { key, value } in settings {
         config
             .options_mut()
             .set(key, value)

@@ -105,7 +105,7 @@ struct Args {
     /// these DataFusion options changed (`KEY=VALUE`, comma-separated), instead of
     /// measuring the paths.
     #[arg(long, value_delimiter = ',')]
-    engine_ab: Vec<engine_ab::Setting>,
+    engine_ab: Vec<inprocess::Setting>,
     /// cargo bench passes --bench; ignored.
     #[arg(long, hide = true)]
     bench: bool,

@@ -153,7 +153,16 @@ fn percentile_sorted(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn geomean(values: impl Iterator<Item = f64>) -> f64 {
+/// Seconds since the Unix epoch: the `<time>` in the names of result files.
+pub(crate) fn unix_stamp() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Geometric mean of `values`.
+pub(crate) fn geomean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v.ln(), n + 1));
     (sum / n as f64).exp()
 }
@@ -546,10 +555,7 @@ impl Report {
     /// Writes `tpch-<time>.{json,md,png}` and the `tpch-latest.*` copies into `out`.
     pub(crate) fn write(&self, out: &Path, python: &Path) {
         std::fs::create_dir_all(out).unwrap();
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let stamp = unix_stamp();
         let json_path = out.join(format!("tpch-{stamp}.json"));
         let png_path = out.join(format!("tpch-{stamp}.png"));
         std::fs::write(
