@@ -6,6 +6,7 @@
 mod client;
 mod codec;
 mod executor;
+mod recovery;
 mod scheduler;
 
 use std::net::SocketAddr;

@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::ClusterError;
 use crate::codec::cluster_codec;
+use crate::recovery::{RecoveredJobsFail, stop_recovered_jobs};
 
 /// How often executors report that they are alive.
 pub(crate) const EXECUTOR_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -98,9 +99,16 @@ pub async fn run_scheduler(settings: SchedulerSettings) -> Result<(), ClusterErr
     config.override_session_builder = Some(Arc::new(session_without_data));
     config.validate()?;
     let config = Arc::new(config);
-    let state = ClusterState::new_from_config(&config).await?;
+    // Ballista's in-memory state, with its job state told never to report a recovered
+    // job as a success (see `crate::recovery`).
+    let base = ClusterState::new_from_config(&config).await?;
+    let state = ClusterState::new(
+        base.cluster_state(),
+        Arc::new(RecoveredJobsFail::new(base.job_state())),
+    );
     let scheduler =
         create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(state, Arc::clone(&config)).await?;
+    tokio::spawn(stop_recovered_jobs(scheduler.clone()));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ClusterError::Listen {
