@@ -13,9 +13,8 @@ use serde::Deserialize;
 pub struct EngineConfig {
     /// Rows per batch produced by scans and operators.
     pub batch_size: usize,
-    /// Parallelism of one query (partitions of its plan); the number of cores when
-    /// unset. Twice the cores ran TPC-H 10% faster in-process on two cores, but is not
-    /// the default: see `docs/benchmarks.md` (DataFusion's options).
+    /// Parallelism of one query (partitions of its plan); twice the number of cores
+    /// when unset.
     pub target_partitions: Option<usize>,
     /// Evaluate filters inside the Parquet decoder (late materialization).
     pub parquet_pushdown_filters: bool,

@@ -663,9 +663,10 @@ pub fn session_config(engine: &EngineConfig) -> SessionConfig {
         .with_default_catalog_and_schema(SYSTEM_CATALOG, META_SCHEMA)
         .with_create_default_catalog_and_schema(false)
         .with_batch_size(engine.batch_size);
-    if let Some(partitions) = engine.target_partitions {
-        config = config.with_target_partitions(partitions);
-    }
+    let partitions = engine
+        .target_partitions
+        .unwrap_or_else(default_target_partitions);
+    config = config.with_target_partitions(partitions);
     let options = config.options_mut();
     // Strings leave the gateway as plain Utf8 (what every Flight SQL client reads, and
     // what the IPC writer sends compactly); decode them as such rather than casting later.
@@ -676,6 +677,14 @@ pub fn session_config(engine: &EngineConfig) -> SessionConfig {
         options.execution.target_partitions,
     );
     config
+}
+
+/// Target partitions when `engine.target_partitions` is unset: twice the cores. Over
+/// TPC-H SF1 on two cores, four partitions took 0.90x the time of two (geometric mean
+/// of the 22 queries, interleaved, in-process; eight took 0.91x): a partition waiting
+/// for its reads, or with less left to do than its sibling, leaves its core to another.
+fn default_target_partitions() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// The most target partitions a request may plan with (a ticket planned again keeps its
