@@ -6,13 +6,17 @@
 //! partition, but what its tasks had already finished stays published to the stage that
 //! reads it (and, for the last stage, to the job's results): the re-run publishes it a
 //! second time and the reader counts it twice. Seen as every group of a join counted
-//! about 1.5 times after an executor was killed at four partitions per stage.
+//! about 1.5 times after an executor was killed at four partitions per stage. Likewise,
+//! a finished task of the last stage whose executor is lost runs again, while its old
+//! result stays among the job's results: read twice, or a read that fails halfway
+//! through the answer.
 //!
-//! The scheduler therefore never reports success for a job on which any stage ran a
-//! second attempt ([`RecoveredJobsFail`]), and stops such a job as soon as it sees one
-//! ([`stop_recovered_jobs`]). The gateway runs a failed job's query itself, so the caller
-//! gets the right answer (or, without that fallback, a clear error), never a counted-twice
-//! one.
+//! The scheduler therefore never reports success for a job Ballista recovered this way
+//! ([`was_recovered`], [`RecoveredJobsFail`]), and stops such a job as soon as it sees
+//! it ([`stop_recovered_jobs`]). The gateway runs a failed job's query itself, so the
+//! caller gets the right answer (or, without that fallback, a clear error), never a
+//! counted-twice one. This is conservative: it also stops the recoveries that would have
+//! been right (the lost output of a finished stage run again before anything read it).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +26,8 @@ use async_trait::async_trait;
 use ballista_core::JobId;
 use ballista_core::JobStatusSubscriber;
 use ballista_core::error::Result;
-use ballista_core::serde::protobuf::{JobStatus, job_status};
+use ballista_core::serde::protobuf::failed_task::FailedReason;
+use ballista_core::serde::protobuf::{FailedTask, JobStatus, job_status, task_status};
 use ballista_scheduler::cluster::{JobState, JobStateEventStream};
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use ballista_scheduler::state::execution_graph::{ExecutionGraph, ExecutionGraphBox};
@@ -31,16 +36,35 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 /// The error a recovered job fails with.
-const RECOVERED: &str = "a stage of the job ran a second time after an executor was lost; \
-     its answer is not trusted";
+const RECOVERED: &str = "the cluster re-ran part of the job after losing an executor or \
+     its output; its answer is not trusted";
 
 /// How often running jobs are checked for a second attempt.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
-/// Whether any stage of `graph` is on its second attempt or later: it was rolled back
-/// or re-run after an executor was lost or its output could not be fetched.
+/// Whether Ballista recovered part of `graph` in a way that can count output twice:
+/// a stage on its second attempt or later (rolled back, or re-run, after an executor
+/// was lost or its output could not be fetched), or a task of the last stage whose
+/// result was lost (its old result stays among the job's).
 pub(crate) fn was_recovered(graph: &dyn ExecutionGraph) -> bool {
-    graph.stages().values().any(|stage| attempt(stage) > 0)
+    graph.stages().values().any(|stage| {
+        attempt(stage) > 0 || (stage.output_links().is_empty() && lost_a_result(stage))
+    })
+}
+
+/// Whether a task of `stage` had its result lost with its executor.
+fn lost_a_result(stage: &ExecutionStage) -> bool {
+    stage.task_infos().is_some_and(|tasks| {
+        tasks.iter().any(|task| {
+            matches!(
+                &task.task_status,
+                task_status::Status::Failed(FailedTask {
+                    failed_reason: Some(FailedReason::ResultLost(_)),
+                    ..
+                })
+            )
+        })
+    })
 }
 
 fn attempt(stage: &ExecutionStage) -> usize {
@@ -170,13 +194,11 @@ pub(crate) async fn stop_recovered_jobs(
                 continue;
             }
             tracing::warn!(job_id = %job_id, "{RECOVERED}: the job is cancelled");
-            match scheduler.cancel_job(job_id.clone()).await {
-                Ok(()) => {
-                    stopped.insert(job_id.clone());
-                }
-                Err(e) => {
-                    tracing::warn!(job_id = %job_id, error = %e, "cancelling a recovered job failed")
-                }
+            // Asked once: a failed request (the scheduler stopping) is not repeated, and
+            // the job still cannot succeed (`RecoveredJobsFail`).
+            stopped.insert(job_id.clone());
+            if let Err(e) = scheduler.cancel_job(job_id.clone()).await {
+                tracing::warn!(job_id = %job_id, error = %e, "cancelling a recovered job failed");
             }
         }
     }

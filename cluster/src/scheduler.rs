@@ -108,7 +108,6 @@ pub async fn run_scheduler(settings: SchedulerSettings) -> Result<(), ClusterErr
     );
     let scheduler =
         create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(state, Arc::clone(&config)).await?;
-    tokio::spawn(stop_recovered_jobs(scheduler.clone()));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ClusterError::Listen {
@@ -116,6 +115,7 @@ pub async fn run_scheduler(settings: SchedulerSettings) -> Result<(), ClusterErr
             source,
         })?;
     tracing::info!(address = %settings.listen, "the cluster's scheduler is listening");
+    tokio::spawn(stop_recovered_jobs(scheduler.clone()));
     start_grpc_service_with_listener(listener, scheduler).await?;
     Ok(())
 }

@@ -235,6 +235,8 @@ def test_an_executor_killed_mid_query_costs_a_clear_error_never_a_wrong_answer(s
             outcome["error"] = exc
 
     before = cluster.jobs()
+    scheduler_log_before = len(cluster.log("scheduler"))
+    fallbacks_before = cluster.gateway.output(tail=1_000_000).count(FALLBACK)
     worker = threading.Thread(target=run)
     worker.start()
     # Killed once the job has written its first shuffle data on the executors.
@@ -247,6 +249,12 @@ def test_an_executor_killed_mid_query_costs_a_clear_error_never_a_wrong_answer(s
     victim.wait(timeout=10)
     worker.join(timeout=90)
     assert not worker.is_alive(), "the query neither ended nor failed"
+    if "Roll back running job/stage" in cluster.log("scheduler")[scheduler_log_before:]:
+        # Ballista rolled back a stage (where it could count output twice): the job was
+        # stopped, and the gateway answered the query itself.
+        assert "answer" in outcome, outcome.get("error")
+        assert "re-ran part of the job" in cluster.log("scheduler")[scheduler_log_before:]
+        assert cluster.gateway.output(tail=1_000_000).count(FALLBACK) > fallbacks_before
     if "answer" in outcome:
         assert rows(outcome["answer"]) == expected, "a wrong or short answer"
     else:

@@ -679,12 +679,15 @@ pub fn session_config(engine: &EngineConfig) -> SessionConfig {
     config
 }
 
-/// Target partitions when `engine.target_partitions` is unset: twice the cores. Over
-/// TPC-H SF1 on two cores, four partitions took 0.90x the time of two (geometric mean
-/// of the 22 queries, interleaved, in-process; eight took 0.91x): a partition waiting
-/// for its reads, or with less left to do than its sibling, leaves its core to another.
+/// Target partitions when `engine.target_partitions` is unset: twice the cores, at most
+/// [`MAX_TARGET_PARTITIONS`] (so that a ticket planned again on a replica keeps its
+/// issuer's count). Over TPC-H SF1 on two cores, four partitions took 0.90x the time of
+/// two (geometric mean of the 22 queries, interleaved, in-process; eight took 0.91x): a
+/// partition waiting for its reads, or with less left to do than its sibling, leaves its
+/// core to another.
 fn default_target_partitions() -> usize {
-    2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (2 * cores).min(MAX_TARGET_PARTITIONS)
 }
 
 /// The most target partitions a request may plan with (a ticket planned again keeps its
