@@ -12,6 +12,10 @@
 #   bash benches/tpch.sh --peers sail,roapi   # Sail and ROAPI beside the gateway, through ADBC
 #   bash benches/tpch.sh --engine-ab datafusion.optimizer.prefer_hash_join=false
 #                        # in-process DataFusion, the gateway's settings against changed ones
+#   bash benches/tpch.sh --all --runs 3 --clients 1
+#                        # everything at once: each layout with Sail and ROAPI, then the
+#                        # result cache (benches/result_cache.sh; --sf, --runs, --only and
+#                        # --smoke reach it too); about an hour at SF1
 #
 # Results: benches/results/tpch-<time>.{json,md,png} and benches/results/tpch-latest.*.
 #
@@ -34,6 +38,22 @@ want="$( (sha256sum "$requirements" "$constraints"; "$venv/bin/python" -c 'impor
 if [ "$want" != "$(cat "$venv/.meshgate-bench.sha256" 2>/dev/null || true)" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" -c "$constraints"
     printf '%s\n' "$want" > "$venv/.meshgate-bench.sha256"
+fi
+
+if [ "${1:-}" = "--all" ]; then
+    shift
+    cache_args=()
+    args=("$@")
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case "${args[i]}" in
+            --sf | --runs | --only) cache_args+=("${args[i]}" "${args[i + 1]:-}") ;;
+            --smoke) cache_args+=(--sf 0.01 --runs 1) ;;
+        esac
+    done
+    for layout in meshgate tpchgen small-files; do
+        bash "$repo/benches/tpch.sh" --layout "$layout" --peers sail,roapi "$@"
+    done
+    exec bash "$repo/benches/result_cache.sh" "${cache_args[@]}"
 fi
 
 cargo build --release --locked --bin meshgate
