@@ -13,9 +13,10 @@
 #   bash benches/tpch.sh --engine-ab datafusion.optimizer.prefer_hash_join=false
 #                        # in-process DataFusion, the gateway's settings against changed ones
 #   bash benches/tpch.sh --all --runs 3 --clients 1
-#                        # everything at once: each layout with Sail and ROAPI, then the
-#                        # result cache (benches/result_cache.sh; --sf, --runs, --only and
-#                        # --smoke reach it too); about an hour at SF1
+#                        # everything at once (--all first): each layout with Sail and
+#                        # ROAPI, then the result cache (benches/result_cache.sh; --sf,
+#                        # --runs, --only with exact query names, and --smoke reach it
+#                        # too); about an hour at SF1
 #
 # Results: benches/results/tpch-<time>.{json,md,png} and benches/results/tpch-latest.*.
 #
@@ -42,18 +43,25 @@ fi
 
 if [ "${1:-}" = "--all" ]; then
     shift
+    # The result cache benchmark takes --sf, --runs and --only (exact query names) too;
+    # --smoke wins over them, as it does in the harness.
     cache_args=()
+    smoke=false
     args=("$@")
     for ((i = 0; i < ${#args[@]}; i++)); do
         case "${args[i]}" in
             --sf | --runs | --only) cache_args+=("${args[i]}" "${args[i + 1]:-}") ;;
-            --smoke) cache_args+=(--sf 0.01 --runs 1) ;;
+            --sf=* | --runs=* | --only=*) cache_args+=("${args[i]}") ;;
+            --smoke) smoke=true ;;
         esac
     done
+    if [ "$smoke" = true ]; then
+        cache_args+=(--sf 0.01 --runs 1)
+    fi
     for layout in meshgate tpchgen small-files; do
         bash "$repo/benches/tpch.sh" --layout "$layout" --peers sail,roapi "$@"
     done
-    exec bash "$repo/benches/result_cache.sh" "${cache_args[@]}"
+    exec bash "$repo/benches/result_cache.sh" ${cache_args[@]+"${cache_args[@]}"}
 fi
 
 cargo build --release --locked --bin meshgate

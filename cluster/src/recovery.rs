@@ -39,30 +39,33 @@ use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 const RECOVERED: &str = "the cluster re-ran part of the job after losing an executor or \
      its output; its answer is not trusted";
 
-/// How often running jobs are checked for a second attempt.
+/// How often running jobs are checked for a recovery.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Whether Ballista recovered part of `graph` in a way that can count output twice:
 /// a stage on its second attempt or later (rolled back, or re-run, after an executor
-/// was lost or its output could not be fetched), or a task of the last stage whose
-/// result was lost (its old result stays among the job's).
+/// was lost or its output could not be fetched), or a finished task of the last stage
+/// whose result was lost (its old result stays among the job's).
 pub(crate) fn was_recovered(graph: &dyn ExecutionGraph) -> bool {
     graph.stages().values().any(|stage| {
         attempt(stage) > 0 || (stage.output_links().is_empty() && lost_a_result(stage))
     })
 }
 
-/// Whether a task of `stage` had its result lost with its executor.
+/// Whether a task of `stage` that had reported its result (its finish time is set then,
+/// and a running stage's reset keeps it) lost it with its executor. A task lost while
+/// still running had published nothing: its late report is ignored.
 fn lost_a_result(stage: &ExecutionStage) -> bool {
     stage.task_infos().is_some_and(|tasks| {
         tasks.iter().any(|task| {
-            matches!(
-                &task.task_status,
-                task_status::Status::Failed(FailedTask {
-                    failed_reason: Some(FailedReason::ResultLost(_)),
-                    ..
-                })
-            )
+            task.finish_time != 0
+                && matches!(
+                    &task.task_status,
+                    task_status::Status::Failed(FailedTask {
+                        failed_reason: Some(FailedReason::ResultLost(_)),
+                        ..
+                    })
+                )
         })
     })
 }
@@ -173,8 +176,8 @@ impl JobState for RecoveredJobsFail {
     }
 }
 
-/// Cancels, for as long as the scheduler runs, every running job that has started a
-/// second attempt of a stage: its answer would be failed at the end anyway
+/// Cancels, for as long as the scheduler runs, every running job that Ballista has
+/// started to recover ([`was_recovered`]): its answer would be failed at the end anyway
 /// ([`RecoveredJobsFail`]), and a recovery can also stall, so the gateway is told at
 /// once and answers the query itself.
 pub(crate) async fn stop_recovered_jobs(

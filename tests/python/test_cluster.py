@@ -230,7 +230,9 @@ def test_an_executor_killed_mid_query_costs_a_clear_error_never_a_wrong_answer(s
 
     def run():
         try:
-            outcome["answer"] = query(cluster.gateway, admin_token, sql, timeout="30s")
+            # Room for the scheduler to notice the lost executor (its heartbeat timeout)
+            # and for the gateway to answer the query itself after that.
+            outcome["answer"] = query(cluster.gateway, admin_token, sql, timeout="75s")
         except pa.ArrowException as exc:
             outcome["error"] = exc
 
