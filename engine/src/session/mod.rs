@@ -34,6 +34,8 @@ mod spill_settings;
 mod sql;
 mod storage_failures;
 mod system;
+mod task_context;
+mod template;
 #[cfg(test)]
 mod test_plans;
 mod usage_tables;
@@ -41,14 +43,12 @@ mod usage_tables;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::execution::TaskContext;
-use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use meshgate_catalog::Principal;
 
-pub(crate) use budget::{MaxPlanNodes, PlanningBudget};
+pub(crate) use budget::PlanningBudget;
 pub use catalog::{MeshCatalogList, ReadOnlyCatalog, ReadOnlySchema};
 pub use dialect::SqlDialect;
 pub(crate) use fingerprint::{AnswerFingerprint, ViewDigest, ViewFingerprint};
@@ -66,18 +66,16 @@ pub(crate) use storage_failures::StorageFailures;
 pub(crate) use storage_failures::planning_registry;
 pub(crate) use system::META_SCHEMA;
 pub use system::SYSTEM_CATALOG;
+pub use task_context::query_task_context;
+pub(crate) use task_context::{recording_task_context, spill_area};
+pub use template::session_config;
+pub(crate) use template::session_template;
 
-use datafusion::optimizer::{Analyzer, Optimizer};
-use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-
-use crate::config::EngineConfig;
 use crate::error::Result;
-use crate::policy::{AggregateOnly, PolicyEngine, ProductView};
+use crate::policy::{PolicyEngine, ProductView};
 use crate::product::{CompiledProduct, require_fresh};
 use crate::quality::QualityStore;
 use crate::runs::RunStore;
-use crate::spill::{QuerySpill, SpillArea};
-use budget::BudgetCheck;
 use memory::{QueryMemoryLimit, QueryPool};
 
 /// A session for one principal, and the policy rules that restrict its tables.
@@ -526,192 +524,5 @@ impl SessionFactory {
             _ => None,
         };
         (pool.reserved(), limit)
-    }
-}
-
-/// The task context to execute a plan made in `state`: the state's functions and
-/// configuration, and a runtime with the query's own share of the shared memory pool
-/// (`engine.query_memory_limit`), so that one query cannot take the whole pool.
-pub fn query_task_context(state: &SessionState) -> Result<TaskContext> {
-    recording_task_context(state, &Arc::new(StorageFailures::default())).map(|(task, _)| task)
-}
-
-/// [`query_task_context`], its object stores noting in `failures` which table's storage
-/// fails first (see [`StorageFailures`]); with the query's share of the spill area
-/// (`engine.query_spill_limit`), which tells what the query spilled.
-pub(crate) fn recording_task_context(
-    state: &SessionState,
-    failures: &Arc<StorageFailures>,
-) -> Result<(TaskContext, Option<QuerySpill>)> {
-    let task = TaskContext::from(state);
-    let shared = state.runtime_env();
-    let registry = storage_failures::recording_registry(
-        Arc::clone(&shared.object_store_registry),
-        Arc::clone(failures),
-    );
-    let mut runtime =
-        RuntimeEnvBuilder::from_runtime_env(shared).with_object_store_registry(Arc::new(registry));
-    let limit = state.config().get_extension::<QueryMemoryLimit>();
-    if let Some(limit) = &limit {
-        let pool = QueryPool::new(Arc::clone(&shared.memory_pool), limit.0);
-        runtime = runtime.with_memory_pool(Arc::new(pool));
-    }
-    let spill = state
-        .config()
-        .get_extension::<QuerySpillShare>()
-        .map(|share| QuerySpill::new(Arc::clone(&share.area), share.limit));
-    if let Some(spill) = &spill {
-        let mut disk =
-            DiskManagerBuilder::default().with_temp_file_factory(Arc::new(spill.clone()));
-        if let Some(limit) = &limit {
-            let options = &state.config_options().execution;
-            disk = disk.with_max_spill_merge_fan_in(spill_settings::spill_merge_fan_in(
-                limit.0,
-                options.target_partitions,
-                options.batch_size.into(),
-            ));
-        }
-        runtime = runtime.with_disk_manager_builder(disk);
-    }
-    Ok((task.with_runtime(runtime.build_arc()?), spill))
-}
-
-/// The spill area each query takes a share of, and the share's size
-/// (`engine.query_spill_limit`), carried in the session template's configuration.
-#[derive(Debug)]
-struct QuerySpillShare {
-    area: Arc<SpillArea>,
-    limit: u64,
-}
-
-/// The spill area of the gateway whose session template is `state`, if it has one.
-pub(crate) fn spill_area(state: &SessionState) -> Option<Arc<SpillArea>> {
-    state
-        .config()
-        .get_extension::<QuerySpillShare>()
-        .map(|share| Arc::clone(&share.area))
-}
-
-/// DataFusion's physical optimizer rules with the engine's own, for queries that may hold
-/// `query_memory_limit` bytes: joins that would compare too many pairs refused
-/// ([`join_pairs`]), hash tables that would not fit planned as sort-merge joins
-/// ([`join_choice`]), top-k heaps that would not fit planned as sorts that spill
-/// ([`sort_choice`]), and joins that yield their thread between batches
-/// ([`join_yields`]).
-fn physical_rules(query_memory_limit: usize) -> rule_order::PhysicalRules {
-    let rules = join_pairs::with_bound_join_pairs(PhysicalOptimizer::new().rules);
-    let rules = join_choice::with_merge_joins_over_memory(rules, query_memory_limit);
-    let rules = sort_choice::with_external_sort_over_memory(rules, query_memory_limit);
-    join_yields::with_yielding_joins(rules)
-}
-
-/// The session every request starts from: configuration, functions, `runtime` (object
-/// stores, caches), the spill area its queries share, and an empty, read-only catalog
-/// list.
-pub(crate) fn session_template(
-    engine: &EngineConfig,
-    runtime: Arc<RuntimeEnv>,
-    spill: Option<Arc<SpillArea>>,
-) -> SessionState {
-    let mut config = session_config(engine);
-    if let Some(area) = spill {
-        config = config.with_extension(Arc::new(QuerySpillShare {
-            area,
-            limit: engine.query_spill_limit,
-        }));
-    }
-    let mut state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .with_table_function_list(generated::bounded(
-            datafusion::functions_table::all_default_table_functions(),
-        ))
-        .with_table_factories(Default::default())
-        .with_catalog_list(Arc::new(MeshCatalogList::default()) as _)
-        .with_analyzer_rules(budget::interleaved(
-            // Aggregation thresholds last: on the plan as written, typed, before any
-            // optimizer rule.
-            Analyzer::new()
-                .rules
-                .into_iter()
-                .chain([Arc::new(AggregateOnly) as _])
-                .collect(),
-            &(Arc::new(BudgetCheck) as _),
-        ))
-        .with_optimizer_rules(budget::interleaved(
-            Optimizer::new().rules,
-            &(Arc::new(BudgetCheck) as _),
-        ))
-        .with_physical_optimizer_rules(budget::interleaved(
-            physical_rules(engine.query_memory_limit),
-            &(Arc::new(BudgetCheck) as _),
-        ))
-        .build();
-    generated::remove_unbounded_scalars(&mut state);
-    bounded_values::bound_value_builders(&mut state);
-    state
-}
-
-/// The DataFusion configuration every session starts from (public so that benchmarks
-/// can run in-process DataFusion with exactly the gateway's settings).
-pub fn session_config(engine: &EngineConfig) -> SessionConfig {
-    let mut config = SessionConfig::new()
-        .with_extension(Arc::new(QueryMemoryLimit(engine.query_memory_limit)))
-        .with_extension(Arc::new(MaxPlanNodes(engine.max_plan_nodes)))
-        .with_information_schema(true)
-        .with_default_catalog_and_schema(SYSTEM_CATALOG, META_SCHEMA)
-        .with_create_default_catalog_and_schema(false)
-        .with_batch_size(engine.batch_size);
-    let partitions = engine
-        .target_partitions
-        .unwrap_or_else(default_target_partitions);
-    config = config.with_target_partitions(partitions);
-    let options = config.options_mut();
-    // Strings leave the gateway as plain Utf8 (what every Flight SQL client reads, and
-    // what the IPC writer sends compactly); decode them as such rather than casting later.
-    options.execution.parquet.schema_force_view_types = false;
-    options.execution.parquet.pushdown_filters = engine.parquet_pushdown_filters;
-    options.execution.sort_spill_reservation_bytes = spill_settings::sort_spill_reservation(
-        engine.query_memory_limit,
-        options.execution.target_partitions,
-    );
-    config
-}
-
-/// Target partitions when `engine.target_partitions` is unset: twice the cores, at most
-/// [`MAX_TARGET_PARTITIONS`] (so that a ticket planned again on a replica keeps its
-/// issuer's count). Over TPC-H SF1 on two cores, four partitions took 0.90x the time of
-/// two (geometric mean of the 22 queries, interleaved, in-process; eight took 0.91x): a
-/// partition waiting for its reads, or with less left to do than its sibling, leaves its
-/// core to another.
-fn default_target_partitions() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    (2 * cores).min(MAX_TARGET_PARTITIONS)
-}
-
-/// The most target partitions a request may plan with (a ticket planned again keeps its
-/// issuer's count; a sealed ticket cannot be forged, but the bound holds regardless).
-const MAX_TARGET_PARTITIONS: usize = 256;
-
-impl PrincipalSession {
-    /// Plans this request with `partitions` target partitions (at most
-    /// [`MAX_TARGET_PARTITIONS`]) instead of the engine's.
-    pub(crate) fn use_target_partitions(&self, partitions: usize) {
-        let state = self.context.state_ref();
-        let mut state = state.write();
-        let options = state.config_mut().options_mut();
-        let partitions = partitions.clamp(1, MAX_TARGET_PARTITIONS);
-        options.execution.target_partitions = partitions;
-        let limit = state
-            .config()
-            .get_extension::<QueryMemoryLimit>()
-            .map_or(usize::MAX, |limit| limit.0);
-        state
-            .config_mut()
-            .options_mut()
-            .execution
-            .sort_spill_reservation_bytes =
-            spill_settings::sort_spill_reservation(limit, partitions);
     }
 }
