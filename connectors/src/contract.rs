@@ -5,6 +5,11 @@
 //! must see the contract and nothing else: the wrapper exposes the declared columns in
 //! declared order, drops undeclared ones, and casts safe widenings, while passing
 //! projection, filters and limit through to the storage provider so pushdown survives.
+//!
+//! One widening may be left to the engine's output: a column declared `Utf8` (`Binary`)
+//! and stored as `Utf8View` (`BinaryView`) can be served as the view, which the engine
+//! computes on faster and casts to the declared type as results leave it (see
+//! [`crate::string_views`]).
 
 use std::sync::Arc;
 
@@ -21,14 +26,18 @@ use datafusion::physical_plan::projection::ProjectionExec;
 
 use crate::error::{ConnectorError, ContractViolation};
 use crate::pushdown::delegate_filter_pushdown;
+use crate::string_views::serves_as_view;
 
 /// How one contract column is read from the storage provider.
 #[derive(Debug, Clone)]
 struct ColumnSource {
     /// Index of the column in the storage provider's schema.
     inner_index: usize,
-    /// Whether the stored type differs from the declared one (a safe widening).
+    /// Whether the stored type differs from the declared one (a safe widening) and is
+    /// cast to it here.
     needs_cast: bool,
+    /// Whether the stored type is the view of the declared one, served as is.
+    as_view: bool,
 }
 
 /// Exposes a storage provider through its contract schema.
@@ -62,7 +71,7 @@ impl ContractTable {
         remote: Arc<dyn crate::RemoteTableSource>,
     ) -> Result<Self, ConnectorError> {
         let inner: Arc<dyn TableProvider> = Arc::clone(&remote) as Arc<dyn TableProvider>;
-        let mut checked = Self::try_new(table, contract, inner)?;
+        let mut checked = Self::try_new_serving_views(table, contract, inner, false)?;
         checked.remote = Some(remote);
         Ok(checked)
     }
@@ -91,7 +100,7 @@ impl ContractTable {
     /// declared column is stored there exactly as declared: a statement over the node's
     /// table then means what it means over this one (see `crate::PlanPushdown`).
     pub fn node_table(&self) -> Option<&Arc<dyn TableProvider>> {
-        let exact = self.sources.iter().all(|s| !s.needs_cast);
+        let exact = self.sources.iter().all(|s| !s.needs_cast && !s.as_view);
         (self.bound_remote && exact).then_some(&self.inner)
     }
 
@@ -104,11 +113,24 @@ impl ContractTable {
         contract: SchemaRef,
         inner: Arc<dyn TableProvider>,
     ) -> Result<Self, ConnectorError> {
+        Self::try_new_serving_views(table, contract, inner, false)
+    }
+
+    /// Like [`Self::try_new`], and when `views`, each column declared `Utf8` (`Binary`)
+    /// that `inner` stores as `Utf8View` (`BinaryView`) is served as that view rather
+    /// than cast: its schema names the view, which the engine casts to the declared
+    /// type as results leave it.
+    pub fn try_new_serving_views(
+        table: &str,
+        contract: SchemaRef,
+        inner: Arc<dyn TableProvider>,
+        views: bool,
+    ) -> Result<Self, ConnectorError> {
         let physical = inner.schema();
         let mut sources = Vec::with_capacity(contract.fields().len());
         let mut violations = Vec::new();
         for field in contract.fields() {
-            match check_column(&physical, field) {
+            match check_column(&physical, field, views) {
                 Ok(source) => sources.push(source),
                 Err(problem) => violations.push(ContractViolation {
                     column: Some(field.name().clone()),
@@ -132,10 +154,15 @@ impl ContractTable {
             .zip(&sources)
             .map(|(field, source)| {
                 let stored = physical.field(source.inner_index);
-                field
+                let served = field
                     .as_ref()
                     .clone()
-                    .with_nullable(field.is_nullable() || stored.is_nullable())
+                    .with_nullable(field.is_nullable() || stored.is_nullable());
+                if source.as_view {
+                    served.with_data_type(stored.data_type().clone())
+                } else {
+                    served
+                }
             })
             .collect();
         let contract = Arc::new(Schema::new_with_metadata(
@@ -153,8 +180,9 @@ impl ContractTable {
         })
     }
 
-    /// Whether every column referenced by `expr` is stored with its declared type, so the
-    /// expression means the same to the storage provider as to the planner.
+    /// Whether every column referenced by `expr` is stored as it is served (its declared
+    /// type, or the view of it served as is), so the expression means the same to the
+    /// storage provider as to the planner.
     fn stored_as_declared(&self, expr: &Expr) -> bool {
         expr.column_refs().iter().all(|c| {
             self.contract
@@ -246,9 +274,14 @@ impl TableProvider for ContractTable {
     }
 }
 
-/// How the declared `field` is read from a `physical` schema, or what makes it unreadable
-/// as declared (missing, or stored with a type that does not widen losslessly).
-fn check_column(physical: &Schema, field: &Field) -> Result<ColumnSource, ColumnMismatch> {
+/// How the declared `field` is read from a `physical` schema (served as a view when
+/// `views` and the stored type is its view), or what makes it unreadable as declared
+/// (missing, or stored with a type that does not widen losslessly).
+fn check_column(
+    physical: &Schema,
+    field: &Field,
+    views: bool,
+) -> Result<ColumnSource, ColumnMismatch> {
     let Ok(i) = physical.index_of(field.name()) else {
         return Err(ColumnMismatch::Missing {
             column: field.name().clone(),
@@ -256,9 +289,11 @@ fn check_column(physical: &Schema, field: &Field) -> Result<ColumnSource, Column
     };
     let stored = physical.field(i).data_type();
     if stored == field.data_type() || is_lossless_widening(stored, field.data_type()) {
+        let as_view = views && serves_as_view(stored, field.data_type());
         Ok(ColumnSource {
             inner_index: i,
-            needs_cast: stored != field.data_type(),
+            needs_cast: stored != field.data_type() && !as_view,
+            as_view,
         })
     } else {
         Err(ColumnMismatch::Type {
@@ -293,7 +328,7 @@ pub(crate) fn column_problems<'a>(
     declared
         .into_iter()
         .filter_map(|field| {
-            check_column(physical, field)
+            check_column(physical, field, false)
                 .err()
                 .map(|problem| (field.name().clone(), problem.to_string()))
         })

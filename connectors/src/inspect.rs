@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arrow::datatypes::{Field, SchemaRef};
+use arrow::datatypes::{Field, Schema};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use futures::{StreamExt, TryStreamExt};
@@ -23,6 +23,7 @@ use crate::contract::column_problems;
 use crate::error::{ConnectorError, ContractViolation, Result};
 use crate::plain_strings::{FileSchema, PlainSchemas, plain_schema_for};
 use crate::storage::ResolvedLocation;
+use crate::string_views::{StringViews, read_types};
 
 /// At most this many violations are reported for one table (the first files, sorted).
 pub const MAX_REPORTED_VIOLATIONS: usize = 10;
@@ -51,14 +52,18 @@ pub(crate) struct CheckedListing {
     pub snapshot: DataSnapshot,
     /// The data files whose footers were checked, sorted by location.
     pub files: Vec<ObjectMeta>,
+    /// The declared file columns as the engine reads them: some strings as views (see
+    /// [`crate::string_views`]).
+    pub columns: Vec<Field>,
     /// The schemas to read some of them with: those whose footers name another string
-    /// type (a view, say) where the contract declares plain strings (see
+    /// type than `columns` (a view where the contract declares plain strings, say; see
     /// [`crate::plain_strings`]).
     pub plain_schemas: PlainSchemas,
 }
 
 /// Lists the Parquet files of the table at `location` and checks each footer against the
-/// declared file columns of `table`.
+/// declared file columns of `table`, which it reads with strings as views as
+/// `string_views` says, given what the footers name.
 ///
 /// Hidden entries (a path segment starting with `.` or `_`) are skipped, as the scan
 /// skips them. Fails with [`ConnectorError::Contract`] naming each mismatching file and
@@ -68,6 +73,7 @@ pub(crate) async fn inspect_parquet(
     table: &Table,
     location: &ResolvedLocation,
     footers: &Arc<FileMetadataCache>,
+    string_views: StringViews,
 ) -> Result<CheckedListing> {
     let prefix = StorePath::from_url_path(location.table_url.path()).map_err(|e| {
         ConnectorError::Storage {
@@ -102,21 +108,28 @@ pub(crate) async fn inspect_parquet(
         .collect()
         .await;
 
-    let mut plain_schemas = PlainSchemas::new();
     let mut violations: Vec<ContractViolation> = Vec::new();
-    for (meta, check) in files.iter().zip(checks) {
-        if let Some(schema) = check.plain_schema {
-            let checked = meta.clone();
-            plain_schemas.insert(meta.location.clone(), FileSchema { checked, schema });
-        }
+    for check in &checks {
         let room = MAX_REPORTED_VIOLATIONS.saturating_sub(violations.len());
-        violations.extend(check.violations.into_iter().take(room));
+        violations.extend(check.violations.iter().take(room).cloned());
     }
     if !violations.is_empty() {
         return Err(ConnectorError::Contract {
             table: qualified_name.to_string(),
             violations,
         });
+    }
+    let named: Vec<&Schema> = checks.iter().filter_map(|c| c.schema.as_ref()).collect();
+    let columns = read_types(&declared, &named, string_views);
+    let mut plain_schemas = PlainSchemas::new();
+    for (meta, check) in files.iter().zip(&checks) {
+        let Some(schema) = check.schema.as_ref() else {
+            continue;
+        };
+        if let Some(schema) = plain_schema_for(schema, &columns) {
+            let checked = meta.clone();
+            plain_schemas.insert(meta.location.clone(), FileSchema { checked, schema });
+        }
     }
     let snapshot = DataSnapshot {
         files: files.len() as u64,
@@ -130,15 +143,16 @@ pub(crate) async fn inspect_parquet(
     Ok(CheckedListing {
         snapshot,
         files,
+        columns,
         plain_schemas,
     })
 }
 
-/// What the footer of one file says: how it breaks the declared columns, and the schema
-/// to read it with if it names another string type than the contract declares.
+/// What the footer of one file says: how it breaks the declared columns, and the Arrow
+/// schema it names (`None` when unreadable).
 struct FooterCheck {
     violations: Vec<ContractViolation>,
-    plain_schema: Option<SchemaRef>,
+    schema: Option<Schema>,
 }
 
 /// Reads the footer of one file (`file` is its name relative to the table) and lists how
@@ -164,7 +178,7 @@ async fn check_footer(
                     problem,
                 })
                 .collect(),
-            plain_schema: plain_schema_for(&schema, &declared),
+            schema: Some(schema),
         },
         Err(e) => FooterCheck {
             violations: vec![ContractViolation {
@@ -172,7 +186,7 @@ async fn check_footer(
                 file: Some(file),
                 problem: format!("not a readable Parquet file ({})", first_line(&e)),
             }],
-            plain_schema: None,
+            schema: None,
         },
     }
 }

@@ -13,41 +13,48 @@ use datafusion::datasource::listing::{
 use datafusion::execution::cache::TableScopedPath;
 use datafusion::execution::cache::cache_manager::{CachedFileList, ListFilesCache};
 use meshgate_catalog::Table;
-use object_store::ObjectMeta;
 
 use crate::error::{ConnectorError, Result};
-use crate::plain_strings::{PlainSchemas, PlainStringsTable};
+use crate::inspect::CheckedListing;
+use crate::plain_strings::PlainStringsTable;
 use crate::storage::ResolvedLocation;
 
-/// A [`ListingTable`] over the table's directory, with the contract's file columns as its
-/// file schema and the declared partition columns read from `key=value` directories.
+/// A [`ListingTable`] over the table's directory, with the checked `columns` (the
+/// contract's file columns, some strings read as views: see [`crate::string_views`]) as
+/// its file schema and the declared partition columns read from `key=value` directories.
 ///
 /// DataFusion prunes partitions from the directory names, row groups and pages from
 /// Parquet statistics, and applies projection, filters and limits inside the scan.
 /// No file is read here: the schema comes from the contract, not from the files.
 ///
-/// Queries read the files of `checked`, the data files whose footers were just checked
+/// Queries read the `files` of `checked`, the data files whose footers were just checked
 /// against the contract: they replace this table's entry in the runtime's `listings`
 /// cache, which DataFusion otherwise keeps for the life of the runtime (a file added
 /// later would never be read, a file removed would fail every query). So files that the
 /// domain adds, replaces or removes are served from the product's next check on: at once
 /// for watched local files, else within the recheck interval. Files the check skips
-/// (hidden ones, `_x.parquet`) are never read. Files whose strings are stored as views
-/// are read with `plain_schemas` (see [`crate::plain_strings`]). A listing too large for the cache, or
-/// evicted from it, is listed again by the table's queries.
+/// (hidden ones, `_x.parquet`) are never read. Files whose strings are stored as
+/// another type than `columns` are read with the `plain_schemas` of `checked` (see
+/// [`crate::plain_strings`]). A listing too large for the cache, or evicted from it, is
+/// listed again by the table's queries.
 pub(crate) fn parquet_table(
     qualified_name: &str,
     table: &Table,
     location: &ResolvedLocation,
     options: &TableParquetOptions,
-    checked: Vec<ObjectMeta>,
-    plain_schemas: PlainSchemas,
+    checked: CheckedListing,
     listings: Option<&ListFilesCache>,
 ) -> Result<Arc<dyn TableProvider>> {
     let df_err = |source| ConnectorError::DataFusion {
         table: qualified_name.to_string(),
         source,
     };
+    let CheckedListing {
+        files: checked,
+        columns,
+        plain_schemas,
+        ..
+    } = checked;
     let url = ListingTableUrl::try_new(location.table_url.clone(), None)
         .map_err(df_err)?
         .with_table_ref(TableReference::bare(qualified_name));
@@ -78,7 +85,7 @@ pub(crate) fn parquet_table(
     ))
     .with_file_extension(".parquet")
     .with_table_partition_cols(partition_cols);
-    let file_schema = Schema::new(table.file_columns().map(|c| c.field()).collect::<Vec<_>>());
+    let file_schema = Schema::new(columns);
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(Arc::new(file_schema));

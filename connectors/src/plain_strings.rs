@@ -21,6 +21,10 @@
 //! metadata, not the file's own key-value metadata. A file not among the checked ones,
 //! or changed since (listed again after its table's listing left the cache), is read
 //! as before.
+//!
+//! The same holds for the columns the engine reads as views ([`crate::string_views`]):
+//! "declared" means as the engine reads them, so a file naming such a column plain,
+//! large or as a dictionary is decoded straight into views.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +45,7 @@ use object_store::ObjectMeta;
 use object_store::path::Path as StorePath;
 
 use crate::contract::is_lossless_widening;
+use crate::string_views::plain_of;
 
 /// The schemas to read files with, by location, with the file as it was checked: only
 /// files that need one.
@@ -65,11 +70,12 @@ impl FileSchema {
     }
 }
 
-/// `file`, a Parquet file's Arrow schema, with each column that `declared` declares as
-/// plain strings (`Utf8`, `LargeUtf8`) or bytes (`Binary`, `LargeBinary`) and the file
-/// names as another type that widens to it (a view, the other offset size, a dictionary
-/// of them) given the declared type, and without the file's key-value metadata; `None`
-/// when there is no such column.
+/// `file`, a Parquet file's Arrow schema, with each column that `declared` (the table's
+/// columns as the engine reads them) declares as strings (`Utf8`, `LargeUtf8`,
+/// `Utf8View`) or bytes (`Binary`, `LargeBinary`, `BinaryView`) and the file names as
+/// another type that widens to it (a view, the other offset size, a dictionary of them)
+/// given the declared type, and without the file's key-value metadata; `None` when
+/// there is no such column.
 pub(crate) fn plain_schema_for(file: &Schema, declared: &[Field]) -> Option<SchemaRef> {
     let mut changed = false;
     let fields: Vec<Arc<Field>> = file
@@ -93,14 +99,20 @@ pub(crate) fn plain_schema_for(file: &Schema, declared: &[Field]) -> Option<Sche
     changed.then(|| Arc::new(Schema::new(fields)))
 }
 
-/// Whether a column the file names `stored` is read as `declared`: a plain string or
-/// bytes type that `stored`, another type, widens to.
+/// Whether a column the file names `stored` is read as `declared`: a string or bytes
+/// type (plain, or the view the engine reads a plain one as) whose plain type
+/// `stored`, another type, widens to.
 fn plain_for(stored: &DataType, declared: &DataType) -> bool {
-    let plain = matches!(
+    let strings = matches!(
         declared,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::Utf8View
+            | DataType::BinaryView
     );
-    plain && stored != declared && is_lossless_widening(stored, declared)
+    strings && stored != declared && is_lossless_widening(stored, plain_of(declared))
 }
 
 /// A table over Parquet files whose scans read the files of `schemas` with the schema
@@ -411,6 +423,37 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = read.column(3).as_binary::<i32>().iter().flatten().collect();
         assert_eq!(bytes, names.map(str::as_bytes));
+    }
+
+    #[test]
+    fn columns_read_as_views_take_every_other_string_type_as_views() {
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let file = Schema::new(vec![
+            Field::new("plain", DataType::Utf8, true),
+            Field::new("large", DataType::LargeUtf8, true),
+            Field::new("category", dictionary, true),
+            Field::new("view", DataType::Utf8View, true),
+            Field::new("bytes", DataType::LargeBinary, true),
+        ]);
+        let declared = [
+            Field::new("plain", DataType::Utf8View, true),
+            Field::new("large", DataType::Utf8View, true),
+            Field::new("category", DataType::Utf8View, true),
+            Field::new("view", DataType::Utf8View, true),
+            Field::new("bytes", DataType::BinaryView, true),
+        ];
+        let read = plain_schema_for(&file, &declared).expect("views to read");
+        let types: Vec<&DataType> = read.fields().iter().map(|f| f.data_type()).collect();
+        assert_eq!(
+            types,
+            [
+                &DataType::Utf8View,
+                &DataType::Utf8View,
+                &DataType::Utf8View,
+                &DataType::Utf8View,
+                &DataType::BinaryView
+            ]
+        );
     }
 
     #[test]

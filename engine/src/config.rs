@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use meshgate_connectors::StringViews;
 use serde::Deserialize;
 
 /// Query engine settings.
@@ -18,6 +19,11 @@ pub struct EngineConfig {
     pub target_partitions: Option<usize>,
     /// Evaluate filters inside the Parquet decoder (late materialization).
     pub parquet_pushdown_filters: bool,
+    /// Which string columns queries compute on as views: `never`; `hinted`, those of
+    /// Parquet tables that every file's writer stored as views; `always`, every string
+    /// and bytes column of Parquet and Delta tables. Results carry the contract's types
+    /// whatever this says.
+    pub parquet_string_views: StringViews,
     /// Memory all running queries may hold together, in bytes (a greedy pool).
     pub memory_pool: usize,
     /// Memory one query may hold, in bytes; beyond it, operators that can spill to disk
@@ -168,6 +174,7 @@ impl Default for EngineConfig {
             batch_size: 8192,
             target_partitions: None,
             parquet_pushdown_filters: false,
+            parquet_string_views: StringViews::default(),
             memory_pool: 4 * 1024 * 1024 * 1024,
             query_memory_limit: 1024 * 1024 * 1024,
             spill_dir: None,

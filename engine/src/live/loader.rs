@@ -71,7 +71,11 @@ impl ProductLoader {
         let parquet =
             TableOptions::default_from_session_config(template.config().options()).parquet;
         Self {
-            opener: Arc::new(TableOpener::new(Arc::new(storage)).with_parquet_options(parquet)),
+            opener: Arc::new(
+                TableOpener::new(Arc::new(storage))
+                    .with_parquet_options(parquet)
+                    .with_string_views(engine.parquet_string_views),
+            ),
             template,
             derived: engine.derived.clone(),
         }

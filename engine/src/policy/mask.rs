@@ -69,7 +69,9 @@ pub(crate) fn mask_expr(
         MaskKind::Redact | MaskKind::Partial => null()?,
         MaskKind::Hash => hash.call(vec![column]),
     };
-    Ok(expr.alias(name))
+    // String functions keep a view input's type: the mask's type is the one declared
+    // for the principal, whatever the stored column is read as.
+    Ok(datafusion::logical_expr::cast(expr, masked_type(kind, stored)).alias(name))
 }
 
 /// `mask_hash(value)`: HMAC-SHA256 of the value's text under the masking key, as hex.

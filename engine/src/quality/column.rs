@@ -39,8 +39,17 @@ impl ColumnBasis<'_> {
     pub(super) fn measure(&self, column: &Column) -> MeasuredColumn {
         let (seen, sample, rows) = (self.seen, self.sample, self.rows_read);
         let exact_nulls = self.stat.and_then(|s| exact_u64(&s.null_count));
-        let exact_min = self.stat.and_then(|s| exact_scalar(&s.min_value));
-        let exact_max = self.stat.and_then(|s| exact_scalar(&s.max_value));
+        // In the declared type: a column read as a view has bounds of the view's type,
+        // which do not compare with the declared literals of its checks.
+        let declared = |v: ScalarValue| v.cast_to(&column.data_type).ok();
+        let exact_min = self
+            .stat
+            .and_then(|s| exact_scalar(&s.min_value))
+            .and_then(declared);
+        let exact_max = self
+            .stat
+            .and_then(|s| exact_scalar(&s.max_value))
+            .and_then(declared);
         let (null_count, nulls_exact) = match (sample, exact_nulls) {
             (false, _) => (Some(rows - seen.non_null), true),
             (true, Some(n)) => (Some(n), true),

@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
 
-use super::stream::wire_schema;
+use super::stream::{wire_schema, wire_type};
 use crate::error::{Error, Result};
 use crate::session::NameDefaults;
 
@@ -100,7 +100,7 @@ impl PreparedStatement {
             .map(|(i, t)| {
                 Field::new(
                     format!("${}", i + 1),
-                    t.clone().unwrap_or(DataType::Null),
+                    wire_type(t.as_ref().unwrap_or(&DataType::Null)),
                     true,
                 )
             })

@@ -15,6 +15,7 @@ use arrow::datatypes::DataType;
 use meshgate_catalog::{Cardinality, ColumnEffect, MaskKind, TableName};
 
 use crate::policy::ProductView;
+use crate::query::wire_type;
 
 /// A table's primary key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,8 +134,9 @@ fn table_name(view: &ProductView, table: &str) -> TableName {
     }
 }
 
-/// Every column the principal sees of every table it may read: its type as served and
-/// what the policy does to it.
+/// Every column the principal sees of every table it may read: its type as served to
+/// clients (a string read as a view is the declared plain string) and what the policy
+/// does to it.
 struct SeenColumns(BTreeMap<TableName, BTreeMap<String, (DataType, ColumnEffect)>>);
 
 impl SeenColumns {
@@ -151,7 +153,7 @@ impl SeenColumns {
                         let effect = access
                             .and_then(|a| a.columns.iter().find(|(n, _)| n == field.name()))
                             .map_or(ColumnEffect::Clear, |(_, effect)| *effect);
-                        (field.name().clone(), (field.data_type().clone(), effect))
+                        (field.name().clone(), (wire_type(field.data_type()), effect))
                     })
                     .collect();
                 seen.insert(table_name(view, table), columns);

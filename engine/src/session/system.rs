@@ -32,6 +32,7 @@ use super::runs_table::runs_table;
 use crate::policy::ProductView;
 use crate::product::ProductHealth;
 use crate::quality::{QualityStore, measured_completeness};
+use crate::query::wire_type;
 use crate::runs::RunStore;
 
 /// Name of the system catalog.
@@ -401,7 +402,8 @@ fn columns_batch(views: &[ProductView]) -> Result<RecordBatch> {
             rows.iter().map(|(_, _, i, ..)| *i as i32 + 1),
         )),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(.., field)| field.data_type().to_string()),
+            rows.iter()
+                .map(|(.., field)| wire_type(field.data_type()).to_string()),
         )),
         Arc::new(BooleanArray::from_iter(
             rows.iter().map(|(.., field)| Some(field.is_nullable())),

@@ -97,8 +97,9 @@ pub fn session_config(engine: &EngineConfig) -> SessionConfig {
         .unwrap_or_else(default_target_partitions);
     config = config.with_target_partitions(partitions);
     let options = config.options_mut();
-    // Strings leave the gateway as plain Utf8 (what every Flight SQL client reads, and
-    // what the IPC writer sends compactly); decode them as such rather than casting later.
+    // Which strings tables read as views is the connector's rule
+    // (`engine.parquet_string_views`); a schema inferred from files (in-process
+    // benchmarks) follows the writers' hints rather than forcing views.
     options.execution.parquet.schema_force_view_types = false;
     options.execution.parquet.pushdown_filters = engine.parquet_pushdown_filters;
     options.execution.sort_spill_reservation_bytes = spill_settings::sort_spill_reservation(
