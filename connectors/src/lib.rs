@@ -18,6 +18,7 @@ mod sample;
 mod scanned;
 mod storage;
 mod string_views;
+mod wire;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub use storage::{
     S3CredentialsConfig, StorageConfigError, StoreCounters, StoreLayer, StoreObserver,
 };
 pub use string_views::StringViews;
+pub use wire::{wire_schema, wire_type};
 
 /// A table ready to serve: its provider, and what its storage held when it was opened.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ pub(crate) use planned::Serving;
 pub(crate) use planned::tables_in;
 pub use prepared::{PreparedParts, PreparedStatement, too_many_rows};
 pub use snapshot::{PLAN_SNAPSHOT_LEN, PlanSnapshot};
-pub(crate) use stream::{InFlight, StreamEnd, observed, wire_type};
+pub(crate) use stream::{InFlight, StreamEnd, observed};
 pub use stream::{SentBytes, wire_schema};
 
 /// What a request asks of the statement it runs, beyond its SQL.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -21,41 +21,8 @@ use futures::StreamExt;
 
 use crate::error::Error;
 
-/// The plain type clients receive for `data_type`.
-pub(crate) fn wire_type(data_type: &DataType) -> DataType {
-    match data_type {
-        DataType::Utf8View => DataType::Utf8,
-        DataType::BinaryView => DataType::Binary,
-        DataType::Dictionary(_, value) => wire_type(value),
-        DataType::List(f) => DataType::List(wire_field(f)),
-        DataType::LargeList(f) => DataType::LargeList(wire_field(f)),
-        DataType::ListView(f) => DataType::List(wire_field(f)),
-        DataType::LargeListView(f) => DataType::LargeList(wire_field(f)),
-        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(wire_field(f), *n),
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(wire_field).collect()),
-        DataType::Map(f, sorted) => DataType::Map(wire_field(f), *sorted),
-        other => other.clone(),
-    }
-}
-
-fn wire_field(field: &FieldRef) -> FieldRef {
-    Arc::new(
-        Field::new(
-            field.name(),
-            wire_type(field.data_type()),
-            field.is_nullable(),
-        )
-        .with_metadata(field.metadata().clone()),
-    )
-}
-
-/// The schema clients receive for results of `schema`.
-pub fn wire_schema(schema: &Schema) -> SchemaRef {
-    Arc::new(Schema::new_with_metadata(
-        schema.fields().iter().map(wire_field).collect::<Vec<_>>(),
-        schema.metadata().clone(),
-    ))
-}
+pub use meshgate_connectors::wire_schema;
+pub(crate) use meshgate_connectors::wire_type;
 
 /// Casts the columns of `batch` whose type differs from `schema`.
 fn to_wire(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
@@ -315,6 +282,7 @@ fn panicked(payload: &(dyn std::any::Any + Send)) -> DataFusionError {
 #[cfg(test)]
 mod tests {
     use arrow::array::Int32Array;
+    use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
     use super::*;

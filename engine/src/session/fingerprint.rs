@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use aws_lc_rs::digest::{Context, SHA256};
+use meshgate_connectors::wire_schema;
 
 use crate::policy::ProductView;
-use crate::query::wire_schema;
 
 use super::SYSTEM_CATALOG;
 

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use arrow::datatypes::DataType;
 use meshgate_catalog::{Cardinality, ColumnEffect, MaskKind, TableName};
+use meshgate_connectors::wire_type;
 
 use crate::policy::ProductView;
-use crate::query::wire_type;
 
 /// A table's primary key.
 #[derive(Debug, Clone, PartialEq, Eq)]

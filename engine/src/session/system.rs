@@ -22,6 +22,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 use meshgate_catalog::{ColumnEffect, Product, mask_name, parse_completeness};
+use meshgate_connectors::wire_type;
 
 use super::catalog::{ReadOnlyCatalog, ReadOnlySchema};
 use super::columns::{strings, timestamp_field, timestamps, utf8};
@@ -32,7 +33,6 @@ use super::runs_table::runs_table;
 use crate::policy::ProductView;
 use crate::product::ProductHealth;
 use crate::quality::{QualityStore, measured_completeness};
-use crate::query::wire_type;
 use crate::runs::RunStore;
 
 /// Name of the system catalog.
