@@ -9,7 +9,7 @@
 //!
 //! So a Parquet table's columns declared `Utf8` (or `Binary`) may be read as `Utf8View`
 //! (`BinaryView`): [`read_types`] decides, following [`StringViews`] (a Delta table's
-//! are under `always` only). The contract table
+//! are cast to the declared type). The contract table
 //! ([`crate::ContractTable`]) then serves them as views, without casting them back,
 //! and the engine converts them to the declared plain type once, as results leave it
 //! for a door. Only `Utf8` and `Binary` are read as views: the plain type of a view is
@@ -20,11 +20,10 @@
 use arrow::datatypes::{DataType, Field, Schema};
 use serde::Deserialize;
 
-/// Which string and bytes columns the engine reads as views. delta-rs reads Delta
-/// tables' as views; they are served as views under [`StringViews::Always`] only, and
-/// cast to the declared type otherwise (served as views, string filters reach
-/// delta-rs's Parquet decoder, which made TPC-H Q13, `o_comment NOT LIKE ...`, 1.5x
-/// slower).
+/// Which string and bytes columns of Parquet tables the engine reads as views. Delta
+/// tables' are cast to the declared type whatever this says: delta-rs reads them as
+/// views, but served as views, string filters reach its Parquet decoder, which made
+/// TPC-H Q13 (`o_comment NOT LIKE ...`) 1.4x slower.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StringViews {

@@ -19,10 +19,10 @@ pub struct EngineConfig {
     pub target_partitions: Option<usize>,
     /// Evaluate filters inside the Parquet decoder (late materialization).
     pub parquet_pushdown_filters: bool,
-    /// Which string columns queries compute on as views: `never`; `hinted`, those of
-    /// Parquet tables that every file's writer stored as views; `always`, every string
-    /// and bytes column of Parquet and Delta tables. Results carry the contract's types
-    /// whatever this says.
+    /// Which string columns of Parquet tables queries compute on as views: `never`;
+    /// `hinted`, those that every file's writer stored as views; `always`, every column
+    /// declared `Utf8` or `Binary`. Results carry the contract's types whatever this
+    /// says.
     pub parquet_string_views: StringViews,
     /// Memory all running queries may hold together, in bytes (a greedy pool).
     pub memory_pool: usize,
