@@ -45,7 +45,7 @@ use object_store::ObjectMeta;
 use object_store::path::Path as StorePath;
 
 use crate::contract::is_lossless_widening;
-use crate::string_views::plain_of;
+use crate::wire::wire_type;
 
 /// The schemas to read files with, by location, with the file as it was checked: only
 /// files that need one.
@@ -112,7 +112,7 @@ fn plain_for(stored: &DataType, declared: &DataType) -> bool {
             | DataType::Utf8View
             | DataType::BinaryView
     );
-    strings && stored != declared && is_lossless_widening(stored, plain_of(declared))
+    strings && stored != declared && is_lossless_widening(stored, &wire_type(declared))
 }
 
 /// A table over Parquet files whose scans read the files of `schemas` with the schema

@@ -49,16 +49,6 @@ pub(crate) fn view_of(declared: &DataType) -> Option<DataType> {
     }
 }
 
-/// The plain type a view type is served as (`Utf8` for `Utf8View`, `Binary` for
-/// `BinaryView`); any other type itself.
-pub(crate) fn plain_of(data_type: &DataType) -> &DataType {
-    match data_type {
-        DataType::Utf8View => &DataType::Utf8,
-        DataType::BinaryView => &DataType::Binary,
-        other => other,
-    }
-}
-
 /// Whether a column the contract declares `declared` may be served as `stored`, a view
 /// whose plain type is exactly `declared`.
 pub(crate) fn serves_as_view(stored: &DataType, declared: &DataType) -> bool {
@@ -168,8 +158,8 @@ mod tests {
         assert!(serves_as_view(&DataType::BinaryView, &DataType::Binary));
         assert!(!serves_as_view(&DataType::Utf8View, &DataType::LargeUtf8));
         assert!(!serves_as_view(&DataType::Utf8, &DataType::Utf8));
-        assert_eq!(plain_of(&DataType::Utf8View), &DataType::Utf8);
-        assert_eq!(plain_of(&DataType::Int8), &DataType::Int8);
+        assert_eq!(crate::wire_type(&DataType::Utf8View), DataType::Utf8);
+        assert_eq!(crate::wire_type(&DataType::Int8), DataType::Int8);
     }
 
     #[test]
