@@ -11,6 +11,7 @@ mod bounded_values;
 mod budget;
 mod catalog;
 mod columns;
+mod counted_aggregates;
 mod dialect;
 mod expansion;
 mod fingerprint;

@@ -14,8 +14,9 @@ use super::budget::{self, BudgetCheck, MaxPlanNodes};
 use super::memory::QueryMemoryLimit;
 use super::task_context::QuerySpillShare;
 use super::{
-    META_SCHEMA, MeshCatalogList, PrincipalSession, SYSTEM_CATALOG, bounded_values, generated,
-    join_choice, join_pairs, join_yields, rule_order, sort_choice, spill_settings,
+    META_SCHEMA, MeshCatalogList, PrincipalSession, SYSTEM_CATALOG, bounded_values,
+    counted_aggregates, generated, join_choice, join_pairs, join_yields, rule_order, sort_choice,
+    spill_settings,
 };
 use crate::config::EngineConfig;
 use crate::policy::AggregateOnly;
@@ -79,6 +80,7 @@ pub(crate) fn session_template(
         .build();
     generated::remove_unbounded_scalars(&mut state);
     bounded_values::bound_value_builders(&mut state);
+    counted_aggregates::count_kept_strings(&mut state);
     state
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use meshgate_connectors::StringViews;
 use meshgate_gateway::GatewayConfig;
 use meshgate_gateway::config::{EngineConfig, TransportConfig};
 use parquet::arrow::ArrowWriter;
@@ -128,6 +129,46 @@ async fn queries_over_their_memory_limit_spill_or_fail_clearly() {
         counted[0].column(0).as_primitive::<Int64Type>().value(0),
         ROWS
     );
+}
+
+/// `array_agg` keeps every value it aggregates. Over strings computed on as views, whose
+/// bytes arrow's slice sizes leave out (arrow-rs #8230), it still answers to the
+/// query's memory limit: alone, grouped, and ordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_an_aggregate_keeps_count_against_the_limit_when_read_as_views() {
+    let gateway = limited_with(EngineConfig {
+        query_memory_limit: QUERY_MEMORY,
+        target_partitions: Some(2),
+        parquet_string_views: StringViews::Always,
+        ..EngineConfig::default()
+    });
+    let typed = gateway
+        .try_query("SELECT arrow_typeof(body) FROM ops.events.events LIMIT 1")
+        .await
+        .unwrap();
+    assert_eq!(typed[0].column(0).as_string::<i32>().value(0), "Utf8View");
+
+    for sql in [
+        "SELECT array_agg(body) FROM ops.events.events",
+        "SELECT id % 2, array_agg(body) FROM ops.events.events GROUP BY 1",
+        "SELECT array_agg(body ORDER BY id DESC) FROM ops.events.events",
+    ] {
+        let status = gateway.try_query(sql).await.expect_err(sql);
+        assert_eq!(status.code(), Code::ResourceExhausted, "{sql}: {status:?}");
+        assert!(
+            status.message().contains("memory limit of 16.0 MiB"),
+            "{sql}: {status:?}"
+        );
+    }
+
+    // Within the limit, the aggregate answers, in the declared type.
+    let some = gateway
+        .try_query("SELECT array_agg(body) FROM ops.events.events WHERE id < 3")
+        .await
+        .unwrap();
+    let list = some[0].column(0).as_list::<i32>();
+    assert_eq!(list.value(0).len(), 3);
+    assert_eq!(list.value(0).data_type(), &DataType::Utf8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
