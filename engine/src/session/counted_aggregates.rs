@@ -9,7 +9,8 @@
 //! while the pool saw a fraction of it, so the query's memory limit never stopped it.
 //!
 //! Each such function is replaced by a wrapper that takes its arguments with every
-//! view (at any depth) as its plain type, so DataFusion casts them before they reach
+//! view (at any depth) as its plain type (and a dictionary as its values' type: the
+//! served types' rule, `wire_type`), so DataFusion casts them before they reach
 //! the accumulator, and the accumulator counts the strings it keeps. Everything else
 //! is the function's own. Only `array_agg` keeps its inputs among DataFusion 55's
 //! aggregates: the others (`first_value`, `string_agg`, `min`, ...) copy what they keep
@@ -34,6 +35,8 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, Expr, GroupsAccumulator, Operator,
     ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
 };
+use datafusion::physical_expr::PhysicalSortExpr;
+use datafusion::physical_expr::expressions::CastExpr;
 use meshgate_connectors::wire_type;
 
 /// The aggregates whose accumulators keep slices of their input arrays.
@@ -100,7 +103,11 @@ impl AggregateUDFImpl for PlainStringInputs {
     }
 
     fn accumulator(&self, acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.inner.inner().accumulator(acc_args)
+        let order_bys = order_by_the_cast_argument(&acc_args);
+        self.inner.inner().accumulator(AccumulatorArgs {
+            order_bys: order_bys.as_deref().unwrap_or(acc_args.order_bys),
+            ..acc_args
+        })
     }
 
     fn aliases(&self) -> &[String] {
@@ -143,7 +150,13 @@ impl AggregateUDFImpl for PlainStringInputs {
     }
 
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.inner.inner().create_sliding_accumulator(args)
+        let order_bys = order_by_the_cast_argument(&args);
+        self.inner
+            .inner()
+            .create_sliding_accumulator(AccumulatorArgs {
+                order_bys: order_bys.as_deref().unwrap_or(args.order_bys),
+                ..args
+            })
     }
 
     fn with_beneficial_ordering(
@@ -220,6 +233,25 @@ impl AggregateUDFImpl for PlainStringInputs {
     fn documentation(&self) -> Option<&Documentation> {
         self.inner.inner().documentation()
     }
+}
+
+/// `array_agg(DISTINCT x ORDER BY x)` requires its one ordering to be its argument.
+/// With `x` cast here to its plain type, the ordering is still the uncast `x`: then it
+/// becomes the cast argument (a view and its plain string sort alike). A cast to any
+/// other type (the caller's own) is left alone.
+fn order_by_the_cast_argument(args: &AccumulatorArgs) -> Option<Vec<PhysicalSortExpr>> {
+    let ([single], [argument]) = (args.order_bys, args.exprs) else {
+        return None;
+    };
+    let cast = argument.downcast_ref::<CastExpr>()?;
+    let uncast = cast.expr().data_type(args.schema).ok()?;
+    let ours = uncast != *cast.cast_type() && wire_type(&uncast) == *cast.cast_type();
+    (args.is_distinct && ours && single.expr.eq(cast.expr())).then(|| {
+        vec![PhysicalSortExpr {
+            expr: Arc::clone(argument),
+            options: single.options,
+        }]
+    })
 }
 
 #[cfg(test)]

@@ -161,14 +161,22 @@ async fn strings_an_aggregate_keeps_count_against_the_limit_when_read_as_views()
         );
     }
 
-    // Within the limit, the aggregate answers, in the declared type.
-    let some = gateway
-        .try_query("SELECT array_agg(body) FROM ops.events.events WHERE id < 3")
-        .await
-        .unwrap();
-    let list = some[0].column(0).as_list::<i32>();
-    assert_eq!(list.value(0).len(), 3);
-    assert_eq!(list.value(0).data_type(), &DataType::Utf8);
+    // Within the limit, the aggregate answers, in the declared type; DISTINCT ordered
+    // by its (cast) argument too.
+    for sql in [
+        "SELECT array_agg(body) FROM ops.events.events WHERE id < 3",
+        "SELECT array_agg(DISTINCT body ORDER BY body DESC) FROM ops.events.events WHERE id < 3",
+    ] {
+        let some = gateway.try_query(sql).await.expect(sql);
+        let list = some[0].column(0).as_list::<i32>();
+        assert_eq!(list.value(0).len(), 3, "{sql}");
+        assert_eq!(list.value(0).data_type(), &DataType::Utf8, "{sql}");
+        let bodies = list.value(0);
+        let bodies = bodies.as_string::<i32>();
+        if sql.contains("DESC") {
+            assert!(bodies.value(0) > bodies.value(2), "{sql}: {bodies:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
