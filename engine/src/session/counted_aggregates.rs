@@ -29,14 +29,13 @@ use datafusion::logical_expr::expr::{
 use datafusion::logical_expr::function::{
     AccumulatorArgs, AggregateFunctionSimplification, StateFieldsArgs,
 };
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, Expr, GroupsAccumulator, Operator,
     ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
 };
-use datafusion::physical_expr::PhysicalSortExpr;
-use datafusion::physical_expr::expressions::CastExpr;
 use meshgate_connectors::wire_type;
 
 /// The aggregates whose accumulators keep slices of their input arrays.
@@ -103,11 +102,7 @@ impl AggregateUDFImpl for PlainStringInputs {
     }
 
     fn accumulator(&self, acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let order_bys = order_by_the_cast_argument(&acc_args);
-        self.inner.inner().accumulator(AccumulatorArgs {
-            order_bys: order_bys.as_deref().unwrap_or(acc_args.order_bys),
-            ..acc_args
-        })
+        self.inner.inner().accumulator(acc_args)
     }
 
     fn aliases(&self) -> &[String] {
@@ -150,13 +145,7 @@ impl AggregateUDFImpl for PlainStringInputs {
     }
 
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let order_bys = order_by_the_cast_argument(&args);
-        self.inner
-            .inner()
-            .create_sliding_accumulator(AccumulatorArgs {
-                order_bys: order_bys.as_deref().unwrap_or(args.order_bys),
-                ..args
-            })
+        self.inner.inner().create_sliding_accumulator(args)
     }
 
     fn with_beneficial_ordering(
@@ -172,8 +161,17 @@ impl AggregateUDFImpl for PlainStringInputs {
         self.inner.inner().order_sensitivity()
     }
 
+    /// The inner function's simplification, after ordering a `DISTINCT` call by its cast
+    /// argument (see [`order_by_the_cast_argument`]).
     fn simplify(&self) -> Option<AggregateFunctionSimplification> {
-        self.inner.inner().simplify()
+        let inner = self.inner.inner().simplify();
+        Some(Box::new(move |mut call, context| {
+            order_by_the_cast_argument(&mut call, context);
+            match &inner {
+                Some(simplify) => simplify(call, context),
+                None => Ok(Expr::AggregateFunction(call)),
+            }
+        }))
     }
 
     fn simplify_expr_op_literal(
@@ -236,22 +234,25 @@ impl AggregateUDFImpl for PlainStringInputs {
 }
 
 /// `array_agg(DISTINCT x ORDER BY x)` requires its one ordering to be its argument.
-/// With `x` cast here to its plain type, the ordering is still the uncast `x`: then it
-/// becomes the cast argument (a view and its plain string sort alike). A cast to any
-/// other type (the caller's own) is left alone.
-fn order_by_the_cast_argument(args: &AccumulatorArgs) -> Option<Vec<PhysicalSortExpr>> {
-    let ([single], [argument]) = (args.order_bys, args.exprs) else {
-        return None;
+/// With `x` cast here to its plain type, the ordering is still the uncast `x`: it is
+/// made the cast argument (a view and its plain string sort alike), in the logical
+/// plan, so the optimizer's later rewrites (a cast shared with another aggregate is
+/// computed once, below the aggregate) keep the two identical. Only a cast from a type
+/// holding views to its plain type is taken for this wrapper's.
+fn order_by_the_cast_argument(call: &mut AggregateFunction, context: &SimplifyContext) {
+    let params = &mut call.params;
+    let ([Expr::Cast(cast)], [single]) = (params.args.as_slice(), params.order_by.as_mut_slice())
+    else {
+        return;
     };
-    let cast = argument.downcast_ref::<CastExpr>()?;
-    let uncast = cast.expr().data_type(args.schema).ok()?;
-    let ours = uncast != *cast.cast_type() && wire_type(&uncast) == *cast.cast_type();
-    (args.is_distinct && ours && single.expr.eq(cast.expr())).then(|| {
-        vec![PhysicalSortExpr {
-            expr: Arc::clone(argument),
-            options: single.options,
-        }]
-    })
+    let Ok(uncast) = context.get_data_type(&cast.expr) else {
+        return;
+    };
+    let cast_to = cast.field.data_type();
+    let ours = uncast != *cast_to && wire_type(&uncast) == *cast_to;
+    if params.distinct && ours && single.expr == *cast.expr {
+        single.expr = Expr::Cast(cast.clone());
+    }
 }
 
 #[cfg(test)]
