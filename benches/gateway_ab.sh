@@ -10,13 +10,4 @@
 # Results: benches/results/gateway-ab-<time>.md and benches/results/gateway-ab-latest.md.
 # Environment: MESHGATE_BIN (default: a release build of this checkout), MESHGATE_VENV
 # (the test suite's virtual environment: pyarrow, ADBC, DuckDB).
-set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-# shellcheck source=../tests/python/venv.sh
-source "$repo/tests/python/venv.sh"
-if [ -z "${MESHGATE_BIN:-}" ]; then
-    cargo build --release --locked --bin meshgate
-    MESHGATE_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/meshgate"
-fi
-exec "$MESHGATE_VENV/bin/python" "$repo/benches/python/gateway_ab.py" --bin "$MESHGATE_BIN" "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/python_bench.sh" gateway_ab "$@"

@@ -11,13 +11,4 @@
 # Results: benches/results/nodes-<time>.md and benches/results/nodes-latest.md.
 # Environment: MESHGATE_BIN (default: a release build of this checkout), MESHGATE_VENV
 # (the test suite's virtual environment: pyarrow, ADBC, tpchgen-cli).
-set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-# shellcheck source=../tests/python/venv.sh
-source "$repo/tests/python/venv.sh"
-if [ -z "${MESHGATE_BIN:-}" ]; then
-    cargo build --release --locked --bin meshgate
-    MESHGATE_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/meshgate"
-fi
-exec "$MESHGATE_VENV/bin/python" "$repo/benches/python/nodes.py" --bin "$MESHGATE_BIN" "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/python_bench.sh" nodes "$@"
